@@ -1,0 +1,88 @@
+//! Field-selector lookups per kind: which fields a kind can be selected by
+//! (`spec.nodeName`, `status.phase`), as Kubernetes supports them.
+
+use crate::resource::Resource;
+use crate::{apps, autoscaling, coordination, core};
+
+pub trait Fields {
+    /// The value of a selectable field, or None when the kind does not
+    /// support selecting by it.
+    fn field(&self, path: &str) -> Option<String>;
+}
+
+fn meta_field<K: Resource>(obj: &K, path: &str) -> Option<String> {
+    match path {
+        "metadata.name" => Some(obj.metadata().name.clone()),
+        "metadata.namespace" => Some(obj.metadata().namespace.clone()),
+        _ => None,
+    }
+}
+
+macro_rules! meta_only {
+    ($($ty:ty),*) => {$(
+        impl Fields for $ty {
+            fn field(&self, path: &str) -> Option<String> {
+                meta_field(self, path)
+            }
+        }
+    )*};
+}
+
+meta_only!(
+    core::v1::Namespace,
+    core::v1::Service,
+    core::v1::Endpoints,
+    core::v1::ConfigMap,
+    apps::v1::Deployment,
+    apps::v1::ReplicaSet,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    coordination::v1::Lease
+);
+
+impl Fields for core::v1::Pod {
+    fn field(&self, path: &str) -> Option<String> {
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone().unwrap_or_default();
+        match path {
+            "spec.nodeName" => Some(spec.node_name),
+            "spec.schedulerName" => Some(spec.scheduler_name),
+            "spec.restartPolicy" => Some(spec.restart_policy),
+            "status.phase" => Some(status.phase),
+            "status.podIP" => Some(status.pod_ip),
+            _ => meta_field(self, path),
+        }
+    }
+}
+
+impl Fields for core::v1::Node {
+    fn field(&self, path: &str) -> Option<String> {
+        match path {
+            "spec.unschedulable" => Some(self.spec.as_ref().is_some_and(|s| s.unschedulable).to_string()),
+            _ => meta_field(self, path),
+        }
+    }
+}
+
+impl Fields for core::v1::Secret {
+    fn field(&self, path: &str) -> Option<String> {
+        match path {
+            "type" => Some(self.r#type.clone()),
+            _ => meta_field(self, path),
+        }
+    }
+}
+
+impl Fields for core::v1::Event {
+    fn field(&self, path: &str) -> Option<String> {
+        let io = self.involved_object.clone().unwrap_or_default();
+        match path {
+            "involvedObject.kind" => Some(io.kind),
+            "involvedObject.name" => Some(io.name),
+            "involvedObject.namespace" => Some(io.namespace),
+            "involvedObject.uid" => Some(io.uid),
+            "reason" => Some(self.reason.clone()),
+            "type" => Some(self.r#type.clone()),
+            _ => meta_field(self, path),
+        }
+    }
+}

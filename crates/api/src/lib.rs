@@ -1,0 +1,69 @@
+//! rkube's API: the kinds generated from `proto/` (prost + tonic), their
+//! Kubernetes JSON/YAML form (pbjson plus the hand-written union types), the
+//! registry of kinds (`Resource`), validation, defaulting, label and field
+//! selectors and quantities.
+//!
+//! This crate is pure: it performs no I/O and knows nothing of storage or
+//! transport beyond the generated gRPC stubs.
+
+pub mod intstr;
+pub mod quantity;
+
+#[allow(clippy::all, missing_docs)]
+pub mod meta {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.meta.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.meta.v1.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod core {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.core.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.core.v1.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod apps {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.apps.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.apps.v1.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod autoscaling {
+    pub mod v2 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.autoscaling.v2.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.autoscaling.v2.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod coordination {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.coordination.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.coordination.v1.serde.rs"));
+    }
+}
+
+/// The gRPC service and its messages (package `rkube.api.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod api {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.api.v1.rs"));
+    }
+}
+pub use api::v1 as rpc;
+
+pub mod codec;
+pub mod defaults;
+pub mod fields;
+pub mod resource;
+pub mod selector;
+pub mod validation;
+
+pub use codec::{from_any, to_any, DynObject};
+pub use resource::{object_key, visit_kind, KindVisitor, Resource, ResourceInfo, KINDS};

@@ -1,0 +1,149 @@
+//! Admission: the per-kind rules that need more than the object itself —
+//! whether its namespace exists, which namespaces are protected, how pods
+//! and namespaces are deleted gracefully, the initial status of new
+//! objects.
+
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::storage_key;
+use crate::State;
+use rkube_api::core::v1::{Namespace, Pod};
+use rkube_api::{Resource, ResourceInfo};
+use std::any::Any;
+
+/// Namespaces that exist from the first start and cannot be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node-lease"];
+
+/// Initial status: new pods are Pending, new namespaces Active.
+pub fn prepare_create<K: Resource>(obj: &mut K) {
+    let any = obj as &mut dyn Any;
+    if let Some(pod) = any.downcast_mut::<Pod>() {
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.phase = "Pending".into();
+        status.qos_class = qos_class(pod.spec.as_ref()).into();
+    } else if let Some(ns) = any.downcast_mut::<Namespace>() {
+        ns.status.get_or_insert_with(Default::default).phase = "Active".into();
+    }
+}
+
+/// Guaranteed when every container has equal cpu and memory requests and
+/// limits, BestEffort when none has any, Burstable otherwise.
+fn qos_class(spec: Option<&rkube_api::core::v1::PodSpec>) -> &'static str {
+    let Some(spec) = spec else { return "BestEffort" };
+    let containers: Vec<_> = spec.init_containers.iter().chain(&spec.containers).collect();
+    let none = containers.iter().all(|c| {
+        c.resources
+            .as_ref()
+            .is_none_or(|r| r.requests.is_empty() && r.limits.is_empty())
+    });
+    if none {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        c.resources.as_ref().is_some_and(|r| {
+            ["cpu", "memory"]
+                .iter()
+                .all(|k| match (r.limits.get(*k), r.requests.get(*k)) {
+                    (Some(l), Some(q)) => l.nanos().ok() == q.nanos().ok(),
+                    _ => false,
+                })
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// A namespaced object can only be created in a namespace that exists and
+/// is not being deleted.
+pub fn check_namespace(state: &State, info: &ResourceInfo, namespace: &str) -> ApiResult<()> {
+    if !info.namespaced {
+        return Ok(());
+    }
+    let ns_info = Namespace::info();
+    let kv = state
+        .store
+        .get(&storage_key(ns_info, "", namespace))
+        .ok_or_else(|| ApiError::not_found(ns_info, namespace))?;
+    let ns = <Namespace as prost::Message>::decode(kv.value.as_ref())
+        .map_err(|e| ApiError::internal(format!("stored namespace {namespace} cannot be decoded: {e}")))?;
+    if !ns.metadata().deletion_timestamp.is_empty() {
+        return Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {namespace} because it is being terminated"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_delete(_state: &State, info: &ResourceInfo, name: &str) -> ApiResult<()> {
+    if info.kind == "Namespace" && SYSTEM_NAMESPACES.contains(&name) {
+        return Err(ApiError::forbidden(format!(
+            "namespaces {name:?} is forbidden: this namespace may not be deleted"
+        )));
+    }
+    Ok(())
+}
+
+/// The grace period of a delete: pods bound to a node get their kubelet
+/// time to stop them (the request's, else the pod's
+/// terminationGracePeriodSeconds); a pod that never ran goes at once.
+pub fn grace_period<K: Resource>(obj: &K, requested: Option<i32>) -> Option<i32> {
+    let pod = (obj as &dyn Any).downcast_ref::<Pod>()?;
+    let spec = pod.spec.as_ref();
+    let bound = spec.is_some_and(|s| !s.node_name.is_empty());
+    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+    if !bound || phase == "Succeeded" || phase == "Failed" {
+        return Some(0);
+    }
+    Some(
+        requested
+            .or(spec.and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30)
+            .max(0),
+    )
+}
+
+/// A namespace being deleted turns Terminating and keeps a finalizer until
+/// the namespace controller has deleted everything in it.
+pub fn prepare_delete<K: Resource>(obj: &mut K) {
+    if let Some(ns) = (obj as &mut dyn Any).downcast_mut::<Namespace>() {
+        ns.status.get_or_insert_with(Default::default).phase = "Terminating".into();
+        let finalizers = &mut ns.metadata_mut().finalizers;
+        if !finalizers.iter().any(|f| f == "kubernetes") {
+            finalizers.push("kubernetes".into());
+        }
+    }
+}
+
+/// An update that leaves out what the apiserver allocated (clusterIP,
+/// nodePorts) keeps it: users apply the same manifest again and again.
+pub fn prepare_update<K: Resource>(new: &mut K, old: &K) {
+    use rkube_api::core::v1::Service;
+    let (Some(new), Some(old)) = (
+        (new as &mut dyn Any).downcast_mut::<Service>(),
+        (old as &dyn Any).downcast_ref::<Service>(),
+    ) else {
+        return;
+    };
+    let (Some(n), Some(o)) = (new.spec.as_mut(), old.spec.as_ref()) else {
+        return;
+    };
+    if n.cluster_ip.is_empty() {
+        n.cluster_ip = o.cluster_ip.clone();
+        n.cluster_ips = o.cluster_ips.clone();
+    }
+    for p in &mut n.ports {
+        if p.node_port == 0 {
+            if let Some(op) = o
+                .ports
+                .iter()
+                .find(|op| op.port == p.port && op.protocol == p.protocol)
+            {
+                if n.r#type == o.r#type {
+                    p.node_port = op.node_port;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,809 @@
+//! The verbs, written once for every kind: each is a generic function over
+//! `K: Resource`, picked at run time by `visit_kind`. They implement the
+//! Kubernetes semantics the store does not know: defaulting, validation,
+//! immutable metadata, status subresource, generation, finalizers and
+//! graceful deletion, selectors and pagination.
+
+use crate::admission;
+use crate::error::{ApiError, ApiResult};
+use crate::State;
+use base64::Engine;
+use bytes::Bytes;
+use prost_types::Any;
+use rkube_api::codec::resource_version_suffix;
+use rkube_api::rpc;
+use rkube_api::selector::{FieldSelector, Selector};
+use rkube_api::validation::MAX_OBJECT_BYTES;
+use rkube_api::{from_any, Resource, ResourceInfo};
+use rkube_store::{EventKind, KeyValue, StoreError, WatchItem};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The storage key of an object: `{group|core}/{plural}/{namespace}/{name}`,
+/// or without the namespace for cluster-scoped kinds.
+pub fn storage_key(info: &ResourceInfo, namespace: &str, name: &str) -> String {
+    format!("{}{name}", storage_prefix(info, namespace))
+}
+
+/// The key prefix of a collection; an empty namespace means all of them.
+pub fn storage_prefix(info: &ResourceInfo, namespace: &str) -> String {
+    let group = if info.group.is_empty() { "core" } else { info.group };
+    if info.namespaced && !namespace.is_empty() {
+        format!("{group}/{}/{namespace}/", info.plural)
+    } else {
+        format!("{group}/{}/", info.plural)
+    }
+}
+
+/// The wire form of a stored object, with its resourceVersion stamped on.
+fn stamped(kv: &KeyValue, info: &ResourceInfo) -> Any {
+    let mut value = Vec::with_capacity(kv.value.len() + 24);
+    value.extend_from_slice(&kv.value);
+    value.extend(resource_version_suffix(kv.mod_revision));
+    Any {
+        type_url: info.type_url.to_string(),
+        value,
+    }
+}
+
+fn decode_stored<K: Resource>(kv: &KeyValue) -> ApiResult<K> {
+    let mut obj = K::decode(kv.value.as_ref())
+        .map_err(|e| ApiError::internal(format!("stored object {} cannot be decoded: {e}", kv.key)))?;
+    obj.metadata_mut().resource_version = kv.mod_revision.to_string();
+    Ok(obj)
+}
+
+/// What is stored: the object without its resourceVersion (the store's
+/// revision is the truth).
+fn encode_for_store<K: Resource>(obj: &K) -> ApiResult<Bytes> {
+    let mut obj = obj.clone();
+    obj.metadata_mut().resource_version.clear();
+    let bytes = obj.encode_to_vec();
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{} {:?} is too large: {} bytes, the limit is {} bytes; keep large data out of the object (for example in a volume)",
+            K::INFO.kind,
+            obj.name(),
+            bytes.len(),
+            MAX_OBJECT_BYTES
+        )));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+fn decode_request<K: Resource>(any: Option<Any>) -> ApiResult<K> {
+    let any = any.ok_or_else(|| ApiError::bad_request("the request carries no object"))?;
+    from_any::<K>(&any).map_err(|e| ApiError::bad_request(format!("cannot decode the object: {e}")))
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The namespace an object goes in: the request's, or the object's, or
+/// `default`; a mismatch between the two is an error, as in Kubernetes.
+fn resolve_namespace(info: &ResourceInfo, request: &str, object: &str) -> ApiResult<String> {
+    if !info.namespaced {
+        return Ok(String::new());
+    }
+    match (request, object) {
+        ("", "") => Ok("default".into()),
+        (r, "") => Ok(r.into()),
+        ("", o) => Ok(o.into()),
+        (r, o) if r == o => Ok(r.into()),
+        (r, o) => Err(ApiError::bad_request(format!(
+            "the namespace of the provided object ({o}) does not match the namespace sent on the request ({r})"
+        ))),
+    }
+}
+
+fn generated_name(prefix: &str) -> String {
+    // Kubernetes' alphabet: no vowels (no words), no confusable characters.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    let suffix: String = id.as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+fn validate<K: Resource>(obj: &K, old: Option<&K>) -> ApiResult<()> {
+    let mut errors = obj.validate();
+    if let Some(old) = old {
+        errors.extend(obj.validate_update(old));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(K::info(), obj.name(), errors))
+    }
+}
+
+pub async fn create<K: Resource>(state: Arc<State>, req: rpc::CreateRequest) -> ApiResult<Any> {
+    let info = K::info();
+    let mut obj: K = decode_request(req.object)?;
+    let namespace = resolve_namespace(info, &req.namespace, obj.namespace())?;
+    let generate = obj.name().is_empty() && !obj.metadata().generate_name.is_empty();
+    {
+        let meta = obj.metadata_mut();
+        meta.namespace = namespace.clone();
+        meta.uid = uuid::Uuid::new_v4().to_string();
+        meta.creation_timestamp = now();
+        meta.resource_version.clear();
+        meta.deletion_timestamp.clear();
+        meta.deletion_grace_period_seconds = None;
+        meta.generation = if info.has_status { 1 } else { 0 };
+    }
+    obj.set_type_meta();
+    if info.has_status {
+        obj.copy_status_from(&K::default());
+    }
+    obj.apply_defaults();
+    admission::prepare_create(&mut obj);
+    // validation sees a name even for generateName, then the real one is set
+    if generate {
+        obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());
+    }
+    validate(&obj, None)?;
+    admission::check_namespace(&state, info, &namespace)?;
+    if req.dry_run {
+        return Ok(rkube_api::to_any(&obj));
+    }
+    for attempt in 0.. {
+        let key = storage_key(info, &namespace, obj.name());
+        let value = encode_for_store(&obj)?;
+        match state.store.create(&key, value).await {
+            Ok(kv) => return Ok(stamped(&kv, info)),
+            Err(StoreError::AlreadyExists { .. }) if generate && attempt < 8 => {
+                obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());
+            }
+            Err(e) => return Err(ApiError::from_store(e, info, obj.name())),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+pub async fn get<K: Resource>(state: Arc<State>, req: rpc::GetRequest) -> ApiResult<Any> {
+    let info = K::info();
+    let key = storage_key(info, &namespace_or_default(info, &req.namespace), &req.name);
+    state
+        .store
+        .get(&key)
+        .map(|kv| stamped(&kv, info))
+        .ok_or_else(|| ApiError::not_found(info, &req.name))
+}
+
+fn namespace_or_default(info: &ResourceInfo, ns: &str) -> String {
+    if info.namespaced && ns.is_empty() {
+        "default".into()
+    } else {
+        ns.into()
+    }
+}
+
+/// Parsed selectors of a list or watch.
+struct Filter {
+    labels: Selector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn parse<K: Resource>(label_selector: &str, field_selector: &str) -> ApiResult<Self> {
+        let labels = Selector::parse(label_selector).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields =
+            FieldSelector::parse(field_selector).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let probe = K::default();
+        for f in fields.fields() {
+            if probe.field(f).is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {f} (for {}, select by metadata.name or metadata.namespace)",
+                    K::INFO.plural
+                )));
+            }
+        }
+        Ok(Filter { labels, fields })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    fn matches<K: Resource>(&self, obj: &K) -> bool {
+        self.labels.matches(&obj.metadata().labels) && self.fields.matches(|f| obj.field(f))
+    }
+
+    fn matches_kv<K: Resource>(&self, kv: &KeyValue) -> ApiResult<bool> {
+        if self.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.matches(&decode_stored::<K>(kv)?))
+    }
+}
+
+fn encode_continue(revision: u64, key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{revision}:{key}"))
+}
+
+fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "continue token {token:?} is not valid; start the list again without it"
+        ))
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (rev, key) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((rev.parse().map_err(|_| bad())?, key.to_string()))
+}
+
+pub async fn list<K: Resource>(state: Arc<State>, req: rpc::ListRequest) -> ApiResult<rpc::ListResponse> {
+    let info = K::info();
+    let filter = Filter::parse::<K>(&req.label_selector, &req.field_selector)?;
+    let prefix = storage_prefix(info, &req.namespace);
+    let limit = usize::try_from(req.limit.max(0)).unwrap_or(0);
+    let (mut at, mut after) = if req.r#continue.is_empty() {
+        (None, None)
+    } else {
+        let (rev, key) = decode_continue(&req.r#continue)?;
+        if !key.starts_with(&prefix) {
+            return Err(ApiError::bad_request(
+                "the continue token belongs to another list; start again without it",
+            ));
+        }
+        (Some(rev), Some(key))
+    };
+    let store_err = |e| ApiError::from_store(e, info, "");
+    let mut items = Vec::new();
+    let page_size = if limit == 0 { 0 } else { limit.max(500) };
+    loop {
+        let page = state
+            .store
+            .list(&prefix, after.as_deref(), page_size, at)
+            .map_err(store_err)?;
+        at = Some(page.revision);
+        let n = page.items.len();
+        for (i, kv) in page.items.iter().enumerate() {
+            if filter.matches_kv::<K>(kv)? {
+                items.push(stamped(kv, info));
+                if limit != 0 && items.len() == limit {
+                    let more = i + 1 < n || page.more;
+                    let remaining = (!more).then_some(0).or_else(|| {
+                        filter
+                            .is_empty()
+                            .then(|| (n - i - 1) as i32 + page.remaining as i32)
+                    });
+                    return Ok(rpc::ListResponse {
+                        items,
+                        resource_version: page.revision.to_string(),
+                        r#continue: if more {
+                            encode_continue(page.revision, &kv.key)
+                        } else {
+                            String::new()
+                        },
+                        remaining_item_count: if more { remaining } else { None },
+                    });
+                }
+            }
+        }
+        if !page.more || n == 0 {
+            return Ok(rpc::ListResponse {
+                items,
+                resource_version: page.revision.to_string(),
+                r#continue: String::new(),
+                remaining_item_count: None,
+            });
+        }
+        after = page.items.last().map(|kv| kv.key.clone());
+    }
+}
+
+/// Metadata a client may not change through Update.
+fn keep_system_metadata<K: Resource>(new: &mut K, old: &K) {
+    let o = old.metadata();
+    let n = new.metadata_mut();
+    n.uid = o.uid.clone();
+    n.creation_timestamp = o.creation_timestamp.clone();
+    n.deletion_timestamp = o.deletion_timestamp.clone();
+    n.deletion_grace_period_seconds = o.deletion_grace_period_seconds;
+    n.generation = o.generation;
+    n.namespace = o.namespace.clone();
+    n.generate_name = if n.generate_name.is_empty() {
+        o.generate_name.clone()
+    } else {
+        n.generate_name.clone()
+    };
+}
+
+/// Update (spec and metadata) or UpdateStatus (status only).
+pub async fn update<K: Resource>(state: Arc<State>, req: rpc::UpdateRequest, status: bool) -> ApiResult<Any> {
+    let obj: K = decode_request(req.object)?;
+    update_object(state, obj, status, req.dry_run).await
+}
+
+pub(crate) async fn update_object<K: Resource>(
+    state: Arc<State>,
+    incoming: K,
+    status: bool,
+    dry_run: bool,
+) -> ApiResult<Any> {
+    let info = K::info();
+    let name = incoming.name().to_string();
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            info,
+            "",
+            vec![rkube_api::validation::FieldError {
+                field: "metadata.name".into(),
+                kind: rkube_api::validation::ErrorType::Required,
+                detail: "name is required".into(),
+            }],
+        ));
+    }
+    let namespace = namespace_or_default(info, incoming.namespace());
+    let key = storage_key(info, &namespace, &name);
+    let wanted_rv = incoming.metadata().resource_version.clone();
+    loop {
+        let kv = state
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(info, &name))?;
+        if !wanted_rv.is_empty() && wanted_rv != kv.mod_revision.to_string() {
+            return Err(ApiError::stale(info, &name));
+        }
+        let old: K = decode_stored(&kv)?;
+        let mut new = if status {
+            // UpdateStatus: everything but status comes from the stored object
+            let mut n = old.clone();
+            n.copy_status_from(&incoming);
+            n
+        } else {
+            let mut n = incoming.clone();
+            keep_system_metadata(&mut n, &old);
+            n.copy_status_from(&old);
+            n.apply_defaults();
+            admission::prepare_update(&mut n, &old);
+            if !n.same_spec(&old) {
+                n.metadata_mut().generation = old.metadata().generation + 1;
+            }
+            n
+        };
+        new.set_type_meta();
+        new.metadata_mut().resource_version = kv.mod_revision.to_string();
+        if !status {
+            validate(&new, Some(&old))?;
+        }
+        if new == old {
+            // nothing changed: no write, no new resourceVersion
+            return Ok(stamped(&kv, info));
+        }
+        if dry_run {
+            return Ok(rkube_api::to_any(&new));
+        }
+        let removed_last_finalizer =
+            !old.metadata().finalizers.is_empty() && new.metadata().finalizers.is_empty();
+        let result =
+            if removed_last_finalizer && !new.metadata().deletion_timestamp.is_empty() && deletable_now(&new)
+            {
+                state
+                    .store
+                    .delete(&key, Some(kv.mod_revision))
+                    .await
+                    .map(|(rev, mut kv)| {
+                        kv.mod_revision = rev;
+                        kv
+                    })
+            } else {
+                state
+                    .store
+                    .put(&key, encode_for_store(&new)?, Some(kv.mod_revision))
+                    .await
+            };
+        match result {
+            Ok(kv) => return Ok(stamped(&kv, info)),
+            // an unconditional update retries against the newer object
+            Err(StoreError::Conflict { .. }) if wanted_rv.is_empty() => continue,
+            Err(e) => return Err(ApiError::from_store(e, info, &name)),
+        }
+    }
+}
+
+/// Whether an object marked for deletion can go now that it has no
+/// finalizers. A pod bound to a node waits for its kubelet to stop it
+/// (graceful deletion), unless its grace period is zero.
+fn deletable_now<K: Resource>(obj: &K) -> bool {
+    if let Some(pod) = (obj as &dyn std::any::Any).downcast_ref::<rkube_api::core::v1::Pod>() {
+        let bound = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
+        return !bound || pod.metadata().deletion_grace_period_seconds.unwrap_or(0) == 0;
+    }
+    true
+}
+
+pub async fn patch<K: Resource>(state: Arc<State>, req: rpc::PatchRequest) -> ApiResult<Any> {
+    let info = K::info();
+    if !matches!(req.patch_type.as_str(), "" | "merge") {
+        return Err(ApiError::bad_request(format!(
+            "patch type {:?} is not supported; use \"merge\" (JSON merge patch, RFC 7386)",
+            req.patch_type
+        )));
+    }
+    let status = match req.subresource.as_str() {
+        "" => false,
+        "status" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "subresource {other:?} cannot be patched; use \"\" or \"status\""
+            )))
+        }
+    };
+    let patch: serde_json::Value = serde_json::from_slice(&req.patch)
+        .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    let key = storage_key(info, &namespace_or_default(info, &req.namespace), &req.name);
+    loop {
+        let kv = state
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(info, &req.name))?;
+        let current: K = decode_stored(&kv)?;
+        let mut doc = serde_json::to_value(&current).map_err(|e| ApiError::internal(e.to_string()))?;
+        merge_patch(&mut doc, &patch);
+        let mut patched: K = serde_path_to_error_json::<K>(doc).map_err(|(path, msg)| {
+            ApiError::invalid(
+                info,
+                &req.name,
+                vec![rkube_api::validation::FieldError {
+                    field: path,
+                    kind: rkube_api::validation::ErrorType::Invalid(String::new()),
+                    detail: msg,
+                }],
+            )
+        })?;
+        // a patch that names a resourceVersion is a precondition; otherwise
+        // it applies to whatever is current (and retries on a race)
+        let precondition = patched.metadata().resource_version != kv.mod_revision.to_string();
+        if !precondition {
+            patched.metadata_mut().resource_version = kv.mod_revision.to_string();
+        }
+        match update_object(state.clone(), patched, status, req.dry_run).await {
+            Err(e) if e.reason == "Conflict" && !precondition => continue,
+            other => return other,
+        }
+    }
+}
+
+fn serde_path_to_error_json<K: Resource>(doc: serde_json::Value) -> Result<K, (String, String)> {
+    serde_path_to_error::deserialize::<_, K>(doc).map_err(|e| (e.path().to_string(), e.inner().to_string()))
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match patch {
+        serde_json::Value::Object(p) => {
+            if !target.is_object() {
+                *target = serde_json::Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("just made an object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> ApiResult<Any> {
+    let info = K::info();
+    let name = req.name.clone();
+    let key = storage_key(info, &namespace_or_default(info, &req.namespace), &name);
+    let policy = match req.propagation_policy.as_str() {
+        "" | "Background" => "Background",
+        "Foreground" => "Foreground",
+        "Orphan" => "Orphan",
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {other:?} is not one of Background, Foreground, Orphan"
+            )))
+        }
+    };
+    admission::check_delete(&state, info, &name)?;
+    loop {
+        let kv = state
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(info, &name))?;
+        let obj: K = decode_stored(&kv)?;
+        if let Some(p) = &req.preconditions {
+            if !p.uid.is_empty() && p.uid != obj.metadata().uid {
+                return Err(ApiError::conflict(
+                    info,
+                    &name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                        p.uid,
+                        obj.metadata().uid
+                    ),
+                ));
+            }
+            if !p.resource_version.is_empty() && p.resource_version != kv.mod_revision.to_string() {
+                return Err(ApiError::conflict(info, &name, &format!(
+                    "Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
+                    p.resource_version, kv.mod_revision
+                )));
+            }
+        }
+        let grace = admission::grace_period(&obj, req.grace_period_seconds);
+        let mut marked = obj.clone();
+        {
+            let m = marked.metadata_mut();
+            match policy {
+                "Foreground" if !m.finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    m.finalizers.push("foregroundDeletion".into())
+                }
+                "Orphan" if !m.finalizers.iter().any(|f| f == "orphan") => m.finalizers.push("orphan".into()),
+                _ => {}
+            }
+        }
+        admission::prepare_delete(&mut marked);
+        let already = !obj.metadata().deletion_timestamp.is_empty();
+        let must_wait = !marked.metadata().finalizers.is_empty() || grace.is_some_and(|g| g > 0);
+        if req.dry_run {
+            return Ok(stamped(&kv, info));
+        }
+        let result = if must_wait {
+            let m = marked.metadata_mut();
+            if !already {
+                m.deletion_timestamp = match grace {
+                    Some(g) if g > 0 => (chrono::Utc::now() + chrono::Duration::seconds(g as i64))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    _ => now(),
+                };
+            }
+            // a later delete may shorten the grace period, never lengthen it
+            let new_grace = grace.unwrap_or(0);
+            m.deletion_grace_period_seconds = Some(match m.deletion_grace_period_seconds {
+                Some(old) if already => old.min(new_grace),
+                _ => new_grace,
+            });
+            if marked == obj {
+                return Ok(stamped(&kv, info));
+            }
+            state
+                .store
+                .put(&key, encode_for_store(&marked)?, Some(kv.mod_revision))
+                .await
+        } else {
+            state
+                .store
+                .delete(&key, Some(kv.mod_revision))
+                .await
+                .map(|(rev, mut kv)| {
+                    kv.mod_revision = rev;
+                    kv
+                })
+        };
+        match result {
+            Ok(kv) => return Ok(stamped(&kv, info)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_store(e, info, &name)),
+        }
+    }
+}
+
+pub async fn bind(state: Arc<State>, req: rpc::BindRequest) -> ApiResult<Any> {
+    use rkube_api::core::v1::{Pod, PodCondition};
+    let info = Pod::info();
+    if req.node_name.is_empty() {
+        return Err(ApiError::bad_request("a binding needs a node name"));
+    }
+    let key = storage_key(info, &namespace_or_default(info, &req.namespace), &req.name);
+    loop {
+        let kv = state
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(info, &req.name))?;
+        let mut pod: Pod = decode_stored(&kv)?;
+        if !req.uid.is_empty() && req.uid != pod.metadata().uid {
+            return Err(ApiError::conflict(
+                info,
+                &req.name,
+                "the pod was deleted and recreated (uid changed); schedule the new pod",
+            ));
+        }
+        if !pod.metadata().deletion_timestamp.is_empty() {
+            return Err(ApiError::conflict(
+                info,
+                &req.name,
+                &format!("pod {} is being deleted, cannot be assigned to a host", req.name),
+            ));
+        }
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        if !spec.node_name.is_empty() {
+            return Err(ApiError::conflict(
+                info,
+                &req.name,
+                &format!(
+                    "pod {} is already assigned to node {:?}",
+                    req.name, spec.node_name
+                ),
+            ));
+        }
+        spec.node_name = req.node_name.clone();
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.conditions.retain(|c| c.r#type != "PodScheduled");
+        status.conditions.push(PodCondition {
+            r#type: "PodScheduled".into(),
+            status: "True".into(),
+            last_transition_time: now(),
+            ..Default::default()
+        });
+        match state
+            .store
+            .put(&key, encode_for_store(&pod)?, Some(kv.mod_revision))
+            .await
+        {
+            Ok(kv) => return Ok(stamped(&kv, info)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_store(e, info, &req.name)),
+        }
+    }
+}
+
+pub type WatchSender = mpsc::Sender<Result<rpc::WatchEvent, tonic::Status>>;
+
+fn event(kind: &str, object: Any) -> rpc::WatchEvent {
+    rpc::WatchEvent {
+        r#type: kind.into(),
+        object: Some(object),
+        resource_version: String::new(),
+    }
+}
+
+/// Starts a watch: validates the request, then streams in a task until the
+/// client goes away or the server shuts down.
+pub async fn watch<K: Resource>(state: Arc<State>, req: rpc::WatchRequest, tx: WatchSender) -> ApiResult<()> {
+    let info = K::info();
+    let filter = Filter::parse::<K>(&req.label_selector, &req.field_selector)?;
+    let prefix = storage_prefix(info, &req.namespace);
+    let from: Option<u64> = if req.resource_version.is_empty() {
+        None
+    } else {
+        Some(req.resource_version.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion {:?} is not a revision number",
+                req.resource_version
+            ))
+        })?)
+    };
+    let mut initial = Vec::new();
+    let start = match from {
+        Some(rev) => rev,
+        None => {
+            let snapshot = state
+                .store
+                .list(&prefix, None, 0, None)
+                .map_err(|e| ApiError::from_store(e, info, ""))?;
+            for kv in &snapshot.items {
+                if filter.matches_kv::<K>(kv)? {
+                    initial.push(event("ADDED", stamped(kv, info)));
+                }
+            }
+            snapshot.revision
+        }
+    };
+    let mut stream = state
+        .store
+        .watch(&prefix, start)
+        .map_err(|e| ApiError::from_store(e, info, ""))?;
+    let mut shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        for ev in initial {
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = shutdown.changed() => return,
+                _ = tx.closed() => return,
+            };
+            let out = match item {
+                None => return,
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(ApiError::from_store(e, info, "").into())).await;
+                    return;
+                }
+                Some(Ok(WatchItem::Progress(rev))) => {
+                    if !req.allow_bookmarks {
+                        continue;
+                    }
+                    rpc::WatchEvent {
+                        r#type: "BOOKMARK".into(),
+                        object: None,
+                        resource_version: rev.to_string(),
+                    }
+                }
+                Some(Ok(WatchItem::Event(ev))) => match translate::<K>(&filter, info, ev) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                },
+            };
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Turns a store event into what a watcher with this filter sees: an
+/// object that starts matching is ADDED, one that stops matching is DELETED.
+fn translate<K: Resource>(
+    filter: &Filter,
+    info: &ResourceInfo,
+    ev: rkube_store::Event,
+) -> ApiResult<Option<rpc::WatchEvent>> {
+    let now_matches = filter.matches_kv::<K>(&ev.kv)?;
+    match ev.kind {
+        EventKind::Delete => Ok(now_matches.then(|| event("DELETED", stamped(&ev.kv, info)))),
+        EventKind::Put => {
+            let was = match &ev.prev {
+                Some(prev) => Some(filter.matches_kv::<K>(prev)?),
+                None => None,
+            };
+            Ok(match (was, now_matches) {
+                (None, true) | (Some(false), true) => Some(event("ADDED", stamped(&ev.kv, info))),
+                (Some(true), true) => Some(event("MODIFIED", stamped(&ev.kv, info))),
+                (Some(true), false) => Some(event("DELETED", stamped(&ev.kv, info))),
+                _ => None,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc7386() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+        let mut doc = json!({"a": [1, 2]});
+        merge_patch(&mut doc, &json!({"a": [3]}));
+        assert_eq!(doc, json!({"a": [3]}));
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, "core/pods/default/x");
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, "core/pods/default/x".to_string())
+        );
+        assert!(decode_continue("!!").is_err());
+    }
+
+    #[test]
+    fn keys_are_scoped() {
+        let pods = <rkube_api::core::v1::Pod as Resource>::info();
+        let nodes = <rkube_api::core::v1::Node as Resource>::info();
+        let deploys = <rkube_api::apps::v1::Deployment as Resource>::info();
+        assert_eq!(storage_key(pods, "default", "x"), "core/pods/default/x");
+        assert_eq!(storage_prefix(pods, ""), "core/pods/");
+        assert_eq!(storage_key(nodes, "", "n1"), "core/nodes/n1");
+        assert_eq!(storage_key(deploys, "ns", "web"), "apps/deployments/ns/web");
+    }
+}

@@ -1,0 +1,179 @@
+//! rkube-apiserver: the only process that opens the object store. It
+//! serves one generic gRPC service over every kind, applies defaulting,
+//! validation and admission, stamps resourceVersions, and fans changes out
+//! to watchers. It must not run controllers or talk to nodes' containers:
+//! everything else is a client of this API.
+
+pub mod admission;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod service;
+
+use anyhow::Context;
+pub use config::{Args, Config};
+use rkube_api::core::v1::Namespace;
+use rkube_api::rpc::api_server_server::ApiServerServer;
+use rkube_api::Resource;
+use rkube_store::{SledStore, Store, StoreConfig, StoreError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What every request handler shares.
+pub struct State {
+    pub store: Arc<dyn Store>,
+    /// Flips to true when the server shuts down, ending watch streams.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A started apiserver: its address, and how to stop it.
+pub struct RunningApiServer {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    store: Arc<SledStore>,
+}
+
+impl RunningApiServer {
+    /// `http://ADDR`, what clients connect to.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving, ends watches, finishes queued writes and flushes.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let served = self.server.await.context("the gRPC server task failed")?;
+        served.context("the gRPC server failed")?;
+        self.store.close().context("closing the store")?;
+        Ok(())
+    }
+}
+
+/// Opens the store, creates the system namespaces on first start, binds the
+/// listener and starts serving. Returns once the server accepts requests.
+pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
+    let mut store_config = StoreConfig::new(&config.data_dir);
+    store_config.history = config.watch_history;
+    store_config.cache_bytes = config.cache_mib * 1024 * 1024;
+    store_config.progress_interval = config.bookmark_interval;
+    // Opening blocks on disk; the error already names the directory and what to do.
+    let store = tokio::task::spawn_blocking(move || SledStore::open(store_config))
+        .await
+        .context("the store opener panicked")??;
+    let store = Arc::new(store);
+    bootstrap(store.as_ref()).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another apiserver running there? choose another --listen",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        store: store.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
+    let service = ApiServerServer::new(service::ApiService { state })
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(usize::MAX);
+    let mut stop = shutdown_rx;
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), revision = store.revision(), "rkube-apiserver serving");
+    Ok(RunningApiServer {
+        addr,
+        shutdown: shutdown_tx,
+        server,
+        store,
+    })
+}
+
+/// Runs until `shutdown` resolves: what `main` calls.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    notify_systemd("READY=1");
+    shutdown.await;
+    tracing::info!("shutting down");
+    notify_systemd("STOPPING=1");
+    server.stop().await
+}
+
+/// Creates `default`, `kube-system` and `kube-node-lease` if missing.
+async fn bootstrap(store: &dyn Store) -> anyhow::Result<()> {
+    for name in admission::SYSTEM_NAMESPACES {
+        let key = handlers::storage_key(Namespace::info(), "", name);
+        if store.get(&key).is_some() {
+            continue;
+        }
+        let mut ns = Namespace::default();
+        ns.set_type_meta();
+        let meta = ns.metadata_mut();
+        meta.name = name.to_string();
+        meta.uid = uuid::Uuid::new_v4().to_string();
+        meta.creation_timestamp = handlers::now();
+        meta.generation = 1;
+        ns.status.get_or_insert_with(Default::default).phase = "Active".into();
+        match store
+            .create(&key, prost::Message::encode_to_vec(&ns).into())
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating namespace {name}")),
+        }
+    }
+    Ok(())
+}
+
+/// Tells systemd (Type=notify) about our state, when run under it.
+pub fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot notify systemd: {e}");
+            return;
+        }
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| socket.send_to_addr(state.as_bytes(), &a))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = result {
+        tracing::warn!("cannot notify systemd at {}: {e}", path.to_string_lossy());
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

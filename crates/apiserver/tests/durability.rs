@@ -1,0 +1,109 @@
+//! `kill -9` of the apiserver in the middle of a stream of writes loses
+//! none that was acknowledged: the real binary, a real SIGKILL, a restart on
+//! the same data directory.
+
+mod common;
+
+use common::*;
+use rkube_api::core::v1::ConfigMap;
+use rkube_api::rpc::api_server_client::ApiServerClient;
+use rkube_api::Resource;
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rkube-apiserver"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rkube-apiserver")
+}
+
+async fn connect(port: u16) -> ApiServerClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = ApiServerClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "apiserver did not come up on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let client = connect(port).await;
+
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let mut c = client.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("w{w}-{i}");
+                match create(&mut c, &config_map("default", &name, &[])).await {
+                    Ok(_) => {
+                        acked.lock().unwrap().insert(name);
+                    }
+                    // the server died under us: stop writing
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // let the writes stream, then kill without warning
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked.lock().unwrap().len() < 300 {
+        assert!(Instant::now() < deadline, "writes are not being acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let mut c = connect(port).await;
+    let (items, _) = list::<ConfigMap>(
+        &mut c,
+        rkube_api::rpc::ListRequest {
+            namespace: "default".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stored: HashSet<String> = items.iter().map(|cm| cm.name().to_string()).collect();
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after kill -9, e.g. {:?}",
+        lost.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(acked.len() >= 300);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
