@@ -472,6 +472,29 @@ spec:
     }
 
     #[test]
+    fn acronyms_keep_kubernetes_spelling() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  clusterIP: 10.96.0.10\n  externalIPs: [1.2.3.4]\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 5}}\n  ports: [{port: 53}]\n";
+        let objs = decode_manifests(text, "svc.yaml").unwrap();
+        let json = objs[0].to_json().unwrap();
+        assert_eq!(json["spec"]["clusterIP"], "10.96.0.10");
+        assert_eq!(json["spec"]["externalIPs"][0], "1.2.3.4");
+        let pod = crate::core::v1::Pod {
+            status: Some(crate::core::v1::PodStatus {
+                pod_ip: "10.244.0.5".into(),
+                host_ip: "10.0.0.1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&pod).unwrap();
+        assert_eq!(json["status"]["podIP"], "10.244.0.5");
+        assert_eq!(json["status"]["hostIP"], "10.0.0.1");
+        let node: crate::core::v1::Node =
+            serde_yaml::from_str("spec: {podCIDR: 10.244.1.0/24, providerID: local://n1}").unwrap();
+        assert_eq!(node.spec.unwrap().pod_cidr, "10.244.1.0/24");
+    }
+
+    #[test]
     fn list_documents_expand() {
         let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n  data: {k: v}\n";
         let objs = decode_manifests(text, "l.yaml").unwrap();

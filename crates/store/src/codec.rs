@@ -147,10 +147,7 @@ pub(crate) fn decode_log_entry(revision: Revision, data: &[u8]) -> Result<Vec<Ev
             KIND_DELETE => None,
             other => return Err(fail(&format!("unknown event kind {other}"))),
         };
-        let prev = match r
-            .u8()
-            .ok_or_else(|| fail("truncated previous-value flag"))?
-        {
+        let prev = match r.u8().ok_or_else(|| fail("truncated previous-value flag"))? {
             0 => None,
             1 => {
                 let create = r.u64().ok_or_else(|| fail("truncated previous revision"))?;
@@ -301,10 +298,7 @@ mod tests {
         }];
         let encoded = encode_log_entry(&events);
         for cut in 0..encoded.len() {
-            assert!(
-                decode_log_entry(1, &encoded[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode_log_entry(1, &encoded[..cut]).is_err(), "cut at {cut}");
         }
     }
 

@@ -114,11 +114,7 @@ fn refuse_if_not_empty(dir: &Path) -> Result<(), StoreError> {
         detail: format!(
             "it is not empty ({}{}) and has no {MARKER_FILE}",
             shown.join(", "),
-            if foreign.len() > shown.len() {
-                ", ..."
-            } else {
-                ""
-            }
+            if foreign.len() > shown.len() { ", ..." } else { "" }
         ),
     })
 }
@@ -131,9 +127,8 @@ fn read_marker(dir: &Path) -> Result<Option<serde_json::Value>, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::Io { path, source: e }),
     };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        StoreError::corrupt(&path, format!("the format marker is not valid JSON: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StoreError::corrupt(&path, format!("the format marker is not valid JSON: {e}")))?;
     match value.get("format") {
         Some(format) => Ok(Some(format.clone())),
         None => Err(StoreError::corrupt(

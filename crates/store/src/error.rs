@@ -42,10 +42,7 @@ pub enum StoreError {
         "the list snapshot at revision {requested} is no longer held (the store is at revision \
          {current}); start the list again without a continue token"
     )]
-    Expired {
-        requested: Revision,
-        current: Revision,
-    },
+    Expired { requested: Revision, current: Revision },
 
     #[error(
         "data directory {} is locked by another rkube-apiserver ({}); stop it or choose another \

@@ -52,10 +52,7 @@ pub enum Op {
         expected: Option<Revision>,
     },
     /// NotFound if absent; Conflict if `expected` is given and differs.
-    Delete {
-        key: String,
-        expected: Option<Revision>,
-    },
+    Delete { key: String, expected: Option<Revision> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,12 +126,15 @@ pub trait Store: Send + Sync {
         at_revision: Option<Revision>,
     ) -> Result<ListResult, StoreError>;
 
-    /// Applies all ops or none, under one new revision, and resolves after fsync.
+    /// Applies all ops or none, under one new revision, and resolves after fsync. The
+    /// transaction is queued when this is called; dropping the future only discards the
+    /// answer, it does not cancel the write.
     fn txn(&self, ops: Vec<Op>) -> StoreFuture<TxnResult>;
 
     /// Every change under `prefix` with a revision greater than `after`, in revision order,
     /// then live changes, with progress items while idle. [`StoreError::Compacted`] if
-    /// `after` is older than the log holds.
+    /// `after` is older than the log holds. The stream must be polled inside a tokio
+    /// runtime (it reads the log on the blocking pool and uses tokio timers).
     fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError>;
 
     /// The latest committed (durable) revision.

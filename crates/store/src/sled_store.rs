@@ -18,8 +18,8 @@ use crate::codec::{self, META_COMPACTED, META_REVISION, RECORD_PREFIX};
 use crate::dir::{self, DirLock};
 use crate::writer::{Request, Writer};
 use crate::{
-    Event, KeyValue, ListResult, Op, Revision, Store, StoreConfig, StoreError, StoreFuture,
-    TxnResult, WatchStream,
+    Event, KeyValue, ListResult, Op, Revision, Store, StoreConfig, StoreError, StoreFuture, TxnResult,
+    WatchStream,
 };
 
 /// The sled database together with the directory lock that protects it. The fields drop in
@@ -108,10 +108,7 @@ impl Shared {
 
     /// Called by the writer after the snapshot's revision is durable.
     pub(crate) fn publish(&self, snapshot: Snapshot, batch: CommitBatch) {
-        *self
-            .snapshot
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+        *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
         if let Some(sender) = &*self.events.read().unwrap_or_else(PoisonError::into_inner) {
             // No receivers is not an error: nobody is watching.
             let _ = sender.send(Arc::new(batch));
@@ -127,10 +124,7 @@ impl Shared {
     }
 
     fn close_events(&self) {
-        self.events
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.events.write().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     fn hold(&self, snapshot: &Arc<Snapshot>) {
@@ -138,10 +132,7 @@ impl Shared {
         let now = Instant::now();
         let ttl = self.config.list_snapshot_ttl;
         held.retain(|h| now.duration_since(h.last_used) < ttl);
-        if let Some(h) = held
-            .iter_mut()
-            .find(|h| h.snapshot.revision == snapshot.revision)
-        {
+        if let Some(h) = held.iter_mut().find(|h| h.snapshot.revision == snapshot.revision) {
             h.last_used = now;
             return;
         }
@@ -262,11 +253,7 @@ impl SledStore {
     /// The directory lock is released when the last handle is dropped. Idempotent.
     pub fn close(&self) -> Result<(), StoreError> {
         self.closed.store(true, Ordering::SeqCst);
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(handle) = handle else {
             return Ok(());
         };
@@ -398,8 +385,8 @@ impl Store for SledStore {
 
     fn txn(&self, ops: Vec<Op>) -> StoreFuture<TxnResult> {
         let (reply, answer) = oneshot::channel();
-        let sent = !self.closed.load(Ordering::SeqCst)
-            && self.requests.send(Request::Txn { ops, reply }).is_ok();
+        let sent =
+            !self.closed.load(Ordering::SeqCst) && self.requests.send(Request::Txn { ops, reply }).is_ok();
         let failure = self.shared.failure.clone();
         Box::pin(async move {
             if !sent {
@@ -457,8 +444,7 @@ fn check_database_format(engine: &Engine, initialised: bool) -> Result<(), Store
     let sled_err = |e| StoreError::from_sled(path, e);
     match engine.db.get(codec::META_FORMAT).map_err(sled_err)? {
         Some(format) => {
-            let format = codec::decode_u64("m/format", &format)
-                .map_err(|d| StoreError::corrupt(path, d))?;
+            let format = codec::decode_u64("m/format", &format).map_err(|d| StoreError::corrupt(path, d))?;
             if format != dir::FORMAT {
                 return Err(StoreError::UnsupportedFormat {
                     path: path.clone(),

@@ -11,11 +11,7 @@ fn b(s: &str) -> Bytes {
 }
 
 fn log_entries(store: &SledStore) -> usize {
-    store
-        .engine()
-        .db
-        .scan_prefix(crate::codec::LOG_PREFIX)
-        .count()
+    store.engine().db.scan_prefix(crate::codec::LOG_PREFIX).count()
 }
 
 #[tokio::test]
@@ -38,10 +34,7 @@ async fn an_undecodable_record_is_corrupt_and_names_its_key() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("pods/broken"), "{message}");
-    assert!(
-        message.contains(&dir.path().display().to_string()),
-        "{message}"
-    );
+    assert!(message.contains(&dir.path().display().to_string()), "{message}");
 }
 
 #[tokio::test]
@@ -53,10 +46,7 @@ async fn compaction_deletes_old_log_entries_and_keeps_history() {
     let store = SledStore::open(config).unwrap();
     // Far more than one deletion chunk, all in one txn-per-revision stream.
     for i in 0..3000 {
-        store
-            .put(&format!("k{}", i % 7), b("v"), None)
-            .await
-            .unwrap();
+        store.put(&format!("k{}", i % 7), b("v"), None).await.unwrap();
     }
     store.compact().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -26,6 +26,14 @@ use crate::{Event, Revision, StoreError, WatchItem};
 /// Log entries read per blocking read during replay; bounds a watcher's memory while it
 /// catches up.
 const REPLAY_CHUNK: usize = 256;
+const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// `now + interval`, saturating: an interval of "forever" must not overflow.
+fn deadline_after(interval: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(interval)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
 
 /// A stream of [`WatchItem`]s. It ends after yielding an error. Dropping it releases
 /// everything it holds.
@@ -61,11 +69,7 @@ impl std::fmt::Debug for WatchStream {
     }
 }
 
-pub(crate) fn start(
-    shared: &Arc<Shared>,
-    prefix: &str,
-    after: Revision,
-) -> Result<WatchStream, StoreError> {
+pub(crate) fn start(shared: &Arc<Shared>, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
     let receiver = shared.subscribe().ok_or(StoreError::Closed)?;
     let compacted = shared.compacted.load(Ordering::SeqCst);
     if after < compacted {
@@ -75,7 +79,8 @@ pub(crate) fn start(
         });
     }
     let until = shared.current().revision;
-    let progress_interval = shared.config.progress_interval;
+    // A zero interval would yield progress items in a hot loop.
+    let progress_interval = shared.config.progress_interval.max(MIN_PROGRESS_INTERVAL);
     let watcher = Watcher {
         shared: Arc::downgrade(shared),
         prefix: prefix.to_string(),
@@ -84,7 +89,7 @@ pub(crate) fn start(
         replay_until: (until > after).then_some(until),
         pending: VecDeque::new(),
         progress_interval,
-        quiet_until: Instant::now() + progress_interval,
+        quiet_until: deadline_after(progress_interval),
         done: false,
     };
     Ok(WatchStream::new(futures::stream::unfold(
@@ -119,7 +124,7 @@ impl Watcher {
         }
         loop {
             if let Some(event) = self.pending.pop_front() {
-                self.quiet_until = Instant::now() + self.progress_interval;
+                self.quiet_until = deadline_after(self.progress_interval);
                 return Some(Ok(WatchItem::Event(event)));
             }
             let step = match self.replay_until {
@@ -155,11 +160,8 @@ impl Watcher {
         }
         let finished = entries.len() < REPLAY_CHUNK;
         for (revision, events) in entries {
-            self.pending.extend(
-                events
-                    .into_iter()
-                    .filter(|e| e.kv.key.starts_with(&self.prefix)),
-            );
+            self.pending
+                .extend(events.into_iter().filter(|e| e.kv.key.starts_with(&self.prefix)));
             self.last = revision;
         }
         if finished {
@@ -201,7 +203,7 @@ impl Watcher {
                 Err(RecvError::Closed) => Err(StoreError::Closed),
             },
             () = tokio::time::sleep_until(self.quiet_until) => {
-                self.quiet_until = Instant::now() + self.progress_interval;
+                self.quiet_until = deadline_after(self.progress_interval);
                 Ok(Some(WatchItem::Progress(self.last)))
             }
         }
@@ -221,15 +223,10 @@ fn read_log(
     let path = &engine.db_path;
     let mut entries = Vec::new();
     let start = codec::log_key(from.saturating_add(1));
-    for item in engine
-        .db
-        .range(start..=codec::log_key(until))
-        .take(REPLAY_CHUNK)
-    {
+    for item in engine.db.range(start..=codec::log_key(until)).take(REPLAY_CHUNK) {
         let (key, value) = item.map_err(|e| StoreError::from_sled(path, e))?;
         let revision = codec::log_revision(&key).map_err(|d| StoreError::corrupt(path, d))?;
-        let events =
-            codec::decode_log_entry(revision, &value).map_err(|d| StoreError::corrupt(path, d))?;
+        let events = codec::decode_log_entry(revision, &value).map_err(|d| StoreError::corrupt(path, d))?;
         entries.push((revision, events));
     }
     Ok(entries)

@@ -13,7 +13,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use im::OrdMap;
 use tokio::sync::oneshot;
@@ -24,6 +24,13 @@ use crate::{Event, EventKind, KeyValue, Op, Revision, StoreError, TxnResult};
 
 /// Log entries deleted per sled batch while compacting.
 const COMPACTION_CHUNK: usize = 1024;
+
+/// `now + interval`, saturating: an interval of "forever" must not overflow.
+fn after(interval: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(interval)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
 
 pub(crate) enum Request {
     Txn {
@@ -61,7 +68,7 @@ impl Writer {
         revision: Revision,
         compacted: Revision,
     ) -> Writer {
-        let next_periodic_compaction = Instant::now() + shared.config.compaction_interval;
+        let next_periodic_compaction = after(shared.config.compaction_interval);
         Writer {
             shared,
             requests,
@@ -133,8 +140,7 @@ impl Writer {
                 }
                 None if self.delete_through.is_some() => self.delete_log_chunk()?,
                 None => {
-                    self.next_periodic_compaction =
-                        Instant::now() + self.shared.config.compaction_interval;
+                    self.next_periodic_compaction = after(self.shared.config.compaction_interval);
                     if self.revision - self.compacted > self.shared.config.history {
                         self.compact()?;
                     }
@@ -277,10 +283,7 @@ impl Writer {
         self.flush()?;
         self.compacted = target;
         self.shared.compacted.store(target, Ordering::SeqCst);
-        self.shared
-            .counters
-            .compactions
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.compactions.fetch_add(1, Ordering::Relaxed);
         self.delete_through = Some(target);
         tracing::debug!(compacted = target, "compacted the change log");
         Ok(())
@@ -330,21 +333,12 @@ impl Writer {
             },
             message: error.to_string(),
         };
-        *self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(failure.clone());
+        *self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure.clone());
         Stop(failure.to_error())
     }
 
     fn refuse(&self, request: Request) {
-        let error = || match &*self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
+        let error = || match &*self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner) {
             Some(failure) => failure.to_error(),
             None => StoreError::Closed,
         };
@@ -383,11 +377,7 @@ struct Applied {
 
 /// Applies one transaction's ops in order to a copy of `state`, all or nothing. Ops see the
 /// effects of earlier ops in the same transaction.
-fn apply(
-    state: &OrdMap<String, KeyValue>,
-    revision: Revision,
-    ops: Vec<Op>,
-) -> Result<Applied, StoreError> {
+fn apply(state: &OrdMap<String, KeyValue>, revision: Revision, ops: Vec<Op>) -> Result<Applied, StoreError> {
     let mut map = state.clone();
     let mut events = Vec::with_capacity(ops.len());
     let mut prevs = Vec::with_capacity(ops.len());
@@ -411,11 +401,7 @@ fn apply(
                 });
                 prevs.push(None);
             }
-            Op::Put {
-                key,
-                value,
-                expected,
-            } => {
+            Op::Put { key, value, expected } => {
                 let prev = map.get(&key).cloned();
                 if let Some(expected) = expected {
                     match &prev {

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rkube_store::{
-    Event, EventKind, Op, SledStore, Store, StoreConfig, StoreError, WatchItem, WatchStream,
-};
+use rkube_store::{Event, EventKind, Op, SledStore, Store, StoreConfig, StoreError, WatchItem, WatchStream};
 
 fn b(s: &str) -> Bytes {
     Bytes::from(s.to_string())
@@ -26,23 +24,22 @@ fn open_with(dir: &Path, change: impl FnOnce(&mut StoreConfig)) -> SledStore {
 
 /// The next event, skipping progress items; fails the test after 10 s.
 async fn next_event(watch: &mut WatchStream) -> Event {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
-            Ok(Some(Ok(WatchItem::Event(event)))) => return event,
-            Ok(Some(Ok(WatchItem::Progress(_)))) => continue,
-            Ok(Some(Err(e))) => panic!("watch failed: {e}"),
-            Ok(None) => panic!("watch ended"),
-            Err(_) => panic!("no event within 10 s"),
-        }
+    match next_non_progress(watch).await {
+        Some(Ok(WatchItem::Event(event))) => event,
+        Some(Ok(WatchItem::Progress(_))) => unreachable!("skipped"),
+        Some(Err(e)) => panic!("watch failed: {e}"),
+        None => panic!("watch ended"),
     }
 }
 
-/// The next item that is not a progress item (an event or an error), or None at the end.
+/// The next item that is not a progress item (an event or an error), or None at the end;
+/// fails the test after 10 s.
 async fn next_non_progress(watch: &mut WatchStream) -> Option<Result<WatchItem, StoreError>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), watch.next())
+        match tokio::time::timeout_at(deadline, watch.next())
             .await
-            .expect("no watch item within 10 s")
+            .expect("no watch event or error within 10 s")
         {
             Some(Ok(WatchItem::Progress(_))) => continue,
             other => return other,
@@ -67,14 +64,8 @@ async fn create_get_put_delete_and_list() {
     assert_eq!(store.revision(), 1);
 
     store.create("pods/default/b", b("two")).await.unwrap();
-    let updated = store
-        .put("pods/default/a", b("uno"), Some(1))
-        .await
-        .unwrap();
-    assert_eq!(
-        updated.create_revision, 1,
-        "create_revision survives updates"
-    );
+    let updated = store.put("pods/default/a", b("uno"), Some(1)).await.unwrap();
+    assert_eq!(updated.create_revision, 1, "create_revision survives updates");
     assert_eq!(updated.mod_revision, 3);
     assert_eq!(store.get("pods/default/a").unwrap().value, b("uno"));
 
@@ -213,10 +204,7 @@ async fn a_transaction_is_all_or_nothing_under_one_revision() {
     let put = next_event(&mut watch).await;
     let delete = next_event(&mut watch).await;
     assert_eq!((put.kind, put.kv.key.as_str()), (EventKind::Put, "a"));
-    assert_eq!(
-        (delete.kind, delete.kv.key.as_str()),
-        (EventKind::Delete, "b")
-    );
+    assert_eq!((delete.kind, delete.kv.key.as_str()), (EventKind::Delete, "b"));
     assert_eq!(put.revision(), 2);
     assert_eq!(delete.revision(), 2);
     assert_eq!(delete.kv.value, b("existing"), "delete carries the value");
@@ -228,10 +216,7 @@ async fn paginated_list_stays_on_its_snapshot_while_writes_happen() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     for i in 0..10 {
-        store
-            .create(&format!("pods/p{i:02}"), b("v1"))
-            .await
-            .unwrap();
+        store.create(&format!("pods/p{i:02}"), b("v1")).await.unwrap();
     }
     store.create("other/x", b("v")).await.unwrap();
 
@@ -252,9 +237,7 @@ async fn paginated_list_stays_on_its_snapshot_while_writes_happen() {
     let mut seen: Vec<String> = first.items.iter().map(|kv| kv.key.clone()).collect();
     let mut last = seen.last().cloned();
     loop {
-        let page = store
-            .list("pods/", last.as_deref(), 4, Some(snapshot))
-            .unwrap();
+        let page = store.list("pods/", last.as_deref(), 4, Some(snapshot)).unwrap();
         assert_eq!(page.revision, snapshot);
         for kv in &page.items {
             assert_eq!(kv.value, b("v1"), "{} read from a later revision", kv.key);
@@ -287,9 +270,7 @@ async fn continuing_on_a_snapshot_that_is_not_held_is_gone() {
     let newer = store.list("", None, 1, None).unwrap();
     assert_ne!(old.revision, newer.revision);
 
-    let err = store
-        .list("", Some("k0"), 1, Some(old.revision))
-        .unwrap_err();
+    let err = store.list("", Some("k0"), 1, Some(old.revision)).unwrap_err();
     assert!(matches!(err, StoreError::Expired { requested, .. } if requested == old.revision));
     assert!(err.is_gone());
     assert!(store.list("", Some("k0"), 1, Some(newer.revision)).is_ok());
@@ -493,36 +474,25 @@ async fn a_watcher_that_lags_past_the_compacted_log_is_told_gone() {
     }
     store.compact().await.unwrap();
     match next_non_progress(&mut watch).await {
-        Some(Err(StoreError::Compacted {
-            requested,
-            compacted,
-        })) => {
+        Some(Err(StoreError::Compacted { requested, compacted })) => {
             assert_eq!(requested, 0);
             assert_eq!(compacted, 25);
         }
         other => panic!("expected Compacted, got {other:?}"),
     }
-    assert!(
-        watch.next().await.is_none(),
-        "the stream ends after an error"
-    );
+    assert!(watch.next().await.is_none(), "the stream ends after an error");
 }
 
 #[tokio::test]
 async fn idle_watchers_get_progress_with_the_current_revision() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(dir.path(), |c| {
-        c.progress_interval = Duration::from_millis(50)
-    });
+    let store = open_with(dir.path(), |c| c.progress_interval = Duration::from_millis(50));
     store.create("a/1", b("v")).await.unwrap();
     let mut watch = store.watch("a/", 1).unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
         .unwrap();
-    assert!(
-        matches!(first, Some(Ok(WatchItem::Progress(1)))),
-        "{first:?}"
-    );
+    assert!(matches!(first, Some(Ok(WatchItem::Progress(1)))), "{first:?}");
 
     // Writes elsewhere are not delivered but move the bookmark.
     store.create("b/1", b("v")).await.unwrap();
@@ -553,16 +523,9 @@ async fn concurrent_read_modify_write_never_loses_an_update() {
             for _ in 0..INCREMENTS {
                 loop {
                     let current = store.get("counter").unwrap();
-                    let n: u64 = std::str::from_utf8(&current.value)
-                        .unwrap()
-                        .parse()
-                        .unwrap();
+                    let n: u64 = std::str::from_utf8(&current.value).unwrap().parse().unwrap();
                     match store
-                        .put(
-                            "counter",
-                            b(&(n + 1).to_string()),
-                            Some(current.mod_revision),
-                        )
+                        .put("counter", b(&(n + 1).to_string()), Some(current.mod_revision))
                         .await
                     {
                         Ok(_) => break,
@@ -629,10 +592,7 @@ async fn a_second_open_of_the_same_directory_is_locked() {
         other => panic!("expected Locked, got {other:?}"),
     }
     let message = err.to_string();
-    assert!(
-        message.contains(&dir.path().display().to_string()),
-        "{message}"
-    );
+    assert!(message.contains(&dir.path().display().to_string()), "{message}");
     assert!(
         message.contains(&format!("pid {}", std::process::id())),
         "{message}"
@@ -727,9 +687,7 @@ async fn close_finishes_writes_and_ends_watches() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let mut watch = store.watch("", 0).unwrap();
-    let pending: Vec<_> = (0..50)
-        .map(|i| store.create(&format!("k{i}"), b("v")))
-        .collect();
+    let pending: Vec<_> = (0..50).map(|i| store.create(&format!("k{i}"), b("v"))).collect();
     store.close().unwrap();
     for write in pending {
         write.await.expect("queued writes finish on close");
@@ -748,11 +706,7 @@ async fn close_finishes_writes_and_ends_watches() {
     };
     assert_eq!(events, 50, "events committed before close are delivered");
     assert!(matches!(end, Some(Err(StoreError::Closed))), "{end:?}");
-    assert_eq!(
-        store.get("k49").unwrap().mod_revision,
-        50,
-        "reads keep working"
-    );
+    assert_eq!(store.get("k49").unwrap().mod_revision, 50, "reads keep working");
 
     drop(store);
     let store = open(dir.path());
