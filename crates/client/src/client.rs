@@ -1,0 +1,664 @@
+//! `Client`: one gRPC channel to the apiserver, shared by every `Api<K>`,
+//! informer and controller of a process, plus the dynamic calls rkubectl
+//! makes on kinds it learns at run time.
+
+use crate::config::{validate_server, ClientConfig};
+use crate::error::{Error, Result};
+use crate::params::{DeleteParams, ListParams, ObjectList, PostParams, Subresource, WatchEvent, WatchParams};
+use futures::stream::{BoxStream, StreamExt};
+use prost_types::Any;
+use rkube_api::resource::{visit_kind, KindVisitor};
+use rkube_api::rpc::api_server_client::ApiServerClient;
+use rkube_api::rpc::{self, ResourceId};
+use rkube_api::{from_any, to_any, DynObject, Resource, ResourceInfo};
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a unary call may take before the client gives up. Watches are
+/// not limited (they are meant to stay open); dead connections under them
+/// are found by HTTP/2 keepalive instead.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lists of thousands of pods exceed tonic's 4 MiB default.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+type Grpc = ApiServerClient<InterceptedService<Channel, Auth>>;
+
+/// Adds the bearer token of the client config to every call.
+#[derive(Clone)]
+struct Auth {
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.token {
+            req.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A cheap-to-clone handle on one connection to the apiserver. The
+/// connection is made on first use and remade after a failure, so a
+/// daemon started before the apiserver simply retries.
+#[derive(Clone)]
+pub struct Client {
+    grpc: Grpc,
+    server: Arc<str>,
+    namespace: Arc<str>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Client {
+    // The token stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `url` (`http://127.0.0.1:6443`) with no credentials.
+    /// Does not connect yet; must be called inside a tokio runtime.
+    pub fn connect(url: &str) -> Result<Client> {
+        Self::from_config(&ClientConfig::for_server(url))
+    }
+
+    /// A client for the server, namespace and token of a config.
+    pub fn from_config(config: &ClientConfig) -> Result<Client> {
+        let bad = |msg: String| Error::Config {
+            path: PathBuf::from("server"),
+            msg,
+        };
+        validate_server(&config.server).map_err(bad)?;
+        if config.server.starts_with("https://") {
+            return Err(bad(format!(
+                "{:?}: TLS is not supported yet; use an http:// address",
+                config.server
+            )));
+        }
+        // Channel::new spawns its worker on the current runtime and would
+        // panic outside one.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidRequest(
+                "rkube_client::Client must be created inside a tokio runtime".into(),
+            ));
+        }
+        let token = match &config.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| Error::Config {
+                        path: PathBuf::from("token"),
+                        msg: "the token must be printable ASCII".into(),
+                    })?,
+            ),
+            None => None,
+        };
+        let endpoint = Endpoint::from_shared(config.server.clone())
+            .map_err(|e| bad(format!("{:?}: {e}", config.server)))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            // Watches sit idle for long stretches; without pings a dead
+            // server would leave them hanging forever.
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        let grpc = ApiServerClient::with_interceptor(channel, Auth { token })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(Client {
+            grpc,
+            server: config.server.as_str().into(),
+            namespace: config.namespace.as_str().into(),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        })
+    }
+
+    /// Loads the default client config (`$RKUBECONFIG` or
+    /// `~/.rkube/config`) and connects with it.
+    pub fn try_default() -> Result<Client> {
+        Self::from_config(&ClientConfig::load_default()?)
+    }
+
+    /// The same connection with another unary-call timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The apiserver address, for messages.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The config's default namespace.
+    pub fn default_namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn grpc(&self) -> Grpc {
+        self.grpc.clone()
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        // Tells the server when to give up too.
+        req.set_timeout(self.timeout);
+        req
+    }
+
+    async fn unary<T>(
+        &self,
+        call: &'static str,
+        fut: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(Error::from_status(status, &self.server)),
+            Err(_) => Err(Error::Timeout {
+                server: self.server.to_string(),
+                call,
+                after: self.timeout,
+            }),
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Calls on objects in their wire form; Api<K> and the *_dyn calls
+    // are thin layers over these.
+
+    pub(crate) async fn create_any(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        object: Any,
+        pp: &PostParams,
+    ) -> Result<Any> {
+        let req = self.request(rpc::CreateRequest {
+            resource: Some(resource_id(info)),
+            namespace: scope(info, namespace).to_string(),
+            object: Some(object),
+            dry_run: pp.dry_run,
+        });
+        let mut grpc = self.grpc();
+        let resp = self.unary("Create", grpc.create(req)).await?;
+        returned(resp.object, "Create")
+    }
+
+    pub(crate) async fn get_any(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<Any> {
+        let req = self.request(rpc::GetRequest {
+            resource: Some(resource_id(info)),
+            namespace: scope(info, namespace).to_string(),
+            name: name.to_string(),
+        });
+        let mut grpc = self.grpc();
+        let resp = self.unary("Get", grpc.get(req)).await?;
+        returned(resp.object, "Get")
+    }
+
+    pub(crate) async fn list_any(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        lp: &ListParams,
+    ) -> Result<ObjectList<Any>> {
+        let req = self.request(rpc::ListRequest {
+            resource: Some(resource_id(info)),
+            namespace: scope(info, namespace).to_string(),
+            label_selector: lp.label_selector.clone(),
+            field_selector: lp.field_selector.clone(),
+            limit: i32::try_from(lp.limit).unwrap_or(i32::MAX),
+            r#continue: lp.continue_token.clone(),
+        });
+        let mut grpc = self.grpc();
+        let resp = self.unary("List", grpc.list(req)).await?;
+        Ok(ObjectList {
+            items: resp.items,
+            resource_version: resp.resource_version,
+            continue_token: resp.r#continue,
+            remaining_item_count: resp.remaining_item_count,
+        })
+    }
+
+    pub(crate) async fn update_any(
+        &self,
+        info: &ResourceInfo,
+        object: Any,
+        sub: Subresource,
+        pp: &PostParams,
+    ) -> Result<Any> {
+        let req = self.request(rpc::UpdateRequest {
+            resource: Some(resource_id(info)),
+            object: Some(object),
+            dry_run: pp.dry_run,
+        });
+        let mut grpc = self.grpc();
+        let resp = match sub {
+            Subresource::Main => self.unary("Update", grpc.update(req)).await?,
+            Subresource::Status => self.unary("UpdateStatus", grpc.update_status(req)).await?,
+        };
+        returned(resp.object, "Update")
+    }
+
+    pub(crate) async fn patch_any(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+        sub: Subresource,
+        pp: &PostParams,
+    ) -> Result<Any> {
+        if !patch.is_object() {
+            return Err(Error::InvalidRequest(format!(
+                "a merge patch must be a JSON object, not {patch}"
+            )));
+        }
+        let req = self.request(rpc::PatchRequest {
+            resource: Some(resource_id(info)),
+            namespace: scope(info, namespace).to_string(),
+            name: name.to_string(),
+            patch_type: "merge".into(),
+            patch: serde_json::to_vec(patch)?,
+            subresource: sub.as_str().into(),
+            dry_run: pp.dry_run,
+        });
+        let mut grpc = self.grpc();
+        let resp = self.unary("Patch", grpc.patch(req)).await?;
+        returned(resp.object, "Patch")
+    }
+
+    pub(crate) async fn delete_any(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        dp: &DeleteParams,
+    ) -> Result<Option<Any>> {
+        let req = self.request(rpc::DeleteRequest {
+            resource: Some(resource_id(info)),
+            namespace: scope(info, namespace).to_string(),
+            name: name.to_string(),
+            preconditions: dp
+                .preconditions
+                .as_ref()
+                .map(|p| rkube_api::meta::v1::Preconditions {
+                    uid: p.uid.clone().unwrap_or_default(),
+                    resource_version: p.resource_version.clone().unwrap_or_default(),
+                }),
+            propagation_policy: dp
+                .propagation_policy
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+            grace_period_seconds: dp.grace_period_seconds,
+            dry_run: dp.dry_run,
+        });
+        let mut grpc = self.grpc();
+        let resp = self.unary("Delete", grpc.delete(req)).await?;
+        Ok(resp.object)
+    }
+
+    /// Opens a watch; events keep their wire form, with the event's
+    /// resourceVersion alongside.
+    pub(crate) async fn watch_any(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        wp: &WatchParams,
+    ) -> Result<BoxStream<'static, Result<(WatchEvent<Any>, String)>>> {
+        // No grpc-timeout here: the stream is meant to outlive it.
+        let req = tonic::Request::new(rpc::WatchRequest {
+            resource: Some(resource_id(info)),
+            namespace: scope(info, namespace).to_string(),
+            label_selector: wp.label_selector.clone(),
+            field_selector: wp.field_selector.clone(),
+            resource_version: wp.resource_version.clone(),
+            allow_bookmarks: wp.allow_bookmarks,
+        });
+        let mut grpc = self.grpc();
+        let stream = self.unary("Watch", grpc.watch(req)).await?;
+        let server = self.server.clone();
+        Ok(stream
+            .map(move |item| match item {
+                Ok(ev) => decode_raw_event(ev),
+                Err(status) => Err(Error::from_status(status, &server)),
+            })
+            .boxed())
+    }
+
+    // ---------------------------------------------------------------
+    // Dynamic calls, for rkubectl and other code that learns the kind at
+    // run time.
+
+    /// Creates an object of any kind in `namespace` (or the object's own
+    /// namespace when it names one).
+    pub async fn create_dyn(&self, obj: &DynObject, namespace: &str) -> Result<DynObject> {
+        self.create_dyn_with(obj, namespace, &PostParams::default()).await
+    }
+
+    pub async fn create_dyn_with(
+        &self,
+        obj: &DynObject,
+        namespace: &str,
+        pp: &PostParams,
+    ) -> Result<DynObject> {
+        let ns = request_namespace(obj.info, &obj.namespace, namespace)?;
+        let any = if obj.info.namespaced && obj.namespace.is_empty() {
+            set_namespace(obj.info, &obj.any, &ns)?
+        } else {
+            obj.any.clone()
+        };
+        let any = self.create_any(obj.info, &ns, any, pp).await?;
+        Ok(DynObject::from_any(any)?)
+    }
+
+    pub async fn get_dyn(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<DynObject> {
+        need_namespace(info, namespace, name)?;
+        Ok(DynObject::from_any(self.get_any(info, namespace, name).await?)?)
+    }
+
+    /// One page; `namespace` "" lists every namespace.
+    pub async fn list_dyn(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        lp: &ListParams,
+    ) -> Result<ObjectList<DynObject>> {
+        let list = self.list_any(info, namespace, lp).await?;
+        Ok(ObjectList {
+            items: list
+                .items
+                .into_iter()
+                .map(DynObject::from_any)
+                .collect::<std::result::Result<_, _>>()?,
+            resource_version: list.resource_version,
+            continue_token: list.continue_token,
+            remaining_item_count: list.remaining_item_count,
+        })
+    }
+
+    /// Replaces an object; its resourceVersion guards against lost updates.
+    pub async fn update_dyn(&self, obj: &DynObject) -> Result<DynObject> {
+        self.update_dyn_with(obj, Subresource::Main, &PostParams::default())
+            .await
+    }
+
+    pub async fn update_dyn_with(
+        &self,
+        obj: &DynObject,
+        sub: Subresource,
+        pp: &PostParams,
+    ) -> Result<DynObject> {
+        let any = self.update_any(obj.info, obj.any.clone(), sub, pp).await?;
+        Ok(DynObject::from_any(any)?)
+    }
+
+    /// JSON merge patch (RFC 7386) of the object's main resource.
+    pub async fn patch_dyn(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<DynObject> {
+        self.patch_dyn_with(
+            info,
+            namespace,
+            name,
+            patch,
+            Subresource::Main,
+            &PostParams::default(),
+        )
+        .await
+    }
+
+    pub async fn patch_dyn_with(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+        sub: Subresource,
+        pp: &PostParams,
+    ) -> Result<DynObject> {
+        need_namespace(info, namespace, name)?;
+        let any = self.patch_any(info, namespace, name, patch, sub, pp).await?;
+        Ok(DynObject::from_any(any)?)
+    }
+
+    /// Deletes an object; returns its last state when the server sends it
+    /// (with `deletionTimestamp` set if finalizers keep it for now).
+    pub async fn delete_dyn(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        dp: &DeleteParams,
+    ) -> Result<Option<DynObject>> {
+        need_namespace(info, namespace, name)?;
+        match self.delete_any(info, namespace, name, dp).await? {
+            Some(any) => Ok(Some(DynObject::from_any(any)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Watches a collection; `namespace` "" watches every namespace.
+    pub async fn watch_dyn(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        wp: &WatchParams,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<DynObject>>>> {
+        let stream = self.watch_any(info, namespace, wp).await?;
+        Ok(stream
+            .map(|item| {
+                let (ev, _rv) = item?;
+                Ok(match ev {
+                    WatchEvent::Added(a) => WatchEvent::Added(DynObject::from_any(a)?),
+                    WatchEvent::Modified(a) => WatchEvent::Modified(DynObject::from_any(a)?),
+                    WatchEvent::Deleted(a) => WatchEvent::Deleted(DynObject::from_any(a)?),
+                    WatchEvent::Bookmark(rv) => WatchEvent::Bookmark(rv),
+                })
+            })
+            .boxed())
+    }
+
+    /// The kinds the server serves.
+    pub async fn discovery(&self) -> Result<Vec<rpc::ApiResource>> {
+        let req = self.request(rpc::DiscoveryRequest {});
+        let mut grpc = self.grpc();
+        Ok(self.unary("Discovery", grpc.discovery(req)).await?.resources)
+    }
+
+    pub async fn version(&self) -> Result<rpc::VersionResponse> {
+        let req = self.request(rpc::VersionRequest {});
+        let mut grpc = self.grpc();
+        self.unary("Version", grpc.version(req)).await
+    }
+
+    /// Binds a pending pod to a node. `uid`, when non-empty, must be the
+    /// pod's: a pod deleted and recreated under the same name is not bound
+    /// by mistake.
+    pub async fn bind(&self, namespace: &str, name: &str, uid: &str, node: &str) -> Result<()> {
+        let req = self.request(rpc::BindRequest {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            uid: uid.to_string(),
+            node_name: node.to_string(),
+        });
+        let mut grpc = self.grpc();
+        self.unary("Bind", grpc.bind(req)).await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn resource_id(info: &ResourceInfo) -> ResourceId {
+    ResourceId {
+        group: info.group.to_string(),
+        resource: info.plural.to_string(),
+    }
+}
+
+/// Cluster-scoped kinds live in no namespace whatever the caller says.
+fn scope<'a>(info: &ResourceInfo, namespace: &'a str) -> &'a str {
+    if info.namespaced {
+        namespace
+    } else {
+        ""
+    }
+}
+
+pub(crate) fn need_namespace(info: &ResourceInfo, namespace: &str, name: &str) -> Result<()> {
+    if info.namespaced && namespace.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "{} {name:?}: a namespace is required to address one {}",
+            info.kind, info.singular
+        )));
+    }
+    Ok(())
+}
+
+/// The namespace to create in: the object's own, else the caller's; both
+/// given and different is refused, as kubectl does.
+pub(crate) fn request_namespace(info: &ResourceInfo, own: &str, given: &str) -> Result<String> {
+    if !info.namespaced {
+        return Ok(String::new());
+    }
+    match (own.is_empty(), given.is_empty()) {
+        (false, false) if own != given => Err(Error::InvalidRequest(format!(
+            "the namespace from the provided object {own:?} does not match the namespace {given:?}; \
+             pass --namespace={own} or remove metadata.namespace from the object"
+        ))),
+        (false, _) => Ok(own.to_string()),
+        (true, false) => Ok(given.to_string()),
+        (true, true) => Err(Error::InvalidRequest(format!(
+            "{}: a namespace is required to create a {}",
+            info.kind, info.singular
+        ))),
+    }
+}
+
+fn set_namespace(info: &ResourceInfo, any: &Any, namespace: &str) -> Result<Any> {
+    struct Set<'a>(&'a Any, &'a str);
+    impl KindVisitor for Set<'_> {
+        type Output = Result<Any>;
+        fn visit<K: Resource>(self) -> Result<Any> {
+            let mut obj: K = from_any(self.0)?;
+            obj.metadata_mut().namespace = self.1.to_string();
+            Ok(to_any(&obj))
+        }
+    }
+    visit_kind(info, Set(any, namespace))
+}
+
+fn returned(object: Option<Any>, call: &str) -> Result<Any> {
+    object.ok_or_else(|| Error::Protocol(format!("{call} returned no object")))
+}
+
+fn decode_raw_event(ev: rpc::WatchEvent) -> Result<(WatchEvent<Any>, String)> {
+    let object = || {
+        ev.object
+            .clone()
+            .ok_or_else(|| Error::Protocol(format!("watch event {} without an object", ev.r#type)))
+    };
+    let event = match ev.r#type.as_str() {
+        "ADDED" => WatchEvent::Added(object()?),
+        "MODIFIED" => WatchEvent::Modified(object()?),
+        "DELETED" => WatchEvent::Deleted(object()?),
+        "BOOKMARK" => WatchEvent::Bookmark(ev.resource_version.clone()),
+        other => return Err(Error::Protocol(format!("unknown watch event type {other:?}"))),
+    };
+    Ok((event, ev.resource_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rkube_api::core::v1::{Namespace, Pod};
+
+    #[test]
+    fn create_namespace_rules_match_kubectl() {
+        let pod = Pod::INFO;
+        assert_eq!(request_namespace(&pod, "a", "").unwrap(), "a");
+        assert_eq!(request_namespace(&pod, "", "b").unwrap(), "b");
+        assert_eq!(request_namespace(&pod, "a", "a").unwrap(), "a");
+        assert!(request_namespace(&pod, "a", "b")
+            .unwrap_err()
+            .to_string()
+            .contains("does not match"));
+        assert!(request_namespace(&pod, "", "").is_err());
+        assert_eq!(request_namespace(&Namespace::INFO, "", "b").unwrap(), "");
+    }
+
+    #[test]
+    fn watch_events_decode_by_type() {
+        let any = to_any(&Pod::default());
+        let ev = |t: &str, object: Option<Any>| rpc::WatchEvent {
+            r#type: t.into(),
+            object,
+            resource_version: "9".into(),
+        };
+        assert!(matches!(
+            decode_raw_event(ev("ADDED", Some(any.clone()))),
+            Ok((WatchEvent::Added(_), _))
+        ));
+        assert!(matches!(
+            decode_raw_event(ev("DELETED", Some(any.clone()))),
+            Ok((WatchEvent::Deleted(_), _))
+        ));
+        match decode_raw_event(ev("BOOKMARK", None)) {
+            Ok((WatchEvent::Bookmark(rv), _)) => assert_eq!(rv, "9"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_raw_event(ev("MODIFIED", None)),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(
+            decode_raw_event(ev("ERROR", Some(any))),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn connect_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = Client::connect("http://127.0.0.1:1").unwrap_err();
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_addresses_are_refused_before_connecting() {
+        assert!(Client::connect("127.0.0.1:6443").is_err());
+        assert!(Client::connect("https://127.0.0.1:6443")
+            .unwrap_err()
+            .to_string()
+            .contains("TLS"));
+        assert!(Client::connect("http://127.0.0.1:6443").is_ok());
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_a_transport_error_naming_it() {
+        // Port 1 on loopback: nothing listens, the connect is refused.
+        let client = Client::connect("http://127.0.0.1:1").unwrap();
+        let err = client.version().await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("http://127.0.0.1:1"), "{err}");
+    }
+}

@@ -1,0 +1,265 @@
+//! The client config file, rkube's kubeconfig: where the apiserver is, the
+//! default namespace, and (for later) credentials.
+//!
+//! ```yaml
+//! server: http://127.0.0.1:6443
+//! namespace: default
+//! # token: ...
+//! # certificateAuthority: /etc/rkube/ca.crt
+//! # clientCertificate: /etc/rkube/admin.crt
+//! # clientKey: /etc/rkube/admin.key
+//! ```
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the config file, like `KUBECONFIG`.
+pub const CONFIG_ENV: &str = "RKUBECONFIG";
+/// Where the apiserver listens when nothing says otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Unknown fields are refused: a misspelt `sever:` would otherwise silently
+// point the client at the default address.
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The apiserver's gRPC address, `http://host:port`.
+    #[serde(default = "default_server")]
+    pub server: String,
+    /// The namespace used when a command names none.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Bearer token, sent as `authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// CA bundle that signs the apiserver's certificate (TLS: not yet used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<PathBuf>,
+    /// Client certificate for mutual TLS (not yet used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    /// Key of `clientCertificate` (not yet used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+}
+
+fn default_server() -> String {
+    DEFAULT_SERVER.to_string()
+}
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_string()
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            server: default_server(),
+            namespace: default_namespace(),
+            token: None,
+            certificate_authority: None,
+            client_certificate: None,
+            client_key: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// A config for `server` with every other field defaulted.
+    pub fn for_server(server: impl Into<String>) -> Self {
+        ClientConfig {
+            server: server.into(),
+            ..Default::default()
+        }
+    }
+
+    /// `$RKUBECONFIG`, else `~/.rkube/config`.
+    pub fn default_path() -> Result<PathBuf> {
+        if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            Some(home) => Ok(PathBuf::from(home).join(".rkube").join("config")),
+            None => Err(Error::Config {
+                path: PathBuf::from("~/.rkube/config"),
+                msg: format!("HOME is not set; set {CONFIG_ENV} to the client config file"),
+            }),
+        }
+    }
+
+    /// Loads the default config file. A missing `~/.rkube/config` means
+    /// the defaults (a local apiserver); a missing file that
+    /// `$RKUBECONFIG` names explicitly is an error.
+    pub fn load_default() -> Result<Self> {
+        let path = Self::default_path()?;
+        let explicit = std::env::var_os(CONFIG_ENV).is_some_and(|p| !p.is_empty());
+        if !explicit && !path.exists() {
+            return Ok(ClientConfig::default());
+        }
+        Self::load(&path)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            msg: format!("cannot read the client config: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let err = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        // An empty file is a valid, all-defaults config.
+        let config: ClientConfig = if text.trim().is_empty() {
+            ClientConfig::default()
+        } else {
+            let de = serde_yaml::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let field = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                if field == "." {
+                    err(inner)
+                } else {
+                    err(format!("{field}: {inner}"))
+                }
+            })?
+        };
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Checks the fields that can be checked without connecting; the
+    /// message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        validate_server(&self.server).map_err(|m| format!("server: {m}"))?;
+        if self.namespace.is_empty() {
+            return Err("namespace: must not be empty (omit it for \"default\")".into());
+        }
+        if let Some(token) = &self.token {
+            if token.is_empty() || !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                return Err("token: must be non-empty printable ASCII without spaces".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the config (creating its directory), readable by the owner
+    /// only since it may hold a token. The write is atomic: a crash leaves
+    /// the old file or the new one, never half of one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let err = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        self.validate().map_err(err)?;
+        let text = serde_yaml::to_string(self).map_err(|e| err(format!("cannot encode: {e}")))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        write_private(&tmp, text.as_bytes())
+            .map_err(|e| err(format!("cannot write {}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot replace the file: {e}")))?;
+        Ok(())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Accepts `http://host:port` (and `https://`, refused later by `Client`
+/// until TLS lands, so the file format does not change then).
+pub(crate) fn validate_server(server: &str) -> std::result::Result<(), String> {
+    let rest = server
+        .strip_prefix("http://")
+        .or_else(|| server.strip_prefix("https://"))
+        .ok_or_else(|| format!("{server:?} is not a URL; expected e.g. {DEFAULT_SERVER}"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(format!("{server:?} has no host; expected e.g. {DEFAULT_SERVER}"));
+    }
+    server
+        .parse::<tonic::transport::Uri>()
+        .map_err(|e| format!("{server:?} is not a valid URL: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_parses_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/config");
+        let text = "server: http://10.0.0.1:6443\nnamespace: team-a\ntoken: abc.def\ncertificateAuthority: /etc/rkube/ca.crt\nclientCertificate: /c.crt\nclientKey: /c.key\n";
+        let cfg = ClientConfig::parse(text, &path).unwrap();
+        assert_eq!(cfg.server, "http://10.0.0.1:6443");
+        assert_eq!(cfg.namespace, "team-a");
+        assert_eq!(cfg.token.as_deref(), Some("abc.def"));
+        assert_eq!(cfg.client_key.as_deref(), Some(Path::new("/c.key")));
+        cfg.save(&path).unwrap();
+        assert_eq!(ClientConfig::load(&path).unwrap(), cfg);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn missing_fields_default() {
+        let cfg = ClientConfig::parse("server: http://h:1\n", Path::new("c")).unwrap();
+        assert_eq!(cfg.namespace, "default");
+        assert_eq!(
+            ClientConfig::parse("", Path::new("c")).unwrap(),
+            ClientConfig::default()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_field() {
+        let err = ClientConfig::parse("sever: http://h:1\n", Path::new("/home/u/.rkube/config")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("/home/u/.rkube/config: "), "{msg}");
+        assert!(msg.contains("unknown field `sever`"), "{msg}");
+
+        let err = ClientConfig::parse("server: 127.0.0.1:6443\n", Path::new("cfg")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cfg: server: \"127.0.0.1:6443\" is not a URL"),
+            "{err}"
+        );
+
+        let err = ClientConfig::parse("server: http://h:1\nnamespace: [a]\n", Path::new("cfg")).unwrap_err();
+        assert!(err.to_string().starts_with("cfg: namespace: "), "{err}");
+
+        let err = ClientConfig::load(Path::new("/nonexistent/rkube/config")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/rkube/config: cannot read"),
+            "{err}"
+        );
+    }
+}

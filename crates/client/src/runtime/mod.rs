@@ -1,0 +1,18 @@
+//! The controller machinery every rkube daemon shares: watcher →
+//! cache (informer) → work queue → reconcile.
+
+pub mod backoff;
+pub mod controller;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod informer;
+pub mod queue;
+pub mod store;
+pub mod watcher;
+
+pub use backoff::Backoff;
+pub use controller::{controller_owner_keys, Action, Controller, ControllerMetrics, MetricsSnapshot};
+pub use informer::{Informer, Subscription};
+pub use queue::WorkQueue;
+pub use store::{Change, IndexFn, Store, Writer};
+pub use watcher::{list_pages, watcher, Event, ListWatch, WatcherConfig};

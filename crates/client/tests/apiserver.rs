@@ -1,0 +1,361 @@
+//! The client against the real apiserver on a free loopback port over a
+//! temporary data directory: typed CRUD and its errors, watch, informer,
+//! conflict retries, events and leader election.
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use rkube_api::core::v1::{ConfigMap, Container, Event, Pod, PodSpec, PodStatus};
+use rkube_api::Resource;
+use rkube_client::runtime::WatcherConfig;
+use rkube_client::{
+    Api, Client, DeleteParams, EventType, Informer, LeaderElectionConfig, LeaderElector, ListParams,
+    Recorder, WatchEvent, WatchParams,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    server: Option<rkube_apiserver::RunningApiServer>,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start() -> Result<Harness> {
+        let dir = tempfile::tempdir()?;
+        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
+            .await
+            .context("starting the apiserver")?;
+        let client = Client::connect(&server.url())?;
+        Ok(Harness {
+            server: Some(server),
+            client,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+fn pod(name: &str) -> Pod {
+    let mut p = Pod {
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: "nginx:1.25".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    p.metadata_mut().name = name.into();
+    p.metadata_mut().labels.insert("app".into(), "web".into());
+    p
+}
+
+fn configmap(name: &str) -> ConfigMap {
+    let mut c = ConfigMap::default();
+    c.metadata_mut().name = name.into();
+    c
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .with_context(|| format!("timed out: {what}"))
+}
+
+#[tokio::test]
+async fn pod_crud_and_errors_keep_kubernetes_meaning() -> Result<()> {
+    let h = Harness::start().await?;
+    let version = h.client.version().await?;
+    assert!(!version.git_version.is_empty());
+    assert!(h.client.discovery().await?.iter().any(|r| r.name == "pods"));
+
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let created = pods.create(&pod("web-1")).await?;
+    assert_eq!(created.namespace(), "default");
+    assert!(!created.metadata().uid.is_empty());
+    let rv = created.metadata().resource_version.clone();
+    assert!(!rv.is_empty());
+
+    let again = pods.create(&pod("web-1")).await.unwrap_err();
+    assert!(again.is_already_exists(), "{again:?}");
+
+    let got = pods.get("web-1").await?;
+    assert_eq!(got.metadata().uid, created.metadata().uid);
+    assert!(pods.get_opt("nope").await?.is_none());
+    let missing = pods.get("nope").await.unwrap_err();
+    assert!(missing.is_not_found());
+    assert_eq!(missing.to_string(), "pods \"nope\" not found");
+
+    let mut bad = pod("bad");
+    bad.spec.as_mut().unwrap().containers[0].image.clear();
+    let invalid = pods.create(&bad).await.unwrap_err();
+    assert!(invalid.is_invalid(), "{invalid:?}");
+    assert!(
+        invalid
+            .causes()
+            .iter()
+            .any(|c| c.field.contains("spec.containers[0].image")),
+        "{:?}",
+        invalid.causes()
+    );
+
+    // Update with the resourceVersion read; a stale one is a Conflict.
+    let mut changed = got.clone();
+    changed
+        .metadata_mut()
+        .labels
+        .insert("tier".into(), "front".into());
+    let updated = pods.update(&changed).await?;
+    assert_eq!(updated.metadata().labels["tier"], "front");
+    let stale = pods.update(&changed).await.unwrap_err();
+    assert!(stale.is_conflict(), "{stale:?}");
+
+    let mut with_status = updated.clone();
+    with_status.status = Some(PodStatus {
+        phase: "Running".into(),
+        ..Default::default()
+    });
+    let stored = pods.update_status(&with_status).await?;
+    assert_eq!(stored.status.as_ref().map(|s| s.phase.as_str()), Some("Running"));
+
+    let patched = pods
+        .patch_merge(
+            "web-1",
+            &serde_json::json!({"metadata": {"labels": {"tier": null, "x": "y"}}}),
+        )
+        .await?;
+    assert!(!patched.metadata().labels.contains_key("tier"));
+    assert_eq!(patched.metadata().labels["x"], "y");
+    let patched = pods
+        .patch_status_merge("web-1", &serde_json::json!({"status": {"phase": "Succeeded"}}))
+        .await?;
+    assert_eq!(
+        patched.status.as_ref().map(|s| s.phase.as_str()),
+        Some("Succeeded")
+    );
+
+    for i in 2..=5 {
+        pods.create(&pod(&format!("web-{i}"))).await?;
+    }
+    let page = pods.list(&ListParams::default().limit(2)).await?;
+    assert_eq!(page.items.len(), 2);
+    assert!(!page.continue_token.is_empty());
+    let all = pods
+        .list_all(&ListParams::default().limit(2).labels("app=web"))
+        .await?;
+    assert_eq!(all.items.len(), 5);
+    let everywhere: Api<Pod> = Api::all(h.client.clone());
+    assert_eq!(everywhere.list_all(&ListParams::default()).await?.items.len(), 5);
+    assert!(everywhere
+        .get("web-1")
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("namespace is required"));
+
+    pods.delete("web-1", &DeleteParams::default().grace_period(0))
+        .await?;
+    assert!(pods.get_opt("web-1").await?.is_none());
+    assert!(pods
+        .delete("web-1", &DeleteParams::default())
+        .await
+        .unwrap_err()
+        .is_not_found());
+    h.stop().await
+}
+
+#[tokio::test]
+async fn watch_sees_changes_after_a_list() -> Result<()> {
+    let h = Harness::start().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    cms.create(&configmap("before")).await?;
+    let list = cms.list(&ListParams::default()).await?;
+    let wp = WatchParams {
+        resource_version: list.resource_version.clone(),
+        ..Default::default()
+    };
+    let mut events = cms.watch(&wp).await?;
+
+    cms.create(&configmap("a")).await?;
+    cms.patch_merge("a", &serde_json::json!({"data": {"k": "v"}}))
+        .await?;
+    cms.delete("a", &DeleteParams::default()).await?;
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match within("watch events", events.next())
+            .await?
+            .context("the watch ended")??
+        {
+            WatchEvent::Added(c) => seen.push(format!("ADDED {}", c.name())),
+            WatchEvent::Modified(c) => seen.push(format!("MODIFIED {} {:?}", c.name(), c.data.get("k"))),
+            WatchEvent::Deleted(c) => seen.push(format!("DELETED {}", c.name())),
+            WatchEvent::Bookmark(_) => {}
+        }
+    }
+    assert_eq!(seen, ["ADDED a", "MODIFIED a Some(\"v\")", "DELETED a"]);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn an_informer_mirrors_the_server() -> Result<()> {
+    let h = Harness::start().await?;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    pods.create(&pod("p1")).await?;
+    let informer = Informer::new(Api::<Pod>::all(h.client.clone()), WatcherConfig::default());
+    let store = informer.store();
+    store.add_index("app", |p: &Pod| {
+        p.metadata().labels.get("app").cloned().into_iter().collect()
+    });
+    informer.start()?;
+    within("sync", informer.wait_until_synced()).await?;
+    assert!(store.get("default/p1").is_some());
+
+    pods.create(&pod("p2")).await?;
+    pods.delete("p1", &DeleteParams::default().grace_period(0))
+        .await?;
+    within("the cache follows", async {
+        while store.get("default/p2").is_none() || store.get("default/p1").is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    assert_eq!(store.index_keys("app", "web")?, ["default/p2"]);
+    h.stop().await
+}
+
+#[tokio::test]
+async fn replace_with_retries_conflicts_until_every_writer_lands() -> Result<()> {
+    let h = Harness::start().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    cms.create(&configmap("counter")).await?;
+    let mut writers = Vec::new();
+    for i in 0..4 {
+        let cms = cms.clone();
+        writers.push(tokio::spawn(async move {
+            cms.replace_with("counter", |mut c| {
+                c.data.insert(format!("writer-{i}"), "done".into());
+                c
+            })
+            .await
+        }));
+    }
+    for w in writers {
+        w.await??;
+    }
+    assert_eq!(cms.get("counter").await?.data.len(), 4, "no write was lost");
+    h.stop().await
+}
+
+#[tokio::test]
+async fn repeated_events_are_aggregated() -> Result<()> {
+    let h = Harness::start().await?;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let p = pods.create(&pod("p1")).await?;
+    let recorder = Recorder::new(h.client.clone(), "test-controller", "host-1");
+    for _ in 0..3 {
+        recorder
+            .publish(&p, EventType::Warning, "BackOff", "Back-off restarting")
+            .await?;
+    }
+    let events = Api::<Event>::namespaced(h.client.clone(), "default")
+        .list(&ListParams::default())
+        .await?;
+    assert_eq!(events.items.len(), 1);
+    let e = &events.items[0];
+    assert_eq!(e.count, 3);
+    assert_eq!(e.involved_object.as_ref().map(|o| o.name.as_str()), Some("p1"));
+    assert_eq!(
+        e.source.as_ref().map(|s| s.component.as_str()),
+        Some("test-controller")
+    );
+    h.stop().await
+}
+
+#[tokio::test]
+async fn leader_election_takes_the_lease() -> Result<()> {
+    let h = Harness::start().await?;
+    let config = LeaderElectionConfig {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(200),
+        ..LeaderElectionConfig::new("scheduler", "kube-system", "replica-a")
+    };
+    let elector = Arc::new(LeaderElector::new(h.client.clone(), config)?);
+    let mut leader = elector.is_leader();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let elector = elector.clone();
+        async move {
+            elector
+                .run(
+                    async move {
+                        let _ = stopped.await;
+                    },
+                    || {},
+                    || {},
+                )
+                .await
+        }
+    });
+    within("elected", leader.wait_for(|l| *l)).await??;
+    let leases: Api<rkube_api::coordination::v1::Lease> = Api::namespaced(h.client.clone(), "kube-system");
+    let lease = leases.get("scheduler").await?;
+    assert_eq!(
+        lease.spec.as_ref().map(|s| s.holder_identity.as_str()),
+        Some("replica-a")
+    );
+    let _ = stop.send(());
+    task.await??;
+    let released = leases.get("scheduler").await?;
+    assert_eq!(
+        released.spec.as_ref().map(|s| s.holder_identity.as_str()),
+        Some("")
+    );
+    h.stop().await
+}
+
+#[tokio::test]
+async fn an_informer_survives_an_apiserver_restart() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    cms.create(&configmap("kept")).await?;
+    cms.create(&configmap("doomed")).await?;
+    let informer = Informer::new(cms.clone(), WatcherConfig::default());
+    let store = informer.store();
+    informer.start()?;
+    within("sync", informer.wait_until_synced()).await?;
+    assert_eq!(store.len(), 2);
+
+    // Same data directory, same address: the client's channel reconnects.
+    let server = h.server.take().context("running")?;
+    let addr = server.addr;
+    server.stop().await?;
+    let mut config = rkube_apiserver::Config::local(h._dir.path());
+    config.listen = addr;
+    // A short history, so the informer's revision may be forgotten while
+    // it is away and it must relist; either way the end state must match.
+    config.watch_history = 10;
+    h.server = Some(rkube_apiserver::start(config).await?);
+
+    cms.delete("doomed", &DeleteParams::default()).await?;
+    for i in 0..20 {
+        cms.create(&configmap(&format!("new-{i}"))).await?;
+    }
+    within("the cache catches up", async {
+        while store.get("default/doomed").is_some() || store.len() != 21 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?;
+    h.stop().await
+}
