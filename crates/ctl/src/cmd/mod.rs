@@ -1,0 +1,38 @@
+//! One module per verb. Each has an `Args` struct (its flags, for clap)
+//! and `run(ctx, args, out)`; adding a verb is a module here and a line in
+//! `Command`.
+
+pub mod api_resources;
+pub mod apply;
+pub mod create;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod version;
+
+use crate::error::CtlError;
+use crate::manifest::NamespaceChoice;
+use crate::server::ApiServer;
+
+/// What every command knows before it starts: where the apiserver is and
+/// which namespace the user means.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub server_url: String,
+    pub namespace: String,
+    /// Whether `-n` was given (objects from files must then agree).
+    pub namespace_explicit: bool,
+}
+
+impl Context {
+    pub async fn connect(&self) -> Result<ApiServer, CtlError> {
+        ApiServer::connect(&self.server_url).await
+    }
+
+    pub fn namespace_choice(&self) -> NamespaceChoice {
+        NamespaceChoice {
+            namespace: self.namespace.clone(),
+            explicit: self.namespace_explicit,
+        }
+    }
+}

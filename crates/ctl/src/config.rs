@@ -1,0 +1,65 @@
+//! Which client config file to read: `--config`, else `RKUBECONFIG`
+//! (clap reads it into the same flag), else `~/.rkube/config`. The format
+//! (`server`, `namespace`) is rkube-client's `ClientConfig`, shared with
+//! every other program.
+
+use crate::error::CtlError;
+use rkube_client::ClientConfig;
+use std::path::Path;
+
+/// Reads the config. A file named explicitly must exist; the default one
+/// is optional, so rkubectl works out of the box against a local
+/// apiserver.
+pub fn load(explicit: Option<&Path>) -> Result<ClientConfig, CtlError> {
+    let result = match explicit {
+        Some(path) => ClientConfig::load(path),
+        None => match ClientConfig::default_path() {
+            Ok(path) if path.exists() => ClientConfig::load(&path),
+            // no HOME or no file: a local apiserver, the default namespace
+            _ => Ok(ClientConfig::default()),
+        },
+    };
+    result.map_err(|e| CtlError::usage(format!("client config {e}")))
+}
+
+/// Accepts `host:port` as well as a URL, since that is what people type.
+pub fn normalize_server(server: &str) -> String {
+    let s = server.trim().trim_end_matches('/');
+    if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let err = load(Some(Path::new("/nonexistent/rkube.conf"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/rkube.conf"), "{err}");
+    }
+
+    #[test]
+    fn misspelt_fields_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, "sever: x\n").unwrap();
+        let err = load(Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("unknown field `sever`"), "{err}");
+        std::fs::write(&path, "server: http://10.0.0.1:6443\nnamespace: prod\n").unwrap();
+        let c = load(Some(&path)).unwrap();
+        assert_eq!(
+            (c.server.as_str(), c.namespace.as_str()),
+            ("http://10.0.0.1:6443", "prod")
+        );
+    }
+
+    #[test]
+    fn bare_host_port_becomes_a_url() {
+        assert_eq!(normalize_server("127.0.0.1:6443"), "http://127.0.0.1:6443");
+        assert_eq!(normalize_server("https://api:6443/"), "https://api:6443");
+    }
+}

@@ -1,0 +1,175 @@
+//! rkubectl, the kubectl-like command-line client of rkube: it reads
+//! manifests, talks to the apiserver over gRPC, and prints what it finds
+//! the way kubectl does (tables, `-o yaml|json|name`, error lines), so
+//! people and scripts used to kubectl feel at home.
+//!
+//! It owns nothing on the server side: every check it makes before
+//! sending (decoding, defaulting, validation) is the apiserver's own code
+//! from `rkube-api`, run early so a bad file writes nothing; the
+//! apiserver stays the authority.
+//!
+//! Layout: `cmd/` has one module per verb, `printers/` one table per
+//! kind, `server` the gRPC calls, `manifest` reading `-f`, `args` the
+//! `KIND NAME` and `kind/name` arguments.
+
+pub mod args;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod manifest;
+pub mod objects;
+pub mod printers;
+pub mod server;
+
+use clap::{Parser, Subcommand};
+use cmd::Context;
+pub use error::CtlError;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rkubectl",
+    version,
+    about = "Control an rkube cluster, the way kubectl controls Kubernetes"
+)]
+pub struct Cli {
+    /// The apiserver's address (default: the config file's `server`, else
+    /// http://127.0.0.1:6443).
+    #[arg(short = 's', long, global = true, env = "RKUBE_SERVER")]
+    pub server: Option<String>,
+    /// The client config file (default ~/.rkube/config).
+    #[arg(long, global = true, env = "RKUBECONFIG", alias = "kubeconfig")]
+    pub config: Option<PathBuf>,
+    /// The namespace to work in (default: the config file's `namespace`,
+    /// else `default`).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from manifests.
+    Apply(cmd::apply::ApplyArgs),
+    /// Create objects from manifests.
+    Create(cmd::create::CreateArgs),
+    /// Delete objects by name, selector or manifest.
+    Delete(cmd::delete::DeleteArgs),
+    /// List objects, or show them as YAML or JSON.
+    Get(cmd::get::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(cmd::describe::DescribeArgs),
+    /// List the kinds the server serves.
+    ApiResources(cmd::api_resources::ApiResourcesArgs),
+    /// Print the client and server versions.
+    Version(cmd::version::VersionArgs),
+}
+
+impl Cli {
+    /// Resolves flags, environment and config file into a context.
+    pub fn context(&self) -> Result<Context, CtlError> {
+        let file = config::load(self.config.as_deref())?;
+        let server = self
+            .server
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or(file.server);
+        let namespace_explicit = self.namespace.is_some();
+        let namespace = self
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or(Some(file.namespace).filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| "default".to_string());
+        if !rkube_api::validation::is_dns1123_label(&namespace) {
+            return Err(CtlError::usage(format!(
+                "invalid namespace {namespace:?}: a namespace must be a lowercase RFC 1123 label (e.g. 'my-team')"
+            )));
+        }
+        Ok(Context {
+            server_url: config::normalize_server(&server),
+            namespace,
+            namespace_explicit,
+        })
+    }
+}
+
+/// Runs one command line, writing results to `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
+    let ctx = cli.context()?;
+    let result = match &cli.command {
+        Command::Apply(a) => cmd::apply::run(&ctx, a, out).await,
+        Command::Create(a) => cmd::create::run(&ctx, a, out).await,
+        Command::Delete(a) => cmd::delete::run(&ctx, a, out).await,
+        Command::Get(a) => cmd::get::run(&ctx, a, out).await,
+        Command::Describe(a) => cmd::describe::run(&ctx, a, out).await,
+        Command::ApiResources(a) => cmd::api_resources::run(&ctx, a, out).await,
+        Command::Version(a) => cmd::version::run(&ctx, a, out).await,
+    };
+    out.flush()?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rkubectl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = parse(&[
+            "get",
+            "pods",
+            "-n",
+            "kube-system",
+            "--server",
+            "127.0.0.1:7000",
+            "--config",
+            "/dev/null",
+        ]);
+        let ctx = cli.context().unwrap();
+        assert_eq!(ctx.namespace, "kube-system");
+        assert!(ctx.namespace_explicit);
+        assert_eq!(ctx.server_url, "http://127.0.0.1:7000");
+    }
+
+    #[test]
+    fn get_flags() {
+        let cli = parse(&["get", "deploy/web", "-o", "wide", "-l", "app=web", "-A", "-w"]);
+        let Command::Get(g) = cli.command else { panic!() };
+        assert_eq!(g.targets, ["deploy/web"]);
+        assert_eq!(g.output, Some(printers::OutputFormat::Wide));
+        assert_eq!(g.selector.as_deref(), Some("app=web"));
+        assert!(g.all_namespaces && g.watch);
+        assert!(Cli::try_parse_from(["rkubectl", "get", "pods", "-o", "xml"]).is_err());
+    }
+
+    #[test]
+    fn delete_flags() {
+        let cli = parse(&["delete", "pod", "x", "--cascade=orphan", "--grace-period=0"]);
+        let Command::Delete(d) = cli.command else { panic!() };
+        let opts = d.options();
+        assert_eq!(opts.propagation_policy, "Orphan");
+        assert_eq!(opts.grace_period_seconds, Some(0));
+        let Command::Delete(d) = parse(&["delete", "pod", "x"]).command else {
+            panic!()
+        };
+        assert_eq!(d.options().grace_period_seconds, None);
+        assert_eq!(d.options().propagation_policy, "Background");
+    }
+
+    #[test]
+    fn bad_namespace_is_refused() {
+        let cli = parse(&["get", "pods", "-n", "Not_Valid", "--config", "/dev/null"]);
+        assert!(cli
+            .context()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid namespace \"Not_Valid\""));
+    }
+}

@@ -1,0 +1,122 @@
+//! `get deployments` (NAME READY UP-TO-DATE AVAILABLE AGE) and `get
+//! replicasets` (NAME DESIRED CURRENT READY AGE); wide adds CONTAINERS
+//! IMAGES SELECTOR.
+
+use super::{age, or_none, TableRow};
+use chrono::{DateTime, Utc};
+use rkube_api::apps::v1::{Deployment, ReplicaSet};
+use rkube_api::core::v1::PodTemplateSpec;
+use rkube_api::meta::v1::LabelSelector;
+use rkube_api::selector::Selector;
+
+/// CONTAINERS, IMAGES and SELECTOR of a workload.
+fn workload_wide(template: Option<&PodTemplateSpec>, selector: Option<&LabelSelector>) -> [String; 3] {
+    let containers = template
+        .and_then(|t| t.spec.as_ref())
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+    let images: Vec<&str> = containers.iter().map(|c| c.image.as_str()).collect();
+    [
+        or_none(names.join(",")),
+        or_none(images.join(",")),
+        or_none(label_selector(selector)),
+    ]
+}
+
+/// A structured selector in its string form (`app=web,tier in (fe)`).
+pub fn label_selector(selector: Option<&LabelSelector>) -> String {
+    match selector.map(Selector::from_label_selector) {
+        Some(Ok(s)) => s.to_string(),
+        Some(Err(_)) => "<error>".into(),
+        None => String::new(),
+    }
+}
+
+impl TableRow for Deployment {
+    fn columns(wide: bool) -> Vec<&'static str> {
+        let mut c = vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"];
+        if wide {
+            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
+        }
+        c
+    }
+
+    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone().unwrap_or_default();
+        let mut cells = vec![
+            meta.name,
+            format!("{}/{}", status.ready_replicas, spec.replicas.unwrap_or(1)),
+            status.updated_replicas.to_string(),
+            status.available_replicas.to_string(),
+            age(&meta.creation_timestamp, now),
+        ];
+        if wide {
+            cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
+        }
+        cells
+    }
+}
+
+impl TableRow for ReplicaSet {
+    fn columns(wide: bool) -> Vec<&'static str> {
+        let mut c = vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"];
+        if wide {
+            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
+        }
+        c
+    }
+
+    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone().unwrap_or_default();
+        let mut cells = vec![
+            meta.name,
+            spec.replicas.unwrap_or(1).to_string(),
+            status.replicas.to_string(),
+            status.ready_replicas.to_string(),
+            age(&meta.creation_timestamp, now),
+        ];
+        if wide {
+            cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
+        }
+        cells
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printers::parse_time;
+
+    #[test]
+    fn deployment_row() {
+        let now = parse_time("2024-05-01T12:00:00Z").unwrap();
+        let d: Deployment = serde_yaml::from_str(
+            "metadata: {name: web, creationTimestamp: '2024-05-01T11:59:15Z'}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template: {spec: {containers: [{name: nginx, image: 'nginx:1.25'}, {name: log, image: busybox}]}}\nstatus: {readyReplicas: 2, updatedReplicas: 3, availableReplicas: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(d.cells(false, now), vec!["web", "2/3", "3", "2", "45s"]);
+        assert_eq!(
+            d.cells(true, now)[5..],
+            [
+                "nginx,log".to_string(),
+                "nginx:1.25,busybox".into(),
+                "app=web".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn replicaset_row_without_status() {
+        let now = parse_time("2024-05-01T12:00:00Z").unwrap();
+        let rs: ReplicaSet = serde_yaml::from_str(
+            "metadata: {name: web-1, creationTimestamp: '2024-04-29T12:00:00Z'}\nspec: {replicas: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(rs.cells(false, now), vec!["web-1", "2", "0", "0", "2d"]);
+    }
+}

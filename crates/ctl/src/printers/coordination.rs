@@ -1,0 +1,21 @@
+//! `get leases`: NAME HOLDER AGE.
+
+use super::{age, TableRow};
+use chrono::{DateTime, Utc};
+use rkube_api::coordination::v1::Lease;
+
+impl TableRow for Lease {
+    fn columns(_wide: bool) -> Vec<&'static str> {
+        vec!["NAME", "HOLDER", "AGE"]
+    }
+
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        let holder = self
+            .spec
+            .as_ref()
+            .map(|s| s.holder_identity.clone())
+            .unwrap_or_default();
+        vec![meta.name, holder, age(&meta.creation_timestamp, now)]
+    }
+}
