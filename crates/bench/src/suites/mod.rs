@@ -1,0 +1,38 @@
+//! The benchmark suites. To add one, write a module with a
+//! `run(&Args) -> anyhow::Result<String>` returning a Markdown section and
+//! list it in [`SUITES`].
+
+pub mod apiserver;
+
+use crate::Args;
+
+/// A named benchmark.
+pub struct Suite {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: fn(&Args) -> anyhow::Result<String>,
+}
+
+/// Every suite, in the order they run.
+pub const SUITES: &[Suite] = &[Suite {
+    name: "apiserver",
+    about: "creates/s, gets/s, list and watch latency of the apiserver, against etcd",
+    run: apiserver::run,
+}];
+
+/// The suites named in `--only` (all when empty), in [`SUITES`] order.
+pub fn select(only: &[String]) -> anyhow::Result<Vec<&'static Suite>> {
+    for name in only {
+        if !SUITES.iter().any(|s| s.name == name) {
+            let known: Vec<String> = SUITES
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.about))
+                .collect();
+            anyhow::bail!("unknown suite {name:?}; known suites: {}", known.join(", "));
+        }
+    }
+    Ok(SUITES
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
+        .collect())
+}
