@@ -978,24 +978,47 @@ impl Validate for corev1::Secret {
     }
 }
 
+/// A Deployment's or ReplicaSet's selector cannot change: it would orphan
+/// the pods it owns.
+fn immutable_selector(
+    new: Option<crate::meta::v1::LabelSelector>,
+    old: Option<crate::meta::v1::LabelSelector>,
+) -> Vec<FieldError> {
+    let mut e = Errors::default();
+    if new != old {
+        let shown = new
+            .map(|s| {
+                Selector::from_label_selector(&s)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        e.invalid("spec.selector", shown, "field is immutable");
+    }
+    e.0
+}
+
+/// What Deployments and ReplicaSets share: replicas, a selector, and a pod
+/// template the selector matches.
+fn validate_workload(
+    replicas: Option<i32>,
+    selector: Option<&crate::meta::v1::LabelSelector>,
+    template: Option<&corev1::PodTemplateSpec>,
+    e: &mut Errors,
+) {
+    if let Some(r) = replicas {
+        if r < 0 {
+            e.invalid("spec.replicas", r, "must be greater than or equal to 0");
+        }
+    }
+    let sel = validate_label_selector(selector, "spec.selector", e);
+    validate_template(sel, template, "spec", e);
+}
+
 impl Validate for apps::v1::Deployment {
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut e = Errors::default();
         let sel = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
-        if sel(self) != sel(old) {
-            e.invalid(
-                "spec.selector",
-                sel(self)
-                    .map(|s| {
-                        Selector::from_label_selector(&s)
-                            .map(|s| s.to_string())
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_default(),
-                "field is immutable",
-            );
-        }
-        e.0
+        immutable_selector(sel(self), sel(old))
     }
 
     fn validate(&self) -> Vec<FieldError> {
@@ -1005,13 +1028,12 @@ impl Validate for apps::v1::Deployment {
             e.required("spec.selector", "");
             return e.0;
         };
-        if let Some(r) = spec.replicas {
-            if r < 0 {
-                e.invalid("spec.replicas", r, "must be greater than or equal to 0");
-            }
-        }
-        let sel = validate_label_selector(spec.selector.as_ref(), "spec.selector", &mut e);
-        validate_template(sel, spec.template.as_ref(), "spec", &mut e);
+        validate_workload(
+            spec.replicas,
+            spec.selector.as_ref(),
+            spec.template.as_ref(),
+            &mut e,
+        );
         if spec.min_ready_seconds < 0 {
             e.invalid(
                 "spec.minReadySeconds",
@@ -1105,22 +1127,8 @@ impl Validate for apps::v1::Deployment {
 
 impl Validate for apps::v1::ReplicaSet {
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let mut e = Errors::default();
         let sel = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
-        if sel(self) != sel(old) {
-            e.invalid(
-                "spec.selector",
-                sel(self)
-                    .map(|s| {
-                        Selector::from_label_selector(&s)
-                            .map(|s| s.to_string())
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_default(),
-                "field is immutable",
-            );
-        }
-        e.0
+        immutable_selector(sel(self), sel(old))
     }
 
     fn validate(&self) -> Vec<FieldError> {
@@ -1130,13 +1138,12 @@ impl Validate for apps::v1::ReplicaSet {
             e.required("spec.selector", "");
             return e.0;
         };
-        if let Some(r) = spec.replicas {
-            if r < 0 {
-                e.invalid("spec.replicas", r, "must be greater than or equal to 0");
-            }
-        }
-        let sel = validate_label_selector(spec.selector.as_ref(), "spec.selector", &mut e);
-        validate_template(sel, spec.template.as_ref(), "spec", &mut e);
+        validate_workload(
+            spec.replicas,
+            spec.selector.as_ref(),
+            spec.template.as_ref(),
+            &mut e,
+        );
         e.0
     }
 }
