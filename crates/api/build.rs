@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "rkube/apps/v1/apps.proto",
     "rkube/autoscaling/v2/autoscaling.proto",
     "rkube/coordination/v1/coordination.proto",
+    "rkube/kubelet/v1/kubelet.proto",
     "rkube/api/v1/api.proto",
 ];
 

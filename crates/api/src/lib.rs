@@ -49,6 +49,15 @@ pub mod coordination {
     }
 }
 
+/// The kubelet's service (package `rkube.kubelet.v1`): logs, exec and
+/// metrics, called by the apiserver.
+#[allow(clippy::all, missing_docs)]
+pub mod kubelet {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.kubelet.v1.rs"));
+    }
+}
+
 /// The gRPC service and its messages (package `rkube.api.v1`).
 #[allow(clippy::all, missing_docs)]
 pub mod api {

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod proxy;
 pub mod service;
 
 use anyhow::Context;
@@ -26,6 +27,8 @@ pub struct State {
     pub store: Arc<dyn Store>,
     /// Flips to true when the server shuts down, ending watch streams.
     pub shutdown: watch::Receiver<bool>,
+    /// Connections to kubelets for logs, exec and metrics.
+    pub kubelets: proxy::Kubelets,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -79,6 +82,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let state = Arc::new(State {
         store: store.clone(),
         shutdown: shutdown_rx.clone(),
+        kubelets: Default::default(),
     });
     let service = ApiServerServer::new(service::ApiService { state })
         .max_decoding_message_size(16 * 1024 * 1024)

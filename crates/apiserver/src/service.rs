@@ -149,6 +149,37 @@ impl ApiServer for ApiService {
         ))
     }
 
+    type LogsStream = crate::proxy::LogStream;
+
+    async fn logs(
+        &self,
+        req: Request<rkube_api::kubelet::v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Ok(Response::new(
+            crate::proxy::logs(&self.state, req.into_inner()).await?,
+        ))
+    }
+
+    type ExecStream = crate::proxy::ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<rkube_api::kubelet::v1::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Ok(Response::new(
+            crate::proxy::exec(&self.state, req.into_inner()).await?,
+        ))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<rpc::MetricsRequest>,
+    ) -> Result<Response<rpc::MetricsResponse>, Status> {
+        Ok(Response::new(
+            crate::proxy::metrics(&self.state, req.into_inner()).await?,
+        ))
+    }
+
     async fn discovery(
         &self,
         _req: Request<rpc::DiscoveryRequest>,

@@ -493,6 +493,64 @@ impl Client {
         self.unary("Version", grpc.version(req)).await
     }
 
+    /// A container's log (pods/log), proxied by the apiserver from the
+    /// pod's kubelet; with `follow`, the stream stays open for new lines.
+    pub async fn logs(
+        &self,
+        req: rkube_api::kubelet::v1::LogsRequest,
+    ) -> Result<BoxStream<'static, Result<bytes::Bytes>>> {
+        // No grpc-timeout: a followed log is meant to outlive it.
+        let mut grpc = self.grpc();
+        let follow = req.follow;
+        let call = grpc.logs(tonic::Request::new(req));
+        let stream = if follow {
+            call.await
+                .map_err(|s| Error::from_status(s, &self.server))?
+                .into_inner()
+        } else {
+            self.unary("Logs", call).await?
+        };
+        let server = self.server.clone();
+        Ok(stream
+            .map(move |item| match item {
+                Ok(chunk) => Ok(bytes::Bytes::from(chunk.data)),
+                Err(status) => Err(Error::from_status(status, &server)),
+            })
+            .boxed())
+    }
+
+    /// Runs a command in a container (pods/exec). `input` must start with
+    /// an `ExecInput::Start`; stdin follows. Output ends with the exit code.
+    pub async fn exec(
+        &self,
+        input: impl futures::Stream<Item = rkube_api::kubelet::v1::ExecInput> + Send + 'static,
+    ) -> Result<BoxStream<'static, Result<rkube_api::kubelet::v1::exec_output::Output>>> {
+        let mut grpc = self.grpc();
+        let stream = grpc
+            .exec(tonic::Request::new(input))
+            .await
+            .map_err(|s| Error::from_status(s, &self.server))?
+            .into_inner();
+        let server = self.server.clone();
+        Ok(stream
+            .filter_map(move |item| {
+                let out = match item {
+                    Ok(o) => o.output.map(Ok),
+                    Err(status) => Some(Err(Error::from_status(status, &server))),
+                };
+                futures::future::ready(out)
+            })
+            .boxed())
+    }
+
+    /// CPU and memory usage of pods (and nodes), gathered by the apiserver
+    /// from the kubelets (`rkubectl top`, the autoscaler).
+    pub async fn metrics(&self, req: rpc::MetricsRequest) -> Result<rpc::MetricsResponse> {
+        let req = self.request(req);
+        let mut grpc = self.grpc();
+        self.unary("Metrics", grpc.metrics(req)).await
+    }
+
     /// Binds a pending pod to a node. `uid`, when non-empty, must be the
     /// pod's: a pod deleted and recreated under the same name is not bound
     /// by mistake.

@@ -17,6 +17,11 @@ pub enum CtlError {
         message: String,
     },
 
+    /// `exec`: the remote command finished with this non-zero status, which
+    /// rkubectl exits with, as kubectl does.
+    #[error("command terminated with exit code {0}")]
+    ExitCode(i32),
+
     /// The apiserver could not be reached at all.
     #[error(
         "error: cannot connect to the apiserver at {url}: {detail}; is it running? (make up starts one)"

@@ -65,6 +65,12 @@ pub enum Command {
     ApiResources(cmd::api_resources::ApiResourcesArgs),
     /// Print the client and server versions.
     Version(cmd::version::VersionArgs),
+    /// Print a container's log.
+    Logs(cmd::logs::LogsArgs),
+    /// Run a command in a container.
+    Exec(cmd::exec::ExecArgs),
+    /// Show CPU and memory usage of pods or nodes.
+    Top(cmd::top::TopArgs),
 }
 
 impl Cli {
@@ -107,6 +113,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Describe(a) => cmd::describe::run(&ctx, a, out).await,
         Command::ApiResources(a) => cmd::api_resources::run(&ctx, a, out).await,
         Command::Version(a) => cmd::version::run(&ctx, a, out).await,
+        Command::Logs(a) => cmd::logs::run(&ctx, a, out).await,
+        Command::Exec(a) => cmd::exec::run(&ctx, a, out).await,
+        Command::Top(a) => cmd::top::run(&ctx, a, out).await,
     };
     out.flush()?;
     result

@@ -29,6 +29,7 @@ fn main() {
         // the reader went away (`| head`): nothing left to say
         Err(CtlError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(CtlError::Reported) => 1,
+        Err(CtlError::ExitCode(code)) => code,
         Err(e) => {
             eprintln!("{e}");
             1

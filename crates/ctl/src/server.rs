@@ -82,7 +82,12 @@ impl ApiServer {
         &self.url
     }
 
-    fn err(&self, e: rkube_client::Error) -> CtlError {
+    /// The typed client, for calls without a wrapper here (logs, exec, top).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn err(&self, e: rkube_client::Error) -> CtlError {
         ctl_error(e, &self.url)
     }
 

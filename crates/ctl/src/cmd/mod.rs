@@ -7,7 +7,10 @@ pub mod apply;
 pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod exec;
 pub mod get;
+pub mod logs;
+pub mod top;
 pub mod version;
 
 use crate::error::CtlError;

@@ -1,0 +1,273 @@
+//! pods/log, pods/exec and metrics are forwarded to the kubelet of the
+//! pod's node, found through the Node's published address and port. The
+//! kubelet here is a small in-test peer; the real one is tested in
+//! crates/kubelet.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use rkube_api::core::v1::{DaemonEndpoint, Node, NodeAddress, NodeDaemonEndpoints, NodeStatus};
+use rkube_api::kubelet::v1::{self as kv1, exec_input::Input, exec_output::Output, kubelet_server};
+use rkube_api::rpc;
+use rkube_api::Resource;
+use std::pin::Pin;
+use tonic::{Request, Response, Status, Streaming};
+
+struct FakeKubelet {
+    node: String,
+}
+
+type Out<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl kubelet_server::Kubelet for FakeKubelet {
+    type LogsStream = Out<kv1::LogChunk>;
+    async fn logs(&self, req: Request<kv1::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let r = req.into_inner();
+        let lines = [
+            format!("{} {} line1\n", r.pod, r.container),
+            "line2\n".to_string(),
+        ];
+        let take = if r.tail_lines > 0 {
+            r.tail_lines as usize
+        } else {
+            lines.len()
+        };
+        let chunks: Vec<_> = lines[lines.len() - take..]
+            .iter()
+            .map(|l| {
+                Ok(kv1::LogChunk {
+                    data: l.clone().into_bytes(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    type ExecStream = Out<kv1::ExecOutput>;
+    async fn exec(
+        &self,
+        req: Request<Streaming<kv1::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = req.into_inner();
+        let Some(kv1::ExecInput {
+            input: Some(Input::Start(start)),
+        }) = input.message().await?
+        else {
+            return Err(Status::invalid_argument("no start"));
+        };
+        // echo the command, then stdin, then finish with exit code 3
+        let mut out = vec![
+            Output::Stdout(format!("{}: {}\n", self.node, start.command.join(" ")).into_bytes()),
+            Output::Stderr(b"warning\n".to_vec()),
+        ];
+        while let Some(msg) = input.message().await? {
+            match msg.input {
+                Some(Input::Stdin(b)) => out.push(Output::Stdout(b)),
+                Some(Input::StdinEof(_)) => break,
+                _ => {}
+            }
+        }
+        out.push(Output::ExitCode(3));
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            out.into_iter().map(|o| Ok(kv1::ExecOutput { output: Some(o) })),
+        ))))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<kv1::MetricsRequest>,
+    ) -> Result<Response<kv1::MetricsResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(kv1::MetricsResponse {
+            pods: vec![kv1::PodUsage {
+                namespace: "default".into(),
+                name: format!("pod-on-{}", self.node),
+                containers: vec![kv1::ContainerUsage {
+                    name: "c".into(),
+                    cpu_millis: 250,
+                    memory_bytes: 64 << 20,
+                }],
+                timestamp: String::new(),
+                window_seconds: 10,
+            }]
+            .into_iter()
+            .filter(|p| r.namespace.is_empty() || p.namespace == r.namespace)
+            .collect(),
+            node: Some(kv1::NodeUsage {
+                name: self.node.clone(),
+                cpu_millis: 500,
+                memory_bytes: 1 << 30,
+                ..Default::default()
+            }),
+        }))
+    }
+}
+
+async fn fake_kubelet(node: &str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let svc = kubelet_server::KubeletServer::new(FakeKubelet { node: node.into() });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    port
+}
+
+fn node(name: &str, port: i32) -> Node {
+    let mut n = Node::default();
+    n.metadata_mut().name = name.into();
+    n.status = Some(NodeStatus {
+        addresses: vec![NodeAddress {
+            r#type: "InternalIP".into(),
+            address: "127.0.0.1".into(),
+        }],
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port }),
+        }),
+        ..Default::default()
+    });
+    n
+}
+
+async fn register(h: &mut Harness, n: &Node) {
+    let created = create(&mut h.client, n).await.unwrap();
+    let mut with_status = created.clone();
+    with_status.status = n.status.clone();
+    update_status(&mut h.client, &with_status).await.unwrap();
+}
+
+async fn bound_pod(h: &mut Harness, name: &str, node: &str) {
+    create(&mut h.client, &pod("default", name)).await.unwrap();
+    h.client
+        .bind(rpc::BindRequest {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: String::new(),
+            node_name: node.into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn logs_and_exec_reach_the_pods_kubelet() {
+    let mut h = Harness::start().await;
+    let port = fake_kubelet("n1").await;
+    register(&mut h, &node("n1", port as i32)).await;
+    bound_pod(&mut h, "p", "n1").await;
+
+    let req = kv1::LogsRequest {
+        namespace: "default".into(),
+        pod: "p".into(),
+        container: "c".into(),
+        ..Default::default()
+    };
+    let mut s = h.client.logs(req).await.unwrap().into_inner();
+    let mut text = Vec::new();
+    while let Some(c) = s.next().await {
+        text.extend(c.unwrap().data);
+    }
+    assert_eq!(String::from_utf8(text).unwrap(), "p c line1\nline2\n");
+
+    let input = futures::stream::iter(vec![
+        kv1::ExecInput {
+            input: Some(Input::Start(kv1::ExecStart {
+                namespace: "default".into(),
+                pod: "p".into(),
+                command: vec!["echo".into(), "hi".into()],
+                stdin: true,
+                ..Default::default()
+            })),
+        },
+        kv1::ExecInput {
+            input: Some(Input::Stdin(b"typed\n".to_vec())),
+        },
+        kv1::ExecInput {
+            input: Some(Input::StdinEof(true)),
+        },
+    ]);
+    let mut out = h.client.exec(input).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    while let Some(o) = out.next().await {
+        got.push(o.unwrap().output.unwrap());
+    }
+    assert_eq!(
+        got,
+        vec![
+            Output::Stdout(b"n1: echo hi\n".to_vec()),
+            Output::Stderr(b"warning\n".to_vec()),
+            Output::Stdout(b"typed\n".to_vec()),
+            Output::ExitCode(3)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pods_without_a_reachable_kubelet_say_why() {
+    let mut h = Harness::start().await;
+    create(&mut h.client, &pod("default", "pending")).await.unwrap();
+    let req = |pod: &str| kv1::LogsRequest {
+        namespace: "default".into(),
+        pod: pod.into(),
+        ..Default::default()
+    };
+    let err = h.client.logs(req("pending")).await.unwrap_err();
+    assert!(
+        err.message().contains("is not scheduled to a node yet"),
+        "{}",
+        err.message()
+    );
+    let err = h.client.logs(req("missing")).await.unwrap_err();
+    assert_eq!(err.message(), "pods \"missing\" not found");
+
+    // a node whose kubelet is gone: the error names the node and address
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    register(&mut h, &node("gone", dead as i32)).await;
+    bound_pod(&mut h, "orphan", "gone").await;
+    let err = h.client.logs(req("orphan")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("the kubelet of node \"gone\""),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn metrics_gather_every_node_and_report_the_silent_ones() {
+    let mut h = Harness::start().await;
+    for n in ["a", "b"] {
+        let port = fake_kubelet(n).await;
+        register(&mut h, &node(n, port as i32)).await;
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    register(&mut h, &node("c", dead as i32)).await;
+    let resp = h
+        .client
+        .metrics(rpc::MetricsRequest {
+            namespace: "default".into(),
+            label_selector: String::new(),
+            nodes: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pods: Vec<_> = resp.pods.iter().map(|p| p.name.clone()).collect();
+    pods.sort();
+    assert_eq!(pods, ["pod-on-a", "pod-on-b"]);
+    assert_eq!(resp.nodes.len(), 2);
+    assert_eq!(resp.errors.len(), 1, "{:?}", resp.errors);
+    assert!(resp.errors[0].starts_with("node c:"), "{:?}", resp.errors);
+}
