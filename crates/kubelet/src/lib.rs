@@ -1,0 +1,71 @@
+//! The node-side runtime layer of `rkubelet`: everything the pod worker needs to turn a pod
+//! bound to this node into running processes, and nothing about *which* pods to run.
+//!
+//! * [`runtime`] — the [`ContainerRuntime`](runtime::ContainerRuntime) trait and its
+//!   containerd implementation: client-side image pulls over the OCI distribution protocol,
+//!   containers with an OCI runtime spec built from the pod spec, their logs, status
+//!   (including OOM kills), stop with a grace period, exec and cgroup stats.
+//! * [`network`] — the [`PodNetwork`](network::PodNetwork) trait and its CNI
+//!   implementation: one network namespace per pod, wired by the standard CNI plugins.
+//! * [`image`] — image references and the registry client the puller uses.
+//!
+//! Both side effects sit behind traits with in-crate fakes ([`runtime::FakeRuntime`],
+//! [`network::FakeNetwork`]) for the pod worker's unit tests. This crate does not talk to
+//! the apiserver, does not decide restarts or probes, and keeps no state of its own beyond
+//! what containerd and the CNI plugins store: a restarted kubelet rediscovers everything from
+//! container labels and the network state directory.
+//!
+//! With the `test-support` feature, `testing` provides the end-to-end harness: a
+//! throwaway containerd inside a private network namespace, a loopback registry and the
+//! busybox test image.
+//!
+//! # What the pod worker must know
+//!
+//! * **One containerd container per start.** A container is started once; a restart is a
+//!   new `create_container` with `restart_attempt + 1` (then remove the old one after its
+//!   status was recorded as `lastState`). `start_container` on a started one is
+//!   `Error::AlreadyStarted`.
+//! * **Adoption** is by labels (`runtime::labels`): `list_containers` + `ContainerIdentity`.
+//!   The log path and start time are labels too, so a new client reports them.
+//! * **OOMKilled** is read from the container's cgroup (`oom_kill` in `memory.oom_control`
+//!   on cgroup v1, `memory.events` on v2) while the exited task still exists, and then
+//!   recorded in the `io.rkube.container.oom-killed` label. Call `container_status` (or
+//!   `list_containers`) before `remove_container`, or the evidence is gone.
+//! * **Logs**: stdout and stderr are appended by the shim to one file (the runc shim's
+//!   `file://` IO sends both streams to the stdout path), raw, without CRI timestamps; the
+//!   relative order of the two streams is not guaranteed. The shim finishes copying only
+//!   when the task is deleted, so in theory the last bytes may land just after the exit is
+//!   reported. Rotation must be copy-and-truncate (the shim keeps the file open, O_APPEND).
+//! * **Network namespaces** live at `<run_dir>/netns/<pod-uid>` (default
+//!   `/run/rkubelet/netns/<pod-uid>`); pass `PodNetworkStatus::netns_path` as
+//!   `ContainerNetwork::Namespace`. Containers of a pod share the network namespace (and so
+//!   localhost and the pod IP) but each has its own IPC, PID and UTS namespace; set the same
+//!   hostname on each. /etc/hosts and /etc/resolv.conf are not written here: bind-mount
+//!   them like volumes.
+//! * **Cgroups** are `<cgroup_parent>/<pod-uid>/<container-id>`; call
+//!   `ContainerdRuntime::remove_pod_cgroup` once a pod's last container is removed.
+//! * Exit codes of signalled processes are `128 + signal` (137 after SIGKILL).
+//! * Containers inherit containerd's rlimits (no RLIMIT_NOFILE in the spec).
+
+pub mod image;
+pub mod network;
+pub mod runtime;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+/// `error: cause: cause ...` — an error with its whole source chain, for status messages
+/// (a pod's `ErrImagePull` reason, an event) where only one line is shown.
+pub fn error_report(error: &dyn std::error::Error) -> String {
+    let mut report = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Wrappers often repeat their source's text; say each thing once.
+        if !report.contains(&text) {
+            report.push_str(": ");
+            report.push_str(&text);
+        }
+        source = cause.source();
+    }
+    report
+}
