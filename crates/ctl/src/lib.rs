@@ -71,6 +71,17 @@ pub enum Command {
     Exec(cmd::exec::ExecArgs),
     /// Show CPU and memory usage of pods or nodes.
     Top(cmd::top::TopArgs),
+    /// Manage a Deployment's rollout: status, history, undo, restart,
+    /// pause, resume.
+    Rollout(cmd::rollout::RolloutArgs),
+    /// Set the number of replicas of a Deployment or ReplicaSet.
+    Scale(cmd::scale::ScaleArgs),
+    /// Change fields of objects (`set image`).
+    Set(cmd::set::SetArgs),
+    /// Create a HorizontalPodAutoscaler for a Deployment or ReplicaSet.
+    Autoscale(cmd::autoscale::AutoscaleArgs),
+    /// Cordon a node and delete every pod on it, waiting until they are gone.
+    Drain(cmd::drain::DrainArgs),
 }
 
 impl Cli {
@@ -116,6 +127,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Logs(a) => cmd::logs::run(&ctx, a, out).await,
         Command::Exec(a) => cmd::exec::run(&ctx, a, out).await,
         Command::Top(a) => cmd::top::run(&ctx, a, out).await,
+        Command::Rollout(a) => cmd::rollout::run(&ctx, a, out).await,
+        Command::Scale(a) => cmd::scale::run(&ctx, a, out).await,
+        Command::Set(a) => cmd::set::run(&ctx, a, out).await,
+        Command::Autoscale(a) => cmd::autoscale::run(&ctx, a, out).await,
+        Command::Drain(a) => cmd::drain::run(&ctx, a, out).await,
     };
     out.flush()?;
     result

@@ -46,7 +46,7 @@ pub struct DeleteOptions {
 }
 
 /// kubectl's wording for every client error.
-fn ctl_error(e: rkube_client::Error, url: &str) -> CtlError {
+pub(crate) fn ctl_error(e: rkube_client::Error, url: &str) -> CtlError {
     match e {
         rkube_client::Error::Api {
             code,

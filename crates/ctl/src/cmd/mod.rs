@@ -4,12 +4,17 @@
 
 pub mod api_resources;
 pub mod apply;
+pub mod autoscale;
 pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod drain;
 pub mod exec;
 pub mod get;
 pub mod logs;
+pub mod rollout;
+pub mod scale;
+pub mod set;
 pub mod top;
 pub mod version;
 

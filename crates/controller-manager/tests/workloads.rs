@@ -1,0 +1,526 @@
+//! The workload loops (replicaset, deployment, garbage-collector,
+//! namespace) against a real apiserver in-process, started through the
+//! same `run` as the binary. There are no kubelets: the test is a hollow
+//! kubelet that marks pods Running and Ready through UpdateStatus.
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use futures::StreamExt;
+use rkube_api::apps::v1::{Deployment, ReplicaSet};
+use rkube_api::core::v1::{ConfigMap, Namespace, Pod, PodCondition};
+use rkube_api::Resource;
+use rkube_client::{Api, Client, DeleteParams, ListParams, WatchEvent, WatchParams};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Cluster {
+    server: Option<rkube_apiserver::RunningApiServer>,
+    url: String,
+    client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    manager: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    kubelet: tokio::task::JoinHandle<()>,
+    /// While false the hollow kubelet readies nothing.
+    kubelet_on: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
+            .await
+            .context("starting the apiserver")?;
+        let url = server.url();
+        let client = Client::connect(&url)?;
+        let mut config = rkube_controller_manager::Config::new(url.clone());
+        config.controllers = vec!["replicaset,deployment,garbage-collector,namespace".into()];
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let manager = tokio::spawn(rkube_controller_manager::run(config, async move {
+            let _ = rx.await;
+        }));
+        let kubelet_on = Arc::new(AtomicBool::new(true));
+        let kubelet = tokio::spawn(hollow_kubelet(client.clone(), kubelet_on.clone()));
+        Ok(Cluster {
+            server: Some(server),
+            url,
+            client,
+            stop: Some(tx),
+            manager: Some(manager),
+            kubelet,
+            kubelet_on,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        self.kubelet.abort();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(m) = self.manager.take() {
+            m.await??;
+        }
+        if let Some(s) = self.server.take() {
+            s.stop().await?;
+        }
+        Ok(())
+    }
+
+    async fn rkubectl(&self, args: &[&str]) -> Result<String> {
+        use clap::Parser;
+        let argv = ["rkubectl", "--server", &self.url, "--config", "/dev/null"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let cli = rkube_ctl::Cli::try_parse_from(argv)?;
+        let mut out = Vec::new();
+        rkube_ctl::run(cli, &mut out)
+            .await
+            .map_err(|e| anyhow::anyhow!("rkubectl {args:?}: {e}"))?;
+        Ok(String::from_utf8(out)?)
+    }
+}
+
+/// Marks every live pod Running and Ready, the way a kubelet would once
+/// its containers pass their readiness probes.
+async fn hollow_kubelet(client: Client, on: Arc<AtomicBool>) {
+    let api: Api<Pod> = Api::all(client.clone());
+    loop {
+        if on.load(Ordering::SeqCst) {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for pod in list.items {
+                    let done = pod.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.r#type == "Ready" && c.status == "True")
+                    });
+                    if done || !pod.metadata().deletion_timestamp.is_empty() {
+                        continue;
+                    }
+                    let mut p = pod.clone();
+                    let s = p.status.get_or_insert_with(Default::default);
+                    s.phase = "Running".into();
+                    s.conditions.push(PodCondition {
+                        r#type: "Ready".into(),
+                        status: "True".into(),
+                        last_transition_time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        ..Default::default()
+                    });
+                    let _ = Api::<Pod>::namespaced(client.clone(), pod.namespace())
+                        .update_status(&p)
+                        .await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it returns Some, or fails after `secs`.
+async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
+    let yaml = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: app, image: "{image}"}}]
+"#
+    );
+    serde_yaml::from_str(&yaml).expect("valid deployment")
+}
+
+async fn live_pods(client: &Client, ns: &str, app: &str) -> Result<Vec<Pod>> {
+    let list = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata().deletion_timestamp.is_empty())
+        .collect())
+}
+
+fn image(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .map(|s| s.containers[0].image.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until the deployment has rolled out `replicas` ready pods of
+/// `image`, and nothing else.
+async fn rolled_out(client: &Client, name: &str, replicas: usize, img: &str) -> Result<Vec<Pod>> {
+    let api = Api::<Deployment>::namespaced(client.clone(), "default");
+    eventually(&format!("{name} runs {replicas} pods of {img}"), 20, || async {
+        let pods = live_pods(client, "default", name).await?;
+        let d = api.get(name).await?;
+        let s = d.status.clone().unwrap_or_default();
+        let done = pods.len() == replicas
+            && pods.iter().all(|p| image(p) == img)
+            && s.observed_generation == d.metadata().generation
+            && s.updated_replicas as usize == replicas
+            && s.available_replicas as usize == replicas
+            && s.replicas as usize == replicas;
+        Ok(done.then_some(pods))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
+    let c = Cluster::start().await?;
+    let api = Api::<Deployment>::namespaced(c.client.clone(), "default");
+    api.create(&deployment("web", 3, "nginx:1")).await?;
+    let pods = rolled_out(&c.client, "web", 3, "nginx:1").await?;
+    let rs_name = pods[0].metadata().owner_references[0].name.clone();
+    assert!(rs_name.starts_with("web-"), "{rs_name}");
+    assert!(pods.iter().all(|p| p.name().starts_with(&format!("{rs_name}-"))));
+    let rs = Api::<ReplicaSet>::namespaced(c.client.clone(), "default")
+        .get(&rs_name)
+        .await?;
+    let hash = rs
+        .metadata()
+        .labels
+        .get("pod-template-hash")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rs_name, format!("web-{hash}"));
+    assert_eq!(
+        rs.metadata()
+            .annotations
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    let d = api.get("web").await?;
+    let conds: Vec<(String, String, String)> = d
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .map(|c| (c.r#type, c.status, c.reason))
+        .collect();
+    assert!(
+        conds.contains(&(
+            "Available".into(),
+            "True".into(),
+            "MinimumReplicasAvailable".into()
+        )),
+        "{conds:?}"
+    );
+    eventually("Progressing says NewReplicaSetAvailable", 10, || async {
+        let d = api.get("web").await?;
+        Ok(d.status
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "Progressing" && c.reason == "NewReplicaSetAvailable")
+            .then_some(()))
+    })
+    .await?;
+    let out = c
+        .rkubectl(&["rollout", "status", "deployment/web", "--timeout=10s"])
+        .await?;
+    assert!(
+        out.ends_with("deployment \"web\" successfully rolled out\n"),
+        "{out}"
+    );
+
+    // A deleted pod is replaced.
+    let victim = pods[0].name().to_string();
+    Api::<Pod>::namespaced(c.client.clone(), "default")
+        .delete(&victim, &DeleteParams::default())
+        .await?;
+    eventually("the deleted pod is replaced", 10, || async {
+        let pods = live_pods(&c.client, "default", "web").await?;
+        Ok((pods.len() == 3 && pods.iter().all(|p| p.name() != victim)).then_some(()))
+    })
+    .await?;
+
+    // Scale 3 → 5 → 1 → 3.
+    for n in [5usize, 1, 3] {
+        let out = c
+            .rkubectl(&["scale", "deployment/web", &format!("--replicas={n}")])
+            .await?;
+        assert_eq!(out, "deployment.apps/web scaled\n");
+        rolled_out(&c.client, "web", n, "nginx:1").await?;
+    }
+
+    // Rolling update: available pods never below replicas - maxUnavailable.
+    c.kubelet_on.store(false, Ordering::SeqCst);
+    let min_available = Arc::new(Mutex::new(usize::MAX));
+    let watcher = {
+        let pods_api = Api::<Pod>::namespaced(c.client.clone(), "default");
+        let list = pods_api.list(&ListParams::default()).await?;
+        let mut stream = pods_api
+            .watch(&WatchParams {
+                resource_version: list.resource_version.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let min_available = min_available.clone();
+        let mut seen: HashMap<String, Pod> = list
+            .items
+            .into_iter()
+            .map(|p| (p.name().to_string(), p))
+            .collect();
+        tokio::spawn(async move {
+            while let Some(Ok(ev)) = stream.next().await {
+                match ev {
+                    WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                        seen.insert(p.name().to_string(), p);
+                    }
+                    WatchEvent::Deleted(p) => {
+                        seen.remove(p.name());
+                    }
+                    WatchEvent::Bookmark(_) => continue,
+                }
+                let available = seen
+                    .values()
+                    .filter(|p| p.metadata().deletion_timestamp.is_empty())
+                    .filter(|p| {
+                        p.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .any(|c| c.r#type == "Ready" && c.status == "True")
+                        })
+                    })
+                    .count();
+                let mut m = min_available.lock().unwrap();
+                *m = (*m).min(available);
+            }
+        })
+    };
+    let out = c
+        .rkubectl(&["set", "image", "deployment/web", "app=nginx:2"])
+        .await?;
+    assert_eq!(out, "deployment.apps/web image updated\n");
+    // The surge pod appears and waits for the kubelet; nothing more than
+    // maxSurge above replicas is created meanwhile.
+    eventually("a surge pod of the new template", 10, || async {
+        let pods = live_pods(&c.client, "default", "web").await?;
+        Ok(pods.iter().any(|p| image(p) == "nginx:2").then_some(()))
+    })
+    .await?;
+    let pods = live_pods(&c.client, "default", "web").await?;
+    assert!(pods.len() <= 4, "replicas 3 + maxSurge 1, got {}", pods.len());
+    c.kubelet_on.store(true, Ordering::SeqCst);
+    rolled_out(&c.client, "web", 3, "nginx:2").await?;
+    watcher.abort();
+    let min = *min_available.lock().unwrap();
+    assert_ne!(min, usize::MAX, "the watch saw the rollout");
+    assert!(
+        min >= 2,
+        "available pods dropped to {min} (replicas 3 - maxUnavailable 1 = 2)"
+    );
+    assert_eq!(
+        api.get("web")
+            .await?
+            .metadata()
+            .annotations
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("2")
+    );
+
+    // Roll back to revision 1: the old ReplicaSet comes back as revision 3.
+    let out = c.rkubectl(&["rollout", "undo", "deployment/web"]).await?;
+    assert_eq!(out, "deployment.apps/web rolled back\n");
+    let pods = rolled_out(&c.client, "web", 3, "nginx:1").await?;
+    assert!(
+        pods.iter()
+            .all(|p| p.metadata().owner_references[0].name == rs_name),
+        "the old ReplicaSet is re-used"
+    );
+    let rs = Api::<ReplicaSet>::namespaced(c.client.clone(), "default")
+        .get(&rs_name)
+        .await?;
+    assert_eq!(
+        rs.metadata()
+            .annotations
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("3")
+    );
+    let history = c.rkubectl(&["rollout", "history", "deployment/web"]).await?;
+    assert!(
+        history.contains("REVISION  CHANGE-CAUSE\n2         <none>\n3         <none>\n"),
+        "{history}"
+    );
+    c.stop().await
+}
+
+async fn owned_by(client: &Client, uid: &str) -> Result<(Vec<ReplicaSet>, Vec<Pod>)> {
+    let rss: Vec<ReplicaSet> = Api::<ReplicaSet>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.metadata().owner_references.iter().any(|o| o.uid == uid))
+        .collect();
+    let rs_uids: Vec<String> = rss.iter().map(|r| r.metadata().uid.clone()).collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata()
+                .owner_references
+                .iter()
+                .any(|o| rs_uids.contains(&o.uid))
+        })
+        .collect();
+    Ok((rss, pods))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_deployment_cascades_by_policy() -> Result<()> {
+    let c = Cluster::start().await?;
+    let api = Api::<Deployment>::namespaced(c.client.clone(), "default");
+    let rs_api = Api::<ReplicaSet>::namespaced(c.client.clone(), "default");
+    let pod_api = Api::<Pod>::namespaced(c.client.clone(), "default");
+
+    for (name, policy) in [
+        ("bg", DeleteParams::background()),
+        ("fg", DeleteParams::foreground()),
+    ] {
+        api.create(&deployment(name, 2, "nginx:1")).await?;
+        rolled_out(&c.client, name, 2, "nginx:1").await?;
+        let uid = api.get(name).await?.metadata().uid.clone();
+        api.delete(name, &policy).await?;
+        if name == "fg" {
+            // Foreground: the owner stays until its dependents are gone.
+            let d = api.get_opt(name).await?;
+            if let Some(d) = d {
+                assert!(d
+                    .metadata()
+                    .finalizers
+                    .contains(&"foregroundDeletion".to_string()));
+            }
+        }
+        eventually(
+            &format!("{name}: deployment, replica sets and pods are gone"),
+            15,
+            || async {
+                let gone = api.get_opt(name).await?.is_none();
+                let left = live_pods(&c.client, "default", name).await?.len()
+                    + rs_api
+                        .list(&ListParams::default().labels(&format!("app={name}")))
+                        .await?
+                        .items
+                        .len();
+                Ok((gone && left == 0).then_some(()))
+            },
+        )
+        .await?;
+        let (rss, pods) = owned_by(&c.client, &uid).await?;
+        assert!(rss.is_empty() && pods.is_empty());
+    }
+
+    // Orphan: the ReplicaSet and its pods stay, without the reference.
+    api.create(&deployment("keep", 2, "nginx:1")).await?;
+    rolled_out(&c.client, "keep", 2, "nginx:1").await?;
+    let (rss, _) = owned_by(&c.client, &api.get("keep").await?.metadata().uid).await?;
+    let rs_name = rss[0].name().to_string();
+    api.delete("keep", &DeleteParams::orphan()).await?;
+    eventually("the deployment is gone", 10, || async {
+        Ok(api.get_opt("keep").await?.is_none().then_some(()))
+    })
+    .await?;
+    let rs = rs_api.get(&rs_name).await?;
+    assert!(
+        rs.metadata().owner_references.is_empty(),
+        "{:?}",
+        rs.metadata().owner_references
+    );
+    rs_api.delete(&rs_name, &DeleteParams::orphan()).await?;
+    eventually("the replica set is gone, its pods orphaned", 10, || async {
+        let gone = rs_api.get_opt(&rs_name).await?.is_none();
+        let pods = live_pods(&c.client, "default", "keep").await?;
+        Ok(
+            (gone && pods.len() == 2 && pods.iter().all(|p| p.metadata().owner_references.is_empty()))
+                .then_some(()),
+        )
+    })
+    .await?;
+    // And nothing deletes orphans later.
+    assert_eq!(
+        pod_api
+            .list(&ListParams::default().labels("app=keep"))
+            .await?
+            .items
+            .len(),
+        2
+    );
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
+    let c = Cluster::start().await?;
+    let ns_api = Api::<Namespace>::all(c.client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata_mut().name = "team".into();
+    ns_api.create(&ns).await?;
+    Api::<Deployment>::namespaced(c.client.clone(), "team")
+        .create(&deployment("app", 2, "nginx:1"))
+        .await?;
+    let mut cm = ConfigMap::default();
+    cm.metadata_mut().name = "settings".into();
+    Api::<ConfigMap>::namespaced(c.client.clone(), "team")
+        .create(&cm)
+        .await?;
+    eventually("pods run in the namespace", 15, || async {
+        Ok((live_pods(&c.client, "team", "app").await?.len() == 2).then_some(()))
+    })
+    .await?;
+
+    ns_api.delete("team", &DeleteParams::default()).await?;
+    eventually("the namespace is gone", 15, || async {
+        Ok(ns_api.get_opt("team").await?.is_none().then_some(()))
+    })
+    .await?;
+    for info in rkube_api::KINDS.iter().filter(|k| k.namespaced) {
+        let left = c
+            .client
+            .list_dyn(info, "team", &ListParams::default())
+            .await?
+            .items;
+        assert!(
+            left.is_empty(),
+            "{} left in the deleted namespace: {}",
+            info.plural,
+            left.len()
+        );
+    }
+    c.stop().await
+}

@@ -1,0 +1,294 @@
+//! `rkubectl drain` and `rkubectl autoscale` end to end: the built binary
+//! against a real apiserver in-process; the test plays the node's kubelet
+//! (it finishes the graceful deletion of pods marked for deletion).
+
+use rkube_api::apps::v1::{Deployment, DeploymentSpec};
+use rkube_api::autoscaling::v2::{
+    HorizontalPodAutoscaler, HorizontalPodAutoscalerStatus, MetricStatus, MetricValueStatus,
+    ResourceMetricStatus,
+};
+use rkube_api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
+use rkube_api::meta::v1::LabelSelector;
+use rkube_api::Resource;
+use rkube_client::{Api, Client, DeleteParams, ListParams};
+use std::process::Command;
+use std::time::Duration;
+
+struct Run {
+    stdout: String,
+    stderr: String,
+    code: i32,
+}
+
+fn rkubectl(url: &str, home: &std::path::Path, args: &[&str]) -> Run {
+    let o = Command::new(env!("CARGO_BIN_EXE_rkubectl"))
+        .env("HOME", home)
+        .env_remove("RKUBECONFIG")
+        .env_remove("RKUBE_SERVER")
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run rkubectl");
+    Run {
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        code: o.status.code().unwrap_or(-1),
+    }
+}
+
+fn running_pod(name: &str, node: &str) -> Pod {
+    let mut p = Pod {
+        spec: Some(PodSpec {
+            node_name: node.into(),
+            containers: vec![Container {
+                name: "app".into(),
+                image: "nginx:1.25".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    p.metadata_mut().name = name.into();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_cordons_evicts_and_waits_for_the_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path().join("data")))
+        .await
+        .unwrap();
+    let url = server.url();
+    let client = Client::connect(&url).unwrap();
+    let nodes = Api::<Node>::all(client.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    for n in ["n1", "n2"] {
+        let mut node = Node::default();
+        node.metadata_mut().name = n.into();
+        nodes.create(&node).await.unwrap();
+    }
+    for (name, node) in [("web-1", "n1"), ("web-2", "n1"), ("elsewhere", "n2")] {
+        pods.create(&running_pod(name, node)).await.unwrap();
+        pods.replace_status_with(name, |mut p| {
+            p.status = Some(PodStatus {
+                phase: "Running".into(),
+                ..Default::default()
+            });
+            p
+        })
+        .await
+        .unwrap();
+    }
+    // The kubelet of n1: stops pods marked for deletion, then removes them.
+    let kubelet = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods.list(&ListParams::default().fields("spec.nodeName=n1")).await {
+                    for p in list
+                        .items
+                        .iter()
+                        .filter(|p| !p.metadata().deletion_timestamp.is_empty())
+                    {
+                        let _ = pods
+                            .delete(p.name(), &DeleteParams::default().grace_period(0))
+                            .await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let home = dir.path().to_path_buf();
+    let u = url.clone();
+    let run = tokio::task::spawn_blocking(move || rkubectl(&u, &home, &["drain", "n1", "--timeout=20s"]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout,
+        "node/n1 cordoned\nevicting pod default/web-1\nevicting pod default/web-2\npod/web-1 evicted\npod/web-2 evicted\nnode/n1 drained\n"
+    );
+    assert!(nodes.get("n1").await.unwrap().spec.unwrap().unschedulable);
+    assert!(pods.get_opt("web-1").await.unwrap().is_none());
+    assert!(
+        pods.get_opt("elsewhere").await.unwrap().is_some(),
+        "other nodes untouched"
+    );
+    kubelet.abort();
+
+    // Without a kubelet to finish the deletion, --timeout says so.
+    pods.create(&running_pod("stuck", "n2")).await.unwrap();
+    pods.replace_status_with("stuck", |mut p| {
+        p.status = Some(PodStatus {
+            phase: "Running".into(),
+            ..Default::default()
+        });
+        p
+    })
+    .await
+    .unwrap();
+    let home = dir.path().to_path_buf();
+    let u = url.clone();
+    let run = tokio::task::spawn_blocking(move || rkubectl(&u, &home, &["drain", "n2", "--timeout=1s"]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("timed out") && run.stderr.contains("default/stuck"),
+        "{}",
+        run.stderr
+    );
+    // A grace period of 0 removes the pods at once.
+    let home = dir.path().to_path_buf();
+    let u = url.clone();
+    let run = tokio::task::spawn_blocking(move || rkubectl(&u, &home, &["drain", "n2", "--grace-period=0"]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("node/n2 already cordoned\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.ends_with("pod/stuck evicted\nnode/n2 drained\n"),
+        "{}",
+        run.stdout
+    );
+
+    let home = dir.path().to_path_buf();
+    let run = tokio::task::spawn_blocking(move || rkubectl(&url, &home, &["drain", "nope"]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("NotFound"), "{}", run.stderr);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscale_creates_the_hpa_and_get_shows_its_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path().join("data")))
+        .await
+        .unwrap();
+    let url = server.url();
+    let client = Client::connect(&url).unwrap();
+    let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+    let mut d = Deployment {
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: Some(LabelSelector {
+                match_labels: labels.clone(),
+                ..Default::default()
+            }),
+            template: Some(rkube_api::core::v1::PodTemplateSpec {
+                metadata: Some(rkube_api::meta::v1::ObjectMeta {
+                    labels,
+                    ..Default::default()
+                }),
+                spec: running_pod("x", "").spec,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    d.metadata_mut().name = "web".into();
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&d)
+        .await
+        .unwrap();
+
+    let home = dir.path().to_path_buf();
+    let u = url.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let created = rkubectl(
+            &u,
+            &home,
+            &[
+                "autoscale",
+                "deployment/web",
+                "--min=1",
+                "--max=5",
+                "--cpu-percent=50",
+            ],
+        );
+        let missing = rkubectl(&u, &home, &["autoscale", "deployment/nope", "--max=5"]);
+        let pods = rkubectl(&u, &home, &["autoscale", "pod/x", "--max=5"]);
+        (created, missing, pods)
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.0.code, 0, "{}", run.0.stderr);
+    assert_eq!(
+        run.0.stdout,
+        "horizontalpodautoscaler.autoscaling/web autoscaled\n"
+    );
+    assert_eq!(run.1.code, 1);
+    assert!(run.1.stderr.contains("NotFound"), "{}", run.1.stderr);
+    assert_eq!(run.2.code, 1);
+    assert!(
+        run.2.stderr.contains("only deployments and replicasets"),
+        "{}",
+        run.2.stderr
+    );
+
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "default");
+    let h = hpas.get("web").await.unwrap();
+    let spec = h.spec.clone().unwrap();
+    let target = spec.scale_target_ref.clone().unwrap();
+    assert_eq!(
+        (
+            target.kind.as_str(),
+            target.name.as_str(),
+            target.api_version.as_str()
+        ),
+        ("Deployment", "web", "apps/v1")
+    );
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 5));
+    let m = &spec.metrics[0].resource.as_ref().unwrap();
+    assert_eq!(
+        (m.name.as_str(), m.target.as_ref().unwrap().average_utilization),
+        ("cpu", Some(50))
+    );
+
+    // What the autoscaler writes is what `get hpa` shows.
+    hpas.replace_status_with("web", |mut h| {
+        h.status = Some(HorizontalPodAutoscalerStatus {
+            current_replicas: 2,
+            desired_replicas: 2,
+            current_metrics: vec![MetricStatus {
+                r#type: "Resource".into(),
+                resource: Some(ResourceMetricStatus {
+                    name: "cpu".into(),
+                    current: Some(MetricValueStatus {
+                        average_utilization: Some(35),
+                        ..Default::default()
+                    }),
+                }),
+                container_resource: None,
+            }],
+            ..Default::default()
+        });
+        h
+    })
+    .await
+    .unwrap();
+    let home = dir.path().to_path_buf();
+    let run = tokio::task::spawn_blocking(move || rkubectl(&url, &home, &["get", "hpa"]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = run.stdout.lines().nth(1).unwrap_or_default().to_string();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..6],
+        ["web", "Deployment/web", "35%/50%", "1", "5", "2"],
+        "{}",
+        run.stdout
+    );
+    server.stop().await.unwrap();
+}
