@@ -3,10 +3,11 @@
 //! and namespaces are deleted gracefully, the initial status of new
 //! objects.
 
+use crate::allocator::{Allocation, ServiceAllocator};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::storage_key;
 use crate::State;
-use rkube_api::core::v1::{Namespace, Pod};
+use rkube_api::core::v1::{Namespace, Pod, Service};
 use rkube_api::{Resource, ResourceInfo};
 use std::any::Any;
 
@@ -119,7 +120,6 @@ pub fn prepare_delete<K: Resource>(obj: &mut K) {
 /// An update that leaves out what the apiserver allocated (clusterIP,
 /// nodePorts) keeps it: users apply the same manifest again and again.
 pub fn prepare_update<K: Resource>(new: &mut K, old: &K) {
-    use rkube_api::core::v1::Service;
     let (Some(new), Some(old)) = (
         (new as &mut dyn Any).downcast_mut::<Service>(),
         (old as &dyn Any).downcast_ref::<Service>(),
@@ -145,5 +145,44 @@ pub fn prepare_update<K: Resource>(new: &mut K, old: &K) {
                 }
             }
         }
+    }
+}
+
+/// Reserves a new Service's ClusterIP and node ports (filling them in);
+/// other kinds take nothing. Give the result to `release` if the write fails.
+pub fn allocate_create<K: Resource>(state: &State, obj: &mut K) -> ApiResult<Option<Allocation>> {
+    match (obj as &mut dyn Any).downcast_mut::<Service>() {
+        Some(svc) => state.services.allocate_create(svc).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// For an updated Service: what was newly reserved (release it if the write
+/// fails) and what the old one held that the new one does not (release it
+/// once the write succeeds).
+pub fn allocate_update<K: Resource>(
+    state: &State,
+    new: &mut K,
+    old: &K,
+) -> ApiResult<Option<(Allocation, Allocation)>> {
+    match (
+        (new as &mut dyn Any).downcast_mut::<Service>(),
+        (old as &dyn Any).downcast_ref::<Service>(),
+    ) {
+        (Some(new), Some(old)) => state.services.allocate_update(new, old).map(Some),
+        _ => Ok(None),
+    }
+}
+
+pub fn release(state: &State, allocation: Option<&Allocation>) {
+    if let Some(a) = allocation {
+        state.services.release(a);
+    }
+}
+
+/// Gives back what a Service held once it is gone from the store.
+pub fn release_deleted<K: Resource>(state: &State, obj: &K) {
+    if let Some(svc) = (obj as &dyn Any).downcast_ref::<Service>() {
+        state.services.release(&ServiceAllocator::held_by(svc));
     }
 }

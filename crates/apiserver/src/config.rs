@@ -35,6 +35,14 @@ pub struct Args {
     /// Seconds between bookmarks sent to idle watchers that asked for them.
     #[arg(long, value_name = "SECONDS")]
     pub bookmark_interval: Option<u64>,
+    /// CIDR that Services' ClusterIPs come from (IPv4). Changing it leaves
+    /// existing Services their addresses.
+    #[arg(long, value_name = "CIDR")]
+    pub service_cluster_ip_range: Option<String>,
+    /// Ports that NodePort and LoadBalancer Services' node ports come
+    /// from, FIRST-LAST inclusive.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub service_node_port_range: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -45,6 +53,8 @@ struct FileConfig {
     watch_history: Option<u64>,
     cache_mib: Option<u64>,
     bookmark_interval: Option<u64>,
+    service_cluster_ip_range: Option<String>,
+    service_node_port_range: Option<String>,
 }
 
 /// Everything `run` needs, validated.
@@ -55,7 +65,14 @@ pub struct Config {
     pub watch_history: u64,
     pub cache_mib: u64,
     pub bookmark_interval: std::time::Duration,
+    /// Default 10.96.0.0/16.
+    pub service_cluster_ip_range: String,
+    /// Default 30000-32767.
+    pub service_node_port_range: String,
 }
+
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
+pub const DEFAULT_NODE_PORT_RANGE: &str = "30000-32767";
 
 impl Config {
     /// A configuration for tests and embedding: a free loopback port and
@@ -67,6 +84,8 @@ impl Config {
             watch_history: 100_000,
             cache_mib: 16,
             bookmark_interval: std::time::Duration::from_secs(1),
+            service_cluster_ip_range: DEFAULT_SERVICE_CIDR.into(),
+            service_node_port_range: DEFAULT_NODE_PORT_RANGE.into(),
         }
     }
 
@@ -95,7 +114,16 @@ impl Config {
             bookmark_interval: std::time::Duration::from_secs(
                 args.bookmark_interval.or(file.bookmark_interval).unwrap_or(1),
             ),
+            service_cluster_ip_range: args
+                .service_cluster_ip_range
+                .or(file.service_cluster_ip_range)
+                .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into()),
+            service_node_port_range: args
+                .service_node_port_range
+                .or(file.service_node_port_range)
+                .unwrap_or_else(|| DEFAULT_NODE_PORT_RANGE.into()),
         };
+        crate::allocator::ServiceAllocator::new(&cfg.service_cluster_ip_range, &cfg.service_node_port_range)?;
         if cfg.watch_history < 1000 {
             anyhow::bail!(
                 "--watch-history must be at least 1000 (got {})",

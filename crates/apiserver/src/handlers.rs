@@ -150,15 +150,26 @@ pub async fn create<K: Resource>(state: Arc<State>, req: rpc::CreateRequest) -> 
     if req.dry_run {
         return Ok(rkube_api::to_any(&obj));
     }
+    // Service addresses are reserved before the write and given back if it fails.
+    let allocation = admission::allocate_create(&state, &mut obj)?;
     for attempt in 0.. {
         let key = storage_key(info, &namespace, obj.name());
-        let value = encode_for_store(&obj)?;
+        let value = match encode_for_store(&obj) {
+            Ok(v) => v,
+            Err(e) => {
+                admission::release(&state, allocation.as_ref());
+                return Err(e);
+            }
+        };
         match state.store.create(&key, value).await {
             Ok(kv) => return Ok(stamped(&kv, info)),
             Err(StoreError::AlreadyExists { .. }) if generate && attempt < 8 => {
                 obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());
             }
-            Err(e) => return Err(ApiError::from_store(e, info, obj.name())),
+            Err(e) => {
+                admission::release(&state, allocation.as_ref());
+                return Err(ApiError::from_store(e, info, obj.name()));
+            }
         }
     }
     unreachable!("the loop returns")
@@ -379,28 +390,51 @@ pub(crate) async fn update_object<K: Resource>(
             // nothing changed: no write, no new resourceVersion
             return Ok(stamped(&kv, info));
         }
+        // node ports for a type change or a new port; what is no longer held
+        // goes back once the write succeeds
+        let allocation = if status {
+            None
+        } else {
+            admission::allocate_update(&state, &mut new, &old)?
+        };
+        let (taken, freed) = match &allocation {
+            Some((t, f)) => (Some(t), Some(f)),
+            None => (None, None),
+        };
         if dry_run {
+            admission::release(&state, taken);
             return Ok(rkube_api::to_any(&new));
         }
         let removed_last_finalizer =
             !old.metadata().finalizers.is_empty() && new.metadata().finalizers.is_empty();
-        let result =
-            if removed_last_finalizer && !new.metadata().deletion_timestamp.is_empty() && deletable_now(&new)
-            {
-                state
-                    .store
-                    .delete(&key, Some(kv.mod_revision))
-                    .await
-                    .map(|(rev, mut kv)| {
-                        kv.mod_revision = rev;
-                        kv
-                    })
-            } else {
-                state
-                    .store
-                    .put(&key, encode_for_store(&new)?, Some(kv.mod_revision))
-                    .await
-            };
+        let deleting =
+            removed_last_finalizer && !new.metadata().deletion_timestamp.is_empty() && deletable_now(&new);
+        let result = if deleting {
+            state
+                .store
+                .delete(&key, Some(kv.mod_revision))
+                .await
+                .map(|(rev, mut kv)| {
+                    kv.mod_revision = rev;
+                    kv
+                })
+        } else {
+            match encode_for_store(&new) {
+                Ok(value) => state.store.put(&key, value, Some(kv.mod_revision)).await,
+                Err(e) => {
+                    admission::release(&state, taken);
+                    return Err(e);
+                }
+            }
+        };
+        if result.is_err() {
+            admission::release(&state, taken);
+        } else if deleting {
+            admission::release(&state, taken);
+            admission::release_deleted(&state, &new);
+        } else {
+            admission::release(&state, freed);
+        }
         match result {
             Ok(kv) => return Ok(stamped(&kv, info)),
             // an unconditional update retries against the newer object
@@ -588,7 +622,12 @@ pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> 
                 })
         };
         match result {
-            Ok(kv) => return Ok(stamped(&kv, info)),
+            Ok(kv) => {
+                if !must_wait {
+                    admission::release_deleted(&state, &obj);
+                }
+                return Ok(stamped(&kv, info));
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(e, info, &name)),
         }

@@ -5,6 +5,7 @@
 //! everything else is a client of this API.
 
 pub mod admission;
+pub mod allocator;
 pub mod config;
 pub mod error;
 pub mod handlers;
@@ -29,6 +30,8 @@ pub struct State {
     pub shutdown: watch::Receiver<bool>,
     /// Connections to kubelets for logs, exec and metrics.
     pub kubelets: proxy::Kubelets,
+    /// ClusterIPs and NodePorts of Services.
+    pub services: allocator::ServiceAllocator,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -58,6 +61,9 @@ impl RunningApiServer {
 /// Opens the store, creates the system namespaces on first start, binds the
 /// listener and starts serving. Returns once the server accepts requests.
 pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
+    // a bad range is a configuration error: refuse before opening anything
+    let services =
+        allocator::ServiceAllocator::new(&config.service_cluster_ip_range, &config.service_node_port_range)?;
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.history = config.watch_history;
     store_config.cache_bytes = config.cache_mib * 1024 * 1024;
@@ -68,6 +74,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         .context("the store opener panicked")??;
     let store = Arc::new(store);
     bootstrap(store.as_ref()).await?;
+    repair_service_allocations(store.as_ref(), &services)?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -83,6 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         store: store.clone(),
         shutdown: shutdown_rx.clone(),
         kubelets: Default::default(),
+        services,
     });
     let service = ApiServerServer::new(service::ApiService { state })
         .max_decoding_message_size(16 * 1024 * 1024)
@@ -128,6 +136,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tracing::info!("shutting down");
     notify_systemd("STOPPING=1");
     server.stop().await
+}
+
+/// Marks every stored Service's ClusterIP and NodePorts as taken: the
+/// Services are the durable record of the allocations, so this is both how
+/// they survive a restart and how one written behind the allocator's back
+/// is repaired.
+fn repair_service_allocations(
+    store: &dyn Store,
+    services: &allocator::ServiceAllocator,
+) -> anyhow::Result<()> {
+    use rkube_api::core::v1::Service;
+    let prefix = handlers::storage_prefix(Service::info(), "");
+    let page = store
+        .list(&prefix, None, 0, None)
+        .context("listing Services to rebuild the allocations")?;
+    let mut stored = Vec::with_capacity(page.items.len());
+    for kv in &page.items {
+        match <Service as prost::Message>::decode(kv.value.as_ref()) {
+            Ok(svc) => stored.push(svc),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, "stored Service cannot be decoded, its addresses are not reserved: {e}")
+            }
+        }
+    }
+    services.repair(&stored);
+    let (ips, ports) = services.in_use();
+    tracing::info!(
+        services = stored.len(),
+        cluster_ips = ips,
+        node_ports = ports,
+        "service allocations rebuilt from the store"
+    );
+    Ok(())
 }
 
 /// Creates `default`, `kube-system` and `kube-node-lease` if missing.
