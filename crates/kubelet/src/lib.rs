@@ -15,6 +15,10 @@
 //! what containerd and the CNI plugins store: a restarted kubelet rediscovers everything from
 //! container labels and the network state directory.
 //!
+//! The `rkubelet` daemon itself is [`daemon`]: Node registration and heartbeats ([`node`]),
+//! the per-pod workers ([`pod_worker`]) with volumes, probes and status, and the kubelet
+//! gRPC service ([`server`]) the apiserver proxies logs, exec and metrics to.
+//!
 //! With the `test-support` feature, `testing` provides the end-to-end harness: a
 //! throwaway containerd inside a private network namespace, a loopback registry and the
 //! busybox test image.
@@ -47,9 +51,20 @@
 //! * Exit codes of signalled processes are `128 + signal` (137 after SIGKILL).
 //! * Containers inherit containerd's rlimits (no RLIMIT_NOFILE in the spec).
 
+pub mod config;
+pub mod daemon;
 pub mod image;
 pub mod network;
+pub mod node;
+pub mod pod_worker;
+pub mod pod_worker_config;
+pub mod probes;
 pub mod runtime;
+pub mod server;
+pub mod volumes;
+
+pub use config::{Args, Config};
+pub use daemon::{run, start, RunningKubelet};
 #[cfg(feature = "test-support")]
 pub mod testing;
 

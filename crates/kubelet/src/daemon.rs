@@ -1,0 +1,193 @@
+//! Wiring of the `rkubelet` daemon: containerd, the apiserver client, the Node heartbeats,
+//! the pod workers and the gRPC server, started by [`start`] (tests) or [`run`] (`main`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rkube_api::core::v1::Pod;
+use rkube_api::kubelet::v1::kubelet_server::KubeletServer;
+use rkube_client::runtime::WatcherConfig;
+use rkube_client::{Api, Client, Informer, Recorder};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::node::NodeAgent;
+use crate::pod_worker::{PodManager, Shared};
+use crate::runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime};
+use crate::server::{KubeletService, Sampler};
+
+/// A started kubelet: where its gRPC server listens, and how to stop it. Stopping (or
+/// dropping) it stops the kubelet, not the containers: they keep running, as they do when
+/// the real daemon is restarted.
+pub struct RunningKubelet {
+    pub addr: SocketAddr,
+    tasks: JoinSet<()>,
+    server_shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RunningKubelet {
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.server_shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Connects to containerd and the apiserver, registers the Node, and starts every loop.
+/// Returns once the gRPC server is bound and the Node is registered.
+pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
+    config.validate()?;
+    for dir in [&config.root_dir, &config.run_dir, &config.runtime_state_dir] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} (the kubelet runs as root)", dir.display()))?;
+    }
+    let containerd = ContainerdRuntime::new(ContainerdConfig {
+        socket: config.containerd_socket.clone(),
+        cgroup_parent: config.cgroup_parent.clone(),
+        state_dir: config.runtime_state_dir.clone(),
+        ..ContainerdConfig::default()
+    });
+    let runtime_version = wait_for_containerd(&containerd).await?;
+    let client =
+        Client::connect(&config.apiserver).with_context(|| format!("--apiserver {:?}", config.apiserver))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the kubelet server on --listen {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let (network_tx, network_rx) = watch::channel(None);
+    let agent = Arc::new(NodeAgent {
+        client: client.clone(),
+        config: config.clone(),
+        kubelet_port: addr.port(),
+        runtime_version,
+        network_tx,
+    });
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match agent.register().await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(node = %config.node_name, "registering the node with {}: {e:#}; retrying", config.apiserver);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // The first status before pods start, so the network is configured when it can be.
+    if let Err(e) = agent.update_status().await {
+        tracing::warn!("first node status update: {e:#}");
+    }
+    if let Err(e) = agent.renew_lease().await {
+        tracing::warn!("first node lease renewal: {e:#}");
+    }
+
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(containerd.clone());
+    let informer: Informer<Pod> = Informer::new(
+        Api::<Pod>::all(client.clone()),
+        WatcherConfig::default().fields(&format!("spec.nodeName={}", config.node_name)),
+    );
+    let cgroups = containerd.clone();
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        config: config.clone(),
+        runtime: runtime.clone(),
+        network: network_rx,
+        recorder: Recorder::new(client.clone(), "kubelet", &config.node_name),
+        pods: informer.store(),
+        remove_cgroup: Arc::new(move |uid: &str| {
+            if let Err(e) = cgroups.remove_pod_cgroup(uid) {
+                tracing::debug!(pod_uid = %uid, "removing the pod cgroup: {e}");
+            }
+        }),
+    });
+    let sampler = Arc::new(Sampler::default());
+    let service = KubeletService {
+        node_name: config.node_name.clone(),
+        root_dir: config.root_dir.clone(),
+        pods: informer.store(),
+        runtime: runtime.clone(),
+        sampler: sampler.clone(),
+    };
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(agent.clone().heartbeat_loop());
+    tasks.spawn(PodManager::new(shared).run(informer));
+    tasks.spawn(sampler.run(runtime, Duration::from_secs(10)));
+    let (server_tx, server_rx) = tokio::sync::oneshot::channel::<()>();
+    tasks.spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(KubeletServer::new(service))
+            .serve_with_incoming_shutdown(incoming(listener), async {
+                let _ = server_rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("the kubelet gRPC server failed: {e}");
+        }
+    });
+    tracing::info!(node = %config.node_name, %addr, "kubelet started");
+    Ok(RunningKubelet {
+        addr,
+        tasks,
+        server_shutdown: Some(server_tx),
+    })
+}
+
+/// Runs until `shutdown` resolves: what `main` calls.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let kubelet = start(config).await?;
+    notify_systemd("READY=1");
+    shutdown.await;
+    tracing::info!("shutting down; containers keep running");
+    notify_systemd("STOPPING=1");
+    kubelet.stop().await;
+    Ok(())
+}
+
+async fn wait_for_containerd(runtime: &ContainerdRuntime) -> anyhow::Result<String> {
+    let mut last = None;
+    for _ in 0..30 {
+        match runtime.version().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!("{e}");
+                last = Some(e);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(anyhow::anyhow!(
+        "{}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+    .context("containerd did not answer for 30s; check --containerd-socket")
+}
+
+/// Accepted connections with TCP_NODELAY: exec and log chunks are small and latency-bound.
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::TryStreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY: {e}");
+        }
+        stream
+    })
+}
+
+/// Tells systemd (Type=notify) about our state, when run under it.
+pub fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = socket.send_to(state.as_bytes(), &path);
+    }
+}

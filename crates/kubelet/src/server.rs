@@ -1,0 +1,524 @@
+//! The kubelet's gRPC service (`rkube.kubelet.v1.Kubelet`), called by the apiserver for
+//! `rkubectl logs`, `exec` and `top`.
+//!
+//! Limits worth knowing: logs carry no timestamps (the shim writes the raw streams), so
+//! `timestamps` and `sinceSeconds` are ignored; exec collects stdin until `stdin_eof` before
+//! the command starts and sends the output when it finishes (the runtime's exec is not
+//! streaming); `tty` is refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::{Stream, StreamExt as _};
+use rkube_api::core::v1::Pod;
+use rkube_api::kubelet::v1::{
+    exec_input, exec_output, kubelet_server::Kubelet, ContainerUsage, ExecInput, ExecOutput, LogChunk,
+    LogsRequest, MetricsRequest, MetricsResponse, NodeUsage, PodUsage,
+};
+use rkube_api::selector::Selector;
+use rkube_api::Resource as _;
+use rkube_client::Store;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::runtime::{labels, ContainerId, ContainerRuntime, ContainerState, ExecRequest};
+use crate::volumes::PodDirs;
+
+/// State the service reads: the pod cache, the runtime and the pod directories.
+#[derive(Clone)]
+pub struct KubeletService {
+    pub node_name: String,
+    pub root_dir: std::path::PathBuf,
+    pub pods: Store<Pod>,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub sampler: Arc<Sampler>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl KubeletService {
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Arc<Pod>, Status> {
+        // Right after a kubelet start the cache may still be listing.
+        if tokio::time::timeout(Duration::from_secs(10), self.pods.wait_until_synced())
+            .await
+            .is_err()
+        {
+            return Err(Status::unavailable(
+                "the kubelet has not finished listing its pods; try again",
+            ));
+        }
+        self.pods.get_namespaced(namespace, name).ok_or_else(|| {
+            Status::not_found(format!(
+                "pod {namespace}/{name} is not on node {}; check `rkubectl get pod -o wide`",
+                self.node_name
+            ))
+        })
+    }
+
+    /// The container the request names, or the pod's only one.
+    fn container_name(pod: &Pod, requested: &str) -> Result<String, Status> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let names: Vec<String> = spec
+            .init_containers
+            .iter()
+            .chain(spec.containers.iter())
+            .map(|c| c.name.clone())
+            .collect();
+        if requested.is_empty() {
+            if spec.containers.len() == 1 {
+                return Ok(spec.containers[0].name.clone());
+            }
+            return Err(Status::invalid_argument(format!(
+                "pod {} has several containers; name one of: {}",
+                pod.name(),
+                names.join(", ")
+            )));
+        }
+        if names.iter().any(|n| n == requested) {
+            Ok(requested.to_string())
+        } else {
+            Err(Status::not_found(format!(
+                "container {requested:?} is not in pod {}; its containers: {}",
+                pod.name(),
+                names.join(", ")
+            )))
+        }
+    }
+
+    /// The latest instance of a container: (attempt, id, state).
+    async fn latest(
+        &self,
+        uid: &str,
+        name: &str,
+    ) -> Result<Option<(u32, ContainerId, ContainerState)>, Status> {
+        let list = self
+            .runtime
+            .list_containers()
+            .await
+            .map_err(|e| Status::unavailable(crate::error_report(&e)))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let i = c.identity()?;
+                (i.pod_uid == uid && i.container_name == name).then_some((i.restart_attempt, c.id, c.state))
+            })
+            .max_by_key(|(a, _, _)| *a))
+    }
+}
+
+/// Attempts that have a log file, newest first.
+fn log_attempts(dir: &std::path::Path) -> Vec<u32> {
+    let mut attempts: Vec<u32> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    attempts.sort_unstable_by(|a, b| b.cmp(a));
+    attempts
+}
+
+fn tail(data: &[u8], lines: usize) -> &[u8] {
+    if lines == 0 {
+        return data;
+    }
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut count = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            count += 1;
+            if count == lines {
+                return &data[i + 1..];
+            }
+        }
+    }
+    data
+}
+
+#[tonic::async_trait]
+impl Kubelet for KubeletService {
+    type LogsStream = BoxStream<LogChunk>;
+    type ExecStream = BoxStream<ExecOutput>;
+
+    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = request.into_inner();
+        let pod = self.pod(&req.namespace, &req.pod).await?;
+        let name = Self::container_name(&pod, &req.container)?;
+        let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+        let dirs = PodDirs::new(&self.root_dir, &uid);
+        let attempts = log_attempts(&dirs.logs(&name));
+        let attempt = if req.previous {
+            *attempts.get(1).ok_or_else(|| {
+                Status::not_found(format!(
+                    "previous terminated container {name:?} in pod {:?} not found",
+                    req.pod
+                ))
+            })?
+        } else {
+            *attempts.first().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "container {name:?} in pod {:?} has not started yet; try again when it runs",
+                    req.pod
+                ))
+            })?
+        };
+        let path = dirs.log(&name, attempt);
+        let data =
+            std::fs::read(&path).map_err(|e| Status::internal(format!("reading {}: {e}", path.display())))?;
+        let first = tail(&data, req.tail_lines.max(0) as usize).to_vec();
+        let mut offset = data.len() as u64;
+        let (tx, rx) = mpsc::channel::<Result<LogChunk, Status>>(16);
+        let follow = req.follow && !req.previous;
+        let me = self.clone();
+        tokio::spawn(async move {
+            if !first.is_empty() && tx.send(Ok(LogChunk { data: first })).await.is_err() {
+                return;
+            }
+            if !follow {
+                return;
+            }
+            let mut last_check = std::time::Instant::now();
+            loop {
+                let chunk = read_from(&path, offset);
+                if !chunk.is_empty() {
+                    offset += chunk.len() as u64;
+                    if tx.send(Ok(LogChunk { data: chunk })).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                if last_check.elapsed() >= Duration::from_millis(500) {
+                    last_check = std::time::Instant::now();
+                    // Done when this attempt is no longer the running one.
+                    match me.latest(&uid, &name).await {
+                        Ok(Some((a, _, ContainerState::Running))) if a == attempt => {}
+                        _ => {
+                            // The shim may still flush the last bytes.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            let rest = read_from(&path, offset);
+                            if !rest.is_empty() {
+                                let _ = tx.send(Ok(LogChunk { data: rest })).await;
+                            }
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Ok(Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
+        ))
+    }
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = request.into_inner();
+        let start = match input.next().await {
+            Some(Ok(ExecInput {
+                input: Some(exec_input::Input::Start(start)),
+            })) => start,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first exec message must be ExecStart",
+                ))
+            }
+        };
+        if start.tty {
+            return Err(Status::unimplemented(
+                "rkubelet does not support a terminal (tty) for exec; run without -t",
+            ));
+        }
+        if start.command.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        let pod = self.pod(&start.namespace, &start.pod).await?;
+        let name = Self::container_name(&pod, &start.container)?;
+        let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+        let id = match self.latest(&uid, &name).await? {
+            Some((_, id, ContainerState::Running)) => id,
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "container {name:?} in pod {:?} is not running",
+                    start.pod
+                )))
+            }
+        };
+        let stdin = if start.stdin {
+            let mut buf = Vec::new();
+            while let Some(msg) = input.next().await {
+                match msg?.input {
+                    Some(exec_input::Input::Stdin(data)) => buf.extend_from_slice(&data),
+                    Some(exec_input::Input::StdinEof(_)) => break,
+                    _ => {}
+                }
+            }
+            Some(buf)
+        } else {
+            None
+        };
+        let out = self
+            .runtime
+            .exec(
+                &id,
+                &ExecRequest {
+                    command: start.command.clone(),
+                    stdin,
+                    timeout: None,
+                },
+            )
+            .await
+            .map_err(|e| Status::internal(crate::error_report(&e)))?;
+        let mut messages = Vec::new();
+        if !out.stdout.is_empty() {
+            messages.push(Ok(ExecOutput {
+                output: Some(exec_output::Output::Stdout(out.stdout)),
+            }));
+        }
+        if !out.stderr.is_empty() {
+            messages.push(Ok(ExecOutput {
+                output: Some(exec_output::Output::Stderr(out.stderr)),
+            }));
+        }
+        messages.push(Ok(ExecOutput {
+            output: Some(exec_output::Output::ExitCode(out.exit_code)),
+        }));
+        Ok(Response::new(futures::stream::iter(messages).boxed()))
+    }
+
+    async fn metrics(&self, request: Request<MetricsRequest>) -> Result<Response<MetricsResponse>, Status> {
+        let req = request.into_inner();
+        let selector =
+            Selector::parse(&req.label_selector).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .list()
+            .into_iter()
+            .filter(|p| req.namespace.is_empty() || p.namespace() == req.namespace)
+            .filter(|p| {
+                let labels: BTreeMap<String, String> = p
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.labels.clone().into_iter().collect())
+                    .unwrap_or_default();
+                selector.matches(&labels)
+            })
+            .collect();
+        let usage = self.sampler.usage(self.runtime.as_ref()).await?;
+        let mut out = MetricsResponse::default();
+        for pod in pods {
+            let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+            let containers: Vec<ContainerUsage> = usage
+                .containers
+                .iter()
+                .filter(|c| c.pod_uid == uid)
+                .map(|c| ContainerUsage {
+                    name: c.name.clone(),
+                    cpu_millis: c.cpu_millis,
+                    memory_bytes: c.memory_bytes,
+                })
+                .collect();
+            if containers.is_empty() {
+                continue;
+            }
+            out.pods.push(PodUsage {
+                namespace: pod.namespace().to_string(),
+                name: pod.name().to_string(),
+                containers,
+                timestamp: usage.timestamp.clone(),
+                window_seconds: usage.window_seconds,
+            });
+        }
+        out.node = Some(NodeUsage {
+            name: self.node_name.clone(),
+            cpu_millis: usage.node_cpu_millis,
+            memory_bytes: usage.node_memory_bytes,
+            timestamp: usage.timestamp.clone(),
+            window_seconds: usage.window_seconds,
+        });
+        Ok(Response::new(out))
+    }
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.take(1 << 20).read_to_end(&mut buf);
+        }
+    }
+    buf
+}
+
+/// One container's usage over the last window.
+#[derive(Debug, Clone)]
+pub struct ContainerSample {
+    pub pod_uid: String,
+    pub name: String,
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub containers: Vec<ContainerSample>,
+    pub node_cpu_millis: i64,
+    pub node_memory_bytes: i64,
+    pub timestamp: String,
+    pub window_seconds: i32,
+}
+
+/// Raw counters at one moment.
+#[derive(Debug, Clone, Default)]
+struct Raw {
+    at: Option<SystemTime>,
+    /// container id → (pod uid, name, cpu nanos, memory bytes)
+    containers: HashMap<ContainerId, (String, String, u64, u64)>,
+    node_cpu_nanos: u64,
+}
+
+/// CPU needs two readings: the sampler keeps the last one (taken every ~10 s by
+/// [`Sampler::run`], or on demand).
+#[derive(Default)]
+pub struct Sampler {
+    last: Mutex<Raw>,
+}
+
+impl Sampler {
+    async fn read(runtime: &dyn ContainerRuntime) -> Result<Raw, Status> {
+        let list = runtime
+            .list_containers()
+            .await
+            .map_err(|e| Status::unavailable(crate::error_report(&e)))?;
+        let mut raw = Raw {
+            at: Some(SystemTime::now()),
+            node_cpu_nanos: node_cpu_nanos(),
+            ..Default::default()
+        };
+        for c in list.into_iter().filter(|c| c.state == ContainerState::Running) {
+            let (Some(uid), Some(name)) = (
+                c.labels.get(labels::POD_UID),
+                c.labels.get(labels::CONTAINER_NAME),
+            ) else {
+                continue;
+            };
+            if let Ok(s) = runtime.container_stats(&c.id).await {
+                raw.containers.insert(
+                    c.id.clone(),
+                    (
+                        uid.clone(),
+                        name.clone(),
+                        s.cpu_usage_nanos,
+                        s.memory_working_set_bytes,
+                    ),
+                );
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Takes a sample every `period` until the task is dropped.
+    pub async fn run(self: Arc<Self>, runtime: Arc<dyn ContainerRuntime>, period: Duration) {
+        loop {
+            if let Ok(raw) = Self::read(runtime.as_ref()).await {
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = raw;
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    /// Usage between the last sample and now; takes two samples 1 s apart when there is no
+    /// usable earlier one.
+    pub async fn usage(&self, runtime: &dyn ContainerRuntime) -> Result<Usage, Status> {
+        let mut prev = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut now = Self::read(runtime).await?;
+        let fresh = |prev: &Raw, now: &Raw| {
+            prev.at.is_some_and(|t| {
+                now.at
+                    .and_then(|n| n.duration_since(t).ok())
+                    .is_some_and(|d| d >= Duration::from_millis(500))
+            }) && now.containers.keys().all(|k| prev.containers.contains_key(k))
+        };
+        if !fresh(&prev, &now) {
+            prev = now;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            now = Self::read(runtime).await?;
+        }
+        let window = now
+            .at
+            .zip(prev.at)
+            .and_then(|(n, p)| n.duration_since(p).ok())
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(1));
+        let millis = |delta: u64| (delta as f64 / window.as_nanos() as f64 * 1000.0).round() as i64;
+        let mut usage = Usage {
+            timestamp: now
+                .at
+                .map(|t| {
+                    chrono::DateTime::<chrono::Utc>::from(t)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+                .unwrap_or_default(),
+            window_seconds: window.as_secs().max(1) as i32,
+            node_cpu_millis: millis(now.node_cpu_nanos.saturating_sub(prev.node_cpu_nanos)),
+            node_memory_bytes: node_memory_bytes(),
+            containers: Vec::new(),
+        };
+        for (id, (uid, name, cpu, mem)) in &now.containers {
+            let before = prev.containers.get(id).map(|p| p.2).unwrap_or(*cpu);
+            usage.containers.push(ContainerSample {
+                pod_uid: uid.clone(),
+                name: name.clone(),
+                cpu_millis: millis(cpu.saturating_sub(before)),
+                memory_bytes: *mem as i64,
+            });
+        }
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        Ok(usage)
+    }
+}
+
+/// Busy CPU time of the whole node from /proc/stat (USER_HZ = 100 on Linux).
+fn node_cpu_nanos() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle) * 10_000_000
+}
+
+fn node_memory_bytes() -> i64 {
+    let total = crate::node::meminfo_kib("MemTotal").unwrap_or(0);
+    let available = crate::node::meminfo_kib("MemAvailable").unwrap_or(0);
+    (total.saturating_sub(available) * 1024) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail(b"a\nb\nc", 1), b"c");
+        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(tail(b"a\nb\n", 0), b"a\nb\n");
+    }
+}

@@ -1,0 +1,458 @@
+//! Pod volumes on the node's disk, under `<root-dir>/pods/<uid>/`:
+//!
+//! * `emptyDir`: a directory `volumes/<name>`. `medium: Memory` is a plain directory too
+//!   (not a tmpfs): simpler to clean up after a crash, at the cost of being disk-backed.
+//! * `hostPath`: the host path itself; `DirectoryOrCreate`/`FileOrCreate` create it,
+//!   `Directory`/`File` require it.
+//! * `configMap`/`secret`: files written from the object (keys, or `items` with their
+//!   paths and modes, `defaultMode`), replaced atomically one by one on every refresh.
+//! * `/etc/hosts` and `/etc/resolv.conf` are files of the pod, bind-mounted into each
+//!   container.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Component, Path, PathBuf};
+
+use rkube_api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use rkube_client::{Api, Client};
+
+use crate::runtime::BindMount;
+
+/// Why a pod's volumes cannot be prepared; each names the pod and volume, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error(
+        "volume {volume:?} of pod {pod}: {kind} {name:?} not found; create it or mark the volume optional"
+    )]
+    SourceMissing {
+        pod: String,
+        volume: String,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("volume {volume:?} of pod {pod}: reading {kind} {name:?}: {source}")]
+    Api {
+        pod: String,
+        volume: String,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: Box<rkube_client::Error>,
+    },
+    #[error("volume {volume:?} of pod {pod}: {what} {}: {source}", .path.display())]
+    Io {
+        pod: String,
+        volume: String,
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("volume {volume:?} of pod {pod}: {reason}")]
+    Invalid {
+        pod: String,
+        volume: String,
+        reason: String,
+    },
+    #[error("container {container:?} of pod {pod}: volumeMounts: {reason}")]
+    Mount {
+        pod: String,
+        container: String,
+        reason: String,
+    },
+}
+
+/// Paths of one pod's files on the node.
+#[derive(Debug, Clone)]
+pub struct PodDirs {
+    pub root: PathBuf,
+}
+
+impl PodDirs {
+    pub fn new(root_dir: &Path, uid: &str) -> Self {
+        PodDirs {
+            root: root_dir.join("pods").join(uid),
+        }
+    }
+    pub fn volume(&self, name: &str) -> PathBuf {
+        self.root.join("volumes").join(name)
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.root.join("etc-hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.root.join("resolv.conf")
+    }
+    pub fn logs(&self, container: &str) -> PathBuf {
+        self.root.join("logs").join(container)
+    }
+    /// The log of one start of a container: `logs/<container>/<attempt>.log`.
+    pub fn log(&self, container: &str, attempt: u32) -> PathBuf {
+        self.logs(container).join(format!("{attempt}.log"))
+    }
+}
+
+fn pod_key(pod: &Pod) -> String {
+    let m = pod.metadata.as_ref();
+    format!(
+        "{}/{}",
+        m.map(|m| m.namespace.as_str()).unwrap_or_default(),
+        m.map(|m| m.name.as_str()).unwrap_or_default()
+    )
+}
+
+/// Creates or refreshes every volume of `pod`; returns volume name → host path.
+pub async fn prepare(
+    client: &Client,
+    pod: &Pod,
+    dirs: &PodDirs,
+) -> Result<HashMap<String, PathBuf>, VolumeError> {
+    let key = pod_key(pod);
+    let namespace = pod
+        .metadata
+        .as_ref()
+        .map(|m| m.namespace.clone())
+        .unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut out = HashMap::new();
+    for v in &spec.volumes {
+        let io = |what: &'static str, path: &Path| {
+            let (pod, volume, path) = (key.clone(), v.name.clone(), path.to_path_buf());
+            move |source| VolumeError::Io {
+                pod,
+                volume,
+                what,
+                path,
+                source,
+            }
+        };
+        let path = if v.empty_dir.is_some() {
+            let p = dirs.volume(&v.name);
+            std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
+            p
+        } else if let Some(hp) = &v.host_path {
+            let p = PathBuf::from(&hp.path);
+            if !p.is_absolute() {
+                return Err(VolumeError::Invalid {
+                    pod: key,
+                    volume: v.name.clone(),
+                    reason: format!("hostPath.path {:?} must be absolute", hp.path),
+                });
+            }
+            match hp.r#type.as_str() {
+                "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(io("creating", &p))?,
+                "FileOrCreate" if !p.exists() => {
+                    if let Some(parent) = p.parent() {
+                        std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+                    }
+                    std::fs::File::create(&p).map_err(io("creating", &p))?;
+                }
+                "Directory" if !p.is_dir() => {
+                    return Err(VolumeError::Invalid {
+                        pod: key,
+                        volume: v.name.clone(),
+                        reason: format!("hostPath {} is not a directory (type Directory)", p.display()),
+                    })
+                }
+                "File" if !p.is_file() => {
+                    return Err(VolumeError::Invalid {
+                        pod: key,
+                        volume: v.name.clone(),
+                        reason: format!("hostPath {} is not a file (type File)", p.display()),
+                    })
+                }
+                _ => {}
+            }
+            p
+        } else if let Some(cm) = &v.config_map {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+            let found = api.get_opt(&cm.name).await.map_err(|source| VolumeError::Api {
+                pod: key.clone(),
+                volume: v.name.clone(),
+                kind: "ConfigMap",
+                name: cm.name.clone(),
+                source: Box::new(source),
+            })?;
+            let data: BTreeMap<String, Vec<u8>> = match found {
+                Some(c) => c
+                    .data
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .chain(c.binary_data)
+                    .collect(),
+                None if cm.optional == Some(true) => BTreeMap::new(),
+                None => {
+                    return Err(VolumeError::SourceMissing {
+                        pod: key,
+                        volume: v.name.clone(),
+                        kind: "ConfigMap",
+                        name: cm.name.clone(),
+                    })
+                }
+            };
+            let p = dirs.volume(&v.name);
+            write_projection(&key, &v.name, &p, &data, &cm.items, cm.default_mode)?;
+            p
+        } else if let Some(s) = &v.secret {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            let found = api
+                .get_opt(&s.secret_name)
+                .await
+                .map_err(|source| VolumeError::Api {
+                    pod: key.clone(),
+                    volume: v.name.clone(),
+                    kind: "Secret",
+                    name: s.secret_name.clone(),
+                    source: Box::new(source),
+                })?;
+            let data: BTreeMap<String, Vec<u8>> = match found {
+                Some(sec) => secret_data(&sec),
+                None if s.optional == Some(true) => BTreeMap::new(),
+                None => {
+                    return Err(VolumeError::SourceMissing {
+                        pod: key,
+                        volume: v.name.clone(),
+                        kind: "Secret",
+                        name: s.secret_name.clone(),
+                    })
+                }
+            };
+            let p = dirs.volume(&v.name);
+            write_projection(&key, &v.name, &p, &data, &s.items, s.default_mode)?;
+            p
+        } else {
+            return Err(VolumeError::Invalid {
+                pod: key,
+                volume: v.name.clone(),
+                reason: "no supported source (emptyDir, hostPath, configMap, secret)".into(),
+            });
+        };
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+/// A Secret's data with `stringData` merged over it (the apiserver normally merges already).
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret.data.clone().into_iter().collect();
+    for (k, v) in &secret.string_data {
+        data.insert(k.clone(), v.clone().into_bytes());
+    }
+    data
+}
+
+/// A relative path without `..`: item paths and subPaths must stay inside the volume.
+fn safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+fn write_projection(
+    pod: &str,
+    volume: &str,
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: &[KeyToPath],
+    default_mode: Option<i32>,
+) -> Result<(), VolumeError> {
+    let io = |what: &'static str, path: &Path| {
+        let (pod, volume, path) = (pod.to_string(), volume.to_string(), path.to_path_buf());
+        move |source| VolumeError::Io {
+            pod,
+            volume,
+            what,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let default_mode = default_mode.unwrap_or(0o644) as u32 & 0o7777;
+    let mut files: Vec<(String, &[u8], u32)> = Vec::new();
+    if items.is_empty() {
+        for (k, v) in data {
+            files.push((k.clone(), v, default_mode));
+        }
+    } else {
+        for item in items {
+            let Some(v) = data.get(&item.key) else {
+                return Err(VolumeError::Invalid {
+                    pod: pod.into(),
+                    volume: volume.into(),
+                    reason: format!("items: key {:?} is not in the source object", item.key),
+                });
+            };
+            let mode = item.mode.map(|m| m as u32 & 0o7777).unwrap_or(default_mode);
+            files.push((item.path.clone(), v, mode));
+        }
+    }
+    let mut wanted = HashSet::new();
+    for (rel, content, mode) in files {
+        if !safe_relative(&rel) {
+            return Err(VolumeError::Invalid {
+                pod: pod.into(),
+                volume: volume.into(),
+                reason: format!("path {rel:?} must be relative and must not contain '..'"),
+            });
+        }
+        let path = dir.join(&rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+        }
+        if std::fs::read(&path).is_ok_and(|old| old == content)
+            && std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode)
+        {
+            wanted.insert(path);
+            continue;
+        }
+        // Write then rename, so a container never reads half a file.
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        std::fs::write(&tmp, content).map_err(io("writing", &tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("renaming", &path))?;
+        wanted.insert(path);
+    }
+    // Keys removed from the object disappear from the volume.
+    remove_unwanted(dir, &wanted);
+    Ok(())
+}
+
+fn remove_unwanted(dir: &Path, wanted: &HashSet<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_unwanted(&p, wanted);
+            let _ = std::fs::remove_dir(&p);
+        } else if !wanted.contains(&p) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// Writes the pod's /etc/hosts and /etc/resolv.conf files.
+pub fn write_etc_files(
+    dirs: &PodDirs,
+    pod_ip: &str,
+    hostname: &str,
+    host_network: bool,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(&dirs.root)?;
+    let hosts = if host_network {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".into())
+    } else {
+        format!(
+            "# Kubernetes-managed hosts file (rkubelet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{pod_ip}\t{hostname}\n"
+        )
+    };
+    write_if_changed(&dirs.hosts(), hosts.as_bytes())?;
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_else(|_| b"nameserver 127.0.0.1\n".to_vec());
+    write_if_changed(&dirs.resolv_conf(), &resolv)
+}
+
+fn write_if_changed(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    std::fs::write(path, content)
+}
+
+/// The bind mounts of `container`: its volumeMounts, then /etc/hosts and resolv.conf.
+pub fn mounts_for(
+    pod: &Pod,
+    container: &Container,
+    volumes: &HashMap<String, PathBuf>,
+    dirs: &PodDirs,
+) -> Result<Vec<BindMount>, VolumeError> {
+    let key = pod_key(pod);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let err = |reason: String| VolumeError::Mount {
+        pod: key.clone(),
+        container: container.name.clone(),
+        reason,
+    };
+    let mut mounts = Vec::new();
+    let mut targets = HashSet::new();
+    for vm in &container.volume_mounts {
+        let Some(base) = volumes.get(&vm.name) else {
+            return Err(err(format!("volume {:?} is not in spec.volumes", vm.name)));
+        };
+        let source = spec.volumes.iter().find(|v| v.name == vm.name);
+        let projected = source.is_some_and(|v| v.config_map.is_some() || v.secret.is_some());
+        let mut host_path = base.clone();
+        if !vm.sub_path.is_empty() {
+            if !safe_relative(&vm.sub_path) {
+                return Err(err(format!(
+                    "subPath {:?} of volume {:?} must be relative and must not contain '..'",
+                    vm.sub_path, vm.name
+                )));
+            }
+            host_path = base.join(&vm.sub_path);
+            if !host_path.exists() {
+                std::fs::create_dir_all(&host_path)
+                    .map_err(|e| err(format!("creating subPath {}: {e}", host_path.display())))?;
+            }
+        }
+        if !vm.mount_path.starts_with('/') {
+            return Err(err(format!("mountPath {:?} must be absolute", vm.mount_path)));
+        }
+        targets.insert(vm.mount_path.trim_end_matches('/').to_string());
+        mounts.push(BindMount {
+            host_path,
+            container_path: vm.mount_path.clone(),
+            read_only: vm.read_only || projected,
+        });
+    }
+    for (target, path) in [
+        ("/etc/hosts", dirs.hosts()),
+        ("/etc/resolv.conf", dirs.resolv_conf()),
+    ] {
+        if !targets.contains(target) && path.exists() {
+            mounts.push(BindMount {
+                host_path: path,
+                container_path: target.into(),
+                read_only: false,
+            });
+        }
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projections_follow_items_modes_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("v");
+        let data = BTreeMap::from([("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())]);
+        write_projection("ns/p", "v", &vol, &data, &[], Some(0o600)).unwrap();
+        assert_eq!(std::fs::read(vol.join("a")).unwrap(), b"1");
+        let mode = std::fs::metadata(vol.join("b")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let items = vec![KeyToPath {
+            key: "b".into(),
+            path: "sub/bee".into(),
+            mode: Some(0o400),
+        }];
+        write_projection("ns/p", "v", &vol, &data, &items, None).unwrap();
+        assert!(!vol.join("a").exists());
+        assert_eq!(std::fs::read(vol.join("sub/bee")).unwrap(), b"2");
+        let bad = vec![KeyToPath {
+            key: "b".into(),
+            path: "../escape".into(),
+            mode: None,
+        }];
+        let err = write_projection("ns/p", "v", &vol, &data, &bad, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ns/p") && err.contains("'..'"), "{err}");
+    }
+}

@@ -1,0 +1,468 @@
+//! The kubelet's user-visible behaviour: node registration, pods running with their
+//! configuration, restart policies, probes, deletion, restarts and the gRPC service.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use rkube_api::coordination::v1::Lease;
+use rkube_api::core::v1::{ConfigMap, Event, Node, Secret};
+use rkube_api::kubelet::v1::{exec_input, exec_output, ExecInput, ExecStart, LogsRequest, MetricsRequest};
+use rkube_api::meta::v1::ObjectMeta;
+use rkube_client::{Api, DeleteParams, ListParams};
+use rkube_kubelet::runtime::ContainerRuntime as _;
+use rkube_kubelet::testing::http_get_in_netns;
+
+use crate::{condition, container, phase, require_containerd, Cluster};
+
+async fn logs(c: &Cluster, pod: &str, container: &str, previous: bool) -> anyhow::Result<String> {
+    let mut client = c.kubelet_client().await?;
+    let mut stream = client
+        .logs(LogsRequest {
+            namespace: "default".into(),
+            pod: pod.into(),
+            container: container.into(),
+            previous,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend(chunk?.data);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn exec(c: &Cluster, pod: &str, command: &[&str]) -> anyhow::Result<(i32, String)> {
+    let mut client = c.kubelet_client().await?;
+    let start = ExecInput {
+        input: Some(exec_input::Input::Start(ExecStart {
+            namespace: "default".into(),
+            pod: pod.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })),
+    };
+    let mut stream = client
+        .exec(futures::stream::iter(vec![start]))
+        .await?
+        .into_inner();
+    let (mut code, mut out) = (None, String::new());
+    while let Some(msg) = stream.next().await {
+        match msg?.output {
+            Some(exec_output::Output::Stdout(d)) | Some(exec_output::Output::Stderr(d)) => {
+                out.push_str(&String::from_utf8_lossy(&d))
+            }
+            Some(exec_output::Output::ExitCode(c)) => code = Some(c),
+            None => {}
+        }
+    }
+    Ok((code.ok_or_else(|| anyhow::anyhow!("no exit code"))?, out))
+}
+
+async fn event_reasons(c: &Cluster, pod: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.as_ref().is_some_and(|o| o.name == pod))
+        .map(|e| (e.reason, e.message))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_registers_and_a_configured_pod_runs_and_serves_logs_exec_and_metrics() -> anyhow::Result<()> {
+    require_containerd!();
+    let c = Cluster::start().await?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let node = nodes.get("node-a").await?;
+    let status = node.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.capacity.get("pods").map(|q| q.string.as_str()),
+        Some("110")
+    );
+    assert!(status.capacity.contains_key("cpu") && status.capacity.contains_key("memory"));
+    assert!(status.capacity.contains_key("ephemeral-storage"));
+    assert_eq!(
+        status
+            .daemon_endpoints
+            .and_then(|d| d.kubelet_endpoint)
+            .map(|e| e.port),
+        Some(i32::from(c.kubelet.as_ref().unwrap().addr.port()))
+    );
+    let labels = node.metadata.clone().unwrap_or_default().labels;
+    assert_eq!(labels.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready")
+        .map(|c| c.status.clone());
+    assert_eq!(ready.as_deref(), Some("True"), "{:?}", status.conditions);
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let first = leases.get("node-a").await?.spec.unwrap_or_default();
+    assert_eq!(first.holder_identity, "node-a");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = leases.get("node-a").await?.spec.unwrap_or_default();
+    assert_ne!(first.renew_time, second.renew_time, "lease not renewed");
+
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    cms.create(&serde_yaml::from_str(
+        "metadata: {name: settings}\ndata: {greeting: hello}",
+    )?)
+    .await?;
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    let mut secret = Secret {
+        metadata: Some(ObjectMeta {
+            name: "creds".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    secret.data.insert("password".into(), b"s3cret".to_vec());
+    secrets.create(&secret).await?;
+
+    let created = Instant::now();
+    c.create_pod(
+        r#"
+metadata: {name: web, labels: {app: web}}
+spec:
+  volumes:
+  - {name: cm, configMap: {name: settings}}
+  - {name: sec, secret: {secretName: creds}}
+  - {name: work, emptyDir: {}}
+  initContainers:
+  - name: first
+    image: IMAGE
+    command: [sh, -c, "echo first >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: IMAGE
+    command: [sh, -c, "echo second >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "echo POD=$POD_NAME NS=$POD_NS IP=$POD_IP G=$GREETING P=$PASSWORD; cat /etc/cm/greeting /etc/sec/password; echo; cat /work/order; hostname; exec httpd -f -p 8080 -h /var/www"]
+    ports: [{name: http, containerPort: 8080}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}
+    volumeMounts:
+    - {name: cm, mountPath: /etc/cm}
+    - {name: sec, mountPath: /etc/sec}
+    - {name: work, mountPath: /work}
+    readinessProbe:
+      httpGet: {path: /, port: http}
+      periodSeconds: 1
+"#,
+    )
+    .await?;
+    let running_after = c
+        .wait_pod("web", Duration::from_secs(60), |p| {
+            (phase(p) == "Running").then(|| created.elapsed())
+        })
+        .await?;
+    let pod = c
+        .wait_pod("web", Duration::from_secs(30), |p| {
+            (condition(p, "Ready").as_deref() == Some("True")).then(|| p.clone())
+        })
+        .await?;
+    eprintln!(
+        "pod Running after {running_after:?}, Ready after {:?}",
+        created.elapsed()
+    );
+    let status = pod.status.clone().unwrap_or_default();
+    assert!(status.pod_ip.starts_with("10.244.9."), "{}", status.pod_ip);
+    assert_eq!(status.host_ip, "127.0.0.1");
+    assert!(!status.start_time.is_empty());
+    let app = container(&pod, "app").unwrap();
+    assert!(
+        app.container_id.starts_with("containerd://"),
+        "{}",
+        app.container_id
+    );
+    assert!(app.image_id.contains("@sha256:"), "{}", app.image_id);
+    assert_eq!(condition(&pod, "Initialized").as_deref(), Some("True"));
+    assert!(container(&pod, "first")
+        .unwrap()
+        .state
+        .unwrap()
+        .terminated
+        .is_some());
+
+    // Reached from inside the node's namespace only.
+    let addr = std::net::SocketAddr::new(status.pod_ip.parse()?, 8080);
+    let (code, body) = http_get_in_netns(&c.node.netns_path, addr, "/", Duration::from_secs(2))?;
+    assert_eq!((code, body.as_str()), (200, "rkube test image\n"));
+
+    let text = logs(&c, "web", "app", false).await?;
+    let ip = status.pod_ip.clone();
+    assert!(
+        text.contains(&format!("POD=web NS=default IP={ip} G=hello P=s3cret")),
+        "{text}"
+    );
+    assert!(text.contains("hellos3cret"), "{text}");
+    assert!(text.contains("first\nsecond\n"), "{text}");
+    assert!(text.contains("\nweb\n"), "hostname: {text}");
+
+    let (code, out) = exec(
+        &c,
+        "web",
+        &["sh", "-c", "cat /etc/cm/greeting; grep web /etc/hosts; exit 4"],
+    )
+    .await?;
+    assert_eq!(code, 4);
+    assert!(out.starts_with("hello"), "{out}");
+    assert!(out.contains(&ip), "{out}");
+
+    let mut kc = c.kubelet_client().await?;
+    let metrics = kc.metrics(MetricsRequest::default()).await?.into_inner();
+    let web = metrics
+        .pods
+        .iter()
+        .find(|p| p.name == "web")
+        .expect("web in metrics");
+    assert!(
+        web.containers
+            .iter()
+            .any(|c| c.name == "app" && c.memory_bytes > 0),
+        "{web:?}"
+    );
+    assert!(metrics.node.is_some_and(|n| n.memory_bytes > 0));
+
+    // configMap volumes follow the object.
+    cms.replace_with("settings", |mut cm| {
+        cm.data.insert("greeting".into(), "bonjour".into());
+        cm
+    })
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, out) = exec(&c, "web", &["cat", "/etc/cm/greeting"]).await?;
+        if out == "bonjour" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "configMap volume not refreshed: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let reasons = event_reasons(&c, "web").await?;
+    for r in ["Pulling", "Pulled", "Created", "Started"] {
+        assert!(reasons.iter().any(|(x, _)| x == r), "no {r} event: {reasons:?}");
+    }
+    assert!(
+        reasons.iter().any(|(_, m)| m == "Started container app"),
+        "{reasons:?}"
+    );
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_policies_crash_loops_oom_kills_and_pull_errors_are_reported() -> anyhow::Result<()> {
+    require_containerd!();
+    let c = Cluster::start().await?;
+    let pods = [
+        ("ok", "Never", "echo done; exit 0", ""),
+        ("fails", "Never", "exit 3", ""),
+        ("crash", "Always", "echo crashed; exit 1", ""),
+        (
+            "hog",
+            "Never",
+            "x=a; while true; do x=\"$x$x\"; done",
+            "resources: {limits: {memory: 16Mi}}",
+        ),
+    ];
+    for (name, policy, script, extra) in pods {
+        c.create_pod(&format!(
+            "metadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  containers:\n  - name: main\n    image: IMAGE\n    command: [sh, -c, '{script}']\n    {extra}\n"
+        ))
+        .await?;
+    }
+    let missing = format!("{}/rkube/nope:latest", c.registry.host());
+    c.create_pod(&format!(
+        "metadata: {{name: missing}}\nspec:\n  containers:\n  - {{name: main, image: '{missing}'}}\n"
+    ))
+    .await?;
+
+    let t = Duration::from_secs(60);
+    c.wait_pod("ok", t, |p| (phase(p) == "Succeeded").then_some(()))
+        .await?;
+    let fails = c
+        .wait_pod("fails", t, |p| (phase(p) == "Failed").then(|| p.clone()))
+        .await?;
+    let term = container(&fails, "main")
+        .unwrap()
+        .state
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((term.exit_code, term.reason.as_str()), (3, "Error"));
+    let hog = c
+        .wait_pod("hog", t, |p| (phase(p) == "Failed").then(|| p.clone()))
+        .await?;
+    let term = container(&hog, "main")
+        .unwrap()
+        .state
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(term.reason, "OOMKilled", "{term:?}");
+
+    let mut saw_backoff = false;
+    let crash = c
+        .wait_pod("crash", t, |p| {
+            let s = container(p, "main")?;
+            if s.state
+                .as_ref()?
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.reason == "CrashLoopBackOff")
+            {
+                saw_backoff = true;
+            }
+            (saw_backoff && s.restart_count >= 3).then(|| p.clone())
+        })
+        .await?;
+    let s = container(&crash, "main").unwrap();
+    let last = s.last_state.unwrap().terminated.expect("lastState.terminated");
+    assert_eq!((last.exit_code, last.reason.as_str()), (1, "Error"));
+    assert!(last.container_id.starts_with("containerd://") && !last.finished_at.is_empty());
+    assert!(logs(&c, "crash", "main", true).await?.contains("crashed"));
+
+    let waiting = c
+        .wait_pod("missing", t, |p| {
+            let w = container(p, "main")?.state?.waiting?;
+            (w.reason == "ImagePullBackOff").then_some(w)
+        })
+        .await?;
+    assert!(waiting.message.contains("nope"), "{waiting:?}");
+    let reasons = event_reasons(&c, "missing").await?;
+    let failed = reasons.iter().find(|(r, _)| r == "Failed").expect("Failed event");
+    assert!(
+        failed.1.to_lowercase().contains("manifest unknown") || failed.1.contains("404"),
+        "{failed:?}"
+    );
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_graceful_deletion_and_kubelet_restarts() -> anyhow::Result<()> {
+    require_containerd!();
+    let mut c = Cluster::start().await?;
+    c.create_pod(
+        r#"
+metadata: {name: live}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sh, -c, "touch /tmp/alive; sleep 1; rm /tmp/alive; exec sleep 1000"]
+    livenessProbe: {exec: {command: [test, -f, /tmp/alive]}, periodSeconds: 1, failureThreshold: 1}
+"#,
+    )
+    .await?;
+    c.create_pod(
+        r#"
+metadata: {name: ready}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sh, -c, "exec sleep 1000"]
+    readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}
+"#,
+    )
+    .await?;
+    c.create_pod(
+        r#"
+metadata: {name: graceful}
+spec:
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sh, -c, "trap 'echo TERM; exit 0' TERM; while true; do sleep 0.1; done"]
+"#,
+    )
+    .await?;
+    let t = Duration::from_secs(60);
+    c.wait_pod("live", t, |p| {
+        (container(p, "main")?.restart_count >= 1).then_some(())
+    })
+    .await?;
+    let reasons = event_reasons(&c, "live").await?;
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, m)| r == "Killing" && m.contains("failed liveness probe, will be restarted")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|(r, _)| r == "Unhealthy"), "{reasons:?}");
+
+    c.wait_pod("ready", t, |p| (phase(p) == "Running").then_some(()))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        condition(&c.pods().get("ready").await?, "Ready").as_deref(),
+        Some("False")
+    );
+    exec(&c, "ready", &["touch", "/tmp/ready"]).await?;
+    c.wait_pod("ready", t, |p| {
+        (condition(p, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await?;
+    exec(&c, "ready", &["rm", "/tmp/ready"]).await?;
+    let before = c
+        .wait_pod("ready", t, |p| {
+            (condition(p, "Ready").as_deref() == Some("False")).then(|| container(p, "main"))
+        })
+        .await?
+        .unwrap();
+
+    // Kubelet restart: the containers keep running and are adopted.
+    c.kubelet.take().unwrap().stop().await;
+    c.kubelet = Some(rkube_kubelet::start(c.config.clone()).await?);
+    exec(&c, "ready", &["touch", "/tmp/ready"]).await?;
+    let after = c
+        .wait_pod("ready", t, |p| {
+            (condition(p, "Ready").as_deref() == Some("True")).then(|| container(p, "main"))
+        })
+        .await?
+        .unwrap();
+    assert_eq!(after.container_id, before.container_id);
+    assert_eq!(after.restart_count, before.restart_count);
+
+    // Graceful deletion: SIGTERM is honoured long before the 30 s grace period ends.
+    c.wait_pod("graceful", t, |p| (phase(p) == "Running").then_some(()))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    c.pods().delete("graceful", &DeleteParams::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.pods().get_opt("graceful").await?.is_some() {
+        assert!(Instant::now() < deadline, "pod object still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "deletion took {took:?}");
+    let left: BTreeMap<_, _> = c.node.runtime().list_containers().await.map(|l| {
+        l.into_iter()
+            .filter(|x| x.labels.get("io.rkube.pod.name").map(String::as_str) == Some("graceful"))
+            .map(|x| (x.id, x.state))
+            .collect()
+    })?;
+    assert!(left.is_empty(), "containers left: {left:?}");
+    eprintln!("graceful deletion took {took:?}");
+    c.stop().await
+}

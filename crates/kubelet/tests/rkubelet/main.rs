@@ -1,0 +1,150 @@
+//! End-to-end tests of the `rkubelet` daemon: an in-process apiserver, the kubelet started
+//! through its library entry point, and real containerd/runc/CNI/registry from
+//! `rkube_kubelet::testing` (each test its own, inside its own network namespace). Pods are
+//! reached only from inside those namespaces; the kubelet's gRPC server on 127.0.0.1.
+
+mod daemon;
+
+use std::time::Duration;
+
+use rkube_api::core::v1::Pod;
+use rkube_client::{Api, Client};
+use rkube_kubelet::testing::{TestNode, TestRegistry};
+use rkube_kubelet::{Config, RunningKubelet};
+
+macro_rules! require_containerd {
+    () => {
+        if let Some(reason) = rkube_kubelet::testing::skip_reason() {
+            eprintln!("SKIPPED {}: {reason}", module_path!());
+            return Ok(());
+        }
+    };
+}
+pub(crate) use require_containerd;
+
+pub struct Cluster {
+    pub kubelet: Option<RunningKubelet>,
+    pub config: Config,
+    pub client: Client,
+    pub image: String,
+    pub registry: TestRegistry,
+    pub api: Option<rkube_apiserver::RunningApiServer>,
+    _api_dir: tempfile::TempDir,
+    // Last: its drop kills every container and removes the namespace.
+    pub node: TestNode,
+}
+
+impl Cluster {
+    pub async fn start() -> anyhow::Result<Self> {
+        let node = TestNode::start().await?;
+        let registry = TestRegistry::start().await?;
+        let (image, _) = registry.push_busybox("rkube/busybox").await?;
+        let api_dir = tempfile::tempdir()?;
+        let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path())).await?;
+        let mut config = Config::new(api.url(), "node-a");
+        config.containerd_socket = node.socket.clone();
+        config.root_dir = node.dir().join("kubelet-root");
+        config.run_dir = node.dir().join("run");
+        config.runtime_state_dir = node.dir().join("kubelet");
+        config.cgroup_parent = node.cgroup_parent.clone();
+        config.node_ip = "127.0.0.1".parse()?;
+        config.listen = "127.0.0.1:0".parse()?;
+        config.pod_cidr = Some("10.244.9.0/24".into());
+        config.cni_node_netns = Some(node.netns_path.clone());
+        config.crashloop_backoff_base = Duration::from_millis(500);
+        config.crashloop_backoff_max = Duration::from_secs(1);
+        config.node_status_update_frequency = Duration::from_secs(1);
+        config.pod_poll_interval = Duration::from_millis(200);
+        config.resync_period = Duration::from_secs(2);
+        let kubelet = rkube_kubelet::start(config.clone()).await?;
+        let client = Client::connect(&api.url())?;
+        Ok(Cluster {
+            kubelet: Some(kubelet),
+            config,
+            client,
+            image,
+            registry,
+            api: Some(api),
+            _api_dir: api_dir,
+            node,
+        })
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub async fn kubelet_client(
+        &self,
+    ) -> anyhow::Result<rkube_api::kubelet::v1::kubelet_client::KubeletClient<tonic::transport::Channel>>
+    {
+        let addr = self.kubelet.as_ref().expect("kubelet running").addr;
+        Ok(rkube_api::kubelet::v1::kubelet_client::KubeletClient::connect(format!("http://{addr}")).await?)
+    }
+
+    /// Creates a pod from YAML (nodeName and image filled in).
+    pub async fn create_pod(&self, yaml: &str) -> anyhow::Result<Pod> {
+        let yaml = yaml.replace("IMAGE", &self.image);
+        let mut pod: Pod = serde_yaml::from_str(&yaml)?;
+        pod.spec.get_or_insert_with(Default::default).node_name = self.config.node_name.clone();
+        Ok(self.pods().create(&pod).await?)
+    }
+
+    /// Polls the pod until `check` returns Some.
+    pub async fn wait_pod<T>(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Pod) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(pod) = self.pods().get_opt(name).await? {
+                if let Some(v) = check(&pod) {
+                    return Ok(v);
+                }
+                last = Some(pod);
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "pod {name} did not reach the expected state in {timeout:?}; last status: {}",
+                    serde_json::to_string_pretty(&last.and_then(|p| p.status)).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(k) = self.kubelet.take() {
+            k.stop().await;
+        }
+        if let Some(api) = self.api.take() {
+            api.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+pub fn phase(p: &Pod) -> String {
+    p.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default()
+}
+
+pub fn condition(p: &Pod, t: &str) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.r#type == t)
+        .map(|c| c.status.clone())
+}
+
+pub fn container(p: &Pod, name: &str) -> Option<rkube_api::core::v1::ContainerStatus> {
+    let s = p.status.as_ref()?;
+    s.container_statuses
+        .iter()
+        .chain(s.init_container_statuses.iter())
+        .find(|c| c.name == name)
+        .cloned()
+}
