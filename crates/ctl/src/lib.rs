@@ -82,6 +82,14 @@ pub enum Command {
     Autoscale(cmd::autoscale::AutoscaleArgs),
     /// Cordon a node and delete every pod on it, waiting until they are gone.
     Drain(cmd::drain::DrainArgs),
+    /// Mark nodes unschedulable: no new pods are placed there.
+    Cordon(cmd::cordon::CordonArgs),
+    /// Mark nodes schedulable again.
+    Uncordon(cmd::cordon::CordonArgs),
+    /// Add or remove taints on a node (`taint nodes NODE key=value:Effect[-]`).
+    Taint(cmd::taint::TaintArgs),
+    /// Set or remove labels (`label nodes NODE k=v`, `k-`).
+    Label(cmd::label::LabelArgs),
 }
 
 impl Cli {
@@ -132,6 +140,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Set(a) => cmd::set::run(&ctx, a, out).await,
         Command::Autoscale(a) => cmd::autoscale::run(&ctx, a, out).await,
         Command::Drain(a) => cmd::drain::run(&ctx, a, out).await,
+        Command::Cordon(a) => cmd::cordon::cordon(&ctx, a, out).await,
+        Command::Uncordon(a) => cmd::cordon::uncordon(&ctx, a, out).await,
+        Command::Taint(a) => cmd::taint::run(&ctx, a, out).await,
+        Command::Label(a) => cmd::label::run(&ctx, a, out).await,
     };
     out.flush()?;
     result

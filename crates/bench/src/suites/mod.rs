@@ -3,6 +3,7 @@
 //! list it in [`SUITES`].
 
 pub mod apiserver;
+pub mod scheduler;
 
 use crate::Args;
 
@@ -14,11 +15,18 @@ pub struct Suite {
 }
 
 /// Every suite, in the order they run.
-pub const SUITES: &[Suite] = &[Suite {
-    name: "apiserver",
-    about: "creates/s, gets/s, list and watch latency of the apiserver, against etcd",
-    run: apiserver::run,
-}];
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "apiserver",
+        about: "creates/s, gets/s, list and watch latency of the apiserver, against etcd",
+        run: apiserver::run,
+    },
+    Suite {
+        name: "scheduler",
+        about: "pods/s and scheduling latency, 5,000 hollow nodes and 10,000 pods through the apiserver",
+        run: scheduler::run,
+    },
+];
 
 /// The suites named in `--only` (all when empty), in [`SUITES`] order.
 pub fn select(only: &[String]) -> anyhow::Result<Vec<&'static Suite>> {

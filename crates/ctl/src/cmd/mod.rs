@@ -5,16 +5,19 @@
 pub mod api_resources;
 pub mod apply;
 pub mod autoscale;
+pub mod cordon;
 pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod drain;
 pub mod exec;
 pub mod get;
+pub mod label;
 pub mod logs;
 pub mod rollout;
 pub mod scale;
 pub mod set;
+pub mod taint;
 pub mod top;
 pub mod version;
 

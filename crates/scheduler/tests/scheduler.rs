@@ -1,0 +1,617 @@
+//! The scheduler against a real apiserver (in-process, free loopback port,
+//! temporary data directory) and hollow nodes: Node objects with
+//! allocatable resources and a Ready condition, and their Leases renewed by
+//! the test. No kubelet runs, so pods stay Pending once bound; what is
+//! asserted is where they are bound, and what users see on pods that do
+//! not fit (the PodScheduled condition and events).
+
+use anyhow::{Context, Result};
+use rkube_api::coordination::v1::{Lease, LeaseSpec};
+use rkube_api::core::v1::{
+    Affinity, Container, Event, Node, NodeAffinity, NodeCondition, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, NodeStatus, Pod, PodSpec, PreferredSchedulingTerm, ResourceRequirements, Taint,
+    Toleration, TopologySpreadConstraint,
+};
+use rkube_api::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use rkube_api::quantity::Quantity;
+use rkube_api::Resource;
+use rkube_client::{Api, Client, DeleteParams, ListParams};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    server: Option<rkube_apiserver::RunningApiServer>,
+    client: Client,
+    scheduler: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    )>,
+    leases: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// A scheduler whose back-off is far longer than any wait here: a pod that
+/// gets placed after a cluster change was retried because of the change.
+fn config(url: &str) -> rkube_scheduler::Config {
+    let mut c = rkube_scheduler::Config::new(url);
+    c.pod_initial_backoff = Duration::from_secs(60);
+    c.pod_max_backoff = Duration::from_secs(120);
+    c
+}
+
+impl Cluster {
+    async fn start() -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
+            .await
+            .context("starting the apiserver")?;
+        let client = Client::connect(&server.url())?;
+        let leases = tokio::spawn(renew_leases(client.clone()));
+        let mut c = Cluster {
+            server: Some(server),
+            client,
+            scheduler: None,
+            leases,
+            _dir: dir,
+        };
+        c.start_scheduler();
+        Ok(c)
+    }
+
+    fn start_scheduler(&mut self) {
+        let url = self.server.as_ref().unwrap().url();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rkube_scheduler::run(config(&url), async move {
+            let _ = rx.await;
+        }));
+        self.scheduler = Some((tx, task));
+    }
+
+    /// Kills the scheduler without a graceful shutdown (binds in flight are
+    /// cut off), as `kill -9` would.
+    async fn kill_scheduler(&mut self) {
+        if let Some((_tx, task)) = self.scheduler.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        if let Some((tx, task)) = self.scheduler.take() {
+            let _ = tx.send(());
+            task.await??;
+        }
+        self.leases.abort();
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn nodes(&self) -> Api<Node> {
+        Api::all(self.client.clone())
+    }
+
+    /// A hollow node: the Node object a kubelet would register, Ready, with
+    /// `cpu`/`memory` allocatable and room for 110 pods.
+    async fn node(
+        &self,
+        name: &str,
+        cpu: &str,
+        memory: &str,
+        labels: &[(&str, &str)],
+        taints: Vec<Taint>,
+    ) -> Result<()> {
+        self.node_with(name, cpu, memory, labels, taints, "True").await
+    }
+
+    async fn node_with(
+        &self,
+        name: &str,
+        cpu: &str,
+        memory: &str,
+        labels: &[(&str, &str)],
+        taints: Vec<Taint>,
+        ready: &str,
+    ) -> Result<()> {
+        let mut n = Node::default();
+        n.metadata_mut().name = name.into();
+        n.metadata_mut()
+            .labels
+            .insert("kubernetes.io/hostname".into(), name.into());
+        for (k, v) in labels {
+            n.metadata_mut().labels.insert(k.to_string(), v.to_string());
+        }
+        n.spec.get_or_insert_with(Default::default).taints = taints;
+        let created = self
+            .nodes()
+            .create(&n)
+            .await
+            .with_context(|| format!("creating node {name}"))?;
+        let mut with_status = created.clone();
+        let res = BTreeMap::from([
+            ("cpu".to_string(), Quantity::new(cpu)),
+            ("memory".to_string(), Quantity::new(memory)),
+            ("pods".to_string(), Quantity::new("110")),
+        ]);
+        with_status.status = Some(NodeStatus {
+            capacity: res.clone(),
+            allocatable: res,
+            conditions: vec![NodeCondition {
+                r#type: "Ready".into(),
+                status: ready.into(),
+                reason: "KubeletReady".into(),
+                last_heartbeat_time: now(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        self.nodes().update_status(&with_status).await?;
+        Ok(())
+    }
+
+    async fn create(&self, p: Pod) -> Result<Pod> {
+        let name = p.name().to_string();
+        self.pods()
+            .create(&p)
+            .await
+            .with_context(|| format!("creating pod {name}"))
+    }
+
+    /// Waits until the pod is bound; returns its node.
+    async fn bound(&self, name: &str) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let p = self.pods().get(name).await?;
+            let node = p.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
+            if !node.is_empty() {
+                return Ok(node);
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("pod {name} not bound after {WAIT:?}: {:?}", p.status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the pod carries PodScheduled=False; returns its message.
+    async fn unschedulable(&self, name: &str) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let p = self.pods().get(name).await?;
+            if let Some(c) = p.status.as_ref().and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.r#type == "PodScheduled" && c.status == "False")
+            }) {
+                assert_eq!(c.reason, "Unschedulable");
+                assert!(p.spec.as_ref().unwrap().node_name.is_empty());
+                return Ok(c.message.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("pod {name} has no PodScheduled=False after {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for an event about `pod` with this reason; returns its message.
+    async fn event(&self, pod: &str, reason: &str) -> Result<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let list = events.list(&ListParams::default()).await?;
+            if let Some(e) = list
+                .items
+                .iter()
+                .find(|e| e.reason == reason && e.involved_object.as_ref().is_some_and(|o| o.name == pod))
+            {
+                return Ok(e.message.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("no {reason} event for pod {pod}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Keeps every node's Lease in kube-node-lease fresh, as kubelets do.
+async fn renew_leases(client: Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    loop {
+        if let Ok(list) = nodes.list(&ListParams::default()).await {
+            for n in list.items {
+                let mut l = Lease::default();
+                l.metadata_mut().name = n.name().to_string();
+                l.spec = Some(LeaseSpec {
+                    holder_identity: n.name().to_string(),
+                    lease_duration_seconds: Some(40),
+                    renew_time: now(),
+                    ..Default::default()
+                });
+                match leases.get_opt(n.name()).await {
+                    Ok(Some(mut old)) => {
+                        old.spec = l.spec;
+                        let _ = leases.update(&old).await;
+                    }
+                    Ok(None) => {
+                        let _ = leases.create(&l).await;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn pod(name: &str, cpu: &str, memory: &str) -> Pod {
+    let requests = BTreeMap::from([
+        ("cpu".to_string(), Quantity::new(cpu)),
+        ("memory".to_string(), Quantity::new(memory)),
+    ]);
+    Pod {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: "nginx:1.25".into(),
+                resources: Some(ResourceRequirements {
+                    requests,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn taint(key: &str, value: &str, effect: &str) -> Taint {
+    Taint {
+        key: key.into(),
+        value: value.into(),
+        effect: effect.into(),
+        ..Default::default()
+    }
+}
+
+fn req(key: &str, op: &str, values: &[&str]) -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: key.into(),
+        operator: op.into(),
+        values: values.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_are_never_overcommitted_and_the_unschedulable_message_reads_like_kubernetes() -> Result<()>
+{
+    let c = Cluster::start().await?;
+    c.node("node-1", "2", "4Gi", &[], vec![]).await?;
+    c.node("node-2", "2", "4Gi", &[], vec![]).await?;
+    c.node_with("node-3", "8", "16Gi", &[], vec![], "False").await?;
+    // A burst: four 1-cpu pods for four cpus on the Ready nodes.
+    for i in 1..=4 {
+        c.create(pod(&format!("web-{i}"), "1", "128Mi")).await?;
+    }
+    let mut per_node: HashMap<String, u32> = HashMap::new();
+    let mut on_node_1 = Vec::new();
+    for i in 1..=4 {
+        let node = c.bound(&format!("web-{i}")).await?;
+        if node == "node-1" {
+            on_node_1.push(format!("web-{i}"));
+        }
+        *per_node.entry(node).or_default() += 1;
+    }
+    assert_eq!(
+        per_node,
+        HashMap::from([("node-1".into(), 2), ("node-2".into(), 2)])
+    );
+    let msg = c.event("web-1", "Scheduled").await?;
+    assert!(
+        msg.starts_with("Successfully assigned default/web-1 to node-"),
+        "{msg}"
+    );
+
+    c.create(pod("web-5", "1", "128Mi")).await?;
+    let msg = c.unschedulable("web-5").await?;
+    assert_eq!(
+        msg,
+        "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, 2 Insufficient cpu."
+    );
+    assert_eq!(c.event("web-5", "FailedScheduling").await?, msg);
+
+    // A new node is a reason to try again at once (back-off here is 60 s).
+    c.node("node-4", "2", "4Gi", &[], vec![]).await?;
+    assert_eq!(c.bound("web-5").await?, "node-4");
+
+    // Deleting pods frees their node for a waiting one. (Without a
+    // kubelet to confirm a graceful deletion, delete at once: a pod that is
+    // still terminating keeps its resources, as in Kubernetes.)
+    c.create(pod("big", "2", "128Mi")).await?;
+    c.unschedulable("big").await?;
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    for name in &on_node_1 {
+        c.pods().delete(name, &now).await?;
+    }
+    assert_eq!(c.bound("big").await?, "node-1");
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_selector_and_node_affinity() -> Result<()> {
+    let c = Cluster::start().await?;
+    c.node("ssd", "4", "8Gi", &[("disk", "ssd"), ("cores", "16")], vec![])
+        .await?;
+    c.node("hdd", "4", "8Gi", &[("disk", "hdd"), ("cores", "4")], vec![])
+        .await?;
+
+    let mut p = pod("by-selector", "100m", "0");
+    p.spec
+        .as_mut()
+        .unwrap()
+        .node_selector
+        .insert("disk".into(), "ssd".into());
+    c.create(p).await?;
+
+    let required = |name: &str, r: NodeSelectorRequirement| {
+        let mut p = pod(name, "100m", "0");
+        p.spec.as_mut().unwrap().affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: vec![r],
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+        });
+        p
+    };
+    c.create(required("not-in-ssd", req("disk", "NotIn", &["ssd"])))
+        .await?;
+    c.create(required("many-cores", req("cores", "Gt", &["8"])))
+        .await?;
+    c.create(required("no-gpu", req("gpu", "Exists", &[]))).await?;
+
+    let mut preferred = pod("prefers-hdd", "100m", "0");
+    preferred.spec.as_mut().unwrap().affinity = Some(Affinity {
+        node_affinity: Some(NodeAffinity {
+            preferred_during_scheduling_ignored_during_execution: vec![PreferredSchedulingTerm {
+                weight: 50,
+                preference: Some(NodeSelectorTerm {
+                    match_expressions: vec![req("disk", "In", &["hdd"])],
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        }),
+    });
+    c.create(preferred).await?;
+
+    assert_eq!(c.bound("by-selector").await?, "ssd");
+    assert_eq!(c.bound("not-in-ssd").await?, "hdd");
+    assert_eq!(c.bound("many-cores").await?, "ssd");
+    assert_eq!(c.bound("prefers-hdd").await?, "hdd");
+    assert_eq!(
+        c.unschedulable("no-gpu").await?,
+        "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+    );
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taints_tolerations_and_cordon() -> Result<()> {
+    let c = Cluster::start().await?;
+    c.node(
+        "gpu",
+        "4",
+        "8Gi",
+        &[],
+        vec![taint("dedicated", "gpu", "NoSchedule")],
+    )
+    .await?;
+    c.node(
+        "soft",
+        "4",
+        "8Gi",
+        &[],
+        vec![taint("spot", "", "PreferNoSchedule")],
+    )
+    .await?;
+
+    // PreferNoSchedule is avoided while a NoSchedule node is off limits.
+    for i in 0..3 {
+        assert_eq!(
+            c.bound(c.create(pod(&format!("plain-{i}"), "100m", "0")).await?.name())
+                .await?,
+            "soft"
+        );
+    }
+    let mut tolerant = pod("tolerant", "100m", "0");
+    tolerant.spec.as_mut().unwrap().tolerations.push(Toleration {
+        key: "dedicated".into(),
+        operator: "Equal".into(),
+        value: "gpu".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    });
+    tolerant
+        .spec
+        .as_mut()
+        .unwrap()
+        .node_selector
+        .insert("kubernetes.io/hostname".into(), "gpu".into());
+    c.create(tolerant).await?;
+    assert_eq!(c.bound("tolerant").await?, "gpu");
+
+    // Cordon the only untainted node: plain pods have nowhere to go.
+    // The patch returns before the scheduler's watch delivers it. The same
+    // patch adds a label that only a canary pod asks for (and the canary
+    // tolerates the cordon): once the canary is bound, the scheduler has
+    // seen the cordon too, since one node event carries both.
+    c.nodes()
+        .patch_merge(
+            "soft",
+            &serde_json::json!({"metadata": {"labels": {"canary": "cordoned"}}, "spec": {"unschedulable": true}}),
+        )
+        .await?;
+    let mut canary = pod("canary", "0", "0");
+    let spec = canary.spec.as_mut().unwrap();
+    spec.node_selector.insert("canary".into(), "cordoned".into());
+    spec.tolerations.push(Toleration {
+        key: "node.kubernetes.io/unschedulable".into(),
+        operator: "Exists".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    });
+    c.create(canary).await?;
+    assert_eq!(c.bound("canary").await?, "soft");
+    c.create(pod("waits", "100m", "0")).await?;
+    assert_eq!(
+        c.unschedulable("waits").await?,
+        "0/2 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
+    );
+    // Pods already bound are never moved.
+    assert_eq!(c.bound("plain-0").await?, "soft");
+    // Uncordon: the node change retries the pod at once.
+    c.nodes()
+        .patch_merge("soft", &serde_json::json!({"spec": {"unschedulable": false}}))
+        .await?;
+    assert_eq!(c.bound("waits").await?, "soft");
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_one_owner_spread_over_nodes_and_zones() -> Result<()> {
+    let c = Cluster::start().await?;
+    let zone = "topology.kubernetes.io/zone";
+    c.node("a-1", "16", "32Gi", &[(zone, "a")], vec![]).await?;
+    c.node("a-2", "16", "32Gi", &[(zone, "a")], vec![]).await?;
+    c.node("b-1", "16", "32Gi", &[(zone, "b")], vec![]).await?;
+
+    // Default spreading: six replicas of one ReplicaSet, balanced over the
+    // zones first (zone a has two nodes, zone b one), then over the nodes.
+    for i in 0..6 {
+        let mut p = pod(&format!("rs-{i}"), "100m", "0");
+        p.metadata_mut().owner_references.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "web".into(),
+            uid: "rs-web-uid".into(),
+            controller: Some(true),
+            ..Default::default()
+        });
+        c.create(p).await?;
+        // One at a time, so each sees its siblings bound.
+        c.bound(&format!("rs-{i}")).await?;
+    }
+    let mut per_node: HashMap<String, u32> = HashMap::new();
+    for i in 0..6 {
+        *per_node.entry(c.bound(&format!("rs-{i}")).await?).or_default() += 1;
+    }
+    let zone_a = per_node.get("a-1").copied().unwrap_or(0) + per_node.get("a-2").copied().unwrap_or(0);
+    assert_eq!(
+        (zone_a, per_node.get("b-1").copied().unwrap_or(0)),
+        (3, 3),
+        "{per_node:?}"
+    );
+    assert_eq!(per_node.len(), 3, "every node got a replica: {per_node:?}");
+
+    // An explicit zone constraint: four pods, two per zone, although zone
+    // a has twice the nodes.
+    for i in 0..4 {
+        let mut p = pod(&format!("zoned-{i}"), "100m", "0");
+        p.metadata_mut().labels.insert("app".into(), "zoned".into());
+        p.spec
+            .as_mut()
+            .unwrap()
+            .topology_spread_constraints
+            .push(TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: zone.into(),
+                when_unsatisfiable: "DoNotSchedule".into(),
+                label_selector: Some(LabelSelector {
+                    match_labels: BTreeMap::from([("app".to_string(), "zoned".to_string())]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        c.create(p).await?;
+        c.bound(&format!("zoned-{i}")).await?;
+    }
+    let mut per_zone: HashMap<&str, u32> = HashMap::new();
+    for i in 0..4 {
+        let node = c.bound(&format!("zoned-{i}")).await?;
+        *per_zone
+            .entry(if node.starts_with("a-") { "a" } else { "b" })
+            .or_default() += 1;
+    }
+    assert_eq!(per_zone, HashMap::from([("a", 2), ("b", 2)]));
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_scheduler_midway_binds_every_pod_once_and_overcommits_nothing() -> Result<()> {
+    let mut c = Cluster::start().await?;
+    // 10 nodes × 10 cpu, 100 one-cpu pods: exactly full.
+    for i in 0..10 {
+        c.node(&format!("n{i}"), "10", "64Gi", &[], vec![]).await?;
+    }
+    let creates = (0..100).map(|i| c.create(pod(&format!("p{i}"), "1", "0")));
+    futures::future::try_join_all(creates).await?;
+    // Kill it while binds are in flight.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.kill_scheduler().await;
+    c.start_scheduler();
+    let mut per_node: HashMap<String, u32> = HashMap::new();
+    for i in 0..100 {
+        *per_node.entry(c.bound(&format!("p{i}")).await?).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 10);
+    assert!(per_node.values().all(|n| *n == 10), "{per_node:?}");
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_for_another_scheduler_are_left_alone() -> Result<()> {
+    let c = Cluster::start().await?;
+    c.node("n1", "4", "8Gi", &[], vec![]).await?;
+    let mut other = pod("other", "100m", "0");
+    other.spec.as_mut().unwrap().scheduler_name = "my-scheduler".into();
+    c.create(other).await?;
+    c.create(pod("mine", "100m", "0")).await?;
+    // The scheduler's pod informer delivered "other" before "mine"; once
+    // "mine" is bound, "other" has been seen and passed over.
+    c.bound("mine").await?;
+    let p = c.pods().get("other").await?;
+    assert!(p.spec.as_ref().unwrap().node_name.is_empty());
+    assert!(p
+        .status
+        .as_ref()
+        .is_none_or(|s| s.conditions.iter().all(|c| c.r#type != "PodScheduled")));
+    c.stop().await
+}
