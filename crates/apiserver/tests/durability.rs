@@ -107,3 +107,56 @@ async fn kill_9_loses_no_acknowledged_write() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let mut c = connect(port).await;
+    for i in 0..20 {
+        create(&mut c, &config_map("default", &format!("t{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    // a watch is open while the server stops: it must not hold the shutdown up
+    let req = rkube_api::rpc::WatchRequest {
+        resource: rid::<ConfigMap>(),
+        namespace: "default".into(),
+        ..Default::default()
+    };
+    let _watch = c.watch(req).await.unwrap().into_inner();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rkube-apiserver did not exit within 10s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let mut c = connect(port).await;
+    let (items, _) = list::<ConfigMap>(
+        &mut c,
+        rkube_api::rpc::ListRequest {
+            namespace: "default".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(items.len(), 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,144 @@
+//! The control plane and a real node together: pods created without a node
+//! are placed by the scheduler, created by the Deployment and ReplicaSet
+//! controllers, and run by the kubelet in real containers.
+
+use rkube_api::apps::v1::Deployment;
+use rkube_api::core::v1::Pod;
+use rkube_client::{Api, Client, ListParams};
+use rkube_kubelet::testing::{skip_reason, TestNode, TestRegistry};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_without_nodes_named_is_scheduled_and_runs_on_a_real_kubelet() -> anyhow::Result<()> {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIPPED: {reason}");
+        return Ok(());
+    }
+    let node = TestNode::start().await?;
+    let registry = TestRegistry::start().await?;
+    let (image, _) = registry.push_busybox("rkube/busybox").await?;
+    let api_dir = tempfile::tempdir()?;
+    let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path())).await?;
+    let url = api.url();
+
+    // the kubelet, as its own tests start it, on the test's node namespace
+    let mut kcfg = rkube_kubelet::Config::new(url.clone(), "node-a");
+    kcfg.containerd_socket = node.socket.clone();
+    kcfg.root_dir = node.dir().join("kubelet-root");
+    kcfg.run_dir = node.dir().join("run");
+    kcfg.runtime_state_dir = node.dir().join("kubelet");
+    kcfg.cgroup_parent = node.cgroup_parent.clone();
+    kcfg.node_ip = "127.0.0.1".parse()?;
+    kcfg.listen = "127.0.0.1:0".parse()?;
+    kcfg.pod_cidr = Some("10.244.9.0/24".into());
+    kcfg.cni_node_netns = Some(node.netns_path.clone());
+    kcfg.node_status_update_frequency = Duration::from_secs(1);
+    let kubelet = rkube_kubelet::start(kcfg).await?;
+
+    // the scheduler and the controller-manager through the same run() as their mains
+    let (stop_scheduler, stopped) = oneshot::channel::<()>();
+    let scheduler = tokio::spawn(rkube_scheduler::run(
+        rkube_scheduler::Config::new(url.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut cm_config = rkube_controller_manager::Config::new(url.clone());
+    cm_config.controllers = vec!["replicaset".into(), "deployment".into()];
+    let (stop_cm, stopped) = oneshot::channel::<()>();
+    let cm = tokio::spawn(rkube_controller_manager::run(cm_config, async {
+        let _ = stopped.await;
+    }));
+
+    let client = Client::connect(&url)?;
+    let deployment: Deployment = serde_yaml::from_str(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: default}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: httpd
+        image: {image}
+        command: ["sh", "-c", "echo ready; exec sleep 3600"]
+        resources: {{requests: {{cpu: 10m, memory: 8Mi}}}}
+"#
+    ))?;
+    Api::<Deployment>::namespaced(client.clone(), "default")
+        .create(&deployment)
+        .await?;
+
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let list = pods
+            .list(&ListParams {
+                label_selector: "app=web".into(),
+                ..Default::default()
+            })
+            .await?;
+        let running: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == "Running" && !s.pod_ip.is_empty())
+            })
+            .collect();
+        if running.len() == 2 {
+            break running;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "2 pods did not reach Running within 60s ({} did)",
+            running.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for p in &running {
+        let spec = p.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.node_name, "node-a",
+            "the scheduler placed it on the only node"
+        );
+        let scheduled = p
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.r#type == "PodScheduled" && c.status == "True");
+        assert!(scheduled, "PodScheduled=True on {}", rkube_api::Resource::name(p));
+        let owner = &p.metadata.as_ref().unwrap().owner_references[0];
+        assert_eq!(owner.kind, "ReplicaSet");
+    }
+    let d = Api::<Deployment>::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = d.get("web").await?.status.unwrap_or_default();
+        if status.ready_replicas == 2 && status.available_replicas == 2 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Deployment never reported 2 ready replicas: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let _ = stop_cm.send(());
+    let _ = stop_scheduler.send(());
+    cm.await??;
+    scheduler.await??;
+    kubelet.stop().await;
+    api.stop().await?;
+    drop(node);
+    Ok(())
+}
