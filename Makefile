@@ -18,6 +18,14 @@ NODE_NAME ?= $(shell hostname)
 CONTAINERD_SOCKET ?= /run/containerd/containerd.sock
 REGISTRY_ADDR ?= 127.0.0.1:5000
 
+# $(call stop,NAME): stops a daemon started by `start` (SIGTERM, then
+# SIGKILL after 5 s).
+define stop
+n=$(1); f=$(RUN)/$$n.pid; if [ -f $$f ]; then pid=$$(cat $$f); \
+	if kill -0 $$pid 2>/dev/null; then kill $$pid; for i in $$(seq 1 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	kill -0 $$pid 2>/dev/null && kill -9 $$pid; echo "stopped $$n"; fi; rm -f $$f; fi
+endef
+
 # $(call start,NAME,COMMAND...): starts a daemon in the background with its
 # own log and pid file, unless it is already running.
 define start
@@ -54,6 +62,7 @@ up: build
 	@printf 'server: http://%s\nnamespace: default\n' "$(APISERVER_ADDR)" > $(RKUBECONFIG)
 	@if [ -x $(BIN)/rkube-controller-manager ]; then $(call start,rkube-controller-manager,$(BIN)/rkube-controller-manager --apiserver http://$(APISERVER_ADDR)); fi
 	@if [ -x $(BIN)/rkube-scheduler ]; then $(call start,rkube-scheduler,$(BIN)/rkube-scheduler --apiserver http://$(APISERVER_ADDR)); fi
+	@if [ -x $(BIN)/rkube-proxy ]; then $(call start,rkube-proxy,$(BIN)/rkube-proxy --apiserver http://$(APISERVER_ADDR) --node-name $(NODE_NAME) --mode nftables); fi
 	@if [ -x $(BIN)/rkubelet ]; then $(call start,rkubelet,$(BIN)/rkubelet --apiserver http://$(APISERVER_ADDR) --node-name $(NODE_NAME) --containerd-socket $(CONTAINERD_SOCKET) --root-dir $(STATE)/kubelet); \
 		echo "waiting for node $(NODE_NAME) to be Ready..."; \
 		for i in $$(seq 1 300); do $(CTL) get node $(NODE_NAME) 2>/dev/null | grep -qw Ready && break; sleep 0.2; done; \
@@ -84,10 +93,25 @@ registry:
 		skopeo copy --quiet --dest-tls-verify=false oci:$(STATE)/images/busybox:latest docker://$(REGISTRY_ADDR)/rkube/busybox:latest && \
 		echo "pushed $(REGISTRY_ADDR)/rkube/busybox:latest"; fi
 
+# Stops everything `make up` started and removes what the node created:
+# containers, pod network namespaces, CNI state, the bridge, the nftables
+# table and the cgroups. The cluster's objects stay in the store.
 down:
-	@for f in $(RUN)/*.pid; do [ -e "$$f" ] || continue; name=$$(basename $$f .pid); pid=$$(cat $$f); \
-		if kill -0 $$pid 2>/dev/null; then kill $$pid; for i in $$(seq 1 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
-		kill -0 $$pid 2>/dev/null && kill -9 $$pid; echo "stopped $$name"; fi; rm -f $$f; done
+	@for name in rkube-proxy rkubelet rkube-scheduler rkube-cloud-controller-manager rkube-controller-manager rkube-apiserver; do \
+		$(call stop,$$name); done
+	@if ctr --address $(CONTAINERD_SOCKET) version >/dev/null 2>&1; then \
+		c="ctr --address $(CONTAINERD_SOCKET) -n rkube"; \
+		for t in $$($$c tasks ls -q 2>/dev/null); do $$c tasks kill -s SIGKILL $$t >/dev/null 2>&1; done; \
+		for t in $$($$c tasks ls -q 2>/dev/null); do $$c tasks rm -f $$t >/dev/null 2>&1; done; \
+		n=0; for id in $$($$c containers ls -q 2>/dev/null); do $$c containers rm $$id >/dev/null 2>&1; $$c snapshots rm $$id >/dev/null 2>&1; n=$$((n+1)); done; \
+		[ $$n -gt 0 ] && echo "removed $$n containers"; true; fi
+	@for ns in /run/rkubelet/netns/*; do [ -e "$$ns" ] || continue; umount "$$ns" 2>/dev/null; rm -f "$$ns"; done
+	@rm -rf $(STATE)/kubelet
+	@ip link del rkube0 2>/dev/null && echo "removed bridge rkube0"; true
+	@nft delete table ip rkube 2>/dev/null && echo "removed nftables table rkube"; true
+	@for d in /sys/fs/cgroup/*/rkube /sys/fs/cgroup/rkube; do [ -d "$$d" ] && find "$$d" -depth -type d -exec rmdir {} \; 2>/dev/null; done; true
+	@for name in containerd docker-registry; do $(call stop,$$name); done
+	@for f in $(RUN)/*.pid; do [ -e "$$f" ] || continue; $(call stop,$$(basename $$f .pid)); done
 
 status:
 	@for f in $(RUN)/*.pid; do [ -e "$$f" ] || { echo "nothing is running"; break; }; name=$$(basename $$f .pid); pid=$$(cat $$f); \
