@@ -91,15 +91,7 @@ impl Config {
 
     /// Merges flags over the config file; errors name the file and field.
     pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-                serde_yaml::from_str::<FileConfig>(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
+        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
         let cfg = Config {
             listen: args
                 .listen

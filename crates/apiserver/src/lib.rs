@@ -17,6 +17,7 @@ pub use config::{Args, Config};
 use rkube_api::core::v1::Namespace;
 use rkube_api::rpc::api_server_server::ApiServerServer;
 use rkube_api::Resource;
+pub use rkube_daemon::notify_systemd;
 use rkube_store::{SledStore, Store, StoreConfig, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -195,42 +196,4 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Tells systemd (Type=notify) about our state, when run under it.
-pub fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let socket = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot notify systemd: {e}");
-            return;
-        }
-    };
-    let bytes = path.as_encoded_bytes();
-    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
-            .and_then(|a| socket.send_to_addr(state.as_bytes(), &a))
-    } else {
-        socket.send_to(state.as_bytes(), &path)
-    };
-    if let Err(e) = result {
-        tracing::warn!("cannot notify systemd at {}: {e}", path.to_string_lossy());
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub use config::{Args, Config};
 use futures::future::BoxFuture;
 use rkube_client::{Client, Recorder};
+pub use rkube_daemon::notify_systemd;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -121,16 +122,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
-}
-
-/// Tells systemd (Type=notify) about our state, when run under it.
-pub fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
-        let _ = socket.send_to(state.as_bytes(), &path);
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Wiring of the `rkubelet` daemon: containerd, the apiserver client, the Node heartbeats,
 //! the pod workers and the gRPC server, started by [`start`] (tests) or [`run`] (`main`).
 
+pub use rkube_daemon::notify_systemd;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,14 +181,4 @@ fn incoming(
         }
         stream
     })
-}
-
-/// Tells systemd (Type=notify) about our state, when run under it.
-pub fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
-        let _ = socket.send_to(state.as_bytes(), &path);
-    }
 }

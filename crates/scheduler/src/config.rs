@@ -84,15 +84,7 @@ impl Config {
     }
 
     pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-                serde_yaml::from_str::<FileConfig>(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
+        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
         let d = Config::new("http://127.0.0.1:6443");
         let secs =
             |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);

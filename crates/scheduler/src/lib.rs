@@ -26,6 +26,7 @@ pub use config::{Args, Config};
 pub use scheduler::{Scheduler, Stats};
 
 use rkube_client::{Client, LeaderElectionConfig, LeaderElector};
+pub use rkube_daemon::notify_systemd;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -102,14 +103,4 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 fn uuid_like() -> String {
     format!("{:016x}", rand::random::<u64>())
-}
-
-/// Tells systemd (Type=notify) about our state, when run under it.
-pub fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
-        let _ = socket.send_to(state.as_bytes(), &path);
-    }
 }

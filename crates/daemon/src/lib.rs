@@ -1,0 +1,136 @@
+//! What every rkube daemon's `main` shares, so each `main.rs` is a few
+//! lines: logging through tracing (`RUST_LOG`), the async runtime, shutdown
+//! on SIGTERM or Ctrl-C, readiness for systemd (`Type=notify`), and reading
+//! the optional YAML config file. It must stay free of anything specific to
+//! one daemon.
+
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::path::Path;
+
+/// Runs a daemon: `config` is the result of parsing flags and the config
+/// file; `run` is the daemon's library entry point. Bad configuration exits
+/// 2 with one line, before anything starts; a failure while running exits 1.
+pub fn main<C, Fut>(name: &str, config: anyhow::Result<C>, run: impl FnOnce(C, ShutdownSignal) -> Fut) -> !
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(run(config, shutdown_signal())) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The future `shutdown_signal` returns.
+pub type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub fn shutdown_signal() -> ShutdownSignal {
+    Box::pin(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    })
+}
+
+/// Tells systemd (`Type=notify`) about the daemon's state (`READY=1`,
+/// `STOPPING=1`, `WATCHDOG=1`), when run under it; does nothing otherwise.
+pub fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot notify systemd: {e}");
+            return;
+        }
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| socket.send_to_addr(state.as_bytes(), &a))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = result {
+        tracing::warn!("cannot notify systemd at {}: {e}", path.to_string_lossy());
+    }
+}
+
+/// Reads a daemon's YAML config file, or the defaults when none is given.
+/// Errors name the file; `T` should deny unknown fields so a misspelt key
+/// is an error rather than silently ignored.
+pub fn load_config_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct File {
+        listen_port: Option<u16>,
+    }
+
+    #[test]
+    fn config_files_are_read_and_errors_name_the_file() {
+        assert_eq!(load_config_file::<File>(None).unwrap(), File::default());
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.yaml");
+        std::fs::write(&good, "listenPort: 80\n").unwrap();
+        assert_eq!(
+            load_config_file::<File>(Some(&good)).unwrap().listen_port,
+            Some(80)
+        );
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "listenPrt: 80\n").unwrap();
+        let e = load_config_file::<File>(Some(&bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.yaml") && e.contains("unknown field `listenPrt`"),
+            "{e}"
+        );
+        let e = load_config_file::<File>(Some(&dir.path().join("missing.yaml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read config file") && e.contains("missing.yaml"),
+            "{e}"
+        );
+    }
+}
