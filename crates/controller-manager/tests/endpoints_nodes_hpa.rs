@@ -754,11 +754,17 @@ async fn the_autoscaler_scales_up_on_load_and_down_after_the_window() -> Result<
         "DesiredWithinRange"
     );
     assert_eq!(hpa_condition(&h, "AbleToScale").unwrap().0, "True");
-    let ev = events_for(&c.client, "web", "SuccessfulRescale").await?;
-    assert_eq!(
-        ev[0].message,
-        "New size: 4; reason: cpu resource utilization (percentage of request) above target"
-    );
+    eventually("the scale-up event", Duration::from_secs(5), || async {
+        let ev = events_for(&c.client, "web", "SuccessfulRescale").await?;
+        Ok(ev
+            .first()
+            .is_some_and(|e| {
+                e.message
+                    == "New size: 4; reason: cpu resource utilization (percentage of request) above target"
+            })
+            .then_some(()))
+    })
+    .await?;
 
     // Load drops to 5 %: down to 1, but only after the window.
     load.store(20, std::sync::atomic::Ordering::SeqCst);
@@ -784,12 +790,15 @@ async fn the_autoscaler_scales_up_on_load_and_down_after_the_window() -> Result<
         held >= window - Duration::from_secs(1),
         "scaled down after only {held:?}"
     );
-    let ev = events_for(&c.client, "web", "SuccessfulRescale").await?;
-    assert!(
-        ev.iter()
-            .any(|e| e.message == "New size: 1; reason: All metrics below target"),
-        "{ev:?}"
-    );
+    // the event is recorded after the scale, so it may trail it
+    eventually("the scale-down event", Duration::from_secs(5), || async {
+        let ev = events_for(&c.client, "web", "SuccessfulRescale").await?;
+        Ok(ev
+            .iter()
+            .any(|e| e.message == "New size: 1; reason: All metrics below target")
+            .then_some(()))
+    })
+    .await?;
 
     // Huge load: capped at maxReplicas... via the scale-up limit first (1 → 4).
     load.store(10_000, std::sync::atomic::Ordering::SeqCst);
