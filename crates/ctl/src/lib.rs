@@ -90,6 +90,9 @@ pub enum Command {
     Taint(cmd::taint::TaintArgs),
     /// Set or remove labels (`label nodes NODE k=v`, `k-`).
     Label(cmd::label::LabelArgs),
+    /// Print the URLs a NodePort or LoadBalancer Service is reached at from
+    /// the host (`--url`: URLs only).
+    Service(cmd::service::ServiceArgs),
 }
 
 impl Cli {
@@ -144,6 +147,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Uncordon(a) => cmd::cordon::uncordon(&ctx, a, out).await,
         Command::Taint(a) => cmd::taint::run(&ctx, a, out).await,
         Command::Label(a) => cmd::label::run(&ctx, a, out).await,
+        Command::Service(a) => cmd::service::run(&ctx, a, out).await,
     };
     out.flush()?;
     result

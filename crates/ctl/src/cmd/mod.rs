@@ -16,6 +16,7 @@ pub mod label;
 pub mod logs;
 pub mod rollout;
 pub mod scale;
+pub mod service;
 pub mod set;
 pub mod taint;
 pub mod top;

@@ -27,13 +27,19 @@ pub fn service_ports(svc: &Service) -> String {
     or_none(parts.join(","))
 }
 
-/// EXTERNAL-IP as kubectl works it out per service type.
-pub fn service_external_ip(svc: &Service) -> String {
+/// How wide the load balancer addresses may get without `-o wide`
+/// (kubectl's `loadBalancerWidth`).
+const LOAD_BALANCER_WIDTH: usize = 16;
+
+/// EXTERNAL-IP as kubectl works it out per service type. Without `wide`,
+/// a long list of load balancer addresses is cut to 16 characters ending
+/// in `...`, as kubectl does.
+pub fn service_external_ip(svc: &Service, wide: bool) -> String {
     let spec = svc.spec.clone().unwrap_or_default();
     match spec.r#type.as_str() {
         "" | "ClusterIP" | "NodePort" => or_none(spec.external_ips.join(",")),
         "LoadBalancer" => {
-            let mut ips: Vec<String> = svc
+            let ingress: Vec<String> = svc
                 .status
                 .as_ref()
                 .and_then(|s| s.load_balancer.as_ref())
@@ -51,11 +57,20 @@ pub fn service_external_ip(svc: &Service) -> String {
                         .collect()
                 })
                 .unwrap_or_default();
-            if ips.is_empty() && spec.external_ips.is_empty() {
+            let mut lb = ingress.join(",");
+            if !wide && lb.chars().count() > LOAD_BALANCER_WIDTH {
+                lb = lb.chars().take(LOAD_BALANCER_WIDTH - 3).collect::<String>() + "...";
+            }
+            if lb.is_empty() && spec.external_ips.is_empty() {
                 return "<pending>".into();
             }
-            ips.extend(spec.external_ips);
-            ips.join(",")
+            let mut all: Vec<String> = lb
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            all.extend(spec.external_ips);
+            all.join(",")
         }
         "ExternalName" => spec.external_name,
         _ => "<unknown>".into(),
@@ -82,7 +97,7 @@ impl TableRow for Service {
                 spec.r#type.clone()
             },
             or_none(spec.cluster_ip.clone()),
-            service_external_ip(self),
+            service_external_ip(self, wide),
             service_ports(self),
             age(&meta.creation_timestamp, now),
         ];
@@ -97,8 +112,22 @@ impl TableRow for Service {
 /// How many endpoints ENDPOINTS lists before `+ N more...`.
 const MAX_ENDPOINTS: usize = 3;
 
-/// `10.244.1.5:80,10.244.2.3:80 + 2 more...` over ready addresses only.
+/// `ip:port`, with brackets around an IPv6 address (Go's JoinHostPort).
+fn join_host_port(ip: &str, port: i32) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// `10.244.1.5:80,10.244.2.3:80 + 2 more...` over ready addresses only;
+/// `<none>` without subsets, and (as kubectl) an empty cell when subsets
+/// hold only addresses that are not ready.
 pub fn format_endpoints(ep: &Endpoints) -> String {
+    if ep.subsets.is_empty() {
+        return "<none>".into();
+    }
     let mut list: Vec<String> = Vec::new();
     let mut count = 0;
     for subset in &ep.subsets {
@@ -115,13 +144,13 @@ pub fn format_endpoints(ep: &Endpoints) -> String {
                 count += subset.addresses.len();
                 for a in &subset.addresses {
                     if list.len() < MAX_ENDPOINTS {
-                        list.push(format!("{}:{}", a.ip, port.port));
+                        list.push(join_host_port(&a.ip, port.port));
                     }
                 }
             }
         }
     }
-    let joined = or_none(list.join(","));
+    let joined = list.join(",");
     if count > MAX_ENDPOINTS {
         format!("{joined} + {} more...", count - MAX_ENDPOINTS)
     } else {
@@ -172,22 +201,33 @@ mod tests {
 
     #[test]
     fn external_ip_by_type() {
-        assert_eq!(service_external_ip(&svc("spec: {type: ClusterIP}\n")), "<none>");
+        assert_eq!(
+            service_external_ip(&svc("spec: {type: ClusterIP}\n"), false),
+            "<none>"
+        );
         let mut with_external = svc("spec: {type: ClusterIP}\n");
         with_external.spec.as_mut().unwrap().external_ips = vec!["1.2.3.4".into()];
-        assert_eq!(service_external_ip(&with_external), "1.2.3.4");
+        assert_eq!(service_external_ip(&with_external, false), "1.2.3.4");
         assert_eq!(
-            service_external_ip(&svc("spec: {type: LoadBalancer}\n")),
+            service_external_ip(&svc("spec: {type: LoadBalancer}\n"), false),
             "<pending>"
         );
         assert_eq!(
-            service_external_ip(&svc(
-                "spec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 203.0.113.7}]}}\n"
-            )),
+            service_external_ip(
+                &svc("spec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 203.0.113.7}]}}\n"),
+                false
+            ),
             "203.0.113.7"
         );
+        // kubectl cuts long load balancer lists to 16 characters unless wide
+        let two = svc("spec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 203.0.113.7}, {ip: 203.0.113.8}]}}\n");
+        assert_eq!(service_external_ip(&two, false), "203.0.113.7,2...");
+        assert_eq!(service_external_ip(&two, true), "203.0.113.7,203.0.113.8");
         assert_eq!(
-            service_external_ip(&svc("spec: {type: ExternalName, externalName: db.example.com}\n")),
+            service_external_ip(
+                &svc("spec: {type: ExternalName, externalName: db.example.com}\n"),
+                false
+            ),
             "db.example.com"
         );
     }
@@ -223,5 +263,16 @@ mod tests {
         );
         let empty: Endpoints = serde_yaml::from_str("metadata: {name: web}\n").unwrap();
         assert_eq!(format_endpoints(&empty), "<none>");
+        // kubectl prints nothing when every address is unready
+        let unready: Endpoints = serde_yaml::from_str(
+            "metadata: {name: web}\nsubsets:\n- notReadyAddresses: [{ip: 10.0.0.9}]\n  ports: [{port: 80}]\n",
+        )
+        .unwrap();
+        assert_eq!(format_endpoints(&unready), "");
+        let v6: Endpoints = serde_yaml::from_str(
+            "metadata: {name: web}\nsubsets:\n- addresses: [{ip: 'fd00::5'}]\n  ports: [{port: 8080}]\n",
+        )
+        .unwrap();
+        assert_eq!(format_endpoints(&v6), "[fd00::5]:8080");
     }
 }
