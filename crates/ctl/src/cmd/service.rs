@@ -112,24 +112,7 @@ pub fn service_urls(svc: &Service, nodes: &[(String, String)]) -> Result<Vec<Ser
             });
         }
     }
-    let ingress: Vec<String> = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .map(|lb| {
-            lb.ingress
-                .iter()
-                .map(|i| {
-                    if i.ip.is_empty() {
-                        i.hostname.clone()
-                    } else {
-                        i.ip.clone()
-                    }
-                })
-                .filter(|h| !h.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let ingress = crate::printers::network::ingress_addresses(svc);
     if kind == "LoadBalancer" {
         for p in &spec.ports {
             for host in &ingress {

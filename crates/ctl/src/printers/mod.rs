@@ -10,7 +10,7 @@ mod cluster;
 mod config;
 mod coordination;
 mod event;
-mod network;
+pub(crate) mod network;
 mod pod;
 
 pub use event::{event_source, event_times};

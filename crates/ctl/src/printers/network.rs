@@ -39,24 +39,7 @@ pub fn service_external_ip(svc: &Service, wide: bool) -> String {
     match spec.r#type.as_str() {
         "" | "ClusterIP" | "NodePort" => or_none(spec.external_ips.join(",")),
         "LoadBalancer" => {
-            let ingress: Vec<String> = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .map(|lb| {
-                    lb.ingress
-                        .iter()
-                        .map(|i| {
-                            if i.ip.is_empty() {
-                                i.hostname.clone()
-                            } else {
-                                i.ip.clone()
-                            }
-                        })
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let ingress = ingress_addresses(svc);
             let mut lb = ingress.join(",");
             if !wide && lb.chars().count() > LOAD_BALANCER_WIDTH {
                 lb = lb.chars().take(LOAD_BALANCER_WIDTH - 3).collect::<String>() + "...";
@@ -171,6 +154,25 @@ impl TableRow for Endpoints {
             age(&meta.creation_timestamp, now),
         ]
     }
+}
+
+/// The addresses a LoadBalancer Service got (`status.loadBalancer.ingress`),
+/// IP or else hostname, in order.
+pub fn ingress_addresses(svc: &rkube_api::core::v1::Service) -> Vec<String> {
+    let Some(lb) = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()) else {
+        return Vec::new();
+    };
+    lb.ingress
+        .iter()
+        .map(|i| {
+            if i.ip.is_empty() {
+                i.hostname.clone()
+            } else {
+                i.ip.clone()
+            }
+        })
+        .filter(|h| !h.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
