@@ -101,7 +101,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(service)
-            .serve_with_incoming_shutdown(incoming(listener), async move {
+            .serve_with_incoming_shutdown(rkube_daemon::nodelay_incoming(listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             }),
     );
@@ -111,21 +111,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         shutdown: shutdown_tx,
         server,
         store,
-    })
-}
-
-/// Accepted connections with Nagle's algorithm off: tonic sets TCP_NODELAY
-/// only on sockets it accepts itself, and without it every reply waits for
-/// the client's delayed ACK (about 40 ms a call).
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::TryStreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::warn!("cannot set TCP_NODELAY: {e}");
-        }
-        stream
     })
 }
 

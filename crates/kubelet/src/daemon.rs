@@ -124,7 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
     tasks.spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(KubeletServer::new(service))
-            .serve_with_incoming_shutdown(incoming(listener), async {
+            .serve_with_incoming_shutdown(rkube_daemon::nodelay_incoming(listener), async {
                 let _ = server_rx.await;
             })
             .await;
@@ -168,17 +168,4 @@ async fn wait_for_containerd(runtime: &ContainerdRuntime) -> anyhow::Result<Stri
         last.map(|e| e.to_string()).unwrap_or_default()
     ))
     .context("containerd did not answer for 30s; check --containerd-socket")
-}
-
-/// Accepted connections with TCP_NODELAY: exec and log chunks are small and latency-bound.
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::TryStreamExt as _;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::warn!("cannot set TCP_NODELAY: {e}");
-        }
-        stream
-    })
 }
