@@ -2,8 +2,10 @@
 //! are placed by the scheduler, created by the Deployment and ReplicaSet
 //! controllers, and run by the kubelet in real containers.
 
+use futures::StreamExt;
 use rkube_api::apps::v1::Deployment;
 use rkube_api::core::v1::Pod;
+use rkube_api::kubelet::v1::{exec_input::Input, exec_output::Output, ExecInput, ExecStart};
 use rkube_client::{Api, Client, ListParams};
 use rkube_kubelet::testing::{skip_reason, TestNode, TestRegistry};
 use std::time::{Duration, Instant};
@@ -119,6 +121,44 @@ spec:
         let owner = &p.metadata.as_ref().unwrap().owner_references[0];
         assert_eq!(owner.kind, "ReplicaSet");
     }
+    // logs and exec go through the apiserver to the kubelet, as rkubectl's do
+    let name = rkube_api::Resource::name(&running[0]).to_string();
+    let mut log = Vec::new();
+    let mut chunks = client
+        .logs(rkube_api::kubelet::v1::LogsRequest {
+            namespace: "default".into(),
+            pod: name.clone(),
+            ..Default::default()
+        })
+        .await?;
+    while let Some(chunk) = chunks.next().await {
+        log.extend_from_slice(&chunk?);
+    }
+    assert_eq!(String::from_utf8_lossy(&log), "ready\n");
+    let start = ExecInput {
+        input: Some(Input::Start(ExecStart {
+            namespace: "default".into(),
+            pod: name.clone(),
+            command: vec!["sh".into(), "-c".into(), "hostname; exit 5".into()],
+            ..Default::default()
+        })),
+    };
+    let mut out = client.exec(futures::stream::iter(vec![start])).await?;
+    let (mut stdout, mut code) = (Vec::new(), None);
+    while let Some(o) = out.next().await {
+        match o? {
+            Output::Stdout(b) => stdout.extend(b),
+            Output::ExitCode(c) => code = Some(c),
+            Output::Stderr(_) => {}
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&stdout).trim(),
+        name,
+        "the pod's hostname is its name"
+    );
+    assert_eq!(code, Some(5));
+
     let d = Api::<Deployment>::namespaced(client.clone(), "default");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
