@@ -55,6 +55,10 @@ pub struct Args {
     /// Longest back-off delay, in seconds.
     #[arg(long, value_name = "SECONDS")]
     pub crashloop_backoff_max: Option<f64>,
+    /// A container that ran this many seconds before exiting restarts without back-off, as
+    /// if it had never crashed (default 600).
+    #[arg(long, value_name = "SECONDS")]
+    pub crashloop_backoff_reset: Option<f64>,
     /// Seconds between Node status updates and Lease renewals.
     #[arg(long, value_name = "SECONDS")]
     pub node_status_update_frequency: Option<f64>,
@@ -82,6 +86,7 @@ struct FileConfig {
     insecure_registries: Option<Vec<String>>,
     crashloop_backoff_base: Option<f64>,
     crashloop_backoff_max: Option<f64>,
+    crashloop_backoff_reset: Option<f64>,
     node_status_update_frequency: Option<f64>,
     cloud_provider: Option<String>,
     cgroup_parent: Option<String>,
@@ -102,6 +107,9 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub crashloop_backoff_base: Duration,
     pub crashloop_backoff_max: Duration,
+    /// A run at least this long resets the back-off: the next restart is immediate and the
+    /// delays start again from `crashloop_backoff_base` (Kubernetes: 10 minutes).
+    pub crashloop_backoff_reset: Duration,
     pub node_status_update_frequency: Duration,
     pub cloud_provider: String,
     pub cgroup_parent: String,
@@ -136,6 +144,7 @@ impl Config {
             insecure_registries: Vec::new(),
             crashloop_backoff_base: Duration::from_secs(10),
             crashloop_backoff_max: Duration::from_secs(300),
+            crashloop_backoff_reset: Duration::from_secs(600),
             node_status_update_frequency: Duration::from_secs(10),
             cloud_provider: String::new(),
             cgroup_parent: "/rkube".into(),
@@ -147,15 +156,7 @@ impl Config {
 
     /// Merges flags over the config file and checks the result; errors name the flag.
     pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-                serde_yaml::from_str::<FileConfig>(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
+        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
         let node_name = match args.node_name.or(file.node_name) {
             Some(n) => n,
             None => hostname(),
@@ -206,6 +207,11 @@ impl Config {
             "crashloop-backoff-max",
             args.crashloop_backoff_max.or(file.crashloop_backoff_max),
             c.crashloop_backoff_max,
+        )?;
+        c.crashloop_backoff_reset = secs(
+            "crashloop-backoff-reset",
+            args.crashloop_backoff_reset.or(file.crashloop_backoff_reset),
+            c.crashloop_backoff_reset,
         )?;
         c.node_status_update_frequency = secs(
             "node-status-update-frequency",

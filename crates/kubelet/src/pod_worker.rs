@@ -293,6 +293,32 @@ impl Instance {
     fn running(&self) -> bool {
         self.status.state == ContainerState::Running
     }
+    /// How long this instance ran, once it exited (zero when a time is unknown).
+    fn ran_for(&self) -> Duration {
+        match (&self.status.state, self.status.started_at) {
+            (
+                ContainerState::Exited {
+                    finished_at: Some(finished),
+                    ..
+                },
+                Some(started),
+            ) => finished.duration_since(started).unwrap_or_default(),
+            _ => Duration::ZERO,
+        }
+    }
+    /// Quick exits in a row before this instance, from its label; containers created
+    /// before the label existed count every earlier attempt.
+    fn streak_before(&self) -> u32 {
+        self.status
+            .labels
+            .get(labels::CRASH_STREAK)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(self.attempt)
+    }
+    /// The crash streak including this (exited) instance's run.
+    fn crash_streak(&self, reset: Duration) -> u32 {
+        crash_streak(self.streak_before(), self.ran_for(), reset)
+    }
     fn terminated(&self) -> ContainerStateTerminated {
         let (exit_code, oom) = self.exited().unwrap_or((0, false));
         let finished = match &self.status.state {
@@ -646,10 +672,11 @@ impl PodWorker {
         let config = self.shared.config.clone();
         let t = self.tracks.entry(c.name.clone()).or_default();
         let now = SystemTime::now();
-        // CrashLoopBackOff: the n-th restart waits base * 2^(n-1), capped.
+        // CrashLoopBackOff: the n-th quick exit in a row waits base * 2^(n-2), capped; a
+        // long enough run starts the count again.
         if let Some(cur) = &t.current {
             if cur.exited().is_some() {
-                let delay = backoff(cur.attempt + 1, &config);
+                let delay = backoff(cur.crash_streak(config.crashloop_backoff_reset), &config);
                 let finished = match cur.status.state {
                     ContainerState::Exited {
                         finished_at: Some(f), ..
@@ -726,6 +753,11 @@ impl PodWorker {
         let spec = pod.spec.clone().unwrap_or_default();
         let t = self.tracks.entry(c.name.clone()).or_default();
         let attempt = t.current.as_ref().map(|i| i.attempt + 1).unwrap_or(0);
+        let streak = t
+            .current
+            .as_ref()
+            .map(|i| i.crash_streak(shared.config.crashloop_backoff_reset))
+            .unwrap_or(0);
         let config = ContainerConfig {
             pod_uid: self.uid.clone(),
             pod_namespace: meta.namespace.clone(),
@@ -747,7 +779,7 @@ impl PodWorker {
             resources: res,
             run_as_user,
             run_as_group,
-            labels: Default::default(),
+            labels: [(labels::CRASH_STREAK.to_string(), streak.to_string())].into(),
         };
         let id = match rt.create_container(&config).await {
             Ok(id) => id,
@@ -1286,6 +1318,28 @@ fn grace_for_probe(pod: &Pod, c: &Container) -> Duration {
     Duration::from_secs(seconds.max(0) as u64)
 }
 
+/// The crash streak after a run of `ran`, when `before` quick exits in a row preceded it: a
+/// run of at least `reset` starts a new streak (it counts as its first exit), a shorter one
+/// extends the streak.
+fn crash_streak(before: u32, ran: Duration, reset: Duration) -> u32 {
+    if ran >= reset {
+        1
+    } else {
+        before.saturating_add(1)
+    }
+}
+
+/// The CrashLoopBackOff delay before the next restart of a container whose runs so far
+/// (oldest first) lasted `runs`: [`backoff`] of the streak of quick exits since the last
+/// run that lasted `crashloop_backoff_reset` (that run included).
+#[cfg(test)]
+fn restart_delay(runs: &[Duration], config: &Config) -> Duration {
+    let streak = runs.iter().fold(0, |before, ran| {
+        crash_streak(before, *ran, config.crashloop_backoff_reset)
+    });
+    backoff(streak, config)
+}
+
 /// Delay before restart number `n` (1-based): none for the first, then base * 2^(n-2),
 /// capped, as Kubernetes' kubelet does.
 fn backoff(n: u32, config: &Config) -> Duration {
@@ -1354,5 +1408,51 @@ mod tests {
         c.crashloop_backoff_max = Duration::from_secs(300);
         let d: Vec<u64> = (1..=8).map(|n| backoff(n, &c).as_secs()).collect();
         assert_eq!(d, vec![0, 10, 20, 40, 80, 160, 300, 300]);
+    }
+
+    #[test]
+    fn backoff_resets_after_a_run_as_long_as_the_reset_threshold() {
+        let mut c = Config::new("http://x", "n");
+        c.crashloop_backoff_base = Duration::from_secs(10);
+        c.crashloop_backoff_max = Duration::from_secs(300);
+        assert_eq!(
+            c.crashloop_backoff_reset,
+            Duration::from_secs(600),
+            "Kubernetes' default"
+        );
+        let s = Duration::from_secs;
+        let delay = |runs: &[u64]| {
+            let runs: Vec<Duration> = runs.iter().map(|r| s(*r)).collect();
+            restart_delay(&runs, &c).as_secs()
+        };
+        // Quick crashes: the same delays as by restart count.
+        assert_eq!(delay(&[]), 0);
+        assert_eq!(delay(&[1]), 0);
+        assert_eq!(delay(&[1, 1]), 10);
+        assert_eq!(delay(&[1; 7]), 300);
+        for n in 1..=8 {
+            assert_eq!(delay(&vec![1; n as usize]), backoff(n, &c).as_secs());
+        }
+        // A run of 10 minutes (or more) after a crash loop: restart at once, then start again
+        // from the base delay.
+        assert_eq!(delay(&[1, 1, 1, 1, 1, 1, 1, 600]), 0);
+        assert_eq!(delay(&[1, 1, 1, 1, 1, 1, 1, 3600, 1]), 10);
+        assert_eq!(delay(&[1, 1, 1, 1, 1, 1, 1, 3600, 1, 1]), 20);
+        // Just short of the threshold does not reset.
+        assert_eq!(delay(&[1, 1, 1, 1, 1, 1, 1, 599]), 300);
+        // Long runs only: never a back-off.
+        assert_eq!(delay(&[700, 700, 700]), 0);
+
+        // The threshold is configurable.
+        let mut short = c.clone();
+        short.crashloop_backoff_reset = s(5);
+        assert_eq!(restart_delay(&[s(1), s(1), s(1), s(5)], &short), s(0));
+        assert_eq!(restart_delay(&[s(1), s(1), s(1), s(4)], &short), s(40));
+        assert_eq!(restart_delay(&[s(1), s(5), s(4)], &short), s(10));
+
+        // The label a restarted kubelet reads: streak before + this run.
+        assert_eq!(crash_streak(6, s(1), s(5)), 7);
+        assert_eq!(crash_streak(6, s(5), s(5)), 1);
+        assert_eq!(crash_streak(u32::MAX, s(1), s(5)), u32::MAX);
     }
 }

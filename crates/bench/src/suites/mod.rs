@@ -3,6 +3,8 @@
 //! list it in [`SUITES`].
 
 pub mod apiserver;
+pub mod pods;
+pub mod proxy;
 pub mod scheduler;
 
 use crate::Args;
@@ -25,6 +27,16 @@ pub const SUITES: &[Suite] = &[
         name: "scheduler",
         about: "pods/s and scheduling latency, 5,000 hollow nodes and 10,000 pods through the apiserver",
         run: scheduler::run,
+    },
+    Suite {
+        name: "proxy",
+        about: "rkube-proxy: full sync of 1,000/10,000 Services, network programming latency, HTTP via ClusterIP vs direct",
+        run: proxy::run,
+    },
+    Suite {
+        name: "pods",
+        about: "pod startup latency: 30 pods at once on one kubelet and containerd, against ctr run",
+        run: pods::run,
     },
 ];
 

@@ -47,6 +47,9 @@ pub mod labels {
     /// `"true"` once an exited container was seen OOM-killed; the cgroup that proves it is
     /// gone after the task is deleted, the label is not.
     pub const OOM_KILLED: &str = "io.rkube.container.oom-killed";
+    /// Set by the pod worker at creation: how many runs in a row before this one ended
+    /// quickly (CrashLoopBackOff's step), so a restarted kubelet keeps the back-off.
+    pub const CRASH_STREAK: &str = "io.rkube.container.crash-streak";
 }
 
 /// containerd's identifier of a container (32 lowercase hex digits when rkube made it).

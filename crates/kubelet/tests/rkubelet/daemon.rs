@@ -466,3 +466,214 @@ spec:
     eprintln!("graceful deletion took {took:?}");
     c.stop().await
 }
+
+/// Files below `dir` (recursively), as (path, contents); none if `dir` does not exist.
+fn files_below(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containerd_restarts_leave_running_pods_alone_and_new_pods_still_start() -> anyhow::Result<()> {
+    require_containerd!();
+    let mut c = Cluster::start().await?;
+    let t = Duration::from_secs(60);
+    c.create_pod(
+        "metadata: {name: steady}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: IMAGE, command: [sleep, '1000']}\n",
+    )
+    .await?;
+    let before = c
+        .wait_pod("steady", t, |p| {
+            let s = container(p, "main")?;
+            (phase(p) == "Running" && s.state.as_ref()?.running.is_some()).then_some(s)
+        })
+        .await?;
+
+    c.node.restart_containerd().await?;
+
+    // The kubelet reconnects; for a while (many poll intervals) the pod stays exactly as it
+    // was: same container, no restart.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let pod = c.pods().get("steady").await?;
+        let now = container(&pod, "main").expect("status of main");
+        assert_eq!(phase(&pod), "Running");
+        assert_eq!(now.container_id, before.container_id, "{now:?}");
+        assert_eq!(now.restart_count, 0, "{now:?}");
+        assert!(
+            now.state.as_ref().and_then(|s| s.running.as_ref()).is_some(),
+            "{now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let id = before
+        .container_id
+        .strip_prefix("containerd://")
+        .expect("containerd:// id")
+        .to_string();
+    let status = c
+        .node
+        .runtime()
+        .container_status(&rkube_kubelet::runtime::ContainerId(id))
+        .await?;
+    assert_eq!(
+        status.state,
+        rkube_kubelet::runtime::ContainerState::Running,
+        "containerd's view after its restart"
+    );
+    let (code, out) = exec(&c, "steady", &["echo", "still here"]).await?;
+    assert_eq!((code, out.as_str()), (0, "still here\n"));
+
+    // A pod created after the restart runs.
+    c.create_pod(
+        "metadata: {name: later}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: IMAGE, command: [sleep, '1000']}\n",
+    )
+    .await?;
+    let later = c
+        .wait_pod("later", t, |p| {
+            (phase(p) == "Running").then(|| container(p, "main"))
+        })
+        .await?
+        .expect("status of later/main");
+    assert!(later.state.and_then(|s| s.running).is_some());
+    assert_eq!(later.restart_count, 0);
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_force_deleted_while_the_kubelet_is_down_is_cleaned_up_when_it_returns() -> anyhow::Result<()> {
+    require_containerd!();
+    let mut c = Cluster::start().await?;
+    let t = Duration::from_secs(60);
+    c.create_pod(
+        "metadata: {name: doomed}\nspec:\n  terminationGracePeriodSeconds: 30\n  containers:\n  - {name: main, image: IMAGE, command: [sleep, '1000']}\n",
+    )
+    .await?;
+    let pod = c
+        .wait_pod("doomed", t, |p| (phase(p) == "Running").then(|| p.clone()))
+        .await?;
+    let uid = pod.metadata.clone().unwrap_or_default().uid;
+    let ip = pod.status.clone().unwrap_or_default().pod_ip;
+    assert!(!uid.is_empty() && !ip.is_empty(), "uid {uid:?} ip {ip:?}");
+
+    let netns = c.config.run_dir.join("netns").join(&uid);
+    let ipam = c.config.root_dir.join("cni").join("ipam");
+    let pod_dir = c.config.root_dir.join("pods").join(&uid);
+    let runtime = c.node.runtime();
+    let containers_of_pod = || async {
+        anyhow::Ok(
+            runtime
+                .list_containers()
+                .await?
+                .into_iter()
+                .filter(|x| x.labels.get("io.rkube.pod.uid") == Some(&uid))
+                .map(|x| x.id)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let allocations = || {
+        files_below(&ipam)
+            .into_iter()
+            .filter(|(path, text)| {
+                path.file_name().is_some_and(|n| n.to_string_lossy() == ip) || text.contains(&uid)
+            })
+            .map(|(path, _)| path)
+            .collect::<Vec<_>>()
+    };
+    // What must go: sanity-check that it is there to begin with.
+    assert_eq!(containers_of_pod().await?.len(), 1);
+    assert!(netns.exists(), "{} missing", netns.display());
+    assert!(
+        !allocations().is_empty(),
+        "no host-local allocation of {ip} under {}",
+        ipam.display()
+    );
+
+    c.kubelet.take().expect("kubelet running").stop().await;
+    c.pods()
+        .delete(
+            "doomed",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await?;
+    assert!(
+        c.pods().get_opt("doomed").await?.is_none(),
+        "force deletion is immediate"
+    );
+    // Nobody cleaned up meanwhile.
+    assert_eq!(containers_of_pod().await?.len(), 1);
+
+    c.kubelet = Some(rkube_kubelet::start(c.config.clone()).await?);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = containers_of_pod().await?;
+        let ips = allocations();
+        let clean = left.is_empty() && !netns.exists() && ips.is_empty() && !pod_dir.exists();
+        if clean {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the kubelet's restart: containers {left:?}, netns exists {}, allocations {ips:?}, pod dir exists {}",
+            netns.exists(),
+            pod_dir.exists()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The address is free again: the next pod may get it, and gets one in any case.
+    c.create_pod(
+        "metadata: {name: next}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: IMAGE, command: [sleep, '1000']}\n",
+    )
+    .await?;
+    c.wait_pod("next", t, |p| (phase(p) == "Running").then_some(()))
+        .await?;
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_that_ran_long_enough_restarts_without_back_off() -> anyhow::Result<()> {
+    require_containerd!();
+    let mut c = Cluster::start().await?;
+    // Runs of 1.5 s count as healthy: every restart is immediate, however many there were.
+    c.kubelet.take().expect("kubelet running").stop().await;
+    c.config.crashloop_backoff_reset = Duration::from_secs(1);
+    c.kubelet = Some(rkube_kubelet::start(c.config.clone()).await?);
+    c.create_pod(
+        "metadata: {name: flappy}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: IMAGE, command: [sh, -c, 'sleep 1.5; exit 1']}\n",
+    )
+    .await?;
+    let mut backoffs = Vec::new();
+    c.wait_pod("flappy", Duration::from_secs(60), |p| {
+        let s = container(p, "main")?;
+        if let Some(w) = s.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            if w.reason == "CrashLoopBackOff" {
+                backoffs.push(w.message.clone());
+            }
+        }
+        (s.restart_count >= 3).then_some(())
+    })
+    .await?;
+    assert!(backoffs.is_empty(), "backed off after healthy runs: {backoffs:?}");
+    let reasons = event_reasons(&c, "flappy").await?;
+    assert!(!reasons.iter().any(|(r, _)| r == "BackOff"), "{reasons:?}");
+    c.stop().await
+}
