@@ -799,54 +799,41 @@ fn render(args: &Args, facts: &Facts, etcd_version: &str, r: &Results) -> String
     );
     for l in &r.levels {
         let n = l.clients;
-        row(
-            &format!("creates/s, {n} clients"),
-            l.rkube_create.per_second(),
-            l.etcd_create.per_second(),
-            0,
-        );
-        row(
-            &format!("create p50 ms, {n} clients"),
-            l.rkube_create.latencies.quantile_ms(0.5),
-            l.etcd_create.latencies.quantile_ms(0.5),
-            2,
-        );
-        row(
-            &format!("create p99 ms, {n} clients"),
-            l.rkube_create.latencies.quantile_ms(0.99),
-            l.etcd_create.latencies.quantile_ms(0.99),
-            2,
-        );
-        row(
-            &format!("(ref.) creates/s vs etcd plain put/s, {n} clients"),
-            l.rkube_create.per_second(),
-            l.etcd_put.per_second(),
-            0,
-        );
-        row(
-            &format!("(ref.) create p99 ms vs etcd plain put p99, {n} clients"),
-            l.rkube_create.latencies.quantile_ms(0.99),
-            l.etcd_put.latencies.quantile_ms(0.99),
-            2,
-        );
-        row(
-            &format!("gets/s, {n} clients"),
-            l.rkube_get.per_second(),
-            l.etcd_get.per_second(),
-            0,
-        );
-        row(
-            &format!("get p50 ms, {n} clients"),
-            l.rkube_get.latencies.quantile_ms(0.5),
-            l.etcd_get.latencies.quantile_ms(0.5),
-            2,
-        );
-        row(
-            &format!("get p99 ms, {n} clients"),
-            l.rkube_get.latencies.quantile_ms(0.99),
-            l.etcd_get.latencies.quantile_ms(0.99),
-            2,
-        );
+        let ops = [
+            ("creates", "create", &l.rkube_create, &l.etcd_create),
+            ("gets", "get", &l.rkube_get, &l.etcd_get),
+        ];
+        for (plural, singular, rk, et) in ops {
+            row(
+                &format!("{plural}/s, {n} clients"),
+                rk.per_second(),
+                et.per_second(),
+                0,
+            );
+            for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+                row(
+                    &format!("{singular} {name} ms, {n} clients"),
+                    rk.latencies.quantile_ms(q),
+                    et.latencies.quantile_ms(q),
+                    2,
+                );
+            }
+            // a Kubernetes create is etcd's put-if-absent; plain puts are the reference
+            if singular == "create" {
+                row(
+                    &format!("(ref.) creates/s vs etcd plain put/s, {n} clients"),
+                    rk.per_second(),
+                    l.etcd_put.per_second(),
+                    0,
+                );
+                row(
+                    &format!("(ref.) create p99 ms vs etcd plain put p99, {n} clients"),
+                    rk.latencies.quantile_ms(0.99),
+                    l.etcd_put.latencies.quantile_ms(0.99),
+                    2,
+                );
+            }
+        }
     }
     let o = args.objects;
     row(
