@@ -72,6 +72,7 @@ pub mod defaults;
 pub mod fields;
 pub mod resource;
 pub mod selector;
+pub mod time;
 pub mod validation;
 
 pub use codec::{from_any, to_any, DynObject};

@@ -76,9 +76,7 @@ fn decode_request<K: Resource>(any: Option<Any>) -> ApiResult<K> {
     from_any::<K>(&any).map_err(|e| ApiError::bad_request(format!("cannot decode the object: {e}")))
 }
 
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+pub use rkube_api::time::now;
 
 /// The namespace an object goes in: the request's, or the object's, or
 /// `default`; a mismatch between the two is an error, as in Kubernetes.
@@ -593,8 +591,9 @@ pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> 
             let m = marked.metadata_mut();
             if !already {
                 m.deletion_timestamp = match grace {
-                    Some(g) if g > 0 => (chrono::Utc::now() + chrono::Duration::seconds(g as i64))
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    Some(g) if g > 0 => {
+                        rkube_api::time::format(chrono::Utc::now() + chrono::Duration::seconds(g as i64))
+                    }
                     _ => now(),
                 };
             }

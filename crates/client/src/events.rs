@@ -6,7 +6,7 @@
 use crate::api::Api;
 use crate::client::Client;
 use crate::error::Result;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use rkube_api::core::v1::{Event, EventSource, ObjectReference};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::Resource;
@@ -230,7 +230,7 @@ impl Recorder {
             message: message.to_string(),
         };
         let now = Instant::now();
-        let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let timestamp = rkube_api::time::now();
         let decision = self.memory().decide(&key, now);
         if let Decision::Patch {
             namespace,

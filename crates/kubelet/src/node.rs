@@ -29,9 +29,7 @@ pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitia
 /// Pod networking once the node's pod CIDR is known; `None` before.
 pub type NetworkSlot = watch::Receiver<Option<Arc<dyn PodNetwork>>>;
 
-pub fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
-}
+pub use rkube_api::time::now as now_rfc3339;
 
 /// Keeps the Node, its Lease and the pod network current. Runs until dropped.
 pub struct NodeAgent {

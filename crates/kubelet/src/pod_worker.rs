@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use rkube_api::core::v1::{
     Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
@@ -84,7 +83,7 @@ fn key_of(pod: &Pod) -> String {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
+    rkube_api::time::format(t.into())
 }
 
 /// Dispatches informer changes to per-pod workers and cleans up pods that vanished.

@@ -464,10 +464,7 @@ impl Sampler {
         let mut usage = Usage {
             timestamp: now
                 .at
-                .map(|t| {
-                    chrono::DateTime::<chrono::Utc>::from(t)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                })
+                .map(|t| rkube_api::time::format(t.into()))
                 .unwrap_or_default(),
             window_seconds: window.as_secs().max(1) as i32,
             node_cpu_millis: millis(now.node_cpu_nanos.saturating_sub(prev.node_cpu_nanos)),

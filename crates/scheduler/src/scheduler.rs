@@ -388,7 +388,7 @@ fn needs_condition(pod: &Pod, message: &str) -> bool {
 /// Sets `PodScheduled=False, reason Unschedulable`, keeping the transition
 /// time when the status was already False.
 pub fn set_unschedulable(pod: &mut Pod, message: &str) {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = rkube_api::time::now();
     let status = pod.status.get_or_insert_with(Default::default);
     let transition = status
         .conditions

@@ -31,7 +31,7 @@
 
 use crate::metrics::{ApiserverMetricsSource, MetricsSource, PodMetrics};
 use crate::{Context, Shutdown};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rkube_api::apps::v1::{Deployment, ReplicaSet};
@@ -570,7 +570,7 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, rkube_clien
     let min = spec.min_replicas.unwrap_or(1);
     let max = spec.max_replicas;
     let now = Utc::now();
-    let now_s = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let now_s = rkube_api::time::format(now);
     let mut conds: Vec<Cond> = Vec::new();
     let mut metric_statuses: Vec<MetricStatus> = Vec::new();
 

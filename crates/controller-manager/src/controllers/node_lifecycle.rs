@@ -22,7 +22,7 @@
 //! explicit clocks.
 
 use crate::{Context, Shutdown};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rkube_api::coordination::v1::Lease;
@@ -94,10 +94,6 @@ struct State {
     pods: Store<Pod>,
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
@@ -155,7 +151,7 @@ pub fn unknown_status(
                 c.status = "Unknown".into();
                 c.reason = reason.into();
                 c.message = message.into();
-                c.last_transition_time = rfc3339(now);
+                c.last_transition_time = rkube_api::time::format(now);
                 changed = true;
             }
             None => {
@@ -163,7 +159,7 @@ pub fn unknown_status(
                     r#type: kind.to_string(),
                     status: "Unknown".into(),
                     last_heartbeat_time: String::new(),
-                    last_transition_time: rfc3339(now),
+                    last_transition_time: rkube_api::time::format(now),
                     reason: reason.into(),
                     message: message.into(),
                 });
@@ -197,7 +193,7 @@ pub fn desired_taints(node: &Node, now: DateTime<Utc>) -> Vec<Taint> {
                 key: key.into(),
                 value: String::new(),
                 effect: "NoExecute".into(),
-                time_added: rfc3339(now),
+                time_added: rkube_api::time::format(now),
             });
         }
     }
@@ -386,7 +382,7 @@ async fn mark_pod_not_ready(ctx: &Context, pod: &Pod, now: DateTime<Utc>) -> Res
                     .filter(|c| c.r#type == "Ready" && c.status == "True")
                 {
                     c.status = "False".into();
-                    c.last_transition_time = rfc3339(now);
+                    c.last_transition_time = rkube_api::time::format(now);
                 }
             }
             p

@@ -2,7 +2,7 @@
 //! namespace) share: pod readiness and availability as Kubernetes counts
 //! them, controller references, timestamps, and the reconcile error type.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rkube_api::core::v1::Pod;
 use rkube_api::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use rkube_api::selector::Selector;
@@ -18,14 +18,7 @@ pub enum Error {
     Invalid(String),
 }
 
-/// Now, as Kubernetes writes times.
-pub fn now_rfc3339() -> String {
-    format_time(Utc::now())
-}
-
-pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
+pub use rkube_api::time::{format as format_time, now as now_rfc3339};
 
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)

@@ -166,7 +166,7 @@ pub async fn run(ctx: &Context, args: &RolloutArgs, out: &mut dyn Write) -> Resu
                     "deployments.apps \"{name}\" can't restart paused deployment (run rollout resume first)"
                 )));
             }
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let now = rkube_api::time::now();
             let patch =
                 serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
             api.patch_merge(&name, &patch).await.map_err(&err)?;

@@ -78,7 +78,7 @@ pub fn parse_taint(s: &str) -> Result<TaintSpec, CtlError> {
         value: value.into(),
         effect: effect.into(),
         time_added: if effect == "NoExecute" {
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            rkube_api::time::now()
         } else {
             String::new()
         },
