@@ -69,6 +69,11 @@ pub struct Args {
     /// Parent cgroup of every container (default /rkube).
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    /// The node's network namespace (a bind mount like /var/run/netns/NAME): pods are
+    /// wired and the server listens there, while the kubelet talks to the apiserver,
+    /// containerd and registries from its own. For several nodes on one machine.
+    #[arg(long, value_name = "PATH")]
+    pub node_netns: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -90,6 +95,7 @@ struct FileConfig {
     node_status_update_frequency: Option<f64>,
     cloud_provider: Option<String>,
     cgroup_parent: Option<String>,
+    node_netns: Option<PathBuf>,
 }
 
 /// Everything the kubelet runs with. Tests build it with [`Config::new`] and adjust fields.
@@ -122,6 +128,9 @@ pub struct Config {
     /// Run the CNI plugins inside this network namespace (tests keep the "node" network in
     /// a namespace they own); `None` in production.
     pub cni_node_netns: Option<PathBuf>,
+    /// Network namespace to bind the gRPC server in (None: the kubelet's own). Not a
+    /// flag: for tests and embedders running several nodes in one process.
+    pub server_netns: Option<PathBuf>,
     /// Parent directory of containerd's exec output files.
     pub runtime_state_dir: PathBuf,
 }
@@ -151,6 +160,7 @@ impl Config {
             pod_poll_interval: Duration::from_secs(1),
             resync_period: Duration::from_secs(10),
             cni_node_netns: None,
+            server_netns: None,
         }
     }
 
@@ -224,6 +234,10 @@ impl Config {
         }
         if let Some(v) = args.cgroup_parent.or(file.cgroup_parent) {
             c.cgroup_parent = v;
+        }
+        if let Some(v) = args.node_netns.or(file.node_netns) {
+            c.cni_node_netns = Some(v.clone());
+            c.server_netns = Some(v);
         }
         c.validate()?;
         Ok(c)

@@ -39,6 +39,19 @@ impl RunningKubelet {
     }
 }
 
+/// Binds the gRPC server's socket, in `server_netns` when set: where several nodes run in
+/// one process (tests, embedders), each node's address, which the apiserver dials for logs
+/// and exec, lives in that node's namespace rather than in the kubelet's own.
+fn bind_server(config: &Config) -> std::io::Result<tokio::net::TcpListener> {
+    let listen = config.listen;
+    let std_listener = match &config.server_netns {
+        Some(netns) => crate::network::netns::run_in(netns, move || std::net::TcpListener::bind(listen))??,
+        None => std::net::TcpListener::bind(listen)?,
+    };
+    std_listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(std_listener)
+}
+
 /// Connects to containerd and the apiserver, registers the Node, and starts every loop.
 /// Returns once the gRPC server is bound and the Node is registered.
 pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
@@ -56,8 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
     let runtime_version = wait_for_containerd(&containerd).await?;
     let client =
         Client::connect(&config.apiserver).with_context(|| format!("--apiserver {:?}", config.apiserver))?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = bind_server(&config)
         .with_context(|| format!("binding the kubelet server on --listen {}", config.listen))?;
     let addr = listener.local_addr()?;
 

@@ -1,0 +1,289 @@
+//! Services end to end: a Deployment of small HTTP servers that answer with their pod's
+//! name, on two real nodes, behind a Service made to work by the real rkube-proxy in each
+//! node's namespace; the same suite in nftables and in userspace mode.
+
+use rkube_api::core::v1::{Endpoints, Pod, Service};
+use rkube_client::ListParams;
+use rkube_e2e::{pod_ready, run, wait_for, ClusterOptions, TestCluster};
+use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+fn app(image: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: whoami, namespace: default}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: whoami}}}}
+  template:
+    metadata: {{labels: {{app: whoami}}}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: web
+        image: {image}
+        # answers with the pod's name; on SIGTERM keeps serving 3 s more (the time the
+        # proxies need to take it out of rotation), as well-behaved servers do
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && touch /tmp/ready && httpd -f -p 8080 -h /www & pid=$!; trap 'sleep 3; kill $pid; exit 0' TERM; wait"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe:
+          exec: {{command: ["cat", "/tmp/ready"]}}
+          periodSeconds: 1
+          failureThreshold: 1
+        resources: {{requests: {{cpu: 10m, memory: 8Mi}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: whoami, namespace: default}}
+spec:
+  type: NodePort
+  selector: {{app: whoami}}
+  ports: [{{port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: nobody, namespace: default}}
+spec:
+  selector: {{app: nobody-has-this-label}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+    )
+}
+
+/// One GET / through `addr` from node 0; the body is the answering pod's name.
+async fn whoami(cluster: &TestCluster, addr: SocketAddr) -> anyhow::Result<String> {
+    let (status, body) = cluster.nodes[0].http_get(addr, "/").await?;
+    anyhow::ensure!(status == 200, "GET {addr} answered {status}: {body}");
+    Ok(body.trim().to_string())
+}
+
+async fn ready_pods(cluster: &TestCluster) -> anyhow::Result<Vec<Pod>> {
+    let pods = cluster.api::<Pod>("default")?;
+    Ok(pods
+        .list(&ListParams::default().labels("app=whoami"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            pod_ready(p)
+                && p.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.deletion_timestamp.is_empty())
+        })
+        .collect())
+}
+
+fn name(p: &Pod) -> String {
+    p.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()
+}
+
+/// Sends GETs until `pod` has not answered for `quiet` requests in a row; returns how long
+/// after `since` the last answer from it came.
+async fn left_rotation_after(cluster: &TestCluster, addr: SocketAddr, pod: &str, since: Instant) -> Duration {
+    let mut last_seen = since;
+    let mut streak = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while streak < 30 && Instant::now() < deadline {
+        match whoami(cluster, addr).await {
+            Ok(n) if n == pod => {
+                last_seen = Instant::now();
+                streak = 0;
+            }
+            _ => streak += 1,
+        }
+    }
+    last_seen.duration_since(since)
+}
+
+async fn suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Result<()> {
+    let cluster = TestCluster::start(
+        netns,
+        ClusterOptions {
+            nodes: 2,
+            proxy: Some(mode),
+            ..Default::default()
+        },
+    )
+    .await?;
+    cluster.apply(&app(&cluster.image))?;
+
+    let pods = wait_for(Duration::from_secs(90), || async {
+        let ready = ready_pods(&cluster).await.ok()?;
+        (ready.len() == 3).then_some(ready)
+    })
+    .await
+    .ok_or_else(|| anyhow::anyhow!("3 ready whoami pods did not appear within 90 s"))?;
+    let nodes_used: std::collections::BTreeSet<_> = pods
+        .iter()
+        .map(|p| p.spec.as_ref().unwrap().node_name.clone())
+        .collect();
+    assert_eq!(
+        nodes_used.len(),
+        2,
+        "the scheduler spreads the replicas over both nodes"
+    );
+
+    let services = cluster.api::<Service>("default")?;
+    let svc = services.get("whoami").await?;
+    let spec = svc.spec.as_ref().unwrap();
+    let cluster_ip = SocketAddr::V4(SocketAddrV4::new(spec.cluster_ip.parse()?, 80));
+    let node_port = spec.ports[0].node_port as u16;
+
+    // the endpoints controller and the proxies catch up: every pod answers
+    let all: std::collections::BTreeSet<String> = pods.iter().map(name).collect();
+    let last = std::sync::Mutex::new(String::new());
+    let seen = wait_for(Duration::from_secs(15), || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            match whoami(&cluster, cluster_ip).await {
+                Ok(n) => {
+                    seen.insert(n);
+                }
+                Err(e) => {
+                    *last.lock().unwrap() = format!("{e:#}");
+                    return None;
+                }
+            }
+        }
+        *last.lock().unwrap() = format!("answered: {seen:?}");
+        (seen == all).then_some(seen)
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "all three pods {all:?} answer through {cluster_ip}; last: {}\n{}",
+        last.lock().unwrap(),
+        cluster.diagnostics().await
+    );
+
+    // 300 requests: every pod gets at least 20% of them
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        *counts.entry(whoami(&cluster, cluster_ip).await?).or_default() += 1;
+    }
+    for pod in &all {
+        let n = counts.get(pod).copied().unwrap_or(0);
+        assert!(n >= 60, "{pod} got {n} of 300 requests (< 20%): {counts:?}");
+    }
+
+    // NodePort on each node's address, from the cluster namespace (a machine on the lan)
+    for node in &cluster.nodes {
+        let addr = SocketAddr::new(node.ip.into(), node_port);
+        let body = cluster.http_get(addr, "/").await?;
+        assert_eq!(body.0, 200, "NodePort {addr} answers");
+        assert!(
+            all.contains(body.1.trim()),
+            "NodePort {addr} reached a pod: {body:?}"
+        );
+    }
+
+    // a Service without endpoints refuses at once instead of hanging
+    let nobody = services.get("nobody").await?;
+    let nobody_ip = SocketAddr::V4(SocketAddrV4::new(nobody.spec.unwrap().cluster_ip.parse()?, 80));
+    let started = Instant::now();
+    let refused = cluster.nodes[0].http_get(nobody_ip, "/").await;
+    assert!(
+        refused.is_err(),
+        "a Service without endpoints answered: {refused:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refusing took {:?}, clients would hang",
+        started.elapsed()
+    );
+
+    // a pod whose readiness probe fails leaves the rotation within 2 s of turning unready
+    let unready = name(&pods[0]);
+    let out = cluster.rkubectl(&["exec", &unready, "--", "rm", "/tmp/ready"])?;
+    assert!(out.is_empty(), "{out}");
+    let endpoints = cluster.api::<Endpoints>("default")?;
+    let turned = wait_for(Duration::from_secs(10), || async {
+        let ep = endpoints.get("whoami").await.ok()?;
+        let not_ready = ep
+            .subsets
+            .iter()
+            .flat_map(|s| &s.not_ready_addresses)
+            .any(|a| a.target_ref.as_ref().is_some_and(|r| r.name == unready));
+        not_ready.then(Instant::now)
+    })
+    .await
+    .expect("the unready pod moves to notReadyAddresses");
+    let took = left_rotation_after(&cluster, cluster_ip, &unready, turned).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "the unready pod still answered {took:?} later"
+    );
+
+    // ready again: back in rotation
+    cluster.rkubectl(&["exec", &unready, "--", "touch", "/tmp/ready"])?;
+    let back = wait_for(Duration::from_secs(10), || async {
+        for _ in 0..30 {
+            if whoami(&cluster, cluster_ip).await.ok()? == unready {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    assert!(back.is_some(), "{unready} answers again once its probe passes");
+
+    // deleting a pod while requests flow: none fails, and it leaves the rotation
+    let victim = name(&pods[1]);
+    let loop_addr = cluster_ip;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let node0 = cluster.nodes[0].netns().to_path_buf();
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        while stopped.try_recv().is_err() {
+            let ns = node0.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                rkube_e2e::http_get_in_netns(&ns, loop_addr, "/", Duration::from_secs(2))
+            })
+            .await
+            .unwrap();
+            match r {
+                Ok((200, _)) => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    });
+    let deleted_at = Instant::now();
+    cluster.rkubectl(&["delete", "pod", &victim])?;
+    let took = left_rotation_after(&cluster, cluster_ip, &victim, deleted_at).await;
+    // the ReplicaSet replaces it and the newcomer joins the rotation
+    let replaced = wait_for(Duration::from_secs(60), || async {
+        let ready = ready_pods(&cluster).await.ok()?;
+        (ready.len() == 3 && !ready.iter().any(|p| name(p) == victim)).then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    let (ok, failed) = load.await?;
+    assert!(
+        took < Duration::from_secs(2),
+        "the deleted pod still answered {took:?} later"
+    );
+    assert!(replaced.is_some(), "the deleted pod was replaced");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the deletion: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok > 20, "the request loop ran ({ok} requests)");
+
+    cluster.stop().await
+}
+
+#[test]
+fn services_spread_traffic_over_ready_pods_with_nftables() -> anyhow::Result<()> {
+    run(|netns| suite(netns, rkube_proxy::Mode::Nftables))
+}
+
+#[test]
+fn services_spread_traffic_over_ready_pods_in_userspace() -> anyhow::Result<()> {
+    run(|netns| suite(netns, rkube_proxy::Mode::Userspace))
+}
