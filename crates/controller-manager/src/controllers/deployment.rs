@@ -513,6 +513,21 @@ pub fn calculate_status(
         )
     };
     set_condition(&mut s.conditions, c);
+    // Kubernetes' getReplicaFailures: a ReplicaSet that cannot create or delete its pods
+    // (a quota, an admission refusal) shows on the Deployment, newest ReplicaSet first.
+    let failure = new_rs
+        .into_iter()
+        .chain(all.iter().map(|r| &**r))
+        .filter_map(|r| r.status.as_ref())
+        .flat_map(|st| &st.conditions)
+        .find(|c| c.r#type == "ReplicaFailure" && c.status == "True");
+    match failure {
+        Some(f) => set_condition(
+            &mut s.conditions,
+            condition("ReplicaFailure", "True", &f.reason, f.message.clone(), now),
+        ),
+        None => s.conditions.retain(|c| c.r#type != "ReplicaFailure"),
+    }
     s
 }
 
@@ -1137,7 +1152,7 @@ fn ignore_stale<T>(r: rkube_client::Result<T>) -> Result<Option<T>, Error> {
 mod tests {
     use super::*;
     use rkube_api::apps::v1::{
-        DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment,
+        DeploymentSpec, DeploymentStrategy, ReplicaSetCondition, ReplicaSetStatus, RollingUpdateDeployment,
     };
     use rkube_api::core::v1::{Container, PodSpec};
     use rkube_api::intstr::IntOrString;
@@ -1370,6 +1385,52 @@ mod tests {
         sizes.sort();
         // 10 → 20 replicas (+3 surge = 23 allowed): 8/13 and 5/13 of 23.
         assert_eq!(sizes, [("new".to_string(), 9), ("old".to_string(), 14)]);
+    }
+
+    #[test]
+    fn a_replica_set_that_cannot_create_pods_shows_replica_failure_on_the_deployment() {
+        let d = deployment(3, IntOrString::int(1), IntOrString::int(0));
+        let mut failing = (*rs("web-new", "nginx:2", 2, 3, 1, "2024-01-02T00:00:00Z")).clone();
+        failing
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .push(ReplicaSetCondition {
+                r#type: "ReplicaFailure".into(),
+                status: "True".into(),
+                reason: "FailedCreate".into(),
+                message: "pods \"web-\" is forbidden: exceeded quota".into(),
+                ..Default::default()
+            });
+        let failing = Arc::new(failing);
+        let s = calculate_status(
+            &d,
+            std::slice::from_ref(&failing),
+            Some(&failing),
+            "2024-01-03T00:00:00Z",
+        );
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.r#type == "ReplicaFailure")
+            .expect("ReplicaFailure");
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "FailedCreate"));
+        assert!(c.message.contains("exceeded quota"));
+
+        let healed = rs("web-new", "nginx:2", 2, 3, 3, "2024-01-02T00:00:00Z");
+        let mut d2 = d.clone();
+        d2.status = Some(s);
+        let s = calculate_status(
+            &d2,
+            std::slice::from_ref(&healed),
+            Some(&healed),
+            "2024-01-03T00:01:00Z",
+        );
+        assert!(
+            !s.conditions.iter().any(|c| c.r#type == "ReplicaFailure"),
+            "gone once pods are created"
+        );
     }
 
     #[test]

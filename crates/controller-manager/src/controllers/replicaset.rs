@@ -18,7 +18,7 @@ use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use rkube_api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use rkube_api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use rkube_api::core::v1::Pod;
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::selector::Selector;
@@ -347,7 +347,8 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
         outcome = apply(&ctx, &rs, &key, &owned, plan, &pods_api).await;
     }
 
-    let (status, available_in) = status(&rs, &owned, now);
+    let (mut status, available_in) = status(&rs, &owned, now);
+    set_replica_failure(&mut status, &outcome, now);
     if rs.status.as_ref() != Some(&status) {
         let mut updated = (*rs).clone();
         updated.status = Some(status);
@@ -365,6 +366,35 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
     outcome?;
     let after = [requeue, available_in].into_iter().flatten().min();
     Ok(after.map_or(Action::await_change(), Action::requeue))
+}
+
+/// Kubernetes' ReplicaFailure condition: True while creating or deleting pods fails (with
+/// the apiserver's reason, so `describe` says why the replicas are missing), removed once a
+/// sync goes through.
+fn set_replica_failure(status: &mut ReplicaSetStatus, outcome: &Result<(), Error>, now: DateTime<Utc>) {
+    match outcome {
+        Err(e) => {
+            let (reason, message) = match e {
+                Error::Manage { reason, message } => (*reason, message.clone()),
+                other => ("FailedCreate", other.to_string()),
+            };
+            let transition = status
+                .conditions
+                .iter()
+                .find(|c| c.r#type == "ReplicaFailure" && c.status == "True")
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| super::workload::format_time(now));
+            status.conditions.retain(|c| c.r#type != "ReplicaFailure");
+            status.conditions.push(ReplicaSetCondition {
+                r#type: "ReplicaFailure".into(),
+                status: "True".into(),
+                last_transition_time: transition,
+                reason: reason.into(),
+                message,
+            });
+        }
+        Ok(()) => status.conditions.retain(|c| c.r#type != "ReplicaFailure"),
+    }
 }
 
 async fn apply(
@@ -410,7 +440,10 @@ async fn apply(
             }
         }
         if let Some(e) = first_error {
-            return Err(e.into());
+            return Err(Error::Manage {
+                reason: "FailedDelete",
+                message: e.to_string(),
+            });
         }
     }
     // Slow start, as Kubernetes: batches of 1, 2, 4, ... so a template the
@@ -434,7 +467,10 @@ async fn apply(
         if let Some(e) = results.into_iter().find_map(Result::err) {
             let msg = format!("Error creating: {e}");
             publish(ctx, rs, EventType::Warning, "FailedCreate", &msg).await;
-            return Err(e.into());
+            return Err(Error::Manage {
+                reason: "FailedCreate",
+                message: e.to_string(),
+            });
         }
         remaining -= n;
         batch *= 2;
@@ -631,5 +667,31 @@ mod tests {
             ),
             ("apps/v1", "ReplicaSet", "rs-uid", Some(true), Some(true))
         );
+    }
+
+    #[test]
+    fn failing_creates_show_as_replica_failure_until_a_sync_succeeds() {
+        let now = Utc::now();
+        let mut status = ReplicaSetStatus::default();
+        let refused: Result<(), Error> = Err(Error::Manage {
+            reason: "FailedCreate",
+            message: "pods \"web-\" is forbidden: exceeded quota".into(),
+        });
+        set_replica_failure(&mut status, &refused, now);
+        let c = &status.conditions[0];
+        assert_eq!(
+            (c.r#type.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("ReplicaFailure", "True", "FailedCreate")
+        );
+        assert!(c.message.contains("exceeded quota"), "{}", c.message);
+        let first = c.last_transition_time.clone();
+        set_replica_failure(&mut status, &refused, now + chrono::Duration::seconds(5));
+        assert_eq!(status.conditions.len(), 1);
+        assert_eq!(
+            status.conditions[0].last_transition_time, first,
+            "still failing: same transition"
+        );
+        set_replica_failure(&mut status, &Ok(()), now);
+        assert!(status.conditions.is_empty(), "a successful sync clears it");
     }
 }

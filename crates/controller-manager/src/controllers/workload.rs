@@ -16,6 +16,10 @@ pub enum Error {
     Api(#[from] rkube_client::Error),
     #[error("{0}")]
     Invalid(String),
+    /// Creating or deleting pods failed; `reason` is Kubernetes' (FailedCreate,
+    /// FailedDelete) for the ReplicaFailure condition.
+    #[error("{message}")]
+    Manage { reason: &'static str, message: String },
 }
 
 pub use rkube_api::time::{format as format_time, now as now_rfc3339};
