@@ -23,7 +23,14 @@ fn free_port() -> u16 {
 
 fn spawn(dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_rkube-apiserver"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        // no health endpoint: its default port would clash between the tests
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--health-addr",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -50,6 +50,10 @@ pub struct Args {
     /// evict from tainted nodes (at the latest; changes act at once).
     #[arg(long, value_name = "SECONDS")]
     pub node_monitor_period: Option<u64>,
+    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
+    /// HTTP; `off` turns it off. Default: 127.0.0.1:10257.
+    #[arg(long, value_name = "ADDR|off")]
+    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -65,6 +69,7 @@ struct FileConfig {
     hpa_sync_period: Option<u64>,
     hpa_downscale_stabilization: Option<u64>,
     node_monitor_period: Option<u64>,
+    health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +87,9 @@ pub struct Config {
     /// Where the autoscaler reads pod usage; None: from the kubelets
     /// through the apiserver. Not a flag: tests and embedders set it.
     pub metrics_source: Option<crate::metrics::SharedMetricsSource>,
+    /// The health and metrics endpoint; `None` (the default for tests and
+    /// embedding) serves none. The daemon's flags default to loopback.
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -99,6 +107,7 @@ impl Config {
             hpa_downscale_stabilization: Duration::from_secs(300),
             node_monitor_period: Duration::from_secs(5),
             metrics_source: None,
+            health_addr: None,
         }
     }
 
@@ -141,6 +150,10 @@ impl Config {
                 d.node_monitor_period,
             ),
             metrics_source: None,
+            health_addr: rkube_daemon::HealthAddr::resolve(
+                args.health_addr.or(file.health_addr),
+                rkube_daemon::health::CONTROLLER_MANAGER_PORT,
+            ),
         };
         if cfg.workers == 0 {
             anyhow::bail!("--workers must be at least 1");

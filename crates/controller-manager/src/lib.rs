@@ -89,6 +89,7 @@ pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
 /// Runs the enabled controllers until `shutdown` resolves: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let enabled = enabled(&config.controllers)?;
+    let _health = rkube_daemon::serve_health(config.health_addr).await?;
     let client = Client::connect(&config.apiserver)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap_or_default()
@@ -109,7 +110,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tasks.spawn(async move { (name, fut.await) });
         tracing::info!(controller = name, "started");
     }
-    notify_systemd("READY=1");
+    rkube_daemon::ready();
     tokio::select! {
         _ = shutdown => {}
         Some(done) = tasks.join_next() => {

@@ -1,9 +1,20 @@
 //! What every rkube daemon's `main` shares, so each `main.rs` is a few
 //! lines: logging through tracing (`RUST_LOG`), the async runtime, shutdown
-//! on SIGTERM or Ctrl-C, readiness for systemd (`Type=notify`), and reading
-//! the optional YAML config file. It must stay free of anything specific to
-//! one daemon.
+//! on SIGTERM or Ctrl-C, readiness and the watchdog for systemd
+//! (`Type=notify`, `WatchdogSec=`), the health and metrics endpoint, and
+//! reading the optional YAML config file. It must stay free of anything
+//! specific to one daemon.
+//!
+//! A daemon's `run` does two things with it: `serve_health(addr)` first
+//! (the endpoint lives as long as the returned handle), and `ready()` once
+//! it serves. `main` does the rest: watchdog pings, `STOPPING=1` on SIGTERM.
 
+pub mod health;
+pub mod metrics;
+pub mod systemd;
+
+pub use health::{serve_health, Health, HealthAddr, HealthServer};
+pub use metrics::Registry;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::path::Path;
@@ -22,10 +33,14 @@ where
             std::process::exit(2);
         }
     };
+    // stderr, and colours only on a terminal: journald and log files
+    // (`make up`) would otherwise keep the escape codes.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -34,7 +49,19 @@ where
             std::process::exit(1);
         }
     };
-    match runtime.block_on(run(config, shutdown_signal())) {
+    Registry::global()
+        .gauge_with(
+            "rkube_build_info",
+            "Which rkube daemon and version this is; always 1.",
+            &[("daemon", name), ("version", env!("CARGO_PKG_VERSION"))],
+        )
+        .set(1);
+    start_watchdog(&runtime);
+    let shutdown: ShutdownSignal = Box::pin(async {
+        shutdown_signal().await;
+        notify_systemd("STOPPING=1");
+    });
+    match runtime.block_on(run(config, shutdown)) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("{name}: error: {e:#}");
@@ -65,26 +92,43 @@ pub fn shutdown_signal() -> ShutdownSignal {
 /// Tells systemd (`Type=notify`) about the daemon's state (`READY=1`,
 /// `STOPPING=1`, `WATCHDOG=1`), when run under it; does nothing otherwise.
 pub fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    let notifier = systemd::Notifier::from_env();
+    if let Err(e) = notifier.notify(state) {
+        let socket = notifier.socket().unwrap_or_default().to_string_lossy();
+        tracing::warn!("cannot notify systemd at {socket}: {e}");
+    }
+}
+
+/// The daemon serves: `/readyz` turns green and systemd gets `READY=1`
+/// (a `Type=notify` unit is "active" from then on, and units ordered
+/// after it start). Call it once the daemon's listeners are bound and its
+/// loops started.
+pub fn ready() {
+    Health::global().set_ready(true);
+    notify_systemd("READY=1");
+}
+
+/// When systemd asked for a watchdog (`WatchdogSec=` sets `WATCHDOG_USEC`
+/// and `WATCHDOG_PID`), pings it at half the interval from a task on
+/// `runtime`, while the process's health checks pass. The task lives and
+/// dies with the runtime, so a wedged or stopped runtime stops the pings.
+fn start_watchdog(runtime: &tokio::runtime::Runtime) {
+    let notifier = systemd::Notifier::from_env();
+    if !notifier.is_enabled() {
         return;
-    };
-    let socket = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot notify systemd: {e}");
-            return;
+    }
+    let interval = systemd::watchdog_interval(
+        std::env::var_os("WATCHDOG_USEC").as_deref(),
+        std::env::var_os("WATCHDOG_PID").as_deref(),
+        std::process::id(),
+    );
+    match interval {
+        Ok(Some(interval)) => {
+            tracing::info!(?interval, "pinging the systemd watchdog");
+            runtime.spawn(systemd::watchdog(notifier, interval, || Health::global().check()));
         }
-    };
-    let bytes = path.as_encoded_bytes();
-    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
-            .and_then(|a| socket.send_to_addr(state.as_bytes(), &a))
-    } else {
-        socket.send_to(state.as_bytes(), &path)
-    };
-    if let Err(e) = result {
-        tracing::warn!("cannot notify systemd at {}: {e}", path.to_string_lossy());
+        Ok(None) => {}
+        Err(e) => tracing::warn!("systemd watchdog not used: {e}"),
     }
 }
 

@@ -48,6 +48,10 @@ pub struct Args {
     /// mode uses to clear entries its new rules cannot fix.
     #[arg(long, value_name = "COMMAND")]
     pub conntrack_command: Option<String>,
+    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
+    /// HTTP; `off` turns it off. Default: 127.0.0.1:10256.
+    #[arg(long, value_name = "ADDR|off")]
+    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -60,6 +64,7 @@ struct FileConfig {
     nft_command: Option<Vec<String>>,
     ip_command: Option<Vec<String>>,
     conntrack_command: Option<Vec<String>>,
+    health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +86,9 @@ pub struct Config {
     pub ip_command: Vec<String>,
     /// Program and leading arguments that run `conntrack`.
     pub conntrack_command: Vec<String>,
+    /// The health and metrics endpoint; `None` (the default for tests and
+    /// embedding) serves none. The daemon's flags default to loopback.
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 /// Parses `100ms`, `2s` or a bare number of milliseconds.
@@ -117,6 +125,7 @@ impl Config {
             nft_command: vec!["nft".into()],
             ip_command: vec!["ip".into()],
             conntrack_command: vec!["conntrack".into()],
+            health_addr: None,
         }
     }
 
@@ -165,6 +174,10 @@ impl Config {
             nft_command,
             ip_command,
             conntrack_command,
+            health_addr: rkube_daemon::HealthAddr::resolve(
+                args.health_addr.or(file.health_addr),
+                rkube_daemon::health::PROXY_PORT,
+            ),
         };
         if cfg.node_name.is_empty() {
             anyhow::bail!("--node-name is required (the host name could not be read)");

@@ -77,6 +77,7 @@ pub async fn run_with<D: Dataplane>(
         tracing::info!("removed everything rkube-proxy installed");
         return Ok(());
     }
+    let _health = rkube_daemon::serve_health(config.health_addr).await?;
     let client = Client::connect(&config.apiserver)?;
     let services = Informer::new(Api::<Service>::all(client.clone()), WatcherConfig::default());
     let endpoints = Informer::new(Api::<Endpoints>::all(client), WatcherConfig::default());
@@ -106,8 +107,9 @@ pub async fn run_with<D: Dataplane>(
                     applied = Some(wanted);
                     retry = None;
                     if !ready {
+                        // ready once Service addresses work on this node
                         ready = true;
-                        notify_systemd("READY=1");
+                        rkube_daemon::ready();
                     }
                 }
                 Err(e) => {

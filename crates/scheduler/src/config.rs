@@ -44,6 +44,10 @@ pub struct Args {
     /// retried at once when a node is added or changes or a pod goes away).
     #[arg(long, value_name = "SECONDS")]
     pub pod_max_backoff_seconds: Option<u64>,
+    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
+    /// HTTP; `off` turns it off. Default: 127.0.0.1:10259.
+    #[arg(long, value_name = "ADDR|off")]
+    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -56,6 +60,7 @@ struct FileConfig {
     parallel_binds: Option<usize>,
     pod_initial_backoff_seconds: Option<u64>,
     pod_max_backoff_seconds: Option<u64>,
+    health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +72,9 @@ pub struct Config {
     pub parallel_binds: usize,
     pub pod_initial_backoff: Duration,
     pub pod_max_backoff: Duration,
+    /// The health and metrics endpoint; `None` (the default for tests and
+    /// embedding) serves none. The daemon's flags default to loopback.
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -80,6 +88,7 @@ impl Config {
             parallel_binds: 64,
             pod_initial_backoff: Duration::from_secs(1),
             pod_max_backoff: Duration::from_secs(10),
+            health_addr: None,
         }
     }
 
@@ -112,6 +121,10 @@ impl Config {
                 args.pod_max_backoff_seconds,
                 file.pod_max_backoff_seconds,
                 d.pod_max_backoff,
+            ),
+            health_addr: rkube_daemon::HealthAddr::resolve(
+                args.health_addr.or(file.health_addr),
+                rkube_daemon::health::SCHEDULER_PORT,
             ),
         };
         cfg.validate()?;

@@ -40,10 +40,13 @@ pub const LEASE_NAMESPACE: &str = "kube-system";
 /// a scheduler that no longer leads.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
+    let _health = rkube_daemon::serve_health(config.health_addr).await?;
     let client = Client::connect(&config.apiserver)?;
     let leader_elect = config.leader_elect;
     let scheduler = Arc::new(Scheduler::new(config, client.clone()));
-    notify_systemd("READY=1");
+    // Ready means serving: the health endpoint answers and the scheduler
+    // runs, as leader or as a standby waiting for the Lease.
+    rkube_daemon::ready();
     if !leader_elect {
         return scheduler.run(shutdown).await;
     }

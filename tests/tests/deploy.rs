@@ -1,0 +1,457 @@
+//! Running rkube on servers: `deploy/install.sh` into a temporary root for
+//! each role (what it writes, with which modes, and that a second run keeps
+//! the operator's settings), `systemd-analyze verify` on every unit, the
+//! sample settings read by each daemon's own configuration code, and the
+//! health endpoints the units' users probe.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CONTROL_PLANE: &[(&str, &str, &str)] = &[
+    ("rkube-apiserver", "rkube-apiserver.service", "apiserver"),
+    ("rkube-scheduler", "rkube-scheduler.service", "scheduler"),
+    (
+        "rkube-controller-manager",
+        "rkube-controller-manager.service",
+        "controller-manager",
+    ),
+    (
+        "rkube-cloud-controller-manager",
+        "rkube-cloud-controller-manager.service",
+        "cloud-controller-manager",
+    ),
+];
+const NODE: &[(&str, &str, &str)] = &[
+    ("rkubelet", "rkubelet.service", "kubelet"),
+    ("rkube-proxy", "rkube-proxy.service", "proxy"),
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn daemons(role: &str) -> Vec<(&'static str, &'static str, &'static str)> {
+    match role {
+        "control-plane" => CONTROL_PLANE.to_vec(),
+        "node" => NODE.to_vec(),
+        _ => CONTROL_PLANE.iter().chain(NODE).copied().collect(),
+    }
+}
+
+/// Executables standing in for the release binaries, each printing its
+/// name and `version`.
+fn fake_binaries(dir: &Path, version: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (bin, _, _) in CONTROL_PLANE.iter().chain(NODE).chain(&[("rkubectl", "", "")]) {
+        let path = dir.join(bin);
+        std::fs::write(&path, format!("#!/bin/sh\necho {bin} {version}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// Runs install.sh with DESTDIR=`root` and a restrictive umask (the modes it
+/// sets must not depend on the caller's); (success, stdout + stderr).
+fn install(root: &Path, role: &str, bin_dir: &Path) -> (bool, String) {
+    let script = repo().join("deploy/install.sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 077; exec \"$0\" \"$@\"")
+        .arg(&script)
+        .args(["--role", role, "--bin-dir"])
+        .arg(bin_dir)
+        .env("DESTDIR", root)
+        .output()
+        .expect("running deploy/install.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every path below `root` with its mode (`0o755`) and, for files, content.
+fn tree(root: &Path) -> BTreeMap<String, (u32, Option<Vec<u8>>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.is_dir() {
+                stack.push(path);
+                out.insert(rel, (mode, None));
+            } else {
+                out.insert(rel, (mode, Some(std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    out
+}
+
+/// What install.sh must write for `role`, binaries from `bin_dir`.
+fn expected(role: &str, bin_dir: &Path) -> BTreeMap<String, (u32, Option<Vec<u8>>)> {
+    let mut want = BTreeMap::new();
+    for dir in [
+        "etc",
+        "etc/rkube",
+        "etc/systemd",
+        "etc/systemd/system",
+        "usr",
+        "usr/local",
+        "usr/local/bin",
+        "var",
+        "var/lib",
+        "var/lib/rkube",
+    ] {
+        want.insert(dir.to_string(), (0o755, None));
+    }
+    let read = |p: PathBuf| Some(std::fs::read(p).unwrap());
+    let mut bins = vec!["rkubectl"];
+    for (bin, unit, conf) in daemons(role) {
+        bins.push(bin);
+        want.insert(
+            format!("etc/systemd/system/{unit}"),
+            (0o644, read(repo().join("deploy/systemd").join(unit))),
+        );
+        want.insert(
+            format!("etc/rkube/{conf}.yaml"),
+            (
+                0o644,
+                read(repo().join("deploy/config").join(format!("{conf}.yaml"))),
+            ),
+        );
+    }
+    for bin in bins {
+        want.insert(format!("usr/local/bin/{bin}"), (0o755, read(bin_dir.join(bin))));
+    }
+    want
+}
+
+fn assert_tree(root: &Path, want: &BTreeMap<String, (u32, Option<Vec<u8>>)>) {
+    let got = tree(root);
+    let names = |t: &BTreeMap<String, _>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&got),
+        names(want),
+        "install.sh wrote other paths than expected"
+    );
+    for (path, (mode, content)) in want {
+        let (got_mode, got_content) = &got[path];
+        assert_eq!(*got_mode, *mode, "mode of {path}: {got_mode:o}, want {mode:o}");
+        assert!(
+            got_content == content,
+            "content of {path} differs from its source"
+        );
+    }
+}
+
+#[test]
+fn install_sh_installs_each_role_into_destdir_and_a_second_run_keeps_edited_settings() {
+    for role in ["control-plane", "node", "all"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (bins, root) = (tmp.path().join("bin"), tmp.path().join("root"));
+        std::fs::create_dir(&root).unwrap();
+        fake_binaries(&bins, "v1");
+
+        let (ok, out) = install(&root, role, &bins);
+        assert!(ok, "install.sh --role {role} failed:\n{out}");
+        let mut want = expected(role, &bins);
+        assert_tree(&root, &want);
+        for step in ["systemctl daemon-reload", "systemctl enable --now"] {
+            assert!(out.contains(step), "the next steps do not say `{step}`:\n{out}");
+        }
+
+        // the operator edits a setting; new binaries arrive; install again
+        let (_, _, conf) = daemons(role)[0];
+        let edited = root.join(format!("etc/rkube/{conf}.yaml"));
+        let mine = b"# mine\napiserver: http://10.0.0.1:6443\n".to_vec();
+        std::fs::write(&edited, &mine).unwrap();
+        want.get_mut(&format!("etc/rkube/{conf}.yaml")).unwrap().1 = Some(mine);
+        fake_binaries(&bins, "v2");
+        for (path, (_, content)) in want.iter_mut() {
+            if let Some(bin) = path.strip_prefix("usr/local/bin/") {
+                *content = Some(std::fs::read(bins.join(bin)).unwrap());
+            }
+        }
+        let (ok, out) = install(&root, role, &bins);
+        assert!(ok, "second install.sh --role {role} failed:\n{out}");
+        assert!(out.contains(&format!("kept      {}", edited.display())), "{out}");
+        assert_tree(&root, &want);
+    }
+}
+
+#[test]
+fn install_sh_refuses_bad_arguments_and_missing_binaries_before_writing_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bins, root) = (tmp.path().join("bin"), tmp.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+    fake_binaries(&bins, "v1");
+    std::fs::remove_file(bins.join("rkube-proxy")).unwrap();
+    let (ok, out) = install(&root, "node", &bins);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("{}/rkube-proxy is missing", bins.display())) && out.contains("make build"),
+        "{out}"
+    );
+    assert!(
+        tree(&root).is_empty(),
+        "a failed install wrote {:?}",
+        tree(&root).keys()
+    );
+    let (ok, out) = install(&root, "master", &bins);
+    assert!(
+        !ok && out.contains("--role 'master' is not one of control-plane, node, all"),
+        "{out}"
+    );
+}
+
+/// The units as a server would have them: installed by install.sh into a
+/// root that also holds the distribution's units (sysinit.target,
+/// containerd.service, ...), which verify resolves dependencies against.
+fn verify(root: &Path, units: &[PathBuf]) -> (bool, String) {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg("--man=no")
+        .args(units)
+        .output()
+        .expect("running systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn every_unit_passes_systemd_analyze_verify() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!(
+            "SKIPPED: systemd-analyze is not installed (Debian package systemd; `make deps` installs it)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (bins, root) = (tmp.path().join("bin"), tmp.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+    fake_binaries(&bins, "v1");
+    let (ok, out) = install(&root, "all", &bins);
+    assert!(ok, "{out}");
+    let system_units = root.join("usr/lib/systemd");
+    std::fs::create_dir_all(&system_units).unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg("/usr/lib/systemd/system")
+        .arg(&system_units)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying the distribution's units");
+    let containerd = system_units.join("system/containerd.service");
+    if !containerd.exists() {
+        // what the containerd package installs, reduced to what verify reads
+        std::fs::write(
+            &containerd,
+            "[Unit]\nDescription=containerd\n[Service]\nExecStart=/bin/true\n",
+        )
+        .unwrap();
+    }
+
+    let units: Vec<PathBuf> = daemons("all")
+        .iter()
+        .map(|(_, unit, _)| root.join("etc/systemd/system").join(unit))
+        .collect();
+    let (ok, out) = verify(&root, &units);
+    // warnings (an unknown key, a bad value) fail as errors do
+    assert!(ok && out.trim().is_empty(), "systemd-analyze verify:\n{out}");
+
+    for (bin, unit, conf) in daemons("all") {
+        let text = std::fs::read_to_string(root.join("etc/systemd/system").join(unit)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for want in [
+            "Type=notify".to_string(),
+            "Restart=always".to_string(),
+            "Wants=network-online.target".to_string(),
+            format!("ExecStart=/usr/local/bin/{bin} --config /etc/rkube/{conf}.yaml"),
+        ] {
+            assert!(lines.contains(&want.as_str()), "{unit} lacks `{want}`");
+        }
+        assert!(
+            lines.iter().any(|l| l.starts_with("WatchdogSec=")),
+            "{unit} has no watchdog"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("After=") && l.contains("network-online.target")),
+            "{unit} is not ordered after the network"
+        );
+    }
+    let kubelet = std::fs::read_to_string(root.join("etc/systemd/system/rkubelet.service")).unwrap();
+    for want in ["Requires=containerd.service", "KillMode=process", "Delegate=yes"] {
+        assert!(
+            kubelet.lines().any(|l| l == want),
+            "rkubelet.service lacks `{want}`"
+        );
+    }
+    assert!(kubelet
+        .lines()
+        .any(|l| l.starts_with("After=") && l.contains("containerd.service")));
+
+    // the check can fail: a unit whose binary is missing does not verify
+    std::fs::remove_file(root.join("usr/local/bin/rkube-proxy")).unwrap();
+    let (ok, out) = verify(&root, &units[units.len() - 1..]);
+    assert!(!ok && out.contains("/usr/local/bin/rkube-proxy"), "{out}");
+}
+
+#[test]
+fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documented_ports() {
+    use clap::Parser;
+    let conf = |name: &str| repo().join("deploy/config").join(format!("{name}.yaml"));
+    let loopback = |port: u16| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+
+    let args = rkube_apiserver::Args::try_parse_from([
+        "rkube-apiserver".into(),
+        "--config".into(),
+        conf("apiserver").into_os_string(),
+    ])
+    .unwrap();
+    let c = rkube_apiserver::Config::from_args(args).unwrap();
+    assert_eq!(c.data_dir, Path::new("/var/lib/rkube/apiserver"));
+    assert_eq!(c.health_addr, loopback(6444));
+
+    let c = rkube_scheduler::Config::from_args(rkube_scheduler::Args {
+        config: Some(conf("scheduler")),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.health_addr, loopback(10259));
+
+    let c = rkube_controller_manager::Config::from_args(rkube_controller_manager::Args {
+        config: Some(conf("controller-manager")),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.health_addr, loopback(10257));
+
+    // the machines file is the operator's; give it one so the rest is checked
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = tmp.path().join("cloud-config.yaml");
+    std::fs::write(&cloud, "machines: []\n").unwrap();
+    let c = rkube_cloud_controller_manager::Config::from_args(rkube_cloud_controller_manager::Args {
+        config: Some(conf("cloud-controller-manager")),
+        cloud_config: Some(cloud),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.cloud_provider, "local");
+
+    let c = rkube_kubelet::config::Config::from_args(rkube_kubelet::config::Args {
+        config: Some(conf("kubelet")),
+        node_name: Some("node-1".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.root_dir, Path::new("/var/lib/rkube/kubelet"));
+    assert_eq!(c.health_addr, loopback(10248));
+
+    let c = rkube_proxy::Config::from_args(rkube_proxy::Args {
+        config: Some(conf("proxy")),
+        node_name: Some("node-1".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.health_addr, loopback(10256));
+}
+
+/// `N` distinct loopback addresses free at the moment of asking (all held
+/// open together, so no two are the same).
+fn free_addrs<const N: usize>() -> [std::net::SocketAddr; N] {
+    let held: Vec<_> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+async fn wait_for_200(addr: std::net::SocketAddr, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = http_get(addr, path).await;
+        if matches!(&got, Ok((200, body)) if body == "ok") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "GET http://{addr}{path}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_control_plane_daemons_serve_healthz_readyz_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let [api_listen, api_health, sched_health, cm_health] = free_addrs::<4>();
+    let mut api = rkube_apiserver::Config::local(dir.path().join("store"));
+    api.listen = api_listen;
+    api.health_addr = Some(api_health);
+    let url = format!("http://{api_listen}");
+    let apiserver = tokio::spawn(rkube_apiserver::run(api, stopped(stop_rx.clone())));
+    wait_for_200(api_health, "/readyz").await;
+    wait_for_200(api_health, "/healthz").await;
+    let (code, metrics) = http_get(api_health, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("\nprocess_resident_memory_bytes "), "{metrics}");
+
+    let mut sched = rkube_scheduler::Config::new(&url);
+    sched.health_addr = Some(sched_health);
+    let scheduler = tokio::spawn(rkube_scheduler::run(sched, stopped(stop_rx.clone())));
+    let mut cm = rkube_controller_manager::Config::new(&url);
+    cm.health_addr = Some(cm_health);
+    let manager = tokio::spawn(rkube_controller_manager::run(cm, stopped(stop_rx.clone())));
+    for addr in [sched_health, cm_health] {
+        wait_for_200(addr, "/healthz").await;
+        wait_for_200(addr, "/livez").await;
+        let (code, metrics) = http_get(addr, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        assert!(metrics.contains("\nprocess_cpu_seconds_total "), "{metrics}");
+    }
+
+    stop_tx.send(true).unwrap();
+    for task in [scheduler, manager, apiserver] {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a daemon did not stop")
+            .unwrap()
+            .unwrap();
+    }
+    // the endpoint goes away with its daemon
+    assert!(http_get(api_health, "/healthz").await.is_err());
+}
