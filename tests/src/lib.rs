@@ -38,6 +38,10 @@ pub use rkube_kubelet::testing::{http_get_in_netns, skip_reason, wait_for};
 /// apiserver and each other.
 pub const LAN_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
 
+/// Where LoadBalancer addresses come from (the local provider's pool); the cluster
+/// namespace routes it to the first node.
+pub const LB_POOL: &str = "172.30.1.0/24";
+
 /// Address of node `i` on the lan.
 pub fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(172, 30, 0, 10 + i as u8)
@@ -152,6 +156,10 @@ pub struct ClusterOptions {
     pub kubelet: fn(usize, &mut rkube_kubelet::Config),
     /// Changes to the controller-manager's configuration.
     pub controller_manager: fn(&mut rkube_controller_manager::Config),
+    /// Run the cloud-controller-manager with the `local` provider over a cloud-config
+    /// listing every node ([`TestCluster::write_cloud_config`]); kubelets then register
+    /// with `--cloud-provider=external` and routes come from its route controller.
+    pub cloud: bool,
 }
 
 impl Default for ClusterOptions {
@@ -164,6 +172,7 @@ impl Default for ClusterOptions {
             static_routes: true,
             kubelet: |_, _| {},
             controller_manager: |_| {},
+            cloud: false,
         }
     }
 }
@@ -319,6 +328,9 @@ pub struct TestCluster {
     pub image: String,
     pub nodes: Vec<ClusterNode>,
     routes: Vec<String>,
+    cloud_controller_manager: Option<Daemon>,
+    /// The local provider's cloud-config file (when `options.cloud`).
+    pub cloud_config: PathBuf,
 }
 
 impl TestCluster {
@@ -351,7 +363,10 @@ impl TestCluster {
             image,
             nodes: Vec::new(),
             routes: Vec::new(),
+            cloud_controller_manager: None,
+            cloud_config: PathBuf::new(),
         };
+        cluster.cloud_config = cluster.api_dir.path().join("cloud-config.yaml");
         if options.scheduler {
             cluster.start_scheduler();
         }
@@ -362,12 +377,19 @@ impl TestCluster {
             let node = cluster.make_node(i).await?;
             cluster.nodes.push(node);
         }
+        if options.cloud {
+            // LoadBalancer addresses reach the first node's proxy, as a router would send them
+            sh(&["ip", "route", "replace", LB_POOL, "via", &node_ip(0).to_string()])?;
+            let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+            cluster.write_cloud_config(&names)?;
+            cluster.start_cloud_controller_manager();
+        }
         for node in &mut cluster.nodes {
             node.start_kubelet().await?;
             node.start_proxy()?;
         }
         cluster.wait_nodes_ready(Duration::from_secs(60)).await?;
-        if options.static_routes {
+        if options.static_routes && !options.cloud {
             cluster.program_routes().await?;
         }
         Ok(cluster)
@@ -419,6 +441,9 @@ impl TestCluster {
         k.node_status_update_frequency = Duration::from_secs(1);
         k.crashloop_backoff_base = Duration::from_millis(500);
         k.crashloop_backoff_max = Duration::from_secs(5);
+        if self.options.cloud {
+            k.cloud_provider = "external".into();
+        }
         (self.options.kubelet)(i, &mut k);
 
         let proxy_config = self.options.proxy.map(|mode| {
@@ -487,6 +512,47 @@ impl TestCluster {
 
     pub async fn stop_controller_manager(&mut self) -> anyhow::Result<()> {
         match self.controller_manager.take() {
+            Some(d) => d.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the local provider's cloud-config: the named nodes as machines (their lan
+    /// addresses, zones `zone-a`/`zone-b` alternating, instance type `netns`), the
+    /// LoadBalancer pool, routes on. The manager notices the change by itself.
+    pub fn write_cloud_config(&self, machines: &[String]) -> anyhow::Result<()> {
+        let mut yaml = String::from("machines:\n");
+        for name in machines {
+            let i: usize = name.trim_start_matches("node-").parse()?;
+            yaml += &format!(
+                "  - name: {name}\n    addresses: [{{type: InternalIP, address: {ip}}}]\n    zone: zone-{zone}\n    region: test\n    instanceType: netns\n",
+                ip = node_ip(i),
+                zone = if i.is_multiple_of(2) { "a" } else { "b" },
+            );
+        }
+        yaml += &format!("loadBalancerPool: {LB_POOL}\nroutes:\n  enabled: true\n");
+        let tmp = self.cloud_config.with_extension("tmp");
+        std::fs::write(&tmp, yaml)?;
+        std::fs::rename(&tmp, &self.cloud_config)?;
+        Ok(())
+    }
+
+    /// The cloud-controller-manager (local provider) with periods short enough for tests.
+    pub fn start_cloud_controller_manager(&mut self) {
+        if self.cloud_controller_manager.is_none() {
+            let mut config = rkube_cloud_controller_manager::Config::new(self.url());
+            config.cloud_provider = "local".into();
+            config.cloud_config = Some(self.cloud_config.clone());
+            config.node_monitor_period = Duration::from_secs(1);
+            config.route_reconciliation_period = Duration::from_secs(1);
+            self.cloud_controller_manager = Some(Daemon::spawn(|stop| {
+                rkube_cloud_controller_manager::run(config, stop)
+            }));
+        }
+    }
+
+    pub async fn stop_cloud_controller_manager(&mut self) -> anyhow::Result<()> {
+        match self.cloud_controller_manager.take() {
             Some(d) => d.stop().await,
             None => Ok(()),
         }
@@ -630,6 +696,7 @@ impl TestCluster {
             node.stop_kubelet().await;
             node.stop_proxy()?;
         }
+        self.stop_cloud_controller_manager().await?;
         self.stop_controller_manager().await?;
         self.stop_scheduler().await?;
         if let Some(api) = self.api.take() {

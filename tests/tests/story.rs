@@ -110,8 +110,11 @@ impl Traffic {
 async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(
         netns,
+        // as `make up NODES=3` runs it: the cloud-controller-manager initialises the nodes
+        // and routes their pod networks
         ClusterOptions {
             nodes: 3,
+            cloud: true,
             ..Default::default()
         },
     )

@@ -209,16 +209,21 @@ impl NodeAgent {
                 ),
                 ready,
             ],
-            addresses: vec![
-                NodeAddress {
-                    r#type: "InternalIP".into(),
-                    address: self.config.node_ip.to_string(),
-                },
-                NodeAddress {
-                    r#type: "Hostname".into(),
-                    address: crate::config::hostname(),
-                },
-            ],
+            addresses: match old.map(|s| s.addresses.clone()).filter(|a| !a.is_empty()) {
+                // With an external cloud provider the cloud-controller-manager
+                // owns the addresses once the node has any (as in Kubernetes).
+                Some(kept) if self.config.cloud_provider == "external" => kept,
+                _ => vec![
+                    NodeAddress {
+                        r#type: "InternalIP".into(),
+                        address: self.config.node_ip.to_string(),
+                    },
+                    NodeAddress {
+                        r#type: "Hostname".into(),
+                        address: crate::config::hostname(),
+                    },
+                ],
+            },
             daemon_endpoints: Some(NodeDaemonEndpoints {
                 kubelet_endpoint: Some(DaemonEndpoint {
                     port: i32::from(self.kubelet_port),
@@ -360,4 +365,69 @@ pub fn meminfo_kib(field: &str) -> Option<u64> {
         let rest = l.strip_prefix(field)?.strip_prefix(':')?;
         rest.split_whitespace().next()?.parse().ok()
     })
+}
+
+#[cfg(test)]
+mod cloud_provider_tests {
+    use super::*;
+
+    fn taint_keys(n: &Node) -> Vec<String> {
+        n.spec
+            .as_ref()
+            .map(|s| s.taints.iter().map(|t| t.key.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// `--cloud-provider=external`: the first registration carries the
+    /// uninitialized taint, a re-registration never adds it back once the
+    /// cloud-controller-manager lifted it, and the addresses it set stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_external_cloud_provider_initialises_the_node() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path().join("data"))).await?;
+        let client = Client::connect(&server.url())?;
+        let mut config = Config::new(server.url(), "cloudy");
+        config.cloud_provider = "external".into();
+        config.root_dir = dir.path().join("root");
+        let (network_tx, _) = watch::channel(None);
+        let agent = NodeAgent {
+            client: client.clone(),
+            config,
+            kubelet_port: 10250,
+            runtime_version: "test".into(),
+            network_tx,
+        };
+        let node = agent.register().await?;
+        assert_eq!(taint_keys(&node), [UNINITIALIZED_TAINT]);
+        let t = &node.spec.as_ref().unwrap().taints[0];
+        assert_eq!((t.value.as_str(), t.effect.as_str()), ("true", "NoSchedule"));
+        agent.update_status().await?;
+
+        // What the cloud-controller-manager does.
+        let nodes: Api<Node> = Api::all(client.clone());
+        nodes
+            .replace_with("cloudy", |mut n| {
+                n.spec.as_mut().unwrap().taints.clear();
+                n
+            })
+            .await?;
+        let cloud_address = NodeAddress {
+            r#type: "InternalIP".into(),
+            address: "192.0.2.44".into(),
+        };
+        nodes
+            .replace_status_with("cloudy", |mut n| {
+                n.status.as_mut().unwrap().addresses = vec![cloud_address.clone()];
+                n
+            })
+            .await?;
+
+        // The kubelet restarts and keeps posting status.
+        let node = agent.register().await?;
+        assert!(taint_keys(&node).is_empty(), "{:?}", taint_keys(&node));
+        agent.update_status().await?;
+        let node = nodes.get("cloudy").await?;
+        assert_eq!(node.status.unwrap().addresses, [cloud_address]);
+        server.stop().await
+    }
 }

@@ -116,14 +116,19 @@ impl StaleFlows {
     }
 }
 
-/// Where a ServicePort is reached: its ClusterIP and port, or (None) its
+/// Where a ServicePort is reached: its ClusterIP (or a load balancer
+/// address) and port, or (None) its
 /// NodePort on any local address.
 type Frontend = (Protocol, Option<Ipv4Addr>, u16);
 
 fn frontends(sp: &ServicePort) -> impl Iterator<Item = Frontend> + '_ {
-    let ip = sp.cluster_ip.map(|ip| (sp.protocol, Some(ip), sp.port));
+    let ips = sp
+        .cluster_ip
+        .iter()
+        .chain(&sp.load_balancer_ips)
+        .map(|ip| (sp.protocol, Some(*ip), sp.port));
     let np = sp.node_port.map(|np| (sp.protocol, None, np));
-    ip.into_iter().chain(np)
+    ips.chain(np)
 }
 
 fn matches(f: &Flow, (protocol, ip, port): &Frontend) -> bool {
@@ -316,6 +321,7 @@ icmp     1 29 src=10.244.7.19 dst=10.96.0.2 type=8 code=0 id=1 src=10.96.0.2 dst
         ServicePort {
             name: format!("default/{ip}:"),
             cluster_ip: Some(ip.parse().unwrap()),
+            load_balancer_ips: vec![],
             protocol: proto,
             port,
             node_port,

@@ -38,6 +38,11 @@ pub struct ServicePort {
     /// None for headless Services, which are only reachable through their
     /// NodePorts (none) — kept so their absence is explicit.
     pub cluster_ip: Option<Ipv4Addr>,
+    /// A LoadBalancer Service's `status.loadBalancer.ingress[].ip`: served
+    /// like the ClusterIP, so traffic the network brings to a node for the
+    /// load balancer address reaches the pods (no extra hop through a
+    /// NodePort, as kube-proxy does it).
+    pub load_balancer_ips: Vec<Ipv4Addr>,
     pub protocol: Protocol,
     pub port: u16,
     pub node_port: Option<u16>,
@@ -61,6 +66,7 @@ pub fn service_ports(
             continue;
         }
         let cluster_ip = spec.cluster_ip.parse::<Ipv4Addr>().ok();
+        let load_balancer_ips = load_balancer_ips(svc);
         let eps = endpoints_of(svc.namespace(), svc.name());
         let affinity_timeout = (spec.session_affinity == "ClientIP").then(|| {
             spec.session_affinity_config
@@ -99,6 +105,7 @@ pub fn service_ports(
             out.push(ServicePort {
                 name: format!("{}/{}:{}", svc.namespace(), svc.name(), p.name),
                 cluster_ip,
+                load_balancer_ips: load_balancer_ips.clone(),
                 protocol,
                 port,
                 node_port,
@@ -114,4 +121,47 @@ pub fn service_ports(
             .then(a.port.cmp(&b.port))
     });
     out
+}
+
+/// The IPv4 ingress addresses of a LoadBalancer Service, sorted; none for
+/// other types (an address left in status after a type change is stale).
+fn load_balancer_ips(svc: &Service) -> Vec<Ipv4Addr> {
+    if svc.spec.as_ref().is_none_or(|s| s.r#type != "LoadBalancer") {
+        return Vec::new();
+    }
+    let mut ips: Vec<Ipv4Addr> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .map(|lb| lb.ingress.iter().filter_map(|i| i.ip.parse().ok()).collect())
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(yaml: &str) -> Arc<Service> {
+        Arc::new(serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn load_balancer_ingress_addresses_are_frontends_of_load_balancers_only() {
+        let lb = svc("metadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, clusterIP: 10.96.0.5, ports: [{name: http, port: 80, nodePort: 30080}]}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.101}, {hostname: lb.example}, {ip: 192.0.2.100}]}}\n");
+        let ports = service_ports(&[lb], |_, _| None);
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].cluster_ip, Some(Ipv4Addr::new(10, 96, 0, 5)));
+        assert_eq!(
+            ports[0].load_balancer_ips,
+            [Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101)]
+        );
+        // Changed to ClusterIP with the old status still there: not served.
+        let stale = svc("metadata: {name: web, namespace: default}\nspec: {type: ClusterIP, clusterIP: 10.96.0.5, ports: [{name: http, port: 80}]}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.101}]}}\n");
+        assert!(service_ports(&[stale], |_, _| None)[0]
+            .load_balancer_ips
+            .is_empty());
+    }
 }

@@ -11,9 +11,11 @@
 //!   `numgen ... map { }` per chain reads better but every anonymous set is
 //!   a kernel object: 10,000 Services took 34 s to load that way, 0.7 s this
 //!   way.
-//! * Traffic from an endpoint of the Service itself (hairpin) and NodePort
-//!   traffic is marked and masqueraded in postrouting, so replies come back
-//!   through this node's conntrack.
+//! * Traffic from an endpoint of the Service itself (hairpin), NodePort
+//!   traffic and traffic to a LoadBalancer ingress address (which the
+//!   verdict map sends to the service chain like the ClusterIP) is marked
+//!   and masqueraded in postrouting, so replies come back through this
+//!   node's conntrack.
 //! * A ServicePort with no ready endpoint is in `no_endpoint_ips` /
 //!   `no_endpoint_nodeports`, looked up by filter chains that reject at
 //!   once (reject is not allowed in nat chains).
@@ -76,18 +78,22 @@ pub fn render(ports: &[ServicePort]) -> String {
             .iter()
             .enumerate()
             .filter(|(_, sp)| has_endpoints(sp) == with)
-            .filter_map(|(i, sp)| {
-                let ip = sp.cluster_ip?;
-                let target = if with {
-                    format!("svc_{i}")
+            .flat_map(|(i, sp)| {
+                let (target, lb_target) = if with {
+                    (format!("svc_{i}"), format!("loadbalancer_{i}"))
                 } else {
-                    "reject_service".into()
+                    ("reject_service".into(), "reject_service".into())
                 };
-                Some(format!(
-                    "{ip} . {} . {} : goto {target}",
-                    sp.protocol.nft(),
-                    sp.port
-                ))
+                let elem = |ip: &std::net::Ipv4Addr, target: &str| {
+                    format!("{ip} . {} . {} : goto {target}", sp.protocol.nft(), sp.port)
+                };
+                // LoadBalancer ingress addresses reach the same endpoints as the
+                // ClusterIP, through a chain that masquerades (see below).
+                sp.cluster_ip
+                    .iter()
+                    .map(|ip| elem(ip, &target))
+                    .chain(sp.load_balancer_ips.iter().map(|ip| elem(ip, &lb_target)))
+                    .collect::<Vec<_>>()
             })
             .collect()
     };
@@ -164,6 +170,15 @@ pub fn render(ports: &[ServicePort]) -> String {
             let _ = writeln!(
                 out,
                 "  chain nodeport_{i} {{\n    jump mark_for_masquerade\n    goto svc_{i}\n  }}"
+            );
+        }
+        // Load balancer traffic comes from outside through any node, like
+        // NodePort traffic: masqueraded so the reply returns through this
+        // node's conntrack (Kubernetes' externalTrafficPolicy: Cluster).
+        if !sp.load_balancer_ips.is_empty() {
+            let _ = writeln!(
+                out,
+                "  chain loadbalancer_{i} {{\n    jump mark_for_masquerade\n    goto svc_{i}\n  }}"
             );
         }
         let _ = writeln!(out, "  chain svc_{i} {{");
@@ -304,6 +319,7 @@ mod tests {
         ServicePort {
             name: name.into(),
             cluster_ip: Some(ip.parse().unwrap()),
+            load_balancer_ips: vec![],
             protocol: Protocol::Tcp,
             port: 80,
             node_port,
@@ -347,6 +363,34 @@ mod tests {
             text.contains(
                 "    update @affinity_0_0 { ip saddr }\n    meta l4proto tcp dnat to 10.244.7.10:8080\n"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn load_balancer_addresses_reach_the_service_chain_masqueraded() {
+        let mut web = port("default/web:", "10.96.0.2", Some(30080), &["10.244.7.10:8080"]);
+        web.load_balancer_ips = vec!["192.0.2.100".parse().unwrap()];
+        let mut idle = port("default/idle:", "10.96.0.3", None, &[]);
+        idle.load_balancer_ips = vec!["192.0.2.101".parse().unwrap()];
+        let text = render(&[web, idle]);
+        assert!(
+            text.contains(
+                "      10.96.0.2 . tcp . 80 : goto svc_0,\n      192.0.2.100 . tcp . 80 : goto loadbalancer_0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  chain loadbalancer_0 {\n    jump mark_for_masquerade\n    goto svc_0\n  }\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("loadbalancer_1"),
+            "no chain without endpoints: {text}"
+        );
+        // Without ready endpoints the load balancer address rejects at once too.
+        assert!(
+            text.contains("      10.96.0.3 . tcp . 80 : goto reject_service,\n      192.0.2.101 . tcp . 80 : goto reject_service\n"),
             "{text}"
         );
     }

@@ -1,6 +1,7 @@
 //! Userspace mode: a tokio TCP proxy for machines without nftables. Each
 //! ServicePort with ready endpoints gets a listener on `ClusterIP:port`
-//! and, for NodePort Services, on `0.0.0.0:nodePort`; connections go to
+//! (and on each LoadBalancer ingress address, with the same port) and, for
+//! NodePort Services, on `0.0.0.0:nodePort`; connections go to
 //! the ready endpoints round robin (or to the client's endpoint under
 //! sessionAffinity ClientIP).
 //!
@@ -178,10 +179,11 @@ impl UserspaceProxy {
                 }
                 continue;
             }
-            if let Some(ip) = sp.cluster_ip {
-                wanted_ips.insert(ip);
+            // LoadBalancer ingress addresses are served like the ClusterIP.
+            for ip in sp.cluster_ip.iter().chain(&sp.load_balancer_ips) {
+                wanted_ips.insert(*ip);
                 if !sp.endpoints.is_empty() {
-                    wanted.insert(SocketAddrV4::new(ip, sp.port), sp);
+                    wanted.insert(SocketAddrV4::new(*ip, sp.port), sp);
                 }
             }
             if let (Some(np), false) = (sp.node_port, sp.endpoints.is_empty()) {
@@ -285,5 +287,53 @@ impl crate::Dataplane for UserspaceProxy {
             .await?;
         self.device = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn load_balancer_addresses_get_a_listener_like_the_cluster_ip() {
+        // An endpoint that greets; service addresses on loopback (local
+        // without adding them, so `ip` is not needed: `true` stands in).
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let SocketAddr::V4(endpoint) = backend.local_addr().unwrap() else {
+            unreachable!()
+        };
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = backend.accept().await {
+                let _ = s.write_all(b"hello").await;
+            }
+        });
+        let port = {
+            let probe = std::net::TcpListener::bind("127.66.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let mut sp = ServicePort {
+            name: "default/web:".into(),
+            cluster_ip: Some(Ipv4Addr::new(127, 66, 0, 1)),
+            load_balancer_ips: vec![Ipv4Addr::new(127, 66, 0, 2)],
+            protocol: Protocol::Tcp,
+            port,
+            node_port: None,
+            affinity_timeout: None,
+            endpoints: vec![endpoint],
+        };
+        let mut proxy = UserspaceProxy::new(vec!["true".into()]);
+        proxy.sync_ports(std::slice::from_ref(&sp)).await.unwrap();
+        for ip in ["127.66.0.1", "127.66.0.2"] {
+            let mut s = TcpStream::connect((ip, port)).await.unwrap();
+            let mut got = String::new();
+            s.read_to_string(&mut got).await.unwrap();
+            assert_eq!(got, "hello", "through {ip}");
+        }
+        // The load balancer address released: its listener goes.
+        sp.load_balancer_ips.clear();
+        proxy.sync_ports(std::slice::from_ref(&sp)).await.unwrap();
+        assert!(TcpStream::connect(("127.66.0.2", port)).await.is_err());
+        assert!(TcpStream::connect(("127.66.0.1", port)).await.is_ok());
     }
 }

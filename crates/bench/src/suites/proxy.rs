@@ -123,6 +123,7 @@ fn synthetic_ports(count: usize) -> Vec<ServicePort> {
             ServicePort {
                 name: format!("bench/svc-{i:05}:"),
                 cluster_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + i)),
+                load_balancer_ips: vec![],
                 protocol: Protocol::Tcp,
                 port: 80,
                 node_port: None,

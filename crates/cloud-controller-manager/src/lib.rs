@@ -1,0 +1,170 @@
+//! rkube-cloud-controller-manager: where the cluster meets the machines it
+//! runs on. One process running named reconcile loops (Kubernetes'
+//! cloud-controller-manager) behind the [`cloud::CloudProvider`] trait:
+//! cloud-node initialises nodes from their instance (provider ID,
+//! addresses, instance type, zone, region) and lifts the
+//! `node.cloudprovider.kubernetes.io/uninitialized` taint;
+//! cloud-node-lifecycle deletes NotReady nodes whose instance is gone and
+//! taints shut-down ones; service gives `type: LoadBalancer` Services an
+//! address; route programs a route to each node's pod CIDR.
+//!
+//! It talks only to the apiserver and to its provider; it must not touch
+//! containers or the store, and what it does to the host (routes, with the
+//! `local` provider) stays inside what the provider owns and can list.
+//! Which loops run is configuration (`--controllers=*,-name`): every loop
+//! is registered by name in `CONTROLLERS`.
+
+pub mod cloud;
+pub mod config;
+pub mod controllers;
+pub mod fake;
+pub mod informers;
+pub mod providers;
+
+pub use config::{Args, Config};
+use futures::future::BoxFuture;
+use rkube_client::{Client, Recorder};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What every controller shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub informers: informers::SharedInformers,
+    pub recorder: Recorder,
+    pub cloud: Arc<dyn cloud::CloudProvider>,
+}
+
+/// Resolves when the process shuts down.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new(rx: watch::Receiver<bool>) -> Self {
+        Shutdown(rx)
+    }
+
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
+
+/// A controller: runs until shutdown; an error ends the process, which its
+/// supervisor (systemd, `make up`) restarts.
+pub type StartFn = fn(Arc<Context>, Shutdown) -> BoxFuture<'static, anyhow::Result<()>>;
+
+/// Every controller, by the name `--controllers` uses.
+pub const CONTROLLERS: &[(&str, StartFn)] = controllers::ALL;
+
+/// Which controllers `spec` enables: `*` is all, `name` adds one, `-name`
+/// removes one (`*,-route`).
+pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    let names: Vec<&'static str> = CONTROLLERS.iter().map(|(n, _)| *n).collect();
+    let mut on: Vec<&'static str> = Vec::new();
+    for item in spec
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (remove, name) = match item.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, item),
+        };
+        if name == "*" {
+            if remove {
+                on.clear();
+            } else {
+                on = names.clone();
+            }
+            continue;
+        }
+        let Some(found) = names.iter().find(|n| **n == name) else {
+            anyhow::bail!(
+                "--controllers: unknown controller {name:?}; known: {}",
+                names.join(", ")
+            );
+        };
+        if remove {
+            on.retain(|n| n != found);
+        } else if !on.contains(found) {
+            on.push(found);
+        }
+    }
+    Ok(on)
+}
+
+/// Runs the enabled controllers until `shutdown` resolves: what `main` calls.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    let enabled = enabled(&config.controllers)?;
+    let cloud = match &config.provider {
+        Some(p) => p.clone(),
+        None => providers::build(&config)?,
+    };
+    let _health = rkube_daemon::serve_health(config.health_addr).await?;
+    let client = Client::connect(&config.apiserver)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let recorder = Recorder::new(client.clone(), "cloud-controller-manager", &host);
+    let ctx = Arc::new(Context {
+        informers: informers::SharedInformers::new(client.clone()),
+        client,
+        config,
+        recorder,
+        cloud,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, start) in CONTROLLERS.iter().filter(|(n, _)| enabled.contains(n)) {
+        let fut = start(ctx.clone(), Shutdown::new(stop_rx.clone()));
+        let name = *name;
+        tasks.spawn(async move { (name, fut.await) });
+    }
+    rkube_daemon::ready();
+    tokio::select! {
+        _ = shutdown => {}
+        Some(done) = tasks.join_next() => {
+            if let Ok((name, Err(e))) = done {
+                let _ = stop_tx.send(true);
+                return Err(e.context(format!("controller {name} failed")));
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Events are advisory: a failure is logged, never fails the reconcile.
+pub(crate) async fn record<K: rkube_api::Resource>(
+    ctx: &Context,
+    obj: &K,
+    kind: rkube_client::EventType,
+    reason: &str,
+    message: &str,
+) {
+    if let Err(e) = ctx.recorder.publish(obj, kind, reason, message).await {
+        tracing::warn!(object = obj.name(), reason, error = %e, "cannot record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_selection_follows_kubernetes_syntax() {
+        let all = enabled(&["*".into()]).unwrap();
+        assert_eq!(all, ["cloud-node", "cloud-node-lifecycle", "service", "route"]);
+        let without = enabled(&["*,-route".into()]).unwrap();
+        assert_eq!(without, ["cloud-node", "cloud-node-lifecycle", "service"]);
+        assert_eq!(enabled(&["service".into()]).unwrap(), ["service"]);
+        let err = enabled(&["nope".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown controller \"nope\""), "{err}");
+    }
+}
