@@ -74,6 +74,10 @@ pub struct Args {
     /// containerd and registries from its own. For several nodes on one machine.
     #[arg(long, value_name = "PATH")]
     pub node_netns: Option<PathBuf>,
+    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
+    /// HTTP; `off` turns it off. Default: 127.0.0.1:10248.
+    #[arg(long, value_name = "ADDR|off")]
+    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -96,6 +100,7 @@ struct FileConfig {
     cloud_provider: Option<String>,
     cgroup_parent: Option<String>,
     node_netns: Option<PathBuf>,
+    health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
 /// Everything the kubelet runs with. Tests build it with [`Config::new`] and adjust fields.
@@ -133,6 +138,14 @@ pub struct Config {
     pub server_netns: Option<PathBuf>,
     /// Parent directory of containerd's exec output files.
     pub runtime_state_dir: PathBuf,
+    /// The `rkubelet` binary containerd's shim runs as each container's logger
+    /// (`rkubelet log-driver`); default: this binary when it is `rkubelet`, else an
+    /// `rkubelet` next to it (test binaries). Checked at start; without a working one,
+    /// logs are the raw streams, without times.
+    pub log_driver: Option<PathBuf>,
+    /// The health and metrics endpoint; `None` (the default for tests and
+    /// embedding) serves none. The daemon's flags default to loopback.
+    pub health_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -144,6 +157,7 @@ impl Config {
             node_name: node_name.into(),
             containerd_socket: PathBuf::from("/run/containerd/containerd.sock"),
             runtime_state_dir: root_dir.join("runtime"),
+            health_addr: None,
             root_dir,
             run_dir: PathBuf::from("/run/rkubelet"),
             node_ip: default_node_ip(),
@@ -160,6 +174,7 @@ impl Config {
             pod_poll_interval: Duration::from_secs(1),
             resync_period: Duration::from_secs(10),
             cni_node_netns: None,
+            log_driver: default_log_driver(),
             server_netns: None,
         }
     }
@@ -239,6 +254,10 @@ impl Config {
             c.cni_node_netns = Some(v.clone());
             c.server_netns = Some(v);
         }
+        c.health_addr = rkube_daemon::HealthAddr::resolve(
+            args.health_addr.or(file.health_addr),
+            rkube_daemon::health::KUBELET_PORT,
+        );
         c.validate()?;
         Ok(c)
     }
@@ -280,6 +299,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// This executable if it is `rkubelet`; else an `rkubelet` beside it or one directory up
+/// (cargo puts test binaries in `target/debug/deps`, binaries in `target/debug`).
+pub fn default_log_driver() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_name().is_some_and(|n| n == "rkubelet") {
+        return Some(exe);
+    }
+    let dir = exe.parent()?;
+    [dir.join("rkubelet"), dir.parent()?.join("rkubelet")]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// The machine's host name.

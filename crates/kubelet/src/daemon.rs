@@ -60,10 +60,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating {} (the kubelet runs as root)", dir.display()))?;
     }
+    let log_driver = check_log_driver(config.log_driver.as_deref()).await;
     let containerd = ContainerdRuntime::new(ContainerdConfig {
         socket: config.containerd_socket.clone(),
         cgroup_parent: config.cgroup_parent.clone(),
         state_dir: config.runtime_state_dir.clone(),
+        log_driver,
         ..ContainerdConfig::default()
     });
     let runtime_version = wait_for_containerd(&containerd).await?;
@@ -154,8 +156,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
 
 /// Runs until `shutdown` resolves: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let _health = rkube_daemon::serve_health(config.health_addr).await?;
     let kubelet = start(config).await?;
-    notify_systemd("READY=1");
+    rkube_daemon::ready();
     shutdown.await;
     tracing::info!("shutting down; containers keep running");
     notify_systemd("STOPPING=1");
@@ -180,4 +183,36 @@ async fn wait_for_containerd(runtime: &ContainerdRuntime) -> anyhow::Result<Stri
         last.map(|e| e.to_string()).unwrap_or_default()
     ))
     .context("containerd did not answer for 30s; check --containerd-socket")
+}
+
+/// `driver` if `driver log-driver --check` answers as this version's log driver does (a
+/// stale or foreign binary would lose every container's output), else `None` with a
+/// warning: containers then log through the shim's raw file IO.
+async fn check_log_driver(driver: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    let Some(driver) = driver else {
+        tracing::warn!("no rkubelet binary to run as the container log driver; logs will have no timestamps");
+        return None;
+    };
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(driver)
+            .args([crate::log_driver::SUBCOMMAND, "--check"])
+            .output(),
+    )
+    .await;
+    match output {
+        Ok(Ok(o))
+            if o.status.success()
+                && String::from_utf8_lossy(&o.stdout).trim() == crate::log_driver::CHECK_OUTPUT =>
+        {
+            Some(driver.to_path_buf())
+        }
+        other => {
+            tracing::warn!(
+                driver = %driver.display(),
+                "the container log driver does not answer `log-driver --check` ({other:?}); logs will have no timestamps"
+            );
+            None
+        }
+    }
 }

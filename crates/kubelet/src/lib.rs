@@ -4,10 +4,14 @@
 //! * [`runtime`] — the [`ContainerRuntime`](runtime::ContainerRuntime) trait and its
 //!   containerd implementation: client-side image pulls over the OCI distribution protocol,
 //!   containers with an OCI runtime spec built from the pod spec, their logs, status
-//!   (including OOM kills), stop with a grace period, exec and cgroup stats.
+//!   (including OOM kills), stop with a grace period, exec (interactive on a terminal too)
+//!   and cgroup stats.
 //! * [`network`] — the [`PodNetwork`](network::PodNetwork) trait and its CNI
 //!   implementation: one network namespace per pod, wired by the standard CNI plugins.
-//! * [`image`] — image references and the registry client the puller uses.
+//! * [`image`] — image references, registry credentials (pull secrets) and the registry
+//!   client the puller uses.
+//! * [`logs`] and [`log_driver`] — the CRI log format and the per-container logger that
+//!   writes it.
 //!
 //! Both side effects sit behind traits with in-crate fakes ([`runtime::FakeRuntime`],
 //! [`network::FakeNetwork`]) for the pod worker's unit tests. This crate does not talk to
@@ -35,11 +39,15 @@
 //!   on cgroup v1, `memory.events` on v2) while the exited task still exists, and then
 //!   recorded in the `io.rkube.container.oom-killed` label. Call `container_status` (or
 //!   `list_containers`) before `remove_container`, or the evidence is gone.
-//! * **Logs**: stdout and stderr are appended by the shim to one file (the runc shim's
-//!   `file://` IO sends both streams to the stdout path), raw, without CRI timestamps; the
-//!   relative order of the two streams is not guaranteed. The shim finishes copying only
-//!   when the task is deleted, so in theory the last bytes may land just after the exit is
-//!   reported. Rotation must be copy-and-truncate (the shim keeps the file open, O_APPEND).
+//! * **Logs**: with a log driver configured (`ContainerdConfig::log_driver`, the daemon's
+//!   default), the shim starts `rkubelet log-driver PATH` ([`log_driver`]) for each
+//!   container, which appends CRI records ([`logs`]: time, stream, full/partial, text) to
+//!   the log file; stdout and stderr stay apart and in arrival order. The shim owns the
+//!   logger, so logging continues while the kubelet is down. A line is written when it
+//!   ends, or after 100 ms without its newline (as a partial record). Without a driver the
+//!   shim appends the raw streams (`file://`), without times; readers detect the format
+//!   per file. The logger exits when the task is deleted. Rotation must be
+//!   copy-and-truncate (the writer keeps the file open, O_APPEND).
 //! * **Network namespaces** live at `<run_dir>/netns/<pod-uid>` (default
 //!   `/run/rkubelet/netns/<pod-uid>`); pass `PodNetworkStatus::netns_path` as
 //!   `ContainerNetwork::Namespace`. Containers of a pod share the network namespace (and so
@@ -53,7 +61,10 @@
 
 pub mod config;
 pub mod daemon;
+pub mod expansion;
 pub mod image;
+pub mod log_driver;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pod_worker;

@@ -23,13 +23,15 @@ use rkube_client::{object_reference, Api, Client, DeleteParams, EventType, Recor
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::image::credentials::candidates;
+use crate::image::{PullError, Reference};
 use crate::network::{PodNetworkConfig, PodNetworkStatus, PortMapping, Protocol};
 use crate::node::NetworkSlot;
-use crate::pod_worker_config::{build_env, resources, user};
+use crate::pod_worker_config::{build_env, pull_credentials, resources, user};
 use crate::probes::{self, ProbeBoard, ProbeTarget};
 use crate::runtime::{
     labels, ContainerConfig, ContainerId, ContainerNetwork, ContainerRuntime, ContainerState,
-    ContainerStatus, PullOptions,
+    ContainerStatus, PullOptions, RegistryAuth,
 };
 use crate::volumes::{self, PodDirs};
 
@@ -259,6 +261,9 @@ async fn teardown_node_state(shared: &Shared, uid: &str) {
         }
     } else {
         let _ = crate::network::netns::remove(&shared.config.run_dir.join("netns").join(uid));
+    }
+    if let Err(e) = volumes::unmount_pod_volumes(&shared.pod_dirs(uid)) {
+        tracing::warn!(pod_uid = %uid, "unmounting the pod's memory-backed volumes: {e}");
     }
     let dir = shared.pod_dirs(uid).root;
     if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -764,8 +769,13 @@ impl PodWorker {
             name: c.name.clone(),
             restart_attempt: attempt,
             image: c.image.clone(),
-            command: c.command.clone(),
-            args: c.args.clone(),
+            // `$(NAME)` in command and args refers to the container's env (not the image's).
+            command: c
+                .command
+                .iter()
+                .map(|a| crate::expansion::expand(a, &env))
+                .collect(),
+            args: c.args.iter().map(|a| crate::expansion::expand(a, &env)).collect(),
             env,
             working_dir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
             mounts,
@@ -865,11 +875,49 @@ impl PodWorker {
         }
         shared.event(pod, false, "Pulling", format!("Pulling image {:?}", c.image));
         let started = Instant::now();
-        let options = PullOptions {
-            auth: None,
-            insecure_registries: shared.config.insecure_registries.clone(),
+        let (credentials, warnings) =
+            pull_credentials(&shared.client, pod, &shared.config.root_dir.join("config.json")).await;
+        if !warnings.is_empty() {
+            shared.event(
+                pod,
+                true,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed",
+                    warnings.join("; ")
+                ),
+            );
+        }
+        // Every matching credential in turn, the most specific first; anonymous only when
+        // none matches (as Kubernetes does).
+        let mut auths: Vec<Option<RegistryAuth>> = match Reference::parse(&c.image) {
+            Ok(reference) => candidates(&credentials, &reference)
+                .into_iter()
+                .map(|c| Some(c.auth))
+                .collect(),
+            Err(_) => Vec::new(),
         };
-        match shared.runtime.pull_image(&c.image, &options).await {
+        if auths.is_empty() {
+            auths.push(None);
+        }
+        let mut result = Err(crate::runtime::Error::ImageNotPresent {
+            image: c.image.clone(),
+        });
+        for auth in auths {
+            let options = PullOptions {
+                auth,
+                insecure_registries: shared.config.insecure_registries.clone(),
+            };
+            result = shared.runtime.pull_image(&c.image, &options).await;
+            let refused = matches!(
+                &result,
+                Err(crate::runtime::Error::Pull(PullError::Unauthorized { .. }))
+            );
+            if !refused {
+                break;
+            }
+        }
+        match result {
             Ok(info) => {
                 shared.event(
                     pod,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rkube_api::core::v1::{ConfigMap, Container, Pod, Secret};
 use rkube_client::{Api, Client};
 
+use crate::image::credentials::{self, Credential};
 use crate::runtime::Resources;
 use crate::volumes::secret_data;
 
@@ -71,7 +72,9 @@ pub async fn build_env(
 
     for var in &container.env {
         let Some(from) = &var.value_from else {
-            env.push((var.name.clone(), var.value.clone()));
+            // `$(NAME)` refers to variables defined before this one (envFrom included).
+            let value = crate::expansion::expand(&var.value, &env);
+            env.push((var.name.clone(), value));
             continue;
         };
         let value = if let Some(f) = &from.field_ref {
@@ -180,13 +183,87 @@ pub async fn build_env(
                 }
             }
         } else {
-            Some(var.value.clone())
+            Some(crate::expansion::expand(&var.value, &env))
         };
         if let Some(value) = value {
             env.push((var.name.clone(), value));
         }
     }
     Ok(env)
+}
+
+/// Registry credentials for the pod's images: its `imagePullSecrets` in order, then the
+/// node-wide `config_json` (`<root-dir>/config.json`, as Kubernetes' kubelet reads it).
+/// Secrets that are missing or unusable do not stop the pull (Kubernetes pulls anyway);
+/// they come back as warnings for an event.
+pub async fn pull_credentials(
+    client: &Client,
+    pod: &Pod,
+    config_json: &std::path::Path,
+) -> (Vec<Credential>, Vec<String>) {
+    let ns = pod
+        .metadata
+        .as_ref()
+        .map(|m| m.namespace.clone())
+        .unwrap_or_default();
+    let refs = pod
+        .spec
+        .as_ref()
+        .map(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default();
+    let mut credentials = Vec::new();
+    let mut warnings = Vec::new();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for r in refs.iter().filter(|r| !r.name.is_empty()) {
+        let source = format!("imagePullSecret {ns}/{}", r.name);
+        let secret = match api.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                warnings.push(format!("{source} not found; create it in namespace {ns}"));
+                continue;
+            }
+            Err(e) => {
+                warnings.push(format!("reading {source}: {e}"));
+                continue;
+            }
+        };
+        let data = secret_data(&secret);
+        let (legacy, key) = match secret.r#type.as_str() {
+            credentials::SECRET_TYPE_DOCKER_CONFIG_JSON => (false, credentials::KEY_DOCKER_CONFIG_JSON),
+            credentials::SECRET_TYPE_DOCKERCFG => (true, credentials::KEY_DOCKERCFG),
+            other => {
+                warnings.push(format!(
+                    "{source} has type {other:?}; image pull secrets must be of type {} or {}",
+                    credentials::SECRET_TYPE_DOCKER_CONFIG_JSON,
+                    credentials::SECRET_TYPE_DOCKERCFG
+                ));
+                continue;
+            }
+        };
+        let Some(document) = data.get(key) else {
+            warnings.push(format!("{source} has no key {key:?}"));
+            continue;
+        };
+        match credentials::parse(document, legacy, &source) {
+            Ok(found) => credentials.extend(found),
+            Err(e) => warnings.push(e),
+        }
+    }
+    match std::fs::read(config_json) {
+        Ok(document) => {
+            let source = config_json.display().to_string();
+            // config.json has `auths`; an old file may be in .dockercfg shape.
+            let legacy = serde_json::from_slice::<serde_json::Value>(&document)
+                .is_ok_and(|v| v.get("auths").is_none());
+            match credentials::parse(&document, legacy, &source) {
+                Ok(found) => credentials.extend(found),
+                Err(e) => warnings.push(e),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warnings.push(format!("reading {}: {e}", config_json.display())),
+    }
+    (credentials, warnings)
 }
 
 async fn get_config_map<'a>(
@@ -256,4 +333,40 @@ pub fn user(pod: &Pod, container: &Container) -> (Option<u32>, Option<u32>) {
     let uid = c_sc.run_as_user.or(pod_sc.run_as_user).map(|u| u.max(0) as u32);
     let gid = c_sc.run_as_group.or(pod_sc.run_as_group).map(|g| g.max(0) as u32);
     (uid, gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn env_values_expand_references_to_earlier_variables_only() {
+        // No reference needs the apiserver, so nothing is dialled.
+        let client = Client::connect("http://127.0.0.1:9").unwrap();
+        let pod: Pod = serde_yaml::from_str(
+            r#"
+metadata: {name: web, namespace: shop}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    env:
+    - {name: HOST, value: db}
+    - {name: URL, value: "http://$(HOST):$(PORT)/$(NAME)"}
+    - {name: PORT, value: "5432"}
+    - {name: NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: AGAIN, value: "$(URL) $(NAME) $$(HOST) $HOST"}
+"#,
+        )
+        .unwrap();
+        let container = pod.spec.as_ref().unwrap().containers[0].clone();
+        let env = build_env(&client, &pod, &container, "10.0.0.1", "192.0.2.1")
+            .await
+            .unwrap();
+        let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        // PORT and NAME come later: left as written.
+        assert_eq!(get("URL"), Some("http://db:$(PORT)/$(NAME)"));
+        // Not expanded twice; `$$` escapes; `$HOST` is not a reference.
+        assert_eq!(get("AGAIN"), Some("http://db:$(PORT)/$(NAME) web $(HOST) $HOST"));
+    }
 }

@@ -1,10 +1,15 @@
 //! The kubelet's gRPC service (`rkube.kubelet.v1.Kubelet`), called by the apiserver for
 //! `rkubectl logs`, `exec` and `top`.
 //!
-//! Limits worth knowing: logs carry no timestamps (the shim writes the raw streams), so
-//! `timestamps` and `sinceSeconds` are ignored; exec collects stdin until `stdin_eof` before
-//! the command starts and sends the output when it finishes (the runtime's exec is not
-//! streaming); `tty` is refused.
+//! Logs are read from the CRI-format files `rkubelet log-driver` writes (see [`crate::logs`]):
+//! `timestamps`, `sinceSeconds`/`sinceTime`, `tailLines` (in records), `limitBytes`,
+//! `follow` and `previous` behave as in Kubernetes. Files written without the driver hold
+//! the raw streams: there `timestamps` and `since*` cannot apply and are ignored.
+//!
+//! Exec with `tty` is a streaming session on a terminal the shim makes (stdin forwarded
+//! as it arrives, resizes applied, output streamed back). Limits worth knowing: exec
+//! without `tty` collects stdin until `stdin_eof` before the command starts and sends the
+//! output when it finishes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -24,7 +29,11 @@ use rkube_client::Store;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::runtime::{labels, ContainerId, ContainerRuntime, ContainerState, ExecRequest};
+use crate::logs::{records, render, Format, LogOptions};
+use crate::runtime::{
+    labels, ContainerId, ContainerRuntime, ContainerState, ExecChunk, ExecRequest, ExecSession,
+    ExecSessionInput,
+};
 use crate::volumes::PodDirs;
 
 /// State the service reads: the pod cache, the runtime and the pod directories.
@@ -122,21 +131,123 @@ fn log_attempts(dir: &std::path::Path) -> Vec<u32> {
     attempts
 }
 
-fn tail(data: &[u8], lines: usize) -> &[u8] {
-    if lines == 0 {
-        return data;
-    }
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    let mut count = 0;
-    for (i, b) in body.iter().enumerate().rev() {
-        if *b == b'\n' {
-            count += 1;
-            if count == lines {
-                return &data[i + 1..];
+impl KubeletService {
+    /// `exec -t`: a streaming session on a terminal. Input is forwarded as it arrives,
+    /// terminal output streams back, then the exit code. A client that goes away kills the
+    /// process.
+    async fn exec_tty(
+        &self,
+        id: &ContainerId,
+        command: &[String],
+        mut input: Streaming<ExecInput>,
+    ) -> Result<Response<BoxStream<ExecOutput>>, Status> {
+        let session = self
+            .runtime
+            .exec_interactive(id, command, true)
+            .await
+            .map_err(|e| Status::failed_precondition(crate::error_report(&e)))?;
+        let ExecSession {
+            input: to_process,
+            mut output,
+            exit,
+        } = session;
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = input.next().await {
+                let forwarded = match message.input {
+                    Some(exec_input::Input::Stdin(data)) => ExecSessionInput::Stdin(data),
+                    Some(exec_input::Input::StdinEof(_)) => ExecSessionInput::StdinEof,
+                    Some(exec_input::Input::Resize(size)) => ExecSessionInput::Resize {
+                        width: size.width,
+                        height: size.height,
+                    },
+                    _ => continue,
+                };
+                if to_process.send(forwarded).await.is_err() {
+                    return;
+                }
             }
-        }
+            let _ = to_process.send(ExecSessionInput::StdinEof).await;
+        });
+        let (tx, rx) = mpsc::channel::<Result<ExecOutput, Status>>(64);
+        tokio::spawn(async move {
+            while let Some(chunk) = output.recv().await {
+                let data = match chunk {
+                    ExecChunk::Stdout(d) => exec_output::Output::Stdout(d),
+                    ExecChunk::Stderr(d) => exec_output::Output::Stderr(d),
+                };
+                if tx.send(Ok(ExecOutput { output: Some(data) })).await.is_err() {
+                    // Dropping `output` kills the process.
+                    return;
+                }
+            }
+            let last = match exit.await {
+                Ok(Ok(code)) => Ok(ExecOutput {
+                    output: Some(exec_output::Output::ExitCode(code)),
+                }),
+                Ok(Err(e)) => Err(Status::internal(crate::error_report(&e))),
+                Err(_) => Err(Status::internal("the exec session ended without an exit code")),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
+        ))
     }
-    data
+}
+
+/// since/tail/limit/timestamps of a request, checked.
+fn log_options(req: &LogsRequest) -> Result<LogOptions, Status> {
+    let since = if req.since_seconds > 0 {
+        Some(SystemTime::now() - Duration::from_secs(req.since_seconds as u64))
+    } else if !req.since_time.is_empty() {
+        let t = chrono::DateTime::parse_from_rfc3339(&req.since_time).map_err(|e| {
+            Status::invalid_argument(format!(
+                "sinceTime {:?} is not an RFC 3339 time (like 2026-11-28T01:02:03Z): {e}",
+                req.since_time
+            ))
+        })?;
+        Some(SystemTime::from(t))
+    } else {
+        None
+    };
+    Ok(LogOptions {
+        timestamps: req.timestamps,
+        since,
+        tail: (req.tail_lines > 0).then_some(req.tail_lines as usize),
+        limit_bytes: (req.limit_bytes > 0).then_some(req.limit_bytes as usize),
+    })
+}
+
+/// A log file read so far: the bytes not yet rendered (`carry`, from file `offset` back),
+/// its format once known, and the output budget left.
+struct LogReader {
+    format: Option<Format>,
+    /// Whether the output so far ended a line (a time goes before the next one).
+    line_start: bool,
+    carry: Vec<u8>,
+    offset: u64,
+    remaining: Option<usize>,
+}
+
+impl LogReader {
+    /// Renders the complete records in `carry` (everything when `at_end`: the file will not
+    /// grow, so an undetermined format is raw), keeping the budget.
+    fn take(&mut self, options: &LogOptions, at_end: bool) -> Vec<u8> {
+        if self.format.is_none() {
+            self.format = Format::detect(&self.carry).or(at_end.then_some(Format::Raw));
+        }
+        let Some(format) = self.format else {
+            return Vec::new();
+        };
+        let (recs, used) = records(&self.carry, format);
+        let mut out = render(&recs, options, &mut self.line_start);
+        self.carry.drain(..used);
+        if let Some(remaining) = self.remaining.as_mut() {
+            out.truncate(*remaining);
+            *remaining -= out.len();
+        }
+        out
+    }
 }
 
 #[tonic::async_trait]
@@ -167,13 +278,27 @@ impl Kubelet for KubeletService {
             })?
         };
         let path = dirs.log(&name, attempt);
+        let options = log_options(&req)?;
         let data =
             std::fs::read(&path).map_err(|e| Status::internal(format!("reading {}: {e}", path.display())))?;
-        let first = tail(&data, req.tail_lines.max(0) as usize).to_vec();
-        let mut offset = data.len() as u64;
-        let (tx, rx) = mpsc::channel::<Result<LogChunk, Status>>(16);
         let follow = req.follow && !req.previous;
+        let mut reader = LogReader {
+            format: Format::detect(&data),
+            line_start: true,
+            carry: data,
+            offset: 0,
+            remaining: options.limit_bytes,
+        };
+        reader.offset = reader.carry.len() as u64;
+        // Not following: a last line without its newline is all there will be.
+        let first = reader.take(&options, !follow);
+        let (tx, rx) = mpsc::channel::<Result<LogChunk, Status>>(16);
         let me = self.clone();
+        // Only the first read is tailed; what follows is new.
+        let options = LogOptions {
+            tail: None,
+            ..options
+        };
         tokio::spawn(async move {
             if !first.is_empty() && tx.send(Ok(LogChunk { data: first })).await.is_err() {
                 return;
@@ -182,11 +307,13 @@ impl Kubelet for KubeletService {
                 return;
             }
             let mut last_check = std::time::Instant::now();
-            loop {
-                let chunk = read_from(&path, offset);
+            while reader.remaining != Some(0) {
+                let chunk = read_from(&path, reader.offset);
                 if !chunk.is_empty() {
-                    offset += chunk.len() as u64;
-                    if tx.send(Ok(LogChunk { data: chunk })).await.is_err() {
+                    reader.offset += chunk.len() as u64;
+                    reader.carry.extend_from_slice(&chunk);
+                    let out = reader.take(&options, false);
+                    if !out.is_empty() && tx.send(Ok(LogChunk { data: out })).await.is_err() {
                         return;
                     }
                     continue;
@@ -200,11 +327,13 @@ impl Kubelet for KubeletService {
                     match me.latest(&uid, &name).await {
                         Ok(Some((a, _, ContainerState::Running))) if a == attempt => {}
                         _ => {
-                            // The shim may still flush the last bytes.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            let rest = read_from(&path, offset);
-                            if !rest.is_empty() {
-                                let _ = tx.send(Ok(LogChunk { data: rest })).await;
+                            // The logger (or the shim) may still flush the last bytes.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            let rest = read_from(&path, reader.offset);
+                            reader.carry.extend_from_slice(&rest);
+                            let out = reader.take(&options, true);
+                            if !out.is_empty() {
+                                let _ = tx.send(Ok(LogChunk { data: out })).await;
                             }
                             return;
                         }
@@ -234,11 +363,6 @@ impl Kubelet for KubeletService {
                 ))
             }
         };
-        if start.tty {
-            return Err(Status::unimplemented(
-                "rkubelet does not support a terminal (tty) for exec; run without -t",
-            ));
-        }
         if start.command.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
         }
@@ -254,6 +378,9 @@ impl Kubelet for KubeletService {
                 )))
             }
         };
+        if start.tty {
+            return self.exec_tty(&id, &start.command, input).await;
+        }
         let stdin = if start.stdin {
             let mut buf = Vec::new();
             while let Some(msg) = input.next().await {
@@ -505,17 +632,4 @@ fn node_memory_bytes() -> i64 {
     let total = crate::node::meminfo_kib("MemTotal").unwrap_or(0);
     let available = crate::node::meminfo_kib("MemAvailable").unwrap_or(0);
     (total.saturating_sub(available) * 1024) as i64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(tail(b"a\nb\nc", 1), b"c");
-        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
-        assert_eq!(tail(b"a\nb\n", 0), b"a\nb\n");
-    }
 }

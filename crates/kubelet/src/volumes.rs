@@ -1,7 +1,8 @@
 //! Pod volumes on the node's disk, under `<root-dir>/pods/<uid>/`:
 //!
-//! * `emptyDir`: a directory `volumes/<name>`. `medium: Memory` is a plain directory too
-//!   (not a tmpfs): simpler to clean up after a crash, at the cost of being disk-backed.
+//! * `emptyDir`: a directory `volumes/<name>`; with `medium: Memory` a tmpfs is mounted on
+//!   it (`sizeLimit` is its `size=`), shared by the pod's containers and unmounted when the
+//!   pod is cleaned up ([`unmount_pod_volumes`]).
 //! * `hostPath`: the host path itself; `DirectoryOrCreate`/`FileOrCreate` create it,
 //!   `Directory`/`File` require it.
 //! * `configMap`/`secret`: files written from the object (keys, or `items` with their
@@ -60,6 +61,76 @@ pub enum VolumeError {
         container: String,
         reason: String,
     },
+}
+
+/// Mounts a tmpfs (`size` bytes at most, else the kernel's default of half the RAM) on
+/// `dir` unless one is there already (a sync after a kubelet restart). Memory used in it
+/// is charged to whoever writes it, as in Kubernetes.
+fn mount_tmpfs(dir: &Path, size: Option<i64>) -> std::io::Result<()> {
+    if mount_points_below(dir).iter().any(|m| m == dir) {
+        return Ok(());
+    }
+    let options = match size {
+        Some(bytes) => format!("mode=0777,size={bytes}"),
+        None => "mode=0777".to_string(),
+    };
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Mount points at or below `dir` in this process's mount namespace, deepest first.
+fn mount_points_below(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    points.dedup();
+    points
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts everything mounted below a pod's directory (memory-backed emptyDirs), so the
+/// directory can be removed; lazily, so a process still inside does not stop the cleanup.
+pub fn unmount_pod_volumes(dirs: &PodDirs) -> std::io::Result<()> {
+    for point in mount_points_below(&dirs.root) {
+        match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(std::io::Error::from(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Paths of one pod's files on the node.
@@ -126,9 +197,38 @@ pub async fn prepare(
                 source,
             }
         };
-        let path = if v.empty_dir.is_some() {
+        let path = if let Some(ed) = &v.empty_dir {
             let p = dirs.volume(&v.name);
             std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
+            match ed.medium.as_str() {
+                "" => {}
+                "Memory" => {
+                    let size =
+                        match &ed.size_limit {
+                            Some(q) => Some(q.value().ok().filter(|b| *b > 0).ok_or_else(|| {
+                                VolumeError::Invalid {
+                                    pod: key.clone(),
+                                    volume: v.name.clone(),
+                                    reason: format!(
+                                        "emptyDir.sizeLimit {:?} is not a positive quantity of bytes",
+                                        q.string
+                                    ),
+                                }
+                            })?),
+                            None => None,
+                        };
+                    mount_tmpfs(&p, size).map_err(io("mounting a tmpfs on", &p))?;
+                }
+                other => {
+                    return Err(VolumeError::Invalid {
+                        pod: key,
+                        volume: v.name.clone(),
+                        reason: format!(
+                            "emptyDir.medium {other:?} is not supported; use \"\" (node disk) or Memory"
+                        ),
+                    })
+                }
+            }
             p
         } else if let Some(hp) = &v.host_path {
             let p = PathBuf::from(&hp.path);

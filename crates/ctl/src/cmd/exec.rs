@@ -1,6 +1,8 @@
-//! `rkubectl exec POD [-c C] [-i] -- CMD ARGS...`: runs a command in a
+//! `rkubectl exec POD [-c C] [-i] [-t] -- CMD ARGS...`: runs a command in a
 //! container through the apiserver and the pod's kubelet; stdout and stderr
-//! come back separately and rkubectl exits with the command's status.
+//! come back separately and rkubectl exits with the command's status. With
+//! `-t` the command runs on a terminal (`-it`: an interactive shell; the
+//! local terminal is put in raw mode).
 
 use crate::cmd::logs::pod_name;
 use crate::cmd::Context;
@@ -72,6 +74,13 @@ pub async fn run(ctx: &Context, args: &ExecArgs, out: &mut dyn Write) -> Result<
         });
     }
     drop(tx);
+    // With a terminal on both ends, keys go to the remote one as they are typed (raw mode);
+    // restored when this returns.
+    let _raw = if args.tty && args.stdin {
+        RawTerminal::enter()
+    } else {
+        None
+    };
     let input = tokio_stream::wrappers::ReceiverStream::new(rx);
     let mut output = server.client().exec(input).await.map_err(|e| server.err(e))?;
     let mut stderr = std::io::stderr();
@@ -92,4 +101,30 @@ pub async fn run(ctx: &Context, args: &ExecArgs, out: &mut dyn Write) -> Result<
     Err(CtlError::usage(
         "the exec stream ended without an exit status; the kubelet may have restarted",
     ))
+}
+
+/// The local terminal in raw mode while this lives: no echo, no line editing, no signals
+/// from Ctrl-C (the remote terminal handles them).
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    /// `None` when stdin is not a terminal (piped input is sent as it is).
+    fn enter() -> Option<RawTerminal> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ =
+            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
 }

@@ -2,6 +2,7 @@
 //! distribution protocol. Writing what was fetched into containerd is the runtime's job
 //! (`runtime::containerd`), because containerd 1.6 has no transfer service.
 
+pub mod credentials;
 pub mod oci;
 pub mod reference;
 pub mod registry;

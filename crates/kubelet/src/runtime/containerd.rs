@@ -3,7 +3,8 @@
 //!
 //! Containers are plain containerd containers (runc v2 shim) whose root filesystem is an
 //! overlayfs snapshot prepared on the image's chain ID, and whose stdout/stderr go to a log
-//! file through the shim's `file://` IO. Everything the pod worker needs to recognise a
+//! file: through `rkubelet log-driver` (the shim's `binary://` IO, CRI records) when
+//! `log_driver` is set, else raw through the shim's `file://` IO. Everything the pod worker needs to recognise a
 //! container after a restart is in its labels.
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,8 +24,8 @@ use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, ListTasksRequest, StartRequest, UpdateContainerRequest, WaitRequest,
-    WaitResponse,
+    KillRequest, ListContainersRequest, ListTasksRequest, ResizePtyRequest, StartRequest,
+    UpdateContainerRequest, WaitRequest, WaitResponse,
 };
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use tonic::transport::{Channel, Endpoint};
@@ -32,7 +33,8 @@ use tonic::{Code, Request, Status};
 
 use super::{
     cgroups, labels, spec, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats,
-    ContainerStatus, ContainerSummary, Error, ExecOutput, ExecRequest, ImageInfo, PullOptions,
+    ContainerStatus, ContainerSummary, Error, ExecChunk, ExecOutput, ExecRequest, ExecSession,
+    ExecSessionInput, ImageInfo, PullOptions,
 };
 use crate::image::oci::Platform;
 
@@ -66,6 +68,10 @@ pub struct ContainerdConfig {
     pub state_dir: PathBuf,
     /// Platform to pick from multi-platform images.
     pub platform: Platform,
+    /// The `rkubelet` binary the shim runs as each container's logger
+    /// (`rkubelet log-driver PATH`, writing CRI records); `None`: the shim appends the raw
+    /// streams to the log file itself (`file://`).
+    pub log_driver: Option<PathBuf>,
 }
 
 impl Default for ContainerdConfig {
@@ -79,6 +85,7 @@ impl Default for ContainerdConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             state_dir: PathBuf::from("/var/lib/rkubelet/runtime"),
             platform: Platform::host(),
+            log_driver: None,
         }
     }
 }
@@ -688,6 +695,299 @@ impl ContainerdRuntime {
     }
 }
 
+impl ContainerdRuntime {
+    /// See [`ContainerRuntime::exec_interactive`]. The shim makes the pty for a tty
+    /// process; rkube only moves bytes between fifos and channels.
+    async fn exec_session(
+        &self,
+        id: &ContainerId,
+        command: &[String],
+        tty: bool,
+    ) -> Result<ExecSession, Error> {
+        let io_error = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { what, path, source }
+        };
+        if command.is_empty() {
+            return Err(Error::InvalidConfig {
+                container: id.0.clone(),
+                field: "exec command",
+                reason: "it is empty".to_string(),
+            });
+        }
+        let container = self.get_container(id).await?;
+        match self.get_task(id).await? {
+            Some(p) if p.status == ProcessStatus::Running as i32 => {}
+            _ => {
+                return Err(Error::NotRunning {
+                    id: id.clone(),
+                    what: "exec",
+                })
+            }
+        }
+        let container_spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .map(|any| serde_json::from_slice(&any.value))
+            .transpose()
+            .map_err(|source| Error::BadSpec {
+                id: id.clone(),
+                source,
+            })?
+            .unwrap_or_default();
+        let mut process = container_spec
+            .get("process")
+            .filter(|p| p.is_object())
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}}));
+        process["args"] = serde_json::json!(command);
+        process["terminal"] = serde_json::json!(tty);
+        if tty {
+            // As containerd's CRI does: programs need TERM to drive a terminal.
+            let env = process["env"].as_array().cloned().unwrap_or_default();
+            if !env
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+            {
+                let mut env = env;
+                env.push(serde_json::json!("TERM=xterm"));
+                process["env"] = serde_json::json!(env);
+            }
+        }
+        let process_json = serde_json::to_vec(&process).map_err(|source| Error::BadSpec {
+            id: id.clone(),
+            source,
+        })?;
+        let exec_id = format!("exec-{}", random_hex(8));
+        let dir = self
+            .inner
+            .config
+            .state_dir
+            .join("exec")
+            .join(format!("{id}-{exec_id}"));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_error("creating exec io directory", &dir))?;
+        let stdin_path = dir.join("stdin");
+        let stdout_path = dir.join("stdout");
+        let stderr_path = dir.join("stderr");
+        let mut fifos = vec![&stdin_path, &stdout_path];
+        if !tty {
+            fifos.push(&stderr_path);
+        }
+        for fifo in fifos {
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
+                Error::Io {
+                    what: "creating exec fifo",
+                    path: fifo.clone(),
+                    source: e.into(),
+                }
+            })?;
+        }
+        // Keepers hold the output fifos open (see exec_inner); dropped when the process is
+        // gone, so the readers see end-of-file.
+        let open_keeper = |path: &PathBuf| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(io_error("opening exec fifo", path))
+        };
+        let mut keepers = vec![open_keeper(&stdout_path)?];
+        if !tty {
+            keepers.push(open_keeper(&stderr_path)?);
+        }
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<ExecChunk>(64);
+        let mut readers = Vec::new();
+        let streams: Vec<(PathBuf, bool)> = if tty {
+            vec![(stdout_path.clone(), false)]
+        } else {
+            vec![(stdout_path.clone(), false), (stderr_path.clone(), true)]
+        };
+        for (path, is_stderr) in streams {
+            let tx = out_tx.clone();
+            readers.push(tokio::task::spawn_blocking(move || {
+                use std::io::Read as _;
+                let Ok(mut fifo) = std::fs::File::open(&path) else {
+                    return;
+                };
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = fifo.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    let data = buf[..n].to_vec();
+                    let chunk = if is_stderr {
+                        ExecChunk::Stderr(data)
+                    } else {
+                        ExecChunk::Stdout(data)
+                    };
+                    if tx.blocking_send(chunk).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        // stdin: bytes go to a blocking writer as they arrive; it opens the fifo once the
+        // shim has (opening blocks until then).
+        let (data_tx, data_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let writer_path = stdin_path.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let Ok(mut fifo) = std::fs::OpenOptions::new().write(true).open(&writer_path) else {
+                return;
+            };
+            while let Ok(data) = data_rx.recv() {
+                if fifo.write_all(&data).is_err() {
+                    return;
+                }
+            }
+        });
+        let started = async {
+            self.tasks()
+                .exec(self.request(ExecProcessRequest {
+                    container_id: id.0.clone(),
+                    stdin: stdin_path.display().to_string(),
+                    stdout: stdout_path.display().to_string(),
+                    stderr: if tty {
+                        String::new()
+                    } else {
+                        stderr_path.display().to_string()
+                    },
+                    terminal: tty,
+                    spec: Some(prost_types::Any {
+                        type_url: PROCESS_TYPE_URL.to_string(),
+                        value: process_json,
+                    }),
+                    exec_id: exec_id.clone(),
+                }))
+                .await
+                .map_err(|s| self.status_error("exec", id.as_str(), s))?;
+            self.tasks()
+                .start(self.request(StartRequest {
+                    container_id: id.0.clone(),
+                    exec_id: exec_id.clone(),
+                }))
+                .await
+                .map_err(|s| self.status_error("start exec", id.as_str(), s))?;
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = started {
+            drop(data_tx);
+            release_fifo(&stdin_path);
+            drop(keepers);
+            let _ = self
+                .tasks()
+                .delete_process(self.request(DeleteProcessRequest {
+                    container_id: id.0.clone(),
+                    exec_id: exec_id.clone(),
+                }))
+                .await;
+            let _ = writer.await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
+
+        let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<ExecSessionInput>(64);
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let mut data_tx = Some(data_tx);
+            let mut writer = Some(writer);
+            let mut input_open = true;
+            let mut killed = false;
+            let wait = me.wait(&id, &exec_id, None);
+            tokio::pin!(wait);
+            let exit = loop {
+                tokio::select! {
+                    result = &mut wait => break result,
+                    // The user went away: an interactive shell would otherwise run forever.
+                    _ = out_tx.closed(), if !killed => {
+                        killed = true;
+                        let _ = me.kill(&id, &exec_id, libc::SIGKILL, false).await;
+                    }
+                    message = in_rx.recv(), if input_open => match message {
+                        Some(ExecSessionInput::Stdin(data)) => {
+                            if let Some(tx) = &data_tx {
+                                let _ = tx.send(data);
+                            }
+                        }
+                        Some(ExecSessionInput::Resize { width, height }) if tty => {
+                            let _ = me
+                                .tasks()
+                                .resize_pty(me.request(ResizePtyRequest {
+                                    container_id: id.0.clone(),
+                                    exec_id: exec_id.clone(),
+                                    width,
+                                    height,
+                                }))
+                                .await;
+                        }
+                        Some(ExecSessionInput::Resize { .. }) => {}
+                        // On a terminal, the end of the user's input is Ctrl-D, as if
+                        // typed: closing the shim's stdin would hang up the terminal
+                        // before the process read what was sent.
+                        Some(ExecSessionInput::StdinEof) | None if tty => {
+                            input_open = false;
+                            if let Some(tx) = &data_tx {
+                                let _ = tx.send(vec![0x04]);
+                            }
+                        }
+                        Some(ExecSessionInput::StdinEof) | None => {
+                            input_open = false;
+                            if data_tx.take().is_some() {
+                                // Everything sent is written before the end is signalled.
+                                if let Some(w) = writer.as_mut() {
+                                    let _ = tokio::time::timeout(FIFO_DRAIN, w).await;
+                                }
+                                writer = None;
+                                // The shim holds its own writer: the process sees EOF only
+                                // after CloseIO.
+                                let _ = me
+                                    .tasks()
+                                    .close_io(me.request(CloseIoRequest {
+                                        container_id: id.0.clone(),
+                                        exec_id: exec_id.clone(),
+                                        stdin: true,
+                                    }))
+                                    .await;
+                            }
+                        }
+                    },
+                }
+            };
+            // Deleting the process makes the shim close its fifo ends.
+            let _ = me
+                .tasks()
+                .delete_process(me.request(DeleteProcessRequest {
+                    container_id: id.0.clone(),
+                    exec_id: exec_id.clone(),
+                }))
+                .await;
+            drop(data_tx);
+            release_fifo(&stdin_path);
+            drop(keepers);
+            drop(out_tx);
+            for reader in readers {
+                let _ = tokio::time::timeout(FIFO_DRAIN, reader).await;
+            }
+            if let Some(w) = writer {
+                let _ = w.await;
+            }
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            let code = exit.map(|w| w.map(|w| w.exit_status as i32).unwrap_or(-1));
+            let _ = exit_tx.send(code);
+        });
+        Ok(ExecSession {
+            input: in_tx,
+            output: out_rx,
+            exit: exit_rx,
+        })
+    }
+}
+
 /// How long to wait for exec output after the process is gone.
 const FIFO_DRAIN: Duration = Duration::from_secs(10);
 
@@ -762,14 +1062,17 @@ impl ContainerRuntime for ContainerdRuntime {
             .map_err(|s| self.status_error("get root filesystem mounts", id.as_str(), s))?
             .into_inner()
             .mounts;
-        let log_uri = format!("file://{}", log_path.display());
+        let log_uri = match &self.inner.config.log_driver {
+            Some(driver) => crate::log_driver::uri(driver, log_path),
+            None => format!("file://{}", log_path.display()),
+        };
         let created = self
             .tasks()
             .create(self.request(CreateTaskRequest {
                 container_id: id.0.clone(),
                 rootfs: mounts,
                 stdin: String::new(),
-                // The shim appends both streams to the same file.
+                // One logger (or file) for both streams.
                 stdout: log_uri.clone(),
                 stderr: log_uri,
                 terminal: false,
@@ -951,6 +1254,15 @@ impl ContainerRuntime for ContainerdRuntime {
         let result = self.exec_inner(id, request, &dir, &exec_id).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result
+    }
+
+    async fn exec_interactive(
+        &self,
+        id: &ContainerId,
+        command: &[String],
+        tty: bool,
+    ) -> Result<ExecSession, Error> {
+        self.exec_session(id, command, tty).await
     }
 
     async fn container_stats(&self, id: &ContainerId) -> Result<ContainerStats, Error> {

@@ -257,6 +257,35 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// What the user sends to an interactive exec ([`ContainerRuntime::exec_interactive`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecSessionInput {
+    Stdin(Vec<u8>),
+    /// The user's stdin ended.
+    StdinEof,
+    /// The user's terminal changed size (tty sessions).
+    Resize {
+        width: u32,
+        height: u32,
+    },
+}
+
+/// Output of an interactive exec; a tty session has only stdout (the terminal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// A running interactive exec: input goes in as it comes, output comes out as the process
+/// writes it. `output` closes once all output was read; `exit` then has the exit code.
+/// Dropping `output` before the end kills the process (the user went away).
+pub struct ExecSession {
+    pub input: tokio::sync::mpsc::Sender<ExecSessionInput>,
+    pub output: tokio::sync::mpsc::Receiver<ExecChunk>,
+    pub exit: tokio::sync::oneshot::Receiver<Result<i32, Error>>,
+}
+
 /// Resource usage of a running container, from its cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContainerStats {
@@ -369,8 +398,9 @@ pub trait ContainerRuntime: Send + Sync {
     async fn create_container(&self, config: &ContainerConfig) -> Result<ContainerId, Error>;
 
     /// Starts a created container with stdout and stderr appended to `log_path` (absolute;
-    /// its directory is created). The shim copies output asynchronously: the file is
-    /// complete once the container is removed, and may lag the exit by moments before.
+    /// its directory is created): CRI records written by the log driver when one is
+    /// configured, else the raw streams. Output is copied asynchronously: the file may lag
+    /// the exit by moments.
     async fn start_container(&self, id: &ContainerId, log_path: &Path) -> Result<(), Error>;
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus, Error>;
@@ -390,4 +420,20 @@ pub trait ContainerRuntime: Send + Sync {
     async fn exec(&self, id: &ContainerId, request: &ExecRequest) -> Result<ExecOutput, Error>;
 
     async fn container_stats(&self, id: &ContainerId) -> Result<ContainerStats, Error>;
+
+    /// Starts `command` in a running container with streaming stdin and output; with `tty`
+    /// on a terminal (stderr is the terminal too), as `kubectl exec -it` does.
+    async fn exec_interactive(
+        &self,
+        id: &ContainerId,
+        command: &[String],
+        tty: bool,
+    ) -> Result<ExecSession, Error> {
+        let _ = (command, tty);
+        Err(Error::InvalidConfig {
+            container: id.0.clone(),
+            field: "exec",
+            reason: "this runtime has no interactive exec".to_string(),
+        })
+    }
 }

@@ -15,7 +15,7 @@ use rkube_kubelet::testing::http_get_in_netns;
 
 use crate::{condition, container, phase, require_containerd, Cluster};
 
-async fn logs(c: &Cluster, pod: &str, container: &str, previous: bool) -> anyhow::Result<String> {
+pub(crate) async fn logs(c: &Cluster, pod: &str, container: &str, previous: bool) -> anyhow::Result<String> {
     let mut client = c.kubelet_client().await?;
     let mut stream = client
         .logs(LogsRequest {
@@ -34,7 +34,7 @@ async fn logs(c: &Cluster, pod: &str, container: &str, previous: bool) -> anyhow
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-async fn exec(c: &Cluster, pod: &str, command: &[&str]) -> anyhow::Result<(i32, String)> {
+pub(crate) async fn exec(c: &Cluster, pod: &str, command: &[&str]) -> anyhow::Result<(i32, String)> {
     let mut client = c.kubelet_client().await?;
     let start = ExecInput {
         input: Some(exec_input::Input::Start(ExecStart {

@@ -4,6 +4,8 @@
 //! reached only from inside those namespaces; the kubelet's gRPC server on 127.0.0.1.
 
 mod daemon;
+mod logs;
+mod pod_config;
 
 use std::time::Duration;
 
@@ -56,6 +58,8 @@ impl Cluster {
         config.node_status_update_frequency = Duration::from_secs(1);
         config.pod_poll_interval = Duration::from_millis(200);
         config.resync_period = Duration::from_secs(2);
+        // The binary cargo built for this test run, not whatever `rkubelet` lies around.
+        config.log_driver = Some(env!("CARGO_BIN_EXE_rkubelet").into());
         let kubelet = rkube_kubelet::start(config.clone()).await?;
         let client = Client::connect(&api.url())?;
         Ok(Cluster {
@@ -147,4 +151,21 @@ pub fn container(p: &Pod, name: &str) -> Option<rkube_api::core::v1::ContainerSt
         .chain(s.init_container_statuses.iter())
         .find(|c| c.name == name)
         .cloned()
+}
+
+/// The message of the first event `reason` about `object`, waiting up to 30 s for it.
+pub async fn wait_for_event(
+    events: &Api<rkube_api::core::v1::Event>,
+    object: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    let found = rkube_kubelet::testing::wait_for(Duration::from_secs(30), || async {
+        let list = events.list(&rkube_client::ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason == reason && e.involved_object.as_ref().is_some_and(|o| o.name == object))
+            .map(|e| e.message)
+    })
+    .await;
+    found.ok_or_else(|| anyhow::anyhow!("no {reason} event for {object} within 30s"))
 }
