@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "rkube/apps/v1/apps.proto",
     "rkube/autoscaling/v2/autoscaling.proto",
     "rkube/coordination/v1/coordination.proto",
+    "rkube/rbac/v1/rbac.proto",
     "rkube/kubelet/v1/kubelet.proto",
     "rkube/api/v1/api.proto",
 ];
@@ -52,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".rkube.apps",
         ".rkube.autoscaling",
         ".rkube.coordination",
+        ".rkube.rbac",
     ])?;
     Ok(())
 }

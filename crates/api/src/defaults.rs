@@ -4,7 +4,7 @@
 
 use crate::core::v1 as corev1;
 use crate::intstr::IntOrString;
-use crate::{apps, autoscaling, coordination};
+use crate::{apps, autoscaling, coordination, rbac};
 
 pub trait Defaulting {
     /// Fills in every unset field that has a default. Idempotent.
@@ -226,6 +226,36 @@ impl Defaulting for autoscaling::v2::HorizontalPodAutoscaler {
 
 impl Defaulting for coordination::v1::Lease {
     fn apply_defaults(&mut self) {}
+}
+
+/// Kubernetes fills in `apiGroup: rbac.authorization.k8s.io` for User and
+/// Group subjects written without one.
+fn default_subjects(subjects: &mut [rbac::v1::Subject]) {
+    for s in subjects {
+        if s.api_group.is_empty() && (s.kind == "User" || s.kind == "Group") {
+            s.api_group = "rbac.authorization.k8s.io".into();
+        }
+    }
+}
+
+impl Defaulting for rbac::v1::Role {
+    fn apply_defaults(&mut self) {}
+}
+
+impl Defaulting for rbac::v1::ClusterRole {
+    fn apply_defaults(&mut self) {}
+}
+
+impl Defaulting for rbac::v1::RoleBinding {
+    fn apply_defaults(&mut self) {
+        default_subjects(&mut self.subjects);
+    }
+}
+
+impl Defaulting for rbac::v1::ClusterRoleBinding {
+    fn apply_defaults(&mut self) {
+        default_subjects(&mut self.subjects);
+    }
 }
 
 #[cfg(test)]

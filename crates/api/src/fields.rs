@@ -2,7 +2,7 @@
 //! (`spec.nodeName`, `status.phase`), as Kubernetes supports them.
 
 use crate::resource::Resource;
-use crate::{apps, autoscaling, coordination, core};
+use crate::{apps, autoscaling, coordination, core, rbac};
 
 pub trait Fields {
     /// The value of a selectable field, or None when the kind does not
@@ -36,7 +36,11 @@ meta_only!(
     apps::v1::Deployment,
     apps::v1::ReplicaSet,
     autoscaling::v2::HorizontalPodAutoscaler,
-    coordination::v1::Lease
+    coordination::v1::Lease,
+    rbac::v1::Role,
+    rbac::v1::ClusterRole,
+    rbac::v1::RoleBinding,
+    rbac::v1::ClusterRoleBinding
 );
 
 impl Fields for core::v1::Pod {

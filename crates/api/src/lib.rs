@@ -49,6 +49,14 @@ pub mod coordination {
     }
 }
 
+#[allow(clippy::all, missing_docs)]
+pub mod rbac {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.rbac.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.rbac.v1.serde.rs"));
+    }
+}
+
 /// The kubelet's service (package `rkube.kubelet.v1`): logs, exec and
 /// metrics, called by the apiserver.
 #[allow(clippy::all, missing_docs)]

@@ -4,7 +4,7 @@
 //! `ResourceInfo` entry and the arm of `visit_kind`.
 
 use crate::meta::v1::ObjectMeta;
-use crate::{apps, autoscaling, coordination, core};
+use crate::{apps, autoscaling, coordination, core, rbac};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -259,6 +259,10 @@ kinds! {
     apps::v1::ReplicaSet => { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short: ["rs"], namespaced: true, status: status, proto: "rkube.apps.v1.ReplicaSet" },
     autoscaling::v2::HorizontalPodAutoscaler => { group: "autoscaling", version: "v2", kind: "HorizontalPodAutoscaler", plural: "horizontalpodautoscalers", singular: "horizontalpodautoscaler", short: ["hpa"], namespaced: true, status: status, proto: "rkube.autoscaling.v2.HorizontalPodAutoscaler" },
     coordination::v1::Lease => { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short: [], namespaced: true, status: plain, proto: "rkube.coordination.v1.Lease" },
+    rbac::v1::Role => { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", singular: "role", short: [], namespaced: true, status: plain, proto: "rkube.rbac.v1.Role" },
+    rbac::v1::ClusterRole => { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", short: [], namespaced: false, status: plain, proto: "rkube.rbac.v1.ClusterRole" },
+    rbac::v1::RoleBinding => { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", short: [], namespaced: true, status: plain, proto: "rkube.rbac.v1.RoleBinding" },
+    rbac::v1::ClusterRoleBinding => { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", singular: "clusterrolebinding", short: [], namespaced: false, status: plain, proto: "rkube.rbac.v1.ClusterRoleBinding" },
 }
 
 #[cfg(test)]
@@ -283,6 +287,10 @@ mod tests {
             ("cm", "ConfigMap"),
             ("hpa", "HorizontalPodAutoscaler"),
             ("leases", "Lease"),
+            ("clusterroles", "ClusterRole"),
+            ("rolebindings.rbac.authorization.k8s.io", "RoleBinding"),
+            ("clusterrolebinding", "ClusterRoleBinding"),
+            ("role", "Role"),
         ] {
             assert_eq!(ResourceInfo::lookup(name).map(|k| k.kind), Some(kind), "{name}");
         }

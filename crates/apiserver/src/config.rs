@@ -43,6 +43,33 @@ pub struct Args {
     /// from, FIRST-LAST inclusive.
     #[arg(long, value_name = "FIRST-LAST")]
     pub service_node_port_range: Option<String>,
+    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
+    /// HTTP (the API port speaks gRPC only); `off` turns it off.
+    /// Default: 127.0.0.1:6444.
+    #[arg(long, value_name = "ADDR|off")]
+    pub health_addr: Option<rkube_daemon::HealthAddr>,
+    /// PEM certificate (chain) the API serves TLS with; with
+    /// --tls-private-key-file. Without them the API speaks plain text.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// PEM CA bundle: clients presenting a certificate it signed are
+    /// authenticated as user = CN, groups = O. Needs TLS.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// CSV of static bearer tokens, `token,user,uid,"group1,group2"` per
+    /// line, as Kubernetes' --token-auth-file.
+    #[arg(long, value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// AlwaysAllow (default) or RBAC (Roles and bindings decide; needs
+    /// --client-ca-file or --token-auth-file).
+    #[arg(long, value_name = "MODE")]
+    pub authorization_mode: Option<crate::authz::Mode>,
+    /// File to append one JSON audit event per mutating request to.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log_path: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -55,6 +82,46 @@ struct FileConfig {
     bookmark_interval: Option<u64>,
     service_cluster_ip_range: Option<String>,
     service_node_port_range: Option<String>,
+    health_addr: Option<rkube_daemon::HealthAddr>,
+    tls_cert_file: Option<PathBuf>,
+    tls_private_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+    token_auth_file: Option<PathBuf>,
+    authorization_mode: Option<crate::authz::Mode>,
+    audit_log_path: Option<PathBuf>,
+}
+
+/// Transport security, authentication, authorization and audit. The
+/// default is all off: plain text, everyone anonymous and allowed.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub token_auth_file: Option<PathBuf>,
+    pub authorization_mode: crate::authz::Mode,
+    pub audit_log_path: Option<PathBuf>,
+}
+
+impl SecurityConfig {
+    /// Checks that the settings fit together; the message names the flags.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
+            anyhow::bail!("--tls-cert-file and --tls-private-key-file go together: give both or neither");
+        }
+        if self.client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            anyhow::bail!("--client-ca-file needs TLS: give --tls-cert-file and --tls-private-key-file too");
+        }
+        if self.authorization_mode == crate::authz::Mode::Rbac
+            && self.client_ca_file.is_none()
+            && self.token_auth_file.is_none()
+        {
+            anyhow::bail!(
+                "--authorization-mode=RBAC needs authenticated users: give --client-ca-file or --token-auth-file"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Everything `run` needs, validated.
@@ -69,6 +136,10 @@ pub struct Config {
     pub service_cluster_ip_range: String,
     /// Default 30000-32767.
     pub service_node_port_range: String,
+    /// The health and metrics endpoint; `None`: not served (the default
+    /// for tests and embedding; the daemon's flags default to loopback).
+    pub health_addr: Option<SocketAddr>,
+    pub security: SecurityConfig,
 }
 
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -86,6 +157,8 @@ impl Config {
             bookmark_interval: std::time::Duration::from_secs(1),
             service_cluster_ip_range: DEFAULT_SERVICE_CIDR.into(),
             service_node_port_range: DEFAULT_NODE_PORT_RANGE.into(),
+            health_addr: None,
+            security: SecurityConfig::default(),
         }
     }
 
@@ -114,7 +187,23 @@ impl Config {
                 .service_node_port_range
                 .or(file.service_node_port_range)
                 .unwrap_or_else(|| DEFAULT_NODE_PORT_RANGE.into()),
+            health_addr: rkube_daemon::HealthAddr::resolve(
+                args.health_addr.or(file.health_addr),
+                rkube_daemon::health::APISERVER_PORT,
+            ),
+            security: SecurityConfig {
+                tls_cert_file: args.tls_cert_file.or(file.tls_cert_file),
+                tls_private_key_file: args.tls_private_key_file.or(file.tls_private_key_file),
+                client_ca_file: args.client_ca_file.or(file.client_ca_file),
+                token_auth_file: args.token_auth_file.or(file.token_auth_file),
+                authorization_mode: args
+                    .authorization_mode
+                    .or(file.authorization_mode)
+                    .unwrap_or_default(),
+                audit_log_path: args.audit_log_path.or(file.audit_log_path),
+            },
         };
+        cfg.security.validate()?;
         crate::allocator::ServiceAllocator::new(&cfg.service_cluster_ip_range, &cfg.service_node_port_range)?;
         if cfg.watch_history < 1000 {
             anyhow::bail!(
@@ -126,5 +215,36 @@ impl Config {
             anyhow::bail!("--bookmark-interval must be at least 1 second");
         }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+
+    fn config(flags: &[&str]) -> anyhow::Result<Config> {
+        let argv = ["rkube-apiserver", "--health-addr", "off"].iter().chain(flags);
+        Config::from_args(Args::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn security_is_off_by_default() {
+        let c = config(&[]).unwrap();
+        assert!(c.security.tls_cert_file.is_none() && c.security.token_auth_file.is_none());
+        assert_eq!(c.security.authorization_mode, crate::authz::Mode::AlwaysAllow);
+    }
+
+    #[test]
+    fn security_flags_must_fit_together() {
+        let err = config(&["--authorization-mode", "RBAC"]).unwrap_err().to_string();
+        assert!(err.contains("--client-ca-file or --token-auth-file"), "{err}");
+        let err = config(&["--client-ca-file", "ca.crt"]).unwrap_err().to_string();
+        assert!(err.contains("--client-ca-file needs TLS"), "{err}");
+        let err = config(&["--tls-cert-file", "a.crt"]).unwrap_err().to_string();
+        assert!(err.contains("give both or neither"), "{err}");
+        let err = config(&["--authorization-mode", "ABAC"]).unwrap_err().to_string();
+        assert!(err.contains("use AlwaysAllow or RBAC"), "{err}");
+        let c = config(&["--authorization-mode", "RBAC", "--token-auth-file", "t.csv"]).unwrap();
+        assert_eq!(c.security.authorization_mode, crate::authz::Mode::Rbac);
     }
 }

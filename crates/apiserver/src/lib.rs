@@ -6,6 +6,9 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod audit;
+pub mod authn;
+pub mod authz;
 pub mod config;
 pub mod error;
 pub mod handlers;
@@ -13,7 +16,7 @@ pub mod proxy;
 pub mod service;
 
 use anyhow::Context;
-pub use config::{Args, Config};
+pub use config::{Args, Config, SecurityConfig};
 use rkube_api::core::v1::Namespace;
 use rkube_api::rpc::api_server_server::ApiServerServer;
 use rkube_api::Resource;
@@ -33,6 +36,12 @@ pub struct State {
     pub kubelets: proxy::Kubelets,
     /// ClusterIPs and NodePorts of Services.
     pub services: allocator::ServiceAllocator,
+    /// Who is calling (off unless a client CA or token file is given).
+    pub authn: authn::Authenticator,
+    /// Whether they may (AlwaysAllow unless `--authorization-mode=RBAC`).
+    pub authz: authz::Authorizer,
+    /// `--audit-log-path`.
+    pub audit: Option<audit::AuditLog>,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -41,12 +50,14 @@ pub struct RunningApiServer {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     store: Arc<SledStore>,
+    tls: bool,
 }
 
 impl RunningApiServer {
-    /// `http://ADDR`, what clients connect to.
+    /// `http://ADDR` (`https://` with TLS), what clients connect to.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving, ends watches, finishes queued writes and flushes.
@@ -65,6 +76,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     // a bad range is a configuration error: refuse before opening anything
     let services =
         allocator::ServiceAllocator::new(&config.service_cluster_ip_range, &config.service_node_port_range)?;
+    let security = &config.security;
+    security.validate()?;
+    let tls = tls_config(security)?;
+    let authn = authn::Authenticator::new(
+        security.client_ca_file.is_some(),
+        security.token_auth_file.as_deref(),
+    )?;
+    let audit = match &security.audit_log_path {
+        Some(p) => Some(audit::AuditLog::open(p)?),
+        None => None,
+    };
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.history = config.watch_history;
     store_config.cache_bytes = config.cache_mib * 1024 * 1024;
@@ -76,6 +98,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let store = Arc::new(store);
     bootstrap(store.as_ref()).await?;
     repair_service_allocations(store.as_ref(), &services)?;
+    if security.authorization_mode == authz::Mode::Rbac {
+        authz::bootstrap_default_roles(store.as_ref()).await?;
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -87,37 +112,84 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         })?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let authz = authz::Authorizer::new(security.authorization_mode, store.clone());
     let state = Arc::new(State {
         store: store.clone(),
         shutdown: shutdown_rx.clone(),
         kubelets: Default::default(),
         services,
+        authn,
+        authz,
+        audit,
     });
     let service = ApiServerServer::new(service::ApiService { state })
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(usize::MAX);
     let mut stop = shutdown_rx;
+    let mut builder = tonic::transport::Server::builder();
+    let tls_on = tls.is_some();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("the TLS settings (--tls-cert-file, --tls-private-key-file, --client-ca-file)")?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(service)
             .serve_with_incoming_shutdown(rkube_daemon::nodelay_incoming(listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
             }),
     );
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), revision = store.revision(), "rkube-apiserver serving");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        revision = store.revision(),
+        tls = tls_on,
+        authentication = state_authn_enabled(&config.security),
+        authorization = ?config.security.authorization_mode,
+        "rkube-apiserver serving"
+    );
     Ok(RunningApiServer {
         addr,
         shutdown: shutdown_tx,
         server,
         store,
+        tls: tls_on,
     })
+}
+
+fn state_authn_enabled(security: &SecurityConfig) -> bool {
+    security.client_ca_file.is_some() || security.token_auth_file.is_some()
+}
+
+/// The rustls server settings from the TLS flags, or None for plain text.
+/// Client certificates are optional at the TLS layer (token users present
+/// none); the authenticator refuses a request that has no credentials.
+fn tls_config(security: &SecurityConfig) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let (Some(cert), Some(key)) = (&security.tls_cert_file, &security.tls_private_key_file) else {
+        return Ok(None);
+    };
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {flag} {}", p.display()))
+    };
+    let cert_pem = read("--tls-cert-file", cert)?;
+    let key_pem = read("--tls-private-key-file", key)?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+    if let Some(ca) = &security.client_ca_file {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("--client-ca-file", ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(Some(tls))
 }
 
 /// Runs until `shutdown` resolves: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let _health = rkube_daemon::serve_health(config.health_addr).await?;
     let server = start(config).await?;
-    notify_systemd("READY=1");
+    rkube_daemon::ready();
     shutdown.await;
     tracing::info!("shutting down");
     notify_systemd("STOPPING=1");

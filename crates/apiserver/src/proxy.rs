@@ -137,6 +137,8 @@ pub type ExecStream = Pin<Box<dyn Stream<Item = Result<kv1::ExecOutput, tonic::S
 pub async fn exec(
     state: &State,
     mut input: tonic::Streaming<kv1::ExecInput>,
+    // authorization of the pods/exec request, once the pod is known
+    admit: impl FnOnce(&kv1::ExecStart) -> Result<(), tonic::Status>,
 ) -> Result<ExecStream, tonic::Status> {
     let first = input
         .message()
@@ -148,6 +150,7 @@ pub async fn exec(
         )
         .into());
     };
+    admit(start)?;
     if start.command.is_empty() {
         return Err(
             ApiError::bad_request("exec needs a command: rkubectl exec POD -- COMMAND [ARGS...]").into(),

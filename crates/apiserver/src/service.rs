@@ -1,6 +1,8 @@
 //! The gRPC service: resolves which kind a call is about and hands it to
 //! the generic handler for that kind.
 
+use crate::authn::UserInfo;
+use crate::authz::{Attributes, RBAC_GROUP};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers;
 use crate::State;
@@ -55,6 +57,88 @@ macro_rules! dispatch {
     }};
 }
 
+/// Any kind's metadata: every kind carries it as field 3, so the name and
+/// namespace of an object inside an `Any` can be read without knowing its
+/// type (for authorization and audit).
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetadataOnly {
+    #[prost(message, optional, tag = "3")]
+    metadata: Option<rkube_api::meta::v1::ObjectMeta>,
+}
+
+fn object_meta(any: Option<&Any>) -> (String, String) {
+    any.and_then(|a| <MetadataOnly as prost::Message>::decode(a.value.as_slice()).ok())
+        .and_then(|m| m.metadata)
+        .map(|m| (m.namespace, m.name))
+        .unwrap_or_default()
+}
+
+fn attrs(verb: &str, info: &ResourceInfo, namespace: &str, name: &str) -> Attributes {
+    let namespace = if info.namespaced { namespace } else { "" };
+    Attributes::new(verb, info.group, info.plural, namespace, name)
+}
+
+/// The namespace a create or update will write to, as the handlers decide
+/// it (the request's, else the object's, else `default`), so that what is
+/// authorized is where the object lands. A mismatch is refused by the
+/// handler; the request's namespace is checked until then.
+fn write_namespace(request: &str, object: &str) -> String {
+    match (request, object) {
+        ("", "") => "default".into(),
+        ("", o) => o.into(),
+        (r, _) => r.into(),
+    }
+}
+
+impl ApiService {
+    /// Authenticates the caller of `req` (before anything else is looked at).
+    fn authenticate<T>(&self, req: &Request<T>) -> Result<UserInfo, Status> {
+        self.state.authn.authenticate(req)
+    }
+
+    /// Authorizes `attrs` for the caller; a refusal (401 or 403) of a
+    /// mutating request is audited.
+    fn admit(&self, user: Result<UserInfo, Status>, attrs: &Attributes) -> Result<UserInfo, Status> {
+        let result = user.and_then(|u| match self.state.authz.authorize(&u, attrs) {
+            Ok(()) => Ok(u),
+            Err(e) => {
+                tracing::debug!(user = %u.name, "{}", e.message);
+                self.audit(&u, attrs, tonic::Code::PermissionDenied);
+                Err(e.into())
+            }
+        });
+        if let Err(s) = &result {
+            if s.code() == tonic::Code::Unauthenticated {
+                self.audit(&UserInfo::anonymous(), attrs, s.code());
+            }
+        }
+        result
+    }
+
+    fn audit(&self, user: &UserInfo, attrs: &Attributes, code: tonic::Code) {
+        if let Some(log) = &self.state.audit {
+            if crate::audit::audited(attrs) {
+                log.record(user, attrs, code);
+            }
+        }
+    }
+
+    /// After a mutating call: audits it and, for RBAC kinds, drops the
+    /// authorizer's snapshot so the change applies to the next request.
+    fn finish<T>(&self, user: &UserInfo, attrs: &Attributes, result: ApiResult<T>) -> Result<T, Status> {
+        if attrs.group == RBAC_GROUP && result.is_ok() {
+            self.state.authz.invalidate();
+        }
+        let result = result.map_err(Status::from);
+        let code = result
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.audit(user, attrs, code);
+        result
+    }
+}
+
 fn object(any: Any) -> Response<rpc::ObjectResponse> {
     Response::new(rpc::ObjectResponse { object: Some(any) })
 }
@@ -67,15 +151,24 @@ impl ApiServer for ApiService {
         &self,
         req: Request<rpc::CreateRequest>,
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
-        let any = dispatch!(info, self.state.clone(), req, rpc::CreateRequest => Any, |s, r| handlers::create::<K>(s, r)).await?;
-        Ok(object(any))
+        let (obj_ns, _) = object_meta(req.object.as_ref());
+        let a = attrs("create", info, &write_namespace(&req.namespace, &obj_ns), "");
+        let user = self.admit(user, &a)?;
+        let res = dispatch!(info, self.state.clone(), req, rpc::CreateRequest => Any, |s, r| handlers::create::<K>(s, r)).await;
+        Ok(object(self.finish(&user, &a, res)?))
     }
 
     async fn get(&self, req: Request<rpc::GetRequest>) -> Result<Response<rpc::ObjectResponse>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
+        self.admit(
+            user,
+            &attrs("get", info, &write_namespace(&req.namespace, ""), &req.name),
+        )?;
         let any =
             dispatch!(info, self.state.clone(), req, rpc::GetRequest => Any, |s, r| handlers::get::<K>(s, r))
                 .await?;
@@ -83,8 +176,10 @@ impl ApiServer for ApiService {
     }
 
     async fn list(&self, req: Request<rpc::ListRequest>) -> Result<Response<rpc::ListResponse>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
+        self.admit(user, &attrs("list", info, &req.namespace, ""))?;
         let out = dispatch!(info, self.state.clone(), req, rpc::ListRequest => rpc::ListResponse, |s, r| handlers::list::<K>(s, r)).await?;
         Ok(Response::new(out))
     }
@@ -93,18 +188,26 @@ impl ApiServer for ApiService {
         &self,
         req: Request<rpc::UpdateRequest>,
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
-        let any = dispatch!(info, self.state.clone(), req, rpc::UpdateRequest => Any, |s, r| handlers::update::<K>(s, r, false)).await?;
-        Ok(object(any))
+        let (ns, name) = object_meta(req.object.as_ref());
+        let a = attrs("update", info, &write_namespace("", &ns), &name);
+        let user = self.admit(user, &a)?;
+        let res = dispatch!(info, self.state.clone(), req, rpc::UpdateRequest => Any, |s, r| handlers::update::<K>(s, r, false)).await;
+        Ok(object(self.finish(&user, &a, res)?))
     }
 
     async fn update_status(
         &self,
         req: Request<rpc::UpdateRequest>,
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
+        let (ns, name) = object_meta(req.object.as_ref());
+        let a = attrs("update", info, &write_namespace("", &ns), &name).with_subresource("status");
+        let user = self.admit(user, &a)?;
         if !info.has_status {
             return Err(ApiError::bad_request(format!(
                 "{} have no status subresource; use Update",
@@ -112,41 +215,53 @@ impl ApiServer for ApiService {
             ))
             .into());
         }
-        let any = dispatch!(info, self.state.clone(), req, rpc::UpdateRequest => Any, |s, r| handlers::update::<K>(s, r, true)).await?;
-        Ok(object(any))
+        let res = dispatch!(info, self.state.clone(), req, rpc::UpdateRequest => Any, |s, r| handlers::update::<K>(s, r, true)).await;
+        Ok(object(self.finish(&user, &a, res)?))
     }
 
     async fn patch(&self, req: Request<rpc::PatchRequest>) -> Result<Response<rpc::ObjectResponse>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
-        let any = dispatch!(info, self.state.clone(), req, rpc::PatchRequest => Any, |s, r| handlers::patch::<K>(s, r)).await?;
-        Ok(object(any))
+        let a = attrs("patch", info, &write_namespace(&req.namespace, ""), &req.name)
+            .with_subresource(&req.subresource);
+        let user = self.admit(user, &a)?;
+        let res = dispatch!(info, self.state.clone(), req, rpc::PatchRequest => Any, |s, r| handlers::patch::<K>(s, r)).await;
+        Ok(object(self.finish(&user, &a, res)?))
     }
 
     async fn delete(
         &self,
         req: Request<rpc::DeleteRequest>,
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
-        let any = dispatch!(info, self.state.clone(), req, rpc::DeleteRequest => Any, |s, r| handlers::delete::<K>(s, r)).await?;
-        Ok(object(any))
+        let a = attrs("delete", info, &write_namespace(&req.namespace, ""), &req.name);
+        let user = self.admit(user, &a)?;
+        let res = dispatch!(info, self.state.clone(), req, rpc::DeleteRequest => Any, |s, r| handlers::delete::<K>(s, r)).await;
+        Ok(object(self.finish(&user, &a, res)?))
     }
 
     type WatchStream = WatchStream;
 
     async fn watch(&self, req: Request<rpc::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
+        self.admit(user, &attrs("watch", info, &req.namespace, ""))?;
         let (tx, rx) = mpsc::channel(256);
         dispatch!(info, self.state.clone(), (req, tx), (rpc::WatchRequest, handlers::WatchSender) => (), |s, r| handlers::watch::<K>(s, r.0, r.1)).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn bind(&self, req: Request<rpc::BindRequest>) -> Result<Response<rpc::ObjectResponse>, Status> {
-        Ok(object(
-            handlers::bind(self.state.clone(), req.into_inner()).await?,
-        ))
+        let user = self.authenticate(&req);
+        let req = req.into_inner();
+        let a = Attributes::new("create", "", "pods", &req.namespace, &req.name).with_subresource("binding");
+        let user = self.admit(user, &a)?;
+        let res = handlers::bind(self.state.clone(), req).await;
+        Ok(object(self.finish(&user, &a, res)?))
     }
 
     type LogsStream = crate::proxy::LogStream;
@@ -155,9 +270,13 @@ impl ApiServer for ApiService {
         &self,
         req: Request<rkube_api::kubelet::v1::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        Ok(Response::new(
-            crate::proxy::logs(&self.state, req.into_inner()).await?,
-        ))
+        let user = self.authenticate(&req);
+        let req = req.into_inner();
+        self.admit(
+            user,
+            &Attributes::new("get", "", "pods", &req.namespace, &req.pod).with_subresource("log"),
+        )?;
+        Ok(Response::new(crate::proxy::logs(&self.state, req).await?))
     }
 
     type ExecStream = crate::proxy::ExecStream;
@@ -166,8 +285,15 @@ impl ApiServer for ApiService {
         &self,
         req: Request<tonic::Streaming<rkube_api::kubelet::v1::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        let user = self.authenticate(&req);
+        // The pod is named in the first message: authorize once it is read.
+        let admit = |start: &rkube_api::kubelet::v1::ExecStart| -> Result<(), Status> {
+            let a =
+                Attributes::new("create", "", "pods", &start.namespace, &start.pod).with_subresource("exec");
+            self.admit(user, &a).map(|_| ())
+        };
         Ok(Response::new(
-            crate::proxy::exec(&self.state, req.into_inner()).await?,
+            crate::proxy::exec(&self.state, req.into_inner(), admit).await?,
         ))
     }
 
@@ -175,15 +301,28 @@ impl ApiServer for ApiService {
         &self,
         req: Request<rpc::MetricsRequest>,
     ) -> Result<Response<rpc::MetricsResponse>, Status> {
-        Ok(Response::new(
-            crate::proxy::metrics(&self.state, req.into_inner()).await?,
-        ))
+        let user = self.authenticate(&req);
+        let req = req.into_inner();
+        // Metrics come from the kubelets through the apiserver's proxy.
+        let user = self.admit(
+            user,
+            &Attributes::new("get", "", "pods", &req.namespace, "").with_subresource("proxy"),
+        )?;
+        if req.nodes {
+            self.admit(
+                Ok(user),
+                &Attributes::new("get", "", "nodes", "", "").with_subresource("proxy"),
+            )?;
+        }
+        Ok(Response::new(crate::proxy::metrics(&self.state, req).await?))
     }
 
     async fn discovery(
         &self,
-        _req: Request<rpc::DiscoveryRequest>,
+        req: Request<rpc::DiscoveryRequest>,
     ) -> Result<Response<rpc::DiscoveryResponse>, Status> {
+        // Any authenticated user may discover (system:discovery).
+        self.authenticate(&req)?;
         let resources = KINDS
             .iter()
             .map(|k| rpc::ApiResource {
@@ -203,10 +342,57 @@ impl ApiServer for ApiService {
         Ok(Response::new(rpc::DiscoveryResponse { resources }))
     }
 
+    async fn access_review(
+        &self,
+        req: Request<rpc::AccessReviewRequest>,
+    ) -> Result<Response<rpc::AccessReviewResponse>, Status> {
+        let caller = self.authenticate(&req)?;
+        let req = req.into_inner();
+        let subject = if req.user.is_empty() && req.groups.is_empty() {
+            caller
+        } else {
+            // Impersonation, as Kubernetes: `impersonate` on users/NAME and
+            // groups/NAME.
+            let mut wanted = vec![Attributes::new("impersonate", "", "users", "", &req.user)];
+            wanted.extend(
+                req.groups
+                    .iter()
+                    .map(|g| Attributes::new("impersonate", "", "groups", "", g)),
+            );
+            for a in wanted.iter().filter(|a| !a.name.is_empty()) {
+                self.state.authz.authorize(&caller, a)?;
+            }
+            let mut groups = req.groups.clone();
+            groups.push(crate::authn::AUTHENTICATED_GROUP.into());
+            UserInfo {
+                name: if req.user.is_empty() {
+                    caller.name
+                } else {
+                    req.user.clone()
+                },
+                uid: String::new(),
+                groups,
+            }
+        };
+        let a = Attributes::new(&req.verb, &req.group, &req.resource, &req.namespace, &req.name)
+            .with_subresource(&req.subresource);
+        let allowed = self.state.authz.allowed(&subject, &a)?;
+        Ok(Response::new(rpc::AccessReviewResponse {
+            allowed,
+            reason: if allowed {
+                String::new()
+            } else {
+                a.forbidden_message(&subject)
+            },
+            user: subject.name,
+        }))
+    }
+
     async fn version(
         &self,
-        _req: Request<rpc::VersionRequest>,
+        req: Request<rpc::VersionRequest>,
     ) -> Result<Response<rpc::VersionResponse>, Status> {
+        self.authenticate(&req)?;
         Ok(Response::new(rpc::VersionResponse {
             git_version: format!("v{}", env!("CARGO_PKG_VERSION")),
             platform: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),

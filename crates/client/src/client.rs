@@ -50,6 +50,63 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
+/// The rustls settings for an `https://` server: the cluster CA to verify
+/// the server with (required: rkube never trusts the system roots for its
+/// own cluster) and the client certificate, if any. Certificates with an
+/// `http://` server are an error, so they are never silently unused.
+fn tls_config(config: &ClientConfig) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |field: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Error::Config {
+            path: PathBuf::from(field),
+            msg: format!("cannot read {}: {e}", p.display()),
+        })
+    };
+    let err = |field: &str, msg: String| Error::Config {
+        path: PathBuf::from(field),
+        msg,
+    };
+    if !config.server.starts_with("https://") {
+        if config.client_certificate.is_some() || config.certificate_authority.is_some() {
+            return Err(err(
+                "server",
+                format!(
+                    "{:?}: certificates are configured, so the server must be an https:// address",
+                    config.server
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let ca = config.certificate_authority.as_deref().ok_or_else(|| {
+        err(
+            "certificateAuthority",
+            format!(
+                "{:?} is https: give the cluster CA (ca.crt) that signs the apiserver's certificate",
+                config.server
+            ),
+        )
+    })?;
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("certificateAuthority", ca)?));
+    match (&config.client_certificate, &config.client_key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(
+                read("clientCertificate", cert)?,
+                read("clientKey", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(err(
+                "clientCertificate",
+                "clientCertificate and clientKey go together: give both or neither".into(),
+            ))
+        }
+    }
+    Ok(Some(tls))
+}
+
 /// A cheap-to-clone handle on one connection to the apiserver. The
 /// connection is made on first use and remade after a failure, so a
 /// daemon started before the apiserver simply retries.
@@ -85,12 +142,7 @@ impl Client {
             msg,
         };
         validate_server(&config.server).map_err(bad)?;
-        if config.server.starts_with("https://") {
-            return Err(bad(format!(
-                "{:?}: TLS is not supported yet; use an http:// address",
-                config.server
-            )));
-        }
+        let tls = tls_config(config)?;
         // Channel::new spawns its worker on the current runtime and would
         // panic outside one.
         if tokio::runtime::Handle::try_current().is_err() {
@@ -119,6 +171,12 @@ impl Client {
             // Watches sit idle for long stretches; without pings a dead
             // server would leave them hanging forever.
             .keep_alive_while_idle(true);
+        let endpoint = match tls {
+            Some(tls) => endpoint
+                .tls_config(tls)
+                .map_err(|e| bad(format!("{:?}: TLS settings: {e}", config.server)))?,
+            None => endpoint,
+        };
         let channel = endpoint.connect_lazy();
         let grpc = ApiServerClient::with_interceptor(channel, Auth { token })
             .max_decoding_message_size(MAX_MESSAGE)
@@ -487,6 +545,14 @@ impl Client {
         Ok(self.unary("Discovery", grpc.discovery(req)).await?.resources)
     }
 
+    /// Whether the caller (or the user and groups it names, which it must
+    /// be allowed to impersonate) may do what `req` says: `auth can-i`.
+    pub async fn access_review(&self, req: rpc::AccessReviewRequest) -> Result<rpc::AccessReviewResponse> {
+        let req = self.request(req);
+        let mut grpc = self.grpc();
+        self.unary("AccessReview", grpc.access_review(req)).await
+    }
+
     pub async fn version(&self) -> Result<rpc::VersionResponse> {
         let req = self.request(rpc::VersionRequest {});
         let mut grpc = self.grpc();
@@ -704,10 +770,11 @@ mod tests {
     #[tokio::test]
     async fn bad_addresses_are_refused_before_connecting() {
         assert!(Client::connect("127.0.0.1:6443").is_err());
+        // https needs the cluster CA to verify the server with
         assert!(Client::connect("https://127.0.0.1:6443")
             .unwrap_err()
             .to_string()
-            .contains("TLS"));
+            .contains("certificateAuthority"));
         assert!(Client::connect("http://127.0.0.1:6443").is_ok());
     }
 

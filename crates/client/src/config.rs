@@ -1,5 +1,6 @@
 //! The client config file, rkube's kubeconfig: where the apiserver is, the
-//! default namespace, and (for later) credentials.
+//! default namespace, and credentials (bearer token, or client certificate
+//! and key; with `https://` the cluster CA that signs the server).
 //!
 //! ```yaml
 //! server: http://127.0.0.1:6443
@@ -34,13 +35,14 @@ pub struct ClientConfig {
     /// Bearer token, sent as `authorization: Bearer <token>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// CA bundle that signs the apiserver's certificate (TLS: not yet used).
+    /// CA bundle that signs the apiserver's certificate; required for an
+    /// `https://` server. A relative path is relative to the config file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_authority: Option<PathBuf>,
-    /// Client certificate for mutual TLS (not yet used).
+    /// Client certificate for mutual TLS (user = CN, groups = O).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<PathBuf>,
-    /// Key of `clientCertificate` (not yet used).
+    /// Key of `clientCertificate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<PathBuf>,
 }
@@ -75,6 +77,25 @@ impl ClientConfig {
         }
     }
 
+    /// What a daemon connects with: the client config file of its
+    /// `--kubeconfig FILE` flag (server, CA, client certificate or token)
+    /// if given, with `--apiserver URL` overriding the file's server; with
+    /// neither file nor credentials, plain `--apiserver` as before.
+    pub fn for_daemon(apiserver: Option<&str>, kubeconfig: Option<&Path>) -> Result<Self> {
+        let mut config = match kubeconfig {
+            Some(path) => Self::load(path)?,
+            None => ClientConfig::default(),
+        };
+        if let Some(url) = apiserver.filter(|u| !u.is_empty()) {
+            config.server = url.to_string();
+            validate_server(&config.server).map_err(|msg| Error::Config {
+                path: PathBuf::from("--apiserver"),
+                msg,
+            })?;
+        }
+        Ok(config)
+    }
+
     /// `$RKUBECONFIG`, else `~/.rkube/config`.
     pub fn default_path() -> Result<PathBuf> {
         if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
@@ -107,7 +128,23 @@ impl ClientConfig {
             path: path.to_path_buf(),
             msg: format!("cannot read the client config: {e}"),
         })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        // As in a kubeconfig, relative file names are relative to the file.
+        if let Some(dir) = path.parent() {
+            for p in [
+                &mut config.certificate_authority,
+                &mut config.client_certificate,
+                &mut config.client_key,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses config text; `path` only names the file in errors.
@@ -187,8 +224,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Accepts `http://host:port` (and `https://`, refused later by `Client`
-/// until TLS lands, so the file format does not change then).
+/// Accepts `http://host:port` and `https://host:port`.
 pub(crate) fn validate_server(server: &str) -> std::result::Result<(), String> {
     let rest = server
         .strip_prefix("http://")
@@ -226,6 +262,26 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn daemons_take_a_file_and_an_overriding_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scheduler.conf");
+        std::fs::write(
+            &path,
+            "server: https://10.0.0.1:6443\ncertificateAuthority: ca.crt\nclientCertificate: s.crt\nclientKey: s.key\n",
+        )
+        .unwrap();
+        let cfg = ClientConfig::for_daemon(Some("https://127.0.0.1:6443"), Some(&path)).unwrap();
+        assert_eq!(cfg.server, "https://127.0.0.1:6443");
+        // relative to the file, as in a kubeconfig
+        assert_eq!(cfg.certificate_authority, Some(dir.path().join("ca.crt")));
+        let cfg = ClientConfig::for_daemon(None, Some(&path)).unwrap();
+        assert_eq!(cfg.server, "https://10.0.0.1:6443");
+        let cfg = ClientConfig::for_daemon(Some("http://127.0.0.1:1"), None).unwrap();
+        assert_eq!(cfg, ClientConfig::for_server("http://127.0.0.1:1"));
+        assert!(ClientConfig::for_daemon(Some("127.0.0.1:1"), None).is_err());
     }
 
     #[test]

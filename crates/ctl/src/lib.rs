@@ -93,6 +93,11 @@ pub enum Command {
     /// Print the URLs a NodePort or LoadBalancer Service is reached at from
     /// the host (`--url`: URLs only).
     Service(cmd::service::ServiceArgs),
+    /// Create the cluster CA and the components' certificates and client
+    /// config files (`certs generate --dir DIR`).
+    Certs(cmd::certs::CertsArgs),
+    /// Inspect authorization (`auth can-i VERB RESOURCE [--as USER]`).
+    Auth(cmd::auth::AuthArgs),
 }
 
 impl Cli {
@@ -103,13 +108,13 @@ impl Cli {
             .server
             .clone()
             .filter(|s| !s.trim().is_empty())
-            .unwrap_or(file.server);
+            .unwrap_or_else(|| file.server.clone());
         let namespace_explicit = self.namespace.is_some();
         let namespace = self
             .namespace
             .clone()
             .filter(|n| !n.is_empty())
-            .or(Some(file.namespace).filter(|n| !n.is_empty()))
+            .or(Some(file.namespace.clone()).filter(|n| !n.is_empty()))
             .unwrap_or_else(|| "default".to_string());
         if !rkube_api::validation::is_dns1123_label(&namespace) {
             return Err(CtlError::usage(format!(
@@ -120,6 +125,7 @@ impl Cli {
             server_url: config::normalize_server(&server),
             namespace,
             namespace_explicit,
+            credentials: file,
         })
     }
 }
@@ -148,6 +154,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Taint(a) => cmd::taint::run(&ctx, a, out).await,
         Command::Label(a) => cmd::label::run(&ctx, a, out).await,
         Command::Service(a) => cmd::service::run(&ctx, a, out).await,
+        Command::Certs(a) => cmd::certs::run(a, out).await,
+        Command::Auth(a) => cmd::auth::run(&ctx, a, out).await,
     };
     out.flush()?;
     result

@@ -78,6 +78,17 @@ impl ApiServer {
         })
     }
 
+    /// A handle using the server, credentials and TLS settings of a
+    /// client config.
+    pub async fn from_config(config: &rkube_client::ClientConfig) -> Result<Self, CtlError> {
+        let client =
+            Client::from_config(config).map_err(|e| CtlError::usage(format!("client config {e}")))?;
+        Ok(ApiServer {
+            client,
+            url: config.server.clone(),
+        })
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

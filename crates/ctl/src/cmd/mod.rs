@@ -4,7 +4,9 @@
 
 pub mod api_resources;
 pub mod apply;
+pub mod auth;
 pub mod autoscale;
+pub mod certs;
 pub mod cordon;
 pub mod create;
 pub mod delete;
@@ -34,11 +36,19 @@ pub struct Context {
     pub namespace: String,
     /// Whether `-n` was given (objects from files must then agree).
     pub namespace_explicit: bool,
+    /// Credentials and TLS settings of the client config file (token,
+    /// certificateAuthority, clientCertificate, clientKey).
+    pub credentials: rkube_client::ClientConfig,
 }
 
 impl Context {
     pub async fn connect(&self) -> Result<ApiServer, CtlError> {
-        ApiServer::connect(&self.server_url).await
+        let config = rkube_client::ClientConfig {
+            server: self.server_url.clone(),
+            namespace: self.namespace.clone(),
+            ..self.credentials.clone()
+        };
+        ApiServer::from_config(&config).await
     }
 
     pub fn namespace_choice(&self) -> NamespaceChoice {

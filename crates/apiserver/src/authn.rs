@@ -1,0 +1,254 @@
+//! Authentication: who is calling. Two authenticators, as Kubernetes has
+//! them: the TLS client certificate (verified by rustls against
+//! `--client-ca-file` during the handshake; user = subject CN, groups =
+//! subject O) and static bearer tokens from `--token-auth-file`. With
+//! neither configured, authentication is off and every caller is
+//! `system:anonymous`, which is how the apiserver behaved before security
+//! existed. With either configured, a request without valid credentials is
+//! refused with UNAUTHENTICATED. Health endpoints are served elsewhere
+//! (plain HTTP) and stay open.
+
+use std::collections::HashMap;
+use std::path::Path;
+use tonic::{Code, Request, Status};
+
+pub const ANONYMOUS: &str = "system:anonymous";
+pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+/// Members are allowed everything, whatever RBAC says (as Kubernetes).
+pub const MASTERS_GROUP: &str = "system:masters";
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    pub fn anonymous() -> Self {
+        UserInfo {
+            name: ANONYMOUS.into(),
+            uid: String::new(),
+            groups: vec![UNAUTHENTICATED_GROUP.into()],
+        }
+    }
+
+    fn authenticated(name: String, uid: String, mut groups: Vec<String>) -> Self {
+        if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+            groups.push(AUTHENTICATED_GROUP.into());
+        }
+        UserInfo { name, uid, groups }
+    }
+}
+
+/// The configured authenticators.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    /// Client certificates are checked (a client CA is configured).
+    client_certs: bool,
+    /// Bearer token → user, from `--token-auth-file`.
+    tokens: Option<HashMap<String, UserInfo>>,
+}
+
+impl Authenticator {
+    /// Authentication off: everyone is anonymous.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    pub fn new(client_certs: bool, token_file: Option<&Path>) -> anyhow::Result<Self> {
+        let tokens = match token_file {
+            Some(path) => Some(load_token_file(path)?),
+            None => None,
+        };
+        Ok(Authenticator { client_certs, tokens })
+    }
+
+    /// Whether callers must present credentials.
+    pub fn enabled(&self) -> bool {
+        self.client_certs || self.tokens.is_some()
+    }
+
+    /// The caller of `req`: from its bearer token if it sends one (an
+    /// unknown token is refused even when a certificate is also
+    /// presented, so a typo is noticed), else from its client certificate.
+    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<UserInfo, Status> {
+        if !self.enabled() {
+            return Ok(UserInfo::anonymous());
+        }
+        if let Some(value) = req.metadata().get("authorization") {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| {
+                    Status::new(
+                        Code::Unauthenticated,
+                        "the authorization header must be `Bearer <token>`",
+                    )
+                })?;
+            return match self.tokens.as_ref().and_then(|t| t.get(token)) {
+                Some(user) => Ok(user.clone()),
+                None => Err(Status::new(
+                    Code::Unauthenticated,
+                    "the bearer token is not known to this apiserver; check `token` in your client config",
+                )),
+            };
+        }
+        if self.client_certs {
+            if let Some(certs) = req.peer_certs() {
+                if let Some(leaf) = certs.first() {
+                    return user_from_certificate(leaf.as_ref());
+                }
+            }
+        }
+        Err(Status::new(
+            Code::Unauthenticated,
+            "no credentials; give clientCertificate/clientKey or token in your client config",
+        ))
+    }
+}
+
+/// User = subject CommonName, groups = subject Organizations, as
+/// Kubernetes maps client certificates. rustls has already verified the
+/// chain and validity period.
+pub fn user_from_certificate(der: &[u8]) -> Result<UserInfo, Status> {
+    let bad = |why: String| Status::new(Code::Unauthenticated, format!("client certificate: {why}"));
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| bad(format!("cannot be parsed: {e}")))?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("its subject has no CommonName (the user name)".into()))?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Ok(UserInfo::authenticated(name, String::new(), groups))
+}
+
+/// Reads Kubernetes' `--token-auth-file` format: one
+/// `token,user,uid,"group1,group2"` per line (groups optional, quoted when
+/// there are several). Errors name the file and line.
+pub fn load_token_file(path: &Path) -> anyhow::Result<HashMap<String, UserInfo>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read --token-auth-file {}: {e}", path.display()))?;
+    parse_token_file(&text).map_err(|e| anyhow::anyhow!("--token-auth-file {}: {e}", path.display()))
+}
+
+pub fn parse_token_file(text: &str) -> anyhow::Result<HashMap<String, UserInfo>> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields = split_csv(line).map_err(|e| anyhow::anyhow!("line {n}: {e}"))?;
+        if fields.len() < 3 {
+            anyhow::bail!("line {n}: expected token,user,uid[,\"group1,group2\"]");
+        }
+        let (token, user, uid) = (fields[0].trim(), fields[1].trim(), fields[2].trim());
+        if token.is_empty() || user.is_empty() {
+            anyhow::bail!("line {n}: the token and the user name must not be empty");
+        }
+        let groups = fields
+            .get(3)
+            .map(|g| {
+                g.split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if out
+            .insert(
+                token.to_string(),
+                UserInfo::authenticated(user.into(), uid.into(), groups),
+            )
+            .is_some()
+        {
+            anyhow::bail!("line {n}: duplicate token");
+        }
+    }
+    Ok(out)
+}
+
+/// Splits one CSV line; `"..."` quotes a field containing commas, `""` is
+/// a quote inside one.
+fn split_csv(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) if cur.trim().is_empty() => {
+                cur.clear();
+                quoted = true;
+            }
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            ('"', true) => quoted = false,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    fields.push(cur);
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_in_kubernetes_format() {
+        let users =
+            parse_token_file("# comment\nt1,alice,u1,\"dev,ops\"\nt2,bob,u2\n\nt3,carol,u3,viewers\n")
+                .unwrap();
+        assert_eq!(users["t1"].name, "alice");
+        assert_eq!(users["t1"].groups, ["dev", "ops", AUTHENTICATED_GROUP]);
+        assert_eq!(users["t2"].groups, [AUTHENTICATED_GROUP]);
+        assert_eq!(users["t3"].groups, ["viewers", AUTHENTICATED_GROUP]);
+        let err = parse_token_file("t1,alice\n").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        let err = parse_token_file("a,b,c\na,d,e\n").unwrap_err().to_string();
+        assert!(err.contains("line 2: duplicate token"), "{err}");
+    }
+
+    #[test]
+    fn disabled_means_anonymous_and_enabled_needs_credentials() {
+        let req = Request::new(());
+        assert_eq!(
+            Authenticator::disabled().authenticate(&req).unwrap(),
+            UserInfo::anonymous()
+        );
+        let auth = Authenticator {
+            tokens: Some(parse_token_file("secret,alice,1\n").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(auth.authenticate(&req).unwrap_err().code(), Code::Unauthenticated);
+        let mut req = Request::new(());
+        req.metadata_mut()
+            .insert("authorization", "Bearer secret".parse().unwrap());
+        assert_eq!(auth.authenticate(&req).unwrap().name, "alice");
+        let mut req = Request::new(());
+        req.metadata_mut()
+            .insert("authorization", "Bearer nope".parse().unwrap());
+        assert_eq!(auth.authenticate(&req).unwrap_err().code(), Code::Unauthenticated);
+    }
+}

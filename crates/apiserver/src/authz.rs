@@ -1,0 +1,709 @@
+//! Authorization: may this user do this verb on this resource here?
+//! `AlwaysAllow` (the default for now) says yes to everyone; `RBAC`
+//! evaluates the Role, ClusterRole, RoleBinding and ClusterRoleBinding
+//! objects of the store exactly as Kubernetes' RBAC authorizer does, with
+//! the `system:masters` group always allowed. The RBAC objects are read
+//! from the store into a snapshot that every write to an RBAC kind
+//! invalidates, so a grant or a revocation takes effect on the next request.
+
+use crate::authn::{UserInfo, MASTERS_GROUP};
+use crate::error::ApiError;
+use crate::handlers;
+use rkube_api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use rkube_api::Resource;
+use rkube_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    AlwaysAllow,
+    Rbac,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "AlwaysAllow" => Ok(Mode::AlwaysAllow),
+            "RBAC" => Ok(Mode::Rbac),
+            other => Err(format!(
+                "unknown authorization mode {other:?}; use AlwaysAllow or RBAC"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a request wants to do, in Kubernetes' terms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes {
+    /// get, list, watch, create, update, patch, delete, deletecollection, impersonate
+    pub verb: String,
+    pub group: String,
+    /// plural resource name
+    pub resource: String,
+    /// status, binding, log, exec, proxy; empty for the object itself
+    pub subresource: String,
+    /// empty: cluster scope (or all namespaces)
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Attributes {
+    pub fn new(verb: &str, group: &str, resource: &str, namespace: &str, name: &str) -> Self {
+        Attributes {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    pub fn with_subresource(mut self, subresource: &str) -> Self {
+        self.subresource = subresource.into();
+        self
+    }
+
+    /// `pods` or `pods/log`, as rules name it.
+    pub fn resource_path(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+
+    /// Kubernetes' Forbidden text: `pods "x" is forbidden: User "alice"
+    /// cannot get resource "pods" in API group "" in the namespace "default"`.
+    pub fn forbidden_message(&self, user: &UserInfo) -> String {
+        let group_resource = if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        };
+        let object = if self.name.is_empty() {
+            group_resource
+        } else {
+            format!("{group_resource} {:?}", self.name)
+        };
+        let scope = if self.namespace.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace {:?}", self.namespace)
+        };
+        format!(
+            "{object} is forbidden: User {:?} cannot {} resource {:?} in API group {:?} {scope}",
+            user.name,
+            self.verb,
+            self.resource_path(),
+            self.group
+        )
+    }
+}
+
+/// The RBAC objects at one moment.
+#[derive(Default)]
+struct Snapshot {
+    roles: HashMap<(String, String), Vec<PolicyRule>>,
+    cluster_roles: HashMap<String, Vec<PolicyRule>>,
+    role_bindings: Vec<RoleBinding>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+}
+
+pub struct Authorizer {
+    mode: Mode,
+    store: Arc<dyn Store>,
+    cache: RwLock<Option<Arc<Snapshot>>>,
+    /// Bumped by every RBAC write; a snapshot read under an older epoch
+    /// is not kept, so a write racing a reload is never lost.
+    epoch: AtomicU64,
+}
+
+impl Authorizer {
+    pub fn new(mode: Mode, store: Arc<dyn Store>) -> Self {
+        Authorizer {
+            mode,
+            store,
+            cache: RwLock::new(None),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Called after every write to an RBAC kind.
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Whether `user` may do `attrs`.
+    pub fn allowed(&self, user: &UserInfo, attrs: &Attributes) -> Result<bool, ApiError> {
+        if self.mode == Mode::AlwaysAllow || user.groups.iter().any(|g| g == MASTERS_GROUP) {
+            return Ok(true);
+        }
+        let snap = self.snapshot()?;
+        Ok(rbac_allows(&snap, user, attrs))
+    }
+
+    /// Ok, or PERMISSION_DENIED with Kubernetes' message.
+    pub fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
+        if self.allowed(user, attrs)? {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(attrs.forbidden_message(user)))
+        }
+    }
+
+    fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
+        if let Some(s) = self.cache.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(s.clone());
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let mut snap = Snapshot::default();
+        for r in list::<Role>(self.store.as_ref())? {
+            let m = r.metadata();
+            snap.roles.insert((m.namespace.clone(), m.name.clone()), r.rules);
+        }
+        for r in list::<ClusterRole>(self.store.as_ref())? {
+            snap.cluster_roles.insert(r.metadata().name.clone(), r.rules);
+        }
+        snap.role_bindings = list::<RoleBinding>(self.store.as_ref())?;
+        snap.cluster_role_bindings = list::<ClusterRoleBinding>(self.store.as_ref())?;
+        let snap = Arc::new(snap);
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            *cache = Some(snap.clone());
+        }
+        Ok(snap)
+    }
+}
+
+fn list<K: Resource>(store: &dyn Store) -> Result<Vec<K>, ApiError> {
+    let prefix = handlers::storage_prefix(K::info(), "");
+    let page = store
+        .list(&prefix, None, 0, None)
+        .map_err(|e| ApiError::from_store(e, K::info(), ""))?;
+    Ok(page
+        .items
+        .iter()
+        .filter_map(|kv| match K::decode(kv.value.as_ref()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, "stored RBAC object cannot be decoded, it grants nothing: {e}");
+                None
+            }
+        })
+        .collect())
+}
+
+fn subject_matches(s: &Subject, user: &UserInfo, binding_ns: &str) -> bool {
+    match s.kind.as_str() {
+        "User" => s.name == user.name,
+        "Group" => user.groups.contains(&s.name),
+        "ServiceAccount" => {
+            let ns = if s.namespace.is_empty() {
+                binding_ns
+            } else {
+                &s.namespace
+            };
+            user.name == format!("system:serviceaccount:{ns}:{}", s.name)
+        }
+        _ => false,
+    }
+}
+
+fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
+    let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+    if !any(&rule.verbs, &attrs.verb) || !any(&rule.api_groups, &attrs.group) {
+        return false;
+    }
+    let path = attrs.resource_path();
+    let resource_ok = rule.resources.iter().any(|r| {
+        r == "*" || *r == path || (!attrs.subresource.is_empty() && *r == format!("*/{}", attrs.subresource))
+    });
+    resource_ok && (rule.resource_names.is_empty() || rule.resource_names.contains(&attrs.name))
+}
+
+fn rbac_allows(snap: &Snapshot, user: &UserInfo, attrs: &Attributes) -> bool {
+    let cluster_role = |r: &RoleRef| snap.cluster_roles.get(&r.name).map(Vec::as_slice).unwrap_or(&[]);
+    for b in &snap.cluster_role_bindings {
+        let Some(r) = &b.role_ref else { continue };
+        if b.subjects.iter().any(|s| subject_matches(s, user, ""))
+            && cluster_role(r).iter().any(|rule| rule_allows(rule, attrs))
+        {
+            return true;
+        }
+    }
+    if attrs.namespace.is_empty() {
+        return false;
+    }
+    for b in snap
+        .role_bindings
+        .iter()
+        .filter(|b| b.metadata().namespace == attrs.namespace)
+    {
+        let Some(r) = &b.role_ref else { continue };
+        if !b
+            .subjects
+            .iter()
+            .any(|s| subject_matches(s, user, &attrs.namespace))
+        {
+            continue;
+        }
+        let rules = if r.kind == "Role" {
+            snap.roles
+                .get(&(attrs.namespace.clone(), r.name.clone()))
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+        } else {
+            cluster_role(r)
+        };
+        if rules.iter().any(|rule| rule_allows(rule, attrs)) {
+            return true;
+        }
+    }
+    false
+}
+
+fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> PolicyRule {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
+    PolicyRule {
+        verbs: s(verbs),
+        api_groups: s(groups),
+        resources: s(resources),
+        ..Default::default()
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const ALL_WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+
+/// The ClusterRoles created at startup when RBAC is on, and who they are
+/// bound to (a ClusterRoleBinding of the same name; none for the roles
+/// meant for people to bind per namespace: admin, edit, view).
+pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
+    let user = |n: &str| Subject {
+        kind: "User".into(),
+        api_group: RBAC_GROUP.into(),
+        name: n.into(),
+        namespace: String::new(),
+    };
+    let group = |n: &str| Subject {
+        kind: "Group".into(),
+        ..user(n)
+    };
+    let workloads: &[&str] = &[
+        "pods",
+        "pods/log",
+        "pods/exec",
+        "services",
+        "endpoints",
+        "configmaps",
+        "secrets",
+        "events",
+    ];
+    let apps: &[&str] = &["deployments", "replicasets"];
+    let view_core: &[&str] = &[
+        "pods",
+        "pods/log",
+        "pods/status",
+        "services",
+        "services/status",
+        "endpoints",
+        "configmaps",
+        "events",
+        "namespaces",
+        "namespaces/status",
+    ];
+    let view = vec![
+        rule(READ, &[""], view_core),
+        rule(
+            READ,
+            &["apps"],
+            &[
+                "deployments",
+                "deployments/status",
+                "replicasets",
+                "replicasets/status",
+            ],
+        ),
+        rule(
+            READ,
+            &["autoscaling"],
+            &["horizontalpodautoscalers", "horizontalpodautoscalers/status"],
+        ),
+        rule(&["get"], &[""], &["pods/proxy"]),
+    ];
+    let mut edit = view.clone();
+    edit.extend([
+        rule(ALL_WRITE, &[""], workloads),
+        rule(ALL_WRITE, &["apps"], apps),
+        rule(ALL_WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+    ]);
+    let mut admin = edit.clone();
+    admin.push(rule(ALL_WRITE, &[RBAC_GROUP], &["roles", "rolebindings"]));
+    let cluster_admin = rule(&["*"], &["*"], &["*"]);
+    let everything_read = rule(READ, &["*"], &["*"]);
+    let events = rule(&["create", "update", "patch"], &[""], &["events"]);
+    let leases = rule(
+        &["get", "list", "watch", "create", "update", "patch", "delete"],
+        &["coordination.k8s.io"],
+        &["leases"],
+    );
+    let scheduler = vec![
+        rule(READ, &[""], &["pods", "nodes", "namespaces", "services"]),
+        rule(&["create"], &[""], &["pods/binding"]),
+        rule(&["update", "patch"], &[""], &["pods/status"]),
+        events.clone(),
+        leases.clone(),
+    ];
+    // The garbage collector and the namespace controller act on every
+    // kind (ownerReferences, finalizers, deleting a namespace's contents),
+    // as Kubernetes' generic-garbage-collector and namespace-controller do.
+    let controller_manager = vec![
+        everything_read.clone(),
+        rule(&["update", "patch", "delete", "deletecollection"], &["*"], &["*"]),
+        rule(
+            &["create"],
+            &[""],
+            &[
+                "pods",
+                "endpoints",
+                "namespaces",
+                "nodes",
+                "services",
+                "configmaps",
+                "secrets",
+            ],
+        ),
+        rule(&["update", "patch"], &["*"], &["*/status"]),
+        rule(&["create"], &["apps"], &["deployments", "replicasets"]),
+        rule(&["create"], &["autoscaling"], &["horizontalpodautoscalers"]),
+        rule(&["create"], &["coordination.k8s.io"], &["leases"]),
+        rule(&["get"], &[""], &["pods/proxy", "nodes/proxy"]),
+        events.clone(),
+    ];
+    let node = vec![
+        rule(
+            &["get", "list", "watch", "create", "update", "patch", "delete"],
+            &[""],
+            &["nodes", "nodes/status", "pods", "pods/status"],
+        ),
+        rule(
+            READ,
+            &[""],
+            &["services", "endpoints", "configmaps", "secrets", "namespaces"],
+        ),
+        events.clone(),
+        leases.clone(),
+    ];
+    let proxy = vec![
+        rule(READ, &[""], &["services", "endpoints", "nodes"]),
+        events.clone(),
+    ];
+    let cloud = vec![
+        rule(READ, &[""], &["pods", "nodes", "services", "endpoints"]),
+        rule(
+            &["update", "patch", "delete"],
+            &[""],
+            &["nodes", "nodes/status", "pods", "services", "services/status"],
+        ),
+        rule(&["delete"], &[""], &["pods"]),
+        events,
+        leases,
+    ];
+    let cr = |name: &str, rules: Vec<PolicyRule>| {
+        let mut r = ClusterRole {
+            rules,
+            ..Default::default()
+        };
+        r.set_type_meta();
+        r.metadata_mut().name = name.into();
+        r.metadata_mut()
+            .labels
+            .insert("kubernetes.io/bootstrapping".into(), "rbac-defaults".into());
+        r
+    };
+    vec![
+        (
+            cr("cluster-admin", vec![cluster_admin]),
+            Some(group(MASTERS_GROUP)),
+        ),
+        (cr("admin", admin), None),
+        (cr("edit", edit), None),
+        (cr("view", view), None),
+        (
+            cr("system:kube-scheduler", scheduler),
+            Some(user("system:kube-scheduler")),
+        ),
+        (
+            cr("system:kube-controller-manager", controller_manager),
+            Some(user("system:kube-controller-manager")),
+        ),
+        (cr("system:node", node), Some(group("system:nodes"))),
+        (cr("system:kube-proxy", proxy), Some(user("system:kube-proxy"))),
+        (
+            cr("system:cloud-controller-manager", cloud),
+            Some(user("system:cloud-controller-manager")),
+        ),
+    ]
+}
+
+/// Creates the default ClusterRoles and their bindings that are missing
+/// (existing ones are left as the administrator edited them).
+pub async fn bootstrap_default_roles(store: &dyn Store) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for (role, subject) in default_cluster_roles() {
+        let name = role.metadata().name.clone();
+        create_if_missing(store, role)
+            .await
+            .with_context(|| format!("creating the default ClusterRole {name}"))?;
+        if let Some(subject) = subject {
+            let mut b = ClusterRoleBinding {
+                subjects: vec![subject],
+                role_ref: Some(RoleRef {
+                    api_group: RBAC_GROUP.into(),
+                    kind: "ClusterRole".into(),
+                    name: name.clone(),
+                }),
+                ..Default::default()
+            };
+            b.set_type_meta();
+            b.metadata_mut().name = name.clone();
+            b.metadata_mut()
+                .labels
+                .insert("kubernetes.io/bootstrapping".into(), "rbac-defaults".into());
+            create_if_missing(store, b)
+                .await
+                .with_context(|| format!("creating the default ClusterRoleBinding {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn create_if_missing<K: Resource>(store: &dyn Store, mut obj: K) -> Result<(), StoreError> {
+    let key = handlers::storage_key(K::info(), "", &obj.metadata().name);
+    if store.get(&key).is_some() {
+        return Ok(());
+    }
+    let meta = obj.metadata_mut();
+    meta.uid = uuid::Uuid::new_v4().to_string();
+    meta.creation_timestamp = handlers::now();
+    meta.generation = 1;
+    match store
+        .create(&key, prost::Message::encode_to_vec(&obj).into())
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, groups: &[&str]) -> UserInfo {
+        UserInfo {
+            name: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn forbidden_message_reads_like_kubernetes() {
+        let a = Attributes::new("create", "", "pods", "default", "");
+        assert_eq!(
+            a.forbidden_message(&user("alice", &[])),
+            r#"pods is forbidden: User "alice" cannot create resource "pods" in API group "" in the namespace "default""#
+        );
+        let a = Attributes::new("get", "apps", "deployments", "", "web").with_subresource("status");
+        assert_eq!(
+            a.forbidden_message(&user("bob", &[])),
+            r#"deployments.apps "web" is forbidden: User "bob" cannot get resource "deployments/status" in API group "apps" at the cluster scope"#
+        );
+    }
+
+    #[test]
+    fn rules_match_verbs_groups_resources_subresources_and_names() {
+        let mut r = rule(&["get"], &[""], &["pods/log"]);
+        assert!(rule_allows(
+            &r,
+            &Attributes::new("get", "", "pods", "ns", "p").with_subresource("log")
+        ));
+        assert!(!rule_allows(&r, &Attributes::new("get", "", "pods", "ns", "p")));
+        assert!(!rule_allows(
+            &r,
+            &Attributes::new("get", "apps", "pods", "ns", "p").with_subresource("log")
+        ));
+        r.resource_names = vec!["only".into()];
+        assert!(!rule_allows(
+            &r,
+            &Attributes::new("get", "", "pods", "ns", "p").with_subresource("log")
+        ));
+        assert!(rule_allows(
+            &r,
+            &Attributes::new("get", "", "pods", "ns", "only").with_subresource("log")
+        ));
+        let star = rule(&["update"], &["*"], &["*/status"]);
+        assert!(rule_allows(
+            &star,
+            &Attributes::new("update", "apps", "deployments", "ns", "d").with_subresource("status")
+        ));
+        assert!(!rule_allows(
+            &star,
+            &Attributes::new("update", "apps", "deployments", "ns", "d")
+        ));
+    }
+
+    /// The default roles and their bindings, as the apiserver creates them.
+    fn defaults() -> Snapshot {
+        let mut snap = Snapshot::default();
+        for (role, subject) in default_cluster_roles() {
+            let name = role.metadata().name.clone();
+            if let Some(subject) = subject {
+                snap.cluster_role_bindings.push(ClusterRoleBinding {
+                    subjects: vec![subject],
+                    role_ref: Some(RoleRef {
+                        api_group: RBAC_GROUP.into(),
+                        kind: "ClusterRole".into(),
+                        name: name.clone(),
+                    }),
+                    ..Default::default()
+                });
+            }
+            snap.cluster_roles.insert(name, role.rules);
+        }
+        snap
+    }
+
+    #[test]
+    fn default_roles_let_each_component_do_its_job_and_no_more() {
+        let snap = defaults();
+        let can = |u: &UserInfo, a: Attributes| rbac_allows(&snap, u, &a);
+        let scheduler = user("system:kube-scheduler", &[]);
+        assert!(can(
+            &scheduler,
+            Attributes::new("create", "", "pods", "ns", "p").with_subresource("binding")
+        ));
+        assert!(can(&scheduler, Attributes::new("watch", "", "nodes", "", "")));
+        assert!(!can(&scheduler, Attributes::new("delete", "", "pods", "ns", "p")));
+        let cm = user("system:kube-controller-manager", &[]);
+        assert!(can(
+            &cm,
+            Attributes::new("create", "apps", "replicasets", "ns", "")
+        ));
+        assert!(can(
+            &cm,
+            Attributes::new("delete", RBAC_GROUP, "roles", "ns", "r")
+        ));
+        assert!(can(
+            &cm,
+            Attributes::new("get", "", "pods", "", "").with_subresource("proxy")
+        ));
+        let node = user("system:node:a", &["system:nodes"]);
+        assert!(can(
+            &node,
+            Attributes::new("update", "", "pods", "ns", "p").with_subresource("status")
+        ));
+        assert!(can(
+            &node,
+            Attributes::new("update", "coordination.k8s.io", "leases", "kube-node-lease", "a")
+        ));
+        assert!(!can(
+            &node,
+            Attributes::new("create", "apps", "deployments", "ns", "")
+        ));
+        let proxy = user("system:kube-proxy", &[]);
+        assert!(can(&proxy, Attributes::new("watch", "", "endpoints", "", "")));
+        assert!(!can(&proxy, Attributes::new("create", "", "pods", "ns", "")));
+        let ccm = user("system:cloud-controller-manager", &[]);
+        assert!(can(
+            &ccm,
+            Attributes::new("update", "", "services", "ns", "s").with_subresource("status")
+        ));
+        assert!(can(&ccm, Attributes::new("delete", "", "nodes", "", "n")));
+        // people's roles are bound by administrators, not by default
+        assert!(!can(
+            &user("alice", &[AUTHENTICATED]),
+            Attributes::new("list", "", "pods", "default", "")
+        ));
+    }
+
+    const AUTHENTICATED: &str = crate::authn::AUTHENTICATED_GROUP;
+
+    #[test]
+    fn role_bindings_apply_only_in_their_namespace() {
+        let mut snap = Snapshot::default();
+        snap.cluster_roles
+            .insert("view".into(), vec![rule(READ, &[""], &["pods"])]);
+        let mut rb = RoleBinding {
+            subjects: vec![Subject {
+                kind: "Group".into(),
+                api_group: RBAC_GROUP.into(),
+                name: "devs".into(),
+                namespace: String::new(),
+            }],
+            role_ref: Some(RoleRef {
+                api_group: RBAC_GROUP.into(),
+                kind: "ClusterRole".into(),
+                name: "view".into(),
+            }),
+            ..Default::default()
+        };
+        rb.metadata_mut().namespace = "team".into();
+        snap.role_bindings.push(rb);
+        let dev = user("dan", &["devs"]);
+        assert!(rbac_allows(
+            &snap,
+            &dev,
+            &Attributes::new("list", "", "pods", "team", "")
+        ));
+        assert!(!rbac_allows(
+            &snap,
+            &dev,
+            &Attributes::new("list", "", "pods", "other", "")
+        ));
+        assert!(!rbac_allows(
+            &snap,
+            &dev,
+            &Attributes::new("list", "", "pods", "", "")
+        ));
+        assert!(!rbac_allows(
+            &snap,
+            &dev,
+            &Attributes::new("create", "", "pods", "team", "")
+        ));
+        assert!(!rbac_allows(
+            &snap,
+            &user("eve", &[]),
+            &Attributes::new("list", "", "pods", "team", "")
+        ));
+    }
+}

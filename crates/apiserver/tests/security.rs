@@ -1,0 +1,509 @@
+//! Security end to end, in process: an apiserver with TLS, client
+//! certificates from `rkubectl certs generate`, a static token file, RBAC
+//! and an audit log, talked to through the real client. Each test asserts
+//! what a user meets: who is refused, with which code and message, and
+//! what the audit log records.
+
+use rkube_api::core::v1::{Container, Pod, PodSpec, Secret};
+use rkube_api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
+use rkube_api::Resource;
+use rkube_client::{Api, Client, ClientConfig, Error, ListParams};
+use rkube_ctl::cmd::certs::{generate, CertificateAuthority, GenerateArgs};
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+const TOKENS: &str = "view-token,alice,1001\nedit-token,bob,1002,\"developers,qa\"\n";
+
+struct Cluster {
+    server: Option<rkube_apiserver::RunningApiServer>,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        generate(&gen_args(&dir.path().join("pki"))).unwrap();
+        std::fs::write(dir.path().join("tokens.csv"), TOKENS).unwrap();
+        let pki = dir.path().join("pki");
+        let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
+        config.security = rkube_apiserver::SecurityConfig {
+            tls_cert_file: Some(pki.join("apiserver.crt")),
+            tls_private_key_file: Some(pki.join("apiserver.key")),
+            client_ca_file: Some(pki.join("ca.crt")),
+            token_auth_file: Some(dir.path().join("tokens.csv")),
+            authorization_mode: rkube_apiserver::authz::Mode::Rbac,
+            audit_log_path: Some(dir.path().join("audit.log")),
+        };
+        let server = rkube_apiserver::start(config).await.unwrap();
+        let url = server.url();
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let c = Cluster {
+            server: Some(server),
+            dir,
+            url,
+        };
+        // alice may view `default`, bob may edit it
+        c.bind("view", "alice").await;
+        c.bind("edit", "bob").await;
+        c
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// A client from a generated config file, pointed at this server.
+    fn client_from(&self, conf: &Path) -> Client {
+        let mut cfg = ClientConfig::load(conf).unwrap();
+        cfg.server = self.url.clone();
+        Client::from_config(&cfg).unwrap()
+    }
+
+    fn admin(&self) -> Client {
+        self.client_from(&self.pki().join("admin.conf"))
+    }
+
+    fn with_token(&self, token: &str) -> Client {
+        Client::from_config(&ClientConfig {
+            server: self.url.clone(),
+            certificate_authority: Some(self.pki().join("ca.crt")),
+            token: Some(token.into()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    async fn bind(&self, cluster_role: &str, user: &str) {
+        let mut rb = RoleBinding {
+            subjects: vec![Subject {
+                kind: "User".into(),
+                name: user.into(),
+                ..Default::default()
+            }],
+            role_ref: Some(RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: cluster_role.into(),
+            }),
+            ..Default::default()
+        };
+        rb.metadata_mut().name = format!("{user}-{cluster_role}");
+        Api::<RoleBinding>::namespaced(self.admin(), "default")
+            .create(&rb)
+            .await
+            .unwrap();
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        self.server.take().unwrap().stop().await.unwrap();
+    }
+}
+
+fn gen_args(dir: &Path) -> GenerateArgs {
+    GenerateArgs {
+        dir: dir.to_path_buf(),
+        apiserver_sans: vec![],
+        nodes: vec!["node-a".into()],
+        apiserver_url: "https://127.0.0.1:6443".into(),
+        validity_days: 30,
+    }
+}
+
+fn pod(name: &str) -> Pod {
+    let mut p = Pod {
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "busybox".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    p.metadata_mut().name = name.into();
+    p
+}
+
+fn code(e: &Error) -> Option<tonic::Code> {
+    match e {
+        Error::Api { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn requests_without_valid_credentials_are_refused() {
+    let c = Cluster::start().await;
+
+    // TLS with the right CA but no certificate and no token
+    let anonymous = Client::from_config(&ClientConfig {
+        server: c.url.clone(),
+        certificate_authority: Some(c.pki().join("ca.crt")),
+        ..Default::default()
+    })
+    .unwrap();
+    let err = anonymous.version().await.unwrap_err();
+    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
+    let err = Api::<Pod>::namespaced(anonymous, "default")
+        .create(&pod("p0"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
+
+    // a token the server does not know
+    let err = c.with_token("guessed").version().await.unwrap_err();
+    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
+    assert!(err.to_string().contains("bearer token is not known"), "{err}");
+
+    // a CA that did not sign the server's certificate: the client refuses
+    // the server before sending anything
+    let other = c.dir.path().join("other-pki");
+    generate(&gen_args(&other)).unwrap();
+    let err = c
+        .client_from(&other.join("admin.conf"))
+        .version()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+
+    // an expired client certificate from the right CA: the handshake fails
+    let (ca, created) = CertificateAuthority::load_or_create(&c.pki()).unwrap();
+    assert!(!created, "the existing CA is kept");
+    let long_ago = OffsetDateTime::now_utc() - Duration::days(30);
+    let (crt, key) = ca
+        .issue(
+            "admin",
+            &["system:masters".into()],
+            &[],
+            false,
+            long_ago,
+            long_ago + Duration::days(1),
+        )
+        .unwrap();
+    std::fs::write(c.pki().join("expired.crt"), crt).unwrap();
+    std::fs::write(c.pki().join("expired.key"), key).unwrap();
+    let expired = Client::from_config(&ClientConfig {
+        server: c.url.clone(),
+        certificate_authority: Some(c.pki().join("ca.crt")),
+        client_certificate: Some(c.pki().join("expired.crt")),
+        client_key: Some(c.pki().join("expired.key")),
+        ..Default::default()
+    })
+    .unwrap();
+    let err = expired.version().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Transport { .. }) || code(&err) == Some(tonic::Code::Unavailable),
+        "{err:?}"
+    );
+
+    // the same certificate, issued valid now, is accepted: the expiry was
+    // what the server refused
+    let now = OffsetDateTime::now_utc();
+    let (crt, key) = ca
+        .issue(
+            "admin",
+            &["system:masters".into()],
+            &[],
+            false,
+            now - Duration::hours(1),
+            now + Duration::days(1),
+        )
+        .unwrap();
+    std::fs::write(c.pki().join("expired.crt"), crt).unwrap();
+    std::fs::write(c.pki().join("expired.key"), key).unwrap();
+    let fresh = Client::from_config(&ClientConfig {
+        server: c.url.clone(),
+        certificate_authority: Some(c.pki().join("ca.crt")),
+        client_certificate: Some(c.pki().join("expired.crt")),
+        client_key: Some(c.pki().join("expired.key")),
+        ..Default::default()
+    })
+    .unwrap();
+    fresh.version().await.unwrap();
+
+    // valid credentials work: the admin certificate and a known token
+    c.admin().version().await.unwrap();
+    c.with_token("view-token").version().await.unwrap();
+
+    // the refused create was audited as 401 by system:anonymous
+    let audit = c.audit();
+    assert!(
+        audit.iter().any(|e| e["user"]["username"] == "system:anonymous"
+            && e["verb"] == "create"
+            && e["objectRef"]["resource"] == "pods"
+            && e["responseStatus"]["code"] == 401),
+        "{audit:#?}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn rbac_decides_and_forbidden_says_who_what_and_where() {
+    let c = Cluster::start().await;
+    let alice = Api::<Pod>::namespaced(c.with_token("view-token"), "default");
+    let bob = Api::<Pod>::namespaced(c.with_token("edit-token"), "default");
+
+    // view: may list, may not create
+    alice.list(&ListParams::default()).await.unwrap();
+    let err = alice.create(&pod("a")).await.unwrap_err();
+    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(
+        err.to_string(),
+        r#"pods is forbidden: User "alice" cannot create resource "pods" in API group "" in the namespace "default""#
+    );
+    // the binding is for `default` only
+    let err = Api::<Pod>::namespaced(c.with_token("view-token"), "kube-system")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    // view excludes Secrets
+    let err = Api::<Secret>::namespaced(c.with_token("view-token"), "default")
+        .get("x")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"secrets "x" is forbidden: User "alice" cannot get resource "secrets" in API group "" in the namespace "default""#
+    );
+
+    // edit: may create pods, may not touch RBAC
+    bob.create(&pod("b")).await.unwrap();
+    let mut role = Role::default();
+    role.metadata_mut().name = "escalate".into();
+    role.rules = vec![rkube_api::rbac::v1::PolicyRule {
+        verbs: vec!["*".into()],
+        api_groups: vec!["*".into()],
+        resources: vec!["*".into()],
+        ..Default::default()
+    }];
+    let err = Api::<Role>::namespaced(c.with_token("edit-token"), "default")
+        .create(&role)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"roles.rbac.authorization.k8s.io is forbidden: User "bob" cannot create resource "roles" in API group "rbac.authorization.k8s.io" in the namespace "default""#
+    );
+
+    // a grant takes effect on the next request, and so does a revocation
+    c.bind("edit", "alice").await;
+    alice.create(&pod("a")).await.unwrap();
+    Api::<RoleBinding>::namespaced(c.admin(), "default")
+        .delete("alice-edit", &Default::default())
+        .await
+        .unwrap();
+    let err = alice.create(&pod("a2")).await.unwrap_err();
+    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+
+    // a node certificate acts as system:node:node-a in group system:nodes
+    let node = c.client_from(&c.pki().join("node-node-a.conf"));
+    Api::<Pod>::all(node.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let err = Api::<rkube_api::rbac::v1::ClusterRole>::all(node)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(r#"User "system:node:node-a" cannot list resource "clusterroles""#),
+        "{err}"
+    );
+
+    // the audit log has each mutating request with its outcome
+    let audit = c.audit();
+    let has = |user: &str, verb: &str, resource: &str, code: u16| {
+        audit.iter().any(|e| {
+            e["user"]["username"] == user
+                && e["verb"] == verb
+                && e["objectRef"]["resource"] == resource
+                && e["responseStatus"]["code"] == code
+        })
+    };
+    assert!(has("alice", "create", "pods", 403), "{audit:#?}");
+    assert!(has("alice", "create", "pods", 201), "{audit:#?}");
+    assert!(has("bob", "create", "roles", 403), "{audit:#?}");
+    assert!(has("admin", "create", "rolebindings", 201), "{audit:#?}");
+    assert!(has("admin", "delete", "rolebindings", 200), "{audit:#?}");
+    // reads are not audited
+    assert!(!audit.iter().any(|e| e["verb"] == "list"), "{audit:#?}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn audit_never_contains_secret_data() {
+    let c = Cluster::start().await;
+    let mut s = Secret::default();
+    s.metadata_mut().name = "db".into();
+    s.string_data
+        .insert("password".into(), "hunter2-very-secret".into());
+    Api::<Secret>::namespaced(c.admin(), "default")
+        .create(&s)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(c.dir.path().join("audit.log")).unwrap();
+    assert!(text.contains(r#""resource":"secrets""#), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    // base64 of the value either
+    assert!(!text.contains("aHVudGVyMi"), "{text}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn certs_generate_keeps_the_ca_and_writes_loadable_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let first = generate(&gen_args(&pki)).unwrap();
+    assert!(first.contains(&pki.join("ca.crt")));
+    let ca = std::fs::read(pki.join("ca.crt")).unwrap();
+    let second = generate(&gen_args(&pki)).unwrap();
+    assert!(
+        !second.contains(&pki.join("ca.crt")),
+        "an existing CA is not rewritten"
+    );
+    assert_eq!(std::fs::read(pki.join("ca.crt")).unwrap(), ca);
+    for stem in [
+        "admin",
+        "kube-scheduler",
+        "kube-controller-manager",
+        "kube-proxy",
+        "cloud-controller-manager",
+        "node-node-a",
+    ] {
+        let cfg = ClientConfig::load(&pki.join(format!("{stem}.conf"))).unwrap();
+        assert_eq!(cfg.client_certificate, Some(pki.join(format!("{stem}.crt"))));
+        assert_eq!(cfg.certificate_authority, Some(pki.join("ca.crt")));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(pki.join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn without_security_flags_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
+        .await
+        .unwrap();
+    assert!(server.url().starts_with("http://"));
+    let client = Client::connect(&server.url()).unwrap();
+    Api::<Pod>::namespaced(client, "default")
+        .create(&pod("p"))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+/// `rkubectl --config CONF --server URL ARGS...`: its output and result.
+async fn rkubectl(conf: &Path, url: &str, args: &[&str]) -> (String, Result<(), rkube_ctl::CtlError>) {
+    use clap::Parser;
+    let mut argv = vec!["rkubectl", "--config", conf.to_str().unwrap(), "--server", url];
+    argv.extend_from_slice(args);
+    let cli = rkube_ctl::Cli::try_parse_from(argv).unwrap();
+    let mut out = Vec::new();
+    let result = rkube_ctl::run(cli, &mut out).await;
+    (String::from_utf8(out).unwrap(), result)
+}
+
+#[tokio::test]
+async fn can_i_answers_for_yourself_and_for_users_you_may_impersonate() {
+    let c = Cluster::start().await;
+    let pki = c.pki();
+    // alice's client config: the CA and her token
+    let alice_conf = c.dir.path().join("alice.conf");
+    ClientConfig {
+        server: c.url.clone(),
+        certificate_authority: Some(pki.join("ca.crt")),
+        token: Some("view-token".into()),
+        ..Default::default()
+    }
+    .save(&alice_conf)
+    .unwrap();
+
+    let (out, res) = rkubectl(&alice_conf, &c.url, &["auth", "can-i", "list", "pods"]).await;
+    assert_eq!(out, "yes\n");
+    res.unwrap();
+    let (out, res) = rkubectl(&alice_conf, &c.url, &["auth", "can-i", "create", "pods"]).await;
+    assert_eq!(out, "no\n");
+    assert!(matches!(res, Err(rkube_ctl::CtlError::ExitCode(1))));
+    let (out, _) = rkubectl(
+        &alice_conf,
+        &c.url,
+        &["auth", "can-i", "get", "pods", "--subresource", "log"],
+    )
+    .await;
+    assert_eq!(out, "yes\n");
+    let (out, _) = rkubectl(
+        &alice_conf,
+        &c.url,
+        &["auth", "can-i", "list", "pods", "-n", "kube-system"],
+    )
+    .await;
+    assert_eq!(out, "no\n");
+
+    // admin (system:masters) may impersonate: bob may create pods, not roles
+    let admin_conf = pki.join("admin.conf");
+    let (out, _) = rkubectl(
+        &admin_conf,
+        &c.url,
+        &["auth", "can-i", "create", "pods", "--as", "bob"],
+    )
+    .await;
+    assert_eq!(out, "yes\n");
+    let (out, _) = rkubectl(
+        &admin_conf,
+        &c.url,
+        &["auth", "can-i", "create", "roles", "--as", "bob"],
+    )
+    .await;
+    assert_eq!(out, "no\n");
+    let (out, _) = rkubectl(
+        &admin_conf,
+        &c.url,
+        &[
+            "auth",
+            "can-i",
+            "update",
+            "nodes",
+            "--subresource",
+            "status",
+            "--as",
+            "system:node:node-a",
+            "--as-group",
+            "system:nodes",
+        ],
+    )
+    .await;
+    assert_eq!(out, "yes\n");
+
+    // alice may not impersonate anyone
+    let (_, res) = rkubectl(
+        &alice_conf,
+        &c.url,
+        &["auth", "can-i", "create", "pods", "--as", "bob"],
+    )
+    .await;
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains(
+            r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group """#
+        ),
+        "{err}"
+    );
+    c.stop().await;
+}
