@@ -10,6 +10,8 @@
 //! loop is bounded in time or count, so a run always ends by itself.
 
 mod etcd;
+mod hollow;
+mod process;
 mod stats;
 mod suites;
 

@@ -3,6 +3,9 @@
 //! list it in [`SUITES`].
 
 pub mod apiserver;
+pub mod cm_memory;
+pub mod deployment;
+pub mod footprint;
 pub mod pods;
 pub mod proxy;
 pub mod scheduler;
@@ -37,6 +40,21 @@ pub const SUITES: &[Suite] = &[
         name: "pods",
         about: "pod startup latency: 30 pods at once on one kubelet and containerd, against ctr run",
         run: pods::run,
+    },
+    Suite {
+        name: "deployment",
+        about: "a Deployment scaled from 0 to 1,000 replicas on 100 hollow nodes: time until the pods exist and are bound, against a client creating them",
+        run: deployment::run,
+    },
+    Suite {
+        name: "controller-manager-memory",
+        about: "resident memory of the rkube-controller-manager process with 10,000 pods in its caches",
+        run: cm_memory::run,
+    },
+    Suite {
+        name: "footprint",
+        about: "resident memory and idle CPU of every daemon as its own process, at rest and with 100 pods on one real node",
+        run: footprint::run,
     },
 ];
 
