@@ -55,6 +55,28 @@ pub enum NftError {
 /// declare it again with everything in it. nft applies the file as one
 /// transaction, so packets see the old ruleset or the new one, never none.
 pub fn render(ports: &[ServicePort]) -> String {
+    render_with(ports, &Affinities::new())
+}
+
+/// Clients remembered by each affinity set: set name to (client, seconds left).
+pub type Affinities = std::collections::HashMap<String, Vec<(std::net::Ipv4Addr, u64)>>;
+
+/// The name of the affinity set of one endpoint of one ServicePort. Derived from what
+/// they are, not where they sit in the list, so the set keeps its name across syncs
+/// while other Services come and go (FNV-1a, stable across runs and builds).
+pub fn affinity_set(sp: &ServicePort, endpoint: &std::net::SocketAddrV4) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sp.name.bytes().chain([0]).chain(endpoint.to_string().bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("aff_{hash:016x}")
+}
+
+/// [`render`], carrying the clients each affinity set remembers into the new table: the
+/// table is replaced whole, and without this every sync would forget them and send a
+/// client to another endpoint.
+pub fn render_with(ports: &[ServicePort], affinities: &Affinities) -> String {
     let mut out = String::with_capacity(256 + ports.len() * 256);
     let mark = MASQUERADE_MARK;
     let _ = writeln!(
@@ -62,13 +84,30 @@ pub fn render(ports: &[ServicePort]) -> String {
         "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
     );
     // affinity sets first: chains reference them
-    for (i, sp) in ports.iter().enumerate() {
+    for sp in ports {
         if let Some(timeout) = sp.affinity_timeout {
-            for j in 0..sp.endpoints.len() {
-                let _ = writeln!(
+            for ep in &sp.endpoints {
+                let name = affinity_set(sp, ep);
+                let _ = write!(
                     out,
-                    "  set affinity_{i}_{j} {{\n    type ipv4_addr\n    flags dynamic,timeout\n    timeout {timeout}s\n  }}"
+                    "  set {name} {{\n    type ipv4_addr\n    flags dynamic,timeout\n    timeout {timeout}s\n"
                 );
+                let kept: Vec<String> = affinities
+                    .get(&name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, left)| *left > 0)
+                    .map(|(client, left)| {
+                        format!(
+                            "{client} timeout {timeout}s expires {}s",
+                            (*left).min(u64::from(timeout))
+                        )
+                    })
+                    .collect();
+                if !kept.is_empty() {
+                    let _ = writeln!(out, "    elements = {{ {} }}", kept.join(", "));
+                }
+                let _ = writeln!(out, "  }}");
             }
         }
     }
@@ -187,8 +226,9 @@ pub fn render(ports: &[ServicePort]) -> String {
         }
         let n = sp.endpoints.len();
         if sp.affinity_timeout.is_some() {
-            for j in 0..n {
-                let _ = writeln!(out, "    ip saddr @affinity_{i}_{j} goto endpoint_{i}_{j}");
+            for (j, ep) in sp.endpoints.iter().enumerate() {
+                let set = affinity_set(sp, ep);
+                let _ = writeln!(out, "    ip saddr @{set} goto endpoint_{i}_{j}");
             }
         }
         for (j, ep) in sp.endpoints.iter().enumerate() {
@@ -207,9 +247,10 @@ pub fn render(ports: &[ServicePort]) -> String {
         let _ = writeln!(out, "  }}");
         if sp.affinity_timeout.is_some() {
             for (j, ep) in sp.endpoints.iter().enumerate() {
+                let set = affinity_set(sp, ep);
                 let _ = writeln!(
                     out,
-                    "  chain endpoint_{i}_{j} {{\n    update @affinity_{i}_{j} {{ ip saddr }}\n    meta l4proto {proto} dnat to {ep}\n  }}"
+                    "  chain endpoint_{i}_{j} {{\n    update @{set} {{ ip saddr }}\n    meta l4proto {proto} dnat to {ep}\n  }}"
                 );
             }
         }
@@ -272,6 +313,54 @@ pub async fn apply(command: &[String], script: &str) -> Result<(), NftError> {
     })
 }
 
+/// The clients in the affinity sets of `nft -j list sets` output (`{"nftables": [{"set":
+/// {"name": ..., "table": "rkube", "elem": [{"elem": {"val": IP, "expires": S}}]}}]}`).
+pub fn parse_affinities(json: &str) -> Affinities {
+    let mut out = Affinities::new();
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return out;
+    };
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let set = &item["set"];
+        let Some(name) = set["name"].as_str().filter(|n| n.starts_with("aff_")) else {
+            continue;
+        };
+        if set["table"].as_str() != Some(TABLE) {
+            continue;
+        }
+        let clients = set["elem"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let e = &e["elem"];
+                let ip = e["val"].as_str()?.parse().ok()?;
+                Some((ip, e["expires"].as_u64()?))
+            })
+            .collect();
+        out.insert(name.to_string(), clients);
+    }
+    out
+}
+
+/// Reads what the affinity sets remember now; nothing when there is no table yet.
+async fn read_affinities(command: &[String]) -> Affinities {
+    let Some((program, args)) = command.split_first() else {
+        return Affinities::new();
+    };
+    match tokio::process::Command::new(program)
+        .args(args)
+        .args(["-j", "list", "sets", "ip"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => parse_affinities(&String::from_utf8_lossy(&out.stdout)),
+        _ => Affinities::new(),
+    }
+}
+
 /// The nftables dataplane.
 pub struct NftDataplane {
     command: Vec<String>,
@@ -295,7 +384,12 @@ impl NftDataplane {
 
 impl crate::Dataplane for NftDataplane {
     async fn sync(&mut self, ports: &[ServicePort]) -> Result<(), crate::Error> {
-        apply(&self.command, &render(ports)).await?;
+        let affinities = if ports.iter().any(|p| p.affinity_timeout.is_some()) {
+            read_affinities(&self.command).await
+        } else {
+            Affinities::new()
+        };
+        apply(&self.command, &render_with(ports, &affinities)).await?;
         // after the commit: an entry made before it is stale, one made
         // after it was translated by the new rules
         let changes = Changes::between(self.applied.as_deref().unwrap_or_default(), ports);
@@ -348,22 +442,51 @@ mod tests {
     fn affinity_uses_a_timed_set_per_endpoint() {
         let mut p = port("default/sticky:", "10.96.0.4", None, &["10.244.7.10:8080"]);
         p.affinity_timeout = Some(60);
-        let text = render(&[p]);
+        let set = affinity_set(&p, &p.endpoints[0]);
+        let text = render(std::slice::from_ref(&p));
         assert!(
-            text.contains(
-                "  set affinity_0_0 {\n    type ipv4_addr\n    flags dynamic,timeout\n    timeout 60s\n  }"
-            ),
+            text.contains(&format!(
+                "  set {set} {{\n    type ipv4_addr\n    flags dynamic,timeout\n    timeout 60s\n  }}"
+            )),
             "{text}"
         );
         assert!(
-            text.contains("    ip saddr @affinity_0_0 goto endpoint_0_0\n"),
+            text.contains(&format!("    ip saddr @{set} goto endpoint_0_0\n")),
             "{text}"
         );
         assert!(
-            text.contains(
-                "    update @affinity_0_0 { ip saddr }\n    meta l4proto tcp dnat to 10.244.7.10:8080\n"
-            ),
+            text.contains(&format!(
+                "    update @{set} {{ ip saddr }}\n    meta l4proto tcp dnat to 10.244.7.10:8080\n"
+            )),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn affinity_sets_keep_their_names_and_clients_across_syncs() {
+        let mut sticky = port("default/sticky:", "10.96.0.4", None, &["10.244.7.10:8080"]);
+        sticky.affinity_timeout = Some(60);
+        let other = port("default/aaa:", "10.96.0.3", None, &["10.244.7.11:8080"]);
+        let set = affinity_set(&sticky, &sticky.endpoints[0]);
+        // another Service sorted in front does not rename the set
+        assert!(render(&[other.clone(), sticky.clone()]).contains(&format!("set {set} ")));
+        let listed = format!(
+            r#"{{"nftables": [{{"metainfo": {{"version": "1.0.6"}}}}, {{"set": {{"family": "ip", "name": "{set}", "table": "rkube", "type": "ipv4_addr", "flags": ["timeout"], "timeout": 60, "elem": [{{"elem": {{"val": "10.0.0.5", "expires": 29}}}}, {{"elem": {{"val": "10.0.0.6", "expires": 600}}}}]}}}}]}}"#
+        );
+        let kept = parse_affinities(&listed);
+        assert_eq!(
+            kept[&set],
+            vec![
+                ("10.0.0.5".parse().unwrap(), 29),
+                ("10.0.0.6".parse().unwrap(), 600)
+            ]
+        );
+        let text = render_with(&[other, sticky], &kept);
+        assert!(
+            text.contains(
+                "    elements = { 10.0.0.5 timeout 60s expires 29s, 10.0.0.6 timeout 60s expires 60s }\n"
+            ),
+            "clients carried over, expiry capped at the timeout:\n{text}"
         );
     }
 

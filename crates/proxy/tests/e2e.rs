@@ -515,6 +515,21 @@ fn suite(mode: rkube_proxy::Mode) {
                 .await
                 .unwrap();
         assert_eq!(answers.len(), 1, "affinity broken: {answers:?}");
+        // another Service arriving replaces the whole table; the client stays where it was
+        let later: Service = serde_json::from_value(json!({
+            "metadata": {"name": "later"},
+            "spec": {"ports": [{"port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap();
+        let later = svcs.create(&later).await.unwrap();
+        put_endpoints(&eps, endpoints("later", &[&pods[0]], &[])).await;
+        wait_serving(&client_path, service_addr(&later)).await;
+        let cp = client_path.clone();
+        let after: std::collections::HashSet<String> =
+            tokio::task::spawn_blocking(move || (0..20).map(|_| get_in(&cp, saddr).unwrap()).collect())
+                .await
+                .unwrap();
+        assert_eq!(after, answers, "affinity forgotten when the rules were replaced");
 
         // restart: traffic keeps flowing while no proxy runs and after it is back
         let _ = stop_tx.send(());
