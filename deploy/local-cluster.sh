@@ -1,0 +1,364 @@
+#!/bin/bash
+# A local rkube cluster on this machine, every daemon its own process with its own log:
+# what `make up`, `make down` and `make status` run.
+#
+#   deploy/local-cluster.sh up [--nodes N]   start (again: only what is not running)
+#   deploy/local-cluster.sh down             stop everything and remove what it created
+#   deploy/local-cluster.sh status           what runs
+#
+# One node (the default) is this machine itself: the system's containerd (started if
+# none answers), pods on the bridge rkube0, rkube-proxy's table in the host's nftables.
+#
+# Several nodes (--nodes 3) share this machine the way separate machines share a lan:
+#   host:        apiserver on the lan address, scheduler, controller-managers, registry,
+#                bridge rkube-lan 172.30.0.1/24; routes to every node's pod network come
+#                from the cloud-controller-manager's route controller (local provider)
+#   node-N:      a network namespace rkube-node-N with eth0 172.30.0.(10+N) on the lan,
+#                its own containerd, the kubelet's pods and server (the kubelet process
+#                stays on the host with --node-netns, so it reaches the registry on
+#                localhost), and its own rkube-proxy inside the namespace
+#
+# Environment: STATE (default /var/lib/rkube), BIN (target/release), RKUBECONFIG
+# (~/.rkube/config), REGISTRY_ADDR (127.0.0.1:5000).
+set -euo pipefail
+
+STATE=${STATE:-/var/lib/rkube}
+BIN=${BIN:-target/release}
+RKUBECONFIG=${RKUBECONFIG:-$HOME/.rkube/config}
+REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
+RUN=$STATE/run
+LOGS=$STATE/logs
+LAN_BRIDGE=rkube-lan
+LAN_PREFIX=172.30.0
+LAN_GATEWAY=$LAN_PREFIX.1
+LB_POOL=172.30.1.0/24
+SYSTEM_CONTAINERD=/run/containerd/containerd.sock
+
+die() { echo "error: $*" >&2; exit 1; }
+
+# start NAME COMMAND...: runs a daemon in the background with its own log and pid file,
+# unless it already runs.
+start() {
+	local name=$1; shift
+	local pidfile=$RUN/$name.pid
+	if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+		echo "$name already running (pid $(cat "$pidfile"))"
+		return
+	fi
+	nohup "$@" >>"$LOGS/$name.log" 2>&1 &
+	echo $! >"$pidfile"
+	echo "started $name (pid $!, log $LOGS/$name.log)"
+}
+
+# stop NAME: SIGTERM, then SIGKILL after 5 s.
+stop() {
+	local name=$1 pidfile=$RUN/$1.pid pid
+	[ -f "$pidfile" ] || return 0
+	pid=$(cat "$pidfile")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill "$pid"
+		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+		echo "stopped $name"
+	fi
+	rm -f "$pidfile"
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
+wait_for() {
+	local secs=$1 what=$2; shift 2
+	for _ in $(seq 1 $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+	die "$what"
+}
+
+ctl() { "$BIN/rkubectl" --server "http://$APISERVER_ADDR" "$@"; }
+
+registry() {
+	mkdir -p "$STATE/registry"
+	printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+		"$STATE/registry/data" "$REGISTRY_ADDR" >"$STATE/registry/config.yml"
+	start docker-registry docker-registry serve "$STATE/registry/config.yml"
+	wait_for 20 "the registry did not answer on $REGISTRY_ADDR; see $LOGS/docker-registry.log" \
+		curl -fsS "http://$REGISTRY_ADDR/v2/"
+	if ! curl -fsS "http://$REGISTRY_ADDR/v2/rkube/busybox/tags/list" 2>/dev/null | grep -q latest; then
+		rm -rf "$STATE/images/busybox"
+		tests/images/build-busybox-image.sh "$STATE/images/busybox"
+		skopeo copy --quiet --dest-tls-verify=false "oci:$STATE/images/busybox:latest" \
+			"docker://$REGISTRY_ADDR/rkube/busybox:latest"
+		echo "pushed $REGISTRY_ADDR/rkube/busybox:latest"
+	fi
+}
+
+# The cloud-config of the local provider: the machines (this one, or one per node
+# namespace), the LoadBalancer pool, and whether to program pod-network routes.
+cloud_config() {
+	local nodes=$1 f=$STATE/cloud-config.yaml
+	{
+		echo "# written by deploy/local-cluster.sh; remove a machine to retire its node"
+		echo "machines:"
+		if [ "$nodes" -le 1 ]; then
+			echo "  - name: $NODE_NAME"
+			echo "    addresses: [{type: InternalIP, address: $(node_ip_of_host)}]"
+			echo "    zone: local"
+			echo "    region: local"
+			echo "    instanceType: $(nproc)cpu-$(awk '/MemTotal/ {printf "%d", $2/1048576+0.5}' /proc/meminfo)gib"
+		else
+			for i in $(seq 1 "$nodes"); do
+				echo "  - name: node-$i"
+				echo "    addresses: [{type: InternalIP, address: $LAN_PREFIX.$((10 + i))}]"
+				echo "    zone: local-$(( (i - 1) % 2 == 0 ? 1 : 2 ))"
+				echo "    region: local"
+				echo "    instanceType: netns"
+			done
+		fi
+		echo "loadBalancerPool: $LB_POOL"
+		echo "routes:"
+		# one node holds its pods on its own bridge: nothing to route
+		if [ "$nodes" -le 1 ]; then echo "  enabled: false"; else echo "  enabled: true"; fi
+	} >"$f.tmp"
+	mv "$f.tmp" "$f"
+}
+
+node_ip_of_host() {
+	ip -4 route get 192.0.2.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") {print $(i+1); exit}}' ||
+		hostname -I | awk '{print $1}'
+}
+
+# The lan the node namespaces share, and the route that sends LoadBalancer addresses to
+# a node (or, with one node, to an empty bridge, so nothing not taken by the proxy's
+# rules leaves the machine).
+lan() {
+	if ! ip link show "$LAN_BRIDGE" >/dev/null 2>&1; then
+		ip link add "$LAN_BRIDGE" type bridge
+		ip addr add "$LAN_GATEWAY/24" dev "$LAN_BRIDGE"
+		ip link set "$LAN_BRIDGE" up
+		echo "created bridge $LAN_BRIDGE ($LAN_GATEWAY/24)"
+	fi
+}
+
+node_netns() { echo "rkube-node-$1"; }
+
+# One node namespace with its containerd, wired to the lan.
+make_node() {
+	local i=$1 ns ip dir run
+	ns=$(node_netns "$i")
+	ip=$LAN_PREFIX.$((10 + i))
+	dir=$STATE/nodes/$i
+	run=/run/rkube/nodes/$i
+	mkdir -p "$dir" "$run"
+	if ! ip netns list | grep -qw "$ns"; then
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		ip link add "rkn$i" type veth peer name eth0 netns "$ns"
+		ip link set "rkn$i" master "$LAN_BRIDGE" up
+		ip -n "$ns" addr add "$ip/24" dev eth0
+		ip -n "$ns" link set eth0 up
+		ip -n "$ns" route add default via "$LAN_GATEWAY"
+		nsenter --net="/var/run/netns/$ns" sysctl -qw net.ipv4.ip_forward=1
+		echo "created node namespace $ns ($ip)"
+	fi
+	cat >"$dir/containerd.toml" <<EOF
+version = 2
+root = "$dir/containerd"
+state = "$run/containerd"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$run/containerd.sock"
+[ttrpc]
+  address = "$run/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$dir/opt"
+EOF
+	start "containerd-node-$i" nsenter --net="/var/run/netns/$ns" containerd --config "$dir/containerd.toml"
+	wait_for 30 "containerd of node-$i did not start; see $LOGS/containerd-node-$i.log" \
+		ctr --address "$run/containerd.sock" version
+}
+
+up() {
+	local nodes=$1
+	[ "$(id -u)" = 0 ] || die "the local cluster needs root (containers, network namespaces, nftables)"
+	[ -x "$BIN/rkube-apiserver" ] || die "$BIN/rkube-apiserver is not built; run make up (it builds first)"
+	if [ -f "$STATE/cluster.env" ]; then
+		# shellcheck disable=SC1091
+		. "$STATE/cluster.env"
+		[ "$CLUSTER_NODES" = "$nodes" ] ||
+			die "a cluster with $CLUSTER_NODES node(s) is already set up here; run make down first"
+	fi
+	mkdir -p "$RUN" "$LOGS" "$STATE/apiserver" "$(dirname "$RKUBECONFIG")"
+	echo "CLUSTER_NODES=$nodes" >"$STATE/cluster.env"
+
+	if [ "$nodes" -le 1 ]; then
+		APISERVER_ADDR=127.0.0.1:6443
+		if ! ctr --address "$SYSTEM_CONTAINERD" version >/dev/null 2>&1; then
+			start containerd containerd
+			wait_for 20 "containerd did not start; see $LOGS/containerd.log" ctr --address "$SYSTEM_CONTAINERD" version
+		else
+			echo "containerd already running ($SYSTEM_CONTAINERD)"
+		fi
+	else
+		APISERVER_ADDR=$LAN_GATEWAY:6443
+		sysctl -qw net.ipv4.ip_forward=1
+	fi
+	lan
+	registry
+
+	start rkube-apiserver "$BIN/rkube-apiserver" --listen "$APISERVER_ADDR" --data-dir "$STATE/apiserver"
+	wait_for 20 "the apiserver did not come up; see $LOGS/rkube-apiserver.log" ctl version
+	printf 'server: http://%s\nnamespace: default\n' "$APISERVER_ADDR" >"$RKUBECONFIG"
+	local api=http://$APISERVER_ADDR
+	start rkube-controller-manager "$BIN/rkube-controller-manager" --apiserver "$api"
+	start rkube-scheduler "$BIN/rkube-scheduler" --apiserver "$api"
+	cloud_config "$nodes"
+	start rkube-cloud-controller-manager "$BIN/rkube-cloud-controller-manager" --apiserver "$api" \
+		--cloud-provider local --cloud-config "$STATE/cloud-config.yaml"
+
+	local names=()
+	if [ "$nodes" -le 1 ]; then
+		ip route replace "$LB_POOL" dev "$LAN_BRIDGE"
+		start rkube-proxy "$BIN/rkube-proxy" --apiserver "$api" --node-name "$NODE_NAME" --mode nftables
+		start rkubelet "$BIN/rkubelet" --apiserver "$api" --node-name "$NODE_NAME" \
+			--containerd-socket "$SYSTEM_CONTAINERD" --root-dir "$STATE/kubelet" --cloud-provider external
+		names+=("$NODE_NAME")
+	else
+		for i in $(seq 1 "$nodes"); do
+			make_node "$i"
+			local ns ip
+			ns=$(node_netns "$i")
+			ip=$LAN_PREFIX.$((10 + i))
+			start "rkube-proxy-node-$i" nsenter --net="/var/run/netns/$ns" "$BIN/rkube-proxy" \
+				--apiserver "$api" --node-name "node-$i" --mode nftables
+			start "rkubelet-node-$i" "$BIN/rkubelet" --apiserver "$api" --node-name "node-$i" \
+				--node-netns "/var/run/netns/$ns" --node-ip "$ip" --listen "$ip:10250" \
+				--containerd-socket "/run/rkube/nodes/$i/containerd.sock" \
+				--root-dir "$STATE/nodes/$i/kubelet" --run-dir "/run/rkube/nodes/$i/kubelet" \
+				--cgroup-parent "/rkube-node-$i" --health-addr "127.0.0.1:$((10248 + 100 * i))" \
+				--cloud-provider external
+			names+=("node-$i")
+		done
+		# LoadBalancer addresses reach the first node's proxy
+		ip route replace "$LB_POOL" via "$LAN_PREFIX.11"
+	fi
+	for n in "${names[@]}"; do
+		echo "waiting for node $n to be Ready..."
+		wait_for 90 "node $n is not Ready; see the rkubelet logs in $LOGS" node_ready "$n"
+	done
+
+	echo
+	echo "rkube is up with ${#names[@]} node(s). The client config is $RKUBECONFIG. Try:"
+	echo "  export PATH=$PWD/$BIN:\$PATH"
+	echo "  rkubectl get nodes -o wide"
+	echo "  rkubectl apply -f deploy/examples/web.yaml"
+	echo "  rkubectl get deployments,pods,services -o wide"
+	echo "  curl \$(rkubectl service web --url | head -1)"
+	echo "The image localhost:5000/rkube/busybox:latest is in the local registry."
+	echo "Logs are in $LOGS; 'make status' shows what runs, 'make down' stops it."
+}
+
+node_ready() {
+	ctl get node "$1" 2>/dev/null | awk 'NR > 1 {print $2}' | grep -qx Ready
+}
+
+# Kills and removes every container of the rkube namespace of one containerd.
+remove_containers() {
+	local sock=$1 c n=0 t id
+	ctr --address "$sock" version >/dev/null 2>&1 || return 0
+	c="ctr --address $sock -n rkube"
+	for t in $($c tasks ls -q 2>/dev/null); do $c tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
+	for t in $($c tasks ls -q 2>/dev/null); do $c tasks rm -f "$t" >/dev/null 2>&1 || true; done
+	for id in $($c containers ls -q 2>/dev/null); do
+		$c containers rm "$id" >/dev/null 2>&1 || true
+		$c snapshots rm "$id" >/dev/null 2>&1 || true
+		n=$((n + 1))
+	done
+	[ $n -gt 0 ] && echo "removed $n containers"
+	return 0
+}
+
+# Unmounts and removes the pod network namespaces under a kubelet run directory.
+remove_pod_netns() {
+	local ns
+	for ns in "$1"/netns/*; do
+		[ -e "$ns" ] || continue
+		umount "$ns" 2>/dev/null || true
+		rm -f "$ns"
+	done
+}
+
+remove_cgroups() {
+	local d
+	for d in /sys/fs/cgroup/*/"$1" /sys/fs/cgroup/"$1"; do
+		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+	done
+	return 0
+}
+
+down() {
+	local nodes=1 name i f
+	if [ -f "$STATE/cluster.env" ]; then
+		# shellcheck disable=SC1091
+		. "$STATE/cluster.env"
+		nodes=$CLUSTER_NODES
+	fi
+	for f in "$RUN"/rkube-proxy*.pid "$RUN"/rkubelet*.pid; do
+		[ -e "$f" ] && stop "$(basename "$f" .pid)"
+	done
+	for name in rkube-scheduler rkube-cloud-controller-manager rkube-controller-manager rkube-apiserver; do
+		stop "$name"
+	done
+	if [ "$nodes" -le 1 ]; then
+		remove_containers "$SYSTEM_CONTAINERD"
+		remove_pod_netns /run/rkubelet
+		rm -rf "$STATE/kubelet"
+		ip link del rkube0 2>/dev/null && echo "removed bridge rkube0"
+		nft delete table ip rkube 2>/dev/null && echo "removed nftables table rkube"
+		remove_cgroups rkube
+	else
+		for i in $(seq 1 "$nodes"); do
+			remove_containers "/run/rkube/nodes/$i/containerd.sock"
+			stop "containerd-node-$i"
+			remove_pod_netns "/run/rkube/nodes/$i/kubelet"
+			# the namespace takes its veth, pod bridge and nftables table with it
+			ip netns del "$(node_netns "$i")" 2>/dev/null && echo "removed node namespace $(node_netns "$i")"
+			remove_cgroups "rkube-node-$i"
+			rm -rf "$STATE/nodes/$i/kubelet" "/run/rkube/nodes/$i"
+		done
+	fi
+	ip route del "$LB_POOL" 2>/dev/null || true
+	ip link del "$LAN_BRIDGE" 2>/dev/null && echo "removed bridge $LAN_BRIDGE"
+	for name in containerd docker-registry; do stop "$name"; done
+	for f in "$RUN"/*.pid; do [ -e "$f" ] && stop "$(basename "$f" .pid)"; done
+	rm -f "$STATE/cluster.env"
+	return 0
+}
+
+status() {
+	local f name pid any=0
+	for f in "$RUN"/*.pid; do
+		[ -e "$f" ] || continue
+		any=1
+		name=$(basename "$f" .pid)
+		pid=$(cat "$f")
+		if kill -0 "$pid" 2>/dev/null; then echo "$name: running (pid $pid)"; else echo "$name: not running (stale pid $pid)"; fi
+	done
+	[ $any = 1 ] || echo "nothing is running"
+}
+
+NODE_NAME=${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
+cmd=${1:-}
+shift || true
+nodes=1
+while [ $# -gt 0 ]; do
+	case $1 in
+	--nodes) nodes=${2:?--nodes needs a number}; shift 2 ;;
+	--nodes=*) nodes=${1#--nodes=}; shift ;;
+	*) die "unknown argument $1 (usage: $0 up [--nodes N] | down | status)" ;;
+	esac
+done
+case $nodes in '' | *[!0-9]*) die "--nodes must be a number, not $nodes" ;; esac
+if [ "$nodes" -lt 1 ] || [ "$nodes" -gt 50 ]; then die "--nodes must be between 1 and 50"; fi
+case $cmd in
+up) up "$nodes" ;;
+down) down ;;
+status) status ;;
+*) die "usage: $0 up [--nodes N] | down | status" ;;
+esac
