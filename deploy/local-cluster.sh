@@ -299,6 +299,14 @@ down() {
 		. "$STATE/cluster.env"
 		nodes=$CLUSTER_NODES
 	fi
+	if [ "$nodes" -gt 1 ]; then
+		# the node namespaces go away with their machines: so do their Node objects, or
+		# the next cluster would schedule onto them until they time out
+		APISERVER_ADDR=$LAN_GATEWAY:6443
+		for i in $(seq 1 "$nodes"); do
+			ctl delete node "node-$i" --ignore-not-found >/dev/null 2>&1 && echo "deleted node node-$i"
+		done
+	fi
 	for f in "$RUN"/rkube-proxy*.pid "$RUN"/rkubelet*.pid; do
 		[ -e "$f" ] && stop "$(basename "$f" .pid)"
 	done
