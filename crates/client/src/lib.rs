@@ -32,4 +32,4 @@ pub use params::{
     DeleteParams, ListParams, ObjectList, PostParams, Preconditions, PropagationPolicy, Subresource,
     WatchEvent, WatchParams,
 };
-pub use runtime::{Action, Controller, Informer, Store, WorkQueue};
+pub use runtime::{Action, Controller, Informer, SharedInformers, Store, WorkQueue};

@@ -18,7 +18,6 @@ pub mod cloud;
 pub mod config;
 pub mod controllers;
 pub mod fake;
-pub mod informers;
 pub mod providers;
 
 pub use config::{Args, Config};
@@ -32,7 +31,7 @@ use tokio::sync::watch;
 pub struct Context {
     pub client: Client,
     pub config: Config,
-    pub informers: informers::SharedInformers,
+    pub informers: rkube_client::SharedInformers,
     pub recorder: Recorder,
     pub cloud: Arc<dyn cloud::CloudProvider>,
 }
@@ -112,7 +111,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .to_string();
     let recorder = Recorder::new(client.clone(), "cloud-controller-manager", &host);
     let ctx = Arc::new(Context {
-        informers: informers::SharedInformers::new(client.clone()),
+        informers: rkube_client::SharedInformers::new(client.clone()),
         client,
         config,
         recorder,

@@ -8,7 +8,6 @@
 
 pub mod config;
 pub mod controllers;
-pub mod informers;
 pub mod metrics;
 
 pub use config::{Args, Config};
@@ -23,7 +22,7 @@ use tokio::sync::watch;
 pub struct Context {
     pub client: Client,
     pub config: Config,
-    pub informers: informers::SharedInformers,
+    pub informers: rkube_client::SharedInformers,
     pub recorder: Recorder,
 }
 
@@ -97,7 +96,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .to_string();
     let recorder = Recorder::new(client.clone(), "controller-manager", &host);
     let ctx = Arc::new(Context {
-        informers: informers::SharedInformers::new(client.clone()),
+        informers: rkube_client::SharedInformers::new(client.clone()),
         client,
         config,
         recorder,

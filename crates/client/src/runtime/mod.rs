@@ -7,6 +7,7 @@ pub mod controller;
 pub(crate) mod fake;
 pub mod informer;
 pub mod queue;
+pub mod shared;
 pub mod store;
 pub mod watcher;
 
@@ -14,5 +15,6 @@ pub use backoff::Backoff;
 pub use controller::{controller_owner_keys, Action, Controller, ControllerMetrics, MetricsSnapshot};
 pub use informer::{Informer, Subscription};
 pub use queue::WorkQueue;
+pub use shared::SharedInformers;
 pub use store::{Change, IndexFn, Store, Writer};
 pub use watcher::{list_pages, watcher, Event, ListWatch, WatcherConfig};

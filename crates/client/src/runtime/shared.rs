@@ -1,11 +1,11 @@
-//! Informers shared by every controller of the process: one list + watch
-//! and one cache per kind, however many loops read it (Kubernetes'
-//! SharedInformerFactory). The same shape as the controller-manager's; a
-//! copy rather than a dependency on that daemon's crate.
+//! Informers shared by every controller of a process: one list + watch and one cache per
+//! kind, however many loops read it (Kubernetes' SharedInformerFactory). With 10,000 pods
+//! the cache is the process's memory, so it must exist once. The controller-manager and
+//! the cloud-controller-manager both build on it.
 
+use super::{informer::Informer, watcher::WatcherConfig};
+use crate::{Api, Client};
 use rkube_api::Resource;
-use rkube_client::runtime::WatcherConfig;
-use rkube_client::{Api, Client, Informer};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,7 +24,7 @@ impl SharedInformers {
     }
 
     /// The informer for `K` over all namespaces, created and started on
-    /// first use.
+    /// first use. Callers add their indexers before waiting for sync.
     pub fn get<K: Resource>(&self) -> Informer<K> {
         let mut map = self.informers.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(TypeId::of::<K>()).or_insert_with(|| {
