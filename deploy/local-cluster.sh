@@ -80,13 +80,19 @@ registry() {
 	start docker-registry docker-registry serve "$STATE/registry/config.yml"
 	wait_for 20 "the registry did not answer on $REGISTRY_ADDR; see $LOGS/docker-registry.log" \
 		curl -fsS "http://$REGISTRY_ADDR/v2/"
-	if ! curl -fsS "http://$REGISTRY_ADDR/v2/rkube/busybox/tags/list" 2>/dev/null | grep -q latest; then
-		rm -rf "$STATE/images/busybox"
-		tests/images/build-busybox-image.sh "$STATE/images/busybox"
-		skopeo copy --quiet --dest-tls-verify=false "oci:$STATE/images/busybox:latest" \
-			"docker://$REGISTRY_ADDR/rkube/busybox:latest"
-		echo "pushed $REGISTRY_ADDR/rkube/busybox:latest"
-	fi
+	# the same image under two tags, so the walkthrough can roll out a "new version"
+	local tag
+	for tag in latest v2; do
+		if ! curl -fsS "http://$REGISTRY_ADDR/v2/rkube/busybox/tags/list" 2>/dev/null | grep -q "\"$tag\""; then
+			if [ ! -f "$STATE/images/busybox/index.json" ]; then
+				rm -rf "$STATE/images/busybox"
+				tests/images/build-busybox-image.sh "$STATE/images/busybox"
+			fi
+			skopeo copy --quiet --dest-tls-verify=false "oci:$STATE/images/busybox:latest" \
+				"docker://$REGISTRY_ADDR/rkube/busybox:$tag"
+			echo "pushed $REGISTRY_ADDR/rkube/busybox:$tag"
+		fi
+	done
 }
 
 # The cloud-config of the local provider: the machines (this one, or one per node
@@ -250,7 +256,7 @@ up() {
 	echo "  rkubectl apply -f deploy/examples/web.yaml"
 	echo "  rkubectl get deployments,pods,services -o wide"
 	echo "  curl \$(rkubectl service web --url | head -1)"
-	echo "The image localhost:5000/rkube/busybox:latest is in the local registry."
+	echo "The image localhost:5000/rkube/busybox (tags latest and v2) is in the local registry."
 	echo "Logs are in $LOGS; 'make status' shows what runs, 'make down' stops it."
 }
 
