@@ -21,11 +21,9 @@ pub mod fake;
 pub mod providers;
 
 pub use config::{Args, Config};
-use futures::future::BoxFuture;
 use rkube_client::{Client, Recorder};
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// What every controller shares.
 pub struct Context {
@@ -36,23 +34,10 @@ pub struct Context {
     pub cloud: Arc<dyn cloud::CloudProvider>,
 }
 
-/// Resolves when the process shuts down.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub use rkube_client::runtime::Shutdown;
 
-impl Shutdown {
-    pub fn new(rx: watch::Receiver<bool>) -> Self {
-        Shutdown(rx)
-    }
-
-    pub async fn wait(mut self) {
-        let _ = self.0.wait_for(|s| *s).await;
-    }
-}
-
-/// A controller: runs until shutdown; an error ends the process, which its
-/// supervisor (systemd, `make up`) restarts.
-pub type StartFn = fn(Arc<Context>, Shutdown) -> BoxFuture<'static, anyhow::Result<()>>;
+/// A controller: runs until shutdown; an error ends the process.
+pub type StartFn = rkube_client::runtime::StartFn<Context>;
 
 /// Every controller, by the name `--controllers` uses.
 pub const CONTROLLERS: &[(&str, StartFn)] = controllers::ALL;
@@ -61,38 +46,7 @@ pub const CONTROLLERS: &[(&str, StartFn)] = controllers::ALL;
 /// removes one (`*,-route`).
 pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
     let names: Vec<&'static str> = CONTROLLERS.iter().map(|(n, _)| *n).collect();
-    let mut on: Vec<&'static str> = Vec::new();
-    for item in spec
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let (remove, name) = match item.strip_prefix('-') {
-            Some(n) => (true, n),
-            None => (false, item),
-        };
-        if name == "*" {
-            if remove {
-                on.clear();
-            } else {
-                on = names.clone();
-            }
-            continue;
-        }
-        let Some(found) = names.iter().find(|n| **n == name) else {
-            anyhow::bail!(
-                "--controllers: unknown controller {name:?}; known: {}",
-                names.join(", ")
-            );
-        };
-        if remove {
-            on.retain(|n| n != found);
-        } else if !on.contains(found) {
-            on.push(found);
-        }
-    }
-    Ok(on)
+    rkube_client::runtime::enabled_controllers(&names, spec)
 }
 
 /// Runs the enabled controllers until `shutdown` resolves: what `main` calls.
@@ -117,26 +71,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         recorder,
         cloud,
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (name, start) in CONTROLLERS.iter().filter(|(n, _)| enabled.contains(n)) {
-        let fut = start(ctx.clone(), Shutdown::new(stop_rx.clone()));
-        let name = *name;
-        tasks.spawn(async move { (name, fut.await) });
-    }
     rkube_daemon::ready();
-    tokio::select! {
-        _ = shutdown => {}
-        Some(done) = tasks.join_next() => {
-            if let Ok((name, Err(e))) = done {
-                let _ = stop_tx.send(true);
-                return Err(e.context(format!("controller {name} failed")));
-            }
-        }
-    }
-    let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    rkube_client::runtime::run_controllers(ctx, CONTROLLERS, &enabled, shutdown).await
 }
 
 /// Events are advisory: a failure is logged, never fails the reconcile.
