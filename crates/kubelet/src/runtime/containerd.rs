@@ -503,17 +503,9 @@ impl ContainerdRuntime {
         }
     }
 
-    async fn exec_inner(
-        &self,
-        id: &ContainerId,
-        request: &ExecRequest,
-        dir: &Path,
-        exec_id: &str,
-    ) -> Result<ExecOutput, Error> {
-        let io_error = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { what, path, source }
-        };
+    /// The OCI process of an exec into running container `id`: it inherits the container's
+    /// user, env, cwd and capabilities, and runs `command`.
+    async fn exec_process(&self, id: &ContainerId, command: &[String]) -> Result<serde_json::Value, Error> {
         let container = self.get_container(id).await?;
         match self.get_task(id).await? {
             Some(p) if p.status == ProcessStatus::Running as i32 => {}
@@ -534,13 +526,27 @@ impl ContainerdRuntime {
                 source,
             })?
             .unwrap_or_default();
-        // The exec'd process inherits the container's user, env, cwd and capabilities.
         let mut process = container_spec
             .get("process")
             .filter(|p| p.is_object())
             .cloned()
             .unwrap_or_else(|| serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}}));
-        process["args"] = serde_json::json!(request.command);
+        process["args"] = serde_json::json!(command);
+        Ok(process)
+    }
+
+    async fn exec_inner(
+        &self,
+        id: &ContainerId,
+        request: &ExecRequest,
+        dir: &Path,
+        exec_id: &str,
+    ) -> Result<ExecOutput, Error> {
+        let io_error = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { what, path, source }
+        };
+        let mut process = self.exec_process(id, &request.command).await?;
         process["terminal"] = serde_json::json!(false);
         let process_json = serde_json::to_vec(&process).map_err(|source| Error::BadSpec {
             id: id.clone(),
@@ -715,32 +721,7 @@ impl ContainerdRuntime {
                 reason: "it is empty".to_string(),
             });
         }
-        let container = self.get_container(id).await?;
-        match self.get_task(id).await? {
-            Some(p) if p.status == ProcessStatus::Running as i32 => {}
-            _ => {
-                return Err(Error::NotRunning {
-                    id: id.clone(),
-                    what: "exec",
-                })
-            }
-        }
-        let container_spec: serde_json::Value = container
-            .spec
-            .as_ref()
-            .map(|any| serde_json::from_slice(&any.value))
-            .transpose()
-            .map_err(|source| Error::BadSpec {
-                id: id.clone(),
-                source,
-            })?
-            .unwrap_or_default();
-        let mut process = container_spec
-            .get("process")
-            .filter(|p| p.is_object())
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}}));
-        process["args"] = serde_json::json!(command);
+        let mut process = self.exec_process(id, command).await?;
         process["terminal"] = serde_json::json!(tty);
         if tty {
             // As containerd's CRI does: programs need TERM to drive a terminal.
