@@ -137,7 +137,13 @@ async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
     let urls = cluster.rkubectl(&["service", "web", "--url"])?;
     let url = urls.lines().next().unwrap_or_default().to_string();
     let addr = parse_url(&url)?;
-    let (status, body) = cluster.http_get(addr, "/").await?;
+    // pods Ready is not yet Endpoints nor rules: the endpoints controller and the proxies
+    // each promise a second, so the URL answers within two
+    let answered = wait_for(Duration::from_secs(2), || async {
+        cluster.http_get(addr, "/").await.ok()
+    })
+    .await;
+    let (status, body) = answered.ok_or_else(|| anyhow::anyhow!("{url} did not answer within 2 s"))?;
     assert_eq!(status, 200, "{url}: {body}");
     assert!(body.starts_with("hello from web-"), "{url} answered {body:?}");
 

@@ -45,11 +45,17 @@ async fn container_logs_its_output_and_reports_its_exit_code() -> anyhow::Result
 
     f.runtime.remove_container(&id).await?;
     assert!(f.runtime.container_status(&id).await.unwrap_err().is_not_found());
-    // Both streams are in the one file (their relative order is not guaranteed: the shim
-    // copies them independently). Removal waits for the shim to finish copying, so the log
-    // is complete now; just after the exit is reported the last bytes may still be in
-    // flight.
-    let text = std::fs::read_to_string(&log)?;
+    // Both streams are in the one file (their relative order is not guaranteed: they are
+    // copied independently). The log driver the shim started drains both pipes after the
+    // exit and may still be writing the last line when removal returns: give it a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut text = std::fs::read_to_string(&log)?;
+    while !(text.contains("hello from rkube\n") && text.contains("oops\n"))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = std::fs::read_to_string(&log)?;
+    }
     assert!(text.contains("hello from rkube\n"), "log: {text:?}");
     assert!(text.contains("oops\n"), "log: {text:?}");
     f.runtime.remove_container(&id).await?;
