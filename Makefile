@@ -45,8 +45,10 @@ status:
 	@STATE=$(STATE) deploy/local-cluster.sh status
 
 # Every test: unit, integration and end to end.
+# CARGO_INCREMENTAL=0: a one-shot build gains nothing from incremental state,
+# which would only add gigabytes to target/.
 test: deps
-	$(CARGO) test --workspace --no-fail-fast
+	CARGO_INCREMENTAL=0 $(CARGO) test --workspace --no-fail-fast
 
 # `build` first: some suites run the release daemons as their own processes.
 bench: build
