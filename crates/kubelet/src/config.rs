@@ -124,8 +124,9 @@ pub struct Config {
     pub node_status_update_frequency: Duration,
     pub cloud_provider: String,
     pub cgroup_parent: String,
-    /// How often a pod worker looks at its containers when nothing else woke it: container
-    /// exits are noticed within this time.
+    /// How often a pod worker looks at its containers when nothing else woke it. Exits
+    /// wake it at once through containerd's events; this resync is the safety net (and
+    /// the retry of a pod that could not start yet).
     pub pod_poll_interval: Duration,
     /// How often every pod is synced even when nothing changed (configMap/secret volumes
     /// are refreshed then).
@@ -171,7 +172,7 @@ impl Config {
             node_status_update_frequency: Duration::from_secs(10),
             cloud_provider: String::new(),
             cgroup_parent: "/rkube".into(),
-            pod_poll_interval: Duration::from_secs(1),
+            pod_poll_interval: Duration::from_secs(10),
             resync_period: Duration::from_secs(10),
             cni_node_netns: None,
             log_driver: default_log_driver(),

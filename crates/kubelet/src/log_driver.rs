@@ -11,7 +11,9 @@
 //! Each piece of output becomes a CRI record ([`crate::logs`]) appended to PATH: whole lines
 //! as `F`; a line longer than 16 KiB, or output that stops without a newline for 100 ms,
 //! as `P` pieces. The shim owns this process, so logging carries on while the kubelet is
-//! down or restarting.
+//! down or restarting. The driver holds an exclusive `flock` on PATH while it runs: the
+//! kubelet reaps an exited container (deleting its task closes the pipes) and waits for
+//! that lock to go before it reports the exit.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -126,7 +128,14 @@ fn run(path: &Path) -> i32 {
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(path));
     let mut file = match opened {
-        Ok(f) => Some(f),
+        Ok(f) => {
+            // Held until this process ends: the kubelet waits for it to go before it
+            // reports the container's exit, so the log is complete by then.
+            if let Err(e) = f.lock() {
+                eprintln!("rkubelet log-driver: locking {}: {e}", path.display());
+            }
+            Some(f)
+        }
         Err(e) => {
             // Still drain the pipes: a container whose output has no reader gets EPIPE.
             eprintln!(

@@ -31,7 +31,7 @@ use crate::pod_worker_config::{build_env, pull_credentials, resources, user};
 use crate::probes::{self, ProbeBoard, ProbeTarget};
 use crate::runtime::{
     labels, ContainerConfig, ContainerId, ContainerNetwork, ContainerRuntime, ContainerState,
-    ContainerStatus, PullOptions, RegistryAuth,
+    ContainerStatus, PullOptions, RegistryAuth, RuntimeEvent,
 };
 use crate::volumes::{self, PodDirs};
 
@@ -168,8 +168,18 @@ impl PodManager {
         self.sweep_orphans().await;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(60));
         housekeeping.tick().await;
+        // Exits wake their pod's worker at once; the workers' periodic resync is only the
+        // safety net, which is what keeps an idle node's kubelet nearly idle.
+        let mut exits = self.shared.runtime.exit_events();
+        let mut exits_open = true;
         loop {
             tokio::select! {
+                event = exits.recv(), if exits_open => match event {
+                    Some(RuntimeEvent::Exited { pod_uid: Some(uid), .. }) => self.wake(Some(&uid)),
+                    Some(RuntimeEvent::Exited { pod_uid: None, .. }) => {}
+                    Some(RuntimeEvent::Resync) => self.wake(None),
+                    None => exits_open = false,
+                },
                 change = changes.next() => {
                     let Some(change) = change else { return };
                     match (&change.new, &change.old) {
@@ -179,6 +189,16 @@ impl PodManager {
                     }
                 }
                 _ = housekeeping.tick() => self.sweep_orphans().await,
+            }
+        }
+    }
+
+    /// Makes the worker of pod `uid` (every worker for `None`) sync now.
+    fn wake(&self, uid: Option<&str>) {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        for (worker_uid, tx) in workers.iter() {
+            if uid.is_none_or(|u| u == worker_uid) {
+                tx.send_modify(|_| {});
             }
         }
     }
@@ -842,7 +862,13 @@ impl PodWorker {
             self.shared.event(pod, true, "Failed", format!("Error: {msg}"));
         }
         t.waiting = Some(("CreateContainerConfigError".into(), msg));
-        self.shared.config.pod_poll_interval
+        self.retry_soon()
+    }
+
+    /// When to try again after a problem the user is likely fixing right now (a missing
+    /// ConfigMap, an image to be loaded): sooner than the periodic resync.
+    fn retry_soon(&self) -> Duration {
+        self.shared.config.pod_poll_interval.min(Duration::from_secs(2))
     }
 
     /// Pulls per imagePullPolicy; returns the image's repo digest, or how long to wait.
@@ -871,7 +897,7 @@ impl PodWorker {
                 shared.event(pod, true, "ErrImageNeverPull", msg.clone());
             }
             t.waiting = Some(("ErrImageNeverPull".into(), msg));
-            return Err(shared.config.pod_poll_interval);
+            return Err(self.retry_soon());
         }
         shared.event(pod, false, "Pulling", format!("Pulling image {:?}", c.image));
         let started = Instant::now();

@@ -13,14 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use containerd_client::events::TaskExit;
 use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
 use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
 };
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::version_client::VersionClient;
+use containerd_client::services::v1::SubscribeRequest;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
@@ -28,13 +31,14 @@ use containerd_client::services::v1::{
     UpdateContainerRequest, WaitRequest, WaitResponse,
 };
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
+use prost::Message as _;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use super::{
     cgroups, labels, spec, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats,
     ContainerStatus, ContainerSummary, Error, ExecChunk, ExecOutput, ExecRequest, ExecSession,
-    ExecSessionInput, ImageInfo, PullOptions,
+    ExecSessionInput, ImageInfo, PullOptions, RuntimeEvent,
 };
 use crate::image::oci::Platform;
 
@@ -49,6 +53,8 @@ pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-s
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a container to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long a reaped container's logger may take to write what is left in its pipes.
+const LOGGER_DRAIN: Duration = Duration::from_secs(2);
 
 /// Where and how to reach containerd, and the node-local paths the runtime uses.
 #[derive(Debug, Clone)]
@@ -338,14 +344,31 @@ impl ContainerdRuntime {
         }
     }
 
-    /// State of a container from its record and its task, recording an OOM kill in the
-    /// labels the first time it is seen (the cgroup proving it disappears with the task).
+    /// State of a container from its record and its task. An exited task is reaped on
+    /// sight: its exit code, time and OOM kill go into the container's labels (the cgroup
+    /// proving an OOM kill disappears with the task), the task is deleted, which ends its
+    /// shim and lets the logger drain the pipes, and the call returns once the logger has
+    /// written the last line, so an exit is never reported before the log is complete.
     async fn state_of(
         &self,
         container: &Container,
         task: Option<&Process>,
     ) -> Result<(ContainerState, Option<u32>), Error> {
         let Some(task) = task else {
+            if let Some(code) = container.labels.get(labels::EXIT_CODE) {
+                return Ok((
+                    ContainerState::Exited {
+                        exit_code: code.parse().unwrap_or(-1),
+                        finished_at: container
+                            .labels
+                            .get(labels::FINISHED_AT)
+                            .and_then(|s| parse_rfc3339(s)),
+                        oom_killed: container.labels.get(labels::OOM_KILLED).map(String::as_str)
+                            == Some("true"),
+                    },
+                    None,
+                ));
+            }
             if container.labels.contains_key(labels::STARTED_AT) {
                 return Ok((
                     ContainerState::Unknown {
@@ -363,22 +386,122 @@ impl ContainerdRuntime {
             ProcessStatus::Running | ProcessStatus::Paused | ProcessStatus::Pausing => {
                 ContainerState::Running
             }
-            ProcessStatus::Stopped => {
-                let oom_killed = self.oom_killed(container).await?;
-                return Ok((
-                    ContainerState::Exited {
-                        exit_code: task.exit_status as i32,
-                        finished_at: task.exited_at.as_ref().and_then(timestamp_to_system_time),
-                        oom_killed,
-                    },
-                    None,
-                ));
-            }
+            ProcessStatus::Stopped => return Ok((self.reap(container, task).await?, None)),
             ProcessStatus::Unknown => ContainerState::Unknown {
                 reason: "containerd reports the task's status as unknown".to_string(),
             },
         };
         Ok((state, pid))
+    }
+
+    /// Records how the stopped `task` ended in the container's labels, deletes the task and
+    /// waits (briefly) for the container's logger to finish. Safe to repeat after a crash
+    /// at any step: the labels are written before the task goes.
+    async fn reap(&self, container: &Container, task: &Process) -> Result<ContainerState, Error> {
+        let oom_killed = self.oom_killed(container).await?;
+        let finished_at = task.exited_at.as_ref().and_then(timestamp_to_system_time);
+        let exit_code = task.exit_status as i32;
+        let mut set = vec![(labels::EXIT_CODE, exit_code.to_string())];
+        if let Some(t) = finished_at {
+            set.push((labels::FINISHED_AT, format_rfc3339(t)));
+        }
+        if oom_killed {
+            set.push((labels::OOM_KILLED, "true".to_string()));
+        }
+        self.update_labels(container, &set).await?;
+        let id = ContainerId(container.id.clone());
+        let deleted = self
+            .tasks()
+            .delete(self.request(DeleteTaskRequest {
+                container_id: id.0.clone(),
+            }))
+            .await;
+        match deleted {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(self.status_error("delete exited task", id.as_str(), s)),
+        }
+        if let Some(log) = container.labels.get(labels::LOG_PATH) {
+            if self.inner.config.log_driver.is_some() {
+                wait_for_logger(Path::new(log), LOGGER_DRAIN).await;
+            }
+        }
+        tracing::debug!(container = %id, exit_code, oom_killed, "reaped exited container");
+        Ok(ContainerState::Exited {
+            exit_code,
+            finished_at,
+            oom_killed,
+        })
+    }
+
+    /// Feeds `tx` with the exits of containers in rkube's namespace from containerd's event
+    /// stream until `tx` is closed. Each (re)subscription is followed by a
+    /// [`RuntimeEvent::Resync`], as exits during the gap were not seen.
+    async fn forward_exits(&self, tx: tokio::sync::mpsc::Sender<RuntimeEvent>) {
+        let filter = format!(
+            "topic==\"/tasks/exit\",namespace=={}",
+            self.inner.config.namespace
+        );
+        let mut first = true;
+        loop {
+            let subscribed = EventsClient::new(self.channel())
+                .subscribe(self.unbounded_request(SubscribeRequest {
+                    filters: vec![filter.clone()],
+                }))
+                .await;
+            match subscribed {
+                Ok(stream) => {
+                    if !first && tx.send(RuntimeEvent::Resync).await.is_err() {
+                        return;
+                    }
+                    first = false;
+                    let mut stream = stream.into_inner();
+                    loop {
+                        tokio::select! {
+                            _ = tx.closed() => return,
+                            message = stream.message() => match message {
+                                Ok(Some(envelope)) => {
+                                    let Some(exit) = envelope
+                                        .event
+                                        .and_then(|any| TaskExit::decode(any.value.as_slice()).ok())
+                                    else {
+                                        continue;
+                                    };
+                                    // Exec'd processes report their own exits (id = exec id).
+                                    if exit.id != exit.container_id {
+                                        continue;
+                                    }
+                                    let container = ContainerId(exit.container_id);
+                                    let pod_uid = match self.get_container(&container).await {
+                                        Ok(c) => c.labels.get(labels::POD_UID).cloned(),
+                                        Err(_) => None,
+                                    };
+                                    if tx.send(RuntimeEvent::Exited { container, pod_uid }).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(status) => {
+                                    tracing::debug!("containerd event stream: {status}");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(status) => {
+                    let error = self.status_error("subscribe to task exits", "events", status);
+                    tracing::debug!("{error}");
+                    first = false;
+                }
+            }
+            // containerd restarting: try again shortly; the pod workers' resync covers
+            // the gap.
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     async fn oom_killed(&self, container: &Container) -> Result<bool, Error> {
@@ -1097,6 +1220,13 @@ impl ContainerRuntime for ContainerdRuntime {
         Ok(())
     }
 
+    fn exit_events(&self) -> tokio::sync::mpsc::Receiver<RuntimeEvent> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let runtime = self.clone();
+        tokio::spawn(async move { runtime.forward_exits(tx).await });
+        rx
+    }
+
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus, Error> {
         let container = self.get_container(id).await?;
         let task = self.get_task(id).await?;
@@ -1299,6 +1429,31 @@ pub(super) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
     hex::encode(buf)
+}
+
+/// Waits until no logger holds `log` (`rkubelet log-driver` keeps an exclusive lock on
+/// its file for as long as it runs), at most `limit`. A file that is gone or was never
+/// locked (raw `file://` logging) does not wait.
+async fn wait_for_logger(log: &Path, limit: Duration) {
+    let Ok(file) = std::fs::File::open(log) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return;
+            }
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => {
+                tracing::debug!(log = %log.display(), "logger still writing after {limit:?}: {e}");
+                return;
+            }
+        }
+    }
 }
 
 pub(super) fn timestamp_to_system_time(ts: &prost_types::Timestamp) -> Option<SystemTime> {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::{
     labels, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats, ContainerStatus,
-    ContainerSummary, Error, ExecOutput, ExecRequest, ImageConfig, ImageInfo, PullOptions,
+    ContainerSummary, Error, ExecOutput, ExecRequest, ImageConfig, ImageInfo, PullOptions, RuntimeEvent,
 };
 use crate::image::{PullError, Reference};
 
@@ -59,6 +59,22 @@ struct FakeState {
     stats: HashMap<ContainerId, ContainerStats>,
     calls: Vec<FakeCall>,
     next_id: u64,
+    /// Receivers of `exit_events`, told of each exit as containerd's event stream would.
+    exit_subscribers: Vec<tokio::sync::mpsc::Sender<RuntimeEvent>>,
+}
+
+impl FakeState {
+    fn announce_exit(&mut self, id: &ContainerId) {
+        self.exit_subscribers.retain(|tx| {
+            !matches!(
+                tx.try_send(RuntimeEvent::Exited {
+                    container: id.clone(),
+                    pod_uid: self.containers.get(id).map(|c| c.config.pod_uid.clone()),
+                }),
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
+            )
+        });
+    }
 }
 
 /// See the module documentation.
@@ -94,12 +110,14 @@ impl FakeRuntime {
 
     /// The running container `id` exits with `exit_code`.
     pub fn exit_container(&self, id: &ContainerId, exit_code: i32, oom_killed: bool) {
-        if let Some(c) = self.lock().containers.get_mut(id) {
+        let mut state = self.lock();
+        if let Some(c) = state.containers.get_mut(id) {
             c.state = ContainerState::Exited {
                 exit_code,
                 finished_at: Some(SystemTime::now()),
                 oom_killed,
             };
+            state.announce_exit(id);
         }
     }
 
@@ -280,8 +298,15 @@ impl ContainerRuntime for FakeRuntime {
                 finished_at: Some(SystemTime::now()),
                 oom_killed: false,
             };
+            state.announce_exit(id);
         }
         Ok(())
+    }
+
+    fn exit_events(&self) -> tokio::sync::mpsc::Receiver<RuntimeEvent> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        self.lock().exit_subscribers.push(tx);
+        rx
     }
 
     async fn remove_container(&self, id: &ContainerId) -> Result<(), Error> {

@@ -50,6 +50,23 @@ pub mod labels {
     /// Set by the pod worker at creation: how many runs in a row before this one ended
     /// quickly (CrashLoopBackOff's step), so a restarted kubelet keeps the back-off.
     pub const CRASH_STREAK: &str = "io.rkube.container.crash-streak";
+    /// Set when the exited task is reaped (deleted, so its shim and logger go): the exit
+    /// code and RFC 3339 time containerd reported, which the task no longer holds.
+    pub const EXIT_CODE: &str = "io.rkube.container.exit-code";
+    pub const FINISHED_AT: &str = "io.rkube.container.finished-at";
+}
+
+/// What [`ContainerRuntime::exit_events`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// A container's main process exited; `pod_uid` from its labels when it is rkube's.
+    Exited {
+        container: ContainerId,
+        pod_uid: Option<String>,
+    },
+    /// Exits may have been missed (the event stream was re-established): look at every
+    /// container again.
+    Resync,
 }
 
 /// containerd's identifier of a container (32 lowercase hex digits when rkube made it).
@@ -399,8 +416,8 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Starts a created container with stdout and stderr appended to `log_path` (absolute;
     /// its directory is created): CRI records written by the log driver when one is
-    /// configured, else the raw streams. Output is copied asynchronously: the file may lag
-    /// the exit by moments.
+    /// configured, else the raw streams. Once `container_status` reports the container
+    /// exited, the file holds everything it wrote.
     async fn start_container(&self, id: &ContainerId, log_path: &Path) -> Result<(), Error>;
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus, Error>;
@@ -420,6 +437,14 @@ pub trait ContainerRuntime: Send + Sync {
     async fn exec(&self, id: &ContainerId, request: &ExecRequest) -> Result<ExecOutput, Error>;
 
     async fn container_stats(&self, id: &ContainerId) -> Result<ContainerStats, Error>;
+
+    /// Container exits as they happen, so the kubelet notices an exit at once instead of
+    /// polling every container. The stream re-establishes itself (sending
+    /// [`RuntimeEvent::Resync`]) and ends only when the receiver is dropped; a runtime
+    /// without events returns a closed receiver and the kubelet relies on its resync.
+    fn exit_events(&self) -> tokio::sync::mpsc::Receiver<RuntimeEvent> {
+        tokio::sync::mpsc::channel(1).1
+    }
 
     /// Starts `command` in a running container with streaming stdin and output; with `tty`
     /// on a terminal (stderr is the terminal too), as `kubectl exec -it` does.

@@ -206,3 +206,53 @@ spec:
     assert!(err.to_string().contains("RFC 3339"), "{err}");
     c.stop().await
 }
+
+/// An exit is reported even when the kubelet's periodic resync is minutes away
+/// (containerd's exit events wake the pod's worker), and once it is, the log already holds
+/// everything the container wrote: a burst of lines right before the exit and a last line
+/// without a newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exits_are_reported_without_waiting_for_a_resync_and_with_the_log_complete() -> anyhow::Result<()> {
+    require_containerd!();
+    let c = Cluster::start_with(|config| config.pod_poll_interval = Duration::from_secs(300)).await?;
+    c.create_pod(
+        r#"
+metadata: {name: finisher}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sh, -c]
+    args:
+    - |
+      while [ ! -f /tmp/go ]; do sleep 0.05; done
+      i=0
+      while [ $i -lt 3000 ]; do echo "line-$i"; i=$((i+1)); done
+      printf 'last words'
+      exit 3
+"#,
+    )
+    .await?;
+    let t = Duration::from_secs(60);
+    c.wait_pod("finisher", t, |p| {
+        container(p, "main")?.state?.running.map(|_| ())
+    })
+    .await?;
+    let (code, out) = crate::daemon::exec(&c, "finisher", &["touch", "/tmp/go"]).await?;
+    assert_eq!(code, 0, "{out}");
+    // Far sooner than the 300 s resync: only the exit event can explain it.
+    let terminated = c
+        .wait_pod("finisher", Duration::from_secs(20), |p| {
+            container(p, "main")?.state?.terminated
+        })
+        .await?;
+    assert_eq!(terminated.exit_code, 3);
+    let log = read_logs(&c, request("finisher")).await?;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3001, "every line is there when the exit is reported");
+    assert_eq!(lines[0], "line-0");
+    assert_eq!(lines[2999], "line-2999");
+    assert_eq!(lines[3000], "last words");
+    c.stop().await
+}

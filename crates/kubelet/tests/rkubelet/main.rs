@@ -38,6 +38,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with the kubelet's config adjusted by `tweak` first.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let node = TestNode::start().await?;
         let registry = TestRegistry::start().await?;
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
@@ -60,6 +65,7 @@ impl Cluster {
         config.resync_period = Duration::from_secs(2);
         // The binary cargo built for this test run, not whatever `rkubelet` lies around.
         config.log_driver = Some(env!("CARGO_BIN_EXE_rkubelet").into());
+        tweak(&mut config);
         let kubelet = rkube_kubelet::start(config.clone()).await?;
         let client = Client::connect(&api.url())?;
         Ok(Cluster {
