@@ -1,7 +1,10 @@
 //! The `local` provider's routes against the real kernel, inside a network
-//! namespace the test creates: the provider's calls run on a thread that
-//! entered that namespace, and the host's routes are never touched. Needs
-//! root and iproute2; skipped (with the reason printed) otherwise.
+//! namespace the test creates: the provider's calls (netlink, made by the
+//! provider itself) run on a thread that entered that namespace, or name it
+//! in `routes.netns`, and the host's routes are never touched. Needs root;
+//! iproute2 builds the namespace and reads the kernel's routes back
+//! independently of the provider. Skipped (with the reason printed)
+//! otherwise.
 
 use rkube_api::core::v1::NodeAddress;
 use rkube_cloud_controller_manager::cloud::{CloudProvider, Route};
@@ -13,7 +16,11 @@ struct Netns(String);
 
 impl Netns {
     fn create(name: &str) -> anyhow::Result<Netns> {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        // A leftover of an earlier run, if any (usually none: quiet).
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
         ip(&["netns", "add", name])?;
         let ns = Netns(name.to_string());
         // A link to a neighbour subnet: routes need a reachable next hop.
@@ -144,6 +151,20 @@ fn routes_are_kernel_routes_tagged_with_their_protocol() -> anyhow::Result<()> {
                 .create_route("k", &route("self", "10.244.0.0/24", "10.77.0.1"))
                 .await
                 .unwrap();
+            // A next hop no interface reaches: the error says which route
+            // and why.
+            let err = routes
+                .create_route("k", &route("far", "10.244.9.0/24", "172.30.0.12"))
+                .await
+                .unwrap_err()
+                .to_string();
+            for want in [
+                "node far",
+                "10.244.9.0/24",
+                "no interface has a route to 172.30.0.12",
+            ] {
+                assert!(err.contains(want), "{want:?} missing from: {err}");
+            }
             let mut listed = routes.list_routes("k").await.unwrap();
             listed.sort_by(|a, b| a.destination_cidr.cmp(&b.destination_cidr));
             listed
@@ -184,6 +205,7 @@ fn routes_are_kernel_routes_tagged_with_their_protocol() -> anyhow::Result<()> {
         "{table}"
     );
     assert!(!table.contains("10.244.0.0/24"), "{table}");
+    assert!(!table.contains("10.244.9.0/24"), "{table}");
 
     let config = dir.path().join("cloud.yaml");
     in_netns(&name, move || {
@@ -208,6 +230,70 @@ fn routes_are_kernel_routes_tagged_with_their_protocol() -> anyhow::Result<()> {
         table.contains("10.244.50.0/24 via 10.77.0.5 dev v0 proto static"),
         "{table}"
     );
+    assert_eq!(
+        ip(&["route", "show", "proto", "240"])?,
+        host_before,
+        "host routes untouched"
+    );
+    Ok(())
+}
+
+#[test]
+fn routes_netns_programs_a_named_namespace_from_outside() -> anyhow::Result<()> {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return Ok(());
+    }
+    let host_before = ip(&["route", "show", "proto", "240"])?;
+    let name = format!("rkccm-routes-ns-{}", std::process::id());
+    let _ns = Netns::create(&name)?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("cloud.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "machines:\n\
+             - {{name: b, addresses: [{{type: InternalIP, address: 10.77.0.2}}]}}\n\
+             routes: {{netns: {name}, table: 1000}}\n"
+        ),
+    )?;
+    // The provider runs here, in the test's (the host's) namespace, and
+    // must reach into the named one.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cloud = LocalCloud::load(&config)?;
+    let routes = cloud.routes().expect("routes enabled");
+    let b = route("b", "10.244.3.0/24", "10.77.0.2");
+    rt.block_on(routes.create_route("k", &b))?;
+    let listed = rt.block_on(routes.list_routes("k"))?;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            listed[0].destination_cidr.as_str(),
+            listed[0].target_node.as_str()
+        ),
+        ("10.244.3.0/24", "b")
+    );
+    let table = ip(&["-n", &name, "route", "show", "table", "1000"])?;
+    assert!(
+        table.contains("10.244.3.0/24 via 10.77.0.2 dev v0 proto 240"),
+        "{table}"
+    );
+    rt.block_on(routes.delete_route("k", &b))?;
+    let table = ip(&["-n", &name, "route", "show", "table", "1000"])?;
+    assert!(!table.contains("10.244.3.0/24"), "{table}");
+    assert!(rt.block_on(routes.list_routes("k"))?.is_empty());
+
+    // A namespace that does not exist is named in the error.
+    std::fs::write(&config, "machines: []\nroutes: {netns: rkccm-no-such-ns}\n")?;
+    let cloud = LocalCloud::load(&config)?;
+    let err = rt
+        .block_on(cloud.routes().expect("routes").list_routes("k"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("routes.netns rkccm-no-such-ns"), "{err}");
     assert_eq!(
         ip(&["route", "show", "proto", "240"])?,
         host_before,
