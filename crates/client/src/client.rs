@@ -135,6 +135,12 @@ impl Client {
         Self::from_config(&ClientConfig::for_server(url))
     }
 
+    /// What a daemon connects with: `apiserver` (empty: the file's server)
+    /// and the credentials of its `--kubeconfig` file, if it has one.
+    pub fn for_daemon(apiserver: &str, kubeconfig: Option<&std::path::Path>) -> Result<Client> {
+        Self::from_config(&ClientConfig::for_daemon(Some(apiserver), kubeconfig)?)
+    }
+
     /// A client for the server, namespace and token of a config.
     pub fn from_config(config: &ClientConfig) -> Result<Client> {
         let bad = |msg: String| Error::Config {

@@ -22,6 +22,11 @@ pub struct Args {
     /// The apiserver to talk to.
     #[arg(long, value_name = "URL")]
     pub apiserver: Option<String>,
+    /// Client config file with this daemon's credentials: server, CA and
+    /// client certificate or token (`rkubectl certs generate` writes one per
+    /// component). --apiserver, if given, overrides its server.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// Which controllers run: `*` for all, `name` to add, `-name` to remove
     /// (cloud-node, cloud-node-lifecycle, service, route; e.g. `*,-route`).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -61,6 +66,7 @@ pub struct Args {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileConfig {
     apiserver: Option<String>,
+    kubeconfig: Option<PathBuf>,
     controllers: Option<Vec<String>>,
     workers: Option<usize>,
     cloud_provider: Option<String>,
@@ -75,6 +81,8 @@ struct FileConfig {
 #[derive(Clone)]
 pub struct Config {
     pub apiserver: String,
+    /// Credentials (see `--kubeconfig`); `None`: plain `apiserver`.
+    pub kubeconfig: Option<PathBuf>,
     pub controllers: Vec<String>,
     pub workers: usize,
     /// `local`; ignored when `provider` is set.
@@ -116,6 +124,7 @@ impl Config {
     pub fn new(apiserver: impl Into<String>) -> Self {
         Config {
             apiserver: apiserver.into(),
+            kubeconfig: None,
             controllers: vec!["*".into()],
             workers: 2,
             cloud_provider: "local".into(),
@@ -135,7 +144,12 @@ impl Config {
         let secs =
             |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);
         let cfg = Config {
-            apiserver: args.apiserver.or(file.apiserver).unwrap_or(d.apiserver),
+            apiserver: rkube_daemon::apiserver_url(
+                args.apiserver,
+                file.apiserver,
+                args.kubeconfig.as_deref().or(file.kubeconfig.as_deref()),
+            ),
+            kubeconfig: args.kubeconfig.or(file.kubeconfig),
             controllers: if !args.controllers.is_empty() {
                 args.controllers
             } else {

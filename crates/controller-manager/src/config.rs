@@ -18,6 +18,11 @@ pub struct Args {
     /// The apiserver to talk to.
     #[arg(long, value_name = "URL")]
     pub apiserver: Option<String>,
+    /// Client config file with this daemon's credentials: server, CA and
+    /// client certificate or token (`rkubectl certs generate` writes one per
+    /// component). --apiserver, if given, overrides its server.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// Which controllers run: `*` for all, `name` to add, `-name` to remove
     /// (e.g. `*,-horizontal-pod-autoscaler`).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -60,6 +65,7 @@ pub struct Args {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileConfig {
     apiserver: Option<String>,
+    kubeconfig: Option<PathBuf>,
     controllers: Option<Vec<String>>,
     workers: Option<usize>,
     node_monitor_grace_period: Option<u64>,
@@ -75,6 +81,8 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub apiserver: String,
+    /// Credentials (see `--kubeconfig`); `None`: plain `apiserver`.
+    pub kubeconfig: Option<PathBuf>,
     pub controllers: Vec<String>,
     pub workers: usize,
     pub node_monitor_grace_period: Duration,
@@ -97,6 +105,7 @@ impl Config {
     pub fn new(apiserver: impl Into<String>) -> Self {
         Config {
             apiserver: apiserver.into(),
+            kubeconfig: None,
             controllers: vec!["*".into()],
             workers: 4,
             node_monitor_grace_period: Duration::from_secs(40),
@@ -117,7 +126,12 @@ impl Config {
         let secs =
             |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);
         let cfg = Config {
-            apiserver: args.apiserver.or(file.apiserver).unwrap_or(d.apiserver),
+            apiserver: rkube_daemon::apiserver_url(
+                args.apiserver,
+                file.apiserver,
+                args.kubeconfig.as_deref().or(file.kubeconfig.as_deref()),
+            ),
+            kubeconfig: args.kubeconfig.or(file.kubeconfig),
             controllers: if !args.controllers.is_empty() {
                 args.controllers
             } else {

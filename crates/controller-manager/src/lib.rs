@@ -43,7 +43,7 @@ pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let enabled = enabled(&config.controllers)?;
     let _health = rkube_daemon::serve_health(config.health_addr).await?;
-    let client = Client::connect(&config.apiserver)?;
+    let client = Client::for_daemon(&config.apiserver, config.kubeconfig.as_deref())?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap_or_default()
         .trim()

@@ -148,6 +148,19 @@ pub fn nodelay_incoming(
     })
 }
 
+/// The apiserver URL a daemon uses: its `--apiserver` flag, else its config file's
+/// `apiserver`, else, with a `--kubeconfig`, empty (the kubeconfig's server), else the
+/// local default.
+pub fn apiserver_url(flag: Option<String>, file: Option<String>, kubeconfig: Option<&Path>) -> String {
+    flag.or(file).unwrap_or_else(|| {
+        if kubeconfig.is_some() {
+            String::new()
+        } else {
+            "http://127.0.0.1:6443".to_string()
+        }
+    })
+}
+
 /// Reads a daemon's YAML config file, or the defaults when none is given.
 /// Errors name the file; `T` should deny unknown fields so a misspelt key
 /// is an error rather than silently ignored.
@@ -161,6 +174,20 @@ pub fn load_config_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_apiserver_comes_from_the_flag_the_file_the_kubeconfig_or_the_default() {
+        let kc = Some(Path::new("/etc/rkube/scheduler.conf"));
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            apiserver_url(s("https://a:6443"), s("https://b:6443"), kc),
+            "https://a:6443"
+        );
+        assert_eq!(apiserver_url(None, s("https://b:6443"), kc), "https://b:6443");
+        // Empty: the kubeconfig's own server.
+        assert_eq!(apiserver_url(None, None, kc), "");
+        assert_eq!(apiserver_url(None, None, None), "http://127.0.0.1:6443");
+    }
 
     #[derive(serde::Deserialize, Default, Debug, PartialEq)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -20,6 +20,11 @@ pub struct Args {
     /// The apiserver to watch Services and Endpoints on.
     #[arg(long, value_name = "URL")]
     pub apiserver: Option<String>,
+    /// Client config file with this daemon's credentials: server, CA and
+    /// client certificate or token (`rkubectl certs generate` writes one per
+    /// component). --apiserver, if given, overrides its server.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// This node's name (defaults to the host name).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -58,6 +63,7 @@ pub struct Args {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileConfig {
     apiserver: Option<String>,
+    kubeconfig: Option<PathBuf>,
     node_name: Option<String>,
     mode: Option<String>,
     min_sync_period: Option<String>,
@@ -76,6 +82,8 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub apiserver: String,
+    /// Credentials (see `--kubeconfig`); `None`: plain `apiserver`.
+    pub kubeconfig: Option<PathBuf>,
     pub node_name: String,
     pub mode: Mode,
     pub min_sync_period: Duration,
@@ -118,6 +126,7 @@ impl Config {
     pub fn new(apiserver: impl Into<String>, node_name: impl Into<String>) -> Self {
         Config {
             apiserver: apiserver.into(),
+            kubeconfig: None,
             node_name: node_name.into(),
             mode: Mode::Nftables,
             min_sync_period: Duration::from_millis(100),
@@ -166,7 +175,12 @@ impl Config {
             anyhow::bail!("--nft-command, --ip-command and --conntrack-command must name a program");
         }
         let cfg = Config {
-            apiserver: args.apiserver.or(file.apiserver).unwrap_or(d.apiserver),
+            apiserver: rkube_daemon::apiserver_url(
+                args.apiserver,
+                file.apiserver,
+                args.kubeconfig.as_deref().or(file.kubeconfig.as_deref()),
+            ),
+            kubeconfig: args.kubeconfig.or(file.kubeconfig),
             node_name: args.node_name.or(file.node_name).unwrap_or(d.node_name),
             mode,
             min_sync_period,

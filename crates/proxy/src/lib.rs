@@ -78,7 +78,7 @@ pub async fn run_with<D: Dataplane>(
         return Ok(());
     }
     let _health = rkube_daemon::serve_health(config.health_addr).await?;
-    let client = Client::connect(&config.apiserver)?;
+    let client = Client::for_daemon(&config.apiserver, config.kubeconfig.as_deref())?;
     let services = Informer::new(Api::<Service>::all(client.clone()), WatcherConfig::default());
     let endpoints = Informer::new(Api::<Endpoints>::all(client), WatcherConfig::default());
     let mut changes = futures::stream::select(

@@ -19,6 +19,11 @@ pub struct Args {
     /// The apiserver to talk to.
     #[arg(long, value_name = "URL")]
     pub apiserver: Option<String>,
+    /// Client config file with this daemon's credentials: server, CA and
+    /// client certificate or token (`rkubectl certs generate` writes one per
+    /// component). --apiserver, if given, overrides its server.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// The name pods ask for in `spec.schedulerName`; pods naming another
     /// scheduler are left alone. Default: default-scheduler.
     #[arg(long, value_name = "NAME")]
@@ -54,6 +59,7 @@ pub struct Args {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileConfig {
     apiserver: Option<String>,
+    kubeconfig: Option<PathBuf>,
     scheduler_name: Option<String>,
     leader_elect: Option<bool>,
     percentage_of_nodes_to_score: Option<u32>,
@@ -66,6 +72,8 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub apiserver: String,
+    /// Credentials (see `--kubeconfig`); `None`: plain `apiserver`.
+    pub kubeconfig: Option<PathBuf>,
     pub scheduler_name: String,
     pub leader_elect: bool,
     pub percentage_of_nodes_to_score: u32,
@@ -82,6 +90,7 @@ impl Config {
     pub fn new(apiserver: impl Into<String>) -> Self {
         Config {
             apiserver: apiserver.into(),
+            kubeconfig: None,
             scheduler_name: "default-scheduler".into(),
             leader_elect: false,
             percentage_of_nodes_to_score: 0,
@@ -98,7 +107,12 @@ impl Config {
         let secs =
             |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);
         let cfg = Config {
-            apiserver: args.apiserver.or(file.apiserver).unwrap_or(d.apiserver),
+            apiserver: rkube_daemon::apiserver_url(
+                args.apiserver,
+                file.apiserver,
+                args.kubeconfig.as_deref().or(file.kubeconfig.as_deref()),
+            ),
+            kubeconfig: args.kubeconfig.or(file.kubeconfig),
             scheduler_name: args
                 .scheduler_name
                 .or(file.scheduler_name)

@@ -41,7 +41,7 @@ pub const LEASE_NAMESPACE: &str = "kube-system";
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let _health = rkube_daemon::serve_health(config.health_addr).await?;
-    let client = Client::connect(&config.apiserver)?;
+    let client = Client::for_daemon(&config.apiserver, config.kubeconfig.as_deref())?;
     let leader_elect = config.leader_elect;
     let scheduler = Arc::new(Scheduler::new(config, client.clone()));
     // Ready means serving: the health endpoint answers and the scheduler
