@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PACKAGES := containerd runc containernetworking-plugins nftables iproute2 \
 	protobuf-compiler libprotobuf-dev docker-registry skopeo busybox-static \
-	etcd-server etcd-client systemd curl conntrack
+	etcd-server etcd-client systemd curl conntrack gcc libc6-dev
 # Where `make up` keeps state and logs (root: /var/lib/rkube; else ~/.rkube).
 STATE ?= $(if $(filter 0,$(shell id -u)),/var/lib/rkube,$(HOME)/.rkube/state)
 RKUBECONFIG ?= $(HOME)/.rkube/config

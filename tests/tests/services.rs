@@ -1,12 +1,17 @@
 //! Services end to end: a Deployment of small HTTP servers that answer with their pod's
 //! name, on two real nodes, behind a Service made to work by the real rkube-proxy in each
-//! node's namespace; the same suite in nftables and in userspace mode.
+//! node's namespace; the same suite in nftables and in userspace mode. Then the same for
+//! UDP: servers that answer each datagram with their pod's name, behind a `protocol: UDP`
+//! Service, in both modes.
 
+use anyhow::Context;
 use rkube_api::core::v1::{Endpoints, Pod, Service};
 use rkube_client::ListParams;
 use rkube_e2e::{pod_ready, run, wait_for, ClusterOptions, TestCluster};
+use rkube_kubelet::network::netns::run_in;
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn app(image: &str) -> String {
@@ -287,4 +292,254 @@ fn services_spread_traffic_over_ready_pods_with_nftables() -> anyhow::Result<()>
 #[test]
 fn services_spread_traffic_over_ready_pods_in_userspace() -> anyhow::Result<()> {
     run(|netns| suite(netns, rkube_proxy::Mode::Userspace))
+}
+
+/// Builds `tests/images/udp-whoami.c` (a UDP server answering with the host name, the
+/// pod's name) into `dir`, static because the busybox image has no libc.
+fn build_udp_whoami(dir: &Path) -> anyhow::Result<()> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/udp-whoami.c");
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("udp-whoami"))
+        .arg(&source)
+        .output()
+        .context("running cc to build the UDP test server (apt-get install gcc libc6-dev)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cc -static {} failed: {}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn udp_app(image: &str, bin: &Path) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: udp-whoami, namespace: default}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: udp-whoami}}}}
+  template:
+    metadata: {{labels: {{app: udp-whoami}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      volumes: [{{name: bin, hostPath: {{path: {bin}, type: Directory}}}}]
+      containers:
+      - name: dns
+        image: {image}
+        command: ["sh", "-c", "touch /tmp/ready && exec /opt/udp/udp-whoami 5353"]
+        ports: [{{name: dns, containerPort: 5353, protocol: UDP}}]
+        volumeMounts: [{{name: bin, mountPath: /opt/udp, readOnly: true}}]
+        readinessProbe:
+          exec: {{command: ["cat", "/tmp/ready"]}}
+          periodSeconds: 1
+          failureThreshold: 1
+        resources: {{requests: {{cpu: 10m, memory: 8Mi}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: udp-whoami, namespace: default}}
+spec:
+  selector: {{app: udp-whoami}}
+  ports: [{{name: dns, port: 53, targetPort: dns, protocol: UDP}}]
+"#,
+        bin = bin.display()
+    )
+}
+
+/// A UDP socket in the network namespace at `netns` (a process on that node), connected to
+/// `addr`: it takes datagrams from `addr` only, and an ICMP port unreachable in answer
+/// shows as ECONNREFUSED.
+fn udp_client_in(netns: &Path, addr: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
+    let socket = run_in(netns, move || -> std::io::Result<std::net::UdpSocket> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(addr)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .with_context(|| format!("entering {}", netns.display()))??;
+    Ok(tokio::net::UdpSocket::from_std(socket)?)
+}
+
+/// One datagram; the answer (a pod's name), or the error (refused, or timed out after
+/// `wait`).
+async fn udp_ask(client: &tokio::net::UdpSocket, wait: Duration) -> std::io::Result<String> {
+    client.send(b"who are you?").await?;
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(wait, client.recv(&mut buf)).await {
+        Ok(n) => Ok(String::from_utf8_lossy(&buf[..n?]).into_owned()),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// The datagram was refused at once: an ICMP port unreachable came back (ECONNREFUSED:
+/// the userspace proxy has no socket there, or a reject rule answered a datagram from a
+/// pod), or a reject rule in the node's output path dropped it as it was sent (EPERM).
+fn refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::PermissionDenied
+    )
+}
+
+/// One datagram from a new client port on node 0.
+async fn udp_whoami(cluster: &TestCluster, addr: SocketAddr) -> std::io::Result<String> {
+    let client = udp_client_in(cluster.nodes[0].netns(), addr).map_err(std::io::Error::other)?;
+    udp_ask(&client, Duration::from_millis(500)).await
+}
+
+async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Result<()> {
+    let bin = tempfile::tempdir()?;
+    build_udp_whoami(bin.path())?;
+    let cluster = TestCluster::start(
+        netns,
+        ClusterOptions {
+            nodes: 2,
+            proxy: Some(mode),
+            ..Default::default()
+        },
+    )
+    .await?;
+    cluster.apply(&udp_app(&cluster.image, bin.path()))?;
+    let pods_api = cluster.api::<Pod>("default")?;
+    let pods = wait_for(Duration::from_secs(60), || async {
+        let list = pods_api
+            .list(&ListParams::default().labels("app=udp-whoami"))
+            .await
+            .ok()?;
+        let ready: Vec<Pod> = list.items.into_iter().filter(pod_ready).collect();
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    let Some(pods) = pods else {
+        panic!(
+            "3 ready udp-whoami pods did not appear within 60 s\n{}",
+            cluster.diagnostics().await
+        );
+    };
+    let all: std::collections::BTreeSet<String> = pods.iter().map(name).collect();
+    let svc = cluster.api::<Service>("default")?.get("udp-whoami").await?;
+    let cluster_ip = SocketAddr::V4(SocketAddrV4::new(svc.spec.unwrap().cluster_ip.parse()?, 53));
+
+    // every pod answers through the ClusterIP, each datagram from a new client port
+    let last = std::sync::Mutex::new(String::new());
+    let seen = wait_for(Duration::from_secs(15), || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            match udp_whoami(&cluster, cluster_ip).await {
+                Ok(n) => {
+                    seen.insert(n);
+                }
+                Err(e) => {
+                    *last.lock().unwrap() = format!("{e}");
+                    return None;
+                }
+            }
+        }
+        *last.lock().unwrap() = format!("answered: {seen:?}");
+        (seen == all).then_some(())
+    })
+    .await;
+    if seen.is_none() {
+        let last = last.lock().unwrap().clone();
+        panic!(
+            "all three pods {all:?} answer UDP through {cluster_ip}; last: {last}\n{}",
+            cluster.diagnostics().await
+        );
+    }
+
+    // one client port keeps talking to one pod, as over a connection
+    let client = udp_client_in(cluster.nodes[0].netns(), cluster_ip)?;
+    let first = udp_ask(&client, Duration::from_secs(2)).await?;
+    assert!(all.contains(&first), "{first:?} is one of {all:?}");
+    for _ in 0..10 {
+        assert_eq!(udp_ask(&client, Duration::from_secs(2)).await?, first);
+    }
+
+    // the pod this client talks to turns unready: within 2 s the same client port is
+    // answered by another pod (its session or conntrack entry does not outlive the pod's
+    // place in the Service)
+    cluster.rkubectl(&["exec", &first, "--", "rm", "/tmp/ready"])?;
+    let endpoints = cluster.api::<Endpoints>("default")?;
+    let ready_addresses = || async {
+        let ep = endpoints.get("udp-whoami").await.ok()?;
+        Some(ep.subsets.iter().map(|s| s.addresses.len()).sum::<usize>())
+    };
+    let left = wait_for(Duration::from_secs(10), || async {
+        (ready_addresses().await? == 2).then(Instant::now)
+    })
+    .await
+    .expect("the endpoints controller takes the unready pod out of the ready addresses");
+    let moved = wait_for(Duration::from_secs(5), || async {
+        let answer = udp_ask(&client, Duration::from_millis(300)).await.ok()?;
+        (answer != first).then(|| (answer, left.elapsed()))
+    })
+    .await;
+    let Some((second, took)) = moved else {
+        panic!(
+            "{mode:?}: the established UDP client still reaches {first} (or nothing) after it turned unready\n{}",
+            cluster.diagnostics().await
+        );
+    };
+    assert!(all.contains(&second), "{second:?} is one of {all:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the client reached {first} for {took:?} after it turned unready"
+    );
+
+    // every pod unready: the Service has no ready endpoint, so new clients are refused at
+    // once, and the established client too
+    for pod in all.iter().filter(|p| **p != first) {
+        cluster.rkubectl(&["exec", pod, "--", "rm", "/tmp/ready"])?;
+    }
+    let turned = wait_for(Duration::from_secs(10), || async {
+        (ready_addresses().await? == 0).then(Instant::now)
+    })
+    .await
+    .expect("the endpoints controller moves every unready pod to notReadyAddresses");
+    // (an answer, or a timeout, is what a client would have to wait out)
+    let last = std::sync::Mutex::new(String::new());
+    let refusal = wait_for(Duration::from_secs(5), || async {
+        let outcome = udp_whoami(&cluster, cluster_ip).await;
+        *last.lock().unwrap() = format!("{outcome:?}");
+        matches!(outcome, Err(e) if refused(&e)).then(|| turned.elapsed())
+    })
+    .await;
+    let Some(took) = refusal else {
+        let last = last.lock().unwrap().clone();
+        panic!(
+            "{mode:?}: a UDP Service without ready endpoints is not refused; last: {last}\n{}",
+            cluster.diagnostics().await
+        );
+    };
+    assert!(
+        took < Duration::from_secs(2),
+        "new clients were refused only {took:?} after the endpoints emptied"
+    );
+    let established = wait_for(Duration::from_secs(2), || async {
+        let outcome = udp_ask(&client, Duration::from_millis(300)).await;
+        *last.lock().unwrap() = format!("{outcome:?}");
+        matches!(outcome, Err(e) if refused(&e)).then_some(())
+    })
+    .await;
+    let last = last.lock().unwrap().clone();
+    assert!(
+        established.is_some(),
+        "the established UDP client is refused once its pod left the Service; last: {last}"
+    );
+
+    cluster.stop().await
+}
+
+#[test]
+fn udp_services_reach_ready_pods_with_nftables() -> anyhow::Result<()> {
+    run(|netns| udp_suite(netns, rkube_proxy::Mode::Nftables))
+}
+
+#[test]
+fn udp_services_reach_ready_pods_in_userspace() -> anyhow::Result<()> {
+    run(|netns| udp_suite(netns, rkube_proxy::Mode::Userspace))
 }

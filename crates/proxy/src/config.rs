@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// `nftables` (one table `ip rkube`, replaced atomically per sync) or
-    /// `userspace` (a TCP proxy listening on ClusterIPs, added to a dummy
+    /// `userspace` (a TCP and UDP proxy listening on ClusterIPs, added to a dummy
     /// interface `rkube-svc`, and on NodePorts; for machines without nftables).
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,

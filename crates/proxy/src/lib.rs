@@ -1,7 +1,7 @@
 //! rkube-proxy: makes Service addresses work on one node. It watches
 //! Services and Endpoints through the apiserver and programs the node's
 //! dataplane: in nftables mode one table `ip rkube`, replaced atomically
-//! per sync; in userspace mode a TCP proxy. It owns nothing else on the
+//! per sync; in userspace mode a TCP and UDP proxy. It owns nothing else on the
 //! node: it must not touch other tables, routes or pod interfaces, and it
 //! never writes to the apiserver.
 //!
