@@ -7,9 +7,21 @@
 //! existed. With either configured, a request without valid credentials is
 //! refused with UNAUTHENTICATED. Health endpoints are served elsewhere
 //! (plain HTTP) and stay open.
+//!
+//! Bootstrap tokens (`ID.SECRET`, Kubernetes' format) are a third
+//! authenticator, on when the apiserver can sign node certificates
+//! (`--cluster-signing-cert-file`): each is a Secret
+//! `kube-system/bootstrap-token-ID` of type `bootstrap.kubernetes.io/token`
+//! (`rkubectl token create`), and authenticates as
+//! `system:bootstrap:ID` in group `system:bootstrappers`, which may only
+//! have a node client certificate signed (see `authz`).
 
+use rkube_api::core::v1::Secret;
+use rkube_api::Resource;
+use rkube_store::{KeyValue, Store};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use tonic::{Code, Request, Status};
 
 pub const ANONYMOUS: &str = "system:anonymous";
@@ -17,6 +29,18 @@ pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 /// Members are allowed everything, whatever RBAC says (as Kubernetes).
 pub const MASTERS_GROUP: &str = "system:masters";
+/// The group of every bootstrap token's user.
+pub const BOOTSTRAPPERS_GROUP: &str = "system:bootstrappers";
+pub const BOOTSTRAP_USER_PREFIX: &str = "system:bootstrap:";
+/// Where bootstrap token Secrets live, their name prefix and type.
+pub const BOOTSTRAP_TOKEN_NAMESPACE: &str = "kube-system";
+pub const BOOTSTRAP_TOKEN_SECRET_PREFIX: &str = "bootstrap-token-";
+pub const BOOTSTRAP_TOKEN_SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
+
+/// Whether `user` authenticated with a bootstrap token.
+pub fn is_bootstrapper(user: &UserInfo) -> bool {
+    user.name.starts_with(BOOTSTRAP_USER_PREFIX) && user.groups.iter().any(|g| g == BOOTSTRAPPERS_GROUP)
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -44,12 +68,25 @@ impl UserInfo {
 }
 
 /// The configured authenticators.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Authenticator {
     /// Client certificates are checked (a client CA is configured).
     client_certs: bool,
     /// Bearer token → user, from `--token-auth-file`.
     tokens: Option<HashMap<String, UserInfo>>,
+    /// Where bootstrap token Secrets are looked up, when they are accepted.
+    bootstrap: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    // Tokens stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("client_certs", &self.client_certs)
+            .field("static_tokens", &self.tokens.as_ref().map(HashMap::len))
+            .field("bootstrap_tokens", &self.bootstrap.is_some())
+            .finish()
+    }
 }
 
 impl Authenticator {
@@ -63,12 +100,21 @@ impl Authenticator {
             Some(path) => Some(load_token_file(path)?),
             None => None,
         };
-        Ok(Authenticator { client_certs, tokens })
+        Ok(Authenticator {
+            client_certs,
+            tokens,
+            bootstrap: None,
+        })
+    }
+
+    /// Accepts bootstrap tokens, looked up as Secrets in `store`.
+    pub fn enable_bootstrap_tokens(&mut self, store: Arc<dyn Store>) {
+        self.bootstrap = Some(store);
     }
 
     /// Whether callers must present credentials.
     pub fn enabled(&self) -> bool {
-        self.client_certs || self.tokens.is_some()
+        self.client_certs || self.tokens.is_some() || self.bootstrap.is_some()
     }
 
     /// The caller of `req`: from its bearer token if it sends one (an
@@ -90,13 +136,16 @@ impl Authenticator {
                         "the authorization header must be `Bearer <token>`",
                     )
                 })?;
-            return match self.tokens.as_ref().and_then(|t| t.get(token)) {
-                Some(user) => Ok(user.clone()),
-                None => Err(Status::new(
-                    Code::Unauthenticated,
-                    "the bearer token is not known to this apiserver; check `token` in your client config",
-                )),
-            };
+            if let Some(user) = self.tokens.as_ref().and_then(|t| t.get(token)) {
+                return Ok(user.clone());
+            }
+            if let (Some(store), Some(parsed)) = (&self.bootstrap, BootstrapToken::parse(token)) {
+                return parsed.lookup(store.as_ref()).map(|(user, _)| user);
+            }
+            return Err(Status::new(
+                Code::Unauthenticated,
+                "the bearer token is not known to this apiserver; check `token` in your client config",
+            ));
         }
         if self.client_certs {
             if let Some(certs) = req.peer_certs() {
@@ -110,6 +159,104 @@ impl Authenticator {
             "no credentials; give clientCertificate/clientKey or token in your client config",
         ))
     }
+}
+
+/// A bearer token in bootstrap token form, `ID.SECRET` (6 and 16
+/// characters of [a-z0-9]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    pub id: String,
+    pub secret: String,
+}
+
+impl BootstrapToken {
+    pub fn parse(token: &str) -> Option<BootstrapToken> {
+        let (id, secret) = token.split_once('.')?;
+        let ok = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        (ok(id, 6) && ok(secret, 16)).then(|| BootstrapToken {
+            id: id.into(),
+            secret: secret.into(),
+        })
+    }
+
+    /// The storage key of this token's Secret.
+    pub fn secret_key(&self) -> String {
+        crate::handlers::storage_key(
+            Secret::info(),
+            BOOTSTRAP_TOKEN_NAMESPACE,
+            &format!("{BOOTSTRAP_TOKEN_SECRET_PREFIX}{}", self.id),
+        )
+    }
+
+    /// Checks the token against its Secret as Kubernetes does (type,
+    /// token-id, token-secret, usage-bootstrap-authentication, expiration,
+    /// not being deleted); returns its user and the stored Secret (whose
+    /// revision a caller consuming the token deletes at).
+    pub fn lookup(&self, store: &dyn Store) -> Result<(UserInfo, KeyValue), Status> {
+        let id = &self.id;
+        let refuse = |why: String| {
+            Status::new(
+                Code::Unauthenticated,
+                format!("bootstrap token {id:?} {why}; create a new one with `rkubectl token create`"),
+            )
+        };
+        let kv = store.get(&self.secret_key()).ok_or_else(|| {
+            refuse("is not known: it was never created, was already used, or was deleted".into())
+        })?;
+        let secret = <Secret as prost::Message>::decode(kv.value.as_ref())
+            .map_err(|_| refuse("cannot be read from its Secret".into()))?;
+        let field = |k: &str| {
+            secret
+                .data
+                .get(k)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        if secret.r#type != BOOTSTRAP_TOKEN_SECRET_TYPE || field("token-id") != *id {
+            return Err(refuse(format!(
+                "has no valid Secret (type {BOOTSTRAP_TOKEN_SECRET_TYPE}, token-id {id})"
+            )));
+        }
+        if !constant_time_eq(field("token-secret").as_bytes(), self.secret.as_bytes()) {
+            return Err(refuse("does not match: its secret part is wrong".into()));
+        }
+        if field("usage-bootstrap-authentication") != "true" {
+            return Err(refuse(
+                "is not for authentication (usage-bootstrap-authentication is not \"true\")".into(),
+            ));
+        }
+        if !secret.metadata().deletion_timestamp.is_empty() {
+            return Err(refuse("is being deleted".into()));
+        }
+        let expiration = field("expiration");
+        if !expiration.is_empty() {
+            let at = chrono::DateTime::parse_from_rfc3339(&expiration)
+                .map_err(|_| refuse(format!("has an unreadable expiration {expiration:?}")))?;
+            if at <= chrono::Utc::now() {
+                return Err(refuse(format!("expired at {expiration}")));
+            }
+        }
+        let mut groups = vec![BOOTSTRAPPERS_GROUP.to_string()];
+        // Extra groups must stay within system:bootstrappers:*, as Kubernetes
+        // requires, so a token cannot claim system:masters.
+        groups.extend(
+            field("auth-extra-groups")
+                .split(',')
+                .map(str::trim)
+                .filter(|g| g.starts_with("system:bootstrappers:"))
+                .map(str::to_string),
+        );
+        Ok((
+            UserInfo::authenticated(format!("{BOOTSTRAP_USER_PREFIX}{id}"), String::new(), groups),
+            kv,
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// User = subject CommonName, groups = subject Organizations, as
@@ -228,6 +375,21 @@ mod tests {
         assert!(err.contains("line 1"), "{err}");
         let err = parse_token_file("a,b,c\na,d,e\n").unwrap_err().to_string();
         assert!(err.contains("line 2: duplicate token"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_tokens_have_kubernetes_format() {
+        let t = BootstrapToken::parse("abc123.0123456789abcdef").unwrap();
+        assert_eq!((t.id.as_str(), t.secret.as_str()), ("abc123", "0123456789abcdef"));
+        assert_eq!(t.secret_key(), "core/secrets/kube-system/bootstrap-token-abc123");
+        for bad in [
+            "abc123",
+            "ABC123.0123456789abcdef",
+            "abc12.0123456789abcdef",
+            "abc123.0123",
+        ] {
+            assert!(BootstrapToken::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

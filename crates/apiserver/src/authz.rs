@@ -114,6 +114,39 @@ impl Attributes {
     }
 }
 
+/// The attributes of IssueNodeCertificate, Kubernetes' permission to have
+/// a node client certificate signed (`certificatesigningrequests/nodeclient`).
+pub fn node_client_attributes(node_name: &str) -> Attributes {
+    Attributes::new(
+        "create",
+        CERTIFICATES_GROUP,
+        "certificatesigningrequests",
+        "",
+        &format!("system:node:{node_name}"),
+    )
+    .with_subresource("nodeclient")
+}
+
+pub const CERTIFICATES_GROUP: &str = "certificates.k8s.io";
+
+fn is_node_client_request(attrs: &Attributes) -> bool {
+    attrs.verb == "create"
+        && attrs.group == CERTIFICATES_GROUP
+        && attrs.resource == "certificatesigningrequests"
+        && attrs.subresource == "nodeclient"
+}
+
+/// Kubernetes' Forbidden message, with the authorizer's reason after a
+/// colon when it has one.
+fn forbidden_with_reason(attrs: &Attributes, user: &UserInfo, reason: &str) -> String {
+    let message = attrs.forbidden_message(user);
+    if reason.is_empty() {
+        message
+    } else {
+        format!("{message}: {reason}")
+    }
+}
+
 /// The RBAC objects at one moment.
 #[derive(Default)]
 struct Snapshot {
@@ -154,20 +187,57 @@ impl Authorizer {
 
     /// Whether `user` may do `attrs`.
     pub fn allowed(&self, user: &UserInfo, attrs: &Attributes) -> Result<bool, ApiError> {
+        Ok(self.decide(user, attrs)?.is_ok())
+    }
+
+    /// `Ok(())`, or why not (empty when the Forbidden message says it all).
+    fn decide(&self, user: &UserInfo, attrs: &Attributes) -> Result<Result<(), String>, ApiError> {
+        // A bootstrap token is good for one thing whatever the mode: its
+        // node's client certificate.
+        if crate::authn::is_bootstrapper(user) && !is_node_client_request(attrs) {
+            return Ok(Err(
+                "a bootstrap token may only obtain a node client certificate (IssueNodeCertificate)".into(),
+            ));
+        }
         if self.mode == Mode::AlwaysAllow || user.groups.iter().any(|g| g == MASTERS_GROUP) {
-            return Ok(true);
+            return Ok(Ok(()));
+        }
+        // Kubernetes' `Node,RBAC`: the node authorizer decides for nodes.
+        if let Some(node) = crate::node::node_name(user) {
+            return crate::node::authorize(self.store.as_ref(), node, attrs);
         }
         let snap = self.snapshot()?;
-        Ok(rbac_allows(&snap, user, attrs))
+        Ok(if rbac_allows(&snap, user, attrs) {
+            Ok(())
+        } else {
+            Err(String::new())
+        })
     }
 
     /// Ok, or PERMISSION_DENIED with Kubernetes' message.
     pub fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
-        if self.allowed(user, attrs)? {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(attrs.forbidden_message(user)))
+        match self.decide(user, attrs)? {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(ApiError::forbidden(forbidden_with_reason(attrs, user, &reason))),
         }
+    }
+
+    /// NodeRestriction admission for a write by a node (nothing for other
+    /// users, or without RBAC): see [`crate::node::admit`].
+    pub fn admit_node_write(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        object_name: &str,
+    ) -> Result<(), ApiError> {
+        if self.mode != Mode::Rbac || user.groups.iter().any(|g| g == MASTERS_GROUP) {
+            return Ok(());
+        }
+        let Some(node) = crate::node::node_name(user) else {
+            return Ok(());
+        };
+        crate::node::admit(self.store.as_ref(), node, attrs, object_name)
+            .map_err(|reason| ApiError::forbidden(forbidden_with_reason(attrs, user, &reason)))
     }
 
     fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
@@ -228,7 +298,7 @@ fn subject_matches(s: &Subject, user: &UserInfo, binding_ns: &str) -> bool {
     }
 }
 
-fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
+pub(crate) fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
     let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
     if !any(&rule.verbs, &attrs.verb) || !any(&rule.api_groups, &attrs.group) {
         return false;
@@ -408,20 +478,15 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         rule(&["get"], &[""], &["pods/proxy", "nodes/proxy"]),
         events.clone(),
     ];
-    let node = vec![
-        rule(
-            &["get", "list", "watch", "create", "update", "patch", "delete"],
-            &[""],
-            &["nodes", "nodes/status", "pods", "pods/status"],
-        ),
-        rule(
-            READ,
-            &[""],
-            &["services", "endpoints", "configmaps", "secrets", "namespaces"],
-        ),
-        events.clone(),
-        leases.clone(),
-    ];
+    // What the node authorizer allows any node before its per-object
+    // checks. As in Kubernetes since 1.8 the role is bound to nobody: nodes
+    // are authorized by the node authorizer alone (crate::node).
+    let node = crate::node::node_rules();
+    let node_client = vec![rule(
+        &["create"],
+        &[CERTIFICATES_GROUP],
+        &["certificatesigningrequests/nodeclient"],
+    )];
     let proxy = vec![
         rule(READ, &[""], &["services", "endpoints", "nodes"]),
         events.clone(),
@@ -465,7 +530,14 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
             cr("system:kube-controller-manager", controller_manager),
             Some(user("system:kube-controller-manager")),
         ),
-        (cr("system:node", node), Some(group("system:nodes"))),
+        (cr("system:node", node), None),
+        (
+            cr(
+                "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                node_client,
+            ),
+            Some(group(crate::authn::BOOTSTRAPPERS_GROUP)),
+        ),
         (cr("system:kube-proxy", proxy), Some(user("system:kube-proxy"))),
         (
             cr("system:cloud-controller-manager", cloud),
@@ -627,19 +699,21 @@ mod tests {
             &cm,
             Attributes::new("get", "", "pods", "", "").with_subresource("proxy")
         ));
+        // nodes get nothing from RBAC: the node authorizer decides for them
         let node = user("system:node:a", &["system:nodes"]);
-        assert!(can(
+        assert!(!can(
             &node,
             Attributes::new("update", "", "pods", "ns", "p").with_subresource("status")
         ));
-        assert!(can(
-            &node,
-            Attributes::new("update", "coordination.k8s.io", "leases", "kube-node-lease", "a")
-        ));
-        assert!(!can(
-            &node,
-            Attributes::new("create", "apps", "deployments", "ns", "")
-        ));
+        assert!(!can(&node, Attributes::new("get", "", "secrets", "ns", "s")));
+        // bootstrappers may have a node client certificate signed, and
+        // nothing else
+        let bootstrapper = user(
+            "system:bootstrap:abcdef",
+            &[crate::authn::BOOTSTRAPPERS_GROUP, AUTHENTICATED],
+        );
+        assert!(can(&bootstrapper, node_client_attributes("a")));
+        assert!(!can(&bootstrapper, Attributes::new("list", "", "pods", "", "")));
         let proxy = user("system:kube-proxy", &[]);
         assert!(can(&proxy, Attributes::new("watch", "", "endpoints", "", "")));
         assert!(!can(&proxy, Attributes::new("create", "", "pods", "ns", "")));

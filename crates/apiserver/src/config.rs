@@ -70,6 +70,37 @@ pub struct Args {
     /// File to append one JSON audit event per mutating request to.
     #[arg(long, value_name = "FILE")]
     pub audit_log_path: Option<PathBuf>,
+    /// File holding a 32-byte key in base64 (`head -c 32 /dev/urandom |
+    /// base64`): Secrets are then stored AES-256-GCM encrypted. Secrets
+    /// written before stay readable and are encrypted when next written;
+    /// without the file, encrypted Secrets cannot be read.
+    #[arg(long, value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Largest request accepted, in bytes (default 3 MiB, like etcd's
+    /// limit); larger ones are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Watches one user may have open at once (default 100; 0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_watches_per_user: Option<usize>,
+    /// Requests other than watch, logs and exec that one user may have
+    /// in flight at once (default 400; 0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_requests_inflight_per_user: Option<usize>,
+    /// Seconds a request other than watch, logs and exec may take before
+    /// it fails with DEADLINE_EXCEEDED (default 60; 0: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<u64>,
+    /// PEM CA certificate that signs node client certificates
+    /// (IssueNodeCertificate), normally the cluster CA of
+    /// --client-ca-file; with --cluster-signing-key-file. Also turns on
+    /// bootstrap tokens (`rkubectl token create`), which new nodes use once
+    /// to obtain their certificate.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key of --cluster-signing-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -89,6 +120,13 @@ struct FileConfig {
     token_auth_file: Option<PathBuf>,
     authorization_mode: Option<crate::authz::Mode>,
     audit_log_path: Option<PathBuf>,
+    encryption_key_file: Option<PathBuf>,
+    max_request_bytes: Option<usize>,
+    max_watches_per_user: Option<usize>,
+    max_requests_inflight_per_user: Option<usize>,
+    request_timeout: Option<u64>,
+    cluster_signing_cert_file: Option<PathBuf>,
+    cluster_signing_key_file: Option<PathBuf>,
 }
 
 /// Transport security, authentication, authorization and audit. The
@@ -101,6 +139,12 @@ pub struct SecurityConfig {
     pub token_auth_file: Option<PathBuf>,
     pub authorization_mode: crate::authz::Mode,
     pub audit_log_path: Option<PathBuf>,
+    /// `--encryption-key-file`: Secrets are encrypted at rest with it.
+    pub encryption_key_file: Option<PathBuf>,
+    /// The CA that signs node client certificates; also enables bootstrap
+    /// tokens.
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    pub cluster_signing_key_file: Option<PathBuf>,
 }
 
 impl SecurityConfig {
@@ -118,6 +162,16 @@ impl SecurityConfig {
         {
             anyhow::bail!(
                 "--authorization-mode=RBAC needs authenticated users: give --client-ca-file or --token-auth-file"
+            );
+        }
+        if self.cluster_signing_cert_file.is_some() != self.cluster_signing_key_file.is_some() {
+            anyhow::bail!(
+                "--cluster-signing-cert-file and --cluster-signing-key-file go together: give both or neither"
+            );
+        }
+        if self.cluster_signing_cert_file.is_some() && self.client_ca_file.is_none() {
+            anyhow::bail!(
+                "--cluster-signing-cert-file issues client certificates, which need --client-ca-file (normally the same CA) to be accepted"
             );
         }
         Ok(())
@@ -140,6 +194,8 @@ pub struct Config {
     /// for tests and embedding; the daemon's flags default to loopback).
     pub health_addr: Option<SocketAddr>,
     pub security: SecurityConfig,
+    /// Request size, per-user watch and in-flight caps, request timeout.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -159,6 +215,7 @@ impl Config {
             service_node_port_range: DEFAULT_NODE_PORT_RANGE.into(),
             health_addr: None,
             security: SecurityConfig::default(),
+            limits: Default::default(),
         }
     }
 
@@ -201,9 +258,35 @@ impl Config {
                     .or(file.authorization_mode)
                     .unwrap_or_default(),
                 audit_log_path: args.audit_log_path.or(file.audit_log_path),
+                encryption_key_file: args.encryption_key_file.or(file.encryption_key_file),
+                cluster_signing_cert_file: args.cluster_signing_cert_file.or(file.cluster_signing_cert_file),
+                cluster_signing_key_file: args.cluster_signing_key_file.or(file.cluster_signing_key_file),
+            },
+            limits: {
+                use crate::limits::*;
+                LimitsConfig {
+                    max_request_bytes: args
+                        .max_request_bytes
+                        .or(file.max_request_bytes)
+                        .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+                    max_watches_per_user: args
+                        .max_watches_per_user
+                        .or(file.max_watches_per_user)
+                        .unwrap_or(DEFAULT_MAX_WATCHES_PER_USER),
+                    max_requests_inflight_per_user: args
+                        .max_requests_inflight_per_user
+                        .or(file.max_requests_inflight_per_user)
+                        .unwrap_or(DEFAULT_MAX_REQUESTS_INFLIGHT_PER_USER),
+                    request_timeout: args
+                        .request_timeout
+                        .or(file.request_timeout)
+                        .map(std::time::Duration::from_secs)
+                        .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+                }
             },
         };
         cfg.security.validate()?;
+        cfg.limits.validate()?;
         crate::allocator::ServiceAllocator::new(&cfg.service_cluster_ip_range, &cfg.service_node_port_range)?;
         if cfg.watch_history < 1000 {
             anyhow::bail!(
@@ -244,6 +327,19 @@ mod security_tests {
         assert!(err.contains("give both or neither"), "{err}");
         let err = config(&["--authorization-mode", "ABAC"]).unwrap_err().to_string();
         assert!(err.contains("use AlwaysAllow or RBAC"), "{err}");
+        let err = config(&["--cluster-signing-cert-file", "ca.crt"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("give both or neither"), "{err}");
+        let err = config(&[
+            "--cluster-signing-cert-file",
+            "ca.crt",
+            "--cluster-signing-key-file",
+            "ca.key",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("need --client-ca-file"), "{err}");
         let c = config(&["--authorization-mode", "RBAC", "--token-auth-file", "t.csv"]).unwrap();
         assert_eq!(c.security.authorization_mode, crate::authz::Mode::Rbac);
     }

@@ -146,6 +146,8 @@ impl ApiError {
             StoreError::Closed => {
                 Self::unavailable("the apiserver is shutting down; retry against a running apiserver")
             }
+            // names the object and what to do (a Secret encrypted with another key)
+            e @ StoreError::Untransformable { .. } => Self::internal(e.to_string()),
             other => Self::internal(format!("storage error: {other}")),
         }
     }

@@ -176,11 +176,17 @@ pub async fn create<K: Resource>(state: Arc<State>, req: rpc::CreateRequest) -> 
 pub async fn get<K: Resource>(state: Arc<State>, req: rpc::GetRequest) -> ApiResult<Any> {
     let info = K::info();
     let key = storage_key(info, &namespace_or_default(info, &req.namespace), &req.name);
+    read(&state, &key, info, &req.name).map(|kv| stamped(&kv, info))
+}
+
+/// The stored object at `key`; NotFound if there is none, and an error
+/// naming it if it cannot be read back (a Secret encrypted with another key).
+fn read(state: &State, key: &str, info: &ResourceInfo, name: &str) -> ApiResult<KeyValue> {
     state
         .store
-        .get(&key)
-        .map(|kv| stamped(&kv, info))
-        .ok_or_else(|| ApiError::not_found(info, &req.name))
+        .try_get(key)
+        .map_err(|e| ApiError::from_store(e, info, name))?
+        .ok_or_else(|| ApiError::not_found(info, name))
 }
 
 fn namespace_or_default(info: &ResourceInfo, ns: &str) -> String {
@@ -355,10 +361,7 @@ pub(crate) async fn update_object<K: Resource>(
     let key = storage_key(info, &namespace, &name);
     let wanted_rv = incoming.metadata().resource_version.clone();
     loop {
-        let kv = state
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(info, &name))?;
+        let kv = read(&state, &key, info, &name)?;
         if !wanted_rv.is_empty() && wanted_rv != kv.mod_revision.to_string() {
             return Err(ApiError::stale(info, &name));
         }
@@ -474,10 +477,7 @@ pub async fn patch<K: Resource>(state: Arc<State>, req: rpc::PatchRequest) -> Ap
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let key = storage_key(info, &namespace_or_default(info, &req.namespace), &req.name);
     loop {
-        let kv = state
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(info, &req.name))?;
+        let kv = read(&state, &key, info, &req.name)?;
         let current: K = decode_stored(&kv)?;
         let mut doc = serde_json::to_value(&current).map_err(|e| ApiError::internal(e.to_string()))?;
         merge_patch(&mut doc, &patch);
@@ -545,10 +545,7 @@ pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> 
     };
     admission::check_delete(&state, info, &name)?;
     loop {
-        let kv = state
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(info, &name))?;
+        let kv = read(&state, &key, info, &name)?;
         let obj: K = decode_stored(&kv)?;
         if let Some(p) = &req.preconditions {
             if !p.uid.is_empty() && p.uid != obj.metadata().uid {
@@ -641,10 +638,7 @@ pub async fn bind(state: Arc<State>, req: rpc::BindRequest) -> ApiResult<Any> {
     }
     let key = storage_key(info, &namespace_or_default(info, &req.namespace), &req.name);
     loop {
-        let kv = state
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(info, &req.name))?;
+        let kv = read(&state, &key, info, &req.name)?;
         let mut pod: Pod = decode_stored(&kv)?;
         if !req.uid.is_empty() && req.uid != pod.metadata().uid {
             return Err(ApiError::conflict(

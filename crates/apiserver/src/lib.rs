@@ -9,9 +9,13 @@ pub mod allocator;
 pub mod audit;
 pub mod authn;
 pub mod authz;
+pub mod certificates;
 pub mod config;
+pub mod encryption;
 pub mod error;
 pub mod handlers;
+pub mod limits;
+pub mod node;
 pub mod proxy;
 pub mod service;
 
@@ -42,6 +46,8 @@ pub struct State {
     pub authz: authz::Authorizer,
     /// `--audit-log-path`.
     pub audit: Option<audit::AuditLog>,
+    /// `--cluster-signing-cert-file`: signs node client certificates.
+    pub node_signer: Option<certificates::NodeCertificateSigner>,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -79,13 +85,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let security = &config.security;
     security.validate()?;
     let tls = tls_config(security)?;
-    let authn = authn::Authenticator::new(
+    let mut authn = authn::Authenticator::new(
         security.client_ca_file.is_some(),
         security.token_auth_file.as_deref(),
     )?;
+    let encryption_key = match &security.encryption_key_file {
+        Some(p) => Some(encryption::EncryptionKey::load(p)?),
+        None => None,
+    };
     let audit = match &security.audit_log_path {
         Some(p) => Some(audit::AuditLog::open(p)?),
         None => None,
+    };
+    let node_signer = match (
+        &security.cluster_signing_cert_file,
+        &security.cluster_signing_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some(certificates::NodeCertificateSigner::load(cert, key)?),
+        _ => None,
     };
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.history = config.watch_history;
@@ -95,7 +112,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let store = tokio::task::spawn_blocking(move || SledStore::open(store_config))
         .await
         .context("the store opener panicked")??;
-    let store = Arc::new(store);
+    let sled = Arc::new(store);
+    // Everything above the backend, bootstrap included, goes through the
+    // encryption layer: Secrets are encrypted at rest when a key is given,
+    // and an encrypted Secret read without it is a clear error.
+    let store: Arc<dyn Store> = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
     bootstrap(store.as_ref()).await?;
     repair_service_allocations(store.as_ref(), &services)?;
     if security.authorization_mode == authz::Mode::Rbac {
@@ -113,6 +134,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let authz = authz::Authorizer::new(security.authorization_mode, store.clone());
+    if node_signer.is_some() {
+        // bootstrap tokens are only good for a node certificate: accepted
+        // when this apiserver can sign one
+        authn.enable_bootstrap_tokens(store.clone());
+    }
     let state = Arc::new(State {
         store: store.clone(),
         shutdown: shutdown_rx.clone(),
@@ -121,9 +147,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         authn,
         authz,
         audit,
+        node_signer,
     });
-    let service = ApiServerServer::new(service::ApiService { state })
-        .max_decoding_message_size(16 * 1024 * 1024)
+    let service = ApiServerServer::new(service::ApiService { state: state.clone() })
+        .max_decoding_message_size(config.limits.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
     let mut stop = shutdown_rx;
     let mut builder = tonic::transport::Server::builder();
@@ -136,6 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let server = tokio::spawn(
         builder
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .layer(limits::LimitsLayer::new(config.limits.clone(), state.clone()))
             .add_service(service)
             .serve_with_incoming_shutdown(rkube_daemon::nodelay_incoming(listener), async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -148,19 +176,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         tls = tls_on,
         authentication = state_authn_enabled(&config.security),
         authorization = ?config.security.authorization_mode,
+        secrets_encrypted = config.security.encryption_key_file.is_some(),
         "rkube-apiserver serving"
     );
     Ok(RunningApiServer {
         addr,
         shutdown: shutdown_tx,
         server,
-        store,
+        store: sled,
         tls: tls_on,
     })
 }
 
 fn state_authn_enabled(security: &SecurityConfig) -> bool {
-    security.client_ca_file.is_some() || security.token_auth_file.is_some()
+    security.client_ca_file.is_some()
+        || security.token_auth_file.is_some()
+        || security.cluster_signing_cert_file.is_some()
 }
 
 /// The rustls server settings from the TLS flags, or None for plain text.

@@ -115,6 +115,19 @@ impl ApiService {
         result
     }
 
+    /// NodeRestriction admission of a node's write, after `admit`
+    /// (nothing for other callers); a refusal is audited.
+    fn admit_node_write(&self, user: &UserInfo, attrs: &Attributes, object_name: &str) -> Result<(), Status> {
+        self.state
+            .authz
+            .admit_node_write(user, attrs, object_name)
+            .map_err(|e| {
+                tracing::debug!(user = %user.name, "{}", e.message);
+                self.audit(user, attrs, tonic::Code::PermissionDenied);
+                e.into()
+            })
+    }
+
     fn audit(&self, user: &UserInfo, attrs: &Attributes, code: tonic::Code) {
         if let Some(log) = &self.state.audit {
             if crate::audit::audited(attrs) {
@@ -154,9 +167,10 @@ impl ApiServer for ApiService {
         let user = self.authenticate(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
-        let (obj_ns, _) = object_meta(req.object.as_ref());
+        let (obj_ns, obj_name) = object_meta(req.object.as_ref());
         let a = attrs("create", info, &write_namespace(&req.namespace, &obj_ns), "");
         let user = self.admit(user, &a)?;
+        self.admit_node_write(&user, &a, &obj_name)?;
         let res = dispatch!(info, self.state.clone(), req, rpc::CreateRequest => Any, |s, r| handlers::create::<K>(s, r)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
@@ -194,6 +208,7 @@ impl ApiServer for ApiService {
         let (ns, name) = object_meta(req.object.as_ref());
         let a = attrs("update", info, &write_namespace("", &ns), &name);
         let user = self.admit(user, &a)?;
+        self.admit_node_write(&user, &a, &name)?;
         let res = dispatch!(info, self.state.clone(), req, rpc::UpdateRequest => Any, |s, r| handlers::update::<K>(s, r, false)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
@@ -208,6 +223,7 @@ impl ApiServer for ApiService {
         let (ns, name) = object_meta(req.object.as_ref());
         let a = attrs("update", info, &write_namespace("", &ns), &name).with_subresource("status");
         let user = self.admit(user, &a)?;
+        self.admit_node_write(&user, &a, &name)?;
         if !info.has_status {
             return Err(ApiError::bad_request(format!(
                 "{} have no status subresource; use Update",
@@ -226,6 +242,7 @@ impl ApiServer for ApiService {
         let a = attrs("patch", info, &write_namespace(&req.namespace, ""), &req.name)
             .with_subresource(&req.subresource);
         let user = self.admit(user, &a)?;
+        self.admit_node_write(&user, &a, &req.name)?;
         let res = dispatch!(info, self.state.clone(), req, rpc::PatchRequest => Any, |s, r| handlers::patch::<K>(s, r)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
@@ -239,6 +256,7 @@ impl ApiServer for ApiService {
         let info = resolve(req.resource.as_ref())?;
         let a = attrs("delete", info, &write_namespace(&req.namespace, ""), &req.name);
         let user = self.admit(user, &a)?;
+        self.admit_node_write(&user, &a, &req.name)?;
         let res = dispatch!(info, self.state.clone(), req, rpc::DeleteRequest => Any, |s, r| handlers::delete::<K>(s, r)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
@@ -386,6 +404,37 @@ impl ApiServer for ApiService {
             },
             user: subject.name,
         }))
+    }
+
+    async fn issue_node_certificate(
+        &self,
+        req: Request<rpc::IssueNodeCertificateRequest>,
+    ) -> Result<Response<rpc::IssueNodeCertificateResponse>, Status> {
+        let user = self.authenticate(&req);
+        // the token is consumed by the call, so it is kept from the request
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
+        let req = req.into_inner();
+        let a = crate::authz::node_client_attributes(&req.node_name);
+        let user = self.admit(user, &a)?;
+        let result = crate::certificates::issue(
+            self.state.node_signer.as_ref(),
+            self.state.store.as_ref(),
+            &user,
+            token.as_deref(),
+            &req,
+        )
+        .await;
+        let code = result
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.audit(&user, &a, code);
+        result.map(Response::new)
     }
 
     async fn version(

@@ -34,6 +34,7 @@ impl Cluster {
             token_auth_file: Some(dir.path().join("tokens.csv")),
             authorization_mode: rkube_apiserver::authz::Mode::Rbac,
             audit_log_path: Some(dir.path().join("audit.log")),
+            ..Default::default()
         };
         let server = rkube_apiserver::start(config).await.unwrap();
         let url = server.url();

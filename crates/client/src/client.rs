@@ -565,6 +565,23 @@ impl Client {
         self.unary("Version", grpc.version(req)).await
     }
 
+    /// Has the apiserver sign node `node_name`'s client certificate for
+    /// the key of `csr_pem` (a kubelet with a bootstrap token, which the
+    /// call consumes).
+    pub async fn issue_node_certificate(
+        &self,
+        node_name: &str,
+        csr_pem: &str,
+    ) -> Result<rpc::IssueNodeCertificateResponse> {
+        let req = self.request(rpc::IssueNodeCertificateRequest {
+            node_name: node_name.to_string(),
+            csr_pem: csr_pem.to_string(),
+        });
+        let mut grpc = self.grpc();
+        self.unary("IssueNodeCertificate", grpc.issue_node_certificate(req))
+            .await
+    }
+
     /// A container's log (pods/log), proxied by the apiserver from the
     /// pod's kubelet; with `follow`, the stream stays open for new lines.
     pub async fn logs(

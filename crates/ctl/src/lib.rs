@@ -98,6 +98,8 @@ pub enum Command {
     Certs(cmd::certs::CertsArgs),
     /// Inspect authorization (`auth can-i VERB RESOURCE [--as USER]`).
     Auth(cmd::auth::AuthArgs),
+    /// Bootstrap tokens for new nodes (`token create [--ttl 24h]`).
+    Token(cmd::token::TokenArgs),
 }
 
 impl Cli {
@@ -156,6 +158,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Service(a) => cmd::service::run(&ctx, a, out).await,
         Command::Certs(a) => cmd::certs::run(a, out).await,
         Command::Auth(a) => cmd::auth::run(&ctx, a, out).await,
+        Command::Token(a) => cmd::token::run(&ctx, a, out).await,
     };
     out.flush()?;
     result

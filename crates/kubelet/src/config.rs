@@ -18,9 +18,26 @@ pub struct Args {
     /// YAML file with any of the settings below (camelCase keys); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The apiserver to talk to.
+    /// The apiserver to talk to (default: the server of --kubeconfig, else
+    /// http://127.0.0.1:6443).
     #[arg(long, value_name = "URL")]
     pub apiserver: Option<String>,
+    /// Client config file with the kubelet's credentials (server, CA,
+    /// client certificate; rkubectl certs generate writes node-NAME.conf).
+    /// With --bootstrap-token and no such file yet, the kubelet obtains its
+    /// certificate and writes the file (and its key and certificate beside
+    /// it).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// A bootstrap token (`rkubectl token create`) to obtain this node's
+    /// client certificate with when --kubeconfig does not exist yet. It
+    /// works once.
+    #[arg(long, value_name = "TOKEN")]
+    pub bootstrap_token: Option<String>,
+    /// The cluster CA (ca.crt) that verifies an https:// apiserver while
+    /// bootstrapping, before the kubelet has a kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_ca_file: Option<PathBuf>,
     /// This node's name (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -84,6 +101,9 @@ pub struct Args {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FileConfig {
     apiserver: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    bootstrap_token: Option<String>,
+    bootstrap_ca_file: Option<PathBuf>,
     node_name: Option<String>,
     containerd_socket: Option<PathBuf>,
     root_dir: Option<PathBuf>,
@@ -106,7 +126,14 @@ struct FileConfig {
 /// Everything the kubelet runs with. Tests build it with [`Config::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Empty: the server of `kubeconfig`.
     pub apiserver: String,
+    /// The kubelet's client config file (credentials); `None`: plain
+    /// `apiserver` without credentials.
+    pub kubeconfig: Option<PathBuf>,
+    /// Creates `kubeconfig` when it does not exist (see `crate::bootstrap`).
+    pub bootstrap_token: Option<crate::bootstrap::BootstrapToken>,
+    pub bootstrap_ca_file: Option<PathBuf>,
     pub node_name: String,
     pub containerd_socket: PathBuf,
     pub root_dir: PathBuf,
@@ -155,6 +182,9 @@ impl Config {
         let root_dir = PathBuf::from("/var/lib/rkubelet");
         Config {
             apiserver: apiserver.into(),
+            kubeconfig: None,
+            bootstrap_token: None,
+            bootstrap_ca_file: None,
             node_name: node_name.into(),
             containerd_socket: PathBuf::from("/run/containerd/containerd.sock"),
             runtime_state_dir: root_dir.join("runtime"),
@@ -187,11 +217,22 @@ impl Config {
             Some(n) => n,
             None => hostname(),
         };
-        let apiserver = args
-            .apiserver
-            .or(file.apiserver)
-            .unwrap_or_else(|| "http://127.0.0.1:6443".into());
+        let kubeconfig = args.kubeconfig.or(file.kubeconfig);
+        // with a kubeconfig, its server is the default
+        let apiserver = args.apiserver.or(file.apiserver).unwrap_or_else(|| {
+            if kubeconfig.is_some() {
+                String::new()
+            } else {
+                "http://127.0.0.1:6443".into()
+            }
+        });
         let mut c = Config::new(apiserver, node_name.to_lowercase());
+        c.kubeconfig = kubeconfig;
+        c.bootstrap_token = args
+            .bootstrap_token
+            .or(file.bootstrap_token)
+            .map(crate::bootstrap::BootstrapToken);
+        c.bootstrap_ca_file = args.bootstrap_ca_file.or(file.bootstrap_ca_file);
         if let Some(v) = args.containerd_socket.or(file.containerd_socket) {
             c.containerd_socket = v;
         }
@@ -291,6 +332,11 @@ impl Config {
                 ..Default::default()
             })
             .map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+        }
+        if self.bootstrap_token.is_some() && self.kubeconfig.is_none() {
+            anyhow::bail!(
+                "--bootstrap-token needs --kubeconfig: the file the node's credentials are written to"
+            );
         }
         if !self.cgroup_parent.starts_with('/') {
             anyhow::bail!(

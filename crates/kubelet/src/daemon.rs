@@ -69,8 +69,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
         ..ContainerdConfig::default()
     });
     let runtime_version = wait_for_containerd(&containerd).await?;
-    let client =
-        Client::connect(&config.apiserver).with_context(|| format!("--apiserver {:?}", config.apiserver))?;
+    let client_config = crate::bootstrap::client_config(&config).await?;
+    let client = Client::from_config(&client_config).with_context(|| {
+        format!(
+            "connecting to {:?} (--apiserver, --kubeconfig)",
+            client_config.server
+        )
+    })?;
     let listener = bind_server(&config)
         .with_context(|| format!("binding the kubelet server on --listen {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -88,7 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
         match agent.register().await {
             Ok(_) => break,
             Err(e) => {
-                tracing::warn!(node = %config.node_name, "registering the node with {}: {e:#}; retrying", config.apiserver);
+                tracing::warn!(node = %config.node_name, "registering the node with {}: {e:#}; retrying", client.server());
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -59,6 +59,7 @@
 //! * Exit codes of signalled processes are `128 + signal` (137 after SIGKILL).
 //! * Containers inherit containerd's rlimits (no RLIMIT_NOFILE in the spec).
 
+pub mod bootstrap;
 pub mod config;
 pub mod daemon;
 pub mod expansion;

@@ -89,6 +89,11 @@ pub enum StoreError {
 
     #[error("the store is closed (rkube-apiserver is shutting down)")]
     Closed,
+
+    /// A value a layer above the backend transformed on write (for example encrypted)
+    /// cannot be transformed back; `detail` names the key and what to do.
+    #[error("{detail}")]
+    Untransformable { key: String, detail: String },
 }
 
 impl StoreError {

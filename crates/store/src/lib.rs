@@ -114,6 +114,12 @@ pub trait Store: Send + Sync {
     /// The current value of `key`, from memory.
     fn get(&self, key: &str) -> Option<KeyValue>;
 
+    /// [`Store::get`] for layers that transform values (encryption at rest): their read can
+    /// fail ([`StoreError::Untransformable`]) where the plain backend's cannot.
+    fn try_get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        Ok(self.get(key))
+    }
+
     /// Keys starting with `prefix` and sorted after `start_after`, at most `limit` of them
     /// (0 = all), from one consistent snapshot. `at_revision` continues a paginated list on
     /// the snapshot an earlier page returned; if that snapshot is no longer held the answer

@@ -21,6 +21,7 @@ pub mod scale;
 pub mod service;
 pub mod set;
 pub mod taint;
+pub mod token;
 pub mod top;
 pub mod version;
 

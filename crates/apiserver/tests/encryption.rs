@@ -1,0 +1,294 @@
+//! Secrets encrypted at rest (`--encryption-key-file`), in process: what
+//! reaches the disk, what clients read back, and what an apiserver started
+//! with the wrong key file, or none, answers.
+
+mod common;
+
+use base64::Engine;
+use common::{create, get, rid};
+use rkube_api::core::v1::{ConfigMap, Secret};
+use rkube_api::rpc::{self, api_server_client::ApiServerClient};
+use rkube_api::Resource;
+use rkube_store::{SledStore, Store, StoreConfig};
+use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
+
+const SECRET_MARKER: &[u8] = b"hunter2-secret-marker-7f3a";
+const CONFIG_MARKER: &str = "plain-configmap-marker-9c1e";
+const PREFIX: &[u8] = b"k8s:enc:aesgcm:v1:key1:";
+
+fn write_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
+    let path = dir.join(name);
+    let text = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    std::fs::write(&path, format!("{text}\n")).unwrap();
+    path
+}
+
+async fn boot(
+    data: &Path,
+    key: Option<&Path>,
+) -> (rkube_apiserver::RunningApiServer, ApiServerClient<Channel>) {
+    let mut config = rkube_apiserver::Config::local(data);
+    config.security.encryption_key_file = key.map(Path::to_path_buf);
+    common::Harness::boot(config).await
+}
+
+fn secret(name: &str, value: &[u8]) -> Secret {
+    let mut s = Secret::default();
+    s.metadata_mut().name = name.into();
+    s.metadata_mut().namespace = "default".into();
+    s.data.insert("password".into(), value.to_vec());
+    s
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    let mut c = ConfigMap::default();
+    c.metadata_mut().name = name.into();
+    c.metadata_mut().namespace = "default".into();
+    c.data.insert("note".into(), CONFIG_MARKER.into());
+    c
+}
+
+/// The raw value of `key` in the store, opened directly (the apiserver
+/// must be stopped).
+fn raw(data: &Path, key: &str) -> Option<Vec<u8>> {
+    let store = SledStore::open(StoreConfig::new(data)).unwrap();
+    let value = store.get(key).map(|kv| kv.value.to_vec());
+    store.close().unwrap();
+    value
+}
+
+/// Whether any file under `dir` contains `needle` (sled's pages and the
+/// change log alike).
+fn on_disk(dir: &Path, needle: &[u8]) -> bool {
+    walk(dir).iter().any(|f| {
+        std::fs::read(f)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle))
+            .unwrap_or(false)
+    })
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn secrets_are_encrypted_on_disk_and_read_back_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = write_key(dir.path(), "key", 7);
+    let (server, mut c) = boot(&data, Some(&key)).await;
+    create(&mut c, &secret("db", SECRET_MARKER)).await.unwrap();
+    create(&mut c, &config_map("settings")).await.unwrap();
+    // an update goes through the same encryption as a create
+    let mut s: Secret = get(&mut c, "default", "db").await.unwrap();
+    s.metadata_mut().labels.insert("tier".into(), "db".into());
+    c.update(rpc::UpdateRequest {
+        resource: rid::<Secret>(),
+        object: Some(rkube_api::to_any(&s)),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+
+    // get, list and watch give the plaintext back
+    let s: Secret = get(&mut c, "default", "db").await.unwrap();
+    assert_eq!(s.data["password"], SECRET_MARKER);
+    assert_eq!(s.metadata().labels["tier"], "db");
+    let list = c
+        .list(rpc::ListRequest {
+            resource: rid::<Secret>(),
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Secret = rkube_api::from_any(&list.items[0]).unwrap();
+    assert_eq!(listed.data["password"], SECRET_MARKER);
+    let mut watch = c
+        .watch(rpc::WatchRequest {
+            resource: rid::<Secret>(),
+            namespace: "default".into(),
+            resource_version: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ev = watch.message().await.unwrap().unwrap();
+    let watched: Secret = rkube_api::from_any(ev.object.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        (ev.r#type.as_str(), watched.data["password"].as_slice()),
+        ("ADDED", SECRET_MARKER)
+    );
+    drop(watch);
+    server.stop().await.unwrap();
+
+    // on disk: the Secret is ciphertext everywhere (pages and change log);
+    // the ConfigMap, not encrypted, shows this scan would find plaintext
+    let value = raw(&data, "core/secrets/default/db").unwrap();
+    assert!(value.starts_with(PREFIX), "stored value is not encrypted");
+    assert!(
+        !on_disk(&data, SECRET_MARKER),
+        "the Secret's value is on disk in the clear"
+    );
+    assert!(on_disk(&data, CONFIG_MARKER.as_bytes()));
+    let cm = raw(&data, "core/configmaps/default/settings").unwrap();
+    assert!(!cm.starts_with(b"k8s:enc:"));
+}
+
+#[tokio::test]
+async fn plain_secrets_stay_readable_and_are_encrypted_when_next_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, mut c) = boot(&data, None).await;
+    create(&mut c, &secret("old", b"written-before-encryption"))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    assert!(!raw(&data, "core/secrets/default/old")
+        .unwrap()
+        .starts_with(PREFIX));
+
+    let key = write_key(dir.path(), "key", 7);
+    let (server, mut c) = boot(&data, Some(&key)).await;
+    let mut s: Secret = get(&mut c, "default", "old").await.unwrap();
+    assert_eq!(s.data["password"], b"written-before-encryption");
+    s.data.insert("password".into(), b"rotated".to_vec());
+    c.update(rpc::UpdateRequest {
+        resource: rid::<Secret>(),
+        object: Some(rkube_api::to_any(&s)),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let s: Secret = get(&mut c, "default", "old").await.unwrap();
+    assert_eq!(s.data["password"], b"rotated");
+    server.stop().await.unwrap();
+    assert!(raw(&data, "core/secrets/default/old")
+        .unwrap()
+        .starts_with(PREFIX));
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_file_is_a_clear_error_naming_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = write_key(dir.path(), "key", 7);
+    let (server, mut c) = boot(&data, Some(&key)).await;
+    create(&mut c, &secret("db", SECRET_MARKER)).await.unwrap();
+    create(&mut c, &config_map("settings")).await.unwrap();
+    server.stop().await.unwrap();
+
+    // without the key file
+    let (server, mut c) = boot(&data, None).await;
+    let err = get::<Secret>(&mut c, "default", "db").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal);
+    assert!(
+        err.message().contains("Secret default/db") && err.message().contains("no --encryption-key-file"),
+        "{}",
+        err.message()
+    );
+    let err = c
+        .list(rpc::ListRequest {
+            resource: rid::<Secret>(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("Secret default/db"), "{}", err.message());
+    // other kinds are unaffected
+    let cm: ConfigMap = get(&mut c, "default", "settings").await.unwrap();
+    assert_eq!(cm.data["note"], CONFIG_MARKER);
+    server.stop().await.unwrap();
+
+    // with another key
+    let wrong = write_key(dir.path(), "wrong", 8);
+    let (server, mut c) = boot(&data, Some(&wrong)).await;
+    let err = get::<Secret>(&mut c, "default", "db").await.unwrap_err();
+    assert!(
+        err.message().contains("Secret default/db") && err.message().contains("does not match"),
+        "{}",
+        err.message()
+    );
+    // an update cannot overwrite what it cannot read
+    let err = c
+        .update(rpc::UpdateRequest {
+            resource: rid::<Secret>(),
+            object: Some(rkube_api::to_any(&secret("db", b"x"))),
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("does not match"), "{}", err.message());
+    server.stop().await.unwrap();
+
+    // the right key still reads it
+    let (server, mut c) = boot(&data, Some(&key)).await;
+    let s: Secret = get(&mut c, "default", "db").await.unwrap();
+    assert_eq!(s.data["password"], SECRET_MARKER);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_key_file_is_refused_at_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("short.key");
+    std::fs::write(&key, base64::engine::general_purpose::STANDARD.encode([1u8; 16])).unwrap();
+    let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
+    config.security.encryption_key_file = Some(key.clone());
+    let err = rkube_apiserver::start(config).await.err().unwrap().to_string();
+    assert!(
+        err.contains("--encryption-key-file")
+            && err.contains(&key.display().to_string())
+            && err.contains("32"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rkubectl_get_secret_yaml_shows_data_in_base64() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let key = write_key(dir.path(), "key", 7);
+    let (server, mut c) = boot(&dir.path().join("data"), Some(&key)).await;
+    create(&mut c, &secret("db", SECRET_MARKER)).await.unwrap();
+    let conf = dir.path().join("client.conf");
+    rkube_client::ClientConfig {
+        server: server.url(),
+        ..Default::default()
+    }
+    .save(&conf)
+    .unwrap();
+    let cli = rkube_ctl::Cli::try_parse_from([
+        "rkubectl",
+        "--config",
+        conf.to_str().unwrap(),
+        "get",
+        "secret",
+        "db",
+        "-o",
+        "yaml",
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    rkube_ctl::run(cli, &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET_MARKER);
+    assert!(out.contains(&format!("password: {encoded}")), "{out}");
+    assert!(
+        !out.contains(std::str::from_utf8(SECRET_MARKER).unwrap()),
+        "{out}"
+    );
+    server.stop().await.unwrap();
+}

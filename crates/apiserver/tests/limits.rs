@@ -1,0 +1,363 @@
+//! Limits on abuse, in process on loopback: the request size limit, the
+//! per-user caps on watches and on requests in flight, and the request
+//! timeout. Two users (static tokens) show that one user's excess does not
+//! hold the other back.
+
+mod common;
+
+use common::{create, rid};
+use rkube_api::core::v1::{
+    ConfigMap, DaemonEndpoint, Namespace, Node, NodeAddress, NodeDaemonEndpoints, NodeStatus,
+};
+use rkube_api::rpc::{self, api_server_client::ApiServerClient};
+use rkube_api::Resource;
+use rkube_apiserver::limits::LimitsConfig;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const TOKENS: &str = "alice-token,alice,1\nbob-token,bob,2\n";
+
+struct Cluster {
+    server: Option<rkube_apiserver::RunningApiServer>,
+    client: ApiServerClient<Channel>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(limits: LimitsConfig) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokens.csv"), TOKENS).unwrap();
+        let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
+        config.security.token_auth_file = Some(dir.path().join("tokens.csv"));
+        config.limits = limits;
+        let (server, client) = common::Harness::boot(config).await;
+        Cluster {
+            server: Some(server),
+            client,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.server.take().unwrap().stop().await.unwrap();
+    }
+}
+
+/// `msg` sent as `user` (alice or bob).
+fn as_user<T>(user: &str, msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {user}-token").parse().unwrap());
+    req
+}
+
+fn watch_namespaces() -> rpc::WatchRequest {
+    rpc::WatchRequest {
+        resource: rid::<Namespace>(),
+        ..Default::default()
+    }
+}
+
+fn get_default_namespace() -> rpc::GetRequest {
+    rpc::GetRequest {
+        resource: rid::<Namespace>(),
+        namespace: String::new(),
+        name: "default".into(),
+    }
+}
+
+fn config_map(name: &str, bytes: usize) -> ConfigMap {
+    let mut c = ConfigMap::default();
+    c.metadata_mut().name = name.into();
+    c.metadata_mut().namespace = "default".into();
+    c.data.insert("blob".into(), "x".repeat(bytes));
+    c
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_naming_the_limit() {
+    let c = Cluster::start(LimitsConfig {
+        max_request_bytes: 256 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let mut client = c.client.clone();
+    let create_as_alice = |cm: ConfigMap| {
+        as_user(
+            "alice",
+            rpc::CreateRequest {
+                resource: rid::<ConfigMap>(),
+                namespace: "default".into(),
+                object: Some(rkube_api::to_any(&cm)),
+                dry_run: false,
+            },
+        )
+    };
+    let err = client
+        .create(create_as_alice(config_map("big", 300 * 1024)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("262144 bytes") && err.message().contains("--max-request-bytes"),
+        "{}",
+        err.message()
+    );
+    // under the limit it goes through, on the same connection
+    client
+        .create(create_as_alice(config_map("small", 100 * 1024)))
+        .await
+        .unwrap();
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_request_limit_is_three_mebibytes() {
+    let c = Cluster::start(LimitsConfig::default()).await;
+    let mut client = c.client.clone();
+    let err = create(&mut client, &config_map("huge", 4 * 1024 * 1024))
+        .await
+        .unwrap_err();
+    // authentication is on, but the size is checked first
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("3145728 bytes"), "{}", err.message());
+    c.stop().await;
+}
+
+/// Polls `f` until it returns true, failing after `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_over_the_watch_cap_is_refused_while_others_go_on() {
+    let c = Cluster::start(LimitsConfig {
+        max_watches_per_user: 3,
+        ..Default::default()
+    })
+    .await;
+    let mut client = c.client.clone();
+    let mut alices = Vec::new();
+    for _ in 0..3 {
+        let w = client.watch(as_user("alice", watch_namespaces())).await.unwrap();
+        alices.push(w.into_inner());
+    }
+    let err = client
+        .watch(as_user("alice", watch_namespaces()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("alice") && err.message().contains("--max-watches-per-user=3"),
+        "{}",
+        err.message()
+    );
+    // alice's other requests, and bob's watches and requests, are not held back
+    client
+        .get(as_user("alice", get_default_namespace()))
+        .await
+        .unwrap();
+    let mut bob = client
+        .watch(as_user("bob", watch_namespaces()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.message().await.unwrap().unwrap().r#type, "ADDED");
+    client.get(as_user("bob", get_default_namespace())).await.unwrap();
+    // the open watches still stream
+    assert_eq!(alices[0].message().await.unwrap().unwrap().r#type, "ADDED");
+
+    // a closed watch gives its place back
+    alices.pop();
+    eventually(5, "alice may watch again", || {
+        let mut client = client.clone();
+        async move {
+            match client.watch(as_user("alice", watch_namespaces())).await {
+                Ok(w) => {
+                    drop(w);
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                    false
+                }
+            }
+        }
+    })
+    .await;
+    c.stop().await;
+}
+
+/// A TCP listener that accepts connections and never answers: a kubelet
+/// that hangs, so that calls proxied to it stay in flight.
+async fn hanging_kubelet() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+/// A Node whose kubelet is `port` on loopback (registered by bob).
+async fn register_node(client: &mut ApiServerClient<Channel>, port: u16) {
+    let mut node = Node::default();
+    node.metadata_mut().name = "hung".into();
+    let created = client
+        .create(as_user(
+            "bob",
+            rpc::CreateRequest {
+                resource: rid::<Node>(),
+                namespace: String::new(),
+                object: Some(rkube_api::to_any(&node)),
+                dry_run: false,
+            },
+        ))
+        .await
+        .unwrap();
+    let mut node: Node = common::obj(created);
+    node.status = Some(NodeStatus {
+        addresses: vec![NodeAddress {
+            r#type: "InternalIP".into(),
+            address: "127.0.0.1".into(),
+        }],
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: port as i32 }),
+        }),
+        ..Default::default()
+    });
+    client
+        .update_status(as_user(
+            "bob",
+            rpc::UpdateRequest {
+                resource: rid::<Node>(),
+                object: Some(rkube_api::to_any(&node)),
+                dry_run: false,
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+fn metrics() -> rpc::MetricsRequest {
+    rpc::MetricsRequest {
+        namespace: "default".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_user_over_the_inflight_cap_is_refused_while_others_go_on() {
+    let c = Cluster::start(LimitsConfig {
+        max_requests_inflight_per_user: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut client = c.client.clone();
+    register_node(&mut client, hanging_kubelet().await).await;
+    // two metrics calls wait on the hung kubelet (up to its 5 s timeout)
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        let mut client = client.clone();
+        pending.push(tokio::spawn(async move {
+            client.metrics(as_user("alice", metrics())).await
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let err = loop {
+        match client.get(as_user("alice", get_default_namespace())).await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "alice's third request was never refused"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("alice") && err.message().contains("--max-requests-inflight-per-user=2"),
+        "{}",
+        err.message()
+    );
+    // bob is not held back, and alice's watches are not requests in flight
+    client.get(as_user("bob", get_default_namespace())).await.unwrap();
+    client.watch(as_user("alice", watch_namespaces())).await.unwrap();
+    // once the calls end, alice may send again
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+    client
+        .get(as_user("alice", get_default_namespace()))
+        .await
+        .unwrap();
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_but_watches_are_not_cut() {
+    let c = Cluster::start(LimitsConfig {
+        request_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let mut client = c.client.clone();
+    register_node(&mut client, hanging_kubelet().await).await;
+    let mut watch = client
+        .watch(as_user("alice", watch_namespaces()))
+        .await
+        .unwrap()
+        .into_inner();
+    let started = Instant::now();
+    let err = client.metrics(as_user("alice", metrics())).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("--request-timeout"), "{}", err.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // the watch outlived the timeout: it still delivers new events
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let mut ns = Namespace::default();
+    ns.metadata_mut().name = "late".into();
+    client
+        .create(as_user(
+            "bob",
+            rpc::CreateRequest {
+                resource: rid::<Namespace>(),
+                namespace: String::new(),
+                object: Some(rkube_api::to_any(&ns)),
+                dry_run: false,
+            },
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ev = tokio::time::timeout_at(deadline.into(), watch.message())
+            .await
+            .expect("the watch delivered no event for the new namespace")
+            .expect("the watch was cut")
+            .expect("the watch ended");
+        let obj: Namespace = rkube_api::from_any(ev.object.as_ref().unwrap()).unwrap();
+        if obj.name() == "late" {
+            break;
+        }
+    }
+    c.stop().await;
+}
