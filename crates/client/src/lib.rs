@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod params;
+pub mod pki;
 pub mod runtime;
 
 pub use api::Api;

@@ -1,0 +1,229 @@
+//! The cluster's public-key infrastructure, as kubeadm lays it out: one CA
+//! (kept when it already exists, so generating again re-issues certificates
+//! without invalidating anything), the apiserver's serving certificate, and
+//! a client certificate plus a client config file for each component and
+//! for an administrator. Kubernetes maps a client certificate's CN to the
+//! user and its O entries to groups; the names below are the ones the
+//! default RBAC roles are bound to. Used by `rkubectl certs generate` and by
+//! the apiserver when it creates its PKI at first start.
+
+use crate::ClientConfig;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// What went wrong, naming the file or certificate and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PkiError(pub String);
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct PkiRequest {
+    /// Where the files go (created if missing).
+    pub dir: PathBuf,
+    /// Extra names or IP addresses of the apiserver (localhost and
+    /// 127.0.0.1 are always included).
+    pub apiserver_sans: Vec<String>,
+    /// Nodes to issue kubelet client certificates for.
+    pub nodes: Vec<String>,
+    /// The apiserver URL written into the client config files.
+    pub apiserver_url: String,
+    /// Lifetime of the issued (non-CA) certificates, in days.
+    pub validity_days: i64,
+}
+
+/// A client identity the command issues: file stem, user (CN), groups (O).
+pub fn client_identities(nodes: &[String]) -> Vec<(String, String, Vec<String>)> {
+    let mut ids = vec![
+        (
+            "admin".to_string(),
+            "admin".to_string(),
+            vec!["system:masters".to_string()],
+        ),
+        ("kube-scheduler".into(), "system:kube-scheduler".into(), vec![]),
+        (
+            "kube-controller-manager".into(),
+            "system:kube-controller-manager".into(),
+            vec![],
+        ),
+        ("kube-proxy".into(), "system:kube-proxy".into(), vec![]),
+        (
+            "cloud-controller-manager".into(),
+            "system:cloud-controller-manager".into(),
+            vec![],
+        ),
+    ];
+    for n in nodes {
+        ids.push((
+            format!("node-{n}"),
+            format!("system:node:{n}"),
+            vec!["system:nodes".into()],
+        ));
+    }
+    ids
+}
+
+fn err(path: &Path, what: impl std::fmt::Display) -> PkiError {
+    PkiError(format!("{}: {what}", path.display()))
+}
+
+/// The cluster CA: loaded from `dir/ca.crt` + `dir/ca.key`, or created.
+pub struct CertificateAuthority {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl CertificateAuthority {
+    pub fn load_or_create(dir: &Path) -> Result<(Self, bool), PkiError> {
+        let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if crt.exists() && key.exists() {
+            let key_pem = std::fs::read_to_string(&key).map_err(|e| err(&key, e))?;
+            let key_pair =
+                KeyPair::from_pem(&key_pem).map_err(|e| err(&key, format!("not a PEM private key: {e}")))?;
+            let crt_pem = std::fs::read_to_string(&crt).map_err(|e| err(&crt, e))?;
+            let issuer = Issuer::from_ca_cert_pem(&crt_pem, key_pair)
+                .map_err(|e| err(&crt, format!("not a PEM CA certificate: {e}")))?;
+            return Ok((CertificateAuthority { issuer }, false));
+        }
+        if crt.exists() != key.exists() {
+            return Err(PkiError(format!(
+                "{} has only one of ca.crt and ca.key: restore the other or remove both to create a new CA",
+                dir.display()
+            )));
+        }
+        let key_pair = KeyPair::generate().map_err(|e| PkiError(format!("generating the CA key: {e}")))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn("rkube-ca", &[]);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + Duration::days(3650);
+        let cert = params
+            .self_signed(&key_pair)
+            .map_err(|e| PkiError(format!("signing the CA certificate: {e}")))?;
+        write_file(&crt, cert.pem().as_bytes(), 0o644)?;
+        write_file(&key, key_pair.serialize_pem().as_bytes(), 0o600)?;
+        Ok((
+            CertificateAuthority {
+                issuer: Issuer::new(params, key_pair),
+            },
+            true,
+        ))
+    }
+
+    /// Issues a certificate; returns (certificate PEM, key PEM).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        organizations: &[String],
+        sans: &[String],
+        server: bool,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, String), PkiError> {
+        let fail = |e: rcgen::Error| PkiError(format!("issuing the certificate of {common_name}: {e}"));
+        let key = KeyPair::generate().map_err(fail)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(common_name, organizations);
+        params.subject_alt_names = sans
+            .iter()
+            .map(|s| match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => s.clone().try_into().map(SanType::DnsName).map_err(|_| {
+                    PkiError(format!(
+                        "--apiserver-san {s:?} is neither an IP address nor a DNS name"
+                    ))
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(&key, &self.issuer).map_err(fail)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+fn dn(cn: &str, orgs: &[String]) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    for o in orgs {
+        dn.push(DnType::OrganizationName, o.as_str());
+    }
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| err(path, format!("cannot write: {e}")))?;
+    f.write_all(bytes)
+        .map_err(|e| err(path, format!("cannot write: {e}")))?;
+    Ok(())
+}
+
+/// Writes every file; returns their paths (the CA only when created).
+pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
+    if args.validity_days <= 0 {
+        return Err(PkiError("--validity-days must be at least 1".into()));
+    }
+    let (ca, created) = CertificateAuthority::load_or_create(dir)?;
+    let mut written = Vec::new();
+    if created {
+        written.extend([dir.join("ca.crt"), dir.join("ca.key")]);
+    }
+    let now = OffsetDateTime::now_utc();
+    let (from, until) = (now - Duration::hours(1), now + Duration::days(args.validity_days));
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    sans.extend(args.apiserver_sans.iter().filter(|s| !s.is_empty()).cloned());
+    sans.dedup();
+    let (crt, key) = ca.issue("rkube-apiserver", &[], &sans, true, from, until)?;
+    for (name, bytes, mode) in [("apiserver.crt", crt, 0o644), ("apiserver.key", key, 0o600)] {
+        write_file(&dir.join(name), bytes.as_bytes(), mode)?;
+        written.push(dir.join(name));
+    }
+    for (stem, user, groups) in client_identities(&args.nodes) {
+        let (crt, key) = ca.issue(&user, &groups, &[], false, from, until)?;
+        let (crt_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+        write_file(&crt_path, crt.as_bytes(), 0o644)?;
+        write_file(&key_path, key.as_bytes(), 0o600)?;
+        // Paths relative to the config file, so the directory can move.
+        let config = ClientConfig {
+            server: args.apiserver_url.clone(),
+            certificate_authority: Some(PathBuf::from("ca.crt")),
+            client_certificate: Some(PathBuf::from(format!("{stem}.crt"))),
+            client_key: Some(PathBuf::from(format!("{stem}.key"))),
+            ..ClientConfig::default()
+        };
+        let conf = dir.join(format!("{stem}.conf"));
+        config
+            .save(&conf)
+            .map_err(|e| PkiError(format!("writing the client config: {e}")))?;
+        written.extend([crt_path, key_path, conf]);
+    }
+    Ok(written)
+}
