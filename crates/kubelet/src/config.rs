@@ -152,8 +152,8 @@ pub struct Config {
     pub cloud_provider: String,
     pub cgroup_parent: String,
     /// How often a pod worker looks at its containers when nothing else woke it. Exits
-    /// wake it at once through containerd's events; this resync is the safety net (and
-    /// the retry of a pod that could not start yet).
+    /// wake it at once through containerd's events, so this is only the safety net: a
+    /// minute, as Kubernetes' `--sync-frequency`.
     pub pod_poll_interval: Duration,
     /// How often every pod is synced even when nothing changed (configMap/secret volumes
     /// are refreshed then).
@@ -202,8 +202,8 @@ impl Config {
             node_status_update_frequency: Duration::from_secs(10),
             cloud_provider: String::new(),
             cgroup_parent: "/rkube".into(),
-            pod_poll_interval: Duration::from_secs(10),
-            resync_period: Duration::from_secs(10),
+            pod_poll_interval: Duration::from_secs(60),
+            resync_period: Duration::from_secs(60),
             cni_node_netns: None,
             log_driver: default_log_driver(),
             server_netns: None,

@@ -524,7 +524,7 @@ pub struct Sampler {
 impl Sampler {
     async fn read(runtime: &dyn ContainerRuntime) -> Result<Raw, Status> {
         let list = runtime
-            .list_containers()
+            .running_container_stats()
             .await
             .map_err(|e| Status::unavailable(crate::error_report(&e)))?;
         let mut raw = Raw {
@@ -532,24 +532,22 @@ impl Sampler {
             node_cpu_nanos: node_cpu_nanos(),
             ..Default::default()
         };
-        for c in list.into_iter().filter(|c| c.state == ContainerState::Running) {
+        for (c, s) in list {
             let (Some(uid), Some(name)) = (
                 c.labels.get(labels::POD_UID),
                 c.labels.get(labels::CONTAINER_NAME),
             ) else {
                 continue;
             };
-            if let Ok(s) = runtime.container_stats(&c.id).await {
-                raw.containers.insert(
-                    c.id.clone(),
-                    (
-                        uid.clone(),
-                        name.clone(),
-                        s.cpu_usage_nanos,
-                        s.memory_working_set_bytes,
-                    ),
-                );
-            }
+            raw.containers.insert(
+                c.id.clone(),
+                (
+                    uid.clone(),
+                    name.clone(),
+                    s.cpu_usage_nanos,
+                    s.memory_working_set_bytes,
+                ),
+            );
         }
         Ok(raw)
     }

@@ -504,6 +504,30 @@ impl ContainerdRuntime {
         }
     }
 
+    /// Every container record and every task of rkube's namespace: two calls.
+    async fn containers_and_tasks(&self) -> Result<(Vec<Container>, HashMap<String, Process>), Error> {
+        let containers = self
+            .containers()
+            .list(self.request(ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(|s| self.status_error("list containers", &self.inner.config.namespace, s))?
+            .into_inner()
+            .containers;
+        let tasks: HashMap<String, Process> = self
+            .tasks()
+            .list(self.request(ListTasksRequest {
+                filter: String::new(),
+            }))
+            .await
+            .map_err(|s| self.status_error("list tasks", &self.inner.config.namespace, s))?
+            .into_inner()
+            .tasks
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        Ok((containers, tasks))
+    }
+
     async fn oom_killed(&self, container: &Container) -> Result<bool, Error> {
         if container.labels.get(labels::OOM_KILLED).map(String::as_str) == Some("true") {
             return Ok(true);
@@ -1313,25 +1337,7 @@ impl ContainerRuntime for ContainerdRuntime {
     }
 
     async fn list_containers(&self) -> Result<Vec<ContainerSummary>, Error> {
-        let containers = self
-            .containers()
-            .list(self.request(ListContainersRequest { filters: vec![] }))
-            .await
-            .map_err(|s| self.status_error("list containers", &self.inner.config.namespace, s))?
-            .into_inner()
-            .containers;
-        let tasks: HashMap<String, Process> = self
-            .tasks()
-            .list(self.request(ListTasksRequest {
-                filter: String::new(),
-            }))
-            .await
-            .map_err(|s| self.status_error("list tasks", &self.inner.config.namespace, s))?
-            .into_inner()
-            .tasks
-            .into_iter()
-            .map(|t| (t.id.clone(), t))
-            .collect();
+        let (containers, tasks) = self.containers_and_tasks().await?;
         let mut summaries = Vec::with_capacity(containers.len());
         for container in containers {
             let (state, pid) = self.state_of(&container, tasks.get(&container.id)).await?;
@@ -1374,6 +1380,44 @@ impl ContainerRuntime for ContainerdRuntime {
         tty: bool,
     ) -> Result<ExecSession, Error> {
         self.exec_session(id, command, tty).await
+    }
+
+    /// One list of containers and tasks, then the cgroup files: no call per container,
+    /// which is what keeps the kubelet's periodic sampling cheap with many pods.
+    async fn running_container_stats(&self) -> Result<Vec<(ContainerSummary, ContainerStats)>, Error> {
+        let (containers, tasks) = self.containers_and_tasks().await?;
+        let mut out = Vec::new();
+        for container in containers {
+            let Some(task) = tasks.get(&container.id) else {
+                continue;
+            };
+            if task.status != ProcessStatus::Running as i32 {
+                continue;
+            }
+            let Some(path) = cgroups_path_of(&container) else {
+                continue;
+            };
+            let Ok(Some((cpu_usage_nanos, memory_working_set_bytes))) =
+                cgroups::stats(&self.inner.config.cgroup_root, &path)
+            else {
+                continue;
+            };
+            out.push((
+                ContainerSummary {
+                    id: ContainerId(container.id.clone()),
+                    image: container.image.clone(),
+                    labels: container.labels.into_iter().collect(),
+                    state: ContainerState::Running,
+                    pid: (task.pid != 0).then_some(task.pid),
+                },
+                ContainerStats {
+                    cpu_usage_nanos,
+                    memory_working_set_bytes,
+                    timestamp: SystemTime::now(),
+                },
+            ));
+        }
+        Ok(out)
     }
 
     async fn container_stats(&self, id: &ContainerId) -> Result<ContainerStats, Error> {

@@ -446,6 +446,20 @@ pub trait ContainerRuntime: Send + Sync {
         tokio::sync::mpsc::channel(1).1
     }
 
+    /// Every running container with its usage now (the kubelet's periodic sample).
+    async fn running_container_stats(&self) -> Result<Vec<(ContainerSummary, ContainerStats)>, Error> {
+        let mut out = Vec::new();
+        for c in self.list_containers().await? {
+            if c.state != ContainerState::Running {
+                continue;
+            }
+            if let Ok(stats) = self.container_stats(&c.id).await {
+                out.push((c, stats));
+            }
+        }
+        Ok(out)
+    }
+
     /// Starts `command` in a running container with streaming stdin and output; with `tty`
     /// on a terminal (stderr is the terminal too), as `kubectl exec -it` does.
     async fn exec_interactive(
