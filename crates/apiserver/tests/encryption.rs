@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::{create, get, rid};
+use common::{create, get, rid, update};
 use rkube_api::core::v1::{ConfigMap, Secret};
 use rkube_api::rpc::{self, api_server_client::ApiServerClient};
 use rkube_api::Resource;
@@ -31,6 +31,26 @@ async fn boot(
     let mut config = rkube_apiserver::Config::local(data);
     config.security.encryption_key_file = key.map(Path::to_path_buf);
     common::Harness::boot(config).await
+}
+
+/// Boots on `dir/data` encrypting with the key file `dir/key` (every byte
+/// 7) and creates Secret `db` (holding SECRET_MARKER) and ConfigMap
+/// `settings`; returns the data directory, the key file, the server and a
+/// client.
+async fn boot_with_secret_and_config_map(
+    dir: &Path,
+) -> (
+    PathBuf,
+    PathBuf,
+    rkube_apiserver::RunningApiServer,
+    ApiServerClient<Channel>,
+) {
+    let data = dir.join("data");
+    let key = write_key(dir, "key", 7);
+    let (server, mut c) = boot(&data, Some(&key)).await;
+    create(&mut c, &secret("db", SECRET_MARKER)).await.unwrap();
+    create(&mut c, &config_map("settings")).await.unwrap();
+    (data, key, server, c)
 }
 
 fn secret(name: &str, value: &[u8]) -> Secret {
@@ -84,21 +104,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test]
 async fn secrets_are_encrypted_on_disk_and_read_back_in_the_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let key = write_key(dir.path(), "key", 7);
-    let (server, mut c) = boot(&data, Some(&key)).await;
-    create(&mut c, &secret("db", SECRET_MARKER)).await.unwrap();
-    create(&mut c, &config_map("settings")).await.unwrap();
+    let (data, _, server, mut c) = boot_with_secret_and_config_map(dir.path()).await;
     // an update goes through the same encryption as a create
     let mut s: Secret = get(&mut c, "default", "db").await.unwrap();
     s.metadata_mut().labels.insert("tier".into(), "db".into());
-    c.update(rpc::UpdateRequest {
-        resource: rid::<Secret>(),
-        object: Some(rkube_api::to_any(&s)),
-        dry_run: false,
-    })
-    .await
-    .unwrap();
+    update(&mut c, &s).await.unwrap();
 
     // get, list and watch give the plaintext back
     let s: Secret = get(&mut c, "default", "db").await.unwrap();
@@ -165,13 +175,7 @@ async fn plain_secrets_stay_readable_and_are_encrypted_when_next_written() {
     let mut s: Secret = get(&mut c, "default", "old").await.unwrap();
     assert_eq!(s.data["password"], b"written-before-encryption");
     s.data.insert("password".into(), b"rotated".to_vec());
-    c.update(rpc::UpdateRequest {
-        resource: rid::<Secret>(),
-        object: Some(rkube_api::to_any(&s)),
-        dry_run: false,
-    })
-    .await
-    .unwrap();
+    update(&mut c, &s).await.unwrap();
     let s: Secret = get(&mut c, "default", "old").await.unwrap();
     assert_eq!(s.data["password"], b"rotated");
     server.stop().await.unwrap();
@@ -183,11 +187,7 @@ async fn plain_secrets_stay_readable_and_are_encrypted_when_next_written() {
 #[tokio::test]
 async fn a_missing_or_wrong_key_file_is_a_clear_error_naming_the_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let key = write_key(dir.path(), "key", 7);
-    let (server, mut c) = boot(&data, Some(&key)).await;
-    create(&mut c, &secret("db", SECRET_MARKER)).await.unwrap();
-    create(&mut c, &config_map("settings")).await.unwrap();
+    let (data, key, server, _) = boot_with_secret_and_config_map(dir.path()).await;
     server.stop().await.unwrap();
 
     // without the key file
@@ -222,14 +222,7 @@ async fn a_missing_or_wrong_key_file_is_a_clear_error_naming_the_secret() {
         err.message()
     );
     // an update cannot overwrite what it cannot read
-    let err = c
-        .update(rpc::UpdateRequest {
-            resource: rid::<Secret>(),
-            object: Some(rkube_api::to_any(&secret("db", b"x"))),
-            dry_run: false,
-        })
-        .await
-        .unwrap_err();
+    let err = update(&mut c, &secret("db", b"x")).await.unwrap_err();
     assert!(err.message().contains("does not match"), "{}", err.message());
     server.stop().await.unwrap();
 

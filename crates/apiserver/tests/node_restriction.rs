@@ -5,6 +5,9 @@
 //! objects work, anything of another node is Forbidden with a message
 //! that names who, what, where and why, and the audit log records both.
 
+mod common;
+
+use common::secure::{code, SecureApiServer};
 use rkube_api::apps::v1::Deployment;
 use rkube_api::coordination::v1::Lease;
 use rkube_api::core::v1::{
@@ -12,79 +15,7 @@ use rkube_api::core::v1::{
     PodSpec, Secret, SecretVolumeSource, Volume,
 };
 use rkube_api::Resource;
-use rkube_client::{Api, Client, ClientConfig, DeleteParams, Error, ListParams};
-use rkube_ctl::cmd::certs::{generate, GenerateArgs};
-use std::path::PathBuf;
-
-struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = dir.path().join("pki");
-        generate(&GenerateArgs {
-            dir: pki.clone(),
-            apiserver_sans: vec![],
-            nodes: vec!["node-a".into(), "node-b".into()],
-            apiserver_url: "https://127.0.0.1:6443".into(),
-            validity_days: 30,
-        })
-        .unwrap();
-        let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
-        config.security = rkube_apiserver::SecurityConfig {
-            tls_cert_file: Some(pki.join("apiserver.crt")),
-            tls_private_key_file: Some(pki.join("apiserver.key")),
-            client_ca_file: Some(pki.join("ca.crt")),
-            authorization_mode: rkube_apiserver::authz::Mode::Rbac,
-            audit_log_path: Some(dir.path().join("audit.log")),
-            ..Default::default()
-        };
-        let server = rkube_apiserver::start(config).await.unwrap();
-        let url = server.url();
-        Cluster {
-            server: Some(server),
-            dir,
-            url,
-        }
-    }
-
-    fn pki(&self) -> PathBuf {
-        self.dir.path().join("pki")
-    }
-
-    fn client(&self, stem: &str) -> Client {
-        let mut cfg = ClientConfig::load(&self.pki().join(format!("{stem}.conf"))).unwrap();
-        cfg.server = self.url.clone();
-        Client::from_config(&cfg).unwrap()
-    }
-
-    fn admin(&self) -> Client {
-        self.client("admin")
-    }
-
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        self.server.take().unwrap().stop().await.unwrap();
-    }
-}
-
-fn code(e: &Error) -> Option<tonic::Code> {
-    match e {
-        Error::Api { code, .. } => Some(*code),
-        _ => None,
-    }
-}
+use rkube_client::{Api, DeleteParams, ListParams};
 
 /// A pod bound to `node` that uses Secret `secret` as a volume and
 /// ConfigMap `config_map` through env.
@@ -133,7 +64,7 @@ fn named<K: Resource>(name: &str) -> K {
 
 #[tokio::test]
 async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
-    let c = Cluster::start().await;
+    let c = SecureApiServer::start(&["node-a", "node-b"]).await;
     let admin = c.admin();
     let pods = Api::<Pod>::namespaced(admin.clone(), "default");
     pods.create(&bound_pod("on-a", "node-a", "used-by-a", "config-a"))
@@ -254,7 +185,7 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
 
 #[tokio::test]
 async fn a_kubelet_modifies_only_its_own_node_and_lease() {
-    let c = Cluster::start().await;
+    let c = SecureApiServer::start(&["node-a", "node-b"]).await;
     let node_a = c.client("node-node-a");
     let a_nodes = Api::<Node>::all(node_a.clone());
     // registering itself works, registering another node does not

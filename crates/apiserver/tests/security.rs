@@ -4,119 +4,51 @@
 //! what a user meets: who is refused, with which code and message, and
 //! what the audit log records.
 
+mod common;
+
+use common::secure::{code, generate_pki, SecureApiServer};
 use rkube_api::core::v1::{Container, Pod, PodSpec, Secret};
 use rkube_api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use rkube_api::Resource;
 use rkube_client::{Api, Client, ClientConfig, Error, ListParams};
-use rkube_ctl::cmd::certs::{generate, CertificateAuthority, GenerateArgs};
-use std::path::{Path, PathBuf};
+use rkube_ctl::cmd::certs::CertificateAuthority;
 use time::{Duration, OffsetDateTime};
 
 const TOKENS: &str = "view-token,alice,1001\nedit-token,bob,1002,\"developers,qa\"\n";
 
-struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    dir: tempfile::TempDir,
-    url: String,
+/// The secure apiserver that also knows TOKENS (`--token-auth-file`),
+/// where alice may view `default` and bob may edit it.
+async fn start() -> SecureApiServer {
+    let c = SecureApiServer::start_with(&["node-a"], |dir, security| {
+        std::fs::write(dir.join("tokens.csv"), TOKENS).unwrap();
+        security.token_auth_file = Some(dir.join("tokens.csv"));
+    })
+    .await;
+    bind(&c, "view", "alice").await;
+    bind(&c, "edit", "bob").await;
+    c
 }
 
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        generate(&gen_args(&dir.path().join("pki"))).unwrap();
-        std::fs::write(dir.path().join("tokens.csv"), TOKENS).unwrap();
-        let pki = dir.path().join("pki");
-        let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
-        config.security = rkube_apiserver::SecurityConfig {
-            tls_cert_file: Some(pki.join("apiserver.crt")),
-            tls_private_key_file: Some(pki.join("apiserver.key")),
-            client_ca_file: Some(pki.join("ca.crt")),
-            token_auth_file: Some(dir.path().join("tokens.csv")),
-            authorization_mode: rkube_apiserver::authz::Mode::Rbac,
-            audit_log_path: Some(dir.path().join("audit.log")),
+/// Binds `user` to `cluster_role` in `default`.
+async fn bind(c: &SecureApiServer, cluster_role: &str, user: &str) {
+    let mut rb = RoleBinding {
+        subjects: vec![Subject {
+            kind: "User".into(),
+            name: user.into(),
             ..Default::default()
-        };
-        let server = rkube_apiserver::start(config).await.unwrap();
-        let url = server.url();
-        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-        let c = Cluster {
-            server: Some(server),
-            dir,
-            url,
-        };
-        // alice may view `default`, bob may edit it
-        c.bind("view", "alice").await;
-        c.bind("edit", "bob").await;
-        c
-    }
-
-    fn pki(&self) -> PathBuf {
-        self.dir.path().join("pki")
-    }
-
-    /// A client from a generated config file, pointed at this server.
-    fn client_from(&self, conf: &Path) -> Client {
-        let mut cfg = ClientConfig::load(conf).unwrap();
-        cfg.server = self.url.clone();
-        Client::from_config(&cfg).unwrap()
-    }
-
-    fn admin(&self) -> Client {
-        self.client_from(&self.pki().join("admin.conf"))
-    }
-
-    fn with_token(&self, token: &str) -> Client {
-        Client::from_config(&ClientConfig {
-            server: self.url.clone(),
-            certificate_authority: Some(self.pki().join("ca.crt")),
-            token: Some(token.into()),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    async fn bind(&self, cluster_role: &str, user: &str) {
-        let mut rb = RoleBinding {
-            subjects: vec![Subject {
-                kind: "User".into(),
-                name: user.into(),
-                ..Default::default()
-            }],
-            role_ref: Some(RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name: cluster_role.into(),
-            }),
-            ..Default::default()
-        };
-        rb.metadata_mut().name = format!("{user}-{cluster_role}");
-        Api::<RoleBinding>::namespaced(self.admin(), "default")
-            .create(&rb)
-            .await
-            .unwrap();
-    }
-
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        self.server.take().unwrap().stop().await.unwrap();
-    }
-}
-
-fn gen_args(dir: &Path) -> GenerateArgs {
-    GenerateArgs {
-        dir: dir.to_path_buf(),
-        apiserver_sans: vec![],
-        nodes: vec!["node-a".into()],
-        apiserver_url: "https://127.0.0.1:6443".into(),
-        validity_days: 30,
-    }
+        }],
+        role_ref: Some(RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: cluster_role.into(),
+        }),
+        ..Default::default()
+    };
+    rb.metadata_mut().name = format!("{user}-{cluster_role}");
+    Api::<RoleBinding>::namespaced(c.admin(), "default")
+        .create(&rb)
+        .await
+        .unwrap();
 }
 
 fn pod(name: &str) -> Pod {
@@ -135,16 +67,9 @@ fn pod(name: &str) -> Pod {
     p
 }
 
-fn code(e: &Error) -> Option<tonic::Code> {
-    match e {
-        Error::Api { code, .. } => Some(*code),
-        _ => None,
-    }
-}
-
 #[tokio::test]
 async fn requests_without_valid_credentials_are_refused() {
-    let c = Cluster::start().await;
+    let c = start().await;
 
     // TLS with the right CA but no certificate and no token
     let anonymous = Client::from_config(&ClientConfig {
@@ -169,7 +94,7 @@ async fn requests_without_valid_credentials_are_refused() {
     // a CA that did not sign the server's certificate: the client refuses
     // the server before sending anything
     let other = c.dir.path().join("other-pki");
-    generate(&gen_args(&other)).unwrap();
+    generate_pki(&other, &["node-a"]);
     let err = c
         .client_from(&other.join("admin.conf"))
         .version()
@@ -250,7 +175,7 @@ async fn requests_without_valid_credentials_are_refused() {
 
 #[tokio::test]
 async fn rbac_decides_and_forbidden_says_who_what_and_where() {
-    let c = Cluster::start().await;
+    let c = start().await;
     let alice = Api::<Pod>::namespaced(c.with_token("view-token"), "default");
     let bob = Api::<Pod>::namespaced(c.with_token("edit-token"), "default");
 
@@ -298,7 +223,7 @@ async fn rbac_decides_and_forbidden_says_who_what_and_where() {
     );
 
     // a grant takes effect on the next request, and so does a revocation
-    c.bind("edit", "alice").await;
+    bind(&c, "edit", "alice").await;
     alice.create(&pod("a")).await.unwrap();
     Api::<RoleBinding>::namespaced(c.admin(), "default")
         .delete("alice-edit", &Default::default())
@@ -345,7 +270,7 @@ async fn rbac_decides_and_forbidden_says_who_what_and_where() {
 
 #[tokio::test]
 async fn audit_never_contains_secret_data() {
-    let c = Cluster::start().await;
+    let c = start().await;
     let mut s = Secret::default();
     s.metadata_mut().name = "db".into();
     s.string_data
@@ -366,10 +291,10 @@ async fn audit_never_contains_secret_data() {
 async fn certs_generate_keeps_the_ca_and_writes_loadable_configs() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    let first = generate(&gen_args(&pki)).unwrap();
+    let first = generate_pki(&pki, &["node-a"]);
     assert!(first.contains(&pki.join("ca.crt")));
     let ca = std::fs::read(pki.join("ca.crt")).unwrap();
-    let second = generate(&gen_args(&pki)).unwrap();
+    let second = generate_pki(&pki, &["node-a"]);
     assert!(
         !second.contains(&pki.join("ca.crt")),
         "an existing CA is not rewritten"
@@ -410,20 +335,9 @@ async fn without_security_flags_nothing_changes() {
     server.stop().await.unwrap();
 }
 
-/// `rkubectl --config CONF --server URL ARGS...`: its output and result.
-async fn rkubectl(conf: &Path, url: &str, args: &[&str]) -> (String, Result<(), rkube_ctl::CtlError>) {
-    use clap::Parser;
-    let mut argv = vec!["rkubectl", "--config", conf.to_str().unwrap(), "--server", url];
-    argv.extend_from_slice(args);
-    let cli = rkube_ctl::Cli::try_parse_from(argv).unwrap();
-    let mut out = Vec::new();
-    let result = rkube_ctl::run(cli, &mut out).await;
-    (String::from_utf8(out).unwrap(), result)
-}
-
 #[tokio::test]
 async fn can_i_answers_for_yourself_and_for_users_you_may_impersonate() {
-    let c = Cluster::start().await;
+    let c = start().await;
     let pki = c.pki();
     // alice's client config: the CA and her token
     let alice_conf = c.dir.path().join("alice.conf");
@@ -436,69 +350,64 @@ async fn can_i_answers_for_yourself_and_for_users_you_may_impersonate() {
     .save(&alice_conf)
     .unwrap();
 
-    let (out, res) = rkubectl(&alice_conf, &c.url, &["auth", "can-i", "list", "pods"]).await;
+    let (out, res) = c
+        .rkubectl_as(&alice_conf, &["auth", "can-i", "list", "pods"])
+        .await;
     assert_eq!(out, "yes\n");
     res.unwrap();
-    let (out, res) = rkubectl(&alice_conf, &c.url, &["auth", "can-i", "create", "pods"]).await;
+    let (out, res) = c
+        .rkubectl_as(&alice_conf, &["auth", "can-i", "create", "pods"])
+        .await;
     assert_eq!(out, "no\n");
     assert!(matches!(res, Err(rkube_ctl::CtlError::ExitCode(1))));
-    let (out, _) = rkubectl(
-        &alice_conf,
-        &c.url,
-        &["auth", "can-i", "get", "pods", "--subresource", "log"],
-    )
-    .await;
+    let (out, _) = c
+        .rkubectl_as(
+            &alice_conf,
+            &["auth", "can-i", "get", "pods", "--subresource", "log"],
+        )
+        .await;
     assert_eq!(out, "yes\n");
-    let (out, _) = rkubectl(
-        &alice_conf,
-        &c.url,
-        &["auth", "can-i", "list", "pods", "-n", "kube-system"],
-    )
-    .await;
+    let (out, _) = c
+        .rkubectl_as(
+            &alice_conf,
+            &["auth", "can-i", "list", "pods", "-n", "kube-system"],
+        )
+        .await;
     assert_eq!(out, "no\n");
 
     // admin (system:masters) may impersonate: bob may create pods, not roles
     let admin_conf = pki.join("admin.conf");
-    let (out, _) = rkubectl(
-        &admin_conf,
-        &c.url,
-        &["auth", "can-i", "create", "pods", "--as", "bob"],
-    )
-    .await;
+    let (out, _) = c
+        .rkubectl_as(&admin_conf, &["auth", "can-i", "create", "pods", "--as", "bob"])
+        .await;
     assert_eq!(out, "yes\n");
-    let (out, _) = rkubectl(
-        &admin_conf,
-        &c.url,
-        &["auth", "can-i", "create", "roles", "--as", "bob"],
-    )
-    .await;
+    let (out, _) = c
+        .rkubectl_as(&admin_conf, &["auth", "can-i", "create", "roles", "--as", "bob"])
+        .await;
     assert_eq!(out, "no\n");
-    let (out, _) = rkubectl(
-        &admin_conf,
-        &c.url,
-        &[
-            "auth",
-            "can-i",
-            "update",
-            "nodes",
-            "--subresource",
-            "status",
-            "--as",
-            "system:node:node-a",
-            "--as-group",
-            "system:nodes",
-        ],
-    )
-    .await;
+    let (out, _) = c
+        .rkubectl_as(
+            &admin_conf,
+            &[
+                "auth",
+                "can-i",
+                "update",
+                "nodes",
+                "--subresource",
+                "status",
+                "--as",
+                "system:node:node-a",
+                "--as-group",
+                "system:nodes",
+            ],
+        )
+        .await;
     assert_eq!(out, "yes\n");
 
     // alice may not impersonate anyone
-    let (_, res) = rkubectl(
-        &alice_conf,
-        &c.url,
-        &["auth", "can-i", "create", "pods", "--as", "bob"],
-    )
-    .await;
+    let (_, res) = c
+        .rkubectl_as(&alice_conf, &["auth", "can-i", "create", "pods", "--as", "bob"])
+        .await;
     let err = res.unwrap_err().to_string();
     assert!(
         err.contains(

@@ -5,114 +5,38 @@
 //! what a user would notice about the token: it works once, an expired one
 //! is refused, and it is good for nothing but the certificate.
 
+// The secure apiserver of the apiserver's tests, shared by path:
+// integration tests of two crates have no other way to share a module.
+#[path = "../../apiserver/tests/common/secure.rs"]
+mod secure;
+
 use rkube_api::core::v1::{Node, Pod, Secret};
 use rkube_api::Resource;
-use rkube_client::{Api, Client, ClientConfig, Error, ListParams};
-use rkube_ctl::cmd::certs::{generate, GenerateArgs};
-use std::path::{Path, PathBuf};
+use rkube_client::{Api, Client, ListParams};
+use secure::{code, SecureApiServer};
+use std::path::Path;
 
-struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    dir: tempfile::TempDir,
-    url: String,
+/// The secure apiserver, signing node certificates with the cluster CA.
+async fn start() -> SecureApiServer {
+    SecureApiServer::start_with(&[], |dir, security| {
+        security.cluster_signing_cert_file = Some(dir.join("pki").join("ca.crt"));
+        security.cluster_signing_key_file = Some(dir.join("pki").join("ca.key"));
+    })
+    .await
 }
 
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = dir.path().join("pki");
-        generate(&GenerateArgs {
-            dir: pki.clone(),
-            apiserver_sans: vec![],
-            nodes: vec![],
-            apiserver_url: "https://127.0.0.1:6443".into(),
-            validity_days: 30,
-        })
-        .unwrap();
-        let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
-        config.security = rkube_apiserver::SecurityConfig {
-            tls_cert_file: Some(pki.join("apiserver.crt")),
-            tls_private_key_file: Some(pki.join("apiserver.key")),
-            client_ca_file: Some(pki.join("ca.crt")),
-            authorization_mode: rkube_apiserver::authz::Mode::Rbac,
-            audit_log_path: Some(dir.path().join("audit.log")),
-            cluster_signing_cert_file: Some(pki.join("ca.crt")),
-            cluster_signing_key_file: Some(pki.join("ca.key")),
-            ..Default::default()
-        };
-        let server = rkube_apiserver::start(config).await.unwrap();
-        let url = server.url();
-        Cluster {
-            server: Some(server),
-            dir,
-            url,
-        }
-    }
-
-    fn pki(&self) -> PathBuf {
-        self.dir.path().join("pki")
-    }
-
-    fn admin(&self) -> Client {
-        let mut cfg = ClientConfig::load(&self.pki().join("admin.conf")).unwrap();
-        cfg.server = self.url.clone();
-        Client::from_config(&cfg).unwrap()
-    }
-
-    fn with_token(&self, token: &str) -> Client {
-        Client::from_config(&ClientConfig {
-            server: self.url.clone(),
-            certificate_authority: Some(self.pki().join("ca.crt")),
-            token: Some(token.into()),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    /// `rkubectl --config admin.conf --server URL ARGS...`: output and result.
-    async fn rkubectl(&self, args: &[&str]) -> (String, Result<(), rkube_ctl::CtlError>) {
-        use clap::Parser;
-        let conf = self.pki().join("admin.conf");
-        let mut argv = vec![
-            "rkubectl",
-            "--config",
-            conf.to_str().unwrap(),
-            "--server",
-            &self.url,
-        ];
-        argv.extend_from_slice(args);
-        let cli = rkube_ctl::Cli::try_parse_from(argv).unwrap();
-        let mut out = Vec::new();
-        let result = rkube_ctl::run(cli, &mut out).await;
-        (String::from_utf8(out).unwrap(), result)
-    }
-
-    fn kubelet_config(&self, node: &str, kubeconfig: &Path, token: &str) -> rkube_kubelet::config::Config {
-        let mut config = rkube_kubelet::config::Config::new(self.url.clone(), node);
-        config.kubeconfig = Some(kubeconfig.to_path_buf());
-        config.bootstrap_token = Some(rkube_kubelet::bootstrap::BootstrapToken(token.into()));
-        config.bootstrap_ca_file = Some(self.pki().join("ca.crt"));
-        config
-    }
-
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    async fn stop(mut self) {
-        self.server.take().unwrap().stop().await.unwrap();
-    }
-}
-
-fn code(e: &Error) -> Option<tonic::Code> {
-    match e {
-        Error::Api { code, .. } => Some(*code),
-        _ => None,
-    }
+/// A kubelet's configuration for bootstrapping `node` with `token` against `c`.
+fn kubelet_config(
+    c: &SecureApiServer,
+    node: &str,
+    kubeconfig: &Path,
+    token: &str,
+) -> rkube_kubelet::config::Config {
+    let mut config = rkube_kubelet::config::Config::new(c.url.clone(), node);
+    config.kubeconfig = Some(kubeconfig.to_path_buf());
+    config.bootstrap_token = Some(rkube_kubelet::bootstrap::BootstrapToken(token.into()));
+    config.bootstrap_ca_file = Some(c.pki().join("ca.crt"));
+    config
 }
 
 fn is_token_part(s: &str, len: usize) -> bool {
@@ -121,7 +45,7 @@ fn is_token_part(s: &str, len: usize) -> bool {
 
 #[tokio::test]
 async fn token_create_prints_id_dot_secret_and_stores_the_kubernetes_secret() {
-    let c = Cluster::start().await;
+    let c = start().await;
     let (out, res) = c.rkubectl(&["token", "create", "--ttl", "2h"]).await;
     res.unwrap();
     let token = out.strip_suffix('\n').expect("one line");
@@ -152,7 +76,7 @@ async fn token_create_prints_id_dot_secret_and_stores_the_kubernetes_secret() {
 
 #[tokio::test]
 async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
-    let c = Cluster::start().await;
+    let c = start().await;
     let (out, res) = c.rkubectl(&["token", "create"]).await;
     res.unwrap();
     let token = out.trim().to_string();
@@ -176,7 +100,7 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
 
     // the kubelet writes its key, certificate, CA and kubeconfig, private
     let kubeconfig = c.dir.path().join("kubelet").join("kubeconfig");
-    let config = c.kubelet_config("new-node", &kubeconfig, &token);
+    let config = kubelet_config(&c, "new-node", &kubeconfig, &token);
     let client_config = rkube_kubelet::bootstrap::client_config(&config).await.unwrap();
     use std::os::unix::fs::PermissionsExt;
     for f in [
@@ -225,7 +149,7 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
         .unwrap_err();
     assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
     let again = c.dir.path().join("again").join("kubeconfig");
-    let err = rkube_kubelet::bootstrap::client_config(&c.kubelet_config("new-node", &again, &token))
+    let err = rkube_kubelet::bootstrap::client_config(&kubelet_config(&c, "new-node", &again, &token))
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("is not known"), "{err:#}");
@@ -254,7 +178,7 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
 
 #[tokio::test]
 async fn an_expired_bootstrap_token_is_refused() {
-    let c = Cluster::start().await;
+    let c = start().await;
     let (id, secret) = rkube_ctl::cmd::token::generate_token();
     let mut s = rkube_ctl::cmd::token::token_secret(&id, &secret, std::time::Duration::from_secs(3600), None);
     let past = chrono::Utc::now() - chrono::Duration::minutes(5);
@@ -276,7 +200,7 @@ async fn an_expired_bootstrap_token_is_refused() {
     assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
     assert!(err.to_string().contains("expired at"), "{err}");
     let kubeconfig = c.dir.path().join("late").join("kubeconfig");
-    let err = rkube_kubelet::bootstrap::client_config(&c.kubelet_config("late-node", &kubeconfig, &token))
+    let err = rkube_kubelet::bootstrap::client_config(&kubelet_config(&c, "late-node", &kubeconfig, &token))
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("expired at"), "{err:#}");

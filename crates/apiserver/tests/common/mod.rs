@@ -3,6 +3,8 @@
 //! tests exercise the wire protocol exactly as other-language clients do.
 #![allow(dead_code)]
 
+pub mod secure;
+
 use rkube_api::rpc::{self, api_server_client::ApiServerClient};
 use rkube_api::{from_any, to_any, Resource};
 use tonic::transport::Channel;
