@@ -1180,6 +1180,13 @@ impl ContainerRuntime for ContainerdRuntime {
             });
         }
         let container = self.get_container(id).await?;
+        // A container runs once: after its task exited and was reaped only the labels
+        // remember that it ran, and creating a task again would silently restart it.
+        if container.labels.contains_key(labels::STARTED_AT)
+            || container.labels.contains_key(labels::EXIT_CODE)
+        {
+            return Err(Error::AlreadyStarted { id: id.clone() });
+        }
         let mounts = self
             .snapshots()
             .mounts(self.request(MountsRequest {
