@@ -237,7 +237,14 @@ async fn cloud_node_initialises_nodes_from_their_instance() -> Result<()> {
         .map(|x| (x.r#type.clone(), x.address.clone()))
         .collect();
     assert_eq!(addresses, [("InternalIP".to_string(), "10.0.0.2".to_string())]);
-    assert!(reasons_for(&c.client, "a").await?.contains(&"Synced".to_string()));
+    // the Event is recorded asynchronously, after the node update
+    eventually("the Synced event of node a", Duration::from_secs(10), || async {
+        Ok(reasons_for(&c.client, "a")
+            .await?
+            .contains(&"Synced".to_string())
+            .then_some(()))
+    })
+    .await?;
 
     eventually(
         "the stranger's failure reported",
@@ -353,7 +360,12 @@ async fn service_load_balancers_are_ensured_and_released() -> Result<()> {
     .await?;
     assert_eq!(ingress_ips(&web), ["198.51.100.1"]);
     assert!(web.metadata().finalizers.contains(&FINALIZER.to_string()));
-    let reasons = reasons_for(&c.client, "web").await?;
+    // Events are recorded asynchronously, after the status update.
+    let reasons = eventually("web's load balancer events", Duration::from_secs(10), || async {
+        let reasons = reasons_for(&c.client, "web").await?;
+        Ok((reasons.len() >= 2).then_some(reasons))
+    })
+    .await?;
     assert_eq!(
         reasons[..2],
         ["EnsuringLoadBalancer", "EnsuredLoadBalancer"],
@@ -382,9 +394,17 @@ async fn service_load_balancers_are_ensured_and_released() -> Result<()> {
     })
     .await?;
     assert!(c.cloud.state().load_balancers.is_empty());
-    assert!(reasons_for(&c.client, "web")
-        .await?
-        .contains(&"DeletedLoadBalancer".to_string()));
+    eventually(
+        "web's DeletedLoadBalancer event",
+        Duration::from_secs(10),
+        || async {
+            Ok(reasons_for(&c.client, "web")
+                .await?
+                .contains(&"DeletedLoadBalancer".to_string())
+                .then_some(()))
+        },
+    )
+    .await?;
 
     // Back to LoadBalancer: a new address.
     svcs.replace_with("web", |mut s| {
