@@ -127,6 +127,20 @@ pub fn node_client_attributes(node_name: &str) -> Attributes {
     .with_subresource("nodeclient")
 }
 
+/// The attributes of IssueKubeletServingCertificate, for the audit log:
+/// a CertificateSigningRequest for signer `kubernetes.io/kubelet-serving`,
+/// named after the subject it gets (`user` when the caller is not a node).
+pub fn kubelet_serving_attributes(user: &str) -> Attributes {
+    Attributes::new(
+        "create",
+        CERTIFICATES_GROUP,
+        "certificatesigningrequests",
+        "",
+        user,
+    )
+    .with_subresource("kubeletserving")
+}
+
 pub const CERTIFICATES_GROUP: &str = "certificates.k8s.io";
 
 fn is_node_client_request(attrs: &Attributes) -> bool {

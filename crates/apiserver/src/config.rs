@@ -48,8 +48,28 @@ pub struct Args {
     /// Default: 127.0.0.1:6444.
     #[arg(long, value_name = "ADDR|off")]
     pub health_addr: Option<rkube_daemon::HealthAddr>,
+    /// Serve plain text with no authentication and no authorization: for
+    /// local development only. Without it (and without --tls-cert-file)
+    /// the apiserver is secure by default: see --cert-dir.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Where the cluster PKI lives when no --tls-cert-file is given
+    /// (default /var/lib/rkube/pki). At first start the apiserver creates
+    /// the cluster CA there, its serving certificate, and a certificate
+    /// plus client config (`admin.conf`, `kube-scheduler.conf`, ...) for
+    /// an administrator and each component, then serves TLS, authenticates
+    /// client certificates, signs node certificates and authorizes with
+    /// RBAC. Existing files are kept.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Extra DNS name or IP address for the serving certificate the
+    /// apiserver creates in --cert-dir (repeatable; localhost, 127.0.0.1,
+    /// the host name and the --listen address are always in it).
+    #[arg(long = "tls-san", value_name = "NAME|IP")]
+    pub tls_san: Vec<String>,
     /// PEM certificate (chain) the API serves TLS with; with
-    /// --tls-private-key-file. Without them the API speaks plain text.
+    /// --tls-private-key-file. Without them the apiserver creates its own
+    /// in --cert-dir, unless --insecure.
     #[arg(long, value_name = "FILE")]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of --tls-cert-file.
@@ -101,6 +121,19 @@ pub struct Args {
     /// PEM private key of --cluster-signing-cert-file.
     #[arg(long, value_name = "FILE")]
     pub cluster_signing_key_file: Option<PathBuf>,
+    /// PEM client certificate the apiserver presents to kubelets (logs,
+    /// exec, metrics), with --kubelet-client-key; `rkubectl certs generate`
+    /// writes apiserver-kubelet-client.crt. With it kubelets are called
+    /// over https; without it over plain http.
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// PEM private key of --kubelet-client-certificate.
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// PEM CA bundle that verifies kubelets' serving certificates (default:
+    /// --client-ca-file, the cluster CA that signs them).
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -114,6 +147,9 @@ struct FileConfig {
     service_cluster_ip_range: Option<String>,
     service_node_port_range: Option<String>,
     health_addr: Option<rkube_daemon::HealthAddr>,
+    insecure: Option<bool>,
+    cert_dir: Option<PathBuf>,
+    tls_san: Option<Vec<String>>,
     tls_cert_file: Option<PathBuf>,
     tls_private_key_file: Option<PathBuf>,
     client_ca_file: Option<PathBuf>,
@@ -127,10 +163,15 @@ struct FileConfig {
     request_timeout: Option<u64>,
     cluster_signing_cert_file: Option<PathBuf>,
     cluster_signing_key_file: Option<PathBuf>,
+    kubelet_client_certificate: Option<PathBuf>,
+    kubelet_client_key: Option<PathBuf>,
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 /// Transport security, authentication, authorization and audit. The
-/// default is all off: plain text, everyone anonymous and allowed.
+/// default of this struct (for tests and embedding) is all off: plain text,
+/// everyone anonymous and allowed; the daemon's flags default to secure
+/// (see `Config::from_args`).
 #[derive(Debug, Clone, Default)]
 pub struct SecurityConfig {
     pub tls_cert_file: Option<PathBuf>,
@@ -145,6 +186,12 @@ pub struct SecurityConfig {
     /// tokens.
     pub cluster_signing_cert_file: Option<PathBuf>,
     pub cluster_signing_key_file: Option<PathBuf>,
+    /// The apiserver's client certificate towards kubelets: when set,
+    /// kubelets are called over https (see `proxy::Kubelets`).
+    pub kubelet_client_certificate: Option<PathBuf>,
+    pub kubelet_client_key: Option<PathBuf>,
+    /// Verifies kubelets' serving certificates (default: `client_ca_file`).
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 impl SecurityConfig {
@@ -167,6 +214,24 @@ impl SecurityConfig {
         if self.cluster_signing_cert_file.is_some() != self.cluster_signing_key_file.is_some() {
             anyhow::bail!(
                 "--cluster-signing-cert-file and --cluster-signing-key-file go together: give both or neither"
+            );
+        }
+        if self.kubelet_client_certificate.is_some() != self.kubelet_client_key.is_some() {
+            anyhow::bail!(
+                "--kubelet-client-certificate and --kubelet-client-key go together: give both or neither"
+            );
+        }
+        if self.kubelet_certificate_authority.is_some() && self.kubelet_client_certificate.is_none() {
+            anyhow::bail!(
+                "--kubelet-certificate-authority is only used over https, which kubelets require a client certificate for: give --kubelet-client-certificate and --kubelet-client-key too"
+            );
+        }
+        if self.kubelet_client_certificate.is_some()
+            && self.kubelet_certificate_authority.is_none()
+            && self.client_ca_file.is_none()
+        {
+            anyhow::bail!(
+                "--kubelet-client-certificate needs a CA to verify kubelets with: give --kubelet-certificate-authority (or --client-ca-file, the cluster CA)"
             );
         }
         if self.cluster_signing_cert_file.is_some() && self.client_ca_file.is_none() {
@@ -196,6 +261,121 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Request size, per-user watch and in-flight caps, request timeout.
     pub limits: crate::limits::LimitsConfig,
+    /// The PKI to create at start when it does not exist yet (secure by
+    /// default without --tls-cert-file); `security` already points at it.
+    pub auto_pki: Option<AutoPki>,
+}
+
+/// The cluster PKI the apiserver creates for itself at first start.
+#[derive(Debug, Clone)]
+pub struct AutoPki {
+    pub dir: PathBuf,
+    /// Names and addresses for the serving certificate besides localhost.
+    pub sans: Vec<String>,
+    /// The URL written into the client configs (`admin.conf`, ...).
+    pub url: String,
+    /// This machine's node name: its kubelet's certificate and client
+    /// config go into `kubelet.conf`, as kubeadm does for the control-plane
+    /// machine (other machines join with a bootstrap token).
+    pub node: Option<String>,
+}
+
+impl AutoPki {
+    /// Creates the PKI unless the serving certificate is already there;
+    /// returns whether it did. An existing CA is kept, so certificates
+    /// issued before stay valid.
+    pub fn ensure(&self) -> anyhow::Result<bool> {
+        let have = [
+            "ca.crt",
+            "apiserver.crt",
+            "apiserver.key",
+            "apiserver-kubelet-client.crt",
+            "apiserver-kubelet-client.key",
+        ]
+        .iter()
+        .all(|f| self.dir.join(f).exists());
+        if have {
+            return Ok(false);
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "creating the cluster PKI in {} (--cert-dir): {e}",
+                self.dir.display()
+            )
+        };
+        rkube_client::pki::generate(&rkube_client::pki::PkiRequest {
+            dir: self.dir.clone(),
+            apiserver_sans: self.sans.clone(),
+            nodes: self.node.iter().cloned().collect(),
+            apiserver_url: self.url.clone(),
+            validity_days: 365,
+        })
+        .map_err(|e| failed(&e))?;
+        if let Some(node) = &self.node {
+            // the config names its files relative to itself: a copy beside it works
+            std::fs::copy(
+                self.dir.join(format!("node-{node}.conf")),
+                self.dir.join("kubelet.conf"),
+            )
+            .map_err(|e| failed(&e))?;
+        }
+        Ok(true)
+    }
+}
+
+impl SecurityConfig {
+    /// Secure by default: TLS with the PKI in `dir`, client certificates
+    /// signed by its CA, node certificates signed by it, and RBAC unless
+    /// an authorization mode was chosen. Files given explicitly win.
+    fn secure_by_default(&mut self, dir: &std::path::Path, mode_given: bool) {
+        self.tls_cert_file = Some(dir.join("apiserver.crt"));
+        self.tls_private_key_file = Some(dir.join("apiserver.key"));
+        self.client_ca_file.get_or_insert_with(|| dir.join("ca.crt"));
+        if self.cluster_signing_cert_file.is_none() && self.cluster_signing_key_file.is_none() {
+            self.cluster_signing_cert_file = Some(dir.join("ca.crt"));
+            self.cluster_signing_key_file = Some(dir.join("ca.key"));
+        }
+        if self.kubelet_client_certificate.is_none() && self.kubelet_client_key.is_none() {
+            self.kubelet_client_certificate = Some(dir.join("apiserver-kubelet-client.crt"));
+            self.kubelet_client_key = Some(dir.join("apiserver-kubelet-client.key"));
+        }
+        self.kubelet_certificate_authority
+            .get_or_insert_with(|| dir.join("ca.crt"));
+        if !mode_given {
+            self.authorization_mode = crate::authz::Mode::Rbac;
+        }
+    }
+}
+
+/// This machine's name, lowercased as the kubelet's default node name is.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_lowercase();
+    rkube_api::validation::is_dns1123_subdomain(&name).then_some(name)
+}
+
+/// The serving certificate's names: the host name and the listen address
+/// (when it is a specific one) besides the operator's `--tls-san`s.
+fn default_sans(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut sans = extra.to_vec();
+    if !listen.ip().is_unspecified() {
+        sans.push(listen.ip().to_string());
+    }
+    sans.extend(host_name());
+    sans.sort();
+    sans.dedup();
+    sans
+}
+
+/// The https URL clients on this host use for an apiserver listening on
+/// `listen` (loopback when it listens on every address).
+fn local_url(listen: SocketAddr) -> String {
+    let ip = if listen.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen.ip()
+    };
+    format!("https://{}", SocketAddr::new(ip, listen.port()))
 }
 
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -216,13 +396,23 @@ impl Config {
             health_addr: None,
             security: SecurityConfig::default(),
             limits: Default::default(),
+            auto_pki: None,
         }
     }
 
     /// Merges flags over the config file; errors name the file and field.
     pub fn from_args(args: Args) -> anyhow::Result<Config> {
         let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let cfg = Config {
+        let insecure = args.insecure || file.insecure.unwrap_or(false);
+        let cert_dir = args
+            .cert_dir
+            .clone()
+            .or(file.cert_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("/var/lib/rkube/pki"));
+        let mut tls_san = args.tls_san.clone();
+        tls_san.extend(file.tls_san.clone().unwrap_or_default());
+        let mode_given = args.authorization_mode.is_some() || file.authorization_mode.is_some();
+        let mut cfg = Config {
             listen: args
                 .listen
                 .or(file.listen)
@@ -261,6 +451,13 @@ impl Config {
                 encryption_key_file: args.encryption_key_file.or(file.encryption_key_file),
                 cluster_signing_cert_file: args.cluster_signing_cert_file.or(file.cluster_signing_cert_file),
                 cluster_signing_key_file: args.cluster_signing_key_file.or(file.cluster_signing_key_file),
+                kubelet_client_certificate: args
+                    .kubelet_client_certificate
+                    .or(file.kubelet_client_certificate),
+                kubelet_client_key: args.kubelet_client_key.or(file.kubelet_client_key),
+                kubelet_certificate_authority: args
+                    .kubelet_certificate_authority
+                    .or(file.kubelet_certificate_authority),
             },
             limits: {
                 use crate::limits::*;
@@ -284,7 +481,23 @@ impl Config {
                         .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
                 }
             },
+            auto_pki: None,
         };
+        if insecure {
+            if cfg.security.tls_cert_file.is_some() || cfg.security.client_ca_file.is_some() {
+                anyhow::bail!(
+                    "--insecure serves plain text, but --tls-cert-file or --client-ca-file is given: drop one or the other"
+                );
+            }
+        } else if cfg.security.tls_cert_file.is_none() && cfg.security.tls_private_key_file.is_none() {
+            cfg.security.secure_by_default(&cert_dir, mode_given);
+            cfg.auto_pki = Some(AutoPki {
+                dir: cert_dir,
+                sans: default_sans(cfg.listen, &tls_san),
+                url: local_url(cfg.listen),
+                node: host_name(),
+            });
+        }
         cfg.security.validate()?;
         cfg.limits.validate()?;
         crate::allocator::ServiceAllocator::new(&cfg.service_cluster_ip_range, &cfg.service_node_port_range)?;
@@ -311,27 +524,101 @@ mod security_tests {
     }
 
     #[test]
-    fn security_is_off_by_default() {
-        let c = config(&[]).unwrap();
-        assert!(c.security.tls_cert_file.is_none() && c.security.token_auth_file.is_none());
+    fn secure_by_default_with_a_pki_in_the_cert_dir() {
+        let c = config(&[
+            "--cert-dir",
+            "/tmp/pki",
+            "--tls-san",
+            "api.example",
+            "--listen",
+            "10.0.0.5:6443",
+        ])
+        .unwrap();
+        let s = &c.security;
+        assert_eq!(
+            s.tls_cert_file.as_deref(),
+            Some(std::path::Path::new("/tmp/pki/apiserver.crt"))
+        );
+        assert_eq!(
+            s.client_ca_file.as_deref(),
+            Some(std::path::Path::new("/tmp/pki/ca.crt"))
+        );
+        assert_eq!(
+            s.cluster_signing_key_file.as_deref(),
+            Some(std::path::Path::new("/tmp/pki/ca.key"))
+        );
+        assert_eq!(s.authorization_mode, crate::authz::Mode::Rbac);
+        assert_eq!(
+            s.kubelet_client_certificate.as_deref(),
+            Some(std::path::Path::new("/tmp/pki/apiserver-kubelet-client.crt"))
+        );
+        let pki = c.auto_pki.expect("the PKI is created at start");
+        assert_eq!(pki.url, "https://10.0.0.5:6443");
+        assert!(pki.sans.contains(&"api.example".to_string()) && pki.sans.contains(&"10.0.0.5".to_string()));
+        // An explicit mode is kept; the default directory is /var/lib/rkube/pki.
+        let c = config(&["--authorization-mode", "AlwaysAllow"]).unwrap();
         assert_eq!(c.security.authorization_mode, crate::authz::Mode::AlwaysAllow);
+        assert_eq!(c.auto_pki.unwrap().dir, PathBuf::from("/var/lib/rkube/pki"));
+        // Files given by the operator are used as they are.
+        let c = config(&["--tls-cert-file", "a.crt", "--tls-private-key-file", "a.key"]).unwrap();
+        assert!(c.auto_pki.is_none() && c.security.client_ca_file.is_none());
+    }
+
+    #[test]
+    fn insecure_is_plain_text_and_says_what_contradicts_it() {
+        let c = config(&["--insecure"]).unwrap();
+        assert!(c.security.tls_cert_file.is_none() && c.auto_pki.is_none());
+        assert_eq!(c.security.authorization_mode, crate::authz::Mode::AlwaysAllow);
+        let err = config(&[
+            "--insecure",
+            "--tls-cert-file",
+            "a.crt",
+            "--tls-private-key-file",
+            "a.key",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("drop one or the other"), "{err}");
+    }
+
+    #[test]
+    fn the_pki_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = AutoPki {
+            dir: dir.path().join("pki"),
+            sans: vec!["10.1.2.3".into()],
+            url: "https://127.0.0.1:6443".into(),
+            node: Some("box-1".into()),
+        };
+        assert!(pki.ensure().unwrap());
+        let kubelet = rkube_client::ClientConfig::load(&pki.dir.join("kubelet.conf")).unwrap();
+        assert_eq!(kubelet.client_certificate, Some(pki.dir.join("node-box-1.crt")));
+        let ca = std::fs::read(pki.dir.join("ca.crt")).unwrap();
+        assert!(pki.dir.join("admin.conf").exists());
+        assert!(!pki.ensure().unwrap(), "an existing PKI is kept");
+        assert_eq!(std::fs::read(pki.dir.join("ca.crt")).unwrap(), ca);
     }
 
     #[test]
     fn security_flags_must_fit_together() {
-        let err = config(&["--authorization-mode", "RBAC"]).unwrap_err().to_string();
+        let err = config(&["--insecure", "--authorization-mode", "RBAC"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--client-ca-file or --token-auth-file"), "{err}");
-        let err = config(&["--client-ca-file", "ca.crt"]).unwrap_err().to_string();
-        assert!(err.contains("--client-ca-file needs TLS"), "{err}");
+        let err = config(&["--insecure", "--client-ca-file", "ca.crt"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("drop one or the other"), "{err}");
         let err = config(&["--tls-cert-file", "a.crt"]).unwrap_err().to_string();
         assert!(err.contains("give both or neither"), "{err}");
         let err = config(&["--authorization-mode", "ABAC"]).unwrap_err().to_string();
         assert!(err.contains("use AlwaysAllow or RBAC"), "{err}");
-        let err = config(&["--cluster-signing-cert-file", "ca.crt"])
+        let err = config(&["--insecure", "--cluster-signing-cert-file", "ca.crt"])
             .unwrap_err()
             .to_string();
         assert!(err.contains("give both or neither"), "{err}");
         let err = config(&[
+            "--insecure",
             "--cluster-signing-cert-file",
             "ca.crt",
             "--cluster-signing-key-file",
@@ -340,7 +627,45 @@ mod security_tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("need --client-ca-file"), "{err}");
-        let c = config(&["--authorization-mode", "RBAC", "--token-auth-file", "t.csv"]).unwrap();
+        let c = config(&[
+            "--insecure",
+            "--authorization-mode",
+            "RBAC",
+            "--token-auth-file",
+            "t.csv",
+        ])
+        .unwrap();
         assert_eq!(c.security.authorization_mode, crate::authz::Mode::Rbac);
+    }
+
+    #[test]
+    fn kubelet_client_flags_fit_together() {
+        let err = config(&["--insecure", "--kubelet-client-certificate", "k.crt"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--kubelet-client-certificate and --kubelet-client-key go together"),
+            "{err}"
+        );
+        let err = config(&["--insecure", "--kubelet-certificate-authority", "ca.crt"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("give --kubelet-client-certificate and --kubelet-client-key too"),
+            "{err}"
+        );
+        let kubelet_client = [
+            "--kubelet-client-certificate",
+            "k.crt",
+            "--kubelet-client-key",
+            "k.key",
+        ];
+        let mut insecure = vec!["--insecure"];
+        insecure.extend(kubelet_client);
+        let err = config(&insecure).unwrap_err().to_string();
+        assert!(err.contains("give --kubelet-certificate-authority"), "{err}");
+        insecure.extend(["--kubelet-certificate-authority", "ca.crt"]);
+        let c = config(&insecure).unwrap();
+        assert_eq!(c.security.kubelet_client_key, Some(PathBuf::from("k.key")));
     }
 }

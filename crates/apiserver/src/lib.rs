@@ -82,9 +82,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     // a bad range is a configuration error: refuse before opening anything
     let services =
         allocator::ServiceAllocator::new(&config.service_cluster_ip_range, &config.service_node_port_range)?;
+    if let Some(pki) = &config.auto_pki {
+        if pki.ensure()? {
+            tracing::info!(
+                dir = %pki.dir.display(),
+                "created the cluster PKI: {}/admin.conf is the administrator's client config",
+                pki.dir.display()
+            );
+        }
+    }
     let security = &config.security;
     security.validate()?;
     let tls = tls_config(security)?;
+    if tls.is_none() {
+        tracing::warn!("serving plain text without authentication (--insecure): anyone who reaches the port may do anything");
+    }
     let mut authn = authn::Authenticator::new(
         security.client_ca_file.is_some(),
         security.token_auth_file.as_deref(),
@@ -104,6 +116,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         (Some(cert), Some(key)) => Some(certificates::NodeCertificateSigner::load(cert, key)?),
         _ => None,
     };
+    // https to kubelets with --kubelet-client-certificate, else http
+    let kubelets = proxy::Kubelets::new(security)?;
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.history = config.watch_history;
     store_config.cache_bytes = config.cache_mib * 1024 * 1024;
@@ -142,7 +156,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let state = Arc::new(State {
         store: store.clone(),
         shutdown: shutdown_rx.clone(),
-        kubelets: Default::default(),
+        kubelets,
         services,
         authn,
         authz,

@@ -1,6 +1,13 @@
 //! pods/log, pods/exec and the metrics API: the apiserver finds the node a
 //! pod runs on and forwards the call to that node's kubelet, so clients
 //! never need to reach nodes themselves (or know where they are).
+//!
+//! Kubelets are called over https when the apiserver has a client
+//! certificate for them (`--kubelet-client-certificate` and
+//! `--kubelet-client-key`, as Kubernetes names them), verifying each
+//! kubelet's serving certificate against `--kubelet-certificate-authority`
+//! (default: `--client-ca-file`) for the node's published IP address; else
+//! over plain http, which is what kubelets serve when their apiserver is.
 
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::storage_key;
@@ -16,28 +23,174 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// Connections to kubelets, by address, reused across calls.
+/// Connections to kubelets, by address, reused across calls; plain text
+/// unless built with [`Kubelets::new`] from TLS settings.
 #[derive(Default)]
 pub struct Kubelets {
+    /// The apiserver's client identity and the CA of kubelets' serving
+    /// certificates; `None`: plain http.
+    tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
+/// Where a node's kubelet listens, from the Node's status.
+pub struct KubeletAddress {
+    pub ip: String,
+    pub port: u16,
+}
+
 impl Kubelets {
-    fn client(&self, url: &str) -> ApiResult<KubeletClient<Channel>> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(url) {
-            return Ok(KubeletClient::new(c.clone()));
-        }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ApiError::internal(format!("kubelet address {url} is not valid: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        map.insert(url.to_string(), channel.clone());
-        Ok(KubeletClient::new(channel))
+    /// From `--kubelet-client-certificate`, `--kubelet-client-key` and
+    /// `--kubelet-certificate-authority` (else `--client-ca-file`): https
+    /// when the certificate is given, plain http otherwise. Reads the files
+    /// now, so a bad one stops the apiserver at start.
+    pub fn new(security: &crate::SecurityConfig) -> anyhow::Result<Self> {
+        let (Some(cert), Some(key)) = (&security.kubelet_client_certificate, &security.kubelet_client_key)
+        else {
+            return Ok(Kubelets::default());
+        };
+        let (ca_flag, ca) = match (&security.kubelet_certificate_authority, &security.client_ca_file) {
+            (Some(ca), _) => ("--kubelet-certificate-authority", ca),
+            (None, Some(ca)) => ("--client-ca-file", ca),
+            (None, None) => anyhow::bail!(
+                "--kubelet-client-certificate needs a CA to verify kubelets with: give --kubelet-certificate-authority (or --client-ca-file, the cluster CA)"
+            ),
+        };
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
+        };
+        let pem = |flag: &str, p: &std::path::Path, bytes: Vec<u8>| {
+            if String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+                Ok(bytes)
+            } else {
+                Err(anyhow::anyhow!("{flag} {}: not a PEM file", p.display()))
+            }
+        };
+        let cert_pem = pem(
+            "--kubelet-client-certificate",
+            cert,
+            read("--kubelet-client-certificate", cert)?,
+        )?;
+        let key_pem = pem("--kubelet-client-key", key, read("--kubelet-client-key", key)?)?;
+        let ca_pem = pem(ca_flag, ca, read(ca_flag, ca)?)?;
+        let tls = ClientTlsConfig::new()
+            .identity(Identity::from_pem(cert_pem, key_pem))
+            .ca_certificate(Certificate::from_pem(ca_pem));
+        // the files are parsed when a connection is configured: try one now
+        Endpoint::from_static("https://127.0.0.1")
+            .tls_config(tls.clone())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--kubelet-client-certificate {}, --kubelet-client-key {}, {ca_flag} {}: {}",
+                    cert.display(),
+                    key.display(),
+                    ca.display(),
+                    error_chain(&e)
+                )
+            })?;
+        Ok(Kubelets {
+            tls: Some(tls),
+            channels: Mutex::default(),
+        })
     }
+
+    /// Whether kubelets are called over https.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `http(s)://IP:PORT` of a kubelet.
+    pub fn url(&self, addr: &KubeletAddress) -> String {
+        let scheme = if self.tls() { "https" } else { "http" };
+        if addr.ip.contains(':') {
+            format!("{scheme}://[{}]:{}", addr.ip, addr.port)
+        } else {
+            format!("{scheme}://{}:{}", addr.ip, addr.port)
+        }
+    }
+
+    /// A client for the kubelet at `addr`, and its URL. With TLS, the
+    /// kubelet's certificate must be valid for its IP address.
+    fn client(&self, node: &str, addr: &KubeletAddress) -> ApiResult<(KubeletClient<Channel>, String)> {
+        let url = self.url(addr);
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(&url) {
+            return Ok((KubeletClient::new(c.clone()), url));
+        }
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| {
+                ApiError::internal(format!("node {node:?}: kubelet address {url} is not valid: {e}"))
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone().domain_name(addr.ip.clone()))
+                .map_err(|e| {
+                    ApiError::internal(format!(
+                        "node {node:?}: TLS settings for its kubelet at {url} (--kubelet-client-certificate, --kubelet-client-key, --kubelet-certificate-authority): {e}"
+                    ))
+                })?;
+        }
+        let channel = endpoint.connect_lazy();
+        map.insert(url.clone(), channel.clone());
+        Ok((KubeletClient::new(channel), url))
+    }
+}
+
+/// A kubelet's error, relayed with the node it came from and, when it
+/// is the connection or the kubelet's refusal, what to check.
+fn relay(tls: bool, node: &str, url: &str, s: tonic::Status) -> tonic::Status {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded => {
+            let hint = if tls {
+                "is it running, and serving TLS with a certificate for this address signed by --kubelet-certificate-authority (or --client-ca-file)?"
+            } else {
+                "is it running? If kubelets serve TLS (their apiserver is https), give this apiserver --kubelet-client-certificate and --kubelet-client-key"
+            };
+            tonic::Status::unavailable(format!(
+                "the kubelet of node {node:?} at {url} did not answer: {}; {hint}",
+                status_detail(&s)
+            ))
+        }
+        // the kubelet refuses callers, not requests: this is about the
+        // apiserver's certificate
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            tonic::Status::new(
+                s.code(),
+                format!(
+                    "the kubelet of node {node:?} at {url} refused this apiserver: {}; give the apiserver --kubelet-client-certificate and --kubelet-client-key with CN {:?} or O \"system:masters\", signed by the kubelet's --client-ca-file",
+                    s.message(),
+                    rkube_client::pki::APISERVER_KUBELET_CLIENT_USER,
+                ),
+            )
+        }
+        _ => s,
+    }
+}
+
+/// A status's message with its sources (the TLS or connection error a
+/// transport failure carries), each said once.
+fn status_detail(s: &tonic::Status) -> String {
+    append_sources(s.message().to_string(), std::error::Error::source(s))
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    append_sources(e.to_string(), e.source())
+}
+
+fn append_sources(mut out: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 fn get_pod(state: &State, namespace: &str, name: &str) -> ApiResult<Pod> {
@@ -53,8 +206,8 @@ fn get_pod(state: &State, namespace: &str, name: &str) -> ApiResult<Pod> {
     Pod::decode(kv.value.as_ref()).map_err(|e| ApiError::internal(format!("stored pod {ns}/{name}: {e}")))
 }
 
-/// `http://IP:PORT` of a node's kubelet, from its published status.
-fn kubelet_url(node: &Node) -> ApiResult<String> {
+/// Where a node's kubelet listens, from its published status.
+fn kubelet_address(node: &Node) -> ApiResult<KubeletAddress> {
     let status = node.status.clone().unwrap_or_default();
     let port = status
         .daemon_endpoints
@@ -79,15 +232,17 @@ fn kubelet_url(node: &Node) -> ApiResult<String> {
                 node.name()
             ))
         })?;
-    if ip.contains(':') {
-        Ok(format!("http://[{ip}]:{port}"))
-    } else {
-        Ok(format!("http://{ip}:{port}"))
-    }
+    let port = u16::try_from(port).map_err(|_| {
+        ApiError::unavailable(format!(
+            "node {:?} publishes kubelet port {port}, which is not a TCP port",
+            node.name()
+        ))
+    })?;
+    Ok(KubeletAddress { ip, port })
 }
 
 /// The kubelet that runs `namespace/pod`.
-fn kubelet_for_pod(state: &State, namespace: &str, pod: &str) -> ApiResult<(String, String)> {
+fn kubelet_for_pod(state: &State, namespace: &str, pod: &str) -> ApiResult<(String, KubeletAddress)> {
     let p = get_pod(state, namespace, pod)?;
     let node_name = p.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
     if node_name.is_empty() {
@@ -101,34 +256,24 @@ fn kubelet_for_pod(state: &State, namespace: &str, pod: &str) -> ApiResult<(Stri
         .ok_or_else(|| ApiError::not_found(Node::info(), &node_name))?;
     let node = Node::decode(kv.value.as_ref())
         .map_err(|e| ApiError::internal(format!("stored node {node_name}: {e}")))?;
-    Ok((node_name, kubelet_url(&node)?))
-}
-
-/// A kubelet's error, relayed with the node it came from.
-fn relay(node: &str, url: &str, s: tonic::Status) -> tonic::Status {
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded => {
-            tonic::Status::unavailable(format!(
-                "the kubelet of node {node:?} at {url} did not answer: {}; is it running?",
-                s.message()
-            ))
-        }
-        _ => s,
-    }
+    let addr = kubelet_address(&node)?;
+    Ok((node_name, addr))
 }
 
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<kv1::LogChunk, tonic::Status>> + Send>>;
 
 pub async fn logs(state: &State, req: kv1::LogsRequest) -> Result<LogStream, tonic::Status> {
-    let (node, url) = kubelet_for_pod(state, &req.namespace, &req.pod)?;
-    let mut client = state.kubelets.client(&url)?;
+    let (node, addr) = kubelet_for_pod(state, &req.namespace, &req.pod)?;
+    let kubelets = &state.kubelets;
+    let (mut client, url) = kubelets.client(&node, &addr)?;
     let stream = client
         .logs(req)
         .await
-        .map_err(|s| relay(&node, &url, s))?
+        .map_err(|s| relay(kubelets.tls(), &node, &url, s))?
         .into_inner();
+    let tls = kubelets.tls();
     Ok(Box::pin(
-        stream.map(move |r| r.map_err(|s| relay(&node, &url, s))),
+        stream.map(move |r| r.map_err(|s| relay(tls, &node, &url, s))),
     ))
 }
 
@@ -156,8 +301,9 @@ pub async fn exec(
             ApiError::bad_request("exec needs a command: rkubectl exec POD -- COMMAND [ARGS...]").into(),
         );
     }
-    let (node, url) = kubelet_for_pod(state, &start.namespace, &start.pod)?;
-    let mut client = state.kubelets.client(&url)?;
+    let (node, addr) = kubelet_for_pod(state, &start.namespace, &start.pod)?;
+    let kubelets = &state.kubelets;
+    let (mut client, url) = kubelets.client(&node, &addr)?;
     // the first message, then whatever the client sends, until it closes
     let rest = input
         .take_while(|m| futures::future::ready(m.is_ok()))
@@ -166,10 +312,11 @@ pub async fn exec(
     let stream = client
         .exec(outbound)
         .await
-        .map_err(|s| relay(&node, &url, s))?
+        .map_err(|s| relay(kubelets.tls(), &node, &url, s))?
         .into_inner();
+    let tls = kubelets.tls();
     Ok(Box::pin(
-        stream.map(move |r| r.map_err(|s| relay(&node, &url, s))),
+        stream.map(move |r| r.map_err(|s| relay(tls, &node, &url, s))),
     ))
 }
 
@@ -191,12 +338,16 @@ pub async fn metrics(state: &State, req: rpc::MetricsRequest) -> ApiResult<rpc::
             namespace: req.namespace.clone(),
             label_selector: req.label_selector.clone(),
         };
-        let client = kubelet_url(&node).and_then(|url| Ok((state.kubelets.client(&url)?, url)));
+        let kubelets = &state.kubelets;
+        let client = kubelet_address(&node).and_then(|addr| kubelets.client(&name, &addr));
         calls.push(async move {
             let (mut client, url) = client.map_err(|e| format!("node {name}: {e}"))?;
             match tokio::time::timeout(Duration::from_secs(5), client.metrics(request)).await {
                 Ok(Ok(r)) => Ok(r.into_inner()),
-                Ok(Err(s)) => Err(format!("node {name}: {}", relay(&name, &url, s).message())),
+                Ok(Err(s)) => Err(format!(
+                    "node {name}: {}",
+                    relay(kubelets.tls(), &name, &url, s).message()
+                )),
                 Err(_) => Err(format!(
                     "node {name}: the kubelet at {url} did not answer within 5s"
                 )),

@@ -136,6 +136,21 @@ impl ApiService {
         }
     }
 
+    /// Audits a certificate call with its outcome and answers it.
+    fn audited<T>(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = result
+            .as_ref()
+            .map(|_| tonic::Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        self.audit(user, attrs, code);
+        result.map(Response::new)
+    }
+
     /// After a mutating call: audits it and, for RBAC kinds, drops the
     /// authorizer's snapshot so the change applies to the next request.
     fn finish<T>(&self, user: &UserInfo, attrs: &Attributes, result: ApiResult<T>) -> Result<T, Status> {
@@ -429,12 +444,27 @@ impl ApiServer for ApiService {
             &req,
         )
         .await;
-        let code = result
-            .as_ref()
-            .map(|_| tonic::Code::Ok)
-            .unwrap_or_else(|s| s.code());
-        self.audit(&user, &a, code);
-        result.map(Response::new)
+        self.audited(&user, &a, result)
+    }
+
+    async fn issue_kubelet_serving_certificate(
+        &self,
+        req: Request<rpc::IssueKubeletServingCertificateRequest>,
+    ) -> Result<Response<rpc::IssueKubeletServingCertificateResponse>, Status> {
+        // The node-only rule is the authorization: see
+        // `certificates::issue_serving`; RBAC cannot widen it.
+        let user = match self.authenticate(&req) {
+            Ok(u) => u,
+            Err(s) => {
+                let a = crate::authz::kubelet_serving_attributes("");
+                self.audit(&UserInfo::anonymous(), &a, s.code());
+                return Err(s);
+            }
+        };
+        let a = crate::authz::kubelet_serving_attributes(&user.name);
+        let result =
+            crate::certificates::issue_serving(self.state.node_signer.as_ref(), &user, req.get_ref());
+        self.audited(&user, &a, result)
     }
 
     async fn version(

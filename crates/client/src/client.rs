@@ -582,6 +582,28 @@ impl Client {
             .await
     }
 
+    /// Has the apiserver sign this node's kubelet serving certificate for
+    /// the key of `csr_pem`, valid for `ip_addresses` and `dns_names` (a
+    /// kubelet with its node credentials; the node is the caller).
+    pub async fn issue_kubelet_serving_certificate(
+        &self,
+        csr_pem: &str,
+        ip_addresses: Vec<String>,
+        dns_names: Vec<String>,
+    ) -> Result<rpc::IssueKubeletServingCertificateResponse> {
+        let req = self.request(rpc::IssueKubeletServingCertificateRequest {
+            csr_pem: csr_pem.to_string(),
+            ip_addresses,
+            dns_names,
+        });
+        let mut grpc = self.grpc();
+        self.unary(
+            "IssueKubeletServingCertificate",
+            grpc.issue_kubelet_serving_certificate(req),
+        )
+        .await
+    }
+
     /// A container's log (pods/log), proxied by the apiserver from the
     /// pod's kubelet; with `follow`, the stream stays open for new lines.
     pub async fn logs(

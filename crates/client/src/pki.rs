@@ -1,8 +1,9 @@
 //! The cluster's public-key infrastructure, as kubeadm lays it out: one CA
 //! (kept when it already exists, so generating again re-issues certificates
-//! without invalidating anything), the apiserver's serving certificate, and
-//! a client certificate plus a client config file for each component and
-//! for an administrator. Kubernetes maps a client certificate's CN to the
+//! without invalidating anything), the apiserver's serving certificate and
+//! its client certificate towards kubelets (`apiserver-kubelet-client`),
+//! and a client certificate plus a client config file for each component
+//! and for an administrator. Kubernetes maps a client certificate's CN to the
 //! user and its O entries to groups; the names below are the ones the
 //! default RBAC roles are bound to. Used by `rkubectl certs generate` and by
 //! the apiserver when it creates its PKI at first start.
@@ -36,6 +37,14 @@ pub struct PkiRequest {
     /// Lifetime of the issued (non-CA) certificates, in days.
     pub validity_days: i64,
 }
+
+/// The apiserver's identity when it calls kubelets (logs, exec, metrics):
+/// `apiserver-kubelet-client.crt/.key`, CN `kube-apiserver-kubelet-client`,
+/// O `system:masters`, as kubeadm issues it. Kubelets serving TLS admit
+/// this user (or the group) and no one else.
+pub const APISERVER_KUBELET_CLIENT_STEM: &str = "apiserver-kubelet-client";
+pub const APISERVER_KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+pub const MASTERS_GROUP: &str = "system:masters";
 
 /// A client identity the command issues: file stem, user (CN), groups (O).
 pub fn client_identities(nodes: &[String]) -> Vec<(String, String, Vec<String>)> {
@@ -206,6 +215,21 @@ pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
         write_file(&dir.join(name), bytes.as_bytes(), mode)?;
         written.push(dir.join(name));
     }
+    // The apiserver's client certificate towards kubelets: no client
+    // config file, the apiserver takes it with --kubelet-client-certificate.
+    let (crt, key) = ca.issue(
+        APISERVER_KUBELET_CLIENT_USER,
+        &[MASTERS_GROUP.to_string()],
+        &[],
+        false,
+        from,
+        until,
+    )?;
+    for (ext, bytes, mode) in [("crt", crt, 0o644), ("key", key, 0o600)] {
+        let path = dir.join(format!("{APISERVER_KUBELET_CLIENT_STEM}.{ext}"));
+        write_file(&path, bytes.as_bytes(), mode)?;
+        written.push(path);
+    }
     for (stem, user, groups) in client_identities(&args.nodes) {
         let (crt, key) = ca.issue(&user, &groups, &[], false, from, until)?;
         let (crt_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
@@ -226,4 +250,47 @@ pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
         written.extend([crt_path, key_path, conf]);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_writes_the_apiserver_kubelet_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = generate(&PkiRequest {
+            dir: dir.path().to_path_buf(),
+            apiserver_sans: vec![],
+            nodes: vec!["n1".into()],
+            apiserver_url: "https://127.0.0.1:6443".into(),
+            validity_days: 1,
+        })
+        .unwrap();
+        let crt = dir.path().join("apiserver-kubelet-client.crt");
+        let key = dir.path().join("apiserver-kubelet-client.key");
+        assert!(written.contains(&crt) && written.contains(&key), "{written:?}");
+        // the apiserver does not talk to itself: no client config for it
+        assert!(!dir.path().join("apiserver-kubelet-client.conf").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let pem = std::fs::read(&crt).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let subject = cert.subject();
+        let cn: Vec<&str> = subject
+            .iter_common_name()
+            .filter_map(|a| a.as_str().ok())
+            .collect();
+        let o: Vec<&str> = subject
+            .iter_organization()
+            .filter_map(|a| a.as_str().ok())
+            .collect();
+        assert_eq!(cn, ["kube-apiserver-kubelet-client"]);
+        assert_eq!(o, ["system:masters"]);
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+    }
 }

@@ -150,7 +150,9 @@ async fn issue_with_retry(
     }
 }
 
-fn retriable(e: &rkube_client::Error) -> bool {
+/// Whether a failed call to the apiserver may succeed later (it was not
+/// reached); shared with `crate::serving`.
+pub(crate) fn retriable(e: &rkube_client::Error) -> bool {
     match e {
         // not a timeout: the server may have consumed the token already
         rkube_client::Error::Api { code, .. } => *code == tonic::Code::Unavailable,

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The apiserver to talk to (default: the server of --kubeconfig, else
-    /// http://127.0.0.1:6443).
+    /// https://127.0.0.1:6443).
     #[arg(long, value_name = "URL")]
     pub apiserver: Option<String>,
     /// Client config file with the kubelet's credentials (server, CA,
@@ -56,6 +56,22 @@ pub struct Args {
     /// Address of the kubelet gRPC server (logs, exec, metrics) the apiserver calls.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// PEM certificate (chain) the kubelet server serves TLS with, with
+    /// --tls-private-key-file; it must name --node-ip, which the apiserver
+    /// verifies. Without them, a kubelet of an https apiserver has its
+    /// serving certificate signed by the apiserver at each start, and one
+    /// of a plain-http apiserver serves plain text.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// PEM CA bundle that must have signed callers' client certificates
+    /// when the server speaks TLS (default: the cluster CA of --kubeconfig,
+    /// else --bootstrap-ca-file). Only the apiserver (CN
+    /// kube-apiserver-kubelet-client) and group system:masters may call.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// Pod CIDR used when the Node has no spec.podCIDR (no node-ipam controller).
     #[arg(long, value_name = "CIDR")]
     pub pod_cidr: Option<String>,
@@ -110,6 +126,9 @@ struct FileConfig {
     run_dir: Option<PathBuf>,
     node_ip: Option<IpAddr>,
     listen: Option<SocketAddr>,
+    tls_cert_file: Option<PathBuf>,
+    tls_private_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
     pod_cidr: Option<String>,
     cni_bin_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
@@ -140,6 +159,12 @@ pub struct Config {
     pub run_dir: PathBuf,
     pub node_ip: IpAddr,
     pub listen: SocketAddr,
+    /// The server's certificate and key from the operator; `None`: issued
+    /// by an https apiserver, or plain text (see `crate::serving`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Verifies callers' client certificates (default: the cluster CA).
+    pub client_ca_file: Option<PathBuf>,
     pub pod_cidr: Option<String>,
     pub cni_bin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
@@ -193,6 +218,9 @@ impl Config {
             run_dir: PathBuf::from("/run/rkubelet"),
             node_ip: default_node_ip(),
             listen: SocketAddr::from(([0, 0, 0, 0], 10250)),
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            client_ca_file: None,
             pod_cidr: None,
             cni_bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             insecure_registries: Vec::new(),
@@ -223,7 +251,7 @@ impl Config {
             if kubeconfig.is_some() {
                 String::new()
             } else {
-                "http://127.0.0.1:6443".into()
+                rkube_client::config::DEFAULT_SERVER.into()
             }
         });
         let mut c = Config::new(apiserver, node_name.to_lowercase());
@@ -249,6 +277,9 @@ impl Config {
         if let Some(v) = args.listen.or(file.listen) {
             c.listen = v;
         }
+        c.tls_cert_file = args.tls_cert_file.or(file.tls_cert_file);
+        c.tls_private_key_file = args.tls_private_key_file.or(file.tls_private_key_file);
+        c.client_ca_file = args.client_ca_file.or(file.client_ca_file);
         c.pod_cidr = args.pod_cidr.or(file.pod_cidr).filter(|s| !s.is_empty());
         if let Some(v) = args.cni_bin_dir.or(file.cni_bin_dir) {
             c.cni_bin_dirs = vec![v];
@@ -338,6 +369,9 @@ impl Config {
                 "--bootstrap-token needs --kubeconfig: the file the node's credentials are written to"
             );
         }
+        if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
+            anyhow::bail!("--tls-cert-file and --tls-private-key-file go together: give both or neither");
+        }
         if !self.cgroup_parent.starts_with('/') {
             anyhow::bail!(
                 "--cgroup-parent {:?} must be an absolute cgroup path",
@@ -391,6 +425,41 @@ pub fn default_node_ip() -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_files_come_from_flags_or_the_file_and_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kubelet.yaml");
+        std::fs::write(
+            &file,
+            "nodeName: n1\ntlsCertFile: /etc/rkube/kubelet.crt\ntlsPrivateKeyFile: /etc/rkube/kubelet.key\nclientCaFile: /etc/rkube/ca.crt\n",
+        )
+        .unwrap();
+        let c = Config::from_args(Args {
+            config: Some(file),
+            client_ca_file: Some("/other/ca.crt".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.tls_cert_file, Some(PathBuf::from("/etc/rkube/kubelet.crt")));
+        assert_eq!(
+            c.tls_private_key_file,
+            Some(PathBuf::from("/etc/rkube/kubelet.key"))
+        );
+        assert_eq!(c.client_ca_file, Some(PathBuf::from("/other/ca.crt")));
+
+        let err = Config::from_args(Args {
+            node_name: Some("n1".into()),
+            tls_cert_file: Some("/etc/rkube/kubelet.crt".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--tls-cert-file and --tls-private-key-file go together"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn flags_win_over_the_file_and_bad_values_name_the_flag() {

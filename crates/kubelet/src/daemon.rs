@@ -76,6 +76,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
             client_config.server
         )
     })?;
+    // Before the port is bound: a bad certificate file is a start-up error.
+    let serving = crate::serving::serving_tls(&config, &client_config, &client).await?;
+    let serving_tls = serving.tls.is_some();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = serving.tls {
+        server = server.tls_config(tls).context(
+            "the kubelet server's TLS settings (--tls-cert-file, --tls-private-key-file, --client-ca-file)",
+        )?;
+    }
     let listener = bind_server(&config)
         .with_context(|| format!("binding the kubelet server on --listen {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -140,9 +149,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
     tasks.spawn(PodManager::new(shared).run(informer));
     tasks.spawn(sampler.run(runtime, Duration::from_secs(10)));
     let (server_tx, server_rx) = tokio::sync::oneshot::channel::<()>();
+    let callers = crate::serving::CallerCheck::new(&config.node_name, serving_tls);
     tasks.spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(KubeletServer::new(service))
+        let served = server
+            .add_service(KubeletServer::with_interceptor(service, callers))
             .serve_with_incoming_shutdown(rkube_daemon::nodelay_incoming(listener), async {
                 let _ = server_rx.await;
             })
@@ -151,7 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
             tracing::error!("the kubelet gRPC server failed: {e}");
         }
     });
-    tracing::info!(node = %config.node_name, %addr, "kubelet started");
+    tracing::info!(node = %config.node_name, %addr, tls = serving.source, "kubelet started");
     Ok(RunningKubelet {
         addr,
         tasks,

@@ -21,7 +21,8 @@
 //!
 //! The `rkubelet` daemon itself is [`daemon`]: Node registration and heartbeats ([`node`]),
 //! the per-pod workers ([`pod_worker`]) with volumes, probes and status, and the kubelet
-//! gRPC service ([`server`]) the apiserver proxies logs, exec and metrics to.
+//! gRPC service ([`server`]) the apiserver proxies logs, exec and metrics to, served over
+//! TLS with a certificate the apiserver issues when the apiserver is https ([`serving`]).
 //!
 //! With the `test-support` feature, `testing` provides the end-to-end harness: a
 //! throwaway containerd inside a private network namespace, a loopback registry and the
@@ -73,6 +74,7 @@ pub mod pod_worker_config;
 pub mod probes;
 pub mod runtime;
 pub mod server;
+pub mod serving;
 pub mod volumes;
 
 pub use config::{Args, Config};

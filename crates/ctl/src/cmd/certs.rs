@@ -22,9 +22,10 @@ pub struct CertsArgs {
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
     /// Create the cluster CA (kept if DIR already has one), the apiserver's
-    /// serving certificate and client certificates and config files for
-    /// admin, the scheduler, the controller managers, kube-proxy and each
-    /// --node.
+    /// serving certificate, its client certificate towards kubelets
+    /// (apiserver-kubelet-client.crt, for --kubelet-client-certificate) and
+    /// client certificates and config files for admin, the scheduler, the
+    /// controller managers, kube-proxy and each --node.
     Generate(GenerateArgs),
 }
 

@@ -123,6 +123,29 @@ impl TestNode {
         self.dir.path()
     }
 
+    /// A kubelet configuration for this node: its containerd, directories and cgroup
+    /// under the test's, pods wired in its namespace, the kubelet's address `ip` and its
+    /// server on a free port there, and `pod_cidr` (the node-ipam fallback).
+    pub fn kubelet_config(
+        &self,
+        apiserver: impl Into<String>,
+        node_name: &str,
+        ip: std::net::IpAddr,
+        pod_cidr: Option<&str>,
+    ) -> crate::Config {
+        let mut config = crate::Config::new(apiserver, node_name);
+        config.containerd_socket = self.socket.clone();
+        config.root_dir = self.dir().join("kubelet-root");
+        config.run_dir = self.dir().join("run");
+        config.runtime_state_dir = self.dir().join("kubelet");
+        config.cgroup_parent = self.cgroup_parent.clone();
+        config.node_ip = ip;
+        config.listen = std::net::SocketAddr::new(ip, 0);
+        config.pod_cidr = pod_cidr.map(str::to_string);
+        config.cni_node_netns = Some(self.netns_path.clone());
+        config
+    }
+
     fn write_containerd_config(&self) -> anyhow::Result<PathBuf> {
         let d = self.dir.path();
         let config = format!(
