@@ -22,7 +22,12 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    spawn_with(dir, port, &["--insecure"])
+}
+
+fn spawn_with(dir: &std::path::Path, port: u16, flags: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_rkube-apiserver"))
+        .args(flags)
         // no health endpoint: its default port would clash between the tests
         .args([
             "--listen",
@@ -50,6 +55,74 @@ async fn connect(port: u16) -> ApiServerClient<tonic::transport::Channel> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The binary with no security flags creates its PKI and serves only
+/// authenticated TLS: the admin config it writes works, and nothing else
+/// does. (The other tests here run it `--insecure`: they are about the store.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_is_secure_by_default_and_writes_the_admin_config() {
+    use rkube_client::{Api, Client, ClientConfig, ListParams};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pki = dir.path().join("pki");
+    let mut child = spawn_with(
+        &dir.path().join("store"),
+        port,
+        &["--cert-dir", pki.to_str().unwrap()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let admin = loop {
+        // written by the apiserver at start
+        if let Ok(config) = ClientConfig::load(&pki.join("admin.conf")) {
+            let client = Client::from_config(&config).unwrap();
+            match Api::<ConfigMap>::namespaced(client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+            {
+                Ok(_) => break client,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "the secure apiserver did not answer: {e}"
+                ),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the secure apiserver wrote no admin.conf"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let admin_conf = ClientConfig::load(&pki.join("admin.conf")).unwrap();
+    assert_eq!(admin_conf.server, format!("https://127.0.0.1:{port}"));
+    // The administrator may write.
+    let cm = config_map("default", "secure", &[]);
+    Api::<ConfigMap>::namespaced(admin, "default")
+        .create(&cm)
+        .await
+        .unwrap();
+    // Plain text is not spoken, and TLS without a client certificate is anonymous.
+    let plain = Client::from_config(&ClientConfig::for_server(format!("http://127.0.0.1:{port}"))).unwrap();
+    assert!(Api::<ConfigMap>::namespaced(plain, "default")
+        .list(&ListParams::default())
+        .await
+        .is_err());
+    let anonymous = Client::from_config(&ClientConfig {
+        client_certificate: None,
+        client_key: None,
+        ..admin_conf.clone()
+    })
+    .unwrap();
+    let err = Api::<ConfigMap>::namespaced(anonymous, "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("nauthenticated") || err.to_string().contains("credentials"),
+        "{err}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

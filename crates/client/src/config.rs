@@ -3,12 +3,12 @@
 //! and key; with `https://` the cluster CA that signs the server).
 //!
 //! ```yaml
-//! server: http://127.0.0.1:6443
+//! server: https://127.0.0.1:6443
 //! namespace: default
-//! # token: ...
-//! # certificateAuthority: /etc/rkube/ca.crt
-//! # clientCertificate: /etc/rkube/admin.crt
-//! # clientKey: /etc/rkube/admin.key
+//! certificateAuthority: ca.crt      # relative paths: from this file's directory
+//! clientCertificate: admin.crt
+//! clientKey: admin.key
+//! # token: ...                      # or a bearer token instead of the certificate
 //! ```
 
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// Environment variable naming the config file, like `KUBECONFIG`.
 pub const CONFIG_ENV: &str = "RKUBECONFIG";
 /// Where the apiserver listens when nothing says otherwise.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:6443";
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

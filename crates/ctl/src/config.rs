@@ -22,13 +22,14 @@ pub fn load(explicit: Option<&Path>) -> Result<ClientConfig, CtlError> {
     result.map_err(|e| CtlError::usage(format!("client config {e}")))
 }
 
-/// Accepts `host:port` as well as a URL, since that is what people type.
+/// Accepts `host:port` as well as a URL, since that is what people type;
+/// without a scheme it is https, as the apiserver serves by default.
 pub fn normalize_server(server: &str) -> String {
     let s = server.trim().trim_end_matches('/');
     if s.contains("://") {
         s.to_string()
     } else {
-        format!("http://{s}")
+        format!("https://{s}")
     }
 }
 
@@ -59,7 +60,7 @@ mod tests {
 
     #[test]
     fn bare_host_port_becomes_a_url() {
-        assert_eq!(normalize_server("127.0.0.1:6443"), "http://127.0.0.1:6443");
+        assert_eq!(normalize_server("127.0.0.1:6443"), "https://127.0.0.1:6443");
         assert_eq!(normalize_server("https://api:6443/"), "https://api:6443");
     }
 }

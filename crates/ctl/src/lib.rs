@@ -35,7 +35,7 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// The apiserver's address (default: the config file's `server`, else
-    /// http://127.0.0.1:6443).
+    /// https://127.0.0.1:6443).
     #[arg(short = 's', long, global = true, env = "RKUBE_SERVER")]
     pub server: Option<String>,
     /// The client config file (default ~/.rkube/config).
@@ -187,7 +187,7 @@ mod tests {
         let ctx = cli.context().unwrap();
         assert_eq!(ctx.namespace, "kube-system");
         assert!(ctx.namespace_explicit);
-        assert_eq!(ctx.server_url, "http://127.0.0.1:7000");
+        assert_eq!(ctx.server_url, "https://127.0.0.1:7000");
     }
 
     #[test]

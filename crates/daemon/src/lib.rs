@@ -156,7 +156,7 @@ pub fn apiserver_url(flag: Option<String>, file: Option<String>, kubeconfig: Opt
         if kubeconfig.is_some() {
             String::new()
         } else {
-            "http://127.0.0.1:6443".to_string()
+            "https://127.0.0.1:6443".to_string()
         }
     })
 }
@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(apiserver_url(None, s("https://b:6443"), kc), "https://b:6443");
         // Empty: the kubeconfig's own server.
         assert_eq!(apiserver_url(None, None, kc), "");
-        assert_eq!(apiserver_url(None, None, None), "http://127.0.0.1:6443");
+        assert_eq!(apiserver_url(None, None, None), "https://127.0.0.1:6443");
     }
 
     #[derive(serde::Deserialize, Default, Debug, PartialEq)]

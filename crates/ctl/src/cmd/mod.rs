@@ -43,13 +43,24 @@ pub struct Context {
 }
 
 impl Context {
-    pub async fn connect(&self) -> Result<ApiServer, CtlError> {
-        let config = rkube_client::ClientConfig {
+    /// The client config: the resolved server and namespace with the file's
+    /// credentials and TLS settings.
+    fn client_config(&self) -> rkube_client::ClientConfig {
+        rkube_client::ClientConfig {
             server: self.server_url.clone(),
             namespace: self.namespace.clone(),
             ..self.credentials.clone()
-        };
-        ApiServer::from_config(&config).await
+        }
+    }
+
+    pub async fn connect(&self) -> Result<ApiServer, CtlError> {
+        ApiServer::from_config(&self.client_config()).await
+    }
+
+    /// The typed client with the same server and credentials as `connect`.
+    pub fn client(&self) -> Result<rkube_client::Client, CtlError> {
+        rkube_client::Client::from_config(&self.client_config())
+            .map_err(|e| CtlError::usage(format!("client config {e}")))
     }
 
     pub fn namespace_choice(&self) -> NamespaceChoice {

@@ -85,12 +85,8 @@ pub(crate) fn deployment_name(target: &[String], verb: &str) -> Result<String, C
     }
 }
 
-pub(crate) fn client(ctx: &Context) -> Result<Client, CtlError> {
-    Client::connect(&ctx.server_url).map_err(|e| CtlError::usage(format!("invalid server address: {e}")))
-}
-
 pub async fn run(ctx: &Context, args: &RolloutArgs, out: &mut dyn Write) -> Result<(), CtlError> {
-    let client = client(ctx)?;
+    let client = ctx.client()?;
     let url = ctx.server_url.clone();
     let err = move |e: rkube_client::Error| ctl_error(e, &url);
     let api: Api<Deployment> = Api::namespaced(client.clone(), &ctx.namespace);

@@ -2,7 +2,6 @@
 //! changes spec.replicas; the controllers do the rest.
 
 use crate::args::parse_targets;
-use crate::cmd::rollout::client;
 use crate::cmd::Context;
 use crate::error::CtlError;
 use crate::server::ctl_error;
@@ -24,7 +23,7 @@ pub async fn run(ctx: &Context, args: &ScaleArgs, out: &mut dyn Write) -> Result
         return Err(CtlError::usage("--replicas=COUNT must be 0 or more"));
     }
     let targets = parse_targets(&args.targets)?;
-    let client = client(ctx)?;
+    let client = ctx.client()?;
     let patch = serde_json::json!({"spec": {"replicas": args.replicas}});
     for t in &targets {
         if t.names.is_empty() {

@@ -1,7 +1,7 @@
 //! `rkubectl set image deployment/NAME CONTAINER=IMAGE...` (`*=IMAGE` for
 //! every container): changes the template, which starts a rollout.
 
-use crate::cmd::rollout::{client, deployment_name};
+use crate::cmd::rollout::deployment_name;
 use crate::cmd::Context;
 use crate::error::CtlError;
 use crate::server::ctl_error;
@@ -67,7 +67,7 @@ pub async fn run(ctx: &Context, args: &SetArgs, out: &mut dyn Write) -> Result<(
         ));
     }
     let name = deployment_name(&targets, "set image")?;
-    let api: Api<Deployment> = Api::namespaced(client(ctx)?, &ctx.namespace);
+    let api: Api<Deployment> = Api::namespaced(ctx.client()?, &ctx.namespace);
     let mut failure = None;
     api.replace_with(&name, |mut d| {
         if let Err(e) = set_images(&mut d, &pairs) {
