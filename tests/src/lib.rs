@@ -20,6 +20,11 @@
 //!
 //! A test runs its body with [`run`], which creates the cluster namespace and a tokio
 //! runtime whose threads joined it, then calls [`TestCluster::start`] inside.
+//!
+//! Every daemon runs as users run it: the apiserver with the flags of its secure default
+//! (TLS, client certificates, RBAC, node restriction, an audit log) on a PKI the real
+//! `rkubectl certs generate` made, and each component, kubelet and the test itself with
+//! its own client certificate; the kubelets serve TLS too.
 
 use anyhow::{bail, Context};
 use rkube_client::{Api, Client};
@@ -41,6 +46,61 @@ pub const LAN_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
 /// Where LoadBalancer addresses come from (the local provider's pool); the cluster
 /// namespace routes it to the first node.
 pub const LB_POOL: &str = "172.30.1.0/24";
+
+/// The cluster PKI made by the real `rkubectl certs generate` in `dir`: the CA, the
+/// apiserver's serving certificate (for `sans` besides localhost) and a certificate and
+/// client config (`STEM.conf`) for admin, every component and each of `nodes`
+/// (`node-NAME.conf`).
+pub fn generate_pki(dir: &Path, sans: &[String], nodes: &[String]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(rkubectl_binary()?);
+    cmd.args(["certs", "generate", "--dir"]).arg(dir);
+    for san in sans {
+        cmd.args(["--apiserver-san", san]);
+    }
+    for node in nodes {
+        cmd.args(["--node", node]);
+    }
+    let out = cmd.output().context("running rkubectl certs generate")?;
+    if !out.status.success() {
+        bail!(
+            "rkubectl certs generate failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The apiserver's configuration from its own flags, secure by default on the PKI in
+/// `pki`: the store in `dir/store`, the audit log in `dir/audit.log`, serving on `listen`.
+pub fn apiserver_config(
+    dir: &Path,
+    pki: &Path,
+    listen: SocketAddr,
+) -> anyhow::Result<rkube_apiserver::Config> {
+    use clap::Parser;
+    let (store, audit) = (dir.join("store"), dir.join("audit.log"));
+    let listen = listen.to_string();
+    let args = rkube_apiserver::Args::try_parse_from([
+        "rkube-apiserver".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--health-addr".as_ref(),
+        "off".as_ref(),
+        "--data-dir".as_ref(),
+        store.as_os_str(),
+        "--cert-dir".as_ref(),
+        pki.as_os_str(),
+        "--audit-log-path".as_ref(),
+        audit.as_os_str(),
+    ] as [&std::ffi::OsStr; 11])?;
+    rkube_apiserver::Config::from_args(args)
+}
+
+/// A client of `url` with the credentials of `pki/STEM.conf`.
+pub fn client_as(pki: &Path, stem: &str, url: &str) -> anyhow::Result<Client> {
+    let config = rkube_client::ClientConfig::for_daemon(Some(url), Some(&pki.join(format!("{stem}.conf"))))?;
+    Ok(Client::from_config(&config)?)
+}
 
 /// Address of node `i` on the lan.
 pub fn node_ip(i: usize) -> Ipv4Addr {
@@ -319,6 +379,8 @@ pub struct TestCluster {
     /// The cluster namespace.
     pub netns: PathBuf,
     api_dir: tempfile::TempDir,
+    /// The cluster PKI and every identity's client config (see [`generate_pki`]).
+    pub pki: PathBuf,
     api: Option<rkube_apiserver::RunningApiServer>,
     api_port: u16,
     scheduler: Option<Daemon>,
@@ -346,15 +408,18 @@ impl TestCluster {
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
 
         let api_dir = tempfile::tempdir()?;
-        let mut api_config = rkube_apiserver::Config::local(api_dir.path());
-        api_config.listen = "0.0.0.0:0".parse()?;
-        let api = rkube_apiserver::start(api_config).await?;
+        let pki = api_dir.path().join("pki");
+        let nodes: Vec<String> = (0..options.nodes).map(|i| format!("node-{i}")).collect();
+        generate_pki(&pki, &[LAN_GATEWAY.to_string()], &nodes)?;
+        let api =
+            rkube_apiserver::start(apiserver_config(api_dir.path(), &pki, "0.0.0.0:0".parse()?)?).await?;
         let api_port = api.addr.port();
 
         let mut cluster = TestCluster {
             options: options.clone(),
             netns,
             api_dir,
+            pki,
             api: Some(api),
             api_port,
             scheduler: None,
@@ -419,24 +484,15 @@ impl TestCluster {
         sysctl_in(&containerd.netns_path, "net.ipv4.ip_forward", "1")?;
 
         let name = format!("node-{i}");
-        let mut k = rkube_kubelet::Config::new(self.url(), name.clone());
-        k.containerd_socket = containerd.socket.clone();
-        k.root_dir = containerd.dir().join("kubelet-root");
-        k.run_dir = containerd.dir().join("run");
-        k.runtime_state_dir = containerd.dir().join("kubelet");
-        k.cgroup_parent = containerd.cgroup_parent.clone();
-        k.node_ip = ip.into();
-        k.listen = SocketAddr::new(ip.into(), 0);
         // without the controller-manager's node-ipam loop, the kubelet's own fallback
-        if !self
+        let ipam = self
             .options
             .controllers
             .iter()
-            .any(|c| c == "*" || c == "node-ipam")
-        {
-            k.pod_cidr = Some(format!("10.244.{}.0/24", 100 + i));
-        }
-        k.cni_node_netns = Some(containerd.netns_path.clone());
+            .any(|c| c == "*" || c == "node-ipam");
+        let pod_cidr = (!ipam).then(|| format!("10.244.{}.0/24", 100 + i));
+        let mut k = containerd.kubelet_config(self.url(), &name, ip.into(), pod_cidr.as_deref());
+        k.kubeconfig = Some(self.kubeconfig(&format!("node-{name}")));
         k.server_netns = Some(containerd.netns_path.clone());
         k.node_status_update_frequency = Duration::from_secs(1);
         k.crashloop_backoff_base = Duration::from_millis(500);
@@ -448,6 +504,7 @@ impl TestCluster {
 
         let proxy_config = self.options.proxy.map(|mode| {
             let mut p = rkube_proxy::Config::new(self.lan_url(), name.clone());
+            p.kubeconfig = Some(self.kubeconfig("kube-proxy"));
             p.mode = mode;
             p
         });
@@ -464,16 +521,28 @@ impl TestCluster {
 
     /// The apiserver as seen from the cluster namespace.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("https://127.0.0.1:{}", self.api_port)
     }
 
     /// The apiserver as seen from the node namespaces.
     pub fn lan_url(&self) -> String {
-        format!("http://{LAN_GATEWAY}:{}", self.api_port)
+        format!("https://{LAN_GATEWAY}:{}", self.api_port)
     }
 
+    /// The client config file of an identity (`admin`, `kube-scheduler`,
+    /// `node-node-0`, ...).
+    pub fn kubeconfig(&self, stem: &str) -> PathBuf {
+        self.pki.join(format!("{stem}.conf"))
+    }
+
+    /// A client with the administrator's certificate (group system:masters).
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.url())?)
+        client_as(&self.pki, "admin", &self.url())
+    }
+
+    /// The audit log's events, one JSON object per line.
+    pub fn audit_log(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.api_dir.path().join("audit.log"))?)
     }
 
     pub fn api<K: rkube_api::Resource>(&self, namespace: &str) -> anyhow::Result<Api<K>> {
@@ -482,7 +551,8 @@ impl TestCluster {
 
     pub fn start_scheduler(&mut self) {
         if self.scheduler.is_none() {
-            let config = rkube_scheduler::Config::new(self.url());
+            let mut config = rkube_scheduler::Config::new(self.url());
+            config.kubeconfig = Some(self.kubeconfig("kube-scheduler"));
             self.scheduler = Some(Daemon::spawn(|stop| rkube_scheduler::run(config, stop)));
         }
     }
@@ -499,6 +569,7 @@ impl TestCluster {
     pub fn start_controller_manager(&mut self) {
         if self.controller_manager.is_none() {
             let mut config = rkube_controller_manager::Config::new(self.url());
+            config.kubeconfig = Some(self.kubeconfig("kube-controller-manager"));
             config.controllers = self.options.controllers.clone();
             config.node_monitor_grace_period = Duration::from_secs(4);
             config.node_monitor_period = Duration::from_secs(1);
@@ -541,6 +612,7 @@ impl TestCluster {
     pub fn start_cloud_controller_manager(&mut self) {
         if self.cloud_controller_manager.is_none() {
             let mut config = rkube_cloud_controller_manager::Config::new(self.url());
+            config.kubeconfig = Some(self.kubeconfig("cloud-controller-manager"));
             config.cloud_provider = "local".into();
             config.cloud_config = Some(self.cloud_config.clone());
             config.node_monitor_period = Duration::from_secs(1);
@@ -563,8 +635,11 @@ impl TestCluster {
         if let Some(api) = self.api.take() {
             api.stop().await?;
         }
-        let mut config = rkube_apiserver::Config::local(self.api_dir.path());
-        config.listen = SocketAddr::from(([0, 0, 0, 0], self.api_port));
+        let config = apiserver_config(
+            self.api_dir.path(),
+            &self.pki,
+            SocketAddr::from(([0, 0, 0, 0], self.api_port)),
+        )?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match rkube_apiserver::start(config.clone()).await {
@@ -675,6 +750,8 @@ impl TestCluster {
     /// its stderr when it exits non-zero.
     pub fn rkubectl(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(rkubectl_binary()?)
+            .arg("--config")
+            .arg(self.kubeconfig("admin"))
             .arg("--server")
             .arg(self.url())
             .args(args)

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use rkube_api::apps::v1::Deployment;
 use rkube_api::core::v1::Pod;
 use rkube_api::kubelet::v1::{exec_input::Input, exec_output::Output, ExecInput, ExecStart};
-use rkube_client::{Api, Client, ListParams};
+use rkube_client::{Api, ListParams};
 use rkube_kubelet::testing::{skip_reason, TestNode, TestRegistry};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -20,40 +20,47 @@ async fn a_deployment_without_nodes_named_is_scheduled_and_runs_on_a_real_kubele
     let node = TestNode::start().await?;
     let registry = TestRegistry::start().await?;
     let (image, _) = registry.push_busybox("rkube/busybox").await?;
+    // secure as users run it: TLS, every daemon with its own certificate, RBAC
     let api_dir = tempfile::tempdir()?;
-    let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path())).await?;
+    let pki = api_dir.path().join("pki");
+    rkube_e2e::generate_pki(&pki, &[], &["node-a".to_string()])?;
+    let api = rkube_apiserver::start(rkube_e2e::apiserver_config(
+        api_dir.path(),
+        &pki,
+        "127.0.0.1:0".parse()?,
+    )?)
+    .await?;
     let url = api.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let conf = |stem: &str| Some(pki.join(format!("{stem}.conf")));
 
     // the kubelet, as its own tests start it, on the test's node namespace
-    let mut kcfg = rkube_kubelet::Config::new(url.clone(), "node-a");
-    kcfg.containerd_socket = node.socket.clone();
-    kcfg.root_dir = node.dir().join("kubelet-root");
-    kcfg.run_dir = node.dir().join("run");
-    kcfg.runtime_state_dir = node.dir().join("kubelet");
-    kcfg.cgroup_parent = node.cgroup_parent.clone();
-    kcfg.node_ip = "127.0.0.1".parse()?;
-    kcfg.listen = "127.0.0.1:0".parse()?;
-    kcfg.pod_cidr = Some("10.244.9.0/24".into());
-    kcfg.cni_node_netns = Some(node.netns_path.clone());
+    let mut kcfg = node.kubelet_config(
+        url.clone(),
+        "node-a",
+        [127, 0, 0, 1].into(),
+        Some("10.244.9.0/24"),
+    );
+    kcfg.kubeconfig = conf("node-node-a");
     kcfg.node_status_update_frequency = Duration::from_secs(1);
     let kubelet = rkube_kubelet::start(kcfg).await?;
 
     // the scheduler and the controller-manager through the same run() as their mains
     let (stop_scheduler, stopped) = oneshot::channel::<()>();
-    let scheduler = tokio::spawn(rkube_scheduler::run(
-        rkube_scheduler::Config::new(url.clone()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let mut scheduler_config = rkube_scheduler::Config::new(url.clone());
+    scheduler_config.kubeconfig = conf("kube-scheduler");
+    let scheduler = tokio::spawn(rkube_scheduler::run(scheduler_config, async {
+        let _ = stopped.await;
+    }));
     let mut cm_config = rkube_controller_manager::Config::new(url.clone());
+    cm_config.kubeconfig = conf("kube-controller-manager");
     cm_config.controllers = vec!["replicaset".into(), "deployment".into()];
     let (stop_cm, stopped) = oneshot::channel::<()>();
     let cm = tokio::spawn(rkube_controller_manager::run(cm_config, async {
         let _ = stopped.await;
     }));
 
-    let client = Client::connect(&url)?;
+    let client = rkube_e2e::client_as(&pki, "admin", &url)?;
     let deployment: Deployment = serde_yaml::from_str(&format!(
         r#"
 apiVersion: apps/v1

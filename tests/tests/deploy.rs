@@ -328,6 +328,23 @@ fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documen
     let c = rkube_apiserver::Config::from_args(args).unwrap();
     assert_eq!(c.data_dir, Path::new("/var/lib/rkube/apiserver"));
     assert_eq!(c.health_addr, loopback(6444));
+    // secure: its own PKI in the unit's StateDirectory, RBAC, an audit log in LogsDirectory
+    assert_eq!(
+        c.auto_pki.as_ref().map(|p| p.dir.as_path()),
+        Some(Path::new("/var/lib/rkube/pki"))
+    );
+    assert_eq!(c.security.authorization_mode, rkube_apiserver::authz::Mode::Rbac);
+    assert_eq!(
+        c.security.audit_log_path.as_deref(),
+        Some(Path::new("/var/log/rkube/audit.log"))
+    );
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/rkube-apiserver.service")).unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l == "StateDirectory=rkube/apiserver rkube/pki"),
+        "{unit}"
+    );
+    assert!(unit.lines().any(|l| l == "LogsDirectory=rkube"), "{unit}");
 
     let c = rkube_scheduler::Config::from_args(rkube_scheduler::Args {
         config: Some(conf("scheduler")),
@@ -335,6 +352,10 @@ fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documen
     })
     .unwrap();
     assert_eq!(c.health_addr, loopback(10259));
+    assert_eq!(
+        c.kubeconfig.as_deref(),
+        Some(Path::new("/var/lib/rkube/pki/kube-scheduler.conf"))
+    );
 
     let c = rkube_controller_manager::Config::from_args(rkube_controller_manager::Args {
         config: Some(conf("controller-manager")),

@@ -28,16 +28,8 @@ impl Cluster {
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
         let home = tempfile::tempdir()?;
         let api = rkube_apiserver::start(rkube_apiserver::Config::local(home.path().join("data"))).await?;
-        let mut config = rkube_kubelet::Config::new(api.url(), "node-a");
-        config.containerd_socket = node.socket.clone();
-        config.root_dir = node.dir().join("kubelet-root");
-        config.run_dir = node.dir().join("run");
-        config.runtime_state_dir = node.dir().join("kubelet");
-        config.cgroup_parent = node.cgroup_parent.clone();
-        config.node_ip = "127.0.0.1".parse()?;
-        config.listen = "127.0.0.1:0".parse()?;
-        config.pod_cidr = Some("10.244.9.0/24".into());
-        config.cni_node_netns = Some(node.netns_path.clone());
+        let mut config =
+            node.kubelet_config(api.url(), "node-a", [127, 0, 0, 1].into(), Some("10.244.9.0/24"));
         config.crashloop_backoff_base = Duration::from_millis(300);
         config.crashloop_backoff_max = Duration::from_secs(1);
         config.pod_poll_interval = Duration::from_millis(200);

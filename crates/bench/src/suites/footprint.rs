@@ -148,7 +148,19 @@ fn measure(
     )?;
     push_image(&netns, &layout, &mut registry)?;
 
-    let url = format!("http://{API}");
+    // Secure, as users run it: the cluster PKI with this node's certificate, every daemon
+    // with its own client config.
+    let url = format!("https://{API}");
+    let pki = dir.join("pki");
+    rkube_client::pki::generate(&rkube_client::pki::PkiRequest {
+        dir: pki.clone(),
+        apiserver_sans: Vec::new(),
+        nodes: vec![NODE.to_string()],
+        apiserver_url: url.clone(),
+        validity_days: 1,
+    })?;
+    let conf = |stem: &str| pki.join(format!("{stem}.conf")).display().to_string();
+    let admin = rkube_client::ClientConfig::load(&pki.join("admin.conf"))?;
     let bin = |name: &str| {
         binaries
             .iter()
@@ -173,6 +185,8 @@ fn measure(
                 API.into(),
                 "--data-dir".into(),
                 dir.join("apiserver").display().to_string(),
+                "--cert-dir".into(),
+                pki.display().to_string(),
             ],
         )?,
     ));
@@ -180,7 +194,7 @@ fn measure(
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let answer = async {
-                let nodes: Api<Node> = Api::all(Client::connect(&url)?);
+                let nodes: Api<Node> = Api::all(Client::from_config(&admin)?);
                 nodes.list(&ListParams::default()).await?;
                 anyhow::Ok(())
             }
@@ -207,12 +221,23 @@ fn measure(
     daemons.push((
         "rkube-scheduler",
         true,
-        start("rkube-scheduler", s(&["--apiserver", &url]))?,
+        start(
+            "rkube-scheduler",
+            s(&["--apiserver", &url, "--kubeconfig", &conf("kube-scheduler")]),
+        )?,
     ));
     daemons.push((
         "rkube-controller-manager",
         true,
-        start("rkube-controller-manager", s(&["--apiserver", &url]))?,
+        start(
+            "rkube-controller-manager",
+            s(&[
+                "--apiserver",
+                &url,
+                "--kubeconfig",
+                &conf("kube-controller-manager"),
+            ]),
+        )?,
     ));
     daemons.push((
         "rkube-cloud-controller-manager",
@@ -222,6 +247,8 @@ fn measure(
             s(&[
                 "--apiserver",
                 &url,
+                "--kubeconfig",
+                &conf("cloud-controller-manager"),
                 "--cloud-provider",
                 "local",
                 "--cloud-config",
@@ -240,6 +267,8 @@ fn measure(
             s(&[
                 "--apiserver",
                 &url,
+                "--kubeconfig",
+                &conf(&format!("node-{NODE}")),
                 "--node-name",
                 NODE,
                 "--containerd-socket",
@@ -262,7 +291,16 @@ fn measure(
         false,
         start(
             "rkube-proxy",
-            s(&["--apiserver", &url, "--node-name", NODE, "--mode", "nftables"]),
+            s(&[
+                "--apiserver",
+                &url,
+                "--kubeconfig",
+                &conf("kube-proxy"),
+                "--node-name",
+                NODE,
+                "--mode",
+                "nftables",
+            ]),
         )?,
     ));
 
@@ -280,7 +318,7 @@ fn measure(
     loop {
         check(&mut daemons)?;
         let ready = in_netns(&netns, || async {
-            let nodes: Api<Node> = Api::all(Client::connect(&url)?);
+            let nodes: Api<Node> = Api::all(Client::from_config(&admin)?);
             let Some(n) = nodes.get_opt(NODE).await? else {
                 return Ok(false);
             };
@@ -313,7 +351,7 @@ fn measure(
     eprintln!("footprint: a Deployment of {PODS} pods");
     let started = Instant::now();
     in_netns(&netns, || async {
-        let deployments: Api<Deployment> = Api::namespaced(Client::connect(&url)?, NAMESPACE);
+        let deployments: Api<Deployment> = Api::namespaced(Client::from_config(&admin)?, NAMESPACE);
         deployments
             .create(&deployment())
             .await
@@ -324,7 +362,7 @@ fn measure(
     loop {
         check(&mut daemons)?;
         let running = in_netns(&netns, || async {
-            let pods: Api<Pod> = Api::namespaced(Client::connect(&url)?, NAMESPACE);
+            let pods: Api<Pod> = Api::namespaced(Client::from_config(&admin)?, NAMESPACE);
             let list = pods.list(&ListParams::default().labels("app=sleep")).await?;
             Ok(list
                 .items

@@ -70,16 +70,7 @@ async fn measure() -> anyhow::Result<Results> {
     let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path()))
         .await
         .context("starting the apiserver")?;
-    let mut config = rkube_kubelet::Config::new(api.url(), NODE);
-    config.containerd_socket = node.socket.clone();
-    config.root_dir = node.dir().join("kubelet-root");
-    config.run_dir = node.dir().join("run");
-    config.runtime_state_dir = node.dir().join("kubelet");
-    config.cgroup_parent = node.cgroup_parent.clone();
-    config.node_ip = "127.0.0.1".parse()?;
-    config.listen = "127.0.0.1:0".parse()?;
-    config.pod_cidr = Some("10.244.7.0/24".into());
-    config.cni_node_netns = Some(node.netns_path.clone());
+    let config = node.kubelet_config(api.url(), NODE, [127, 0, 0, 1].into(), Some("10.244.7.0/24"));
     let kubelet = rkube_kubelet::start(config)
         .await
         .context("starting the kubelet")?;
