@@ -121,3 +121,10 @@ echo "  3. systemctl enable --now$units"
 echo "  4. check: systemctl status$units; curl http://127.0.0.1:PORT/healthz"
 echo "     (ports: apiserver 6444, scheduler 10259, controller-manager 10257,"
 echo "     cloud-controller-manager 10258, kubelet 10248, proxy 10256)"
+case $units in
+*rkube-apiserver.service*)
+	echo "  5. the apiserver creates the cluster PKI in /var/lib/rkube/pki at first start;"
+	echo "     as root: export RKUBECONFIG=/var/lib/rkube/pki/admin.conf; rkubectl get nodes"
+	echo "     new machines join with a token from 'rkubectl token create' (see kubelet.yaml)"
+	;;
+esac

@@ -18,6 +18,12 @@
 #                stays on the host with --node-netns, so it reaches the registry on
 #                localhost), and its own rkube-proxy inside the namespace
 #
+# Secure as in production: the apiserver creates the cluster PKI in $STATE/pki at first
+# start (CA, its TLS certificate, a certificate and client config per component and for
+# admin) and authorizes with RBAC; every daemon runs with its own certificate; each
+# kubelet joins with a one-time bootstrap token (`rkubectl token create`) and gets its
+# own certificate, as a new machine would.
+#
 # Environment: STATE (default /var/lib/rkube), BIN (target/release), RKUBECONFIG
 # (~/.rkube/config), REGISTRY_ADDR (127.0.0.1:5000).
 set -euo pipefail
@@ -28,6 +34,7 @@ RKUBECONFIG=${RKUBECONFIG:-$HOME/.rkube/config}
 REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
 RUN=$STATE/run
 LOGS=$STATE/logs
+PKI=$STATE/pki
 LAN_BRIDGE=rkube-lan
 LAN_PREFIX=172.30.0
 LAN_GATEWAY=$LAN_PREFIX.1
@@ -36,12 +43,14 @@ SYSTEM_CONTAINERD=/run/containerd/containerd.sock
 
 die() { echo "error: $*" >&2; exit 1; }
 
+running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
 # start NAME COMMAND...: runs a daemon in the background with its own log and pid file,
 # unless it already runs.
 start() {
 	local name=$1; shift
 	local pidfile=$RUN/$name.pid
-	if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+	if running "$name"; then
 		echo "$name already running (pid $(cat "$pidfile"))"
 		return
 	fi
@@ -71,7 +80,18 @@ wait_for() {
 	die "$what"
 }
 
-ctl() { "$BIN/rkubectl" --server "http://$APISERVER_ADDR" "$@"; }
+ctl() { "$BIN/rkubectl" --config "$PKI/admin.conf" --server "https://$APISERVER_ADDR" "$@"; }
+
+# kubelet_credentials KUBECONFIG: the kubelet's flags for its credentials: the
+# kubeconfig it wrote when it joined, or a fresh bootstrap token to join with.
+kubelet_credentials() {
+	local conf=$1 token
+	echo "--kubeconfig $conf"
+	if [ ! -f "$conf" ]; then
+		token=$(ctl token create --ttl 1h --description "make up: $conf")
+		echo "--bootstrap-token $token --bootstrap-ca-file $PKI/ca.crt"
+	fi
+}
 
 registry() {
 	mkdir -p "$STATE/registry"
@@ -208,21 +228,37 @@ up() {
 	lan
 	registry
 
-	start rkube-apiserver "$BIN/rkube-apiserver" --listen "$APISERVER_ADDR" --data-dir "$STATE/apiserver"
+	start rkube-apiserver "$BIN/rkube-apiserver" --listen "$APISERVER_ADDR" --data-dir "$STATE/apiserver" \
+		--cert-dir "$PKI" --tls-san "$LAN_GATEWAY" --audit-log-path "$LOGS/audit.log"
 	wait_for 20 "the apiserver did not come up; see $LOGS/rkube-apiserver.log" ctl version
-	printf 'server: http://%s\nnamespace: default\n' "$APISERVER_ADDR" >"$RKUBECONFIG"
-	local api=http://$APISERVER_ADDR
-	start rkube-controller-manager "$BIN/rkube-controller-manager" --apiserver "$api"
-	start rkube-scheduler "$BIN/rkube-scheduler" --apiserver "$api"
+	local api=https://$APISERVER_ADDR
+	# the administrator's client config, with absolute paths so it can be copied
+	{
+		echo "server: $api"
+		echo "namespace: default"
+		echo "certificateAuthority: $PKI/ca.crt"
+		echo "clientCertificate: $PKI/admin.crt"
+		echo "clientKey: $PKI/admin.key"
+	} >"$RKUBECONFIG.tmp"
+	chmod 600 "$RKUBECONFIG.tmp"
+	mv "$RKUBECONFIG.tmp" "$RKUBECONFIG"
+	start rkube-controller-manager "$BIN/rkube-controller-manager" --apiserver "$api" \
+		--kubeconfig "$PKI/kube-controller-manager.conf"
+	start rkube-scheduler "$BIN/rkube-scheduler" --apiserver "$api" --kubeconfig "$PKI/kube-scheduler.conf"
 	cloud_config "$nodes"
 	start rkube-cloud-controller-manager "$BIN/rkube-cloud-controller-manager" --apiserver "$api" \
+		--kubeconfig "$PKI/cloud-controller-manager.conf" \
 		--cloud-provider local --cloud-config "$STATE/cloud-config.yaml"
 
-	local names=()
+	local names=() creds
 	if [ "$nodes" -le 1 ]; then
 		ip route replace "$LB_POOL" dev "$LAN_BRIDGE"
-		start rkube-proxy "$BIN/rkube-proxy" --apiserver "$api" --node-name "$NODE_NAME" --mode nftables
-		start rkubelet "$BIN/rkubelet" --apiserver "$api" --node-name "$NODE_NAME" \
+		start rkube-proxy "$BIN/rkube-proxy" --apiserver "$api" --kubeconfig "$PKI/kube-proxy.conf" \
+			--node-name "$NODE_NAME" --mode nftables
+		# a token only for a kubelet about to start (start skips a running one)
+		creds=$(running rkubelet || kubelet_credentials "$STATE/kubelet/kubelet.conf")
+		# shellcheck disable=SC2086 # the credentials are several words
+		start rkubelet "$BIN/rkubelet" --apiserver "$api" --node-name "$NODE_NAME" $creds \
 			--containerd-socket "$SYSTEM_CONTAINERD" --root-dir "$STATE/kubelet" --cloud-provider external
 		names+=("$NODE_NAME")
 	else
@@ -232,8 +268,10 @@ up() {
 			ns=$(node_netns "$i")
 			ip=$LAN_PREFIX.$((10 + i))
 			start "rkube-proxy-node-$i" nsenter --net="/var/run/netns/$ns" "$BIN/rkube-proxy" \
-				--apiserver "$api" --node-name "node-$i" --mode nftables
-			start "rkubelet-node-$i" "$BIN/rkubelet" --apiserver "$api" --node-name "node-$i" \
+				--apiserver "$api" --kubeconfig "$PKI/kube-proxy.conf" --node-name "node-$i" --mode nftables
+			creds=$(running "rkubelet-node-$i" || kubelet_credentials "$STATE/nodes/$i/kubelet/kubelet.conf")
+			# shellcheck disable=SC2086 # the credentials are several words
+			start "rkubelet-node-$i" "$BIN/rkubelet" --apiserver "$api" --node-name "node-$i" $creds \
 				--node-netns "/var/run/netns/$ns" --node-ip "$ip" --listen "$ip:10250" \
 				--containerd-socket "/run/rkube/nodes/$i/containerd.sock" \
 				--root-dir "$STATE/nodes/$i/kubelet" --run-dir "/run/rkube/nodes/$i/kubelet" \
