@@ -152,7 +152,7 @@ pub fn serving_names(ips: &[String], dns_names: &[String]) -> Result<Vec<SanType
         sans.push(SanType::IpAddress(parsed));
     }
     for name in dns_names {
-        if !is_dns_subdomain(name) {
+        if !rkube_api::validation::is_dns1123_subdomain(name) {
             return Err(ApiError::bad_request(format!(
                 "dnsNames: {name:?} is not a DNS name (lowercase letters, digits, '-' and '.', labels of at most 63 characters; no wildcards)"
             )));
@@ -164,21 +164,6 @@ pub fn serving_names(ips: &[String], dns_names: &[String]) -> Result<Vec<SanType
         sans.push(SanType::DnsName(ia5));
     }
     Ok(sans)
-}
-
-/// An RFC 1123 subdomain, as Kubernetes validates names.
-fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
 }
 
 /// IssueKubeletServingCertificate for an authenticated `user`, who must be
