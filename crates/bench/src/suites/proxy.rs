@@ -251,6 +251,10 @@ struct LiveResult {
     latency: Samples,
     direct: Vec<f64>,
     cluster_ip: Vec<f64>,
+    /// Each request's time (connect to the end of the answer), per mode: a
+    /// throughput ratio is only as good as the two distributions behind it.
+    direct_requests: Samples,
+    cluster_ip_requests: Samples,
     failures: usize,
 }
 
@@ -414,6 +418,7 @@ async fn measure_live(url: &str, cluster: &Cluster) -> anyhow::Result<LiveResult
             std::thread::sleep(Duration::from_millis(50));
         }
         let (mut d, mut c, mut failures) = (Vec::new(), Vec::new(), 0);
+        let (mut d_times, mut c_times) = (Samples::default(), Samples::default());
         // warm both paths (neighbours, httpd pages in cache), then
         // alternate which mode goes first so drift in the machine's load
         // does not favour one
@@ -422,12 +427,15 @@ async fn measure_live(url: &str, cluster: &Cluster) -> anyhow::Result<LiveResult
         for round in 0..ROUNDS {
             for via_service in [round % 2 == 1, round % 2 == 0] {
                 let targets = if via_service { &[vip][..] } else { &direct[..] };
-                let (rate, failed) = requests(&client_ns, targets, REQUESTS_PER_ROUND, CLIENT_THREADS)?;
+                let (rate, failed, times) =
+                    requests(&client_ns, targets, REQUESTS_PER_ROUND, CLIENT_THREADS)?;
                 failures += failed;
                 if via_service {
-                    c.push(rate)
+                    c.push(rate);
+                    c_times.extend(times);
                 } else {
-                    d.push(rate)
+                    d.push(rate);
+                    d_times.extend(times);
                 }
             }
         }
@@ -435,42 +443,57 @@ async fn measure_live(url: &str, cluster: &Cluster) -> anyhow::Result<LiveResult
             latency,
             direct: d,
             cluster_ip: c,
+            direct_requests: d_times,
+            cluster_ip_requests: c_times,
             failures,
         })
     })
 }
 
 /// `total` GETs (a connection each) from `threads` threads in the
-/// namespace at `ns`, spread over `targets`: requests/s and failures.
+/// namespace at `ns`, spread over `targets`: requests/s, failures, and
+/// each successful request's time.
 fn requests(
     ns: &str,
     targets: &[SocketAddrV4],
     total: usize,
     threads: usize,
-) -> anyhow::Result<(f64, usize)> {
+) -> anyhow::Result<(f64, usize, Vec<Duration>)> {
     let file = std::fs::File::open(ns).with_context(|| format!("cannot open {ns}"))?;
     let started = Instant::now();
-    let failed: usize = std::thread::scope(|s| {
+    let per_thread: Vec<(usize, Vec<Duration>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let file = &file;
                 s.spawn(move || {
                     if nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
-                        return total / threads;
+                        return (total / threads, Vec::new());
                     }
-                    (0..total / threads)
-                        .filter(|i| get(targets[(i + t) % targets.len()]).is_err())
-                        .count()
+                    let (mut failed, mut times) = (0, Vec::with_capacity(total / threads));
+                    for i in 0..total / threads {
+                        let began = Instant::now();
+                        match get(targets[(i + t) % targets.len()]) {
+                            Ok(()) => times.push(began.elapsed()),
+                            Err(_) => failed += 1,
+                        }
+                    }
+                    (failed, times)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or(total / threads))
-            .sum()
+            .map(|h| h.join().unwrap_or((total / threads, Vec::new())))
+            .collect()
     });
     let done = total / threads * threads;
-    Ok((done as f64 / started.elapsed().as_secs_f64(), failed))
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    let failed = per_thread.iter().map(|(f, _)| f).sum();
+    Ok((
+        rate,
+        failed,
+        per_thread.into_iter().flat_map(|(_, t)| t).collect(),
+    ))
 }
 
 fn get(addr: SocketAddrV4) -> std::io::Result<()> {
@@ -542,6 +565,18 @@ fn render(sync: &[SyncResult], live: &LiveResult) -> String {
         rounds(&live.cluster_ip)
     );
     let _ = writeln!(s, "| ClusterIP / direct | {:.1} % |", 100.0 * via / direct);
+    for (mode, t) in [
+        ("pods directly", &live.direct_requests),
+        ("through the ClusterIP", &live.cluster_ip_requests),
+    ] {
+        let _ = writeln!(
+            s,
+            "| one request {mode}, p50 / p99 / max | {:.2} / {:.2} / {:.1} ms |",
+            t.quantile_ms(0.5),
+            t.quantile_ms(0.99),
+            t.quantile_ms(1.0)
+        );
+    }
     let _ = writeln!(s, "| failed requests | {} |", live.failures);
     let tenk = sync.iter().find(|r| r.services == 10_000).map(SyncResult::median);
     let _ = writeln!(
