@@ -143,13 +143,11 @@ impl Config {
         let d = Config::new("http://127.0.0.1:6443");
         let secs =
             |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);
+        let (apiserver, kubeconfig) =
+            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
         let cfg = Config {
-            apiserver: rkube_daemon::apiserver_url(
-                args.apiserver,
-                file.apiserver,
-                args.kubeconfig.as_deref().or(file.kubeconfig.as_deref()),
-            ),
-            kubeconfig: args.kubeconfig.or(file.kubeconfig),
+            apiserver,
+            kubeconfig,
             controllers: if !args.controllers.is_empty() {
                 args.controllers
             } else {

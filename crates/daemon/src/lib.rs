@@ -17,7 +17,7 @@ pub use health::{serve_health, Health, HealthAddr, HealthServer};
 pub use metrics::Registry;
 use serde::de::DeserializeOwned;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Runs a daemon: `config` is the result of parsing flags and the config
 /// file; `run` is the daemon's library entry point. Bad configuration exits
@@ -159,6 +159,21 @@ pub fn apiserver_url(flag: Option<String>, file: Option<String>, kubeconfig: Opt
             "https://127.0.0.1:6443".to_string()
         }
     })
+}
+
+/// A daemon's apiserver URL (see [`apiserver_url`]) and client config file,
+/// each from its flag, else its config file's key.
+pub fn connection(
+    flag_url: Option<String>,
+    file_url: Option<String>,
+    flag_kubeconfig: Option<PathBuf>,
+    file_kubeconfig: Option<PathBuf>,
+) -> (String, Option<PathBuf>) {
+    let kubeconfig = flag_kubeconfig.or(file_kubeconfig);
+    (
+        apiserver_url(flag_url, file_url, kubeconfig.as_deref()),
+        kubeconfig,
+    )
 }
 
 /// Reads a daemon's YAML config file, or the defaults when none is given.

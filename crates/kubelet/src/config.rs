@@ -245,15 +245,8 @@ impl Config {
             Some(n) => n,
             None => hostname(),
         };
-        let kubeconfig = args.kubeconfig.or(file.kubeconfig);
-        // with a kubeconfig, its server is the default
-        let apiserver = args.apiserver.or(file.apiserver).unwrap_or_else(|| {
-            if kubeconfig.is_some() {
-                String::new()
-            } else {
-                rkube_client::config::DEFAULT_SERVER.into()
-            }
-        });
+        let (apiserver, kubeconfig) =
+            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
         let mut c = Config::new(apiserver, node_name.to_lowercase());
         c.kubeconfig = kubeconfig;
         c.bootstrap_token = args

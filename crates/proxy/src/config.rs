@@ -174,13 +174,11 @@ impl Config {
         if nft_command.is_empty() || ip_command.is_empty() || conntrack_command.is_empty() {
             anyhow::bail!("--nft-command, --ip-command and --conntrack-command must name a program");
         }
+        let (apiserver, kubeconfig) =
+            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
         let cfg = Config {
-            apiserver: rkube_daemon::apiserver_url(
-                args.apiserver,
-                file.apiserver,
-                args.kubeconfig.as_deref().or(file.kubeconfig.as_deref()),
-            ),
-            kubeconfig: args.kubeconfig.or(file.kubeconfig),
+            apiserver,
+            kubeconfig,
             node_name: args.node_name.or(file.node_name).unwrap_or(d.node_name),
             mode,
             min_sync_period,
