@@ -264,20 +264,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// chain and validity period.
 pub fn user_from_certificate(der: &[u8]) -> Result<UserInfo, Status> {
     let bad = |why: String| Status::new(Code::Unauthenticated, format!("client certificate: {why}"));
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| bad(format!("cannot be parsed: {e}")))?;
-    let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad("its subject has no CommonName (the user name)".into()))?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
+    let (name, groups) = rkube_client::pki::certificate_subject(der).map_err(bad)?;
+    let name = name.ok_or_else(|| bad("its subject has no CommonName (the user name)".into()))?;
     Ok(UserInfo::authenticated(name, String::new(), groups))
 }
 

@@ -58,23 +58,10 @@ impl Kubelets {
                 "--kubelet-client-certificate needs a CA to verify kubelets with: give --kubelet-certificate-authority (or --client-ca-file, the cluster CA)"
             ),
         };
-        let read = |flag: &str, p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
-        };
-        let pem = |flag: &str, p: &std::path::Path, bytes: Vec<u8>| {
-            if String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
-                Ok(bytes)
-            } else {
-                Err(anyhow::anyhow!("{flag} {}: not a PEM file", p.display()))
-            }
-        };
-        let cert_pem = pem(
-            "--kubelet-client-certificate",
-            cert,
-            read("--kubelet-client-certificate", cert)?,
-        )?;
-        let key_pem = pem("--kubelet-client-key", key, read("--kubelet-client-key", key)?)?;
-        let ca_pem = pem(ca_flag, ca, read(ca_flag, ca)?)?;
+        use rkube_client::pki::read_pem;
+        let cert_pem = read_pem("--kubelet-client-certificate", cert)?;
+        let key_pem = read_pem("--kubelet-client-key", key)?;
+        let ca_pem = read_pem(ca_flag, ca)?;
         let tls = ClientTlsConfig::new()
             .identity(Identity::from_pem(cert_pem, key_pem))
             .ca_certificate(Certificate::from_pem(ca_pem));
@@ -87,7 +74,7 @@ impl Kubelets {
                     cert.display(),
                     key.display(),
                     ca.display(),
-                    error_chain(&e)
+                    rkube_daemon::error_report(&e)
                 )
             })?;
         Ok(Kubelets {
@@ -174,23 +161,7 @@ fn relay(tls: bool, node: &str, url: &str, s: tonic::Status) -> tonic::Status {
 /// A status's message with its sources (the TLS or connection error a
 /// transport failure carries), each said once.
 fn status_detail(s: &tonic::Status) -> String {
-    append_sources(s.message().to_string(), std::error::Error::source(s))
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    append_sources(e.to_string(), e.source())
-}
-
-fn append_sources(mut out: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
+    rkube_daemon::with_sources(s.message().to_string(), std::error::Error::source(s))
 }
 
 fn get_pod(state: &State, namespace: &str, name: &str) -> ApiResult<Pod> {

@@ -179,6 +179,37 @@ fn dn(cn: &str, orgs: &[String]) -> DistinguishedName {
     dn
 }
 
+/// Reads the PEM file `path` that `what` (a flag, a config key) names;
+/// the errors say which and why.
+pub fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, PkiError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| PkiError(format!("cannot read {what} {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+        return Err(PkiError(format!("{what} {}: not a PEM file", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// The identity a DER certificate carries as Kubernetes reads client
+/// certificates: the subject's CommonName (the user; `None` when absent
+/// or empty) and its Organizations (the groups). The error says why it
+/// cannot be parsed.
+pub fn certificate_subject(der: &[u8]) -> Result<(Option<String>, Vec<String>), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot be parsed: {e}"))?;
+    let subject = cert.subject();
+    let user = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Ok((user, groups))
+}
+
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -279,16 +310,8 @@ mod tests {
         let pem = std::fs::read(&crt).unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
         let cert = pem.parse_x509().unwrap();
-        let subject = cert.subject();
-        let cn: Vec<&str> = subject
-            .iter_common_name()
-            .filter_map(|a| a.as_str().ok())
-            .collect();
-        let o: Vec<&str> = subject
-            .iter_organization()
-            .filter_map(|a| a.as_str().ok())
-            .collect();
-        assert_eq!(cn, ["kube-apiserver-kubelet-client"]);
+        let (cn, o) = certificate_subject(&pem.contents).unwrap();
+        assert_eq!(cn.as_deref(), Some("kube-apiserver-kubelet-client"));
         assert_eq!(o, ["system:masters"]);
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);

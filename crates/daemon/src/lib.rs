@@ -161,6 +161,27 @@ pub fn apiserver_url(flag: Option<String>, file: Option<String>, kubeconfig: Opt
     })
 }
 
+/// `error: cause: cause ...` — an error with its whole source chain, for
+/// status messages (a pod's `ErrImagePull` reason, an event, a relayed
+/// gRPC error) where only one line is shown.
+pub fn error_report(error: &dyn std::error::Error) -> String {
+    with_sources(error.to_string(), error.source())
+}
+
+/// `head`, then each error of the `source` chain not already said (wrappers
+/// often repeat their source's text).
+pub fn with_sources(mut head: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !head.contains(&text) {
+            head.push_str(": ");
+            head.push_str(&text);
+        }
+        source = cause.source();
+    }
+    head
+}
+
 /// A daemon's apiserver URL (see [`apiserver_url`]) and client config file,
 /// each from its flag, else its config file's key.
 pub fn connection(

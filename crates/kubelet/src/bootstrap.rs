@@ -86,18 +86,14 @@ pub async fn bootstrap(
         ..ClientConfig::default()
     })
     .context("the bootstrap connection (--apiserver, --bootstrap-ca-file)")?;
-    let key = KeyPair::generate().context("generating the node's private key")?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "system:nodes");
-    dn.push(DnType::CommonName, format!("system:node:{node_name}"));
-    params.distinguished_name = dn;
-    let csr = params
-        .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .context("making the certificate signing request")?;
+    let (key, csr) = node_csr(node_name)?;
     tracing::info!(node = %node_name, token = ?token, %server, "bootstrapping: asking the apiserver for this node's client certificate");
-    let issued = issue_with_retry(&client, node_name, &csr).await?;
+    let issued = retry_unreachable(&client, "bootstrapping", || client.issue_node_certificate(node_name, &csr))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context(
+            "obtaining this node's client certificate with --bootstrap-token (create a new token with `rkubectl token create`)",
+        )?;
 
     let dir = path
         .parent()
@@ -123,36 +119,53 @@ pub async fn bootstrap(
     Ok(())
 }
 
-/// IssueNodeCertificate, retried while the apiserver is unreachable (a node
-/// may start first); a refusal (unknown, used or expired token) is final.
-async fn issue_with_retry(
+/// A new private key (it never leaves the node) and a certificate signing
+/// request for it as node `node_name` (CN `system:node:NAME`, O
+/// `system:nodes`), for a client or a serving certificate.
+pub(crate) fn node_csr(node_name: &str) -> anyhow::Result<(KeyPair, String)> {
+    let key = KeyPair::generate().context("generating the node's private key")?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "system:nodes");
+    dn.push(DnType::CommonName, format!("system:node:{node_name}"));
+    params.distinguished_name = dn;
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .context("making the certificate signing request")?;
+    Ok((key, csr))
+}
+
+/// `call`, retried with back-off while the apiserver is unreachable (the
+/// node may start first), at most 30 times; a refusal is final. `doing`
+/// names the step in the warnings.
+pub(crate) async fn retry_unreachable<T, F, Fut>(
     client: &Client,
-    node_name: &str,
-    csr: &str,
-) -> anyhow::Result<rkube_api::rpc::IssueNodeCertificateResponse> {
+    doing: &str,
+    mut call: F,
+) -> Result<T, rkube_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, rkube_client::Error>>,
+{
     let mut delay = Duration::from_millis(200);
     let mut attempts = 0;
     loop {
-        match client.issue_node_certificate(node_name, csr).await {
-            Ok(r) => return Ok(r),
+        match call().await {
             Err(e) if retriable(&e) && attempts < 30 => {
-                tracing::warn!("bootstrapping against {}: {e}; retrying", client.server());
+                tracing::warn!("{doing} against {}: {e}; retrying", client.server());
                 attempts += 1;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => {
-                return Err(anyhow::anyhow!("{e}")).context(
-                    "obtaining this node's client certificate with --bootstrap-token (create a new token with `rkubectl token create`)",
-                )
-            }
+            result => return result,
         }
     }
 }
 
 /// Whether a failed call to the apiserver may succeed later (it was not
-/// reached); shared with `crate::serving`.
-pub(crate) fn retriable(e: &rkube_client::Error) -> bool {
+/// reached).
+fn retriable(e: &rkube_client::Error) -> bool {
     match e {
         // not a timeout: the server may have consumed the token already
         rkube_client::Error::Api { code, .. } => *code == tonic::Code::Unavailable,

@@ -82,19 +82,5 @@ pub use daemon::{run, start, RunningKubelet};
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-/// `error: cause: cause ...` — an error with its whole source chain, for status messages
-/// (a pod's `ErrImagePull` reason, an event) where only one line is shown.
-pub fn error_report(error: &dyn std::error::Error) -> String {
-    let mut report = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // Wrappers often repeat their source's text; say each thing once.
-        if !report.contains(&text) {
-            report.push_str(": ");
-            report.push_str(&text);
-        }
-        source = cause.source();
-    }
-    report
-}
+/// `error: cause: cause ...`: see [`rkube_daemon::error_report`].
+pub use rkube_daemon::error_report;

@@ -23,12 +23,9 @@
 //! server in [`crate::server`].
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
-use rkube_client::pki::{APISERVER_KUBELET_CLIENT_USER, MASTERS_GROUP};
+use rkube_client::pki::{read_pem, APISERVER_KUBELET_CLIENT_USER, MASTERS_GROUP};
 use rkube_client::{Client, ClientConfig};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -108,15 +105,7 @@ fn client_ca(config: &Config, client_config: &ClientConfig) -> anyhow::Result<Op
         (None, None, Some(p)) => ("--bootstrap-ca-file", p),
         (None, None, None) => return Ok(None),
     };
-    read_pem(flag, path).map(Some)
-}
-
-fn read_pem(what: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
-        anyhow::bail!("{what} {}: not a PEM file", path.display());
-    }
-    Ok(bytes)
+    Ok(Some(read_pem(flag, path)?))
 }
 
 /// The addresses and names the serving certificate is for: the node IP
@@ -131,62 +120,28 @@ pub fn serving_names(config: &Config) -> (Vec<String>, Vec<String>) {
     }
     let dns = [config.node_name.clone()]
         .into_iter()
-        .filter(|n| is_dns_name(n))
+        .filter(|n| rkube_api::validation::is_dns1123_subdomain(n))
         .collect();
     (ips.iter().map(IpAddr::to_string).collect(), dns)
-}
-
-/// A lowercase RFC 1123 name, as the apiserver accepts it.
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
 }
 
 /// Generates the key and has the apiserver sign it; returns the identity
 /// and the issuing CA. Retried while the apiserver is unreachable (the
 /// node may start first); a refusal is final.
 async fn issue(config: &Config, client: &Client) -> anyhow::Result<(Identity, String)> {
-    let key = KeyPair::generate().context("generating the kubelet's serving key")?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "system:nodes");
-    dn.push(DnType::CommonName, format!("system:node:{}", config.node_name));
-    params.distinguished_name = dn;
-    let csr = params
-        .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .context("making the serving certificate signing request")?;
+    let (key, csr) = crate::bootstrap::node_csr(&config.node_name)?;
     let (ips, dns) = serving_names(config);
-    let mut delay = Duration::from_millis(200);
-    let mut attempts = 0;
-    let issued = loop {
-        match client
-            .issue_kubelet_serving_certificate(&csr, ips.clone(), dns.clone())
-            .await
-        {
-            Ok(r) => break r,
-            Err(e) if crate::bootstrap::retriable(&e) && attempts < 30 => {
-                tracing::warn!("obtaining the serving certificate from {}: {e}; retrying", client.server());
-                attempts += 1;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(anyhow::anyhow!("{e}")).context(format!(
-                    "obtaining node {}'s kubelet serving certificate from the apiserver (IssueKubeletServingCertificate); or give --tls-cert-file and --tls-private-key-file",
-                    config.node_name
-                ))
-            }
-        }
-    };
+    let issued = crate::bootstrap::retry_unreachable(client, "obtaining the serving certificate", || {
+        client.issue_kubelet_serving_certificate(&csr, ips.clone(), dns.clone())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .with_context(|| {
+        format!(
+            "obtaining node {}'s kubelet serving certificate from the apiserver (IssueKubeletServingCertificate); or give --tls-cert-file and --tls-private-key-file",
+            config.node_name
+        )
+    })?;
     tracing::info!(node = %config.node_name, ?ips, ?dns, "kubelet serving certificate issued by the apiserver");
     Ok((
         Identity::from_pem(issued.certificate_pem, key.serialize_pem()),
@@ -213,20 +168,10 @@ impl CallerCheck {
 
     /// Ok when a caller with this certificate (DER) may call.
     pub fn admit(&self, leaf: &[u8]) -> Result<(), Status> {
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
-            .map_err(|e| Status::unauthenticated(format!("client certificate cannot be parsed: {e}")))?;
-        let subject = cert.subject();
-        let user = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let groups: Vec<&str> = subject
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok())
-            .collect();
-        if user == APISERVER_KUBELET_CLIENT_USER || groups.contains(&MASTERS_GROUP) {
+        let (user, groups) = rkube_client::pki::certificate_subject(leaf)
+            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        let user = user.unwrap_or_default();
+        if user == APISERVER_KUBELET_CLIENT_USER || groups.iter().any(|g| g == MASTERS_GROUP) {
             return Ok(());
         }
         Err(Status::permission_denied(format!(
@@ -258,6 +203,7 @@ impl tonic::service::Interceptor for CallerCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair};
 
     fn cert(cn: &str, orgs: &[&str]) -> Vec<u8> {
         let key = KeyPair::generate().unwrap();
