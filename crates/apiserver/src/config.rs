@@ -2,6 +2,7 @@
 //! file given with `--config` (flags win).
 
 use clap::Parser;
+use rkube_client::pki::APISERVER_KUBELET_CLIENT_STEM;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -289,8 +290,8 @@ impl AutoPki {
             "ca.crt",
             "apiserver.crt",
             "apiserver.key",
-            "apiserver-kubelet-client.crt",
-            "apiserver-kubelet-client.key",
+            &format!("{APISERVER_KUBELET_CLIENT_STEM}.crt"),
+            &format!("{APISERVER_KUBELET_CLIENT_STEM}.key"),
         ]
         .iter()
         .all(|f| self.dir.join(f).exists());
@@ -336,8 +337,8 @@ impl SecurityConfig {
             self.cluster_signing_key_file = Some(dir.join("ca.key"));
         }
         if self.kubelet_client_certificate.is_none() && self.kubelet_client_key.is_none() {
-            self.kubelet_client_certificate = Some(dir.join("apiserver-kubelet-client.crt"));
-            self.kubelet_client_key = Some(dir.join("apiserver-kubelet-client.key"));
+            self.kubelet_client_certificate = Some(dir.join(format!("{APISERVER_KUBELET_CLIENT_STEM}.crt")));
+            self.kubelet_client_key = Some(dir.join(format!("{APISERVER_KUBELET_CLIENT_STEM}.key")));
         }
         self.kubelet_certificate_authority
             .get_or_insert_with(|| dir.join("ca.crt"));
@@ -349,8 +350,7 @@ impl SecurityConfig {
 
 /// This machine's name, lowercased as the kubelet's default node name is.
 fn host_name() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = name.trim().to_lowercase();
+    let name = rkube_daemon::host_name().to_lowercase();
     rkube_api::validation::is_dns1123_subdomain(&name).then_some(name)
 }
 

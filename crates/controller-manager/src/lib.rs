@@ -44,10 +44,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let enabled = enabled(&config.controllers)?;
     let _health = rkube_daemon::serve_health(config.health_addr).await?;
     let client = Client::for_daemon(&config.apiserver, config.kubeconfig.as_deref())?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let host = rkube_daemon::host_name();
     let recorder = Recorder::new(client.clone(), "controller-manager", &host);
     let ctx = Arc::new(Context {
         informers: rkube_client::SharedInformers::new(client.clone()),

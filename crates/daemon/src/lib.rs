@@ -161,6 +161,15 @@ pub fn apiserver_url(flag: Option<String>, file: Option<String>, kubeconfig: Opt
     })
 }
 
+/// This machine's host name (the kernel's), empty when it cannot be read:
+/// for event sources, leader-election identities and default names.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// `error: cause: cause ...` — an error with its whole source chain, for
 /// status messages (a pod's `ErrImagePull` reason, an event, a relayed
 /// gRPC error) where only one line is shown.

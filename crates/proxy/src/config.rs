@@ -140,10 +140,7 @@ impl Config {
 
     pub fn from_args(args: Args) -> anyhow::Result<Config> {
         let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let host = rkube_daemon::host_name();
         let d = Config::new("http://127.0.0.1:6443", host);
         let mode = match args.mode.or(file.mode).as_deref() {
             None | Some("nftables") => Mode::Nftables,

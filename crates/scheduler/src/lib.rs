@@ -51,10 +51,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         return scheduler.run(shutdown).await;
     }
 
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let host = rkube_daemon::host_name();
     let identity = format!("{host}_{}", uuid_like());
     let elector = Arc::new(LeaderElector::new(
         client,

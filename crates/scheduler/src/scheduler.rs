@@ -80,10 +80,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Scheduler {
     pub fn new(config: Config, client: Client) -> Scheduler {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let host = rkube_daemon::host_name();
         let recorder = Recorder::new(client.clone(), &config.scheduler_name, &host);
         let (events, events_rx) = mpsc::channel(EVENT_BUFFER);
         Scheduler {
