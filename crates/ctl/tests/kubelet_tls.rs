@@ -50,21 +50,6 @@ fn tls_as(pki: &Path, stem: Option<&str>, domain: &str) -> ClientTlsConfig {
     tls
 }
 
-/// The error with its sources, where the TLS alert is.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    with_sources(e.to_string(), e)
-}
-
-fn with_sources(mut out: String, e: &(dyn std::error::Error + 'static)) -> String {
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// `talker`'s log straight from the kubelet at `addr`, over TLS when given, else
 /// plain http. Errors are (gRPC code, message with sources).
 async fn direct_logs(
@@ -83,13 +68,16 @@ async fn direct_logs(
     let status = |s: tonic::Status| {
         (
             s.code(),
-            format!("{} ({s:?})", with_sources(s.message().to_string(), &s)),
+            format!(
+                "{} ({s:?})",
+                rkube_daemon::with_sources(s.message().to_string(), std::error::Error::source(&s))
+            ),
         )
     };
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| (tonic::Code::Unavailable, chain(&e)))?;
+        .map_err(|e| (tonic::Code::Unavailable, rkube_daemon::error_report(&e)))?;
     let mut stream = KubeletClient::new(channel)
         .logs(LogsRequest {
             namespace: "default".into(),
