@@ -72,7 +72,7 @@ async fn the_apiserver_is_secure_by_default_and_writes_the_admin_config() {
         &["--cert-dir", pki.to_str().unwrap()],
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    let admin = loop {
+    let (admin, admin_conf) = loop {
         // written by the apiserver at start
         if let Ok(config) = ClientConfig::load(&pki.join("admin.conf")) {
             let client = Client::from_config(&config).unwrap();
@@ -80,7 +80,7 @@ async fn the_apiserver_is_secure_by_default_and_writes_the_admin_config() {
                 .list(&ListParams::default())
                 .await
             {
-                Ok(_) => break client,
+                Ok(_) => break (client, config),
                 Err(e) => assert!(
                     Instant::now() < deadline,
                     "the secure apiserver did not answer: {e}"
@@ -93,7 +93,6 @@ async fn the_apiserver_is_secure_by_default_and_writes_the_admin_config() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let admin_conf = ClientConfig::load(&pki.join("admin.conf")).unwrap();
     assert_eq!(admin_conf.server, format!("https://127.0.0.1:{port}"));
     // The administrator may write.
     let cm = config_map("default", "secure", &[]);
