@@ -67,26 +67,14 @@ pub(crate) fn ctl_error(e: rkube_client::Error, url: &str) -> CtlError {
 }
 
 impl ApiServer {
-    /// A handle on the apiserver at `url`. The connection is made by the
-    /// first call, whose failure says the server cannot be reached.
-    pub async fn connect(url: &str) -> Result<Self, CtlError> {
-        let client =
-            Client::connect(url).map_err(|e| CtlError::usage(format!("invalid server address: {e}")))?;
-        Ok(ApiServer {
+    /// A handle on the apiserver at `url` through `client`. The connection
+    /// is made by the first call, whose failure says the server cannot be
+    /// reached.
+    pub fn new(client: Client, url: &str) -> Self {
+        ApiServer {
             client,
             url: url.to_string(),
-        })
-    }
-
-    /// A handle using the server, credentials and TLS settings of a
-    /// client config.
-    pub async fn from_config(config: &rkube_client::ClientConfig) -> Result<Self, CtlError> {
-        let client =
-            Client::from_config(config).map_err(|e| CtlError::usage(format!("client config {e}")))?;
-        Ok(ApiServer {
-            client,
-            url: config.server.clone(),
-        })
+        }
     }
 
     pub fn url(&self) -> &str {

@@ -43,24 +43,19 @@ pub struct Context {
 }
 
 impl Context {
-    /// The client config: the resolved server and namespace with the file's
-    /// credentials and TLS settings.
-    fn client_config(&self) -> rkube_client::ClientConfig {
-        rkube_client::ClientConfig {
+    pub async fn connect(&self) -> Result<ApiServer, CtlError> {
+        Ok(ApiServer::new(self.client()?, &self.server_url))
+    }
+
+    /// The typed client: the resolved server and namespace with the config
+    /// file's credentials and TLS settings.
+    pub fn client(&self) -> Result<rkube_client::Client, CtlError> {
+        let config = rkube_client::ClientConfig {
             server: self.server_url.clone(),
             namespace: self.namespace.clone(),
             ..self.credentials.clone()
-        }
-    }
-
-    pub async fn connect(&self) -> Result<ApiServer, CtlError> {
-        ApiServer::from_config(&self.client_config()).await
-    }
-
-    /// The typed client with the same server and credentials as `connect`.
-    pub fn client(&self) -> Result<rkube_client::Client, CtlError> {
-        rkube_client::Client::from_config(&self.client_config())
-            .map_err(|e| CtlError::usage(format!("client config {e}")))
+        };
+        rkube_client::Client::from_config(&config).map_err(|e| CtlError::usage(format!("client config {e}")))
     }
 
     pub fn namespace_choice(&self) -> NamespaceChoice {
