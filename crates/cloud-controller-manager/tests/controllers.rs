@@ -178,6 +178,23 @@ async fn reasons_for(client: &Client, name: &str) -> Result<Vec<String>> {
     Ok(events.into_iter().map(|e| e.reason).collect())
 }
 
+/// Waits (10 s at most) until an Event about `name` has `reason`: the
+/// recorder writes Events after the object update they describe.
+async fn event_seen(client: &Client, name: &str, reason: &str) -> Result<()> {
+    eventually(
+        &format!("a {reason} event about {name}"),
+        Duration::from_secs(10),
+        || async {
+            Ok(reasons_for(client, name)
+                .await?
+                .iter()
+                .any(|r| r == reason)
+                .then_some(()))
+        },
+    )
+    .await
+}
+
 fn taint_keys(n: &Node) -> Vec<String> {
     n.spec
         .as_ref()
@@ -237,26 +254,9 @@ async fn cloud_node_initialises_nodes_from_their_instance() -> Result<()> {
         .map(|x| (x.r#type.clone(), x.address.clone()))
         .collect();
     assert_eq!(addresses, [("InternalIP".to_string(), "10.0.0.2".to_string())]);
-    // the Event is recorded asynchronously, after the node update
-    eventually("the Synced event of node a", Duration::from_secs(10), || async {
-        Ok(reasons_for(&c.client, "a")
-            .await?
-            .contains(&"Synced".to_string())
-            .then_some(()))
-    })
-    .await?;
+    event_seen(&c.client, "a", "Synced").await?;
 
-    eventually(
-        "the stranger's failure reported",
-        Duration::from_secs(10),
-        || async {
-            Ok(reasons_for(&c.client, "stranger")
-                .await?
-                .contains(&"FailedToInitialize".to_string())
-                .then_some(()))
-        },
-    )
-    .await?;
+    event_seen(&c.client, "stranger", "FailedToInitialize").await?;
     let stranger = c.nodes().get("stranger").await?;
     assert_eq!(taint_keys(&stranger), [UNINITIALIZED]);
     assert_eq!(stranger.spec.unwrap().provider_id, "");
@@ -394,17 +394,7 @@ async fn service_load_balancers_are_ensured_and_released() -> Result<()> {
     })
     .await?;
     assert!(c.cloud.state().load_balancers.is_empty());
-    eventually(
-        "web's DeletedLoadBalancer event",
-        Duration::from_secs(10),
-        || async {
-            Ok(reasons_for(&c.client, "web")
-                .await?
-                .contains(&"DeletedLoadBalancer".to_string())
-                .then_some(()))
-        },
-    )
-    .await?;
+    event_seen(&c.client, "web", "DeletedLoadBalancer").await?;
 
     // Back to LoadBalancer: a new address.
     svcs.replace_with("web", |mut s| {
@@ -435,13 +425,7 @@ async fn service_load_balancers_are_ensured_and_released() -> Result<()> {
     // A failing cloud is reported on the Service and retried.
     c.cloud.state().fail_load_balancers = Some("quota exceeded".into());
     svcs.create(&lb_service("unlucky", "LoadBalancer")).await?;
-    eventually("failure reported", Duration::from_secs(10), || async {
-        Ok(reasons_for(&c.client, "unlucky")
-            .await?
-            .contains(&"SyncLoadBalancerFailed".to_string())
-            .then_some(()))
-    })
-    .await?;
+    event_seen(&c.client, "unlucky", "SyncLoadBalancerFailed").await?;
     c.cloud.state().fail_load_balancers = None;
     eventually(
         "unlucky gets an address after the retry",
