@@ -406,11 +406,10 @@ impl Config {
         let insecure = args.insecure || file.insecure.unwrap_or(false);
         let cert_dir = args
             .cert_dir
-            .clone()
-            .or(file.cert_dir.clone())
+            .or(file.cert_dir)
             .unwrap_or_else(|| PathBuf::from("/var/lib/rkube/pki"));
-        let mut tls_san = args.tls_san.clone();
-        tls_san.extend(file.tls_san.clone().unwrap_or_default());
+        let mut tls_san = args.tls_san;
+        tls_san.extend(file.tls_san.unwrap_or_default());
         let mode_given = args.authorization_mode.is_some() || file.authorization_mode.is_some();
         let mut cfg = Config {
             listen: args
