@@ -378,6 +378,98 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
     c.stop().await
 }
 
+/// `rkubectl rollout pause|resume|restart` and `undo --to-revision`, as a user
+/// runs them against the real controllers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
+    let c = Cluster::start().await?;
+    let api = Api::<Deployment>::namespaced(c.client.clone(), "default");
+    let rss = Api::<ReplicaSet>::namespaced(c.client.clone(), "default");
+    api.create(&deployment("web", 2, "nginx:1")).await?;
+    rolled_out(&c.client, "web", 2, "nginx:1").await?; // revision 1
+
+    // Paused: a new image is recorded, but nothing rolls until resumed.
+    let out = c.rkubectl(&["rollout", "pause", "deployment/web"]).await?;
+    assert_eq!(out, "deployment.apps/web paused\n");
+    let err = c
+        .rkubectl(&["rollout", "pause", "deployment/web"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(r#"deployments.apps "web" is already paused"#),
+        "{err}"
+    );
+    c.rkubectl(&["set", "image", "deployment/web", "app=nginx:2"])
+        .await?;
+    let paused = eventually("the controller reports the pause", 20, || async {
+        let d = api.get("web").await?;
+        let s = d.status.clone().unwrap_or_default();
+        let progressing = s.conditions.iter().find(|c| c.r#type == "Progressing").cloned();
+        Ok((s.observed_generation == d.metadata().generation
+            && progressing.is_some_and(|p| p.reason == "DeploymentPaused"))
+        .then_some(d))
+    })
+    .await?;
+    assert!(paused.spec.as_ref().is_some_and(|s| s.paused));
+    let pods = live_pods(&c.client, "default", "web").await?;
+    assert!(
+        pods.iter().all(|p| image(p) == "nginx:1"),
+        "a paused rollout moved"
+    );
+    assert_eq!(
+        rss.list(&ListParams::default()).await?.items.len(),
+        1,
+        "no new ReplicaSet while paused"
+    );
+    let err = c
+        .rkubectl(&["rollout", "restart", "deployment/web"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("can't restart paused deployment"),
+        "{err}"
+    );
+
+    let out = c.rkubectl(&["rollout", "resume", "deployment/web"]).await?;
+    assert_eq!(out, "deployment.apps/web resumed\n");
+    rolled_out(&c.client, "web", 2, "nginx:2").await?; // revision 2
+
+    // Restart: the same template with a restartedAt annotation, so every pod is new.
+    let before: Vec<String> = live_pods(&c.client, "default", "web")
+        .await?
+        .iter()
+        .map(|p| p.metadata().name.clone())
+        .collect();
+    let out = c.rkubectl(&["rollout", "restart", "deployment/web"]).await?;
+    assert_eq!(out, "deployment.apps/web restarted\n");
+    let restarted = eventually("every pod replaced after the restart", 20, || async {
+        let pods = rolled_out(&c.client, "web", 2, "nginx:2").await?;
+        Ok(pods
+            .iter()
+            .all(|p| !before.contains(&p.metadata().name))
+            .then_some(pods))
+    })
+    .await?;
+    assert!(restarted.iter().all(|p| p
+        .metadata()
+        .annotations
+        .contains_key("kubectl.kubernetes.io/restartedAt")));
+
+    // Back to revision 1 by number, past the restart (revision 3).
+    let out = c
+        .rkubectl(&["rollout", "undo", "deployment/web", "--to-revision=1"])
+        .await?;
+    assert_eq!(out, "deployment.apps/web rolled back\n");
+    rolled_out(&c.client, "web", 2, "nginx:1").await?;
+    let err = c
+        .rkubectl(&["rollout", "undo", "deployment/web", "--to-revision=9"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("revision"), "{err}");
+    c.stop().await
+}
+
 async fn owned_by(client: &Client, uid: &str) -> Result<(Vec<ReplicaSet>, Vec<Pod>)> {
     let rss: Vec<ReplicaSet> = Api::<ReplicaSet>::namespaced(client.clone(), "default")
         .list(&ListParams::default())
