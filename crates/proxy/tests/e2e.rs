@@ -117,9 +117,9 @@ fn cluster() -> Cluster {
         ]);
         node.ip(&["link", "set", &veth, "master", "rkbr0", "up"]);
         // hairpin: a pod reaching itself through its Service comes back out its own port
-        sh(&[
-            "ip", "netns", "exec", &node.name, "bridge", "link", "set", "dev", &veth, "hairpin", "on",
-        ]);
+        let mut hairpin = node.nsenter();
+        hairpin.extend(["bridge", "link", "set", "dev", &veth, "hairpin", "on"].map(String::from));
+        sh(&hairpin.iter().map(String::as_str).collect::<Vec<_>>());
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", "10.96.0.0/12", "via", GW]);
