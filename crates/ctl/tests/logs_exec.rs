@@ -28,8 +28,13 @@ impl Cluster {
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
         let home = tempfile::tempdir()?;
         let api = rkube_apiserver::start(rkube_apiserver::Config::local(home.path().join("data"))).await?;
-        let mut config =
-            node.kubelet_config(api.url(), "node-a", [127, 0, 0, 1].into(), Some("10.244.9.0/24"));
+        let mut config = rkube_kubelet::Config::for_test_node(
+            &node,
+            api.url(),
+            "node-a",
+            [127, 0, 0, 1].into(),
+            Some("10.244.9.0/24"),
+        );
         config.crashloop_backoff_base = Duration::from_millis(300);
         config.crashloop_backoff_max = Duration::from_secs(1);
         config.pod_poll_interval = Duration::from_millis(200);

@@ -10,8 +10,8 @@ use rkube_api::core::v1::{ConfigMap, Event, Node, Secret};
 use rkube_api::kubelet::v1::{exec_input, exec_output, ExecInput, ExecStart, LogsRequest, MetricsRequest};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_client::{Api, DeleteParams, ListParams};
-use rkube_kubelet::runtime::ContainerRuntime as _;
 use rkube_kubelet::testing::http_get_in_netns;
+use rkube_node_runtime::runtime::ContainerRuntime as _;
 
 use crate::{condition, container, phase, require_containerd, Cluster};
 
@@ -529,11 +529,11 @@ async fn containerd_restarts_leave_running_pods_alone_and_new_pods_still_start()
     let status = c
         .node
         .runtime()
-        .container_status(&rkube_kubelet::runtime::ContainerId(id))
+        .container_status(&rkube_node_runtime::runtime::ContainerId(id))
         .await?;
     assert_eq!(
         status.state,
-        rkube_kubelet::runtime::ContainerState::Running,
+        rkube_node_runtime::runtime::ContainerState::Running,
         "containerd's view after its restart"
     );
     let (code, out) = exec(&c, "steady", &["echo", "still here"]).await?;

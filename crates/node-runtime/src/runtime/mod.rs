@@ -16,12 +16,12 @@ use crate::image::PullError;
 mod cgroups;
 pub mod containerd;
 pub mod fake;
-mod pull;
+
 pub mod spec;
 
+pub use containerd::ImageConfig;
 pub use containerd::{ContainerdConfig, ContainerdRuntime};
 pub use fake::FakeRuntime;
-pub use pull::ImageConfig;
 
 pub use crate::image::{PullOptions, RegistryAuth};
 

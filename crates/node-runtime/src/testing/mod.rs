@@ -123,29 +123,6 @@ impl TestNode {
         self.dir.path()
     }
 
-    /// A kubelet configuration for this node: its containerd, directories and cgroup
-    /// under the test's, pods wired in its namespace, the kubelet's address `ip` and its
-    /// server on a free port there, and `pod_cidr` (the node-ipam fallback).
-    pub fn kubelet_config(
-        &self,
-        apiserver: impl Into<String>,
-        node_name: &str,
-        ip: std::net::IpAddr,
-        pod_cidr: Option<&str>,
-    ) -> crate::Config {
-        let mut config = crate::Config::new(apiserver, node_name);
-        config.containerd_socket = self.socket.clone();
-        config.root_dir = self.dir().join("kubelet-root");
-        config.run_dir = self.dir().join("run");
-        config.runtime_state_dir = self.dir().join("kubelet");
-        config.cgroup_parent = self.cgroup_parent.clone();
-        config.node_ip = ip;
-        config.listen = std::net::SocketAddr::new(ip, 0);
-        config.pod_cidr = pod_cidr.map(str::to_string);
-        config.cni_node_netns = Some(self.netns_path.clone());
-        config
-    }
-
     fn write_containerd_config(&self) -> anyhow::Result<PathBuf> {
         let d = self.dir.path();
         let config = format!(
@@ -349,7 +326,7 @@ impl Leftovers {
         self.kill_containers();
         kill_processes_referring_to(&self.dir);
         self.remove_shim_state();
-        unmount_below(&self.dir);
+        let _ = crate::mounts::unmount_below(&self.dir);
         if let Some(parent) = &self.cgroup_parent {
             // Cgroups become removable a moment after their last process is reaped.
             for _ in 0..50 {
@@ -423,24 +400,6 @@ fn kill_processes_referring_to(dir: &Path) {
         if mentions {
             kill(pid);
         }
-    }
-}
-
-fn unmount_below(dir: &Path) {
-    let prefix = format!("{}/", dir.display());
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<String> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mount_path)
-        .filter(|p| p.starts_with(&prefix))
-        .collect();
-    // Deepest first.
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -532,29 +491,6 @@ fn collect_procs(dir: &Path, pids: &mut Vec<i32>) {
             }
         }
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount_path(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Debian's docker-registry on a loopback port. See the module documentation.

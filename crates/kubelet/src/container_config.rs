@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use rkube_api::core::v1::{ConfigMap, Container, Pod, Secret};
 use rkube_client::{Api, Client};
 
-use crate::image::credentials::{self, Credential};
-use crate::runtime::Resources;
 use crate::volumes::secret_data;
+use rkube_node_runtime::image::credentials::{self, Credential};
+use rkube_node_runtime::runtime::Resources;
 
 /// Why a container's configuration cannot be built: reported as the container's waiting
 /// reason `CreateContainerConfigError` with this message.

@@ -108,24 +108,13 @@ pub fn cpu_quota(limit_millis: u64) -> u64 {
     (limit_millis.saturating_mul(CPU_PERIOD_US) / 1000).max(MIN_QUOTA_US)
 }
 
-/// Pod UIDs become cgroup and file names: no separators, no `..`.
+/// [`check_pod_uid`](crate::check_pod_uid), as an error about the container `display`.
 pub fn validate_pod_uid(uid: &str, display: &str) -> Result<(), Error> {
-    let ok = !uid.is_empty()
-        && uid.len() <= 128
-        && uid != "."
-        && uid != ".."
-        && uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidConfig {
-            container: display.to_string(),
-            field: "pod uid",
-            reason: format!("{uid:?} must be 1-128 letters, digits, '-', '_' or '.'"),
-        })
-    }
+    crate::check_pod_uid(uid).map_err(|reason| Error::InvalidConfig {
+        container: display.to_string(),
+        field: "pod uid",
+        reason,
+    })
 }
 
 /// `SIGTERM`, `TERM` or `15` to a signal number.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rkube_kubelet::runtime::{
+use rkube_node_runtime::runtime::{
     ContainerIdentity, ContainerRuntime, ContainerState, Error, ExecRequest, Resources,
 };
 
@@ -273,7 +273,7 @@ async fn stats_come_from_the_container_cgroup() -> anyhow::Result<()> {
         ))
         .await?;
     let log = f.node.log_path(&format!("busy-{id}"));
-    let done = rkube_kubelet::testing::wait_for(Duration::from_secs(60), || async {
+    let done = rkube_node_runtime::testing::wait_for(Duration::from_secs(60), || async {
         std::fs::read_to_string(&log).ok().filter(|t| t.contains("done"))
     })
     .await;

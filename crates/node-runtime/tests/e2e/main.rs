@@ -1,5 +1,5 @@
 //! End-to-end tests of the node runtime layer against real containerd, runc, CNI plugins and
-//! an OCI registry (see `rkube_kubelet::testing`). Every test owns its containerd, network
+//! an OCI registry (see `rkube_node_runtime::testing`). Every test owns its containerd, network
 //! namespace, registry and cgroups, so they run in parallel. They need root; they are
 //! skipped, with a message, only where containerd is not installed.
 
@@ -9,15 +9,15 @@ mod pull;
 
 use std::time::{Duration, Instant};
 
-use rkube_kubelet::runtime::{
+use rkube_node_runtime::runtime::{
     ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerdRuntime, ImageInfo, PullOptions,
 };
-use rkube_kubelet::testing::{TestNode, TestRegistry};
+use rkube_node_runtime::testing::{TestNode, TestRegistry};
 
 /// Returns early (passing) with a message when the machine cannot run these tests.
 macro_rules! require_containerd {
     () => {
-        if let Some(reason) = rkube_kubelet::testing::skip_reason() {
+        if let Some(reason) = rkube_node_runtime::testing::skip_reason() {
             eprintln!("SKIPPED {}: {reason}", module_path!());
             return Ok(());
         }

@@ -30,13 +30,13 @@ use futures::SinkExt as _;
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
 
-use super::containerd::{format_rfc3339, random_hex, ContainerdRuntime};
-use super::{Error, ImageInfo, PullOptions};
+use super::{format_rfc3339, random_hex, ContainerdRuntime};
 use crate::image::oci::{
     chain_ids, manifest_kind, Descriptor, ImageConfigFile, Index, Manifest, ManifestKind,
 };
 use crate::image::registry::{FetchedManifest, MAX_DOCUMENT_BYTES};
 use crate::image::{PullError, Reference, RegistryClient};
+use crate::runtime::{Error, ImageInfo, PullOptions};
 
 /// Bytes per `Content.Write` message; well under gRPC's 4 MiB default message limit.
 const WRITE_CHUNK: usize = 1 << 20;

@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use rkube_kubelet::image::RegistryAuth;
-use rkube_kubelet::runtime::{ContainerRuntime, Error, PullOptions};
-use rkube_kubelet::testing::{free_loopback_port, TestNode, TestRegistry};
+use rkube_node_runtime::image::RegistryAuth;
+use rkube_node_runtime::runtime::{ContainerRuntime, Error, PullOptions};
+use rkube_node_runtime::testing::{free_loopback_port, TestNode, TestRegistry};
 
 use crate::require_containerd;
 
@@ -84,7 +84,7 @@ async fn pull_of_a_missing_image_reports_the_registry_reason() -> anyhow::Result
         .pull_image(&dead, &PullOptions::default())
         .await
         .expect_err("no registry there");
-    let report = rkube_kubelet::error_report(&err);
+    let report = rkube_node_runtime::error_report(&err);
     eprintln!("dead registry: {report}");
     assert!(
         report.contains(&dead) && report.contains("http://127.0.0.1"),
@@ -118,7 +118,7 @@ async fn pull_with_basic_auth_needs_the_right_credentials() -> anyhow::Result<()
     assert!(
         matches!(
             err,
-            Error::Pull(rkube_kubelet::image::PullError::Unauthorized { .. })
+            Error::Pull(rkube_node_runtime::image::PullError::Unauthorized { .. })
         ),
         "{err:?}"
     );

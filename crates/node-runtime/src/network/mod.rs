@@ -147,18 +147,7 @@ pub trait PodNetwork: Send + Sync {
     fn netns_path(&self, pod_uid: &str) -> PathBuf;
 }
 
-/// Pod UIDs become file names: no separators, no `..`.
+/// [`check_pod_uid`](crate::check_pod_uid), as a network error.
 pub(crate) fn validate_pod_uid(uid: &str) -> Result<(), Error> {
-    let ok = !uid.is_empty()
-        && uid.len() <= 128
-        && uid != "."
-        && uid != ".."
-        && uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidPodUid { uid: uid.to_string() })
-    }
+    crate::check_pod_uid(uid).map_err(|_| Error::InvalidPodUid { uid: uid.to_string() })
 }

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rkube_kubelet::network::{netns, CniNetwork, PodNetwork, PodNetworkConfig, PortMapping, Protocol};
-use rkube_kubelet::runtime::{ContainerNetwork, ContainerRuntime, ExecRequest};
-use rkube_kubelet::testing::{http_get_in_netns, wait_for};
+use rkube_node_runtime::network::{netns, CniNetwork, PodNetwork, PodNetworkConfig, PortMapping, Protocol};
+use rkube_node_runtime::runtime::{ContainerNetwork, ContainerRuntime, ExecRequest};
+use rkube_node_runtime::testing::{http_get_in_netns, wait_for};
 
 use crate::{require_containerd, Fixture};
 
