@@ -102,6 +102,7 @@ impl PodWorker {
                 );
                 t.pull_failures = 0;
                 t.pull_retry_at = None;
+                t.pull_error.clear();
                 Ok(info.repo_digest)
             }
             Err(e) => {
@@ -115,6 +116,7 @@ impl PodWorker {
                 t.pull_failures += 1;
                 let wait = backoff(t.pull_failures + 1, &shared.config);
                 t.pull_retry_at = Some(SystemTime::now() + wait);
+                t.pull_error = msg.clone();
                 t.waiting = Some(("ErrImagePull".into(), msg));
                 shared.event(
                     pod,

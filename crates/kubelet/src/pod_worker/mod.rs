@@ -176,9 +176,12 @@ struct Track {
     previous: Option<Instance>,
     /// Why the container waits (ErrImagePull, CreateContainerConfigError, CrashLoopBackOff...).
     waiting: Option<(String, String)>,
-    /// Consecutive image pull failures and when the next pull may be tried.
+    /// Consecutive image pull failures, when the next pull may be tried, and why the last
+    /// one failed (the ImagePullBackOff message is made from it, so it stays the same
+    /// from one sync to the next).
     pull_failures: u32,
     pull_retry_at: Option<SystemTime>,
+    pull_error: String,
     image_id: String,
     probe_task: Option<(ContainerId, tokio::task::JoinHandle<()>)>,
 }

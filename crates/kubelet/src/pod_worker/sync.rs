@@ -283,11 +283,9 @@ impl PodWorker {
         }
         if let Some(at) = t.pull_retry_at {
             if at > now {
-                let last = t.waiting.clone().map(|w| w.1).unwrap_or_default();
                 t.waiting = Some((
                     "ImagePullBackOff".into(),
-                    format!("Back-off pulling image {:?}: {last}", c.image)
-                        .replace(": Back-off pulling image", ":"),
+                    format!("Back-off pulling image {:?}: {}", c.image, t.pull_error),
                 ));
                 return Some(at.duration_since(now).unwrap_or_default());
             }

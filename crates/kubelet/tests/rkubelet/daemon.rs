@@ -345,6 +345,22 @@ async fn restart_policies_crash_loops_oom_kills_and_pull_errors_are_reported() -
         })
         .await?;
     assert!(waiting.message.contains("nope"), "{waiting:?}");
+    // Round after round of failed pulls (each one a manifest request the registry logs),
+    // the back-off message stays the same: it is made from the last pull error, not from
+    // the message before it, so the pod object does not grow with every sync.
+    let pulls = |c: &Cluster| c.registry.log().matches("/v2/rkube/nope/manifests/").count();
+    let before = pulls(&c);
+    c.wait_pod("missing", t, |_| (pulls(&c) >= before + 3).then_some(()))
+        .await?;
+    let again = c
+        .wait_pod("missing", t, |p| {
+            let w = container(p, "main")?.state?.waiting?;
+            (w.reason == "ImagePullBackOff").then_some(w)
+        })
+        .await?;
+    assert_eq!(again.message, waiting.message);
+    let quoted = format!("{missing:?}");
+    assert_eq!(again.message.matches(&quoted).count(), 1, "{again:?}");
     let reasons = event_reasons(&c, "missing").await?;
     let failed = reasons.iter().find(|(r, _)| r == "Failed").expect("Failed event");
     assert!(
