@@ -14,6 +14,7 @@ pub mod config;
 pub mod encryption;
 pub mod error;
 pub mod handlers;
+pub mod keys;
 pub mod limits;
 pub mod node;
 pub mod proxy;

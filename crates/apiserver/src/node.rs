@@ -20,7 +20,7 @@
 use crate::authn::UserInfo;
 use crate::authz::Attributes;
 use crate::error::ApiError;
-use crate::handlers::{storage_key, storage_prefix};
+use crate::keys::{storage_key, storage_prefix};
 use rkube_api::core::v1::{Pod, PodSpec};
 use rkube_api::rbac::v1::PolicyRule;
 use rkube_api::Resource;
