@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod attributes;
 pub mod audit;
 pub mod authn;
 pub mod authz;
