@@ -978,17 +978,41 @@ impl Validate for corev1::Secret {
     }
 }
 
+/// The spec fields Deployments and ReplicaSets share, so that one function
+/// validates them for both kinds.
+trait WorkloadSpec {
+    fn replicas(&self) -> Option<i32>;
+    fn selector(&self) -> Option<&crate::meta::v1::LabelSelector>;
+    fn template(&self) -> Option<&corev1::PodTemplateSpec>;
+}
+
+macro_rules! workload_spec {
+    ($($ty:ty),*) => {$(
+        impl WorkloadSpec for $ty {
+            fn replicas(&self) -> Option<i32> {
+                self.replicas
+            }
+            fn selector(&self) -> Option<&crate::meta::v1::LabelSelector> {
+                self.selector.as_ref()
+            }
+            fn template(&self) -> Option<&corev1::PodTemplateSpec> {
+                self.template.as_ref()
+            }
+        }
+    )*};
+}
+
+workload_spec!(apps::v1::DeploymentSpec, apps::v1::ReplicaSetSpec);
+
 /// A Deployment's or ReplicaSet's selector cannot change: it would orphan
 /// the pods it owns.
-fn immutable_selector(
-    new: Option<crate::meta::v1::LabelSelector>,
-    old: Option<crate::meta::v1::LabelSelector>,
-) -> Vec<FieldError> {
+fn immutable_selector<S: WorkloadSpec>(new: Option<&S>, old: Option<&S>) -> Vec<FieldError> {
     let mut e = Errors::default();
-    if new != old {
+    let new = new.and_then(S::selector);
+    if new != old.and_then(S::selector) {
         let shown = new
             .map(|s| {
-                Selector::from_label_selector(&s)
+                Selector::from_label_selector(s)
                     .map(|s| s.to_string())
                     .unwrap_or_default()
             })
@@ -998,42 +1022,39 @@ fn immutable_selector(
     e.0
 }
 
-/// What Deployments and ReplicaSets share: replicas, a selector, and a pod
-/// template the selector matches.
-fn validate_workload(
-    replicas: Option<i32>,
-    selector: Option<&crate::meta::v1::LabelSelector>,
-    template: Option<&corev1::PodTemplateSpec>,
+/// What Deployments and ReplicaSets share: metadata, then a spec with
+/// replicas, a selector, and a pod template the selector matches. Returns
+/// the spec for the kind's own checks, or None (reported as missing).
+fn validate_workload<'a, S: WorkloadSpec>(
+    meta: Option<&ObjectMeta>,
+    spec: Option<&'a S>,
     e: &mut Errors,
-) {
-    if let Some(r) = replicas {
+) -> Option<&'a S> {
+    validate_meta(meta, NameRule::Subdomain, e);
+    let Some(spec) = spec else {
+        e.required("spec.selector", "");
+        return None;
+    };
+    if let Some(r) = spec.replicas() {
         if r < 0 {
             e.invalid("spec.replicas", r, "must be greater than or equal to 0");
         }
     }
-    let sel = validate_label_selector(selector, "spec.selector", e);
-    validate_template(sel, template, "spec", e);
+    let sel = validate_label_selector(spec.selector(), "spec.selector", e);
+    validate_template(sel, spec.template(), "spec", e);
+    Some(spec)
 }
 
 impl Validate for apps::v1::Deployment {
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let sel = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
-        immutable_selector(sel(self), sel(old))
+        immutable_selector(self.spec.as_ref(), old.spec.as_ref())
     }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Errors::default();
-        validate_meta(self.metadata.as_ref(), NameRule::Subdomain, &mut e);
-        let Some(spec) = &self.spec else {
-            e.required("spec.selector", "");
+        let Some(spec) = validate_workload(self.metadata.as_ref(), self.spec.as_ref(), &mut e) else {
             return e.0;
         };
-        validate_workload(
-            spec.replicas,
-            spec.selector.as_ref(),
-            spec.template.as_ref(),
-            &mut e,
-        );
         if spec.min_ready_seconds < 0 {
             e.invalid(
                 "spec.minReadySeconds",
@@ -1127,23 +1148,12 @@ impl Validate for apps::v1::Deployment {
 
 impl Validate for apps::v1::ReplicaSet {
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
-        let sel = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
-        immutable_selector(sel(self), sel(old))
+        immutable_selector(self.spec.as_ref(), old.spec.as_ref())
     }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Errors::default();
-        validate_meta(self.metadata.as_ref(), NameRule::Subdomain, &mut e);
-        let Some(spec) = &self.spec else {
-            e.required("spec.selector", "");
-            return e.0;
-        };
-        validate_workload(
-            spec.replicas,
-            spec.selector.as_ref(),
-            spec.template.as_ref(),
-            &mut e,
-        );
+        validate_workload(self.metadata.as_ref(), self.spec.as_ref(), &mut e);
         e.0
     }
 }
@@ -1486,5 +1496,97 @@ roleRef:
         let mut changed = crb.clone();
         changed.role_ref.as_mut().unwrap().name = "y".into();
         assert_eq!(changed.validate_update(&crb)[0].field, "roleRef");
+    }
+}
+
+#[cfg(test)]
+mod workload_tests {
+    use super::*;
+    use crate::codec::decode_manifests;
+    use crate::defaults::Defaulting;
+
+    fn messages(errors: Vec<FieldError>) -> Vec<String> {
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    fn deployment(yaml: &str) -> apps::v1::Deployment {
+        let objects = decode_manifests(yaml, "deployment.yaml").expect("the test manifest decodes");
+        let mut d: apps::v1::Deployment = objects[0].decode().expect("the test manifest is a Deployment");
+        d.apply_defaults();
+        d
+    }
+
+    const SPEC: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: -1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: other}
+    spec:
+      containers:
+      - name: web
+        image: nginx
+"#;
+
+    #[test]
+    fn deployments_and_replica_sets_report_the_same_spec_errors() {
+        let d = deployment(SPEC);
+        let rs = apps::v1::ReplicaSet {
+            metadata: d.metadata.clone(),
+            spec: d.spec.as_ref().map(|s| apps::v1::ReplicaSetSpec {
+                replicas: s.replicas,
+                selector: s.selector.clone(),
+                template: s.template.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let got = messages(d.validate());
+        assert_eq!(got, messages(rs.validate()));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("spec.replicas: Invalid value: -1"), "{got:?}");
+        assert!(got[1].starts_with("spec.template.metadata.labels"), "{got:?}");
+    }
+
+    #[test]
+    fn a_workload_without_spec_needs_a_selector() {
+        let mut d = deployment(SPEC);
+        d.spec = None;
+        assert_eq!(messages(d.validate()), ["spec.selector: Required value"]);
+        let rs = apps::v1::ReplicaSet {
+            metadata: d.metadata.clone(),
+            ..Default::default()
+        };
+        assert_eq!(messages(rs.validate()), ["spec.selector: Required value"]);
+    }
+
+    #[test]
+    fn a_workload_selector_is_immutable() {
+        let old = deployment(SPEC);
+        let mut new = old.clone();
+        assert!(new.validate_update(&old).is_empty());
+        if let Some(s) = new.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+            s.match_labels.insert("tier".into(), "front".into());
+        }
+        assert_eq!(
+            messages(new.validate_update(&old)),
+            [r#"spec.selector: Invalid value: "app=web,tier=front": field is immutable"#]
+        );
+        let rs = |d: &apps::v1::Deployment| apps::v1::ReplicaSet {
+            spec: d.spec.as_ref().map(|s| apps::v1::ReplicaSetSpec {
+                selector: s.selector.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(messages(rs(&new).validate_update(&rs(&old))).len(), 1);
+        assert!(rs(&old).validate_update(&rs(&old)).is_empty());
     }
 }
