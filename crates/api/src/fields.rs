@@ -2,7 +2,7 @@
 //! (`spec.nodeName`, `status.phase`), as Kubernetes supports them.
 
 use crate::meta::v1::ObjectMeta;
-use crate::{apps, autoscaling, coordination, core, rbac};
+use crate::{apps, autoscaling, batch, coordination, core, policy, rbac, scheduling};
 
 pub trait Fields {
     /// The value of a selectable field, or None when the kind does not
@@ -38,6 +38,15 @@ meta_only!(
     core::v1::ConfigMap,
     apps::v1::Deployment,
     apps::v1::ReplicaSet,
+    apps::v1::DaemonSet,
+    apps::v1::StatefulSet,
+    batch::v1::Job,
+    batch::v1::CronJob,
+    core::v1::ServiceAccount,
+    core::v1::ResourceQuota,
+    core::v1::LimitRange,
+    policy::v1::PodDisruptionBudget,
+    scheduling::v1::PriorityClass,
     autoscaling::v2::HorizontalPodAutoscaler,
     coordination::v1::Lease,
     rbac::v1::Role,

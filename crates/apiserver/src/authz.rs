@@ -332,8 +332,11 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         "configmaps",
         "secrets",
         "events",
+        "serviceaccounts",
+        "persistentvolumeclaims",
     ];
-    let apps: &[&str] = &["deployments", "replicasets"];
+    let apps: &[&str] = &["deployments", "replicasets", "daemonsets", "statefulsets"];
+    let batch: &[&str] = &["jobs", "cronjobs"];
     let view_core: &[&str] = &[
         "pods",
         "pods/log",
@@ -345,6 +348,11 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         "events",
         "namespaces",
         "namespaces/status",
+        "serviceaccounts",
+        "persistentvolumeclaims",
+        "resourcequotas",
+        "resourcequotas/status",
+        "limitranges",
     ];
     let view = vec![
         rule(READ, &[""], view_core),
@@ -356,7 +364,21 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
                 "deployments/status",
                 "replicasets",
                 "replicasets/status",
+                "daemonsets",
+                "daemonsets/status",
+                "statefulsets",
+                "statefulsets/status",
             ],
+        ),
+        rule(
+            READ,
+            &["batch"],
+            &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+        ),
+        rule(
+            READ,
+            &["policy"],
+            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
         ),
         rule(
             READ,
@@ -369,6 +391,8 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
     edit.extend([
         rule(ALL_WRITE, &[""], workloads),
         rule(ALL_WRITE, &["apps"], apps),
+        rule(ALL_WRITE, &["batch"], batch),
+        rule(ALL_WRITE, &["policy"], &["poddisruptionbudgets"]),
         rule(ALL_WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
     ]);
     let mut admin = edit.clone();
@@ -405,10 +429,17 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
                 "services",
                 "configmaps",
                 "secrets",
+                "serviceaccounts",
+                "persistentvolumeclaims",
             ],
         ),
         rule(&["update", "patch"], &["*"], &["*/status"]),
-        rule(&["create"], &["apps"], &["deployments", "replicasets"]),
+        rule(
+            &["create"],
+            &["apps"],
+            &["deployments", "replicasets", "daemonsets", "statefulsets"],
+        ),
+        rule(&["create"], &["batch"], &["jobs", "cronjobs"]),
         rule(&["create"], &["autoscaling"], &["horizontalpodautoscalers"]),
         rule(&["create"], &["coordination.k8s.io"], &["leases"]),
         rule(&["get"], &[""], &["pods/proxy", "nodes/proxy"]),

@@ -6,10 +6,12 @@
 //! One file per group of kinds; this root holds the error types, the
 //! `Validate` trait and the public helpers other crates call.
 
+mod batch;
 mod cluster;
 mod config_data;
 mod meta;
 mod pod;
+mod policy;
 mod rbac;
 mod service;
 mod workloads;
@@ -17,6 +19,7 @@ mod workloads;
 pub use cluster::parse_cidr;
 pub use meta::{is_dns1123_label, is_dns1123_subdomain};
 pub use pod::validate_pod_spec;
+pub use policy::HIGHEST_USER_PRIORITY;
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
-//! RBAC: Roles, ClusterRoles and their bindings, as Kubernetes' RBAC
-//! authorizer reads them.
+//! Identity and RBAC: ServiceAccounts, and Roles, ClusterRoles and their bindings, as
+//! Kubernetes' RBAC authorizer reads them.
 
 use super::meta::{validate_meta, NameRule};
 use super::{Errors, FieldError, Validate};
@@ -147,6 +147,15 @@ impl Validate for rbac::v1::ClusterRoleBinding {
     }
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
         role_ref_unchanged(self.role_ref.as_ref(), old.role_ref.as_ref())
+    }
+}
+
+/// A ServiceAccount is an identity: a name, and what its pods get.
+impl Validate for crate::core::v1::ServiceAccount {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        validate_meta(self.metadata.as_ref(), NameRule::Subdomain, &mut e);
+        e.0
     }
 }
 

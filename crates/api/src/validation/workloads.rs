@@ -6,11 +6,12 @@ use super::meta::{validate_meta, NameRule};
 use super::pod::validate_pod_spec;
 use super::{Errors, FieldError, Validate};
 use crate::core::v1 as corev1;
+use crate::intstr::IntOrString;
 use crate::meta::v1::ObjectMeta;
 use crate::selector::Selector;
 use crate::{apps, autoscaling};
 
-fn validate_label_selector(
+pub(super) fn validate_label_selector(
     sel: Option<&crate::meta::v1::LabelSelector>,
     f: &str,
     errs: &mut Errors,
@@ -24,7 +25,7 @@ fn validate_label_selector(
             errs.invalid(
                 f.to_string(),
                 "{}",
-                "empty selector is invalid for deployment and replicaset",
+                "empty selector is invalid for a workload: it would select every pod",
             );
             None
         }
@@ -38,10 +39,14 @@ fn validate_label_selector(
     }
 }
 
-fn validate_template(
+/// The pod template of a controller: labels its selector matches, a valid pod spec, and a
+/// restartPolicy the controller can honour (`Always` for long-running workloads; Jobs
+/// allow `OnFailure` and `Never`).
+pub(super) fn validate_template(
     selector: Option<Selector>,
     template: Option<&corev1::PodTemplateSpec>,
     f: &str,
+    restart_policies: &[&'static str],
     errs: &mut Errors,
 ) {
     let Some(t) = template else {
@@ -61,18 +66,18 @@ fn validate_template(
     let tspec = t.spec.as_ref();
     validate_pod_spec(tspec, &format!("{f}.template.spec"), errs);
     if let Some(s) = tspec {
-        if s.restart_policy != "Always" {
+        if !restart_policies.contains(&s.restart_policy.as_str()) {
             errs.not_supported(
                 format!("{f}.template.spec.restartPolicy"),
                 &s.restart_policy,
-                &["Always"],
+                restart_policies,
             );
         }
     }
 }
 
-/// The spec fields Deployments and ReplicaSets share, so that one function
-/// validates them for both kinds.
+/// The spec fields the workload controllers share, so that one function validates them
+/// for every such kind.
 trait WorkloadSpec {
     fn replicas(&self) -> Option<i32>;
     fn selector(&self) -> Option<&crate::meta::v1::LabelSelector>;
@@ -95,9 +100,26 @@ macro_rules! workload_spec {
     )*};
 }
 
-workload_spec!(apps::v1::DeploymentSpec, apps::v1::ReplicaSetSpec);
+workload_spec!(
+    apps::v1::DeploymentSpec,
+    apps::v1::ReplicaSetSpec,
+    apps::v1::StatefulSetSpec
+);
 
-/// A Deployment's or ReplicaSet's selector cannot change: it would orphan
+/// A DaemonSet runs one pod per node: no replica count.
+impl WorkloadSpec for apps::v1::DaemonSetSpec {
+    fn replicas(&self) -> Option<i32> {
+        None
+    }
+    fn selector(&self) -> Option<&crate::meta::v1::LabelSelector> {
+        self.selector.as_ref()
+    }
+    fn template(&self) -> Option<&corev1::PodTemplateSpec> {
+        self.template.as_ref()
+    }
+}
+
+/// A workload's selector cannot change: it would orphan
 /// the pods it owns.
 fn immutable_selector<S: WorkloadSpec>(new: Option<&S>, old: Option<&S>) -> Vec<FieldError> {
     let mut e = Errors::default();
@@ -115,7 +137,7 @@ fn immutable_selector<S: WorkloadSpec>(new: Option<&S>, old: Option<&S>) -> Vec<
     e.0
 }
 
-/// What Deployments and ReplicaSets share: metadata, then a spec with
+/// What Deployments, ReplicaSets, DaemonSets and StatefulSets share: metadata, then a spec with
 /// replicas, a selector, and a pod template the selector matches. Returns
 /// the spec for the kind's own checks, or None (reported as missing).
 fn validate_workload<'a, S: WorkloadSpec>(
@@ -134,8 +156,54 @@ fn validate_workload<'a, S: WorkloadSpec>(
         }
     }
     let sel = validate_label_selector(spec.selector(), "spec.selector", e);
-    validate_template(sel, spec.template(), "spec", e);
+    validate_template(sel, spec.template(), "spec", &["Always"], e);
     Some(spec)
+}
+
+/// maxSurge and maxUnavailable of a rolling update (Deployments and DaemonSets): each a
+/// count or a percentage of `replicas`, not negative, maxUnavailable at most 100%, and not
+/// both zero (the rollout could never move).
+fn validate_rolling_update(
+    f: &str,
+    max_surge: Option<&IntOrString>,
+    max_unavailable: Option<&IntOrString>,
+    replicas: i32,
+    e: &mut Errors,
+) {
+    let surge = max_surge.map(|v| (v, v.scaled_value(replicas.max(1) * 100, true)));
+    let unavail = max_unavailable.map(|v| (v, v.scaled_value(replicas.max(1) * 100, false)));
+    for (val, field) in [(surge.clone(), "maxSurge"), (unavail.clone(), "maxUnavailable")] {
+        if let Some((v, r)) = val {
+            match r {
+                Err(msg) => e.invalid(format!("{f}.{field}"), v.to_string(), msg),
+                Ok(n) if n < 0 => e.invalid(
+                    format!("{f}.{field}"),
+                    v.to_string(),
+                    "must be greater than or equal to 0",
+                ),
+                Ok(_) => {}
+            }
+            if let Some(s) = v.as_str() {
+                if s.strip_suffix('%')
+                    .and_then(|p| p.parse::<i32>().ok())
+                    .is_some_and(|p| p > 100)
+                    && field == "maxUnavailable"
+                {
+                    e.invalid(format!("{f}.{field}"), s, "must not be greater than 100%");
+                }
+            }
+        }
+    }
+    let zero = |v: &Option<(&IntOrString, Result<i32, String>)>| {
+        v.as_ref().is_some_and(|(_, r)| r.as_ref().is_ok_and(|n| *n == 0))
+    };
+    if zero(&surge) && zero(&unavail) {
+        e.invalid(
+            format!("{f}.maxUnavailable"),
+            0,
+            "may not be 0 when `maxSurge` is 0",
+        );
+    }
 }
 
 impl Validate for apps::v1::Deployment {
@@ -186,53 +254,13 @@ impl Validate for apps::v1::Deployment {
                 );
             }
             if let Some(ru) = &s.rolling_update {
-                let replicas = spec.replicas.unwrap_or(1);
-                let surge = ru
-                    .max_surge
-                    .as_ref()
-                    .map(|v| (v, v.scaled_value(replicas.max(1) * 100, true)));
-                let unavail = ru
-                    .max_unavailable
-                    .as_ref()
-                    .map(|v| (v, v.scaled_value(replicas.max(1) * 100, false)));
-                for (val, field) in [(surge.clone(), "maxSurge"), (unavail.clone(), "maxUnavailable")] {
-                    if let Some((v, r)) = val {
-                        match r {
-                            Err(msg) => {
-                                e.invalid(format!("spec.strategy.rollingUpdate.{field}"), v.to_string(), msg)
-                            }
-                            Ok(n) if n < 0 => e.invalid(
-                                format!("spec.strategy.rollingUpdate.{field}"),
-                                v.to_string(),
-                                "must be greater than or equal to 0",
-                            ),
-                            Ok(_) => {}
-                        }
-                        if let Some(s) = v.as_str() {
-                            if s.strip_suffix('%')
-                                .and_then(|p| p.parse::<i32>().ok())
-                                .is_some_and(|p| p > 100)
-                                && field == "maxUnavailable"
-                            {
-                                e.invalid(
-                                    format!("spec.strategy.rollingUpdate.{field}"),
-                                    s,
-                                    "must not be greater than 100%",
-                                );
-                            }
-                        }
-                    }
-                }
-                let zero = |v: &Option<(&crate::intstr::IntOrString, Result<i32, String>)>| {
-                    v.as_ref().is_some_and(|(_, r)| r.as_ref().is_ok_and(|n| *n == 0))
-                };
-                if zero(&surge) && zero(&unavail) {
-                    e.invalid(
-                        "spec.strategy.rollingUpdate.maxUnavailable",
-                        0,
-                        "may not be 0 when `maxSurge` is 0",
-                    );
-                }
+                validate_rolling_update(
+                    "spec.strategy.rollingUpdate",
+                    ru.max_surge.as_ref(),
+                    ru.max_unavailable.as_ref(),
+                    spec.replicas.unwrap_or(1),
+                    &mut e,
+                );
             }
         }
         e.0
@@ -247,6 +275,171 @@ impl Validate for apps::v1::ReplicaSet {
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Errors::default();
         validate_workload(self.metadata.as_ref(), self.spec.as_ref(), &mut e);
+        e.0
+    }
+}
+
+fn non_negative(e: &mut Errors, field: &str, value: Option<i32>) {
+    if let Some(v) = value.filter(|v| *v < 0) {
+        e.invalid(field, v, "must be greater than or equal to 0");
+    }
+}
+
+impl Validate for apps::v1::DaemonSet {
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        immutable_selector(self.spec.as_ref(), old.spec.as_ref())
+    }
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        let Some(spec) = validate_workload(self.metadata.as_ref(), self.spec.as_ref(), &mut e) else {
+            return e.0;
+        };
+        non_negative(&mut e, "spec.minReadySeconds", Some(spec.min_ready_seconds));
+        non_negative(&mut e, "spec.revisionHistoryLimit", spec.revision_history_limit);
+        if let Some(s) = &spec.update_strategy {
+            e.one_of(
+                "spec.updateStrategy.type".into(),
+                &s.r#type,
+                &["OnDelete", "RollingUpdate"],
+            );
+            if s.r#type == "OnDelete" && s.rolling_update.is_some() {
+                e.forbidden(
+                    "spec.updateStrategy.rollingUpdate",
+                    "may not be specified when strategy `type` is 'OnDelete'",
+                );
+            }
+            if let Some(ru) = &s.rolling_update {
+                validate_rolling_update(
+                    "spec.updateStrategy.rollingUpdate",
+                    ru.max_surge.as_ref(),
+                    ru.max_unavailable.as_ref(),
+                    1,
+                    &mut e,
+                );
+            }
+        }
+        e.0
+    }
+}
+
+impl Validate for apps::v1::StatefulSet {
+    /// Kubernetes lets only these fields of a StatefulSet's spec change.
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        let strip = |s: Option<&apps::v1::StatefulSetSpec>| {
+            s.cloned().map(|mut s| {
+                s.replicas = None;
+                s.template = None;
+                s.update_strategy = None;
+                s.min_ready_seconds = 0;
+                s.persistent_volume_claim_retention_policy = None;
+                s.ordinals = None;
+                s.revision_history_limit = None;
+                s
+            })
+        };
+        if strip(self.spec.as_ref()) != strip(old.spec.as_ref()) {
+            e.forbidden(
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', \
+                 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and \
+                 'minReadySeconds' are forbidden",
+            );
+        }
+        e.0
+    }
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        let Some(spec) = validate_workload(self.metadata.as_ref(), self.spec.as_ref(), &mut e) else {
+            return e.0;
+        };
+        non_negative(&mut e, "spec.minReadySeconds", Some(spec.min_ready_seconds));
+        non_negative(&mut e, "spec.revisionHistoryLimit", spec.revision_history_limit);
+        e.one_of(
+            "spec.podManagementPolicy".into(),
+            &spec.pod_management_policy,
+            &["OrderedReady", "Parallel"],
+        );
+        if let Some(s) = &spec.update_strategy {
+            e.one_of(
+                "spec.updateStrategy.type".into(),
+                &s.r#type,
+                &["OnDelete", "RollingUpdate"],
+            );
+            if s.r#type == "OnDelete" && s.rolling_update.is_some() {
+                e.forbidden(
+                    "spec.updateStrategy.rollingUpdate",
+                    "only allowed for updateStrategy 'RollingUpdate'",
+                );
+            }
+            if let Some(ru) = &s.rolling_update {
+                non_negative(
+                    &mut e,
+                    "spec.updateStrategy.rollingUpdate.partition",
+                    ru.partition,
+                );
+            }
+        }
+        if let Some(p) = &spec.persistent_volume_claim_retention_policy {
+            let f = "spec.persistentVolumeClaimRetentionPolicy";
+            e.one_of(format!("{f}.whenDeleted"), &p.when_deleted, &["Retain", "Delete"]);
+            e.one_of(format!("{f}.whenScaled"), &p.when_scaled, &["Retain", "Delete"]);
+        }
+        if let Some(o) = &spec.ordinals {
+            non_negative(&mut e, "spec.ordinals.start", Some(o.start));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, claim) in spec.volume_claim_templates.iter().enumerate() {
+            let f = format!("spec.volumeClaimTemplates[{i}]");
+            let name = claim
+                .metadata
+                .as_ref()
+                .map(|m| m.name.as_str())
+                .unwrap_or_default();
+            if name.is_empty() {
+                e.required(format!("{f}.metadata.name"), "");
+            } else if !super::is_dns1123_subdomain(name) {
+                e.invalid(
+                    format!("{f}.metadata.name"),
+                    name,
+                    "must be a lowercase RFC 1123 subdomain",
+                );
+            } else if !names.insert(name) {
+                e.duplicate(format!("{f}.metadata.name"), name);
+            }
+            let spec = claim.spec.as_ref();
+            if spec.is_none_or(|s| s.access_modes.is_empty()) {
+                e.required(
+                    format!("{f}.spec.accessModes"),
+                    "at least 1 access mode is required",
+                );
+            }
+            for (j, mode) in spec
+                .map(|s| s.access_modes.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                e.one_of(
+                    format!("{f}.spec.accessModes[{j}]"),
+                    mode,
+                    &[
+                        "ReadWriteOnce",
+                        "ReadOnlyMany",
+                        "ReadWriteMany",
+                        "ReadWriteOncePod",
+                    ],
+                );
+            }
+            if spec
+                .and_then(|s| s.resources.as_ref())
+                .is_none_or(|r| !r.requests.contains_key("storage"))
+            {
+                e.required(format!("{f}.spec.resources[storage]"), "");
+            }
+        }
         e.0
     }
 }
