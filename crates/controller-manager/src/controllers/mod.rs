@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod hpa;
+pub mod job_plan;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
