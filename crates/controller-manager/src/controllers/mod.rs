@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod hpa;
+pub mod job;
 pub mod job_plan;
 pub mod namespace;
 pub mod node_ipam;
@@ -25,4 +26,5 @@ pub const ALL: &[(&str, StartFn)] = &[
     ("node-ipam", node_ipam::start),
     ("node-lifecycle", node_lifecycle::start),
     ("horizontal-pod-autoscaler", hpa::start),
+    (job::NAME, job::start),
 ];
