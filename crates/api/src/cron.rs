@@ -4,10 +4,17 @@
 //! `@hourly` macros, as Kubernetes' CronJob controller reads them. When both day fields are
 //! restricted, a day matches if either does (cron's rule, and Kubernetes').
 //!
-//! Times are wall-clock times (`NaiveDateTime`) in the schedule's time zone; turning them
-//! into instants is the caller's business.
+//! A schedule runs in a time zone (`spec.timeZone`, an IANA name; UTC without one, where
+//! Kubernetes would use the controller-manager's zone, which for a daemon is UTC too):
+//! [`Schedule::next_after`] works on wall-clock times, [`Schedule::next_instant`] on
+//! instants. A wall-clock time that a daylight-saving change skips does not fire that day;
+//! one that it repeats fires once.
 
-use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::offset::LocalResult;
+use chrono::{
+    DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _, Timelike, Utc,
+};
+pub use chrono_tz::Tz;
 use std::str::FromStr;
 
 /// A parsed schedule. Each field is a bit set of the values it allows.
@@ -187,7 +194,68 @@ impl FromStr for Schedule {
     }
 }
 
+/// A CronJob's time zone: an IANA name such as `Europe/Berlin`, or UTC when none is given.
+pub fn time_zone(name: Option<&str>) -> Result<Tz, ScheduleError> {
+    match name {
+        None => Ok(Tz::UTC),
+        Some(n) => n.parse::<Tz>().map_err(|_| {
+            ScheduleError(format!(
+                "unknown time zone {n:?}; use an IANA name such as \"Europe/Berlin\""
+            ))
+        }),
+    }
+}
+
 impl Schedule {
+    /// The first instant after `after` at which the schedule fires in time zone `tz`.
+    pub fn next_instant(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut local = after.with_timezone(&tz).naive_local();
+        // A handful of steps at most: each skips one wall-clock time a DST change removed or
+        // one that is not after `after` (the second pass of a repeated hour).
+        for _ in 0..1000 {
+            let t = self.next_after(local)?;
+            let at = match tz.from_local_datetime(&t) {
+                LocalResult::Single(at) => Some(at),
+                LocalResult::Ambiguous(first, _) => Some(first),
+                LocalResult::None => None,
+            };
+            if let Some(at) = at.map(|a| a.with_timezone(&Utc)).filter(|a| *a > after) {
+                return Some(at);
+            }
+            local = t;
+        }
+        None
+    }
+
+    /// The latest instant in `(since, now]` at which the schedule fired, and how many times
+    /// it fired in that window (more than one: runs were missed).
+    pub fn most_recent(
+        &self,
+        tz: Tz,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> (Option<DateTime<Utc>>, u32) {
+        let mut latest = None;
+        let mut count = 0u32;
+        let mut t = since;
+        // A long outage of a frequent schedule: look only at the last day for the latest
+        // time, and say that many were missed.
+        if now - since > Duration::days(1)
+            && self
+                .next_instant(tz, since)
+                .is_some_and(|n| n + Duration::days(1) < now)
+        {
+            t = now - Duration::days(1);
+            count = 100;
+        }
+        while let Some(next) = self.next_instant(tz, t).filter(|n| *n <= now) {
+            latest = Some(next);
+            count = count.saturating_add(1);
+            t = next;
+        }
+        (latest, count)
+    }
+
     fn day_matches(&self, d: NaiveDate) -> bool {
         let dom = self.days_of_month & (1 << d.day()) != 0;
         let dow = self.days_of_week & (1 << d.weekday().num_days_from_sunday()) != 0;
@@ -284,6 +352,46 @@ mod tests {
         assert_eq!(s.next_after(at("2026-01-01 00:00")), None);
         // Leap days do.
         assert_eq!(next("0 0 29 2 *", "2026-01-01 00:00"), "2028-02-29 00:00");
+    }
+
+    #[test]
+    fn time_zones_and_daylight_saving() {
+        let utc = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let s: Schedule = "30 2 * * *".parse().unwrap();
+        let berlin = time_zone(Some("Europe/Berlin")).unwrap();
+        // 02:30 in Berlin in winter is 01:30 UTC.
+        assert_eq!(
+            s.next_instant(berlin, utc("2026-12-06T12:00:00Z")),
+            Some(utc("2026-12-07T01:30:00Z"))
+        );
+        // 2027-03-28 has no 02:30 in Berlin (clocks go 02:00 -> 03:00): the next is the 29th.
+        assert_eq!(
+            s.next_instant(berlin, utc("2027-03-27T12:00:00Z")),
+            Some(utc("2027-03-29T00:30:00Z"))
+        );
+        // 2026-10-25 has 02:30 twice: it fires once, at the first.
+        let first = s.next_instant(berlin, utc("2026-10-24T12:00:00Z")).unwrap();
+        assert_eq!(first, utc("2026-10-25T00:30:00Z"));
+        assert_eq!(s.next_instant(berlin, first), Some(utc("2026-10-26T01:30:00Z")));
+        assert!(time_zone(Some("Mars/Olympus"))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown time zone"));
+        assert_eq!(time_zone(None).unwrap(), Tz::UTC);
+    }
+
+    #[test]
+    fn the_most_recent_run_and_how_many_were_missed() {
+        let utc = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let s: Schedule = "*/10 * * * *".parse().unwrap();
+        let (latest, n) = s.most_recent(Tz::UTC, utc("2026-12-06T12:00:00Z"), utc("2026-12-06T12:35:00Z"));
+        assert_eq!((latest, n), (Some(utc("2026-12-06T12:30:00Z")), 3));
+        let (latest, n) = s.most_recent(Tz::UTC, utc("2026-12-06T12:30:00Z"), utc("2026-12-06T12:35:00Z"));
+        assert_eq!((latest, n), (None, 0));
+        // A week down: the latest is still found, and many were missed.
+        let (latest, n) = s.most_recent(Tz::UTC, utc("2026-11-29T12:00:00Z"), utc("2026-12-06T12:35:00Z"));
+        assert_eq!(latest, Some(utc("2026-12-06T12:30:00Z")));
+        assert!(n > 100);
     }
 
     #[test]

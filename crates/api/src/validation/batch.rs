@@ -113,15 +113,8 @@ impl Validate for CronJob {
             e.invalid("spec.schedule", &spec.schedule, err.to_string());
         }
         if let Some(tz) = &spec.time_zone {
-            // IANA names: letters, digits, `/`, `_`, `-`, `+`; the controller resolves them.
-            let ok = !tz.is_empty()
-                && tz
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c))
-                && !tz.starts_with('/')
-                && !tz.contains("..");
-            if !ok {
-                e.invalid("spec.timeZone", tz, "unknown time zone");
+            if let Err(err) = crate::cron::time_zone(Some(tz)) {
+                e.invalid("spec.timeZone", tz, err.to_string());
             }
         }
         e.one_of(

@@ -2,6 +2,7 @@
 
 use crate::StartFn;
 
+pub mod cron_job;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
@@ -27,4 +28,5 @@ pub const ALL: &[(&str, StartFn)] = &[
     ("node-lifecycle", node_lifecycle::start),
     ("horizontal-pod-autoscaler", hpa::start),
     (job::NAME, job::start),
+    (cron_job::NAME, cron_job::start),
 ];
