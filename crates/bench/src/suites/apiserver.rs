@@ -30,6 +30,7 @@ use rkube_api::core::v1::{ConfigMap, Namespace};
 use rkube_api::rpc::{self, api_server_client::ApiServerClient};
 use rkube_api::{from_any, to_any, Resource};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -339,128 +340,126 @@ async fn etcd_clients(endpoint: &str, n: usize) -> anyhow::Result<Vec<KvClient>>
     .await
 }
 
-fn rkube_creates(clients: &[Rkube], namespace: &'static str, tag: &str, padding: &Arc<String>) -> Vec<OpFn> {
-    clients
-        .iter()
-        .map(|client| {
-            let (client, tag, padding) = (client.clone(), tag.to_string(), padding.clone());
-            Box::new(move |seq: u64| {
-                let mut client = client.clone();
-                let name = format!("{tag}-{seq}");
-                let request = rpc::CreateRequest {
-                    resource: rid::<ConfigMap>(),
-                    namespace: namespace.into(),
-                    object: Some(to_any(&config_map(namespace, &name, &padding))),
-                    dry_run: false,
-                };
-                Box::pin(async move {
-                    client
-                        .create(request)
-                        .await
-                        .with_context(|| format!("rkube create {namespace}/{name}"))?;
-                    Ok(())
-                }) as BoxFuture<'static, _>
-            }) as OpFn
-        })
-        .collect()
-}
-
-fn rkube_gets(clients: &[Rkube], names: Arc<Vec<String>>) -> Vec<OpFn> {
+/// One op closure per client, as `drive` wants them. `make(w)` builds worker
+/// `w`'s operation; each call gets its own clone of the worker's connection.
+fn per_client<C, Op, Fut>(clients: &[C], make: impl Fn(usize) -> Op) -> Vec<OpFn>
+where
+    C: Clone + Send + Sync + 'static,
+    Op: Fn(C, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     clients
         .iter()
         .enumerate()
         .map(|(w, client)| {
-            let (client, names) = (client.clone(), names.clone());
-            let rng = std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(w as u64));
-            Box::new(move |_| {
-                let mut client = client.clone();
-                let i = rng.lock().map(|mut r| r.gen_range(0..names.len())).unwrap_or(0);
-                let name = names[i].clone();
-                Box::pin(async move {
-                    let request = rpc::GetRequest {
-                        resource: rid::<ConfigMap>(),
-                        namespace: NAMESPACE.into(),
-                        name: name.clone(),
-                    };
-                    client
-                        .get(request)
-                        .await
-                        .with_context(|| format!("rkube get {name}"))?;
-                    Ok(())
-                }) as BoxFuture<'static, _>
-            }) as OpFn
+            let (client, op) = (client.clone(), make(w));
+            Box::new(move |seq: u64| Box::pin(op(client.clone(), seq)) as BoxFuture<'static, _>) as OpFn
         })
         .collect()
+}
+
+/// Worker `w`'s random picks in `0..len`, seeded by `w` so that runs repeat.
+fn random_index(w: usize) -> impl Fn(usize) -> usize + Send + Sync {
+    let rng = std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(w as u64));
+    move |len| rng.lock().map(|mut r| r.gen_range(0..len)).unwrap_or(0)
+}
+
+fn rkube_creates(clients: &[Rkube], namespace: &'static str, tag: &str, padding: &Arc<String>) -> Vec<OpFn> {
+    per_client(clients, |_| {
+        let (tag, padding) = (tag.to_string(), padding.clone());
+        move |mut client: Rkube, seq| {
+            let name = format!("{tag}-{seq}");
+            let request = rpc::CreateRequest {
+                resource: rid::<ConfigMap>(),
+                namespace: namespace.into(),
+                object: Some(to_any(&config_map(namespace, &name, &padding))),
+                dry_run: false,
+            };
+            async move {
+                client
+                    .create(request)
+                    .await
+                    .with_context(|| format!("rkube create {namespace}/{name}"))?;
+                Ok(())
+            }
+        }
+    })
+}
+
+fn rkube_gets(clients: &[Rkube], names: Arc<Vec<String>>) -> Vec<OpFn> {
+    per_client(clients, |w| {
+        let (names, pick) = (names.clone(), random_index(w));
+        move |mut client: Rkube, _| {
+            let name = names[pick(names.len())].clone();
+            async move {
+                let request = rpc::GetRequest {
+                    resource: rid::<ConfigMap>(),
+                    namespace: NAMESPACE.into(),
+                    name: name.clone(),
+                };
+                client
+                    .get(request)
+                    .await
+                    .with_context(|| format!("rkube get {name}"))?;
+                Ok(())
+            }
+        }
+    })
 }
 
 /// Create as the Kubernetes apiserver does it on etcd: put if absent.
 fn etcd_creates(clients: &[KvClient], namespace: &'static str, tag: &str, value: &Arc<Vec<u8>>) -> Vec<OpFn> {
-    clients
-        .iter()
-        .map(|client| {
-            let (client, tag, value) = (client.clone(), tag.to_string(), value.clone());
-            Box::new(move |seq: u64| {
-                let mut client = client.clone();
-                let key = etcd_key(namespace, &format!("{tag}-{seq}"));
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key.clone(), value.as_slice(), None)]);
-                Box::pin(async move {
-                    let resp = client
-                        .txn(txn)
-                        .await
-                        .with_context(|| format!("etcd create {key}"))?;
-                    anyhow::ensure!(resp.succeeded(), "etcd create {key}: it already exists");
-                    Ok(())
-                }) as BoxFuture<'static, _>
-            }) as OpFn
-        })
-        .collect()
+    per_client(clients, |_| {
+        let (tag, value) = (tag.to_string(), value.clone());
+        move |mut client: KvClient, seq| {
+            let key = etcd_key(namespace, &format!("{tag}-{seq}"));
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value.as_slice(), None)]);
+            async move {
+                let resp = client
+                    .txn(txn)
+                    .await
+                    .with_context(|| format!("etcd create {key}"))?;
+                anyhow::ensure!(resp.succeeded(), "etcd create {key}: it already exists");
+                Ok(())
+            }
+        }
+    })
 }
 
 fn etcd_puts(clients: &[KvClient], namespace: &'static str, tag: &str, value: &Arc<Vec<u8>>) -> Vec<OpFn> {
-    clients
-        .iter()
-        .map(|client| {
-            let (client, tag, value) = (client.clone(), tag.to_string(), value.clone());
-            Box::new(move |seq: u64| {
-                let mut client = client.clone();
-                let key = etcd_key(namespace, &format!("{tag}-{seq}"));
-                let value = value.to_vec();
-                Box::pin(async move {
-                    client
-                        .put(key.clone(), value, None)
-                        .await
-                        .with_context(|| format!("etcd put {key}"))?;
-                    Ok(())
-                }) as BoxFuture<'static, _>
-            }) as OpFn
-        })
-        .collect()
+    per_client(clients, |_| {
+        let (tag, value) = (tag.to_string(), value.clone());
+        move |mut client: KvClient, seq| {
+            let key = etcd_key(namespace, &format!("{tag}-{seq}"));
+            let value = value.to_vec();
+            async move {
+                client
+                    .put(key.clone(), value, None)
+                    .await
+                    .with_context(|| format!("etcd put {key}"))?;
+                Ok(())
+            }
+        }
+    })
 }
 
 fn etcd_gets(clients: &[KvClient], names: Arc<Vec<String>>) -> Vec<OpFn> {
-    clients
-        .iter()
-        .enumerate()
-        .map(|(w, client)| {
-            let (client, names) = (client.clone(), names.clone());
-            let rng = std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(w as u64));
-            Box::new(move |_| {
-                let mut client = client.clone();
-                let i = rng.lock().map(|mut r| r.gen_range(0..names.len())).unwrap_or(0);
-                let key = etcd_key(NAMESPACE, &names[i]);
-                Box::pin(async move {
-                    let resp = client
-                        .get(key.clone(), None)
-                        .await
-                        .with_context(|| format!("etcd get {key}"))?;
-                    anyhow::ensure!(!resp.kvs().is_empty(), "etcd get {key}: not found");
-                    Ok(())
-                }) as BoxFuture<'static, _>
-            }) as OpFn
-        })
-        .collect()
+    per_client(clients, |w| {
+        let (names, pick) = (names.clone(), random_index(w));
+        move |mut client: KvClient, _| {
+            let key = etcd_key(NAMESPACE, &names[pick(names.len())]);
+            async move {
+                let resp = client
+                    .get(key.clone(), None)
+                    .await
+                    .with_context(|| format!("etcd get {key}"))?;
+                anyhow::ensure!(!resp.kvs().is_empty(), "etcd get {key}: not found");
+                Ok(())
+            }
+        }
+    })
 }
 
 async fn create_namespace(client: &Rkube, name: &str) -> anyhow::Result<()> {
