@@ -21,7 +21,7 @@ use crate::attributes::{rule_allows, Attributes};
 use crate::authn::UserInfo;
 use crate::error::ApiError;
 use crate::keys::{storage_key, storage_prefix};
-use rkube_api::core::v1::{Pod, PodSpec};
+use rkube_api::core::v1::{EnvFromSource, EnvVarSource, Pod, PodSpec, Volume};
 use rkube_api::rbac::v1::PolicyRule;
 use rkube_api::Resource;
 use rkube_store::Store;
@@ -155,48 +155,41 @@ fn referenced_by_pod_on(store: &dyn Store, node: &str, attrs: &Attributes) -> Re
 
 /// Every Secret a pod spec uses: volumes, env, envFrom, imagePullSecrets.
 pub fn secret_names(spec: &PodSpec) -> Vec<&str> {
-    let mut out: Vec<&str> = spec.image_pull_secrets.iter().map(|r| r.name.as_str()).collect();
-    out.extend(
-        spec.volumes
-            .iter()
-            .filter_map(|v| v.secret.as_ref().map(|s| s.secret_name.as_str())),
-    );
-    for c in spec.init_containers.iter().chain(&spec.containers) {
-        out.extend(c.env.iter().filter_map(|e| {
-            e.value_from
-                .as_ref()
-                .and_then(|f| f.secret_key_ref.as_ref())
-                .map(|r| r.name.as_str())
-        }));
-        out.extend(
-            c.env_from
-                .iter()
-                .filter_map(|e| e.secret_ref.as_ref().map(|r| r.name.as_str())),
-        );
-    }
-    out.retain(|n| !n.is_empty());
-    out
+    let pull_secrets = spec.image_pull_secrets.iter().map(|r| r.name.as_str()).collect();
+    referenced_names(
+        spec,
+        pull_secrets,
+        |v| v.secret.as_ref().map(|s| s.secret_name.as_str()),
+        |f| f.secret_key_ref.as_ref().map(|r| r.name.as_str()),
+        |e| e.secret_ref.as_ref().map(|r| r.name.as_str()),
+    )
 }
 
 /// Every ConfigMap a pod spec uses: volumes, env, envFrom.
 pub fn config_map_names(spec: &PodSpec) -> Vec<&str> {
-    let mut out: Vec<&str> = spec
-        .volumes
-        .iter()
-        .filter_map(|v| v.config_map.as_ref().map(|c| c.name.as_str()))
-        .collect();
+    referenced_names(
+        spec,
+        Vec::new(),
+        |v| v.config_map.as_ref().map(|c| c.name.as_str()),
+        |f| f.config_map_key_ref.as_ref().map(|r| r.name.as_str()),
+        |e| e.config_map_ref.as_ref().map(|r| r.name.as_str()),
+    )
+}
+
+/// `out` followed by the names of one kind a pod spec refers to, in its
+/// volumes and then in each container's env and envFrom; empty names
+/// dropped. The three functions pick that kind's reference from each place.
+fn referenced_names<'a>(
+    spec: &'a PodSpec,
+    mut out: Vec<&'a str>,
+    volume: fn(&Volume) -> Option<&str>,
+    env: fn(&EnvVarSource) -> Option<&str>,
+    env_from: fn(&EnvFromSource) -> Option<&str>,
+) -> Vec<&'a str> {
+    out.extend(spec.volumes.iter().filter_map(volume));
     for c in spec.init_containers.iter().chain(&spec.containers) {
-        out.extend(c.env.iter().filter_map(|e| {
-            e.value_from
-                .as_ref()
-                .and_then(|f| f.config_map_key_ref.as_ref())
-                .map(|r| r.name.as_str())
-        }));
-        out.extend(
-            c.env_from
-                .iter()
-                .filter_map(|e| e.config_map_ref.as_ref().map(|r| r.name.as_str())),
-        );
+        out.extend(c.env.iter().filter_map(|e| e.value_from.as_ref().and_then(env)));
+        out.extend(c.env_from.iter().filter_map(env_from));
     }
     out.retain(|n| !n.is_empty());
     out

@@ -169,34 +169,19 @@ impl<K: Resource> Api<K> {
 
     /// JSON merge patch (RFC 7386) of everything but status.
     pub async fn patch_merge(&self, name: &str, patch: &serde_json::Value) -> Result<K> {
-        let ns = self.object_ns(name)?;
-        let any = self
-            .client
-            .patch_any(
-                &K::INFO,
-                ns,
-                name,
-                patch,
-                Subresource::Main,
-                &PostParams::default(),
-            )
-            .await?;
-        decode(&any)
+        self.patch_sub(name, patch, Subresource::Main).await
     }
 
     /// JSON merge patch of the status subresource.
     pub async fn patch_status_merge(&self, name: &str, patch: &serde_json::Value) -> Result<K> {
+        self.patch_sub(name, patch, Subresource::Status).await
+    }
+
+    async fn patch_sub(&self, name: &str, patch: &serde_json::Value, sub: Subresource) -> Result<K> {
         let ns = self.object_ns(name)?;
         let any = self
             .client
-            .patch_any(
-                &K::INFO,
-                ns,
-                name,
-                patch,
-                Subresource::Status,
-                &PostParams::default(),
-            )
+            .patch_any(&K::INFO, ns, name, patch, sub, &PostParams::default())
             .await?;
         decode(&any)
     }

@@ -13,18 +13,16 @@
 //! 30 at once, as the pods were (p50, p99, wall time). The table shows rkube / floor.
 //! Target: p99 under 1 s.
 
+use crate::pod_watch;
 use crate::stats::Samples;
 use crate::Args;
 use anyhow::Context;
-use futures::StreamExt;
 use rkube_api::core::v1::Pod;
 use rkube_api::Resource;
-use rkube_client::{Api, Client, DeleteParams, WatchEvent, WatchParams};
+use rkube_client::{Api, Client, DeleteParams};
 use rkube_kubelet::testing::{TestNode, TestRegistry};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PODS: usize = 30;
@@ -124,29 +122,10 @@ async fn measure_with(url: &str, node: &TestNode, image: &str) -> anyhow::Result
     .await?;
     let rv = pods.list(&Default::default()).await?.resource_version;
 
-    let running_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut watch = pods
-        .watch(&WatchParams {
-            resource_version: rv,
-            ..Default::default()
-        })
-        .await
-        .context("watching pods")?;
-    let seen = running_at.clone();
-    let watcher = tokio::spawn(async move {
-        while let Some(ev) = watch.next().await {
-            let Ok(WatchEvent::Modified(p) | WatchEvent::Added(p)) = ev else {
-                continue;
-            };
-            if p.name().starts_with("start-") && phase(&p) == "Running" {
-                let mut m = seen.lock().unwrap_or_else(|e| e.into_inner());
-                m.entry(p.name().to_string()).or_insert_with(Instant::now);
-                if m.len() >= PODS {
-                    break;
-                }
-            }
-        }
-    });
+    let (running_at, watcher) = pod_watch::first_seen(&pods, rv, PODS, |p| {
+        p.name().starts_with("start-") && phase(p) == "Running"
+    })
+    .await?;
 
     eprintln!("creating {PODS} pods at once");
     let wall = Instant::now();

@@ -11,6 +11,7 @@
 //! as separate processes would. The upstream anchor is its CI floor for
 //! the same case: 680 pods/s on larger machines.
 
+use crate::pod_watch;
 use crate::stats::Samples;
 use crate::Args;
 use anyhow::Context;
@@ -18,7 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use rkube_api::core::v1::{Container, Node, NodeCondition, NodeStatus, Pod, PodSpec, ResourceRequirements};
 use rkube_api::quantity::Quantity;
 use rkube_api::Resource;
-use rkube_client::{Api, Client, WatchEvent, WatchParams};
+use rkube_client::{Api, Client};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -198,29 +199,10 @@ async fn measure(url: &str, scheduler_rt: &tokio::runtime::Runtime) -> anyhow::R
 
     // Bind times, from a watch opened before the first create (after the
     // warm-up pod's binding, so it is not counted).
-    let bound_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut watch = pods
-        .watch(&WatchParams {
-            resource_version: rv,
-            ..Default::default()
-        })
-        .await
-        .context("watching pods")?;
-    let seen = bound_at.clone();
-    let watcher = tokio::spawn(async move {
-        while let Some(ev) = watch.next().await {
-            let Ok(WatchEvent::Modified(p) | WatchEvent::Added(p)) = ev else {
-                continue;
-            };
-            if p.spec.as_ref().is_some_and(|s| !s.node_name.is_empty()) {
-                let mut m = seen.lock().unwrap_or_else(|e| e.into_inner());
-                m.entry(p.name().to_string()).or_insert_with(Instant::now);
-                if m.len() >= PODS {
-                    break;
-                }
-            }
-        }
-    });
+    let (bound_at, watcher) = pod_watch::first_seen(&pods, rv, PODS, |p| {
+        p.spec.as_ref().is_some_and(|s| !s.node_name.is_empty())
+    })
+    .await?;
 
     eprintln!("creating {PODS} pods");
     let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
