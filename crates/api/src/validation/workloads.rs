@@ -206,6 +206,24 @@ fn validate_rolling_update(
     }
 }
 
+/// A workload's update strategy: `type` one of `types` (the first is the one that takes no
+/// `rollingUpdate`), and `rollingUpdate` only with `RollingUpdate`.
+fn validate_strategy_type(
+    f: &str,
+    kind: &str,
+    has_rolling_update: bool,
+    types: &[&'static str],
+    e: &mut Errors,
+) {
+    e.one_of(format!("{f}.type"), kind, types);
+    if kind == types[0] && has_rolling_update {
+        e.forbidden(
+            format!("{f}.rollingUpdate"),
+            format!("may not be specified when strategy `type` is '{kind}'"),
+        );
+    }
+}
+
 impl Validate for apps::v1::Deployment {
     fn validate_update(&self, old: &Self) -> Vec<FieldError> {
         immutable_selector(self.spec.as_ref(), old.spec.as_ref())
@@ -242,17 +260,13 @@ impl Validate for apps::v1::Deployment {
             }
         }
         if let Some(s) = &spec.strategy {
-            e.one_of(
-                "spec.strategy.type".into(),
+            validate_strategy_type(
+                "spec.strategy",
                 &s.r#type,
+                s.rolling_update.is_some(),
                 &["Recreate", "RollingUpdate"],
+                &mut e,
             );
-            if s.r#type == "Recreate" && s.rolling_update.is_some() {
-                e.forbidden(
-                    "spec.strategy.rollingUpdate",
-                    "may not be specified when strategy `type` is 'Recreate'",
-                );
-            }
             if let Some(ru) = &s.rolling_update {
                 validate_rolling_update(
                     "spec.strategy.rollingUpdate",
@@ -298,17 +312,13 @@ impl Validate for apps::v1::DaemonSet {
         non_negative(&mut e, "spec.minReadySeconds", Some(spec.min_ready_seconds));
         non_negative(&mut e, "spec.revisionHistoryLimit", spec.revision_history_limit);
         if let Some(s) = &spec.update_strategy {
-            e.one_of(
-                "spec.updateStrategy.type".into(),
+            validate_strategy_type(
+                "spec.updateStrategy",
                 &s.r#type,
+                s.rolling_update.is_some(),
                 &["OnDelete", "RollingUpdate"],
+                &mut e,
             );
-            if s.r#type == "OnDelete" && s.rolling_update.is_some() {
-                e.forbidden(
-                    "spec.updateStrategy.rollingUpdate",
-                    "may not be specified when strategy `type` is 'OnDelete'",
-                );
-            }
             if let Some(ru) = &s.rolling_update {
                 validate_rolling_update(
                     "spec.updateStrategy.rollingUpdate",
@@ -363,17 +373,13 @@ impl Validate for apps::v1::StatefulSet {
             &["OrderedReady", "Parallel"],
         );
         if let Some(s) = &spec.update_strategy {
-            e.one_of(
-                "spec.updateStrategy.type".into(),
+            validate_strategy_type(
+                "spec.updateStrategy",
                 &s.r#type,
+                s.rolling_update.is_some(),
                 &["OnDelete", "RollingUpdate"],
+                &mut e,
             );
-            if s.r#type == "OnDelete" && s.rolling_update.is_some() {
-                e.forbidden(
-                    "spec.updateStrategy.rollingUpdate",
-                    "only allowed for updateStrategy 'RollingUpdate'",
-                );
-            }
             if let Some(ru) = &s.rolling_update {
                 non_negative(
                     &mut e,
