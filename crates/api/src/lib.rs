@@ -103,6 +103,7 @@ pub mod codec;
 pub mod cron;
 pub mod defaults;
 pub mod fields;
+pub mod placement;
 pub mod resource;
 pub mod selector;
 pub mod time;

@@ -200,20 +200,7 @@ pub fn desired_taints(node: &Node, now: DateTime<Utc>) -> Vec<Taint> {
     taints
 }
 
-/// Whether `t` tolerates `taint` (Kubernetes' `ToleratesTaint`).
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if !t.effect.is_empty() && t.effect != taint.effect {
-        return false;
-    }
-    if !t.key.is_empty() && t.key != taint.key {
-        return false;
-    }
-    match t.operator.as_str() {
-        "Exists" => true,
-        "Equal" | "" => t.value == taint.value,
-        _ => false,
-    }
-}
+pub use rkube_api::placement::tolerates;
 
 /// The pod's tolerations plus the defaults Kubernetes' admission would
 /// have added: not-ready and unreachable for `default_seconds`, unless the

@@ -5,71 +5,27 @@
 use super::{normalize_to_max, Cycle, FilterPlugin, ScorePlugin, Unfit};
 use crate::cache::NodeInfo;
 use crate::pod_info::PodInfo;
-use rkube_api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
-use std::collections::BTreeMap;
+use rkube_api::core::v1::NodeSelectorTerm;
 
 pub struct NodeAffinity;
 
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
-/// One `matchExpressions` entry against the node's labels. Unknown
-/// operators and non-integer values for Gt/Lt match nothing (the apiserver
-/// validates them; this keeps a bad object from matching by accident).
-pub fn requirement_matches(r: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let value = labels.get(&r.key);
-    let int = |s: &str| s.trim().parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| r.values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(have), Some(want)) =
-                (value.and_then(|v| int(v)), r.values.first().and_then(|v| int(v)))
-            else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                have > want
-            } else {
-                have < want
-            }
-        }
-        _ => false,
-    }
-}
+pub use rkube_api::placement::requirement_matches;
 
-/// One `matchFields` entry: Kubernetes supports only `metadata.name`.
-fn field_matches(r: &NodeSelectorRequirement, node: &NodeInfo) -> bool {
-    if r.key != "metadata.name" {
-        return false;
-    }
-    let fields = BTreeMap::from([(r.key.clone(), node.name.clone())]);
-    matches!(r.operator.as_str(), "In" | "NotIn") && requirement_matches(r, &fields)
-}
-
-/// A term with neither expressions nor fields matches nothing.
+/// A node selector term against a cached node.
 pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
-    if term.match_expressions.is_empty() && term.match_fields.is_empty() {
-        return false;
-    }
-    let labels = node.labels();
-    term.match_expressions
-        .iter()
-        .all(|r| requirement_matches(r, labels))
-        && term.match_fields.iter().all(|r| field_matches(r, node))
+    rkube_api::placement::term_matches(term, &node.name, node.labels())
 }
 
 /// Whether the node satisfies the pod's nodeSelector and required affinity.
 pub fn node_matches(pod: &PodInfo, node: &NodeInfo) -> bool {
-    let labels = node.labels();
-    if !pod.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-        return false;
-    }
-    match &pod.required_affinity {
-        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, node)),
-        None => true,
-    }
+    rkube_api::placement::selector_and_affinity_match(
+        &pod.node_selector,
+        pod.required_affinity.as_ref(),
+        &node.name,
+        node.labels(),
+    )
 }
 
 impl FilterPlugin for NodeAffinity {
@@ -116,7 +72,10 @@ impl ScorePlugin for NodeAffinity {
 mod tests {
     use super::*;
     use crate::testing::{check_filter, labelled, node, pod, score_nodes};
-    use rkube_api::core::v1::{Affinity, NodeAffinity as Spec, NodeSelector, PreferredSchedulingTerm};
+    use rkube_api::core::v1::{
+        Affinity, NodeAffinity as Spec, NodeSelector, NodeSelectorRequirement, PreferredSchedulingTerm,
+    };
+    use std::collections::BTreeMap;
 
     fn req(key: &str, op: &str, values: &[&str]) -> NodeSelectorRequirement {
         NodeSelectorRequirement {

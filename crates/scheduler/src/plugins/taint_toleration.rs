@@ -5,24 +5,11 @@
 use super::{normalize_reverse, Cycle, FilterPlugin, ScorePlugin, Unfit};
 use crate::cache::NodeInfo;
 use crate::pod_info::PodInfo;
-use rkube_api::core::v1::{Taint, Toleration};
+use rkube_api::core::v1::Taint;
 
 pub struct TaintToleration;
 
-/// Kubernetes' `Toleration.ToleratesTaint`.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if !t.effect.is_empty() && t.effect != taint.effect {
-        return false;
-    }
-    if !t.key.is_empty() && t.key != taint.key {
-        return false;
-    }
-    match t.operator.as_str() {
-        "" | "Equal" => t.value == taint.value,
-        "Exists" => true,
-        _ => false,
-    }
-}
+pub use rkube_api::placement::tolerates;
 
 /// `node(s) had untolerated taint {key: value}`, Kubernetes' wording.
 pub fn untolerated_reason(taint: &Taint) -> String {
