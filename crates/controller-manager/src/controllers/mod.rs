@@ -3,6 +3,7 @@
 use crate::StartFn;
 
 pub mod cron_job;
+pub mod daemon_set;
 pub mod deployment;
 pub mod endpoints;
 pub mod expectations;
@@ -29,4 +30,5 @@ pub const ALL: &[(&str, StartFn)] = &[
     ("horizontal-pod-autoscaler", hpa::start),
     (job::NAME, job::start),
     (cron_job::NAME, cron_job::start),
+    (daemon_set::NAME, daemon_set::start),
 ];
