@@ -364,6 +364,13 @@ impl Defaulting for corev1::ServiceAccount {
     fn apply_defaults(&mut self) {}
 }
 
+impl Defaulting for corev1::PersistentVolumeClaim {
+    fn apply_defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+    }
+}
+
 impl Defaulting for corev1::ResourceQuota {
     fn apply_defaults(&mut self) {}
 }

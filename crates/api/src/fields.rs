@@ -45,6 +45,7 @@ meta_only!(
     core::v1::ServiceAccount,
     core::v1::ResourceQuota,
     core::v1::LimitRange,
+    core::v1::PersistentVolumeClaim,
     policy::v1::PodDisruptionBudget,
     scheduling::v1::PriorityClass,
     autoscaling::v2::HorizontalPodAutoscaler,

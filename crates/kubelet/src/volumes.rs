@@ -257,6 +257,17 @@ pub async fn prepare(
             let p = dirs.volume(&v.name);
             write_projection(&key, &v.name, &p, &data, &s.items, s.default_mode)?;
             p
+        } else if let Some(c) = &v.persistent_volume_claim {
+            // Claims are stored and created (StatefulSets' volumeClaimTemplates), but this
+            // kubelet has no volume provisioner to mount them from yet.
+            return Err(VolumeError::Invalid {
+                pod: key,
+                volume: v.name.clone(),
+                reason: format!(
+                    "persistentVolumeClaim {:?}: this node cannot mount claims yet; use emptyDir or hostPath",
+                    c.claim_name
+                ),
+            });
         } else {
             return Err(VolumeError::Invalid {
                 pod: key,

@@ -14,6 +14,7 @@ mod pod;
 mod policy;
 mod rbac;
 mod service;
+mod storage;
 mod workloads;
 
 pub use cluster::parse_cidr;

@@ -28,6 +28,7 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
             v.host_path.is_some(),
             v.config_map.is_some(),
             v.secret.is_some(),
+            v.persistent_volume_claim.is_some(),
         ]
         .iter()
         .filter(|x| **x)
@@ -35,8 +36,13 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
         if sources != 1 {
             errs.required(
                 vf.clone(),
-                "exactly one of emptyDir, hostPath, configMap or secret must be specified",
+                "exactly one of emptyDir, hostPath, configMap, secret or persistentVolumeClaim must be specified",
             );
+        }
+        if let Some(c) = &v.persistent_volume_claim {
+            if c.claim_name.is_empty() {
+                errs.required(format!("{vf}.persistentVolumeClaim.claimName"), "");
+            }
         }
         if let Some(h) = &v.host_path {
             if !h.path.starts_with('/') {

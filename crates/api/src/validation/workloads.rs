@@ -415,36 +415,7 @@ impl Validate for apps::v1::StatefulSet {
             } else if !names.insert(name) {
                 e.duplicate(format!("{f}.metadata.name"), name);
             }
-            let spec = claim.spec.as_ref();
-            if spec.is_none_or(|s| s.access_modes.is_empty()) {
-                e.required(
-                    format!("{f}.spec.accessModes"),
-                    "at least 1 access mode is required",
-                );
-            }
-            for (j, mode) in spec
-                .map(|s| s.access_modes.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-            {
-                e.one_of(
-                    format!("{f}.spec.accessModes[{j}]"),
-                    mode,
-                    &[
-                        "ReadWriteOnce",
-                        "ReadOnlyMany",
-                        "ReadWriteMany",
-                        "ReadWriteOncePod",
-                    ],
-                );
-            }
-            if spec
-                .and_then(|s| s.resources.as_ref())
-                .is_none_or(|r| !r.requests.contains_key("storage"))
-            {
-                e.required(format!("{f}.spec.resources[storage]"), "");
-            }
+            super::storage::validate_claim_spec(claim.spec.as_ref(), &format!("{f}.spec"), &mut e);
         }
         e.0
     }

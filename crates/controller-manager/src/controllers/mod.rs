@@ -15,6 +15,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod stateful_set;
 pub mod workload;
 
 /// Every controller by the name `--controllers` uses. Add a loop by adding
@@ -31,4 +32,5 @@ pub const ALL: &[(&str, StartFn)] = &[
     (job::NAME, job::start),
     (cron_job::NAME, cron_job::start),
     (daemon_set::NAME, daemon_set::start),
+    (stateful_set::NAME, stateful_set::start),
 ];
