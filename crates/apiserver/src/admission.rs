@@ -18,6 +18,19 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node-le
 pub fn prepare_create<K: Resource>(obj: &mut K) {
     let any = obj as &mut dyn Any;
     if let Some(pod) = any.downcast_mut::<Pod>() {
+        // Kubernetes' ServiceAccount admission: a pod runs as `default` unless it names an
+        // account, and the deprecated `serviceAccount` mirrors the name. (Unlike Kubernetes,
+        // a pod naming an account that does not exist yet is not refused: nodes without a
+        // controller-manager, as in rkube's node tests, still run pods.)
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        if spec.service_account_name.is_empty() {
+            spec.service_account_name = if spec.service_account.is_empty() {
+                "default".into()
+            } else {
+                spec.service_account.clone()
+            };
+        }
+        spec.service_account = spec.service_account_name.clone();
         let status = pod.status.get_or_insert_with(Default::default);
         status.phase = "Pending".into();
         status.qos_class = qos_class(pod.spec.as_ref()).into();

@@ -15,6 +15,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod service_account;
 pub mod stateful_set;
 pub mod workload;
 
@@ -33,4 +34,5 @@ pub const ALL: &[(&str, StartFn)] = &[
     (cron_job::NAME, cron_job::start),
     (daemon_set::NAME, daemon_set::start),
     (stateful_set::NAME, stateful_set::start),
+    (service_account::NAME, service_account::start),
 ];

@@ -45,9 +45,8 @@ pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow:
 /// deleted: workloads before the pods they would recreate.
 pub fn namespaced_kinds() -> Vec<&'static ResourceInfo> {
     let rank = |k: &ResourceInfo| match k.kind {
-        "Deployment" => 0,
-        "ReplicaSet" => 1,
-        "HorizontalPodAutoscaler" => 0,
+        "Deployment" | "DaemonSet" | "StatefulSet" | "CronJob" | "HorizontalPodAutoscaler" => 0,
+        "ReplicaSet" | "Job" => 1,
         "Pod" => 2,
         _ => 3,
     };
