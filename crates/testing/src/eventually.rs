@@ -1,6 +1,5 @@
 //! Waiting in tests: poll a condition until it holds or a timeout passes.
 
-use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -35,9 +34,9 @@ impl<T> Observation for Option<T> {
 }
 
 /// `Ok` is looked into; an error is "not yet", and the last one is what a
-/// timeout reports. Return `Err(anyhow!("replicas are {n}"))` to say what
-/// was seen.
-impl<O: Observation, E: Display> Observation for Result<O, E> {
+/// timeout reports: `Err(anyhow!("replicas are {n}"))` says what was seen.
+/// Only anyhow's `Result`, so that `?` in a check needs no annotation.
+impl<O: Observation> Observation for anyhow::Result<O> {
     type Value = O::Value;
     fn observe(self) -> Result<O::Value, String> {
         match self {
