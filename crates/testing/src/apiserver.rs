@@ -115,16 +115,27 @@ impl TestApiServerBuilder {
             std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
         }
         let server = rkube_apiserver::start(self.config(dir.path(), self.listen)?).await?;
-        let mut api = TestApiServer {
-            url: server.url(),
+        let url = reachable_url(&server);
+        let client = match self.security {
+            Security::Insecure => Client::connect(&url)?,
+            _ => client_from(&self.pki_dir(dir.path()).join("admin.conf"), &url)?,
+        };
+        Ok(TestApiServer {
+            url,
             addr: server.addr,
             server: Some(server),
-            client: None,
+            client,
             options: self,
             dir: Some(dir),
-        };
-        api.client = Some(api.client_for_admin()?);
-        Ok(api)
+        })
+    }
+
+    /// The PKI: `DIR/pki`, or the `cert_dir` given.
+    fn pki_dir(&self, dir: &Path) -> PathBuf {
+        match &self.security {
+            Security::CertDir(pki) => pki.clone(),
+            _ => dir.join("pki"),
+        }
     }
 
     /// The server's configuration: its flags read as `main` reads them.
@@ -142,10 +153,7 @@ impl TestApiServerBuilder {
             data_dir.into(),
         ];
         let audit = || ["--audit-log-path".into(), dir.join("audit.log").into()];
-        let pki = match &self.security {
-            Security::CertDir(pki) => pki.clone(),
-            _ => dir.join("pki"),
-        };
+        let pki = self.pki_dir(dir);
         match &self.security {
             Security::Insecure => argv.push("--insecure".into()),
             Security::Pki { .. } => {
@@ -182,6 +190,28 @@ impl TestApiServerBuilder {
     }
 }
 
+/// A client from the config file `conf`, pointed at `url`.
+fn client_from(conf: &Path, url: &str) -> anyhow::Result<Client> {
+    let mut config = ClientConfig::load(conf)?;
+    config.server = url.to_string();
+    Ok(Client::from_config(&config)?)
+}
+
+/// Where a client on this machine reaches `server`: on loopback when it
+/// listens on every address (the serving certificate names 127.0.0.1).
+fn reachable_url(server: &RunningApiServer) -> String {
+    let mut addr = server.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let scheme = if server.url().starts_with("https:") {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
+}
+
 /// A running apiserver, its address and directory, and clients of it.
 /// Dropped, it shuts down and its directory is removed once it stopped;
 /// [`TestApiServer::stop`] does the same and waits, reporting errors.
@@ -189,7 +219,7 @@ pub struct TestApiServer {
     server: Option<RunningApiServer>,
     url: String,
     addr: SocketAddr,
-    client: Option<Client>,
+    client: Client,
     options: TestApiServerBuilder,
     /// `data/` (the store), `pki/`, `audit.log` and the files of
     /// [`TestApiServerBuilder::flag_file`]. Only `Drop` takes it.
@@ -221,11 +251,13 @@ impl TestApiServer {
         Self::builder().secure(nodes).start().await
     }
 
-    /// `http://127.0.0.1:PORT`, or `https://` when secured.
+    /// `http://127.0.0.1:PORT`, or `https://` when secured (loopback also
+    /// when it listens on every address).
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -245,16 +277,13 @@ impl TestApiServer {
 
     /// The PKI: `DIR/pki`, or the `cert_dir` given.
     pub fn pki(&self) -> PathBuf {
-        match &self.options.security {
-            Security::CertDir(dir) => dir.clone(),
-            _ => self.dir().join("pki"),
-        }
+        self.options.pki_dir(self.dir())
     }
 
     /// A client with every right: no credentials on a plain-text server,
     /// the PKI's `admin.conf` on a secure one.
     pub fn client(&self) -> Client {
-        self.client.clone().expect("set at start")
+        self.client.clone()
     }
 
     /// `Api<K>` of the admin client in `namespace` (ignored for
@@ -271,9 +300,7 @@ impl TestApiServer {
 
     /// A client from the config file `conf`, pointed at this server.
     pub fn client_from(&self, conf: &Path) -> anyhow::Result<Client> {
-        let mut config = ClientConfig::load(conf)?;
-        config.server = self.url.clone();
-        Ok(Client::from_config(&config)?)
+        client_from(conf, &self.url)
     }
 
     /// A client that presents a bearer token (and trusts the server's CA
@@ -289,13 +316,6 @@ impl TestApiServer {
             token: Some(token.into()),
             ..Default::default()
         })?)
-    }
-
-    fn client_for_admin(&self) -> anyhow::Result<Client> {
-        match self.options.security {
-            Security::Insecure => Ok(Client::connect(&self.url)?),
-            _ => self.client_as("admin"),
-        }
     }
 
     /// The admin's client config file (`/dev/null`, none, when plain text).
