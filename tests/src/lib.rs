@@ -37,7 +37,7 @@ use std::process::Command;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-pub use rkube_kubelet::testing::{http_get_in_netns, skip_reason, wait_for};
+pub use rkube_kubelet::testing::{http_get_in_netns, skip_reason};
 
 /// The lan bridge's address in the cluster namespace: how node namespaces reach the
 /// apiserver and each other.
