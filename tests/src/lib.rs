@@ -446,7 +446,13 @@ impl TestCluster {
             .iter()
             .any(|c| c == "*" || c == "node-ipam");
         let pod_cidr = (!ipam).then(|| format!("10.244.{}.0/24", 100 + i));
-        let mut k = containerd.kubelet_config(self.url(), &name, ip.into(), pod_cidr.as_deref());
+        let mut k = rkube_kubelet::Config::for_test_node(
+            &containerd,
+            self.url(),
+            &name,
+            ip.into(),
+            pod_cidr.as_deref(),
+        );
         k.kubeconfig = Some(self.kubeconfig(&format!("node-{name}")));
         k.server_netns = Some(containerd.netns_path.clone());
         k.node_status_update_frequency = Duration::from_secs(1);

@@ -30,7 +30,8 @@ async fn a_deployment_without_nodes_named_is_scheduled_and_runs_on_a_real_kubele
     let conf = |stem: &str| Some(pki.join(format!("{stem}.conf")));
 
     // the kubelet, as its own tests start it, on the test's node namespace
-    let mut kcfg = node.kubelet_config(
+    let mut kcfg = rkube_kubelet::Config::for_test_node(
+        &node,
         url.clone(),
         "node-a",
         [127, 0, 0, 1].into(),

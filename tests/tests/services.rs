@@ -8,7 +8,7 @@ use anyhow::Context;
 use rkube_api::core::v1::{Endpoints, Pod, Service};
 use rkube_client::ListParams;
 use rkube_e2e::{pod_ready, run, ClusterOptions, TestCluster};
-use rkube_kubelet::network::netns::run_in;
+use rkube_node_runtime::network::netns::run_in;
 use rkube_testing::eventually;
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};

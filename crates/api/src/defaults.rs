@@ -4,7 +4,7 @@
 
 use crate::core::v1 as corev1;
 use crate::intstr::IntOrString;
-use crate::{apps, autoscaling, coordination, rbac};
+use crate::{apps, autoscaling, batch, coordination, policy, rbac, scheduling};
 
 pub trait Defaulting {
     /// Fills in every unset field that has a default. Idempotent.
@@ -255,6 +255,145 @@ impl Defaulting for rbac::v1::RoleBinding {
 impl Defaulting for rbac::v1::ClusterRoleBinding {
     fn apply_defaults(&mut self) {
         default_subjects(&mut self.subjects);
+    }
+}
+
+impl Defaulting for apps::v1::DaemonSet {
+    fn apply_defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        spec.revision_history_limit.get_or_insert(10);
+        let strategy = spec.update_strategy.get_or_insert_with(Default::default);
+        set_if_empty(&mut strategy.r#type, "RollingUpdate");
+        if strategy.r#type == "RollingUpdate" {
+            let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+            ru.max_unavailable.get_or_insert_with(|| IntOrString::int(1));
+            ru.max_surge.get_or_insert_with(|| IntOrString::int(0));
+        }
+        default_template(&mut spec.template);
+    }
+}
+
+impl Defaulting for apps::v1::StatefulSet {
+    fn apply_defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        spec.replicas.get_or_insert(1);
+        spec.revision_history_limit.get_or_insert(10);
+        set_if_empty(&mut spec.pod_management_policy, "OrderedReady");
+        let strategy = spec.update_strategy.get_or_insert_with(Default::default);
+        set_if_empty(&mut strategy.r#type, "RollingUpdate");
+        if strategy.r#type == "RollingUpdate" {
+            let ru = strategy.rolling_update.get_or_insert_with(Default::default);
+            ru.partition.get_or_insert(0);
+        }
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .get_or_insert_with(Default::default);
+        set_if_empty(&mut retention.when_deleted, "Retain");
+        set_if_empty(&mut retention.when_scaled, "Retain");
+        for claim in &mut spec.volume_claim_templates {
+            let claim_spec = claim.spec.get_or_insert_with(Default::default);
+            claim_spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+        }
+        default_template(&mut spec.template);
+    }
+}
+
+/// The labels a Job's pods carry and its generated selector matches (Kubernetes' current
+/// and legacy names).
+pub const JOB_CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+const LEGACY_CONTROLLER_UID_LABEL: &str = "controller-uid";
+const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+
+fn default_job_spec(spec: &mut batch::v1::JobSpec) {
+    if spec.completions.is_none() && spec.parallelism.is_none() {
+        spec.completions = Some(1);
+    }
+    spec.parallelism.get_or_insert(1);
+    spec.backoff_limit.get_or_insert(6);
+    spec.completion_mode.get_or_insert_with(|| "NonIndexed".into());
+    spec.suspend.get_or_insert(false);
+    spec.pod_replacement_policy
+        .get_or_insert_with(|| "TerminatingOrFailed".into());
+    default_template(&mut spec.template);
+}
+
+impl Defaulting for batch::v1::Job {
+    /// Also, as Kubernetes does at creation: unless `manualSelector` is set, the Job selects
+    /// its pods by its own uid, and its template carries that uid and the Job's name.
+    fn apply_defaults(&mut self) {
+        let (uid, name) = self
+            .metadata
+            .as_ref()
+            .map(|m| (m.uid.clone(), m.name.clone()))
+            .unwrap_or_default();
+        let spec = self.spec.get_or_insert_with(Default::default);
+        default_job_spec(spec);
+        if spec.manual_selector != Some(true) && spec.selector.is_none() && !uid.is_empty() {
+            spec.selector = Some(crate::meta::v1::LabelSelector {
+                match_labels: [(JOB_CONTROLLER_UID_LABEL.to_string(), uid.clone())].into(),
+                ..Default::default()
+            });
+            let template = spec.template.get_or_insert_with(Default::default);
+            let labels = &mut template.metadata.get_or_insert_with(Default::default).labels;
+            for (key, value) in [
+                (JOB_CONTROLLER_UID_LABEL, &uid),
+                (LEGACY_CONTROLLER_UID_LABEL, &uid),
+                (JOB_NAME_LABEL, &name),
+                (LEGACY_JOB_NAME_LABEL, &name),
+            ] {
+                labels.entry(key.to_string()).or_insert_with(|| value.clone());
+            }
+        }
+    }
+}
+
+impl Defaulting for batch::v1::CronJob {
+    fn apply_defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        set_if_empty(&mut spec.concurrency_policy, "Allow");
+        spec.suspend.get_or_insert(false);
+        spec.successful_jobs_history_limit.get_or_insert(3);
+        spec.failed_jobs_history_limit.get_or_insert(1);
+        let template = spec.job_template.get_or_insert_with(Default::default);
+        default_job_spec(template.spec.get_or_insert_with(Default::default));
+    }
+}
+
+impl Defaulting for corev1::ServiceAccount {
+    fn apply_defaults(&mut self) {}
+}
+
+impl Defaulting for corev1::ResourceQuota {
+    fn apply_defaults(&mut self) {}
+}
+
+impl Defaulting for corev1::LimitRange {
+    /// As Kubernetes: a container limit's default is its max, and its default request is
+    /// its default.
+    fn apply_defaults(&mut self) {
+        for item in self.spec.iter_mut().flat_map(|s| s.limits.iter_mut()) {
+            if item.r#type != "Container" {
+                continue;
+            }
+            for (k, v) in item.max.clone() {
+                item.default.entry(k).or_insert(v);
+            }
+            for (k, v) in item.default.clone() {
+                item.default_request.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
+impl Defaulting for policy::v1::PodDisruptionBudget {
+    fn apply_defaults(&mut self) {}
+}
+
+impl Defaulting for scheduling::v1::PriorityClass {
+    fn apply_defaults(&mut self) {
+        self.preemption_policy
+            .get_or_insert_with(|| "PreemptLowerPriority".into());
     }
 }
 

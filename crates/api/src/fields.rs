@@ -1,8 +1,8 @@
 //! Field-selector lookups per kind: which fields a kind can be selected by
 //! (`spec.nodeName`, `status.phase`), as Kubernetes supports them.
 
-use crate::resource::Resource;
-use crate::{apps, autoscaling, coordination, core, rbac};
+use crate::meta::v1::ObjectMeta;
+use crate::{apps, autoscaling, batch, coordination, core, policy, rbac, scheduling};
 
 pub trait Fields {
     /// The value of a selectable field, or None when the kind does not
@@ -10,10 +10,13 @@ pub trait Fields {
     fn field(&self, path: &str) -> Option<String>;
 }
 
-fn meta_field<K: Resource>(obj: &K, path: &str) -> Option<String> {
+/// The metadata fields every kind can be selected by. Takes the metadata
+/// itself rather than a `Resource`, because `Resource` requires `Fields`: a
+/// missing metadata reads as empty, as `Resource::metadata` reads it.
+fn meta_field(meta: Option<&ObjectMeta>, path: &str) -> Option<String> {
     match path {
-        "metadata.name" => Some(obj.metadata().name.clone()),
-        "metadata.namespace" => Some(obj.metadata().namespace.clone()),
+        "metadata.name" => Some(meta.map(|m| m.name.clone()).unwrap_or_default()),
+        "metadata.namespace" => Some(meta.map(|m| m.namespace.clone()).unwrap_or_default()),
         _ => None,
     }
 }
@@ -22,7 +25,7 @@ macro_rules! meta_only {
     ($($ty:ty),*) => {$(
         impl Fields for $ty {
             fn field(&self, path: &str) -> Option<String> {
-                meta_field(self, path)
+                meta_field(self.metadata.as_ref(), path)
             }
         }
     )*};
@@ -35,6 +38,15 @@ meta_only!(
     core::v1::ConfigMap,
     apps::v1::Deployment,
     apps::v1::ReplicaSet,
+    apps::v1::DaemonSet,
+    apps::v1::StatefulSet,
+    batch::v1::Job,
+    batch::v1::CronJob,
+    core::v1::ServiceAccount,
+    core::v1::ResourceQuota,
+    core::v1::LimitRange,
+    policy::v1::PodDisruptionBudget,
+    scheduling::v1::PriorityClass,
     autoscaling::v2::HorizontalPodAutoscaler,
     coordination::v1::Lease,
     rbac::v1::Role,
@@ -53,7 +65,7 @@ impl Fields for core::v1::Pod {
             "spec.restartPolicy" => Some(spec.restart_policy),
             "status.phase" => Some(status.phase),
             "status.podIP" => Some(status.pod_ip),
-            _ => meta_field(self, path),
+            _ => meta_field(self.metadata.as_ref(), path),
         }
     }
 }
@@ -62,7 +74,7 @@ impl Fields for core::v1::Node {
     fn field(&self, path: &str) -> Option<String> {
         match path {
             "spec.unschedulable" => Some(self.spec.as_ref().is_some_and(|s| s.unschedulable).to_string()),
-            _ => meta_field(self, path),
+            _ => meta_field(self.metadata.as_ref(), path),
         }
     }
 }
@@ -71,7 +83,7 @@ impl Fields for core::v1::Secret {
     fn field(&self, path: &str) -> Option<String> {
         match path {
             "type" => Some(self.r#type.clone()),
-            _ => meta_field(self, path),
+            _ => meta_field(self.metadata.as_ref(), path),
         }
     }
 }
@@ -86,7 +98,7 @@ impl Fields for core::v1::Event {
             "involvedObject.uid" => Some(io.uid),
             "reason" => Some(self.reason.clone()),
             "type" => Some(self.r#type.clone()),
-            _ => meta_field(self, path),
+            _ => meta_field(self.metadata.as_ref(), path),
         }
     }
 }

@@ -42,6 +42,30 @@ pub mod autoscaling {
 }
 
 #[allow(clippy::all, missing_docs)]
+pub mod batch {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.batch.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.batch.v1.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod policy {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.policy.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.policy.v1.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod scheduling {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.scheduling.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.scheduling.v1.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
 pub mod coordination {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/rkube.coordination.v1.rs"));
@@ -76,6 +100,7 @@ pub mod api {
 pub use api::v1 as rpc;
 
 pub mod codec;
+pub mod cron;
 pub mod defaults;
 pub mod fields;
 pub mod resource;

@@ -4,7 +4,7 @@
 //! `ResourceInfo` entry and the arm of `visit_kind`.
 
 use crate::meta::v1::ObjectMeta;
-use crate::{apps, autoscaling, coordination, core, rbac};
+use crate::{apps, autoscaling, batch, coordination, core, policy, rbac, scheduling};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -255,8 +255,17 @@ kinds! {
     core::v1::Event => { group: "", version: "v1", kind: "Event", plural: "events", singular: "event", short: ["ev"], namespaced: true, status: plain, proto: "rkube.core.v1.Event" },
     core::v1::ConfigMap => { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", singular: "configmap", short: ["cm"], namespaced: true, status: plain, proto: "rkube.core.v1.ConfigMap" },
     core::v1::Secret => { group: "", version: "v1", kind: "Secret", plural: "secrets", singular: "secret", short: [], namespaced: true, status: plain, proto: "rkube.core.v1.Secret" },
+    core::v1::ServiceAccount => { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short: ["sa"], namespaced: true, status: plain, proto: "rkube.core.v1.ServiceAccount" },
+    core::v1::ResourceQuota => { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", singular: "resourcequota", short: ["quota"], namespaced: true, status: status, proto: "rkube.core.v1.ResourceQuota" },
+    core::v1::LimitRange => { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", singular: "limitrange", short: ["limits"], namespaced: true, status: plain, proto: "rkube.core.v1.LimitRange" },
     apps::v1::Deployment => { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", short: ["deploy"], namespaced: true, status: status, proto: "rkube.apps.v1.Deployment" },
     apps::v1::ReplicaSet => { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short: ["rs"], namespaced: true, status: status, proto: "rkube.apps.v1.ReplicaSet" },
+    apps::v1::DaemonSet => { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", singular: "daemonset", short: ["ds"], namespaced: true, status: status, proto: "rkube.apps.v1.DaemonSet" },
+    apps::v1::StatefulSet => { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", singular: "statefulset", short: ["sts"], namespaced: true, status: status, proto: "rkube.apps.v1.StatefulSet" },
+    batch::v1::Job => { group: "batch", version: "v1", kind: "Job", plural: "jobs", singular: "job", short: [], namespaced: true, status: status, proto: "rkube.batch.v1.Job" },
+    batch::v1::CronJob => { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", singular: "cronjob", short: ["cj"], namespaced: true, status: status, proto: "rkube.batch.v1.CronJob" },
+    policy::v1::PodDisruptionBudget => { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", singular: "poddisruptionbudget", short: ["pdb"], namespaced: true, status: status, proto: "rkube.policy.v1.PodDisruptionBudget" },
+    scheduling::v1::PriorityClass => { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", singular: "priorityclass", short: ["pc"], namespaced: false, status: plain, proto: "rkube.scheduling.v1.PriorityClass" },
     autoscaling::v2::HorizontalPodAutoscaler => { group: "autoscaling", version: "v2", kind: "HorizontalPodAutoscaler", plural: "horizontalpodautoscalers", singular: "horizontalpodautoscaler", short: ["hpa"], namespaced: true, status: status, proto: "rkube.autoscaling.v2.HorizontalPodAutoscaler" },
     coordination::v1::Lease => { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short: [], namespaced: true, status: plain, proto: "rkube.coordination.v1.Lease" },
     rbac::v1::Role => { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", singular: "role", short: [], namespaced: true, status: plain, proto: "rkube.rbac.v1.Role" },
@@ -291,6 +300,15 @@ mod tests {
             ("rolebindings.rbac.authorization.k8s.io", "RoleBinding"),
             ("clusterrolebinding", "ClusterRoleBinding"),
             ("role", "Role"),
+            ("sa", "ServiceAccount"),
+            ("quota", "ResourceQuota"),
+            ("limits", "LimitRange"),
+            ("ds", "DaemonSet"),
+            ("sts", "StatefulSet"),
+            ("jobs.batch", "Job"),
+            ("cj", "CronJob"),
+            ("pdb", "PodDisruptionBudget"),
+            ("pc", "PriorityClass"),
         ] {
             assert_eq!(ResourceInfo::lookup(name).map(|k| k.kind), Some(kind), "{name}");
         }

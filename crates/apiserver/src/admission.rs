@@ -5,7 +5,7 @@
 
 use crate::allocator::{Allocation, ServiceAllocator};
 use crate::error::{ApiError, ApiResult};
-use crate::handlers::storage_key;
+use crate::keys::storage_key;
 use crate::State;
 use rkube_api::core::v1::{Namespace, Pod, Service};
 use rkube_api::{Resource, ResourceInfo};

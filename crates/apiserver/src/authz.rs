@@ -6,6 +6,9 @@
 //! from the store into a snapshot that every write to an RBAC kind
 //! invalidates, so a grant or a revocation takes effect on the next request.
 
+// Re-exported so that `authz::Attributes`, the path the service and audit use, keeps working.
+pub(crate) use crate::attributes::rule_allows;
+pub use crate::attributes::Attributes;
 use crate::authn::{UserInfo, MASTERS_GROUP};
 use crate::error::ApiError;
 use crate::handlers;
@@ -42,75 +45,6 @@ impl<'de> serde::Deserialize<'de> for Mode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// What a request wants to do, in Kubernetes' terms.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attributes {
-    /// get, list, watch, create, update, patch, delete, deletecollection, impersonate
-    pub verb: String,
-    pub group: String,
-    /// plural resource name
-    pub resource: String,
-    /// status, binding, log, exec, proxy; empty for the object itself
-    pub subresource: String,
-    /// empty: cluster scope (or all namespaces)
-    pub namespace: String,
-    pub name: String,
-}
-
-impl Attributes {
-    pub fn new(verb: &str, group: &str, resource: &str, namespace: &str, name: &str) -> Self {
-        Attributes {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: String::new(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    pub fn with_subresource(mut self, subresource: &str) -> Self {
-        self.subresource = subresource.into();
-        self
-    }
-
-    /// `pods` or `pods/log`, as rules name it.
-    pub fn resource_path(&self) -> String {
-        if self.subresource.is_empty() {
-            self.resource.clone()
-        } else {
-            format!("{}/{}", self.resource, self.subresource)
-        }
-    }
-
-    /// Kubernetes' Forbidden text: `pods "x" is forbidden: User "alice"
-    /// cannot get resource "pods" in API group "" in the namespace "default"`.
-    pub fn forbidden_message(&self, user: &UserInfo) -> String {
-        let group_resource = if self.group.is_empty() {
-            self.resource.clone()
-        } else {
-            format!("{}.{}", self.resource, self.group)
-        };
-        let object = if self.name.is_empty() {
-            group_resource
-        } else {
-            format!("{group_resource} {:?}", self.name)
-        };
-        let scope = if self.namespace.is_empty() {
-            "at the cluster scope".to_string()
-        } else {
-            format!("in the namespace {:?}", self.namespace)
-        };
-        format!(
-            "{object} is forbidden: User {:?} cannot {} resource {:?} in API group {:?} {scope}",
-            user.name,
-            self.verb,
-            self.resource_path(),
-            self.group
-        )
     }
 }
 
@@ -312,18 +246,6 @@ fn subject_matches(s: &Subject, user: &UserInfo, binding_ns: &str) -> bool {
     }
 }
 
-pub(crate) fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
-    let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
-    if !any(&rule.verbs, &attrs.verb) || !any(&rule.api_groups, &attrs.group) {
-        return false;
-    }
-    let path = attrs.resource_path();
-    let resource_ok = rule.resources.iter().any(|r| {
-        r == "*" || *r == path || (!attrs.subresource.is_empty() && *r == format!("*/{}", attrs.subresource))
-    });
-    resource_ok && (rule.resource_names.is_empty() || rule.resource_names.contains(&attrs.name))
-}
-
 fn rbac_allows(snap: &Snapshot, user: &UserInfo, attrs: &Attributes) -> bool {
     let cluster_role = |r: &RoleRef| snap.cluster_roles.get(&r.name).map(Vec::as_slice).unwrap_or(&[]);
     for b in &snap.cluster_role_bindings {
@@ -410,8 +332,11 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         "configmaps",
         "secrets",
         "events",
+        "serviceaccounts",
+        "persistentvolumeclaims",
     ];
-    let apps: &[&str] = &["deployments", "replicasets"];
+    let apps: &[&str] = &["deployments", "replicasets", "daemonsets", "statefulsets"];
+    let batch: &[&str] = &["jobs", "cronjobs"];
     let view_core: &[&str] = &[
         "pods",
         "pods/log",
@@ -423,6 +348,11 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         "events",
         "namespaces",
         "namespaces/status",
+        "serviceaccounts",
+        "persistentvolumeclaims",
+        "resourcequotas",
+        "resourcequotas/status",
+        "limitranges",
     ];
     let view = vec![
         rule(READ, &[""], view_core),
@@ -434,7 +364,21 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
                 "deployments/status",
                 "replicasets",
                 "replicasets/status",
+                "daemonsets",
+                "daemonsets/status",
+                "statefulsets",
+                "statefulsets/status",
             ],
+        ),
+        rule(
+            READ,
+            &["batch"],
+            &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+        ),
+        rule(
+            READ,
+            &["policy"],
+            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
         ),
         rule(
             READ,
@@ -447,6 +391,8 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
     edit.extend([
         rule(ALL_WRITE, &[""], workloads),
         rule(ALL_WRITE, &["apps"], apps),
+        rule(ALL_WRITE, &["batch"], batch),
+        rule(ALL_WRITE, &["policy"], &["poddisruptionbudgets"]),
         rule(ALL_WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
     ]);
     let mut admin = edit.clone();
@@ -483,10 +429,17 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
                 "services",
                 "configmaps",
                 "secrets",
+                "serviceaccounts",
+                "persistentvolumeclaims",
             ],
         ),
         rule(&["update", "patch"], &["*"], &["*/status"]),
-        rule(&["create"], &["apps"], &["deployments", "replicasets"]),
+        rule(
+            &["create"],
+            &["apps"],
+            &["deployments", "replicasets", "daemonsets", "statefulsets"],
+        ),
+        rule(&["create"], &["batch"], &["jobs", "cronjobs"]),
         rule(&["create"], &["autoscaling"], &["horizontalpodautoscalers"]),
         rule(&["create"], &["coordination.k8s.io"], &["leases"]),
         rule(&["get"], &[""], &["pods/proxy", "nodes/proxy"]),

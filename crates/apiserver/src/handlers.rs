@@ -6,6 +6,8 @@
 
 use crate::admission;
 use crate::error::{ApiError, ApiResult};
+// Re-exported so that `handlers::storage_key`, the path most callers use, keeps working.
+pub use crate::keys::{storage_key, storage_prefix};
 use crate::State;
 use base64::Engine;
 use bytes::Bytes;
@@ -18,22 +20,6 @@ use rkube_api::{from_any, Resource, ResourceInfo};
 use rkube_store::{EventKind, KeyValue, StoreError, WatchItem};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// The storage key of an object: `{group|core}/{plural}/{namespace}/{name}`,
-/// or without the namespace for cluster-scoped kinds.
-pub fn storage_key(info: &ResourceInfo, namespace: &str, name: &str) -> String {
-    format!("{}{name}", storage_prefix(info, namespace))
-}
-
-/// The key prefix of a collection; an empty namespace means all of them.
-pub fn storage_prefix(info: &ResourceInfo, namespace: &str) -> String {
-    let group = if info.group.is_empty() { "core" } else { info.group };
-    if info.namespaced && !namespace.is_empty() {
-        format!("{group}/{}/{namespace}/", info.plural)
-    } else {
-        format!("{group}/{}/", info.plural)
-    }
-}
 
 /// The wire form of a stored object, with its resourceVersion stamped on.
 fn stamped(kv: &KeyValue, info: &ResourceInfo) -> Any {

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod attributes;
 pub mod audit;
 pub mod authn;
 pub mod authz;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod encryption;
 pub mod error;
 pub mod handlers;
+pub mod keys;
 pub mod limits;
 pub mod node;
 pub mod proxy;

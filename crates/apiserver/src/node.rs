@@ -17,10 +17,10 @@
 //! service calls it for real requests only; `rkubectl auth can-i` sees the
 //! authorizer's answer, as in Kubernetes.
 
+use crate::attributes::{rule_allows, Attributes};
 use crate::authn::UserInfo;
-use crate::authz::Attributes;
 use crate::error::ApiError;
-use crate::handlers::{storage_key, storage_prefix};
+use crate::keys::{storage_key, storage_prefix};
 use rkube_api::core::v1::{Pod, PodSpec};
 use rkube_api::rbac::v1::PolicyRule;
 use rkube_api::Resource;
@@ -119,7 +119,7 @@ pub fn authorize(store: &dyn Store, node: &str, attrs: &Attributes) -> Result<Re
             Ok(Ok(()))
         }
         _ => {
-            if node_rules().iter().any(|r| crate::authz::rule_allows(r, attrs)) {
+            if node_rules().iter().any(|r| rule_allows(r, attrs)) {
                 Ok(Ok(()))
             } else {
                 Ok(Err(String::new()))

@@ -2,6 +2,7 @@
 
 use crate::client::{need_namespace, request_namespace, Client};
 use crate::error::Result;
+use crate::list_watch::{list_pages, ListWatch};
 use crate::params::{DeleteParams, ListParams, ObjectList, PostParams, Subresource, WatchEvent, WatchParams};
 use futures::stream::{BoxStream, StreamExt};
 use prost_types::Any;
@@ -121,7 +122,7 @@ impl<K: Resource> Api<K> {
     /// where a watch must start to miss nothing. If the continue token
     /// expires midway, lists again in one call.
     pub async fn list_all(&self, lp: &ListParams) -> Result<ObjectList<K>> {
-        crate::runtime::watcher::list_pages(self, lp).await
+        list_pages(self, lp).await
     }
 
     /// Creates `obj` in this handle's namespace (or its own, with
@@ -304,4 +305,15 @@ fn decode_event<K: Resource>(ev: WatchEvent<Any>, event_rv: &str) -> Result<Watc
         WatchEvent::Deleted(a) => WatchEvent::Deleted(obj(a)?),
         WatchEvent::Bookmark(rv) => WatchEvent::Bookmark(rv),
     })
+}
+
+#[async_trait::async_trait]
+impl<K: Resource> ListWatch<K> for Api<K> {
+    async fn list(&self, lp: &ListParams) -> Result<ObjectList<K>> {
+        Api::list(self, lp).await
+    }
+
+    async fn watch(&self, wp: &WatchParams) -> Result<BoxStream<'static, Result<WatchEvent<K>>>> {
+        Api::watch(self, wp).await
+    }
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod leader;
+pub mod list_watch;
 pub mod params;
 pub mod pki;
 pub mod runtime;

@@ -139,7 +139,8 @@ async fn a_kubelet_of_a_tls_apiserver_serves_tls_to_the_apiserver_only() -> anyh
     let pki = c.pki();
 
     // the kubelet with its node credentials and no certificate files of its own
-    let mut config = node.kubelet_config(
+    let mut config = rkube_kubelet::Config::for_test_node(
+        &node,
         c.url().to_string(),
         "node-a",
         [127, 0, 0, 1].into(),

@@ -29,7 +29,8 @@ impl Cluster {
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
         let home = tempfile::tempdir()?;
         let api = TestApiServer::start().await?;
-        let mut config = node.kubelet_config(
+        let mut config = rkube_kubelet::Config::for_test_node(
+            &node,
             api.url().to_string(),
             "node-a",
             [127, 0, 0, 1].into(),

@@ -351,7 +351,7 @@ impl Config {
             anyhow::bail!("--crashloop-backoff-max must not be smaller than --crashloop-backoff-base");
         }
         if let Some(cidr) = &self.pod_cidr {
-            crate::network::CniNetwork::new(crate::network::CniConfig {
+            rkube_node_runtime::network::CniNetwork::new(rkube_node_runtime::network::CniConfig {
                 pod_cidr: cidr.clone(),
                 ..Default::default()
             })

@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::node::NodeAgent;
 use crate::pod_worker::{PodManager, Shared};
-use crate::runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime};
 use crate::server::{KubeletService, Sampler};
+use rkube_node_runtime::runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime};
 
 /// A started kubelet: where its gRPC server listens, and how to stop it. Stopping (or
 /// dropping) it stops the kubelet, not the containers: they keep running, as they do when
@@ -45,7 +45,9 @@ impl RunningKubelet {
 fn bind_server(config: &Config) -> std::io::Result<tokio::net::TcpListener> {
     let listen = config.listen;
     let std_listener = match &config.server_netns {
-        Some(netns) => crate::network::netns::run_in(netns, move || std::net::TcpListener::bind(listen))??,
+        Some(netns) => {
+            rkube_node_runtime::network::netns::run_in(netns, move || std::net::TcpListener::bind(listen))??
+        }
         None => std::net::TcpListener::bind(listen)?,
     };
     std_listener.set_nonblocking(true)?;
@@ -211,14 +213,15 @@ async fn check_log_driver(driver: Option<&std::path::Path>) -> Option<std::path:
     let output = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::process::Command::new(driver)
-            .args([crate::log_driver::SUBCOMMAND, "--check"])
+            .args([rkube_node_runtime::log_driver::SUBCOMMAND, "--check"])
             .output(),
     )
     .await;
     match output {
         Ok(Ok(o))
             if o.status.success()
-                && String::from_utf8_lossy(&o.stdout).trim() == crate::log_driver::CHECK_OUTPUT =>
+                && String::from_utf8_lossy(&o.stdout).trim()
+                    == rkube_node_runtime::log_driver::CHECK_OUTPUT =>
         {
             Some(driver.to_path_buf())
         }

@@ -6,8 +6,8 @@ use clap::Parser;
 fn main() {
     // containerd's shim runs `rkubelet log-driver PATH` as each container's logger.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(rkube_kubelet::log_driver::SUBCOMMAND) {
-        std::process::exit(rkube_kubelet::log_driver::main(&args[1..]));
+    if args.first().map(String::as_str) == Some(rkube_node_runtime::log_driver::SUBCOMMAND) {
+        std::process::exit(rkube_node_runtime::log_driver::main(&args[1..]));
     }
     let config = rkube_kubelet::Config::from_args(rkube_kubelet::Args::parse());
     rkube_daemon::main("rkubelet", config, rkube_kubelet::run)

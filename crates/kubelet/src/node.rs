@@ -20,7 +20,7 @@ use rkube_client::{Api, Client};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::network::{CniConfig, CniNetwork, PodNetwork};
+use rkube_node_runtime::network::{CniConfig, CniNetwork, PodNetwork};
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 const LEASE_DURATION_SECONDS: i32 = 40;

@@ -17,8 +17,8 @@ use rkube_api::core::v1::{Container, Probe};
 use rkube_api::intstr::IntOrString;
 use tokio::sync::Notify;
 
-use crate::network::netns;
-use crate::runtime::{ContainerId, ContainerRuntime, ExecRequest};
+use rkube_node_runtime::network::netns;
+use rkube_node_runtime::runtime::{ContainerId, ContainerRuntime, ExecRequest};
 
 /// What the probes of one container found so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

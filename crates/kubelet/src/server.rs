@@ -1,7 +1,7 @@
 //! The kubelet's gRPC service (`rkube.kubelet.v1.Kubelet`), called by the apiserver for
 //! `rkubectl logs`, `exec` and `top`.
 //!
-//! Logs are read from the CRI-format files `rkubelet log-driver` writes (see [`crate::logs`]):
+//! Logs are read from the CRI-format files `rkubelet log-driver` writes (see [`rkube_node_runtime::logs`]):
 //! `timestamps`, `sinceSeconds`/`sinceTime`, `tailLines` (in records), `limitBytes`,
 //! `follow` and `previous` behave as in Kubernetes. Files written without the driver hold
 //! the raw streams: there `timestamps` and `since*` cannot apply and are ignored.
@@ -29,12 +29,12 @@ use rkube_client::Store;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::logs::{records, render, Format, LogOptions};
-use crate::runtime::{
+use crate::volumes::PodDirs;
+use rkube_node_runtime::logs::{records, render, Format, LogOptions};
+use rkube_node_runtime::runtime::{
     labels, ContainerId, ContainerRuntime, ContainerState, ExecChunk, ExecRequest, ExecSession,
     ExecSessionInput,
 };
-use crate::volumes::PodDirs;
 
 /// State the service reads: the pod cache, the runtime and the pod directories.
 #[derive(Clone)]

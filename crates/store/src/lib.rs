@@ -11,6 +11,7 @@ mod codec;
 mod config;
 mod dir;
 mod error;
+mod shared;
 mod sled_store;
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
 use crate::codec;
-use crate::sled_store::{CommitBatch, Engine, Shared};
+use crate::shared::{CommitBatch, Engine, Shared};
 use crate::{Event, Revision, StoreError, WatchItem};
 
 /// Log entries read per blocking read during replay; bounds a watcher's memory while it

@@ -19,7 +19,7 @@ use im::OrdMap;
 use tokio::sync::oneshot;
 
 use crate::codec::{self, META_COMPACTED, META_REVISION};
-use crate::sled_store::{CommitBatch, Shared, Snapshot, WriteFailure};
+use crate::shared::{CommitBatch, Shared, Snapshot, WriteFailure};
 use crate::{Event, EventKind, KeyValue, Op, Revision, StoreError, TxnResult};
 
 /// Log entries deleted per sled batch while compacting.

@@ -86,7 +86,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
     T: Send,
 {
-    rkube_kubelet::network::netns::run_in(netns, move || {
+    rkube_node_runtime::network::netns::run_in(netns, move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -70,7 +70,13 @@ async fn measure() -> anyhow::Result<Results> {
     let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path()))
         .await
         .context("starting the apiserver")?;
-    let config = node.kubelet_config(api.url(), NODE, [127, 0, 0, 1].into(), Some("10.244.7.0/24"));
+    let config = rkube_kubelet::Config::for_test_node(
+        &node,
+        api.url(),
+        NODE,
+        [127, 0, 0, 1].into(),
+        Some("10.244.7.0/24"),
+    );
     let kubelet = rkube_kubelet::start(config)
         .await
         .context("starting the kubelet")?;

@@ -7,6 +7,8 @@ pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod hpa;
+pub mod job;
+pub mod job_plan;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
@@ -24,4 +26,5 @@ pub const ALL: &[(&str, StartFn)] = &[
     ("node-ipam", node_ipam::start),
     ("node-lifecycle", node_lifecycle::start),
     ("horizontal-pod-autoscaler", hpa::start),
+    (job::NAME, job::start),
 ];

@@ -10,8 +10,8 @@ use rkube_api::core::v1::{ConfigMap, Event, Node, Secret};
 use rkube_api::kubelet::v1::{exec_input, exec_output, ExecInput, ExecStart, LogsRequest, MetricsRequest};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_client::{Api, DeleteParams, ListParams};
-use rkube_kubelet::runtime::ContainerRuntime as _;
 use rkube_kubelet::testing::http_get_in_netns;
+use rkube_node_runtime::runtime::ContainerRuntime as _;
 
 use crate::{condition, container, phase, require_containerd, Cluster};
 
@@ -345,6 +345,22 @@ async fn restart_policies_crash_loops_oom_kills_and_pull_errors_are_reported() -
         })
         .await?;
     assert!(waiting.message.contains("nope"), "{waiting:?}");
+    // Round after round of failed pulls (each one a manifest request the registry logs),
+    // the back-off message stays the same: it is made from the last pull error, not from
+    // the message before it, so the pod object does not grow with every sync.
+    let pulls = |c: &Cluster| c.registry.log().matches("/v2/rkube/nope/manifests/").count();
+    let before = pulls(&c);
+    c.wait_pod("missing", t, |_| (pulls(&c) >= before + 3).then_some(()))
+        .await?;
+    let again = c
+        .wait_pod("missing", t, |p| {
+            let w = container(p, "main")?.state?.waiting?;
+            (w.reason == "ImagePullBackOff").then_some(w)
+        })
+        .await?;
+    assert_eq!(again.message, waiting.message);
+    let quoted = format!("{missing:?}");
+    assert_eq!(again.message.matches(&quoted).count(), 1, "{again:?}");
     let reasons = event_reasons(&c, "missing").await?;
     let failed = reasons.iter().find(|(r, _)| r == "Failed").expect("Failed event");
     assert!(
@@ -529,11 +545,11 @@ async fn containerd_restarts_leave_running_pods_alone_and_new_pods_still_start()
     let status = c
         .node
         .runtime()
-        .container_status(&rkube_kubelet::runtime::ContainerId(id))
+        .container_status(&rkube_node_runtime::runtime::ContainerId(id))
         .await?;
     assert_eq!(
         status.state,
-        rkube_kubelet::runtime::ContainerState::Running,
+        rkube_node_runtime::runtime::ContainerState::Running,
         "containerd's view after its restart"
     );
     let (code, out) = exec(&c, "steady", &["echo", "still here"]).await?;

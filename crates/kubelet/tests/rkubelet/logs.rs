@@ -143,7 +143,7 @@ spec:
     c.kubelet.take().expect("kubelet").stop().await;
     let runtime = c.node.runtime();
     let id = {
-        use rkube_kubelet::runtime::ContainerRuntime as _;
+        use rkube_node_runtime::runtime::ContainerRuntime as _;
         runtime
             .list_containers()
             .await?
@@ -153,7 +153,7 @@ spec:
             .id
     };
     {
-        use rkube_kubelet::runtime::{ContainerRuntime as _, ExecRequest};
+        use rkube_node_runtime::runtime::{ContainerRuntime as _, ExecRequest};
         runtime
             .exec(
                 &id,
@@ -169,7 +169,7 @@ spec:
     let since = read_logs(
         &c,
         LogsRequest {
-            since_time: rkube_kubelet::logs::timestamp(before_stop),
+            since_time: rkube_node_runtime::logs::timestamp(before_stop),
             timestamps: true,
             ..request("talker")
         },

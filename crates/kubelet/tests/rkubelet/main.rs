@@ -48,8 +48,13 @@ impl Cluster {
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
         let api_dir = tempfile::tempdir()?;
         let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path())).await?;
-        let mut config =
-            node.kubelet_config(api.url(), "node-a", [127, 0, 0, 1].into(), Some("10.244.9.0/24"));
+        let mut config = rkube_kubelet::Config::for_test_node(
+            &node,
+            api.url(),
+            "node-a",
+            [127, 0, 0, 1].into(),
+            Some("10.244.9.0/24"),
+        );
         config.crashloop_backoff_base = Duration::from_millis(500);
         config.crashloop_backoff_max = Duration::from_secs(1);
         config.node_status_update_frequency = Duration::from_secs(1);
