@@ -10,7 +10,7 @@ use rkube_client::ListParams;
 use rkube_e2e::{pod_ready, run, ClusterOptions, TestCluster};
 use rkube_node_runtime::network::netns::run_in;
 use rkube_testing::eventually;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,6 +60,27 @@ spec:
 }
 
 /// One GET / through `addr` from node 0; the body is the answering pod's name.
+/// Waits until, in one round of 30 requests through `ask`, every pod of `all` answered;
+/// fails the test with what the last round saw and the cluster's state.
+async fn every_pod_answers<F, Fut>(cluster: &TestCluster, what: &str, all: &BTreeSet<String>, ask: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let answered = eventually(what, Duration::from_secs(15), || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..30 {
+            seen.insert(ask().await?);
+        }
+        anyhow::ensure!(&seen == all, "answered: {seen:?}");
+        Ok(true)
+    })
+    .await;
+    if let Err(e) = answered {
+        panic!("{e:#}\n{}", cluster.diagnostics().await);
+    }
+}
+
 async fn whoami(cluster: &TestCluster, addr: SocketAddr) -> anyhow::Result<String> {
     let (status, body) = cluster.nodes[0].http_get(addr, "/").await?;
     anyhow::ensure!(status == 200, "GET {addr} answered {status}: {body}");
@@ -140,36 +161,13 @@ async fn suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Re
 
     // the endpoints controller and the proxies catch up: every pod answers
     let all: std::collections::BTreeSet<String> = pods.iter().map(name).collect();
-    let last = std::sync::Mutex::new(String::new());
-    let seen = eventually(
-        &format!("every pod to answer through {cluster_ip}"),
-        Duration::from_secs(15),
-        || async {
-            let mut seen = std::collections::BTreeSet::new();
-            for _ in 0..30 {
-                match whoami(&cluster, cluster_ip).await {
-                    Ok(n) => {
-                        seen.insert(n);
-                    }
-                    Err(e) => {
-                        *last.lock().unwrap() = format!("{e:#}");
-                        return None;
-                    }
-                }
-            }
-            *last.lock().unwrap() = format!("answered: {seen:?}");
-            (seen == all).then_some(seen)
-        },
+    every_pod_answers(
+        &cluster,
+        &format!("all three pods {all:?} to answer through {cluster_ip}"),
+        &all,
+        || whoami(&cluster, cluster_ip),
     )
-    .await
-    .ok();
-    if seen.is_none() {
-        let last = last.lock().unwrap().clone();
-        panic!(
-            "all three pods {all:?} answer through {cluster_ip}; last: {last}\n{}",
-            cluster.diagnostics().await
-        );
-    }
+    .await;
 
     // 300 requests: every pod gets at least 20% of them
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -446,36 +444,13 @@ async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow
     let cluster_ip = SocketAddr::V4(SocketAddrV4::new(svc.spec.unwrap().cluster_ip.parse()?, 53));
 
     // every pod answers through the ClusterIP, each datagram from a new client port
-    let last = std::sync::Mutex::new(String::new());
-    let seen = eventually(
-        &format!("every pod to answer UDP through {cluster_ip}"),
-        Duration::from_secs(15),
-        || async {
-            let mut seen = std::collections::BTreeSet::new();
-            for _ in 0..30 {
-                match udp_whoami(&cluster, cluster_ip).await {
-                    Ok(n) => {
-                        seen.insert(n);
-                    }
-                    Err(e) => {
-                        *last.lock().unwrap() = format!("{e}");
-                        return None;
-                    }
-                }
-            }
-            *last.lock().unwrap() = format!("answered: {seen:?}");
-            (seen == all).then_some(())
-        },
+    every_pod_answers(
+        &cluster,
+        &format!("all three pods {all:?} to answer UDP through {cluster_ip}"),
+        &all,
+        || async { Ok(udp_whoami(&cluster, cluster_ip).await?) },
     )
-    .await
-    .ok();
-    if seen.is_none() {
-        let last = last.lock().unwrap().clone();
-        panic!(
-            "all three pods {all:?} answer UDP through {cluster_ip}; last: {last}\n{}",
-            cluster.diagnostics().await
-        );
-    }
+    .await;
 
     // one client port keeps talking to one pod, as over a connection
     let client = udp_client_in(cluster.nodes[0].netns(), cluster_ip)?;
