@@ -29,15 +29,15 @@
 use anyhow::{bail, Context};
 use rkube_client::{Api, Client};
 use rkube_kubelet::testing::{TestNode, TestRegistry};
+use rkube_testing::{eventually, Daemon, TestApiServer};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-pub use rkube_kubelet::testing::{http_get_in_netns, skip_reason, wait_for};
+pub use rkube_kubelet::testing::{http_get_in_netns, skip_reason};
 
 /// The lan bridge's address in the cluster namespace: how node namespaces reach the
 /// apiserver and each other.
@@ -70,36 +70,14 @@ pub fn generate_pki(dir: &Path, sans: &[String], nodes: &[String]) -> anyhow::Re
     Ok(())
 }
 
-/// The apiserver's configuration from its own flags, secure by default on the PKI in
-/// `pki`: the store in `dir/store`, the audit log in `dir/audit.log`, serving on `listen`.
-pub fn apiserver_config(
-    dir: &Path,
-    pki: &Path,
-    listen: SocketAddr,
-) -> anyhow::Result<rkube_apiserver::Config> {
-    use clap::Parser;
-    let (store, audit) = (dir.join("store"), dir.join("audit.log"));
-    let listen = listen.to_string();
-    let args = rkube_apiserver::Args::try_parse_from([
-        "rkube-apiserver".as_ref(),
-        "--listen".as_ref(),
-        listen.as_ref(),
-        "--health-addr".as_ref(),
-        "off".as_ref(),
-        "--data-dir".as_ref(),
-        store.as_os_str(),
-        "--cert-dir".as_ref(),
-        pki.as_os_str(),
-        "--audit-log-path".as_ref(),
-        audit.as_os_str(),
-    ] as [&std::ffi::OsStr; 11])?;
-    rkube_apiserver::Config::from_args(args)
-}
-
-/// A client of `url` with the credentials of `pki/STEM.conf`.
-pub fn client_as(pki: &Path, stem: &str, url: &str) -> anyhow::Result<Client> {
-    let config = rkube_client::ClientConfig::for_daemon(Some(url), Some(&pki.join(format!("{stem}.conf"))))?;
-    Ok(Client::from_config(&config)?)
+/// The apiserver as users run it, secure by default (`--cert-dir`) on the PKI in `pki`
+/// (see [`generate_pki`]), with an audit log, serving on `listen`.
+pub async fn start_apiserver(pki: &Path, listen: SocketAddr) -> anyhow::Result<TestApiServer> {
+    TestApiServer::builder()
+        .cert_dir(pki)
+        .listen(listen)
+        .start()
+        .await
 }
 
 /// Address of node `i` on the lan.
@@ -237,30 +215,6 @@ impl Default for ClusterOptions {
     }
 }
 
-/// A daemon running as a task of the test's runtime through its `run` function.
-struct Daemon {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Daemon {
-    fn spawn<Fut>(run: impl FnOnce(futures::future::BoxFuture<'static, ()>) -> Fut) -> Daemon
-    where
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(Box::pin(async {
-            let _ = stopped.await;
-        })));
-        Daemon { stop, task }
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await.context("daemon task panicked")?
-    }
-}
-
 /// rkube-proxy on a runtime whose threads joined a node's namespace.
 struct NodeProxy {
     stop: Option<oneshot::Sender<()>>,
@@ -378,10 +332,11 @@ pub struct TestCluster {
     pub options: ClusterOptions,
     /// The cluster namespace.
     pub netns: PathBuf,
-    api_dir: tempfile::TempDir,
+    /// Holds `pki/` and the cloud-config; the apiserver has its own directory.
+    dir: tempfile::TempDir,
     /// The cluster PKI and every identity's client config (see [`generate_pki`]).
     pub pki: PathBuf,
-    api: Option<rkube_apiserver::RunningApiServer>,
+    api: TestApiServer,
     api_port: u16,
     scheduler: Option<Daemon>,
     controller_manager: Option<Daemon>,
@@ -407,20 +362,20 @@ impl TestCluster {
         let registry = TestRegistry::start().await?;
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
 
-        let api_dir = tempfile::tempdir()?;
-        let pki = api_dir.path().join("pki");
+        let dir = tempfile::tempdir()?;
+        let pki = dir.path().join("pki");
         let nodes: Vec<String> = (0..options.nodes).map(|i| format!("node-{i}")).collect();
         generate_pki(&pki, &[LAN_GATEWAY.to_string()], &nodes)?;
-        let api =
-            rkube_apiserver::start(apiserver_config(api_dir.path(), &pki, "0.0.0.0:0".parse()?)?).await?;
-        let api_port = api.addr.port();
+        // every address: the node namespaces reach it through the lan bridge
+        let api = start_apiserver(&pki, "0.0.0.0:0".parse()?).await?;
+        let api_port = api.addr().port();
 
         let mut cluster = TestCluster {
             options: options.clone(),
             netns,
-            api_dir,
+            dir,
             pki,
-            api: Some(api),
+            api,
             api_port,
             scheduler: None,
             controller_manager: None,
@@ -431,7 +386,7 @@ impl TestCluster {
             cloud_controller_manager: None,
             cloud_config: PathBuf::new(),
         };
-        cluster.cloud_config = cluster.api_dir.path().join("cloud-config.yaml");
+        cluster.cloud_config = cluster.dir.path().join("cloud-config.yaml");
         if options.scheduler {
             cluster.start_scheduler();
         }
@@ -543,12 +498,12 @@ impl TestCluster {
 
     /// A client with the administrator's certificate (group system:masters).
     pub fn client(&self) -> anyhow::Result<Client> {
-        client_as(&self.pki, "admin", &self.url())
+        Ok(self.api.client())
     }
 
     /// The audit log's events, one JSON object per line.
     pub fn audit_log(&self) -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(self.api_dir.path().join("audit.log"))?)
+        Ok(std::fs::read_to_string(self.api.dir().join("audit.log"))?)
     }
 
     pub fn api<K: rkube_api::Resource>(&self, namespace: &str) -> anyhow::Result<Api<K>> {
@@ -638,38 +593,20 @@ impl TestCluster {
 
     /// Stops the apiserver and starts it again on the same store and port.
     pub async fn restart_apiserver(&mut self) -> anyhow::Result<()> {
-        if let Some(api) = self.api.take() {
-            api.stop().await?;
-        }
-        let config = apiserver_config(
-            self.api_dir.path(),
-            &self.pki,
-            SocketAddr::from(([0, 0, 0, 0], self.api_port)),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match rkube_apiserver::start(config.clone()).await {
-                Ok(api) => {
-                    self.api = Some(api);
-                    return Ok(());
-                }
-                Err(e) if Instant::now() > deadline => return Err(e.context("restarting the apiserver")),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        self.api.restart().await
     }
 
     /// Waits until every node's Ready condition is True.
     pub async fn wait_nodes_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let nodes = Api::<rkube_api::core::v1::Node>::all(self.client()?);
         let want = self.nodes.len();
-        let ready = wait_for(timeout, || async {
-            let list = nodes.list(&Default::default()).await.ok()?;
+        eventually(&format!("{want} nodes to be Ready"), timeout, || async {
+            let list = nodes.list(&Default::default()).await?;
             let ready = list.items.iter().filter(|n| node_ready(n) == Some(true)).count();
-            (ready == want).then_some(())
+            anyhow::ensure!(ready == want, "{ready} of {want} nodes are Ready");
+            Ok(true)
         })
-        .await;
-        ready.with_context(|| format!("{want} nodes did not all become Ready within {timeout:?}"))
+        .await
     }
 
     /// Adds, in the cluster namespace, a route to each node's podCIDR through the node's
@@ -678,13 +615,16 @@ impl TestCluster {
         let nodes = Api::<rkube_api::core::v1::Node>::all(self.client()?);
         for node in &self.nodes {
             let name = node.name.clone();
-            let cidr = wait_for(Duration::from_secs(30), || async {
-                let n = nodes.get(&name).await.ok()?;
-                let cidr = n.spec.map(|s| s.pod_cidr).unwrap_or_default();
-                (!cidr.is_empty()).then_some(cidr)
-            })
-            .await
-            .with_context(|| format!("{name} never got a podCIDR"))?;
+            let cidr = eventually(
+                &format!("{name} to get a podCIDR"),
+                Duration::from_secs(30),
+                || async {
+                    let n = nodes.get(&name).await?;
+                    let cidr = n.spec.map(|s| s.pod_cidr).unwrap_or_default();
+                    Ok((!cidr.is_empty()).then_some(cidr))
+                },
+            )
+            .await?;
             if !self.routes.contains(&cidr) {
                 sh(&["ip", "route", "replace", &cidr, "via", &node.ip.to_string()])?;
                 self.routes.push(cidr);
@@ -782,10 +722,7 @@ impl TestCluster {
         self.stop_cloud_controller_manager().await?;
         self.stop_controller_manager().await?;
         self.stop_scheduler().await?;
-        if let Some(api) = self.api.take() {
-            api.stop().await?;
-        }
-        Ok(())
+        self.api.stop().await
     }
 }
 

@@ -10,9 +10,11 @@
 //! each node's podCIDR is routed to it; removing a powered-off machine from the file deletes
 //! its node, and its pods come back on the other node, still behind the same address.
 
+use anyhow::Context;
 use rkube_api::core::v1::{Node, Pod, Service};
 use rkube_client::{Api, ListParams};
-use rkube_e2e::{pod_ready, run, wait_for, ClusterOptions, TestCluster};
+use rkube_e2e::{pod_ready, run, ClusterOptions, TestCluster};
+use rkube_testing::eventually;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -82,13 +84,17 @@ fn cloud_routes() -> Vec<(String, String)> {
 }
 
 async fn pod_cidr(nodes: &Api<Node>, name: &str) -> anyhow::Result<String> {
-    wait_for(Duration::from_secs(30), || async {
-        let n = nodes.get(name).await.ok()?;
-        let cidr = n.spec.map(|s| s.pod_cidr).unwrap_or_default();
-        (!cidr.is_empty()).then_some(cidr)
-    })
+    eventually(
+        &format!("{name} to get a podCIDR"),
+        Duration::from_secs(30),
+        || async {
+            let n = nodes.get(name).await.ok()?;
+            let cidr = n.spec.map(|s| s.pod_cidr).unwrap_or_default();
+            (!cidr.is_empty()).then_some(cidr)
+        },
+    )
     .await
-    .ok_or_else(|| anyhow::anyhow!("{name} never got a podCIDR"))
+    .with_context(|| format!("{name} never got a podCIDR"))
 }
 
 async fn ready_pods_by_node(pods: &Api<Pod>) -> Vec<String> {
@@ -111,11 +117,15 @@ async fn ready_pods_by_node(pods: &Api<Pod>) -> Vec<String> {
 }
 
 /// Polls GET / at `lb` from the cluster namespace until a pod answers.
-async fn answers(cluster: &TestCluster, lb: SocketAddr) -> Option<String> {
-    wait_for(Duration::from_secs(20), || async {
-        let (status, body) = cluster.http_get(lb, "/").await.ok()?;
-        (status == 200 && body.starts_with("hello from")).then_some(body)
-    })
+async fn answers(cluster: &TestCluster, lb: SocketAddr) -> anyhow::Result<String> {
+    eventually(
+        &format!("GET http://{lb}/ to answer"),
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = cluster.http_get(lb, "/").await.ok()?;
+            (status == 200 && body.starts_with("hello from")).then_some(body)
+        },
+    )
     .await
 }
 
@@ -143,13 +153,17 @@ async fn checks(cluster: &mut TestCluster) -> anyhow::Result<()> {
     // 1. Nodes initialised from the file and untainted.
     for node in &cluster.nodes {
         let name = node.name.clone();
-        let n = wait_for(Duration::from_secs(30), || async {
-            let n = nodes.get(&name).await.ok()?;
-            let tainted = n.spec.as_ref().is_some_and(|s| !s.taints.is_empty());
-            (!tainted).then_some(n)
-        })
+        let n = eventually(
+            &format!("{name} to be initialised (untainted)"),
+            Duration::from_secs(30),
+            || async {
+                let n = nodes.get(&name).await.ok()?;
+                let tainted = n.spec.as_ref().is_some_and(|s| !s.taints.is_empty());
+                (!tainted).then_some(n)
+            },
+        )
         .await
-        .ok_or_else(|| anyhow::anyhow!("{name} was not initialised (still tainted) within 30 s"))?;
+        .with_context(|| format!("{name} was not initialised (still tainted) within 30 s"))?;
         let spec = n.spec.as_ref().unwrap();
         assert_eq!(spec.provider_id, format!("local://{name}"));
         let labels = &n.metadata.as_ref().unwrap().labels;
@@ -172,28 +186,34 @@ async fn checks(cluster: &mut TestCluster) -> anyhow::Result<()> {
         want.push((pod_cidr(&nodes, &node.name).await?, node.ip.to_string()));
     }
     want.sort();
-    wait_for(Duration::from_secs(20), || async {
-        (cloud_routes() == want).then_some(())
-    })
+    eventually(
+        "a route to each node's podCIDR",
+        Duration::from_secs(20),
+        || async { (cloud_routes() == want).then_some(()) },
+    )
     .await
-    .ok_or_else(|| anyhow::anyhow!("routes {:?}, want {want:?}", cloud_routes()))?;
+    .with_context(|| format!("routes {:?}, want {want:?}", cloud_routes()))?;
 
     // 3. A LoadBalancer Service gets the first pool address and answers there.
     cluster.apply(&app(&cluster.image))?;
     let services = cluster.api::<Service>("default")?;
-    wait_for(Duration::from_secs(30), || async {
-        let s = services.get("hello").await.ok()?;
-        let ips: Vec<String> = s
-            .status?
-            .load_balancer?
-            .ingress
-            .into_iter()
-            .map(|i| i.ip)
-            .collect();
-        (ips == [POOL_FIRST]).then_some(())
-    })
+    eventually(
+        &format!("hello to get {POOL_FIRST}"),
+        Duration::from_secs(30),
+        || async {
+            let s = services.get("hello").await.ok()?;
+            let ips: Vec<String> = s
+                .status?
+                .load_balancer?
+                .ingress
+                .into_iter()
+                .map(|i| i.ip)
+                .collect();
+            (ips == [POOL_FIRST]).then_some(())
+        },
+    )
     .await
-    .ok_or_else(|| anyhow::anyhow!("hello did not get {POOL_FIRST}"))?;
+    .with_context(|| format!("hello did not get {POOL_FIRST}"))?;
     let table = cluster.rkubectl(&["get", "svc", "hello"])?;
     assert!(
         table.contains("EXTERNAL-IP") && table.contains(POOL_FIRST),
@@ -203,15 +223,15 @@ async fn checks(cluster: &mut TestCluster) -> anyhow::Result<()> {
     assert!(url.contains(&format!("http://{POOL_FIRST}:80")), "{url}");
 
     let pods = cluster.api::<Pod>("default")?;
-    wait_for(Duration::from_secs(90), || async {
+    eventually("2 ready hello pods", Duration::from_secs(90), || async {
         (ready_pods_by_node(&pods).await.len() == 2).then_some(())
     })
     .await
-    .ok_or_else(|| anyhow::anyhow!("2 ready hello pods did not appear within 90 s"))?;
+    .context("2 ready hello pods did not appear within 90 s")?;
     let lb: SocketAddr = format!("{POOL_FIRST}:80").parse()?;
     answers(cluster, lb)
         .await
-        .ok_or_else(|| anyhow::anyhow!("GET http://{lb}/ did not answer"))?;
+        .with_context(|| format!("GET http://{lb}/ did not answer"))?;
 
     // 4. Node 1's machine is powered off and removed from the file: the node goes, its
     //    pods come back on node 0, its route is removed, the address still answers.
@@ -222,27 +242,37 @@ async fn checks(cluster: &mut TestCluster) -> anyhow::Result<()> {
         .cloned();
     cluster.nodes[1].power_off().await?;
     cluster.write_cloud_config(&[cluster.nodes[0].name.clone()])?;
-    wait_for(Duration::from_secs(40), || async {
-        nodes.get_opt(&retired).await.ok()?.is_none().then_some(())
-    })
+    eventually(
+        &format!("{retired} to be deleted"),
+        Duration::from_secs(40),
+        || async { nodes.get_opt(&retired).await.ok()?.is_none().then_some(()) },
+    )
     .await
-    .ok_or_else(|| anyhow::anyhow!("{retired} was not deleted within 40 s"))?;
+    .with_context(|| format!("{retired} was not deleted within 40 s"))?;
     let survivor = cluster.nodes[0].name.clone();
-    wait_for(Duration::from_secs(60), || async {
-        let on = ready_pods_by_node(&pods).await;
-        (on == [survivor.clone(), survivor.clone()]).then_some(())
-    })
+    eventually(
+        &format!("the pods to come back on {survivor}"),
+        Duration::from_secs(60),
+        || async {
+            let on = ready_pods_by_node(&pods).await;
+            (on == [survivor.clone(), survivor.clone()]).then_some(())
+        },
+    )
     .await
-    .ok_or_else(|| anyhow::anyhow!("the pods did not come back on {survivor} within 60 s"))?;
-    wait_for(Duration::from_secs(20), || async {
-        let routes = cloud_routes();
-        (routes.len() == 1 && Some(&routes[0]) != retired_cidr.as_ref()).then_some(())
-    })
+    .with_context(|| format!("the pods did not come back on {survivor} within 60 s"))?;
+    eventually(
+        &format!("{retired}'s route to go"),
+        Duration::from_secs(20),
+        || async {
+            let routes = cloud_routes();
+            (routes.len() == 1 && Some(&routes[0]) != retired_cidr.as_ref()).then_some(())
+        },
+    )
     .await
-    .ok_or_else(|| anyhow::anyhow!("{retired}'s route stayed: {:?}", cloud_routes()))?;
+    .with_context(|| format!("{retired}'s route stayed: {:?}", cloud_routes()))?;
     answers(cluster, lb)
         .await
-        .ok_or_else(|| anyhow::anyhow!("GET http://{lb}/ did not answer after the pods moved"))?;
+        .with_context(|| format!("GET http://{lb}/ did not answer after the pods moved"))?;
     Ok(())
 }
 

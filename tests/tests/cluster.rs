@@ -8,8 +8,8 @@ use rkube_api::core::v1::Pod;
 use rkube_api::kubelet::v1::{exec_input::Input, exec_output::Output, ExecInput, ExecStart};
 use rkube_client::{Api, ListParams};
 use rkube_kubelet::testing::{skip_reason, TestNode, TestRegistry};
-use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use rkube_testing::{eventually, Daemon};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deployment_without_nodes_named_is_scheduled_and_runs_on_a_real_kubelet() -> anyhow::Result<()> {
@@ -21,16 +21,11 @@ async fn a_deployment_without_nodes_named_is_scheduled_and_runs_on_a_real_kubele
     let registry = TestRegistry::start().await?;
     let (image, _) = registry.push_busybox("rkube/busybox").await?;
     // secure as users run it: TLS, every daemon with its own certificate, RBAC
-    let api_dir = tempfile::tempdir()?;
-    let pki = api_dir.path().join("pki");
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path().join("pki");
     rkube_e2e::generate_pki(&pki, &[], &["node-a".to_string()])?;
-    let api = rkube_apiserver::start(rkube_e2e::apiserver_config(
-        api_dir.path(),
-        &pki,
-        "127.0.0.1:0".parse()?,
-    )?)
-    .await?;
-    let url = api.url();
+    let api = rkube_e2e::start_apiserver(&pki, "127.0.0.1:0".parse()?).await?;
+    let url = api.url().to_string();
     assert!(url.starts_with("https://"), "{url}");
     let conf = |stem: &str| Some(pki.join(format!("{stem}.conf")));
 
@@ -47,21 +42,15 @@ async fn a_deployment_without_nodes_named_is_scheduled_and_runs_on_a_real_kubele
     let kubelet = rkube_kubelet::start(kcfg).await?;
 
     // the scheduler and the controller-manager through the same run() as their mains
-    let (stop_scheduler, stopped) = oneshot::channel::<()>();
     let mut scheduler_config = rkube_scheduler::Config::new(url.clone());
     scheduler_config.kubeconfig = conf("kube-scheduler");
-    let scheduler = tokio::spawn(rkube_scheduler::run(scheduler_config, async {
-        let _ = stopped.await;
-    }));
+    let scheduler = Daemon::spawn(|stop| rkube_scheduler::run(scheduler_config, stop));
     let mut cm_config = rkube_controller_manager::Config::new(url.clone());
     cm_config.kubeconfig = conf("kube-controller-manager");
     cm_config.controllers = vec!["replicaset".into(), "deployment".into()];
-    let (stop_cm, stopped) = oneshot::channel::<()>();
-    let cm = tokio::spawn(rkube_controller_manager::run(cm_config, async {
-        let _ = stopped.await;
-    }));
+    let cm = Daemon::spawn(|stop| rkube_controller_manager::run(cm_config, stop));
 
-    let client = rkube_e2e::client_as(&pki, "admin", &url)?;
+    let client = api.client();
     let deployment: Deployment = serde_yaml::from_str(&format!(
         r#"
 apiVersion: apps/v1
@@ -85,8 +74,7 @@ spec:
         .await?;
 
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let running = loop {
+    let running = eventually("2 pods Running", Duration::from_secs(60), || async {
         let list = pods
             .list(&ListParams {
                 label_selector: "app=web".into(),
@@ -102,16 +90,10 @@ spec:
                     .is_some_and(|s| s.phase == "Running" && !s.pod_ip.is_empty())
             })
             .collect();
-        if running.len() == 2 {
-            break running;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "2 pods did not reach Running within 60s ({} did)",
-            running.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        anyhow::ensure!(running.len() == 2, "{} Running", running.len());
+        Ok(Some(running))
+    })
+    .await?;
     for p in &running {
         let spec = p.spec.as_ref().expect("spec");
         assert_eq!(
@@ -168,23 +150,22 @@ spec:
     assert_eq!(code, Some(5));
 
     let d = Api::<Deployment>::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = d.get("web").await?.status.unwrap_or_default();
-        if status.ready_replicas == 2 && status.available_replicas == 2 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the Deployment never reported 2 ready replicas: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the Deployment to report 2 ready replicas",
+        Duration::from_secs(30),
+        || async {
+            let status = d.get("web").await?.status.unwrap_or_default();
+            anyhow::ensure!(
+                status.ready_replicas == 2 && status.available_replicas == 2,
+                "{status:?}"
+            );
+            Ok(true)
+        },
+    )
+    .await?;
 
-    let _ = stop_cm.send(());
-    let _ = stop_scheduler.send(());
-    cm.await??;
-    scheduler.await??;
+    cm.stop().await?;
+    scheduler.stop().await?;
     kubelet.stop().await;
     api.stop().await?;
     drop(node);

@@ -4,11 +4,12 @@
 //! sample settings read by each daemon's own configuration code, and the
 //! health endpoints the units' users probe.
 
+use rkube_testing::eventually;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CONTROL_PLANE: &[(&str, &str, &str)] = &[
     ("rkube-apiserver", "rkube-apiserver.service", "apiserver"),
@@ -420,15 +421,17 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u1
 }
 
 async fn wait_for_200(addr: std::net::SocketAddr, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = http_get(addr, path).await;
-        if matches!(&got, Ok((200, body)) if body == "ok") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "GET http://{addr}{path}: {got:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("GET http://{addr}{path} to answer 200 ok"),
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = http_get(addr, path).await?;
+            anyhow::ensure!(code == 200 && body == "ok", "{code} {body:?}");
+            Ok(true)
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -7,9 +7,10 @@
 use anyhow::Context;
 use rkube_api::core::v1::{Endpoints, Pod, Service};
 use rkube_client::ListParams;
-use rkube_e2e::{pod_ready, run, wait_for, ClusterOptions, TestCluster};
+use rkube_e2e::{pod_ready, run, ClusterOptions, TestCluster};
 use rkube_node_runtime::network::netns::run_in;
-use std::collections::HashMap;
+use rkube_testing::eventually;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -59,6 +60,27 @@ spec:
 }
 
 /// One GET / through `addr` from node 0; the body is the answering pod's name.
+/// Waits until, in one round of 30 requests through `ask`, every pod of `all` answered;
+/// fails the test with what the last round saw and the cluster's state.
+async fn every_pod_answers<F, Fut>(cluster: &TestCluster, what: &str, all: &BTreeSet<String>, ask: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let answered = eventually(what, Duration::from_secs(15), || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..30 {
+            seen.insert(ask().await?);
+        }
+        anyhow::ensure!(&seen == all, "answered: {seen:?}");
+        Ok(true)
+    })
+    .await;
+    if let Err(e) = answered {
+        panic!("{e:#}\n{}", cluster.diagnostics().await);
+    }
+}
+
 async fn whoami(cluster: &TestCluster, addr: SocketAddr) -> anyhow::Result<String> {
     let (status, body) = cluster.nodes[0].http_get(addr, "/").await?;
     anyhow::ensure!(status == 200, "GET {addr} answered {status}: {body}");
@@ -115,12 +137,12 @@ async fn suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Re
     .await?;
     cluster.apply(&app(&cluster.image))?;
 
-    let pods = wait_for(Duration::from_secs(90), || async {
+    let pods = eventually("3 ready whoami pods", Duration::from_secs(90), || async {
         let ready = ready_pods(&cluster).await.ok()?;
         (ready.len() == 3).then_some(ready)
     })
     .await
-    .ok_or_else(|| anyhow::anyhow!("3 ready whoami pods did not appear within 90 s"))?;
+    .context("3 ready whoami pods did not appear within 90 s")?;
     let nodes_used: std::collections::BTreeSet<_> = pods
         .iter()
         .map(|p| p.spec.as_ref().unwrap().node_name.clone())
@@ -139,31 +161,13 @@ async fn suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Re
 
     // the endpoints controller and the proxies catch up: every pod answers
     let all: std::collections::BTreeSet<String> = pods.iter().map(name).collect();
-    let last = std::sync::Mutex::new(String::new());
-    let seen = wait_for(Duration::from_secs(15), || async {
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..30 {
-            match whoami(&cluster, cluster_ip).await {
-                Ok(n) => {
-                    seen.insert(n);
-                }
-                Err(e) => {
-                    *last.lock().unwrap() = format!("{e:#}");
-                    return None;
-                }
-            }
-        }
-        *last.lock().unwrap() = format!("answered: {seen:?}");
-        (seen == all).then_some(seen)
-    })
+    every_pod_answers(
+        &cluster,
+        &format!("all three pods {all:?} to answer through {cluster_ip}"),
+        &all,
+        || whoami(&cluster, cluster_ip),
+    )
     .await;
-    if seen.is_none() {
-        let last = last.lock().unwrap().clone();
-        panic!(
-            "all three pods {all:?} answer through {cluster_ip}; last: {last}\n{}",
-            cluster.diagnostics().await
-        );
-    }
 
     // 300 requests: every pod gets at least 20% of them
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -206,15 +210,19 @@ async fn suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Re
     let out = cluster.rkubectl(&["exec", &unready, "--", "rm", "/tmp/ready"])?;
     assert!(out.is_empty(), "{out}");
     let endpoints = cluster.api::<Endpoints>("default")?;
-    let turned = wait_for(Duration::from_secs(10), || async {
-        let ep = endpoints.get("whoami").await.ok()?;
-        let not_ready = ep
-            .subsets
-            .iter()
-            .flat_map(|s| &s.not_ready_addresses)
-            .any(|a| a.target_ref.as_ref().is_some_and(|r| r.name == unready));
-        not_ready.then(Instant::now)
-    })
+    let turned = eventually(
+        &format!("{unready} in notReadyAddresses"),
+        Duration::from_secs(10),
+        || async {
+            let ep = endpoints.get("whoami").await.ok()?;
+            let not_ready = ep
+                .subsets
+                .iter()
+                .flat_map(|s| &s.not_ready_addresses)
+                .any(|a| a.target_ref.as_ref().is_some_and(|r| r.name == unready));
+            not_ready.then(Instant::now)
+        },
+    )
     .await
     .expect("the unready pod moves to notReadyAddresses");
     let took = left_rotation_after(&cluster, cluster_ip, &unready, turned).await;
@@ -225,15 +233,20 @@ async fn suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Re
 
     // ready again: back in rotation
     cluster.rkubectl(&["exec", &unready, "--", "touch", "/tmp/ready"])?;
-    let back = wait_for(Duration::from_secs(10), || async {
-        for _ in 0..30 {
-            if whoami(&cluster, cluster_ip).await.ok()? == unready {
-                return Some(());
+    let back = eventually(
+        &format!("{unready} to answer again"),
+        Duration::from_secs(10),
+        || async {
+            for _ in 0..30 {
+                if whoami(&cluster, cluster_ip).await.ok()? == unready {
+                    return Some(());
+                }
             }
-        }
-        None
-    })
-    .await;
+            None
+        },
+    )
+    .await
+    .ok();
     assert!(back.is_some(), "{unready} answers again once its probe passes");
 
     // deleting a pod while requests flow: none fails, and it leaves the rotation
@@ -261,11 +274,16 @@ async fn suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow::Re
     cluster.rkubectl(&["delete", "pod", &victim])?;
     let took = left_rotation_after(&cluster, cluster_ip, &victim, deleted_at).await;
     // the ReplicaSet replaces it and the newcomer joins the rotation
-    let replaced = wait_for(Duration::from_secs(60), || async {
-        let ready = ready_pods(&cluster).await.ok()?;
-        (ready.len() == 3 && !ready.iter().any(|p| name(p) == victim)).then_some(())
-    })
-    .await;
+    let replaced = eventually(
+        &format!("{victim} to be replaced"),
+        Duration::from_secs(60),
+        || async {
+            let ready = ready_pods(&cluster).await.ok()?;
+            (ready.len() == 3 && !ready.iter().any(|p| name(p) == victim)).then_some(())
+        },
+    )
+    .await
+    .ok();
     let _ = stop.send(());
     let (ok, failed) = load.await?;
     assert!(
@@ -405,7 +423,7 @@ async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow
     .await?;
     cluster.apply(&udp_app(&cluster.image, bin.path()))?;
     let pods_api = cluster.api::<Pod>("default")?;
-    let pods = wait_for(Duration::from_secs(60), || async {
+    let pods = eventually("3 ready udp-whoami pods", Duration::from_secs(60), || async {
         let list = pods_api
             .list(&ListParams::default().labels("app=udp-whoami"))
             .await
@@ -413,7 +431,8 @@ async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow
         let ready: Vec<Pod> = list.items.into_iter().filter(pod_ready).collect();
         (ready.len() == 3).then_some(ready)
     })
-    .await;
+    .await
+    .ok();
     let Some(pods) = pods else {
         panic!(
             "3 ready udp-whoami pods did not appear within 60 s\n{}",
@@ -425,31 +444,13 @@ async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow
     let cluster_ip = SocketAddr::V4(SocketAddrV4::new(svc.spec.unwrap().cluster_ip.parse()?, 53));
 
     // every pod answers through the ClusterIP, each datagram from a new client port
-    let last = std::sync::Mutex::new(String::new());
-    let seen = wait_for(Duration::from_secs(15), || async {
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..30 {
-            match udp_whoami(&cluster, cluster_ip).await {
-                Ok(n) => {
-                    seen.insert(n);
-                }
-                Err(e) => {
-                    *last.lock().unwrap() = format!("{e}");
-                    return None;
-                }
-            }
-        }
-        *last.lock().unwrap() = format!("answered: {seen:?}");
-        (seen == all).then_some(())
-    })
+    every_pod_answers(
+        &cluster,
+        &format!("all three pods {all:?} to answer UDP through {cluster_ip}"),
+        &all,
+        || async { Ok(udp_whoami(&cluster, cluster_ip).await?) },
+    )
     .await;
-    if seen.is_none() {
-        let last = last.lock().unwrap().clone();
-        panic!(
-            "all three pods {all:?} answer UDP through {cluster_ip}; last: {last}\n{}",
-            cluster.diagnostics().await
-        );
-    }
 
     // one client port keeps talking to one pod, as over a connection
     let client = udp_client_in(cluster.nodes[0].netns(), cluster_ip)?;
@@ -468,16 +469,23 @@ async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow
         let ep = endpoints.get("udp-whoami").await.ok()?;
         Some(ep.subsets.iter().map(|s| s.addresses.len()).sum::<usize>())
     };
-    let left = wait_for(Duration::from_secs(10), || async {
-        (ready_addresses().await? == 2).then(Instant::now)
-    })
+    let left = eventually(
+        "the unready pod out of the ready addresses",
+        Duration::from_secs(10),
+        || async { (ready_addresses().await? == 2).then(Instant::now) },
+    )
     .await
     .expect("the endpoints controller takes the unready pod out of the ready addresses");
-    let moved = wait_for(Duration::from_secs(5), || async {
-        let answer = udp_ask(&client, Duration::from_millis(300)).await.ok()?;
-        (answer != first).then(|| (answer, left.elapsed()))
-    })
-    .await;
+    let moved = eventually(
+        &format!("the established UDP client to leave {first}"),
+        Duration::from_secs(5),
+        || async {
+            let answer = udp_ask(&client, Duration::from_millis(300)).await.ok()?;
+            (answer != first).then(|| (answer, left.elapsed()))
+        },
+    )
+    .await
+    .ok();
     let Some((second, took)) = moved else {
         panic!(
             "{mode:?}: the established UDP client still reaches {first} (or nothing) after it turned unready\n{}",
@@ -495,19 +503,26 @@ async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow
     for pod in all.iter().filter(|p| **p != first) {
         cluster.rkubectl(&["exec", pod, "--", "rm", "/tmp/ready"])?;
     }
-    let turned = wait_for(Duration::from_secs(10), || async {
-        (ready_addresses().await? == 0).then(Instant::now)
-    })
+    let turned = eventually(
+        "every pod in notReadyAddresses",
+        Duration::from_secs(10),
+        || async { (ready_addresses().await? == 0).then(Instant::now) },
+    )
     .await
     .expect("the endpoints controller moves every unready pod to notReadyAddresses");
     // (an answer, or a timeout, is what a client would have to wait out)
     let last = std::sync::Mutex::new(String::new());
-    let refusal = wait_for(Duration::from_secs(5), || async {
-        let outcome = udp_whoami(&cluster, cluster_ip).await;
-        *last.lock().unwrap() = format!("{outcome:?}");
-        matches!(outcome, Err(e) if refused(&e)).then(|| turned.elapsed())
-    })
-    .await;
+    let refusal = eventually(
+        "new UDP clients to be refused",
+        Duration::from_secs(5),
+        || async {
+            let outcome = udp_whoami(&cluster, cluster_ip).await;
+            *last.lock().unwrap() = format!("{outcome:?}");
+            matches!(outcome, Err(e) if refused(&e)).then(|| turned.elapsed())
+        },
+    )
+    .await
+    .ok();
     let Some(took) = refusal else {
         let last = last.lock().unwrap().clone();
         panic!(
@@ -519,12 +534,17 @@ async fn udp_suite(netns: std::path::PathBuf, mode: rkube_proxy::Mode) -> anyhow
         took < Duration::from_secs(2),
         "new clients were refused only {took:?} after the endpoints emptied"
     );
-    let established = wait_for(Duration::from_secs(2), || async {
-        let outcome = udp_ask(&client, Duration::from_millis(300)).await;
-        *last.lock().unwrap() = format!("{outcome:?}");
-        matches!(outcome, Err(e) if refused(&e)).then_some(())
-    })
-    .await;
+    let established = eventually(
+        "the established UDP client to be refused",
+        Duration::from_secs(2),
+        || async {
+            let outcome = udp_ask(&client, Duration::from_millis(300)).await;
+            *last.lock().unwrap() = format!("{outcome:?}");
+            matches!(outcome, Err(e) if refused(&e)).then_some(())
+        },
+    )
+    .await
+    .ok();
     let last = last.lock().unwrap().clone();
     assert!(
         established.is_some(),

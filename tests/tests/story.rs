@@ -4,10 +4,12 @@
 //! request, the autoscaler following load, a lost node, and every control-plane daemon
 //! restarted in turn without losing anything.
 
+use anyhow::Context;
 use rkube_api::apps::v1::Deployment;
 use rkube_api::core::v1::Pod;
 use rkube_client::ListParams;
-use rkube_e2e::{pod_ready, run, wait_for, ClusterOptions, TestCluster};
+use rkube_e2e::{pod_ready, run, ClusterOptions, TestCluster};
+use rkube_testing::eventually;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,12 +44,12 @@ async fn wait_ready(
     within: Duration,
     what: &str,
 ) -> anyhow::Result<Vec<Pod>> {
-    wait_for(within, || async {
+    eventually(&format!("{what}: {n} ready web pods"), within, || async {
         let pods = ready_web_pods(cluster).await;
         (pods.len() == n).then_some(pods)
     })
     .await
-    .ok_or_else(|| anyhow::anyhow!("{what}: {n} ready web pods did not show within {within:?}"))
+    .with_context(|| format!("{what}: {n} ready web pods did not show within {within:?}"))
 }
 
 /// `http://ADDR:PORT` as `rkubectl service --url` prints it.
@@ -139,11 +141,11 @@ async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
     let addr = parse_url(&url)?;
     // pods Ready is not yet Endpoints nor rules: the endpoints controller and the proxies
     // each promise a second, so the URL answers within two
-    let answered = wait_for(Duration::from_secs(2), || async {
+    let answered = eventually(&format!("{url} to answer"), Duration::from_secs(2), || async {
         cluster.http_get(addr, "/").await.ok()
     })
     .await;
-    let (status, body) = answered.ok_or_else(|| anyhow::anyhow!("{url} did not answer within 2 s"))?;
+    let (status, body) = answered.with_context(|| format!("{url} did not answer within 2 s"))?;
     assert_eq!(status, 200, "{url}: {body}");
     assert!(body.starts_with("hello from web-"), "{url} answered {body:?}");
 
@@ -169,11 +171,15 @@ async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
         String::from_utf8_lossy(&killed.stderr)
     );
     let pods_api = cluster.api::<Pod>("default")?;
-    let restarted = wait_for(Duration::from_secs(30), || async {
-        let p = pods_api.get(&name(victim)).await.ok()?;
-        let s = &p.status.as_ref()?.container_statuses[0];
-        (s.restart_count >= 1 && pod_ready(&p)).then_some(s.clone())
-    })
+    let restarted = eventually(
+        "the killed container to be restarted and ready",
+        Duration::from_secs(30),
+        || async {
+            let p = pods_api.get(&name(victim)).await.ok()?;
+            let s = &p.status.as_ref()?.container_statuses[0];
+            (s.restart_count >= 1 && pod_ready(&p)).then_some(s.clone())
+        },
+    )
     .await;
     let restarted = restarted.expect("the killed container was restarted and is ready again");
     assert_eq!(
@@ -198,15 +204,20 @@ async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
     cluster.rkubectl(&["scale", "deployment/web", "--replicas=5"])?;
     let five = wait_ready(&cluster, 5, Duration::from_secs(60), "scaled to 5").await?;
     let all: BTreeSet<String> = five.iter().map(name).collect();
-    let spread = wait_for(Duration::from_secs(20), || async {
-        let mut seen = BTreeSet::new();
-        for _ in 0..60 {
-            let (_, body) = cluster.http_get(addr, "/").await.ok()?;
-            seen.insert(body.split_whitespace().last()?.to_string());
-        }
-        (seen == all).then_some(())
-    })
-    .await;
+    let spread = eventually(
+        &format!("all 5 pods to answer through {url}"),
+        Duration::from_secs(20),
+        || async {
+            let mut seen = BTreeSet::new();
+            for _ in 0..60 {
+                let (_, body) = cluster.http_get(addr, "/").await.ok()?;
+                seen.insert(body.split_whitespace().last()?.to_string());
+            }
+            (seen == all).then_some(())
+        },
+    )
+    .await
+    .ok();
     assert!(spread.is_some(), "all 5 pods answer through {url}");
 
     // a new image rolls out while requests flow: none fails
@@ -240,11 +251,12 @@ async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
     ])?;
     let deployments = cluster.api::<Deployment>("default")?;
     let load = Traffic::start(&cluster, addr, "/cgi-bin/work", 3);
-    let grew = wait_for(Duration::from_secs(90), || async {
+    let grew = eventually("the autoscaler to add pods", Duration::from_secs(90), || async {
         let d = deployments.get("web").await.ok()?;
         (d.spec?.replicas.unwrap_or(0) > 2).then_some(())
     })
-    .await;
+    .await
+    .ok();
     let (worked, failures, _) = load.stop().await;
     assert!(
         grew.is_some(),
@@ -254,11 +266,16 @@ async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
         failures.len() * 20 < worked.max(1),
         "the app kept answering under load: {failures:?}"
     );
-    let shrank = wait_for(Duration::from_secs(90), || async {
-        let d = deployments.get("web").await.ok()?;
-        (d.spec?.replicas == Some(2)).then_some(())
-    })
-    .await;
+    let shrank = eventually(
+        "the autoscaler to go back to 2",
+        Duration::from_secs(90),
+        || async {
+            let d = deployments.get("web").await.ok()?;
+            (d.spec?.replicas == Some(2)).then_some(())
+        },
+    )
+    .await
+    .ok();
     assert!(
         shrank.is_some(),
         "the autoscaler went back to 2 after the load stopped"
@@ -279,15 +296,20 @@ async fn story(netns: std::path::PathBuf) -> anyhow::Result<()> {
     };
     let lost = cluster.nodes.iter().position(|n| n.name == busiest).unwrap();
     cluster.nodes[lost].power_off().await?;
-    let moved = wait_for(Duration::from_secs(60), || async {
-        let pods = ready_web_pods(&cluster).await;
-        let elsewhere = pods
-            .iter()
-            .filter(|p| p.spec.as_ref().unwrap().node_name != busiest)
-            .count();
-        (elsewhere == 4).then_some(())
-    })
-    .await;
+    let moved = eventually(
+        &format!("4 ready pods off {busiest}"),
+        Duration::from_secs(60),
+        || async {
+            let pods = ready_web_pods(&cluster).await;
+            let elsewhere = pods
+                .iter()
+                .filter(|p| p.spec.as_ref().unwrap().node_name != busiest)
+                .count();
+            (elsewhere == 4).then_some(())
+        },
+    )
+    .await
+    .ok();
     assert!(
         moved.is_some(),
         "4 ready pods on the other nodes after {busiest} was lost"

@@ -2,12 +2,14 @@
 //! keeps its replicas through kills, deletions, scaling, a rolling update and a rollback;
 //! deleting it cascades; an autoscaler follows CPU load; a lost node's pods move.
 
+use anyhow::Context;
 use futures::StreamExt;
 use rkube_api::apps::v1::{Deployment, ReplicaSet};
 use rkube_api::autoscaling::v2::HorizontalPodAutoscaler;
 use rkube_api::core::v1::Pod;
 use rkube_client::{ListParams, WatchEvent, WatchParams};
-use rkube_e2e::{pod_ready, run, wait_for, ClusterOptions, TestCluster};
+use rkube_e2e::{pod_ready, run, ClusterOptions, TestCluster};
+use rkube_testing::eventually;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +52,7 @@ async fn wait_ready(
 ) -> anyhow::Result<Vec<Pod>> {
     let pods = cluster.api::<Pod>("default")?;
     let last = std::sync::atomic::AtomicUsize::new(0);
-    let found = wait_for(within, || async {
+    let found = eventually(&format!("{n} ready {app} pods"), within, || async {
         let all = pods
             .list(&ListParams::default().labels(&format!("app={app}")))
             .await
@@ -61,7 +63,8 @@ async fn wait_ready(
         last.store(ready.len(), std::sync::atomic::Ordering::Relaxed);
         (ready.len() == n && live.len() == n).then_some(ready)
     })
-    .await;
+    .await
+    .ok();
     found.ok_or_else(|| {
         anyhow::anyhow!(
             "{app}: wanted {n} ready pods within {within:?}, last saw {}",
@@ -157,15 +160,20 @@ async fn deployment_lifecycle(netns: std::path::PathBuf) -> anyhow::Result<()> {
         .args(["-KILL", "-f", &format!("sleep {marker}")])
         .status()?;
     assert!(killed.success(), "found the containers' processes");
-    let restarted = wait_for(Duration::from_secs(30), || async {
-        let now = ready_pods(&cluster, "web").await.ok()?;
-        let same: Vec<_> = now
-            .iter()
-            .filter(|p| pods.iter().any(|o| name(o) == name(p)))
-            .collect();
-        (same.len() == 3 && same.iter().all(|p| restarts(p) >= 1)).then_some(())
-    })
-    .await;
+    let restarted = eventually(
+        "the killed containers to restart in place",
+        Duration::from_secs(30),
+        || async {
+            let now = ready_pods(&cluster, "web").await.ok()?;
+            let same: Vec<_> = now
+                .iter()
+                .filter(|p| pods.iter().any(|o| name(o) == name(p)))
+                .collect();
+            (same.len() == 3 && same.iter().all(|p| restarts(p) >= 1)).then_some(())
+        },
+    )
+    .await
+    .ok();
     assert!(
         restarted.is_some(),
         "killed containers were restarted in place, restartCount 1"
@@ -185,12 +193,16 @@ async fn deployment_lifecycle(netns: std::path::PathBuf) -> anyhow::Result<()> {
     cluster.rkubectl(&["scale", "deployment/web", "--replicas=3"])?;
     wait_ready(&cluster, "web", 3, Duration::from_secs(60)).await?;
     let deployments = cluster.api::<Deployment>("default")?;
-    wait_for(Duration::from_secs(20), || async {
-        let s = deployments.get("web").await.ok()?.status?;
-        (s.available_replicas == 3 && s.updated_replicas == 3).then_some(())
-    })
+    eventually(
+        "the Deployment's status to show 3 available",
+        Duration::from_secs(20),
+        || async {
+            let s = deployments.get("web").await.ok()?.status?;
+            (s.available_replicas == 3 && s.updated_replicas == 3).then_some(())
+        },
+    )
     .await
-    .ok_or_else(|| anyhow::anyhow!("the Deployment's status never showed 3 available"))?;
+    .context("the Deployment's status never showed 3 available")?;
 
     // a rolling update, watched from the first moment: ready pods never below 3 - 1,
     // pods alive never above 3 + 1
@@ -271,16 +283,21 @@ async fn deployment_lifecycle(netns: std::path::PathBuf) -> anyhow::Result<()> {
     // deleting the Deployment removes its ReplicaSets and pods
     cluster.rkubectl(&["delete", "deployment", "web"])?;
     let replicasets = cluster.api::<ReplicaSet>("default")?;
-    let gone = wait_for(Duration::from_secs(60), || async {
-        let rs = replicasets.list(&ListParams::default()).await.ok()?.items;
-        let pods = api_pods
-            .list(&ListParams::default().labels("app=web"))
-            .await
-            .ok()?
-            .items;
-        (rs.is_empty() && pods.is_empty()).then_some(())
-    })
-    .await;
+    let gone = eventually(
+        "the ReplicaSets and pods to go",
+        Duration::from_secs(60),
+        || async {
+            let rs = replicasets.list(&ListParams::default()).await.ok()?.items;
+            let pods = api_pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?
+                .items;
+            (rs.is_empty() && pods.is_empty()).then_some(())
+        },
+    )
+    .await
+    .ok();
     assert!(gone.is_some(), "ReplicaSets and pods went with the Deployment");
     cluster.stop().await
 }
@@ -379,7 +396,7 @@ async fn node_loss(netns: std::path::PathBuf) -> anyhow::Result<()> {
 
     // node-1 goes dark: no kubelet, no containerd, no heartbeats
     cluster.nodes[1].power_off().await?;
-    let moved = wait_for(Duration::from_secs(60), || async {
+    let moved = eventually("4 ready pods on node-0", Duration::from_secs(60), || async {
         let ready = ready_pods(&cluster, "web").await.ok()?;
         let on_0 = ready
             .iter()
@@ -387,7 +404,8 @@ async fn node_loss(netns: std::path::PathBuf) -> anyhow::Result<()> {
             .count();
         (on_0 == 4).then_some(())
     })
-    .await;
+    .await
+    .ok();
     assert!(
         moved.is_some(),
         "all 4 replicas run on node-0 after node-1 was lost"

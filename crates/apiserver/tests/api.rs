@@ -566,7 +566,9 @@ async fn merge_patch_changes_only_what_it_names() {
 #[tokio::test]
 async fn a_second_apiserver_cannot_open_the_same_data_dir() {
     let h = Harness::start().await;
-    let err = rkube_apiserver::start(rkube_apiserver::Config::local(h.dir.path()))
+    let err = rkube_testing::TestApiServer::builder()
+        .data_dir(h.api.data_dir())
+        .start()
         .await
         .err()
         .unwrap();

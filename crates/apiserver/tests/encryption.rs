@@ -10,6 +10,8 @@ use rkube_api::core::v1::{ConfigMap, Secret};
 use rkube_api::rpc::{self, api_server_client::ApiServerClient};
 use rkube_api::Resource;
 use rkube_store::{SledStore, Store, StoreConfig};
+use rkube_testing::TestApiServer;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
 
@@ -24,13 +26,13 @@ fn write_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
     path
 }
 
-async fn boot(
-    data: &Path,
-    key: Option<&Path>,
-) -> (rkube_apiserver::RunningApiServer, ApiServerClient<Channel>) {
-    let mut config = rkube_apiserver::Config::local(data);
-    config.security.encryption_key_file = key.map(Path::to_path_buf);
-    common::Harness::boot(config).await
+async fn boot(data: &Path, key: Option<&Path>) -> (TestApiServer, ApiServerClient<Channel>) {
+    let mut options = TestApiServer::builder().data_dir(data);
+    if let Some(key) = key {
+        options = options.flags([OsStr::new("--encryption-key-file"), key.as_os_str()]);
+    }
+    let h = common::Harness::start_with(options).await;
+    (h.api, h.client)
 }
 
 /// Boots on `dir/data` encrypting with the key file `dir/key` (every byte
@@ -39,12 +41,7 @@ async fn boot(
 /// client.
 async fn boot_with_secret_and_config_map(
     dir: &Path,
-) -> (
-    PathBuf,
-    PathBuf,
-    rkube_apiserver::RunningApiServer,
-    ApiServerClient<Channel>,
-) {
+) -> (PathBuf, PathBuf, TestApiServer, ApiServerClient<Channel>) {
     let data = dir.join("data");
     let key = write_key(dir, "key", 7);
     let (server, mut c) = boot(&data, Some(&key)).await;
@@ -238,9 +235,13 @@ async fn a_bad_key_file_is_refused_at_start_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("short.key");
     std::fs::write(&key, base64::engine::general_purpose::STANDARD.encode([1u8; 16])).unwrap();
-    let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
-    config.security.encryption_key_file = Some(key.clone());
-    let err = rkube_apiserver::start(config).await.err().unwrap().to_string();
+    let err = TestApiServer::builder()
+        .flags([OsStr::new("--encryption-key-file"), key.as_os_str()])
+        .start()
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("--encryption-key-file")
             && err.contains(&key.display().to_string())
@@ -258,7 +259,7 @@ async fn rkubectl_get_secret_yaml_shows_data_in_base64() {
     create(&mut c, &secret("db", SECRET_MARKER)).await.unwrap();
     let conf = dir.path().join("client.conf");
     rkube_client::ClientConfig {
-        server: server.url(),
+        server: server.url().to_string(),
         ..Default::default()
     }
     .save(&conf)

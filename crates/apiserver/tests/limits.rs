@@ -5,43 +5,27 @@
 
 mod common;
 
-use common::{create, rid};
+use common::{create, rid, Harness};
 use rkube_api::core::v1::{
     ConfigMap, DaemonEndpoint, Namespace, Node, NodeAddress, NodeDaemonEndpoints, NodeStatus,
 };
 use rkube_api::rpc::{self, api_server_client::ApiServerClient};
 use rkube_api::Resource;
-use rkube_apiserver::limits::LimitsConfig;
+use rkube_testing::{eventually, TestApiServer};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const TOKENS: &str = "alice-token,alice,1\nbob-token,bob,2\n";
 
-struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    client: ApiServerClient<Channel>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start(limits: LimitsConfig) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tokens.csv"), TOKENS).unwrap();
-        let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
-        config.security.token_auth_file = Some(dir.path().join("tokens.csv"));
-        config.limits = limits;
-        let (server, client) = common::Harness::boot(config).await;
-        Cluster {
-            server: Some(server),
-            client,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(mut self) {
-        self.server.take().unwrap().stop().await.unwrap();
-    }
+/// An apiserver with `flags` that knows alice and bob by their tokens.
+async fn start(flags: &[&str]) -> Harness {
+    Harness::start_with(
+        TestApiServer::builder()
+            .flag_file("--token-auth-file", "tokens.csv", TOKENS)
+            .flags(flags),
+    )
+    .await
 }
 
 /// `msg` sent as `user` (alice or bob).
@@ -77,11 +61,7 @@ fn config_map(name: &str, bytes: usize) -> ConfigMap {
 
 #[tokio::test]
 async fn an_oversized_request_is_refused_naming_the_limit() {
-    let c = Cluster::start(LimitsConfig {
-        max_request_bytes: 256 * 1024,
-        ..Default::default()
-    })
-    .await;
+    let c = start(&["--max-request-bytes", "262144"]).await;
     let mut client = c.client.clone();
     let create_as_alice = |cm: ConfigMap| {
         as_user(
@@ -114,7 +94,7 @@ async fn an_oversized_request_is_refused_naming_the_limit() {
 
 #[tokio::test]
 async fn the_default_request_limit_is_three_mebibytes() {
-    let c = Cluster::start(LimitsConfig::default()).await;
+    let c = start(&[]).await;
     let mut client = c.client.clone();
     let err = create(&mut client, &config_map("huge", 4 * 1024 * 1024))
         .await
@@ -125,26 +105,9 @@ async fn the_default_request_limit_is_three_mebibytes() {
     c.stop().await;
 }
 
-/// Polls `f` until it returns true, failing after `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_user_over_the_watch_cap_is_refused_while_others_go_on() {
-    let c = Cluster::start(LimitsConfig {
-        max_watches_per_user: 3,
-        ..Default::default()
-    })
-    .await;
+    let c = start(&["--max-watches-per-user", "3"]).await;
     let mut client = c.client.clone();
     let mut alices = Vec::new();
     for _ in 0..3 {
@@ -178,7 +141,7 @@ async fn a_user_over_the_watch_cap_is_refused_while_others_go_on() {
 
     // a closed watch gives its place back
     alices.pop();
-    eventually(5, "alice may watch again", || {
+    eventually("alice may watch again", Duration::from_secs(5), || {
         let mut client = client.clone();
         async move {
             match client.watch(as_user("alice", watch_namespaces())).await {
@@ -193,7 +156,8 @@ async fn a_user_over_the_watch_cap_is_refused_while_others_go_on() {
             }
         }
     })
-    .await;
+    .await
+    .unwrap();
     c.stop().await;
 }
 
@@ -260,11 +224,7 @@ fn metrics() -> rpc::MetricsRequest {
 
 #[tokio::test]
 async fn a_user_over_the_inflight_cap_is_refused_while_others_go_on() {
-    let c = Cluster::start(LimitsConfig {
-        max_requests_inflight_per_user: 2,
-        ..Default::default()
-    })
-    .await;
+    let c = start(&["--max-requests-inflight-per-user", "2"]).await;
     let mut client = c.client.clone();
     register_node(&mut client, hanging_kubelet().await).await;
     // two metrics calls wait on the hung kubelet (up to its 5 s timeout)
@@ -275,19 +235,12 @@ async fn a_user_over_the_inflight_cap_is_refused_while_others_go_on() {
             client.metrics(as_user("alice", metrics())).await
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(4);
-    let err = loop {
-        match client.get(as_user("alice", get_default_namespace())).await {
-            Err(e) => break e,
-            Ok(_) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "alice's third request was never refused"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let err = eventually("alice's third request is refused", Duration::from_secs(4), || {
+        let mut client = client.clone();
+        async move { client.get(as_user("alice", get_default_namespace())).await.err() }
+    })
+    .await
+    .unwrap();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(
         err.message().contains("alice") && err.message().contains("--max-requests-inflight-per-user=2"),
@@ -310,11 +263,7 @@ async fn a_user_over_the_inflight_cap_is_refused_while_others_go_on() {
 
 #[tokio::test]
 async fn slow_requests_time_out_but_watches_are_not_cut() {
-    let c = Cluster::start(LimitsConfig {
-        request_timeout: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await;
+    let c = start(&["--request-timeout", "1"]).await;
     let mut client = c.client.clone();
     register_node(&mut client, hanging_kubelet().await).await;
     let mut watch = client

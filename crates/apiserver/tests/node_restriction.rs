@@ -5,9 +5,6 @@
 //! objects work, anything of another node is Forbidden with a message
 //! that names who, what, where and why, and the audit log records both.
 
-mod common;
-
-use common::secure::{code, SecureApiServer};
 use rkube_api::apps::v1::Deployment;
 use rkube_api::coordination::v1::Lease;
 use rkube_api::core::v1::{
@@ -16,6 +13,7 @@ use rkube_api::core::v1::{
 };
 use rkube_api::Resource;
 use rkube_client::{Api, DeleteParams, ListParams};
+use rkube_testing::TestApiServer;
 
 /// A pod bound to `node` that uses Secret `secret` as a volume and
 /// ConfigMap `config_map` through env.
@@ -64,8 +62,8 @@ fn named<K: Resource>(name: &str) -> K {
 
 #[tokio::test]
 async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
-    let c = SecureApiServer::start(&["node-a", "node-b"]).await;
-    let admin = c.admin();
+    let c = TestApiServer::secure(&["node-a", "node-b"]).await.unwrap();
+    let admin = c.client();
     let pods = Api::<Pod>::namespaced(admin.clone(), "default");
     pods.create(&bound_pod("on-a", "node-a", "used-by-a", "config-a"))
         .await
@@ -86,7 +84,7 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
             .unwrap();
     }
 
-    let node_a = c.client("node-node-a");
+    let node_a = c.client_as("node-node-a").unwrap();
     let a_pods = Api::<Pod>::namespaced(node_a.clone(), "default");
     let a_secrets = Api::<Secret>::namespaced(node_a.clone(), "default");
     let a_config_maps = Api::<ConfigMap>::namespaced(node_a.clone(), "default");
@@ -95,17 +93,17 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
     a_secrets.get("used-by-a").await.unwrap();
     a_config_maps.get("config-a").await.unwrap();
     let err = a_secrets.get("used-by-b").await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert_eq!(
         err.to_string(),
         r#"secrets "used-by-b" is forbidden: User "system:node:node-a" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'node-a' and this object"#
     );
     let err = a_secrets.get("unused").await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     let err = a_config_maps.get("config-b").await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     let err = a_secrets.list(&ListParams::default()).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     // as the kubelet watches: pods by spec.nodeName
     let mine = a_pods
         .list(&ListParams::default().fields("spec.nodeName=node-a"))
@@ -120,7 +118,7 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
     let mut other = a_pods.get("on-b").await.unwrap();
     other.status.get_or_insert_with(Default::default).phase = "Failed".into();
     let err = a_pods.update_status(&other).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert_eq!(
         err.to_string(),
         r#"pods "on-b" is forbidden: User "system:node:node-a" cannot update resource "pods/status" in API group "" in the namespace "default": node "node-a" can only update pods bound to it"#
@@ -129,7 +127,7 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
         .patch_status_merge("on-b", &serde_json::json!({"status": {"phase": "Failed"}}))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert_eq!(
         pods.get("on-b").await.unwrap().status.unwrap().phase,
         "Pending",
@@ -140,16 +138,16 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
         .patch_merge("on-a", &serde_json::json!({"metadata": {"labels": {"x": "y"}}}))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     let err = a_pods
         .create(&bound_pod("sneaky", "node-a", "used-by-b", "config-b"))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert!(err.to_string().contains("can only create mirror pods"), "{err}");
     // deletes: its own pods only
     let err = a_pods.delete("on-b", &DeleteParams::default()).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert!(
         err.to_string()
             .ends_with(r#"node "node-a" can only delete pods bound to it"#),
@@ -162,10 +160,10 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
         .create(&named("d"))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
 
     // the audit log has the refusals and the allowed writes
-    let audit = c.audit();
+    let audit = c.audit().unwrap();
     let has = |verb: &str, resource: &str, sub: &str, name: &str, status: u16| {
         audit.iter().any(|e| {
             e["user"]["username"] == "system:node:node-a"
@@ -180,23 +178,23 @@ async fn a_kubelet_reaches_only_its_own_pods_and_what_they_use() {
     assert!(has("update", "pods", "status", "on-b", 403), "{audit:#?}");
     assert!(has("delete", "pods", "", "on-b", 403), "{audit:#?}");
     assert!(has("delete", "pods", "", "on-a", 200), "{audit:#?}");
-    c.stop().await;
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_kubelet_modifies_only_its_own_node_and_lease() {
-    let c = SecureApiServer::start(&["node-a", "node-b"]).await;
-    let node_a = c.client("node-node-a");
+    let c = TestApiServer::secure(&["node-a", "node-b"]).await.unwrap();
+    let node_a = c.client_as("node-node-a").unwrap();
     let a_nodes = Api::<Node>::all(node_a.clone());
     // registering itself works, registering another node does not
     a_nodes.create(&named("node-a")).await.unwrap();
     let err = a_nodes.create(&named("node-b")).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert_eq!(
         err.to_string(),
         r#"nodes is forbidden: User "system:node:node-a" cannot create resource "nodes" in API group "" at the cluster scope: node "node-a" is not allowed to modify node "node-b""#
     );
-    Api::<Node>::all(c.client("node-node-b"))
+    Api::<Node>::all(c.client_as("node-node-b").unwrap())
         .create(&named("node-b"))
         .await
         .unwrap();
@@ -223,7 +221,7 @@ async fn a_kubelet_modifies_only_its_own_node_and_lease() {
         })
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert!(
         err.to_string()
             .ends_with(r#"node "node-a" is not allowed to modify node "node-b""#),
@@ -233,12 +231,12 @@ async fn a_kubelet_modifies_only_its_own_node_and_lease() {
         .patch_merge("node-b", &serde_json::json!({"spec": {"unschedulable": true}}))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     let err = a_nodes
         .delete("node-b", &DeleteParams::default())
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     // it still sees every node (the scheduler's view is no secret)
     assert_eq!(a_nodes.list(&ListParams::default()).await.unwrap().items.len(), 2);
 
@@ -253,23 +251,23 @@ async fn a_kubelet_modifies_only_its_own_node_and_lease() {
         .await
         .unwrap();
     let err = a_leases.create(&named("node-b")).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert!(
         err.to_string()
             .ends_with("can only access node lease with the same name as the requesting node"),
         "{err}"
     );
-    Api::<Lease>::namespaced(c.admin(), "kube-node-lease")
+    Api::<Lease>::namespaced(c.client(), "kube-node-lease")
         .create(&named("node-b"))
         .await
         .unwrap();
     let err = a_leases.get("node-b").await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     let err = Api::<Lease>::namespaced(node_a.clone(), "kube-system")
         .create(&named("node-a"))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
 
     // events, as its recorder writes them
     let mut ev: Event = named("node-a.1");
@@ -285,7 +283,7 @@ async fn a_kubelet_modifies_only_its_own_node_and_lease() {
         .await
         .unwrap();
 
-    let audit = c.audit();
+    let audit = c.audit().unwrap();
     assert!(
         audit.iter().any(|e| e["user"]["username"] == "system:node:node-a"
             && e["verb"] == "update"
@@ -294,5 +292,5 @@ async fn a_kubelet_modifies_only_its_own_node_and_lease() {
             && e["responseStatus"]["code"] == 403),
         "{audit:#?}"
     );
-    c.stop().await;
+    c.stop().await.unwrap();
 }

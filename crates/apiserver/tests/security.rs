@@ -4,33 +4,45 @@
 //! what a user meets: who is refused, with which code and message, and
 //! what the audit log records.
 
-mod common;
-
-use common::secure::{code, generate_pki, SecureApiServer};
 use rkube_api::core::v1::{Container, Pod, PodSpec, Secret};
 use rkube_api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use rkube_api::Resource;
 use rkube_client::{Api, Client, ClientConfig, Error, ListParams};
-use rkube_ctl::cmd::certs::CertificateAuthority;
+use rkube_ctl::cmd::certs::{generate, CertificateAuthority, GenerateArgs};
+use rkube_testing::TestApiServer;
+use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
 const TOKENS: &str = "view-token,alice,1001\nedit-token,bob,1002,\"developers,qa\"\n";
 
 /// The secure apiserver that also knows TOKENS (`--token-auth-file`),
 /// where alice may view `default` and bob may edit it.
-async fn start() -> SecureApiServer {
-    let c = SecureApiServer::start_with(&["node-a"], |dir, security| {
-        std::fs::write(dir.join("tokens.csv"), TOKENS).unwrap();
-        security.token_auth_file = Some(dir.join("tokens.csv"));
-    })
-    .await;
+async fn start() -> TestApiServer {
+    let c = TestApiServer::builder()
+        .secure(&["node-a"])
+        .flag_file("--token-auth-file", "tokens.csv", TOKENS)
+        .start()
+        .await
+        .unwrap();
     bind(&c, "view", "alice").await;
     bind(&c, "edit", "bob").await;
     c
 }
 
+/// `rkubectl certs generate --dir DIR --node NODE...`: what it wrote.
+fn generate_pki(dir: &Path, nodes: &[&str]) -> Vec<PathBuf> {
+    generate(&GenerateArgs {
+        dir: dir.to_path_buf(),
+        apiserver_sans: vec![],
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        apiserver_url: "https://127.0.0.1:6443".into(),
+        validity_days: 30,
+    })
+    .unwrap()
+}
+
 /// Binds `user` to `cluster_role` in `default`.
-async fn bind(c: &SecureApiServer, cluster_role: &str, user: &str) {
+async fn bind(c: &TestApiServer, cluster_role: &str, user: &str) {
     let mut rb = RoleBinding {
         subjects: vec![Subject {
             kind: "User".into(),
@@ -45,7 +57,7 @@ async fn bind(c: &SecureApiServer, cluster_role: &str, user: &str) {
         ..Default::default()
     };
     rb.metadata_mut().name = format!("{user}-{cluster_role}");
-    Api::<RoleBinding>::namespaced(c.admin(), "default")
+    Api::<RoleBinding>::namespaced(c.client(), "default")
         .create(&rb)
         .await
         .unwrap();
@@ -73,30 +85,36 @@ async fn requests_without_valid_credentials_are_refused() {
 
     // TLS with the right CA but no certificate and no token
     let anonymous = Client::from_config(&ClientConfig {
-        server: c.url.clone(),
+        server: c.url().to_string(),
         certificate_authority: Some(c.pki().join("ca.crt")),
         ..Default::default()
     })
     .unwrap();
     let err = anonymous.version().await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::Unauthenticated), "{err}");
     let err = Api::<Pod>::namespaced(anonymous, "default")
         .create(&pod("p0"))
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::Unauthenticated), "{err}");
 
     // a token the server does not know
-    let err = c.with_token("guessed").version().await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
+    let err = c
+        .client_with_token("guessed")
+        .unwrap()
+        .version()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::Unauthenticated), "{err}");
     assert!(err.to_string().contains("bearer token is not known"), "{err}");
 
     // a CA that did not sign the server's certificate: the client refuses
     // the server before sending anything
-    let other = c.dir.path().join("other-pki");
+    let other = c.dir().join("other-pki");
     generate_pki(&other, &["node-a"]);
     let err = c
         .client_from(&other.join("admin.conf"))
+        .unwrap()
         .version()
         .await
         .unwrap_err();
@@ -119,7 +137,7 @@ async fn requests_without_valid_credentials_are_refused() {
     std::fs::write(c.pki().join("expired.crt"), crt).unwrap();
     std::fs::write(c.pki().join("expired.key"), key).unwrap();
     let expired = Client::from_config(&ClientConfig {
-        server: c.url.clone(),
+        server: c.url().to_string(),
         certificate_authority: Some(c.pki().join("ca.crt")),
         client_certificate: Some(c.pki().join("expired.crt")),
         client_key: Some(c.pki().join("expired.key")),
@@ -128,7 +146,7 @@ async fn requests_without_valid_credentials_are_refused() {
     .unwrap();
     let err = expired.version().await.unwrap_err();
     assert!(
-        matches!(err, Error::Transport { .. }) || code(&err) == Some(tonic::Code::Unavailable),
+        matches!(err, Error::Transport { .. }) || err.code() == Some(tonic::Code::Unavailable),
         "{err:?}"
     );
 
@@ -148,7 +166,7 @@ async fn requests_without_valid_credentials_are_refused() {
     std::fs::write(c.pki().join("expired.crt"), crt).unwrap();
     std::fs::write(c.pki().join("expired.key"), key).unwrap();
     let fresh = Client::from_config(&ClientConfig {
-        server: c.url.clone(),
+        server: c.url().to_string(),
         certificate_authority: Some(c.pki().join("ca.crt")),
         client_certificate: Some(c.pki().join("expired.crt")),
         client_key: Some(c.pki().join("expired.key")),
@@ -158,11 +176,15 @@ async fn requests_without_valid_credentials_are_refused() {
     fresh.version().await.unwrap();
 
     // valid credentials work: the admin certificate and a known token
-    c.admin().version().await.unwrap();
-    c.with_token("view-token").version().await.unwrap();
+    c.client().version().await.unwrap();
+    c.client_with_token("view-token")
+        .unwrap()
+        .version()
+        .await
+        .unwrap();
 
     // the refused create was audited as 401 by system:anonymous
-    let audit = c.audit();
+    let audit = c.audit().unwrap();
     assert!(
         audit.iter().any(|e| e["user"]["username"] == "system:anonymous"
             && e["verb"] == "create"
@@ -170,31 +192,31 @@ async fn requests_without_valid_credentials_are_refused() {
             && e["responseStatus"]["code"] == 401),
         "{audit:#?}"
     );
-    c.stop().await;
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn rbac_decides_and_forbidden_says_who_what_and_where() {
     let c = start().await;
-    let alice = Api::<Pod>::namespaced(c.with_token("view-token"), "default");
-    let bob = Api::<Pod>::namespaced(c.with_token("edit-token"), "default");
+    let alice = Api::<Pod>::namespaced(c.client_with_token("view-token").unwrap(), "default");
+    let bob = Api::<Pod>::namespaced(c.client_with_token("edit-token").unwrap(), "default");
 
     // view: may list, may not create
     alice.list(&ListParams::default()).await.unwrap();
     let err = alice.create(&pod("a")).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert_eq!(
         err.to_string(),
         r#"pods is forbidden: User "alice" cannot create resource "pods" in API group "" in the namespace "default""#
     );
     // the binding is for `default` only
-    let err = Api::<Pod>::namespaced(c.with_token("view-token"), "kube-system")
+    let err = Api::<Pod>::namespaced(c.client_with_token("view-token").unwrap(), "kube-system")
         .list(&ListParams::default())
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     // view excludes Secrets
-    let err = Api::<Secret>::namespaced(c.with_token("view-token"), "default")
+    let err = Api::<Secret>::namespaced(c.client_with_token("view-token").unwrap(), "default")
         .get("x")
         .await
         .unwrap_err();
@@ -213,7 +235,7 @@ async fn rbac_decides_and_forbidden_says_who_what_and_where() {
         resources: vec!["*".into()],
         ..Default::default()
     }];
-    let err = Api::<Role>::namespaced(c.with_token("edit-token"), "default")
+    let err = Api::<Role>::namespaced(c.client_with_token("edit-token").unwrap(), "default")
         .create(&role)
         .await
         .unwrap_err();
@@ -225,15 +247,15 @@ async fn rbac_decides_and_forbidden_says_who_what_and_where() {
     // a grant takes effect on the next request, and so does a revocation
     bind(&c, "edit", "alice").await;
     alice.create(&pod("a")).await.unwrap();
-    Api::<RoleBinding>::namespaced(c.admin(), "default")
+    Api::<RoleBinding>::namespaced(c.client(), "default")
         .delete("alice-edit", &Default::default())
         .await
         .unwrap();
     let err = alice.create(&pod("a2")).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
 
     // a node certificate acts as system:node:node-a in group system:nodes
-    let node = c.client_from(&c.pki().join("node-node-a.conf"));
+    let node = c.client_from(&c.pki().join("node-node-a.conf")).unwrap();
     Api::<Pod>::all(node.clone())
         .list(&ListParams::default())
         .await
@@ -249,7 +271,7 @@ async fn rbac_decides_and_forbidden_says_who_what_and_where() {
     );
 
     // the audit log has each mutating request with its outcome
-    let audit = c.audit();
+    let audit = c.audit().unwrap();
     let has = |user: &str, verb: &str, resource: &str, code: u16| {
         audit.iter().any(|e| {
             e["user"]["username"] == user
@@ -265,7 +287,7 @@ async fn rbac_decides_and_forbidden_says_who_what_and_where() {
     assert!(has("admin", "delete", "rolebindings", 200), "{audit:#?}");
     // reads are not audited
     assert!(!audit.iter().any(|e| e["verb"] == "list"), "{audit:#?}");
-    c.stop().await;
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -275,16 +297,16 @@ async fn audit_never_contains_secret_data() {
     s.metadata_mut().name = "db".into();
     s.string_data
         .insert("password".into(), "hunter2-very-secret".into());
-    Api::<Secret>::namespaced(c.admin(), "default")
+    Api::<Secret>::namespaced(c.client(), "default")
         .create(&s)
         .await
         .unwrap();
-    let text = std::fs::read_to_string(c.dir.path().join("audit.log")).unwrap();
+    let text = std::fs::read_to_string(c.dir().join("audit.log")).unwrap();
     assert!(text.contains(r#""resource":"secrets""#), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
     // base64 of the value either
     assert!(!text.contains("aHVudGVyMi"), "{text}");
-    c.stop().await;
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -321,13 +343,10 @@ async fn certs_generate_keeps_the_ca_and_writes_loadable_configs() {
 }
 
 #[tokio::test]
-async fn without_security_flags_nothing_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-        .await
-        .unwrap();
+async fn insecure_serves_plain_text_to_anyone() {
+    let server = TestApiServer::start().await.unwrap();
     assert!(server.url().starts_with("http://"));
-    let client = Client::connect(&server.url()).unwrap();
+    let client = Client::connect(server.url()).unwrap();
     Api::<Pod>::namespaced(client, "default")
         .create(&pod("p"))
         .await
@@ -340,9 +359,9 @@ async fn can_i_answers_for_yourself_and_for_users_you_may_impersonate() {
     let c = start().await;
     let pki = c.pki();
     // alice's client config: the CA and her token
-    let alice_conf = c.dir.path().join("alice.conf");
+    let alice_conf = c.dir().join("alice.conf");
     ClientConfig {
-        server: c.url.clone(),
+        server: c.url().to_string(),
         certificate_authority: Some(pki.join("ca.crt")),
         token: Some("view-token".into()),
         ..Default::default()
@@ -415,5 +434,5 @@ async fn can_i_answers_for_yourself_and_for_users_you_may_impersonate() {
         ),
         "{err}"
     );
-    c.stop().await;
+    c.stop().await.unwrap();
 }

@@ -8,39 +8,12 @@ use rkube_api::core::v1::{ConfigMap, Container, Event, Pod, PodSpec, PodStatus};
 use rkube_api::Resource;
 use rkube_client::runtime::WatcherConfig;
 use rkube_client::{
-    Api, Client, DeleteParams, EventType, Informer, LeaderElectionConfig, LeaderElector, ListParams,
-    Recorder, WatchEvent, WatchParams,
+    Api, DeleteParams, EventType, Informer, LeaderElectionConfig, LeaderElector, ListParams, Recorder,
+    WatchEvent, WatchParams,
 };
+use rkube_testing::TestApiServer;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Harness {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    async fn start() -> Result<Harness> {
-        let dir = tempfile::tempdir()?;
-        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-            .await
-            .context("starting the apiserver")?;
-        let client = Client::connect(&server.url())?;
-        Ok(Harness {
-            server: Some(server),
-            client,
-            _dir: dir,
-        })
-    }
-
-    async fn stop(mut self) -> Result<()> {
-        if let Some(server) = self.server.take() {
-            server.stop().await?;
-        }
-        Ok(())
-    }
-}
 
 fn pod(name: &str) -> Pod {
     let mut p = Pod {
@@ -73,12 +46,12 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Res
 
 #[tokio::test]
 async fn pod_crud_and_errors_keep_kubernetes_meaning() -> Result<()> {
-    let h = Harness::start().await?;
-    let version = h.client.version().await?;
+    let h = TestApiServer::start().await?;
+    let version = h.client().version().await?;
     assert!(!version.git_version.is_empty());
-    assert!(h.client.discovery().await?.iter().any(|r| r.name == "pods"));
+    assert!(h.client().discovery().await?.iter().any(|r| r.name == "pods"));
 
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(h.client(), "default");
     let created = pods.create(&pod("web-1")).await?;
     assert_eq!(created.namespace(), "default");
     assert!(!created.metadata().uid.is_empty());
@@ -153,7 +126,7 @@ async fn pod_crud_and_errors_keep_kubernetes_meaning() -> Result<()> {
         .list_all(&ListParams::default().limit(2).labels("app=web"))
         .await?;
     assert_eq!(all.items.len(), 5);
-    let everywhere: Api<Pod> = Api::all(h.client.clone());
+    let everywhere: Api<Pod> = Api::all(h.client());
     assert_eq!(everywhere.list_all(&ListParams::default()).await?.items.len(), 5);
     assert!(everywhere
         .get("web-1")
@@ -175,8 +148,8 @@ async fn pod_crud_and_errors_keep_kubernetes_meaning() -> Result<()> {
 
 #[tokio::test]
 async fn watch_sees_changes_after_a_list() -> Result<()> {
-    let h = Harness::start().await?;
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    let h = TestApiServer::start().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client(), "default");
     cms.create(&configmap("before")).await?;
     let list = cms.list(&ListParams::default()).await?;
     let wp = WatchParams {
@@ -208,10 +181,10 @@ async fn watch_sees_changes_after_a_list() -> Result<()> {
 
 #[tokio::test]
 async fn an_informer_mirrors_the_server() -> Result<()> {
-    let h = Harness::start().await?;
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let h = TestApiServer::start().await?;
+    let pods: Api<Pod> = Api::namespaced(h.client(), "default");
     pods.create(&pod("p1")).await?;
-    let informer = Informer::new(Api::<Pod>::all(h.client.clone()), WatcherConfig::default());
+    let informer = Informer::new(Api::<Pod>::all(h.client()), WatcherConfig::default());
     let store = informer.store();
     store.add_index("app", |p: &Pod| {
         p.metadata().labels.get("app").cloned().into_iter().collect()
@@ -235,8 +208,8 @@ async fn an_informer_mirrors_the_server() -> Result<()> {
 
 #[tokio::test]
 async fn replace_with_retries_conflicts_until_every_writer_lands() -> Result<()> {
-    let h = Harness::start().await?;
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    let h = TestApiServer::start().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client(), "default");
     cms.create(&configmap("counter")).await?;
     let mut writers = Vec::new();
     for i in 0..4 {
@@ -258,16 +231,16 @@ async fn replace_with_retries_conflicts_until_every_writer_lands() -> Result<()>
 
 #[tokio::test]
 async fn repeated_events_are_aggregated() -> Result<()> {
-    let h = Harness::start().await?;
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let h = TestApiServer::start().await?;
+    let pods: Api<Pod> = Api::namespaced(h.client(), "default");
     let p = pods.create(&pod("p1")).await?;
-    let recorder = Recorder::new(h.client.clone(), "test-controller", "host-1");
+    let recorder = Recorder::new(h.client(), "test-controller", "host-1");
     for _ in 0..3 {
         recorder
             .publish(&p, EventType::Warning, "BackOff", "Back-off restarting")
             .await?;
     }
-    let events = Api::<Event>::namespaced(h.client.clone(), "default")
+    let events = Api::<Event>::namespaced(h.client(), "default")
         .list(&ListParams::default())
         .await?;
     assert_eq!(events.items.len(), 1);
@@ -283,14 +256,14 @@ async fn repeated_events_are_aggregated() -> Result<()> {
 
 #[tokio::test]
 async fn leader_election_takes_the_lease() -> Result<()> {
-    let h = Harness::start().await?;
+    let h = TestApiServer::start().await?;
     let config = LeaderElectionConfig {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
         retry_period: Duration::from_millis(200),
         ..LeaderElectionConfig::new("scheduler", "kube-system", "replica-a")
     };
-    let elector = Arc::new(LeaderElector::new(h.client.clone(), config)?);
+    let elector = Arc::new(LeaderElector::new(h.client(), config)?);
     let mut leader = elector.is_leader();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn({
@@ -308,7 +281,7 @@ async fn leader_election_takes_the_lease() -> Result<()> {
         }
     });
     within("elected", leader.wait_for(|l| *l)).await??;
-    let leases: Api<rkube_api::coordination::v1::Lease> = Api::namespaced(h.client.clone(), "kube-system");
+    let leases: Api<rkube_api::coordination::v1::Lease> = Api::namespaced(h.client(), "kube-system");
     let lease = leases.get("scheduler").await?;
     assert_eq!(
         lease.spec.as_ref().map(|s| s.holder_identity.as_str()),
@@ -326,8 +299,14 @@ async fn leader_election_takes_the_lease() -> Result<()> {
 
 #[tokio::test]
 async fn an_informer_survives_an_apiserver_restart() -> Result<()> {
-    let mut h = Harness::start().await?;
-    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    // A short history, so the informer's revision may be forgotten while
+    // it is away and it must relist; either way the end state must match.
+    // (Under the flag's minimum: set on the configuration.)
+    let mut h = TestApiServer::builder()
+        .configure(|config| config.watch_history = 10)
+        .start()
+        .await?;
+    let cms: Api<ConfigMap> = Api::namespaced(h.client(), "default");
     cms.create(&configmap("kept")).await?;
     cms.create(&configmap("doomed")).await?;
     let informer = Informer::new(cms.clone(), WatcherConfig::default());
@@ -337,15 +316,7 @@ async fn an_informer_survives_an_apiserver_restart() -> Result<()> {
     assert_eq!(store.len(), 2);
 
     // Same data directory, same address: the client's channel reconnects.
-    let server = h.server.take().context("running")?;
-    let addr = server.addr;
-    server.stop().await?;
-    let mut config = rkube_apiserver::Config::local(h._dir.path());
-    config.listen = addr;
-    // A short history, so the informer's revision may be forgotten while
-    // it is away and it must relist; either way the end state must match.
-    config.watch_history = 10;
-    h.server = Some(rkube_apiserver::start(config).await?);
+    h.restart().await?;
 
     cms.delete("doomed", &DeleteParams::default()).await?;
     for i in 0..20 {

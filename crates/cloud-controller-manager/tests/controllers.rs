@@ -3,7 +3,7 @@
 //! with short periods. The test plays the kubelets (Nodes and their Ready
 //! condition) and the cloud (instances appearing, shutting down, vanishing).
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use rkube_api::core::v1::{
     Container, Event, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, Service, ServicePort,
     ServiceSpec, Taint,
@@ -13,74 +13,55 @@ use rkube_client::{Api, Client, DeleteParams, ListParams};
 use rkube_cloud_controller_manager::cloud::Route;
 use rkube_cloud_controller_manager::fake::FakeCloud;
 use rkube_cloud_controller_manager::Config;
-use std::future::Future;
+use rkube_testing::{eventually, Daemon, TestApiServer};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 const SHUTDOWN: &str = "node.cloudprovider.kubernetes.io/shutdown";
 const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
 
 struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
+    api: TestApiServer,
     client: Client,
     cloud: Arc<FakeCloud>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    manager: Option<tokio::task::JoinHandle<Result<()>>>,
-    _dir: tempfile::TempDir,
+    manager: Option<Daemon>,
 }
 
 impl Cluster {
     async fn start(controllers: &str) -> Result<Cluster> {
-        let dir = tempfile::tempdir()?;
-        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-            .await
-            .context("starting the apiserver")?;
-        let client = Client::connect(&server.url())?;
+        let api = TestApiServer::start().await?;
         let mut c = Cluster {
-            server: Some(server),
-            client,
+            client: api.client(),
+            api,
             cloud: Arc::new(FakeCloud::new()),
-            stop: None,
             manager: None,
-            _dir: dir,
         };
         c.start_manager(controllers);
         Ok(c)
     }
 
     fn start_manager(&mut self, controllers: &str) {
-        let mut config = Config::new(self.server.as_ref().expect("running").url());
+        let mut config = Config::new(self.api.url().to_string());
         config.controllers = vec![controllers.to_string()];
         config.node_monitor_period = Duration::from_millis(200);
         config.route_reconciliation_period = Duration::from_millis(300);
         config.provider = Some(self.cloud.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        self.stop = Some(tx);
-        self.manager = Some(tokio::spawn(rkube_cloud_controller_manager::run(
-            config,
-            async move {
-                let _ = rx.await;
-            },
-        )));
+        self.manager = Some(Daemon::spawn(|stop| {
+            rkube_cloud_controller_manager::run(config, stop)
+        }));
     }
 
     async fn stop_manager(&mut self) -> Result<()> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        match self.manager.take() {
+            Some(manager) => manager.stop().await,
+            None => Ok(()),
         }
-        if let Some(m) = self.manager.take() {
-            m.await??;
-        }
-        Ok(())
     }
 
     async fn stop(mut self) -> Result<()> {
         self.stop_manager().await?;
-        if let Some(server) = self.server.take() {
-            server.stop().await?;
-        }
-        Ok(())
+        self.api.stop().await
     }
 
     fn nodes(&self) -> Api<Node> {
@@ -144,24 +125,6 @@ impl Cluster {
                 n
             })
             .await?)
-    }
-}
-
-/// Polls `check` until it yields Some, failing after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("timed out after {limit:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -495,26 +458,21 @@ async fn routes_follow_nodes_pod_cidrs() -> Result<()> {
 /// one get it back before a Service created meanwhile is given one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_pool_addresses_survive_a_manager_restart() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path().join("data"))).await?;
-    let client = Client::connect(&server.url())?;
+    let server = TestApiServer::start().await?;
+    let client = server.client();
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-    let cloud_config = dir.path().join("cloud.yaml");
+    let cloud_config = server.dir().join("cloud.yaml");
     std::fs::write(
         &cloud_config,
         "loadBalancerPool: 192.0.2.100-192.0.2.102\nroutes: {enabled: false}\n",
     )?;
     let start = || {
-        let mut config = Config::new(server.url());
+        let mut config = Config::new(server.url().to_string());
         config.controllers = vec!["service".into()];
         config.cloud_config = Some(cloud_config.clone());
         // One at a time, in queue order, so the order is not luck.
         config.workers = 1;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(rkube_cloud_controller_manager::run(config, async move {
-            let _ = rx.await;
-        }));
-        (tx, task)
+        Daemon::spawn(|stop| rkube_cloud_controller_manager::run(config, stop))
     };
     let address = |name: &'static str| {
         let svcs = svcs.clone();
@@ -531,7 +489,7 @@ async fn local_pool_addresses_survive_a_manager_restart() -> Result<()> {
         }
     };
 
-    let (stop, task) = start();
+    let manager = start();
     svcs.create(&lb_service("keeper", "LoadBalancer")).await?;
     assert_eq!(address("keeper").await?, "192.0.2.100");
     svcs.create(&lb_service("leaver", "LoadBalancer")).await?;
@@ -542,8 +500,7 @@ async fn local_pool_addresses_survive_a_manager_restart() -> Result<()> {
         Ok(svcs.get_opt("leaver").await?.is_none().then_some(()))
     })
     .await?;
-    let _ = stop.send(());
-    task.await??;
+    manager.stop().await?;
 
     // ...and while it is down a Service arrives that comes first in the
     // queue: it must not take keeper's address, the lowest in the pool.
@@ -552,10 +509,9 @@ async fn local_pool_addresses_survive_a_manager_restart() -> Result<()> {
     let mut aardvark = lb_service("aardvark", "LoadBalancer");
     aardvark.metadata_mut().finalizers = vec![FINALIZER.into()];
     svcs.create(&aardvark).await?;
-    let (stop, task) = start();
+    let manager = start();
     assert_eq!(address("aardvark").await?, "192.0.2.101");
     assert_eq!(ingress_ips(&svcs.get("keeper").await?), ["192.0.2.100"]);
-    let _ = stop.send(());
-    task.await??;
+    manager.stop().await?;
     server.stop().await
 }

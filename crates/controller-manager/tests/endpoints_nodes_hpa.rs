@@ -22,79 +22,42 @@ use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams, ListParams};
 use rkube_controller_manager::metrics::FakeMetricsSource;
 use rkube_controller_manager::Config;
-use std::future::Future;
+use rkube_testing::{eventually, Daemon, TestApiServer};
 use std::time::{Duration, Instant};
 
 struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
+    api: TestApiServer,
     client: Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    manager: Option<tokio::task::JoinHandle<Result<()>>>,
-    _dir: tempfile::TempDir,
+    manager: Option<Daemon>,
 }
 
 impl Cluster {
     async fn start_apiserver() -> Result<Cluster> {
-        let dir = tempfile::tempdir()?;
-        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-            .await
-            .context("starting the apiserver")?;
-        let client = Client::connect(&server.url())?;
+        let api = TestApiServer::start().await?;
         Ok(Cluster {
-            server: Some(server),
-            client,
-            stop: None,
+            client: api.client(),
+            api,
             manager: None,
-            _dir: dir,
         })
     }
 
     /// Starts the controller-manager with only `controllers`.
     fn start_manager(&mut self, controllers: &str, tweak: impl FnOnce(&mut Config)) {
-        let url = self.server.as_ref().expect("running").url();
-        let mut config = Config::new(url);
+        let mut config = Config::new(self.api.url().to_string());
         config.controllers = vec![controllers.to_string()];
         tweak(&mut config);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        self.stop = Some(tx);
-        self.manager = Some(tokio::spawn(rkube_controller_manager::run(config, async move {
-            let _ = rx.await;
-        })));
+        self.manager = Some(Daemon::spawn(|stop| rkube_controller_manager::run(config, stop)));
     }
 
-    async fn stop(mut self) -> Result<()> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+    async fn stop(self) -> Result<()> {
+        if let Some(manager) = self.manager {
+            manager.stop().await?;
         }
-        if let Some(m) = self.manager.take() {
-            m.await??;
-        }
-        if let Some(server) = self.server.take() {
-            server.stop().await?;
-        }
-        Ok(())
+        self.api.stop().await
     }
 
     fn api<K: Resource>(&self, ns: &str) -> Api<K> {
         Api::namespaced(self.client.clone(), ns)
-    }
-}
-
-/// Polls `check` until it yields Some, failing after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("timed out after {limit:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -3,83 +3,56 @@
 //! same `run` as the binary. There are no kubelets: the test is a hollow
 //! kubelet that marks pods Running and Ready through UpdateStatus.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use chrono::Utc;
 use futures::StreamExt;
 use rkube_api::apps::v1::{Deployment, ReplicaSet};
 use rkube_api::core::v1::{ConfigMap, Namespace, Pod, PodCondition};
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams, ListParams, WatchEvent, WatchParams};
+use rkube_testing::{eventually, Daemon, TestApiServer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    url: String,
+    api: TestApiServer,
     client: Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    manager: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    manager: Daemon,
     kubelet: tokio::task::JoinHandle<()>,
     /// While false the hollow kubelet readies nothing.
     kubelet_on: Arc<AtomicBool>,
-    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     async fn start() -> Result<Cluster> {
-        let dir = tempfile::tempdir()?;
-        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-            .await
-            .context("starting the apiserver")?;
-        let url = server.url();
-        let client = Client::connect(&url)?;
-        let mut config = rkube_controller_manager::Config::new(url.clone());
+        let api = TestApiServer::start().await?;
+        let client = api.client();
+        let mut config = rkube_controller_manager::Config::new(api.url().to_string());
         config.controllers = vec!["replicaset,deployment,garbage-collector,namespace".into()];
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let manager = tokio::spawn(rkube_controller_manager::run(config, async move {
-            let _ = rx.await;
-        }));
+        let manager = Daemon::spawn(|stop| rkube_controller_manager::run(config, stop));
         let kubelet_on = Arc::new(AtomicBool::new(true));
         let kubelet = tokio::spawn(hollow_kubelet(client.clone(), kubelet_on.clone()));
         Ok(Cluster {
-            server: Some(server),
-            url,
+            api,
             client,
-            stop: Some(tx),
-            manager: Some(manager),
+            manager,
             kubelet,
             kubelet_on,
-            _dir: dir,
         })
     }
 
-    async fn stop(mut self) -> Result<()> {
+    async fn stop(self) -> Result<()> {
         self.kubelet.abort();
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(m) = self.manager.take() {
-            m.await??;
-        }
-        if let Some(s) = self.server.take() {
-            s.stop().await?;
-        }
-        Ok(())
+        self.manager.stop().await?;
+        self.api.stop().await
     }
 
     async fn rkubectl(&self, args: &[&str]) -> Result<String> {
-        use clap::Parser;
-        let argv = ["rkubectl", "--server", &self.url, "--config", "/dev/null"]
-            .into_iter()
-            .chain(args.iter().copied());
-        let cli = rkube_ctl::Cli::try_parse_from(argv)?;
-        let mut out = Vec::new();
-        rkube_ctl::run(cli, &mut out)
-            .await
-            .map_err(|e| anyhow::anyhow!("rkubectl {args:?}: {e}"))?;
-        Ok(String::from_utf8(out)?)
+        let (out, result) = self.api.rkubectl(args).await;
+        result.map_err(|e| anyhow::anyhow!("rkubectl {args:?}: {e}"))?;
+        Ok(out)
     }
 }
 
@@ -113,24 +86,6 @@ async fn hollow_kubelet(client: Client, on: Arc<AtomicBool>) {
                         .await;
                 }
             }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls `check` until it returns Some, or fails after `secs`.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("timed out waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -179,18 +134,22 @@ fn image(p: &Pod) -> String {
 /// `image`, and nothing else.
 async fn rolled_out(client: &Client, name: &str, replicas: usize, img: &str) -> Result<Vec<Pod>> {
     let api = Api::<Deployment>::namespaced(client.clone(), "default");
-    eventually(&format!("{name} runs {replicas} pods of {img}"), 20, || async {
-        let pods = live_pods(client, "default", name).await?;
-        let d = api.get(name).await?;
-        let s = d.status.clone().unwrap_or_default();
-        let done = pods.len() == replicas
-            && pods.iter().all(|p| image(p) == img)
-            && s.observed_generation == d.metadata().generation
-            && s.updated_replicas as usize == replicas
-            && s.available_replicas as usize == replicas
-            && s.replicas as usize == replicas;
-        Ok(done.then_some(pods))
-    })
+    eventually(
+        &format!("{name} runs {replicas} pods of {img}"),
+        Duration::from_secs(20),
+        || async {
+            let pods = live_pods(client, "default", name).await?;
+            let d = api.get(name).await?;
+            let s = d.status.clone().unwrap_or_default();
+            let done = pods.len() == replicas
+                && pods.iter().all(|p| image(p) == img)
+                && s.observed_generation == d.metadata().generation
+                && s.updated_replicas as usize == replicas
+                && s.available_replicas as usize == replicas
+                && s.replicas as usize == replicas;
+            Ok(done.then_some(pods))
+        },
+    )
     .await
 }
 
@@ -236,15 +195,19 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
         )),
         "{conds:?}"
     );
-    eventually("Progressing says NewReplicaSetAvailable", 10, || async {
-        let d = api.get("web").await?;
-        Ok(d.status
-            .unwrap_or_default()
-            .conditions
-            .iter()
-            .any(|c| c.r#type == "Progressing" && c.reason == "NewReplicaSetAvailable")
-            .then_some(()))
-    })
+    eventually(
+        "Progressing says NewReplicaSetAvailable",
+        Duration::from_secs(10),
+        || async {
+            let d = api.get("web").await?;
+            Ok(d.status
+                .unwrap_or_default()
+                .conditions
+                .iter()
+                .any(|c| c.r#type == "Progressing" && c.reason == "NewReplicaSetAvailable")
+                .then_some(()))
+        },
+    )
     .await?;
     let out = c
         .rkubectl(&["rollout", "status", "deployment/web", "--timeout=10s"])
@@ -259,7 +222,7 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
     Api::<Pod>::namespaced(c.client.clone(), "default")
         .delete(&victim, &DeleteParams::default())
         .await?;
-    eventually("the deleted pod is replaced", 10, || async {
+    eventually("the deleted pod is replaced", Duration::from_secs(10), || async {
         let pods = live_pods(&c.client, "default", "web").await?;
         Ok((pods.len() == 3 && pods.iter().all(|p| p.name() != victim)).then_some(()))
     })
@@ -325,10 +288,14 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
     assert_eq!(out, "deployment.apps/web image updated\n");
     // The surge pod appears and waits for the kubelet; nothing more than
     // maxSurge above replicas is created meanwhile.
-    eventually("a surge pod of the new template", 10, || async {
-        let pods = live_pods(&c.client, "default", "web").await?;
-        Ok(pods.iter().any(|p| image(p) == "nginx:2").then_some(()))
-    })
+    eventually(
+        "a surge pod of the new template",
+        Duration::from_secs(10),
+        || async {
+            let pods = live_pods(&c.client, "default", "web").await?;
+            Ok(pods.iter().any(|p| image(p) == "nginx:2").then_some(()))
+        },
+    )
     .await?;
     let pods = live_pods(&c.client, "default", "web").await?;
     assert!(pods.len() <= 4, "replicas 3 + maxSurge 1, got {}", pods.len());
@@ -402,14 +369,18 @@ async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
     );
     c.rkubectl(&["set", "image", "deployment/web", "app=nginx:2"])
         .await?;
-    let paused = eventually("the controller reports the pause", 20, || async {
-        let d = api.get("web").await?;
-        let s = d.status.clone().unwrap_or_default();
-        let progressing = s.conditions.iter().find(|c| c.r#type == "Progressing").cloned();
-        Ok((s.observed_generation == d.metadata().generation
-            && progressing.is_some_and(|p| p.reason == "DeploymentPaused"))
-        .then_some(d))
-    })
+    let paused = eventually(
+        "the controller reports the pause",
+        Duration::from_secs(20),
+        || async {
+            let d = api.get("web").await?;
+            let s = d.status.clone().unwrap_or_default();
+            let progressing = s.conditions.iter().find(|c| c.r#type == "Progressing").cloned();
+            Ok((s.observed_generation == d.metadata().generation
+                && progressing.is_some_and(|p| p.reason == "DeploymentPaused"))
+            .then_some(d))
+        },
+    )
     .await?;
     assert!(paused.spec.as_ref().is_some_and(|s| s.paused));
     let pods = live_pods(&c.client, "default", "web").await?;
@@ -443,13 +414,17 @@ async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
         .collect();
     let out = c.rkubectl(&["rollout", "restart", "deployment/web"]).await?;
     assert_eq!(out, "deployment.apps/web restarted\n");
-    let restarted = eventually("every pod replaced after the restart", 20, || async {
-        let pods = rolled_out(&c.client, "web", 2, "nginx:2").await?;
-        Ok(pods
-            .iter()
-            .all(|p| !before.contains(&p.metadata().name))
-            .then_some(pods))
-    })
+    let restarted = eventually(
+        "every pod replaced after the restart",
+        Duration::from_secs(20),
+        || async {
+            let pods = rolled_out(&c.client, "web", 2, "nginx:2").await?;
+            Ok(pods
+                .iter()
+                .all(|p| !before.contains(&p.metadata().name))
+                .then_some(pods))
+        },
+    )
     .await?;
     assert!(restarted.iter().all(|p| p
         .metadata()
@@ -521,7 +496,7 @@ async fn deleting_a_deployment_cascades_by_policy() -> Result<()> {
         }
         eventually(
             &format!("{name}: deployment, replica sets and pods are gone"),
-            15,
+            Duration::from_secs(15),
             || async {
                 let gone = api.get_opt(name).await?.is_none();
                 let left = live_pods(&c.client, "default", name).await?.len()
@@ -544,7 +519,7 @@ async fn deleting_a_deployment_cascades_by_policy() -> Result<()> {
     let (rss, _) = owned_by(&c.client, &api.get("keep").await?.metadata().uid).await?;
     let rs_name = rss[0].name().to_string();
     api.delete("keep", &DeleteParams::orphan()).await?;
-    eventually("the deployment is gone", 10, || async {
+    eventually("the deployment is gone", Duration::from_secs(10), || async {
         Ok(api.get_opt("keep").await?.is_none().then_some(()))
     })
     .await?;
@@ -555,14 +530,18 @@ async fn deleting_a_deployment_cascades_by_policy() -> Result<()> {
         rs.metadata().owner_references
     );
     rs_api.delete(&rs_name, &DeleteParams::orphan()).await?;
-    eventually("the replica set is gone, its pods orphaned", 10, || async {
-        let gone = rs_api.get_opt(&rs_name).await?.is_none();
-        let pods = live_pods(&c.client, "default", "keep").await?;
-        Ok(
-            (gone && pods.len() == 2 && pods.iter().all(|p| p.metadata().owner_references.is_empty()))
-                .then_some(()),
-        )
-    })
+    eventually(
+        "the replica set is gone, its pods orphaned",
+        Duration::from_secs(10),
+        || async {
+            let gone = rs_api.get_opt(&rs_name).await?.is_none();
+            let pods = live_pods(&c.client, "default", "keep").await?;
+            Ok(
+                (gone && pods.len() == 2 && pods.iter().all(|p| p.metadata().owner_references.is_empty()))
+                    .then_some(()),
+            )
+        },
+    )
     .await?;
     // And nothing deletes orphans later.
     assert_eq!(
@@ -591,13 +570,13 @@ async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
     Api::<ConfigMap>::namespaced(c.client.clone(), "team")
         .create(&cm)
         .await?;
-    eventually("pods run in the namespace", 15, || async {
+    eventually("pods run in the namespace", Duration::from_secs(15), || async {
         Ok((live_pods(&c.client, "team", "app").await?.len() == 2).then_some(()))
     })
     .await?;
 
     ns_api.delete("team", &DeleteParams::default()).await?;
-    eventually("the namespace is gone", 15, || async {
+    eventually("the namespace is gone", Duration::from_secs(15), || async {
         Ok(ns_api.get_opt("team").await?.is_none().then_some(()))
     })
     .await?;

@@ -5,34 +5,31 @@
 //! what a user would notice about the token: it works once, an expired one
 //! is refused, and it is good for nothing but the certificate.
 
-// The secure apiserver of the apiserver's tests, shared by path:
-// integration tests of two crates have no other way to share a module.
-#[path = "../../apiserver/tests/common/secure.rs"]
-mod secure;
-
 use rkube_api::core::v1::{Node, Pod, Secret};
 use rkube_api::Resource;
 use rkube_client::{Api, Client, ListParams};
-use secure::{code, SecureApiServer};
+use rkube_testing::TestApiServer;
 use std::path::Path;
 
 /// The secure apiserver, signing node certificates with the cluster CA.
-async fn start() -> SecureApiServer {
-    SecureApiServer::start_with(&[], |dir, security| {
-        security.cluster_signing_cert_file = Some(dir.join("pki").join("ca.crt"));
-        security.cluster_signing_key_file = Some(dir.join("pki").join("ca.key"));
-    })
-    .await
+async fn start() -> TestApiServer {
+    TestApiServer::builder()
+        .secure(&[])
+        .pki_flag("--cluster-signing-cert-file", "ca.crt")
+        .pki_flag("--cluster-signing-key-file", "ca.key")
+        .start()
+        .await
+        .unwrap()
 }
 
 /// A kubelet's configuration for bootstrapping `node` with `token` against `c`.
 fn kubelet_config(
-    c: &SecureApiServer,
+    c: &TestApiServer,
     node: &str,
     kubeconfig: &Path,
     token: &str,
 ) -> rkube_kubelet::config::Config {
-    let mut config = rkube_kubelet::config::Config::new(c.url.clone(), node);
+    let mut config = rkube_kubelet::config::Config::new(c.url().to_string(), node);
     config.kubeconfig = Some(kubeconfig.to_path_buf());
     config.bootstrap_token = Some(rkube_kubelet::bootstrap::BootstrapToken(token.into()));
     config.bootstrap_ca_file = Some(c.pki().join("ca.crt"));
@@ -52,7 +49,7 @@ async fn token_create_prints_id_dot_secret_and_stores_the_kubernetes_secret() {
     let (id, secret) = token.split_once('.').expect("ID.SECRET");
     assert!(is_token_part(id, 6) && is_token_part(secret, 16), "{out:?}");
 
-    let stored = Api::<Secret>::namespaced(c.admin(), "kube-system")
+    let stored = Api::<Secret>::namespaced(c.client(), "kube-system")
         .get(&format!("bootstrap-token-{id}"))
         .await
         .unwrap();
@@ -71,7 +68,7 @@ async fn token_create_prints_id_dot_secret_and_stores_the_kubernetes_secret() {
     use clap::Parser;
     let err = rkube_ctl::Cli::try_parse_from(["rkubectl", "token", "create", "--ttl", "2days"]).unwrap_err();
     assert!(err.to_string().contains(r#""2days" is not a duration"#), "{err}");
-    c.stop().await;
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -83,12 +80,12 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
     let id = token.split('.').next().unwrap().to_string();
 
     // the token is good for nothing but a node certificate
-    let bootstrapper = c.with_token(&token);
+    let bootstrapper = c.client_with_token(&token).unwrap();
     let err = Api::<Pod>::all(bootstrapper.clone())
         .list(&ListParams::default())
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     assert!(
         err.to_string().contains(&format!(
             r#"User "system:bootstrap:{id}" cannot list resource "pods""#
@@ -99,7 +96,7 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
     );
 
     // the kubelet writes its key, certificate, CA and kubeconfig, private
-    let kubeconfig = c.dir.path().join("kubelet").join("kubeconfig");
+    let kubeconfig = c.dir().join("kubelet").join("kubeconfig");
     let config = kubelet_config(&c, "new-node", &kubeconfig, &token);
     let client_config = rkube_kubelet::bootstrap::client_config(&config).await.unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -135,10 +132,10 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
     Api::<Node>::all(node.clone()).create(&me).await.unwrap();
     me.metadata_mut().name = "other-node".into();
     let err = Api::<Node>::all(node.clone()).create(&me).await.unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::PermissionDenied), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
 
     // the token is spent: its Secret is gone, and a second use is refused
-    let gone = Api::<Secret>::namespaced(c.admin(), "kube-system")
+    let gone = Api::<Secret>::namespaced(c.client(), "kube-system")
         .get_opt(&format!("bootstrap-token-{id}"))
         .await
         .unwrap();
@@ -147,8 +144,8 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
         .issue_node_certificate("new-node", "unused")
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
-    let again = c.dir.path().join("again").join("kubeconfig");
+    assert_eq!(err.code(), Some(tonic::Code::Unauthenticated), "{err}");
+    let again = c.dir().join("again").join("kubeconfig");
     let err = rkube_kubelet::bootstrap::client_config(&kubelet_config(&c, "new-node", &again, &token))
         .await
         .unwrap_err();
@@ -161,7 +158,7 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
     assert_eq!(restarted, client_config);
 
     // audited: the issue by the bootstrapper, the refused second use
-    let audit = c.audit();
+    let audit = c.audit().unwrap();
     let csr = |user: &str, status: u16| {
         audit.iter().any(|e| {
             e["user"]["username"] == user
@@ -173,7 +170,7 @@ async fn a_bootstrap_token_gets_a_node_its_certificate_once() {
     };
     assert!(csr(&format!("system:bootstrap:{id}"), 201), "{audit:#?}");
     assert!(csr("system:anonymous", 401), "{audit:#?}");
-    c.stop().await;
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -187,19 +184,20 @@ async fn an_expired_bootstrap_token_is_refused() {
         past.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             .into_bytes(),
     );
-    Api::<Secret>::namespaced(c.admin(), "kube-system")
+    Api::<Secret>::namespaced(c.client(), "kube-system")
         .create(&s)
         .await
         .unwrap();
     let token = format!("{id}.{secret}");
     let err = c
-        .with_token(&token)
+        .client_with_token(&token)
+        .unwrap()
         .issue_node_certificate("late-node", "unused")
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
+    assert_eq!(err.code(), Some(tonic::Code::Unauthenticated), "{err}");
     assert!(err.to_string().contains("expired at"), "{err}");
-    let kubeconfig = c.dir.path().join("late").join("kubeconfig");
+    let kubeconfig = c.dir().join("late").join("kubeconfig");
     let err = rkube_kubelet::bootstrap::client_config(&kubelet_config(&c, "late-node", &kubeconfig, &token))
         .await
         .unwrap_err();
@@ -208,10 +206,11 @@ async fn an_expired_bootstrap_token_is_refused() {
 
     // a wrong secret for an existing id is refused too
     let err = c
-        .with_token(&format!("{id}.0000000000000000"))
+        .client_with_token(&format!("{id}.0000000000000000"))
+        .unwrap()
         .version()
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Some(tonic::Code::Unauthenticated), "{err}");
-    c.stop().await;
+    assert_eq!(err.code(), Some(tonic::Code::Unauthenticated), "{err}");
+    c.stop().await.unwrap();
 }

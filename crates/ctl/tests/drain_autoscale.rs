@@ -11,6 +11,7 @@ use rkube_api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
 use rkube_api::meta::v1::LabelSelector;
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams, ListParams};
+use rkube_testing::TestApiServer;
 use std::process::Command;
 use std::time::Duration;
 
@@ -56,11 +57,8 @@ fn running_pod(name: &str, node: &str) -> Pod {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_cordons_evicts_and_waits_for_the_pods() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path().join("data")))
-        .await
-        .unwrap();
-    let url = server.url();
+    let server = TestApiServer::start().await.unwrap();
+    let url = server.url().to_string();
     let client = Client::connect(&url).unwrap();
     let nodes = Api::<Node>::all(client.clone());
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
@@ -102,7 +100,7 @@ async fn drain_cordons_evicts_and_waits_for_the_pods() {
         })
     };
 
-    let home = dir.path().to_path_buf();
+    let home = server.dir().to_path_buf();
     let u = url.clone();
     let run = tokio::task::spawn_blocking(move || rkubectl(&u, &home, &["drain", "n1", "--timeout=20s"]))
         .await
@@ -131,7 +129,7 @@ async fn drain_cordons_evicts_and_waits_for_the_pods() {
     })
     .await
     .unwrap();
-    let home = dir.path().to_path_buf();
+    let home = server.dir().to_path_buf();
     let u = url.clone();
     let run = tokio::task::spawn_blocking(move || rkubectl(&u, &home, &["drain", "n2", "--timeout=1s"]))
         .await
@@ -143,7 +141,7 @@ async fn drain_cordons_evicts_and_waits_for_the_pods() {
         run.stderr
     );
     // A grace period of 0 removes the pods at once.
-    let home = dir.path().to_path_buf();
+    let home = server.dir().to_path_buf();
     let u = url.clone();
     let run = tokio::task::spawn_blocking(move || rkubectl(&u, &home, &["drain", "n2", "--grace-period=0"]))
         .await
@@ -160,7 +158,7 @@ async fn drain_cordons_evicts_and_waits_for_the_pods() {
         run.stdout
     );
 
-    let home = dir.path().to_path_buf();
+    let home = server.dir().to_path_buf();
     let run = tokio::task::spawn_blocking(move || rkubectl(&url, &home, &["drain", "nope"]))
         .await
         .unwrap();
@@ -171,11 +169,8 @@ async fn drain_cordons_evicts_and_waits_for_the_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoscale_creates_the_hpa_and_get_shows_its_targets() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path().join("data")))
-        .await
-        .unwrap();
-    let url = server.url();
+    let server = TestApiServer::start().await.unwrap();
+    let url = server.url().to_string();
     let client = Client::connect(&url).unwrap();
     let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
     let mut d = Deployment {
@@ -202,7 +197,7 @@ async fn autoscale_creates_the_hpa_and_get_shows_its_targets() {
         .await
         .unwrap();
 
-    let home = dir.path().to_path_buf();
+    let home = server.dir().to_path_buf();
     let u = url.clone();
     let run = tokio::task::spawn_blocking(move || {
         let created = rkubectl(
@@ -277,7 +272,7 @@ async fn autoscale_creates_the_hpa_and_get_shows_its_targets() {
     })
     .await
     .unwrap();
-    let home = dir.path().to_path_buf();
+    let home = server.dir().to_path_buf();
     let run = tokio::task::spawn_blocking(move || rkubectl(&url, &home, &["get", "hpa"]))
         .await
         .unwrap();

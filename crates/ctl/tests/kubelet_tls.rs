@@ -5,10 +5,6 @@
 //! with its own client certificate (`--kubelet-client-certificate`) and verifies the
 //! kubelet's by the node's IP; nobody else gets through to the kubelet directly.
 
-// The secure apiserver of the apiserver's tests, shared by path.
-#[path = "../../apiserver/tests/common/secure.rs"]
-mod secure;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -17,21 +13,22 @@ use rkube_api::core::v1::Pod;
 use rkube_api::kubelet::v1::{kubelet_client::KubeletClient, LogsRequest};
 use rkube_client::{Api, Client, ClientConfig};
 use rkube_kubelet::testing::{TestNode, TestRegistry};
-use secure::SecureApiServer;
+use rkube_testing::TestApiServer;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// The secure apiserver, signing node certificates and calling kubelets over https
 /// with the PKI's apiserver-kubelet-client certificate.
-async fn start_apiserver(nodes: &[&str]) -> SecureApiServer {
-    SecureApiServer::start_with(nodes, |dir, security| {
-        let pki = dir.join("pki");
-        security.cluster_signing_cert_file = Some(pki.join("ca.crt"));
-        security.cluster_signing_key_file = Some(pki.join("ca.key"));
-        security.kubelet_client_certificate = Some(pki.join("apiserver-kubelet-client.crt"));
-        security.kubelet_client_key = Some(pki.join("apiserver-kubelet-client.key"));
-        security.kubelet_certificate_authority = Some(pki.join("ca.crt"));
-    })
-    .await
+async fn start_apiserver(nodes: &[&str]) -> TestApiServer {
+    TestApiServer::builder()
+        .secure(nodes)
+        .pki_flag("--cluster-signing-cert-file", "ca.crt")
+        .pki_flag("--cluster-signing-key-file", "ca.key")
+        .pki_flag("--kubelet-client-certificate", "apiserver-kubelet-client.crt")
+        .pki_flag("--kubelet-client-key", "apiserver-kubelet-client.key")
+        .pki_flag("--kubelet-certificate-authority", "ca.crt")
+        .start()
+        .await
+        .unwrap()
 }
 
 /// TLS towards the kubelet trusting the cluster CA, as the PKI's `stem` (none: no
@@ -144,7 +141,7 @@ async fn a_kubelet_of_a_tls_apiserver_serves_tls_to_the_apiserver_only() -> anyh
     // the kubelet with its node credentials and no certificate files of its own
     let mut config = rkube_kubelet::Config::for_test_node(
         &node,
-        c.url.clone(),
+        c.url().to_string(),
         "node-a",
         [127, 0, 0, 1].into(),
         Some("10.244.11.0/24"),
@@ -155,13 +152,13 @@ async fn a_kubelet_of_a_tls_apiserver_serves_tls_to_the_apiserver_only() -> anyh
     let addr = kubelet.addr;
 
     // the apiserver signed it: audited as the node's serving certificate request
-    let issued = c.audit().iter().any(|e| {
+    let issued = c.audit().unwrap().iter().any(|e| {
         e["user"]["username"] == "system:node:node-a"
             && e["objectRef"]["resource"] == "certificatesigningrequests"
             && e["objectRef"]["subresource"] == "kubeletserving"
             && e["responseStatus"]["code"] == 201
     });
-    assert!(issued, "{:#?}", c.audit());
+    assert!(issued, "{:#?}", c.audit().unwrap());
 
     let mut pod: Pod = serde_yaml::from_str(
         &r#"
@@ -176,7 +173,7 @@ spec:
         .replace("IMAGE", &image),
     )?;
     pod.spec.get_or_insert_with(Default::default).node_name = "node-a".into();
-    Api::<Pod>::namespaced(c.admin(), "default").create(&pod).await?;
+    Api::<Pod>::namespaced(c.client(), "default").create(&pod).await?;
 
     // `rkubectl logs` through the apiserver, which calls the kubelet over https
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -250,7 +247,7 @@ spec:
     assert!(!err.1.contains("hello"), "{err:?}");
 
     kubelet.stop().await;
-    c.stop().await;
+    c.stop().await.unwrap();
     drop(node);
     Ok(())
 }
@@ -259,10 +256,10 @@ spec:
 /// node credentials, only from an apiserver that signs, and the errors say what to do.
 #[tokio::test]
 async fn only_a_node_obtains_a_serving_certificate_and_errors_say_what_to_give() {
-    let serving = |c: &SecureApiServer, stem: &str| {
+    let serving = |c: &TestApiServer, stem: &str| {
         let mut client_config = ClientConfig::load(&c.pki().join(format!("{stem}.conf"))).unwrap();
-        client_config.server = c.url.clone();
-        let config = rkube_kubelet::Config::new(c.url.clone(), "node-a");
+        client_config.server = c.url().to_string();
+        let config = rkube_kubelet::Config::new(c.url().to_string(), "node-a");
         async move {
             let client = Client::from_config(&client_config).unwrap();
             rkube_kubelet::serving::serving_tls(&config, &client_config, &client).await
@@ -280,14 +277,14 @@ async fn only_a_node_obtains_a_serving_certificate_and_errors_say_what_to_give()
             && err.contains("or give --tls-cert-file and --tls-private-key-file"),
         "{err}"
     );
-    c.stop().await;
+    c.stop().await.unwrap();
 
     // an apiserver without the signing CA says which flags it needs
-    let c = SecureApiServer::start(&["node-a"]).await;
+    let c = TestApiServer::secure(&["node-a"]).await.unwrap();
     let err = format!("{:#}", serving(&c, "node-node-a").await.err().unwrap());
     assert!(
         err.contains("start it with --cluster-signing-cert-file and --cluster-signing-key-file"),
         "{err}"
     );
-    c.stop().await;
+    c.stop().await.unwrap();
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 use rkube_api::core::v1::Pod;
 use rkube_client::{Api, Client};
 use rkube_kubelet::testing::{TestNode, TestRegistry};
+use rkube_testing::{eventually, TestApiServer};
 use tokio::io::AsyncReadExt as _;
 
 struct Cluster {
     kubelet: Option<rkube_kubelet::RunningKubelet>,
-    api: Option<rkube_apiserver::RunningApiServer>,
+    api: Option<TestApiServer>,
     client: Client,
     image: String,
     _registry: TestRegistry,
@@ -27,10 +28,10 @@ impl Cluster {
         let registry = TestRegistry::start().await?;
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
         let home = tempfile::tempdir()?;
-        let api = rkube_apiserver::start(rkube_apiserver::Config::local(home.path().join("data"))).await?;
+        let api = TestApiServer::start().await?;
         let mut config = rkube_kubelet::Config::for_test_node(
             &node,
-            api.url(),
+            api.url().to_string(),
             "node-a",
             [127, 0, 0, 1].into(),
             Some("10.244.9.0/24"),
@@ -41,7 +42,7 @@ impl Cluster {
         let kubelet = rkube_kubelet::start(config).await?;
         Ok(Cluster {
             kubelet: Some(kubelet),
-            client: Client::connect(&api.url())?,
+            client: api.client(),
             api: Some(api),
             image,
             _registry: registry,
@@ -76,17 +77,16 @@ impl Cluster {
 
     /// Runs rkubectl until its output satisfies `check` (within 30 s).
     async fn run_until(&self, args: &[&str], check: impl Fn(&str) -> bool) -> anyhow::Result<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        let what = format!("rkubectl {args:?} to print what is expected");
+        eventually(&what, Duration::from_secs(30), || async {
             let (code, out, err) = self.run(args).await?;
             if code == 0 && check(&out) {
-                return Ok(out);
+                Ok(Some(out))
+            } else {
+                Err(anyhow::anyhow!("exit {code}\n{out}\n{err}"))
             }
-            if std::time::Instant::now() > deadline {
-                anyhow::bail!("rkubectl {args:?} never printed what was expected: exit {code}\n{out}\n{err}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 
     async fn create_pod(&self, yaml: &str) -> anyhow::Result<()> {

@@ -2,28 +2,21 @@
 //! (in-process, free loopback port), run through the same entry point as
 //! the binary; assertions on what the user sees and on the stored Node.
 
-use clap::Parser;
 use rkube_api::core::v1::Node;
 use rkube_api::Resource;
 use rkube_client::{Api, Client};
+use rkube_testing::TestApiServer;
 
-async fn rkubectl(url: &str, args: &[&str]) -> Result<String, String> {
-    let head = ["rkubectl", "--server", url, "--config", "/dev/null"];
-    let argv = head.iter().chain(args).copied();
-    let cli = rkube_ctl::Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let r = rkube_ctl::run(cli, &mut out).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    r.map(|_| text).map_err(|e| e.to_string())
+/// `rkubectl ARGS...` in process: its output, or its error as the user reads it.
+async fn rkubectl(api: &TestApiServer, args: &[&str]) -> Result<String, String> {
+    let (out, result) = api.rkubectl(args).await;
+    result.map(|()| out).map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordon_taint_and_label_a_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-        .await
-        .unwrap();
-    let url = server.url();
+    let server = TestApiServer::start().await.unwrap();
+    let url = server.url().to_string();
     let nodes: Api<Node> = Api::all(Client::connect(&url).unwrap());
     let mut n = Node::default();
     n.metadata_mut().name = "node-1".into();
@@ -31,23 +24,23 @@ async fn cordon_taint_and_label_a_node() {
     let get = || async { nodes.get("node-1").await.unwrap() };
 
     assert_eq!(
-        rkubectl(&url, &["cordon", "node-1"]).await.unwrap(),
+        rkubectl(&server, &["cordon", "node-1"]).await.unwrap(),
         "node/node-1 cordoned\n"
     );
     assert!(get().await.spec.unwrap().unschedulable);
     assert_eq!(
-        rkubectl(&url, &["cordon", "node-1"]).await.unwrap(),
+        rkubectl(&server, &["cordon", "node-1"]).await.unwrap(),
         "node/node-1 already cordoned\n"
     );
     assert_eq!(
-        rkubectl(&url, &["uncordon", "node-1"]).await.unwrap(),
+        rkubectl(&server, &["uncordon", "node-1"]).await.unwrap(),
         "node/node-1 uncordoned\n"
     );
     assert!(!get().await.spec.unwrap_or_default().unschedulable);
 
     assert_eq!(
         rkubectl(
-            &url,
+            &server,
             &[
                 "taint",
                 "nodes",
@@ -70,12 +63,12 @@ async fn cordon_taint_and_label_a_node() {
         ),
         ("dedicated", "gpu", "NoSchedule")
     );
-    let err = rkubectl(&url, &["taint", "nodes", "node-1", "dedicated=cpu:NoSchedule"])
+    let err = rkubectl(&server, &["taint", "nodes", "node-1", "dedicated=cpu:NoSchedule"])
         .await
         .unwrap_err();
     assert!(err.contains("already has dedicated taint(s)"), "{err}");
     rkubectl(
-        &url,
+        &server,
         &[
             "taint",
             "nodes",
@@ -89,7 +82,7 @@ async fn cordon_taint_and_label_a_node() {
     assert_eq!(get().await.spec.unwrap().taints[0].value, "cpu");
     assert_eq!(
         rkubectl(
-            &url,
+            &server,
             &["taint", "nodes", "node-1", "dedicated:NoSchedule-", "spot-"]
         )
         .await
@@ -97,13 +90,13 @@ async fn cordon_taint_and_label_a_node() {
         "node/node-1 untainted\n"
     );
     assert!(get().await.spec.unwrap().taints.is_empty());
-    let err = rkubectl(&url, &["taint", "nodes", "node-1", "spot-"])
+    let err = rkubectl(&server, &["taint", "nodes", "node-1", "spot-"])
         .await
         .unwrap_err();
     assert!(err.contains("taint \"spot\" not found on node node-1"), "{err}");
 
     assert_eq!(
-        rkubectl(&url, &["label", "nodes", "node-1", "disk=ssd"])
+        rkubectl(&server, &["label", "nodes", "node-1", "disk=ssd"])
             .await
             .unwrap(),
         "node/node-1 labeled\n"
@@ -112,14 +105,14 @@ async fn cordon_taint_and_label_a_node() {
         get().await.metadata().labels.get("disk").map(String::as_str),
         Some("ssd")
     );
-    let err = rkubectl(&url, &["label", "nodes", "node-1", "disk=hdd"])
+    let err = rkubectl(&server, &["label", "nodes", "node-1", "disk=hdd"])
         .await
         .unwrap_err();
     assert!(
         err.contains("'disk' already has a value (ssd), and --overwrite is false"),
         "{err}"
     );
-    rkubectl(&url, &["label", "nodes", "node-1", "disk=hdd", "--overwrite"])
+    rkubectl(&server, &["label", "nodes", "node-1", "disk=hdd", "--overwrite"])
         .await
         .unwrap();
     assert_eq!(
@@ -127,7 +120,7 @@ async fn cordon_taint_and_label_a_node() {
         Some("hdd")
     );
     assert_eq!(
-        rkubectl(&url, &["label", "nodes", "node-1", "disk-"])
+        rkubectl(&server, &["label", "nodes", "node-1", "disk-"])
             .await
             .unwrap(),
         "node/node-1 unlabeled\n"

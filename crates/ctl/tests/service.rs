@@ -3,19 +3,15 @@
 //! point as the binary. Nodes and their addresses are written by the test,
 //! as kubelets would.
 
-use clap::Parser;
 use rkube_api::core::v1::{Endpoints, Node, Service};
 use rkube_client::{Api, Client};
+use rkube_testing::TestApiServer;
 use serde_json::json;
 
-async fn rkubectl(url: &str, args: &[&str]) -> Result<String, String> {
-    let head = ["rkubectl", "--server", url, "--config", "/dev/null"];
-    let argv = head.iter().chain(args).copied();
-    let cli = rkube_ctl::Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let r = rkube_ctl::run(cli, &mut out).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    r.map(|_| text).map_err(|e| e.to_string())
+/// `rkubectl ARGS...` in process: its output, or its error as the user reads it.
+async fn rkubectl(api: &TestApiServer, args: &[&str]) -> Result<String, String> {
+    let (out, result) = api.rkubectl(args).await;
+    result.map(|()| out).map_err(|e| e.to_string())
 }
 
 async fn node(api: &Api<Node>, name: &str, ip: &str, ready: bool) {
@@ -30,11 +26,8 @@ async fn node(api: &Api<Node>, name: &str, ip: &str, ready: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_urls_and_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-        .await
-        .unwrap();
-    let url = server.url();
+    let server = TestApiServer::start().await.unwrap();
+    let url = server.url().to_string();
     let client = Client::connect(&url).unwrap();
     let nodes: Api<Node> = Api::all(client.clone());
     node(&nodes, "node-b", "192.168.50.11", true).await;
@@ -61,18 +54,18 @@ async fn service_urls_and_tables() {
 
     // only Ready nodes, by name, the allocated node port
     assert_eq!(
-        rkubectl(&url, &["service", "web", "--url"]).await.unwrap(),
+        rkubectl(&server, &["service", "web", "--url"]).await.unwrap(),
         "http://192.168.50.10:30080\nhttp://192.168.50.11:30080\n"
     );
     assert_eq!(
-        rkubectl(&url, &["service", "web"]).await.unwrap(),
+        rkubectl(&server, &["service", "web"]).await.unwrap(),
         "NAMESPACE   NAME   TARGET PORT   URL\n\
          default     web    80            http://192.168.50.10:30080\n\
          default     web    80            http://192.168.50.11:30080\n"
     );
     // a load balancer: node ports now, its ingress once provisioned
     assert_eq!(
-        rkubectl(&url, &["service", "lb", "--url"]).await.unwrap(),
+        rkubectl(&server, &["service", "lb", "--url"]).await.unwrap(),
         "http://192.168.50.10:30081\nhttp://192.168.50.11:30081\n"
     );
     svcs.patch_status_merge(
@@ -81,25 +74,25 @@ async fn service_urls_and_tables() {
     )
     .await
     .unwrap();
-    let table = rkubectl(&url, &["service", "lb"]).await.unwrap();
+    let table = rkubectl(&server, &["service", "lb"]).await.unwrap();
     assert!(
         table.ends_with("default     lb     http/80       http://203.0.113.7:80\n"),
         "{table}"
     );
 
     // ClusterIP: an error that says why and what to do
-    let err = rkubectl(&url, &["service", "db"]).await.unwrap_err();
+    let err = rkubectl(&server, &["service", "db"]).await.unwrap_err();
     assert!(
         err.contains("service default/db is of type ClusterIP: it is reachable only inside the cluster")
             && err.contains("use type: NodePort or LoadBalancer"),
         "{err}"
     );
-    let err = rkubectl(&url, &["service", "nope"]).await.unwrap_err();
+    let err = rkubectl(&server, &["service", "nope"]).await.unwrap_err();
     assert!(err.contains("NotFound") && err.contains("nope"), "{err}");
 
     // get svc: kubectl's columns, node ports, <none> and <pending>
     let cluster_ip = web.spec.unwrap().cluster_ip;
-    let table = rkubectl(&url, &["get", "svc"]).await.unwrap();
+    let table = rkubectl(&server, &["get", "svc"]).await.unwrap();
     let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(
         rows[0],
@@ -117,7 +110,7 @@ async fn service_urls_and_tables() {
     );
     create(json!({"metadata": {"name": "lb2"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 443}]}}))
         .await;
-    let table = rkubectl(&url, &["get", "svc", "lb2"]).await.unwrap();
+    let table = rkubectl(&server, &["get", "svc", "lb2"]).await.unwrap();
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[3], "<pending>", "{table}");
     assert!(row[4].starts_with("443:3") && row[4].ends_with("/TCP"), "{table}");
@@ -129,7 +122,7 @@ async fn service_urls_and_tables() {
         "ports": [{"port": 8080}]}]}))
     .unwrap();
     eps.create(&ep).await.unwrap();
-    let table = rkubectl(&url, &["get", "endpoints", "web"]).await.unwrap();
+    let table = rkubectl(&server, &["get", "endpoints", "web"]).await.unwrap();
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(
         row[..5],

@@ -7,7 +7,8 @@
 //! writing Endpoints itself.
 
 use rkube_api::core::v1::{Endpoints, Service};
-use rkube_client::{Api, Client};
+use rkube_client::Api;
+use rkube_testing::{eventually, Daemon, TestApiServer};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -237,21 +238,15 @@ fn service_addr(svc: &Service) -> SocketAddrV4 {
 
 /// Polls until a GET from `ns` succeeds (the rules arrived), at most 5 s.
 async fn wait_serving(ns: &std::path::Path, addr: SocketAddrV4) {
-    let start = Instant::now();
-    loop {
-        let ns2 = ns.to_path_buf();
-        let r = tokio::task::spawn_blocking(move || get_in(&ns2, addr))
-            .await
-            .unwrap();
-        if r.is_ok() {
-            return;
+    eventually(&format!("{addr} to answer"), Duration::from_secs(5), || {
+        let ns = ns.to_path_buf();
+        async move {
+            let answer = tokio::task::spawn_blocking(move || get_in(&ns, addr)).await?;
+            Ok(Some(answer?))
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{addr} never answered: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap();
 }
 
 /// Runs `args` in the network namespace at `ns` and returns its stdout.
@@ -279,24 +274,18 @@ fn suite(mode: rkube_proxy::Mode) {
         .with_env_filter("rkube_proxy=debug")
         .try_init();
     let mut c = cluster();
-    let data = tempfile::tempdir().unwrap();
     let node_ns = c.node.nsenter();
     let node_path = c.node.path();
     let client_path = c.client.ns.path();
     in_runtime(&c.node, || async {
-        let server = rkube_apiserver::start(rkube_apiserver::Config::local(data.path()))
-            .await
-            .unwrap();
-        let client = Client::connect(&server.url()).unwrap();
+        let server = TestApiServer::start().await.unwrap();
+        let client = server.client();
         let mut config = rkube_proxy::Config::new(server.url(), "node-1");
         config.mode = mode;
         config.nft_command = node_ns.iter().cloned().chain(["nft".to_string()]).collect();
         config.ip_command = node_ns.iter().cloned().chain(["ip".to_string()]).collect();
         config.conntrack_command = node_ns.iter().cloned().chain(["conntrack".to_string()]).collect();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let proxy = tokio::spawn(rkube_proxy::run(config.clone(), async move {
-            let _ = stop_rx.await;
-        }));
+        let proxy = Daemon::spawn(|stop| rkube_proxy::run(config.clone(), stop));
 
         let svcs = Api::<Service>::namespaced(client.clone(), "default");
         let eps = Api::<Endpoints>::namespaced(client.clone(), "default");
@@ -532,21 +521,16 @@ fn suite(mode: rkube_proxy::Mode) {
         assert_eq!(after, answers, "affinity forgotten when the rules were replaced");
 
         // restart: traffic keeps flowing while no proxy runs and after it is back
-        let _ = stop_tx.send(());
-        proxy.await.unwrap().unwrap();
+        proxy.stop().await.unwrap();
         if mode == rkube_proxy::Mode::Nftables {
             let cp = client_path.clone();
             let r = tokio::task::spawn_blocking(move || get_in(&cp, addr))
                 .await
                 .unwrap();
             assert!(r.is_ok(), "rules gone while the proxy was down: {r:?}");
-            let (tx2, rx2) = tokio::sync::oneshot::channel::<()>();
-            let again = tokio::spawn(rkube_proxy::run(config.clone(), async move {
-                let _ = rx2.await;
-            }));
+            let again = Daemon::spawn(|stop| rkube_proxy::run(config.clone(), stop));
             wait_serving(&client_path, addr).await;
-            let _ = tx2.send(());
-            again.await.unwrap().unwrap();
+            again.stop().await.unwrap();
         }
 
         // --cleanup removes everything

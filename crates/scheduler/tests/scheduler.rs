@@ -16,20 +16,17 @@ use rkube_api::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use rkube_api::quantity::Quantity;
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams, ListParams};
+use rkube_testing::{eventually, Daemon, TestApiServer};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
+    api: TestApiServer,
     client: Client,
-    scheduler: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<Result<()>>,
-    )>,
+    scheduler: Option<Daemon>,
     leases: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
 }
 
 /// A scheduler whose back-off is far longer than any wait here: a pod that
@@ -43,51 +40,38 @@ fn config(url: &str) -> rkube_scheduler::Config {
 
 impl Cluster {
     async fn start() -> Result<Cluster> {
-        let dir = tempfile::tempdir()?;
-        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path()))
-            .await
-            .context("starting the apiserver")?;
-        let client = Client::connect(&server.url())?;
+        let api = TestApiServer::start().await?;
+        let client = api.client();
         let leases = tokio::spawn(renew_leases(client.clone()));
         let mut c = Cluster {
-            server: Some(server),
+            api,
             client,
             scheduler: None,
             leases,
-            _dir: dir,
         };
         c.start_scheduler();
         Ok(c)
     }
 
     fn start_scheduler(&mut self) {
-        let url = self.server.as_ref().unwrap().url();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(rkube_scheduler::run(config(&url), async move {
-            let _ = rx.await;
-        }));
-        self.scheduler = Some((tx, task));
+        let config = config(self.api.url());
+        self.scheduler = Some(Daemon::spawn(|stop| rkube_scheduler::run(config, stop)));
     }
 
     /// Kills the scheduler without a graceful shutdown (binds in flight are
     /// cut off), as `kill -9` would.
     async fn kill_scheduler(&mut self) {
-        if let Some((_tx, task)) = self.scheduler.take() {
-            task.abort();
-            let _ = task.await;
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.abort().await;
         }
     }
 
     async fn stop(mut self) -> Result<()> {
-        if let Some((tx, task)) = self.scheduler.take() {
-            let _ = tx.send(());
-            task.await??;
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.stop().await?;
         }
         self.leases.abort();
-        if let Some(server) = self.server.take() {
-            server.stop().await?;
-        }
-        Ok(())
+        self.api.stop().await
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -166,59 +150,47 @@ impl Cluster {
 
     /// Waits until the pod is bound; returns its node.
     async fn bound(&self, name: &str) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(&format!("pod {name} to be bound"), WAIT, || async {
             let p = self.pods().get(name).await?;
             let node = p.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default();
-            if !node.is_empty() {
-                return Ok(node);
+            if node.is_empty() {
+                anyhow::bail!("not bound: {:?}", p.status);
             }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("pod {name} not bound after {WAIT:?}: {:?}", p.status);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Ok(Some(node))
+        })
+        .await
     }
 
     /// Waits until the pod carries PodScheduled=False; returns its message.
     async fn unschedulable(&self, name: &str) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(&format!("PodScheduled=False on pod {name}"), WAIT, || async {
             let p = self.pods().get(name).await?;
-            if let Some(c) = p.status.as_ref().and_then(|s| {
+            let Some(c) = p.status.as_ref().and_then(|s| {
                 s.conditions
                     .iter()
                     .find(|c| c.r#type == "PodScheduled" && c.status == "False")
-            }) {
-                assert_eq!(c.reason, "Unschedulable");
-                assert!(p.spec.as_ref().unwrap().node_name.is_empty());
-                return Ok(c.message.clone());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("pod {name} has no PodScheduled=False after {WAIT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            }) else {
+                anyhow::bail!("status {:?}", p.status);
+            };
+            assert_eq!(c.reason, "Unschedulable");
+            assert!(p.spec.as_ref().unwrap().node_name.is_empty());
+            Ok(Some(c.message.clone()))
+        })
+        .await
     }
 
     /// Waits for an event about `pod` with this reason; returns its message.
     async fn event(&self, pod: &str, reason: &str) -> Result<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(&format!("a {reason} event for pod {pod}"), WAIT, || async {
             let list = events.list(&ListParams::default()).await?;
-            if let Some(e) = list
+            Ok(list
                 .items
                 .iter()
                 .find(|e| e.reason == reason && e.involved_object.as_ref().is_some_and(|o| o.name == pod))
-            {
-                return Ok(e.message.clone());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("no {reason} event for pod {pod}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                .map(|e| e.message.clone()))
+        })
+        .await
     }
 }
 

@@ -49,15 +49,18 @@ async fn compaction_deletes_old_log_entries_and_keeps_history() {
         store.put(&format!("k{}", i % 7), b("v"), None).await.unwrap();
     }
     store.compact().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while log_entries(&store) > 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log still has {} entries",
-            log_entries(&store)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rkube_testing::eventually(
+        "compaction to leave 10 log entries",
+        Duration::from_secs(10),
+        || async {
+            match log_entries(&store) {
+                n if n > 10 => Err(anyhow::anyhow!("the log has {n} entries")),
+                _ => Ok(true),
+            }
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(log_entries(&store), 10);
     assert_eq!(store.stats().compacted, 2990);
     assert!(store.watch("", 2990).is_ok());

@@ -1,46 +1,44 @@
-//! Test support: a real apiserver on a free loopback port over a temporary
-//! data directory, and a thin typed layer over the raw gRPC client so the
-//! tests exercise the wire protocol exactly as other-language clients do.
+//! Test support: the apiserver fixture of rkube-testing, and a thin typed
+//! layer over the raw gRPC client so the tests exercise the wire protocol
+//! exactly as other-language clients do.
 #![allow(dead_code)]
-
-pub mod secure;
 
 use rkube_api::rpc::{self, api_server_client::ApiServerClient};
 use rkube_api::{from_any, to_any, Resource};
+use rkube_testing::{TestApiServer, TestApiServerBuilder};
 use tonic::transport::Channel;
 
+/// A plain-text apiserver and a raw gRPC client of it.
 pub struct Harness {
-    pub server: Option<rkube_apiserver::RunningApiServer>,
-    pub dir: tempfile::TempDir,
+    pub api: TestApiServer,
     pub client: ApiServerClient<Channel>,
 }
 
 impl Harness {
     pub async fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let (server, client) = Self::boot(rkube_apiserver::Config::local(dir.path())).await;
-        Harness {
-            server: Some(server),
-            dir,
-            client,
-        }
+        Self::start_with(TestApiServer::builder()).await
     }
 
-    pub async fn boot(
-        config: rkube_apiserver::Config,
-    ) -> (rkube_apiserver::RunningApiServer, ApiServerClient<Channel>) {
-        let server = rkube_apiserver::start(config).await.unwrap();
-        let client = ApiServerClient::connect(server.url()).await.unwrap();
-        (server, client)
+    pub async fn start_with(options: TestApiServerBuilder) -> Harness {
+        let api = options.start().await.unwrap();
+        let client = connect(&api).await;
+        Harness { api, client }
+    }
+
+    pub async fn stop(self) {
+        self.api.stop().await.unwrap();
     }
 
     /// Stops the server and starts a new one on the same data directory.
     pub async fn restart(&mut self) {
-        self.server.take().unwrap().stop().await.unwrap();
-        let (server, client) = Self::boot(rkube_apiserver::Config::local(self.dir.path())).await;
-        self.server = Some(server);
-        self.client = client;
+        self.api.restart().await.unwrap();
+        self.client = connect(&self.api).await;
     }
+}
+
+/// A raw gRPC client of `api`.
+pub async fn connect(api: &TestApiServer) -> ApiServerClient<Channel> {
+    ApiServerClient::connect(api.url().to_string()).await.unwrap()
 }
 
 pub fn rid<K: Resource>() -> Option<rpc::ResourceId> {

@@ -423,10 +423,11 @@ pub fn controller_owner_keys<O: Resource, K: Resource>(obj: &K) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::fake::{eventually, owned_pod, pod, FakeApi};
+    use crate::runtime::fake::{owned_pod, pod, FakeApi, PATIENCE};
     use crate::runtime::watcher::{Event, WatcherConfig};
     use rkube_api::apps::v1::ReplicaSet;
     use rkube_api::core::v1::Pod;
+    use rkube_testing::eventually;
     use std::collections::HashMap;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
@@ -532,10 +533,11 @@ mod tests {
             queue.add(format!("ns/cold-{}", round % 4));
             tokio::time::sleep(Duration::from_millis(7)).await;
         }
-        eventually("the queue drains", || {
+        eventually("the queue drains", PATIENCE, || async {
             queue.is_empty() && queue.processing_len() == 0
         })
-        .await;
+        .await
+        .unwrap();
         assert_eq!(ctx.max_same_key.load(Ordering::SeqCst), 1);
         assert!(
             ctx.max_total.load(Ordering::SeqCst) > 1,
@@ -562,7 +564,11 @@ mod tests {
         let metrics = c.metrics();
         let (_stop, _task) = spawn(c);
         queue.add("ns/a");
-        eventually("the fifth attempt succeeds", || ctx.count("ns/a") == 5).await;
+        eventually("the fifth attempt succeeds", PATIENCE, || async {
+            ctx.count("ns/a") == 5
+        })
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         let gaps: Vec<u128> = ctx.gaps("ns/a").iter().map(|d| d.as_millis()).collect();
         assert_eq!(gaps, [100, 200, 400, 800]);
@@ -573,7 +579,9 @@ mod tests {
         // A later event is reconciled at once, not after the old backoff.
         let before = Instant::now();
         queue.add("ns/a");
-        eventually("reconciled again", || ctx.count("ns/a") == 6).await;
+        eventually("reconciled again", PATIENCE, || async { ctx.count("ns/a") == 6 })
+            .await
+            .unwrap();
         assert!(before.elapsed() < Duration::from_millis(50));
         // And nothing keeps requeueing a key that succeeded.
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -591,7 +599,9 @@ mod tests {
         let queue = c.queue();
         let (_stop, _task) = spawn(c);
         queue.add("ns/a");
-        eventually("recovered", || ctx.count("ns/a") == 3).await;
+        eventually("recovered", PATIENCE, || async { ctx.count("ns/a") == 3 })
+            .await
+            .unwrap();
         assert_eq!(ctx.gaps("ns/a"), [Duration::from_secs(3), Duration::from_secs(3)]);
     }
 
@@ -606,7 +616,9 @@ mod tests {
         let queue = c.queue();
         let (_stop, _task) = spawn(c);
         queue.add("ns/a");
-        eventually("three runs", || ctx.count("ns/a") == 3).await;
+        eventually("three runs", PATIENCE, || async { ctx.count("ns/a") == 3 })
+            .await
+            .unwrap();
         assert_eq!(
             ctx.gaps("ns/a"),
             [Duration::from_secs(30), Duration::from_secs(30)]
@@ -624,21 +636,28 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(ctx.count("ns/a"), 0, "nothing runs before the cache is synced");
         events.send(Event::Resync(vec![rs("a"), rs("b")])).unwrap();
-        eventually("first pass", || ctx.count("ns/a") >= 1 && ctx.count("ns/b") >= 1).await;
+        eventually("first pass", PATIENCE, || async {
+            ctx.count("ns/a") >= 1 && ctx.count("ns/b") >= 1
+        })
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         // Synced + subscribed changes may both queue a key; dedup makes it one.
         assert_eq!((ctx.count("ns/a"), ctx.count("ns/b")), (1, 1));
         let synced_at = Instant::now();
-        eventually("first resync", || {
+        eventually("first resync", PATIENCE, || async {
             ctx.count("ns/a") == 2 && ctx.count("ns/b") == 2
         })
-        .await;
+        .await
+        .unwrap();
         let resync_gap = Instant::now() - synced_at;
         assert!(
             resync_gap >= Duration::from_secs(58) && resync_gap <= Duration::from_secs(61),
             "{resync_gap:?}"
         );
-        eventually("second resync", || ctx.count("ns/a") == 3).await;
+        eventually("second resync", PATIENCE, || async { ctx.count("ns/a") == 3 })
+            .await
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -652,13 +671,23 @@ mod tests {
             .watches(&pods, controller_owner_keys::<ReplicaSet, Pod>);
         let (_stop, _task) = spawn(c);
         rs_events.send(Event::Resync(vec![rs("web")])).unwrap();
-        eventually("first pass", || ctx.count("ns/web") == 1).await;
+        eventually("first pass", PATIENCE, || async { ctx.count("ns/web") == 1 })
+            .await
+            .unwrap();
 
         fake.put(owned_pod("web-1", "web"));
-        eventually("pod creation wakes its owner", || ctx.count("ns/web") == 2).await;
+        eventually("pod creation wakes its owner", PATIENCE, || async {
+            ctx.count("ns/web") == 2
+        })
+        .await
+        .unwrap();
         fake.put(pod("loner", "n1"));
         fake.delete("ns/web-1");
-        eventually("pod deletion wakes its owner", || ctx.count("ns/web") == 3).await;
+        eventually("pod deletion wakes its owner", PATIENCE, || async {
+            ctx.count("ns/web") == 3
+        })
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(ctx.count("ns/web"), 3);
         assert_eq!(ctx.count("ns/loner"), 0, "unowned pods map to nothing");
@@ -686,7 +715,11 @@ mod tests {
             let _ = rx.await;
         }));
         queue.add("ns/a");
-        eventually("retried", || attempts.load(Ordering::SeqCst) == 2).await;
+        eventually("retried", PATIENCE, || async {
+            attempts.load(Ordering::SeqCst) == 2
+        })
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         let m = metrics.snapshot();
         assert_eq!((m.reconciles, m.errors, m.panics), (2, 1, 1));
@@ -703,7 +736,9 @@ mod tests {
         let queue = c.queue();
         let (stop, task) = spawn(c);
         queue.add("ns/a");
-        eventually("started", || ctx.count("ns/a") == 1).await;
+        eventually("started", PATIENCE, || async { ctx.count("ns/a") == 1 })
+            .await
+            .unwrap();
         let begin = Instant::now();
         stop.send(()).unwrap();
         task.await.unwrap();

@@ -228,14 +228,6 @@ impl ListWatch<Pod> for FakeApi {
     }
 }
 
-/// Waits (in paused test time) until `cond` holds; fails the test after
-/// five simulated minutes.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..30_000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+/// How long a test with paused time waits for a condition
+/// (`rkube_testing::eventually`): five simulated minutes.
+pub const PATIENCE: Duration = Duration::from_secs(300);

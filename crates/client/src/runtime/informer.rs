@@ -144,8 +144,9 @@ impl<K> Stream for Subscription<K> {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use crate::runtime::fake::{eventually, gone, pod, FakeApi};
+    use crate::runtime::fake::{gone, pod, FakeApi, PATIENCE};
     use rkube_api::core::v1::Pod;
+    use rkube_testing::eventually;
     use std::time::Duration;
 
     fn config() -> WatcherConfig {
@@ -166,7 +167,11 @@ mod tests {
         let changes = informer.subscribe();
         informer.start().unwrap();
         informer.wait_until_synced().await;
-        eventually("the watch is open", || fake.open_watches() == 1).await;
+        eventually("the watch is open", PATIENCE, || async {
+            fake.open_watches() == 1
+        })
+        .await
+        .unwrap();
         (informer, changes)
     }
 
@@ -256,7 +261,11 @@ mod tests {
         fake.bookmark();
         tokio::time::sleep(Duration::from_millis(10)).await;
         fake.disconnect();
-        eventually("the watch resumes", || fake.watch_rvs().len() == 2).await;
+        eventually("the watch resumes", PATIENCE, || async {
+            fake.watch_rvs().len() == 2
+        })
+        .await
+        .unwrap();
         assert_eq!(fake.watch_rvs(), ["1", "40"]);
     }
 
@@ -313,8 +322,12 @@ mod tests {
         let (informer, _changes) = started(&fake).await;
         fake.break_watches(gone);
         fake.delete("ns/a");
-        eventually("relisted", || fake.list_count() == 2).await;
-        eventually("a is gone", || informer.store().is_empty()).await;
+        eventually("relisted", PATIENCE, || async { fake.list_count() == 2 })
+            .await
+            .unwrap();
+        eventually("a is gone", PATIENCE, || async { informer.store().is_empty() })
+            .await
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -344,9 +357,17 @@ mod tests {
         informer.start().unwrap();
         informer.clone().start().unwrap();
         informer.wait_until_synced().await;
-        eventually("the watch is open", || fake.open_watches() == 1).await;
+        eventually("the watch is open", PATIENCE, || async {
+            fake.open_watches() == 1
+        })
+        .await
+        .unwrap();
         assert_eq!(fake.list_count(), 1);
         drop(informer);
-        eventually("the watch is closed", || fake.open_watches() == 0).await;
+        eventually("the watch is closed", PATIENCE, || async {
+            fake.open_watches() == 0
+        })
+        .await
+        .unwrap();
     }
 }

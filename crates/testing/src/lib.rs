@@ -1,0 +1,19 @@
+//! rkube-testing: what rkube's tests share, and nothing a shipped binary
+//! may use (every crate takes it as a dev-dependency only). It owns the
+//! in-process apiserver fixture ([`TestApiServer`]: started through the
+//! same flags and `start` as `main`, on a free loopback port over a
+//! temporary directory, with ready clients and teardown), daemons run as
+//! tasks through their `run` function ([`Daemon`]), rkubectl run in process
+//! ([`rkubectl`]), and the one way a test waits for something
+//! ([`eventually`]). Containers, registries and network namespaces are the
+//! node runtime's test harness (`rkube_kubelet::testing`), not this crate's.
+
+mod apiserver;
+mod daemon;
+mod eventually;
+mod rkubectl;
+
+pub use apiserver::{TestApiServer, TestApiServerBuilder};
+pub use daemon::Daemon;
+pub use eventually::{eventually, Observation};
+pub use rkubectl::rkubectl;
