@@ -384,8 +384,8 @@ mod cloud_provider_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_external_cloud_provider_initialises_the_node() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.path().join("data"))).await?;
-        let client = Client::connect(&server.url())?;
+        let server = rkube_testing::TestApiServer::start().await?;
+        let client = server.client();
         let mut config = Config::new(server.url(), "cloudy");
         config.cloud_provider = "external".into();
         config.root_dir = dir.path().join("root");

@@ -54,14 +54,15 @@ spec:
     let t = Duration::from_secs(60);
     c.wait_pod("talker", t, |p| container(p, "main")?.state?.running.map(|_| ()))
         .await?;
-    let all = rkube_kubelet::testing::wait_for(Duration::from_secs(15), || async {
-        read_logs(&c, request("talker"))
-            .await
-            .ok()
-            .filter(|t| t.contains("and the rest"))
-    })
-    .await
-    .expect("the first lines are logged");
+    let all = rkube_testing::eventually(
+        "the first lines to be logged",
+        Duration::from_secs(15),
+        || async {
+            let text = read_logs(&c, request("talker")).await?;
+            Ok(Some(text).filter(|t| t.contains("and the rest")))
+        },
+    )
+    .await?;
     // stdout and stderr both; a line written in two parts (with a pause) is one line.
     assert!(all.contains("out-1\n") && all.contains("err-1\n"), "{all}");
     assert!(all.contains("no-newline and the rest\n"), "{all}");

@@ -30,8 +30,7 @@ pub struct Cluster {
     pub client: Client,
     pub image: String,
     pub registry: TestRegistry,
-    pub api: Option<rkube_apiserver::RunningApiServer>,
-    _api_dir: tempfile::TempDir,
+    pub api: Option<rkube_testing::TestApiServer>,
     // Last: its drop kills every container and removes the namespace.
     pub node: TestNode,
 }
@@ -46,8 +45,7 @@ impl Cluster {
         let node = TestNode::start().await?;
         let registry = TestRegistry::start().await?;
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
-        let api_dir = tempfile::tempdir()?;
-        let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path())).await?;
+        let api = rkube_testing::TestApiServer::start().await?;
         let mut config = rkube_kubelet::Config::for_test_node(
             &node,
             api.url(),
@@ -64,7 +62,7 @@ impl Cluster {
         config.log_driver = Some(env!("CARGO_BIN_EXE_rkubelet").into());
         tweak(&mut config);
         let kubelet = rkube_kubelet::start(config.clone()).await?;
-        let client = Client::connect(&api.url())?;
+        let client = api.client();
         Ok(Cluster {
             kubelet: Some(kubelet),
             config,
@@ -72,7 +70,6 @@ impl Cluster {
             image,
             registry,
             api: Some(api),
-            _api_dir: api_dir,
             node,
         })
     }
@@ -104,23 +101,23 @@ impl Cluster {
         timeout: Duration,
         mut check: impl FnMut(&Pod) -> Option<T>,
     ) -> anyhow::Result<T> {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            if let Some(pod) = self.pods().get_opt(name).await? {
-                if let Some(v) = check(&pod) {
-                    return Ok(v);
-                }
-                last = Some(pod);
+        let pods = self.pods();
+        let what = format!("pod {name} to reach the expected state");
+        // Each look runs `check` on the pod it read; a RefCell lends it to one look at a time.
+        let check = std::cell::RefCell::new(&mut check);
+        rkube_testing::eventually(&what, timeout, || {
+            let found = pods.get_opt(name);
+            let check = &check;
+            async move {
+                let pod = found
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("pod {name} does not exist"))?;
+                let status = serde_json::to_string(&pod.status).unwrap_or_default();
+                let seen = (check.borrow_mut())(&pod);
+                seen.map(Some).ok_or_else(|| anyhow::anyhow!("status {status}"))
             }
-            if std::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "pod {name} did not reach the expected state in {timeout:?}; last status: {}",
-                    serde_json::to_string_pretty(&last.and_then(|p| p.status)).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -162,13 +159,14 @@ pub async fn wait_for_event(
     object: &str,
     reason: &str,
 ) -> anyhow::Result<String> {
-    let found = rkube_kubelet::testing::wait_for(Duration::from_secs(30), || async {
-        let list = events.list(&rkube_client::ListParams::default()).await.ok()?;
-        list.items
+    let what = format!("a {reason} event for {object}");
+    rkube_testing::eventually(&what, Duration::from_secs(30), || async {
+        let list = events.list(&rkube_client::ListParams::default()).await?;
+        Ok(list
+            .items
             .into_iter()
             .find(|e| e.reason == reason && e.involved_object.as_ref().is_some_and(|o| o.name == object))
-            .map(|e| e.message)
+            .map(|e| e.message))
     })
-    .await;
-    found.ok_or_else(|| anyhow::anyhow!("no {reason} event for {object} within 30s"))
+    .await
 }

@@ -181,11 +181,11 @@ spec:
     c.pods()
         .delete("expand", &rkube_client::DeleteParams::default())
         .await?;
-    let gone = rkube_kubelet::testing::wait_for(Duration::from_secs(30), || async {
+    let what = format!("{} and its tmpfs mount to go", volume.display());
+    rkube_testing::eventually(&what, Duration::from_secs(30), || async {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        (!volume.exists() && !mounts.contains(&uid)).then_some(())
+        !volume.exists() && !mounts.contains(&uid)
     })
-    .await;
-    assert!(gone.is_some(), "{} or its tmpfs mount is left", volume.display());
+    .await?;
     c.stop().await
 }

@@ -273,11 +273,12 @@ async fn stats_come_from_the_container_cgroup() -> anyhow::Result<()> {
         ))
         .await?;
     let log = f.node.log_path(&format!("busy-{id}"));
-    let done = rkube_node_runtime::testing::wait_for(Duration::from_secs(60), || async {
-        std::fs::read_to_string(&log).ok().filter(|t| t.contains("done"))
-    })
-    .await;
-    assert!(done.is_some(), "container did not finish its work");
+    rkube_testing::eventually(
+        "the container to finish its work",
+        Duration::from_secs(60),
+        || async { std::fs::read_to_string(&log).ok().filter(|t| t.contains("done")) },
+    )
+    .await?;
     let stats = f.runtime.container_stats(&id).await?;
     eprintln!("stats: {stats:?}");
     assert!(stats.memory_working_set_bytes >= 24 << 20, "{stats:?}");

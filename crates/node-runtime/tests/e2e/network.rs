@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use rkube_node_runtime::network::{netns, CniNetwork, PodNetwork, PodNetworkConfig, PortMapping, Protocol};
 use rkube_node_runtime::runtime::{ContainerNetwork, ContainerRuntime, ExecRequest};
-use rkube_node_runtime::testing::{http_get_in_netns, wait_for};
+use rkube_node_runtime::testing::http_get_in_netns;
+use rkube_testing::eventually;
 
 use crate::{require_containerd, Fixture};
 
@@ -70,15 +71,19 @@ async fn pod_gets_an_ip_and_its_httpd_answers_there_and_on_its_host_port() -> an
 
     // The container's hostname (the shim copies output asynchronously: poll).
     let log = f.node.log_path(&format!("httpd-{id}"));
-    let first_line = wait_for(Duration::from_secs(5), || async {
-        std::fs::read_to_string(&log)
-            .ok()?
-            .lines()
-            .next()
-            .map(str::to_string)
-    })
-    .await;
-    assert_eq!(first_line.as_deref(), Some("web-0"));
+    let first_line = eventually(
+        "the container's first log line",
+        Duration::from_secs(5),
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .lines()
+                .next()
+                .map(str::to_string)
+        },
+    )
+    .await?;
+    assert_eq!(first_line, "web-0");
 
     // The bridge was made in the test node's namespace, not in the test process's (the
     // host's). Checked through sysfs: no packet is sent to find out.
@@ -109,7 +114,7 @@ async fn containers_of_a_pod_share_localhost() -> anyhow::Result<()> {
     f.run(&server).await?;
     let client_id = f.run(&client).await?;
 
-    let fetched = wait_for(Duration::from_secs(20), || async {
+    let fetched = eventually("a page from the server pod", Duration::from_secs(20), || async {
         let out = f
             .runtime
             .exec(
@@ -130,8 +135,8 @@ async fn containers_of_a_pod_share_localhost() -> anyhow::Result<()> {
             .ok()?;
         (out.exit_code == 0).then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     })
-    .await;
-    assert_eq!(fetched.as_deref(), Some("from-the-server\n"));
+    .await?;
+    assert_eq!(fetched, "from-the-server\n");
 
     // A container of another pod does not see that localhost.
     let other_net = network.setup(&pod("pod-other")).await?;
