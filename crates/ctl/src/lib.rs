@@ -39,8 +39,13 @@ pub struct Cli {
     #[arg(short = 's', long, global = true, env = "RKUBE_SERVER")]
     pub server: Option<String>,
     /// The client config file (default ~/.rkube/config).
+    /// The file is rkube's client config or a standard kubeconfig;
+    /// without the flag, `$KUBECONFIG` is read too.
     #[arg(long, global = true, env = "RKUBECONFIG", alias = "kubeconfig")]
     pub config: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
     /// The namespace to work in (default: the config file's `namespace`,
     /// else `default`).
     #[arg(short = 'n', long, global = true)]
@@ -105,7 +110,7 @@ pub enum Command {
 impl Cli {
     /// Resolves flags, environment and config file into a context.
     pub fn context(&self) -> Result<Context, CtlError> {
-        let file = config::load(self.config.as_deref())?;
+        let file = config::load(self.config.as_deref(), self.context.as_deref())?;
         let server = self
             .server
             .clone()
