@@ -1,5 +1,6 @@
 //! rkube-apiserver: the only process that opens the object store. It
-//! serves one generic gRPC service over every kind, applies defaulting,
+//! serves one generic gRPC service over every kind, and the Kubernetes REST
+//! API as a face over the same handlers on the same port (`rest`), applies defaulting,
 //! validation and admission, stamps resourceVersions, and fans changes out
 //! to watchers. It must not run controllers or talk to nodes' containers:
 //! everything else is a client of this API.

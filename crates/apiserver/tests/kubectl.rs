@@ -122,48 +122,16 @@ impl Cluster {
     }
 }
 
-const APP: &str = "apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: web-config
-data:
-  greeting: hello
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  labels:
-    app: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-      - name: web
-        image: nginx:1.25
-        ports:
-        - containerPort: 80
-      - name: sidecar
-        image: busybox
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector:
-    app: web
-  ports:
-  - port: 80
-    targetPort: 80
-";
+/// The README's example (a Deployment with probes, resources and named
+/// ports, and a NodePort Service) and a ConfigMap.
+fn app() -> String {
+    format!(
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  greeting: hello\n",
+        include_str!("../../../deploy/examples/web.yaml")
+    )
+}
+
+const IMAGE: &str = "localhost:5000/rkube/busybox:latest";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drives_a_secure_apiserver() {
@@ -187,10 +155,10 @@ async fn kubectl_drives_a_secure_apiserver() {
     assert!(ns.contains("default") && ns.contains("kube-system"), "{ns}");
 
     // apply validates without --validate=false (the server does it)
-    std::fs::write(c.path("app.yaml"), APP).unwrap();
-    let app = c.path("app.yaml");
-    let app = app.to_str().unwrap();
-    let applied = c.kubectl(&["apply", "-f", app]).await;
+    std::fs::write(c.path("app.yaml"), app()).unwrap();
+    let app_file = c.path("app.yaml");
+    let app_file = app_file.to_str().unwrap();
+    let applied = c.kubectl(&["apply", "-f", app_file]).await;
     for line in [
         "configmap/web-config created",
         "deployment.apps/web created",
@@ -201,7 +169,7 @@ async fn kubectl_drives_a_secure_apiserver() {
     let deploy = c.json(&["get", "deployment", "web"]).await;
     assert_eq!(
         (deploy["kind"].as_str(), deploy["spec"]["replicas"].as_i64()),
-        (Some("Deployment"), Some(2))
+        (Some("Deployment"), Some(3))
     );
     let yaml = c.kubectl(&["get", "configmap", "web-config", "-o", "yaml"]).await;
     assert!(
@@ -217,7 +185,7 @@ async fn kubectl_drives_a_secure_apiserver() {
             "jsonpath={.spec.template.spec.containers[0].image}",
         ])
         .await;
-    assert_eq!(image, "nginx:1.25");
+    assert_eq!(image, IMAGE);
     let svc = c.json(&["get", "svc", "web"]).await;
     assert!(
         svc["spec"]["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty()),
@@ -225,20 +193,18 @@ async fn kubectl_drives_a_secure_apiserver() {
     );
 
     // a second apply of a changed file: a strategic merge patch
-    let changed = APP
-        .replace("replicas: 2", "replicas: 3")
-        .replace("nginx:1.25", "nginx:1.26");
+    let changed = app()
+        .replace("replicas: 3", "replicas: 4")
+        .replace(IMAGE, "busybox:v2");
     std::fs::write(c.path("app.yaml"), changed).unwrap();
-    let applied = c.kubectl(&["apply", "-f", app]).await;
+    let applied = c.kubectl(&["apply", "-f", app_file]).await;
     assert!(applied.contains("deployment.apps/web configured"), "{applied}");
     assert!(applied.contains("configmap/web-config unchanged"), "{applied}");
     let deploy = c.json(&["get", "deploy", "web"]).await;
-    assert_eq!(deploy["spec"]["replicas"], 3);
-    let containers = &deploy["spec"]["template"]["spec"]["containers"];
-    assert_eq!(
-        (containers[0]["image"].as_str(), containers[1]["name"].as_str()),
-        (Some("nginx:1.26"), Some("sidecar"))
-    );
+    assert_eq!(deploy["spec"]["replicas"], 4);
+    let httpd = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(httpd["image"], "busybox:v2");
+    assert_eq!(httpd["readinessProbe"]["httpGet"]["port"], "http", "{httpd}");
 
     // the three patch types, scale, label, set image
     c.kubectl(&[
@@ -266,13 +232,14 @@ async fn kubectl_drives_a_secure_apiserver() {
         "deploy",
         "web",
         "-p",
-        r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox:2"}]}}}}"#,
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"httpd","env":[{"name":"MODE","value":"test"}]}]}}}}"#,
     ])
     .await;
     let scaled = c.kubectl(&["scale", "deploy", "web", "--replicas=5"]).await;
     assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
     c.kubectl(&["label", "deploy", "web", "tier=front"]).await;
-    c.kubectl(&["set", "image", "deploy/web", "web=nginx:1.27"]).await;
+    c.kubectl(&["set", "image", "deploy/web", "httpd=busybox:v3"])
+        .await;
     let deploy = c.json(&["get", "deploy", "web"]).await;
     let labels = &deploy["metadata"]["labels"];
     assert_eq!(
@@ -284,10 +251,12 @@ async fn kubectl_drives_a_secure_apiserver() {
         (Some("1"), Some("2"), Some("front"))
     );
     assert_eq!(deploy["spec"]["replicas"], 5);
-    let containers = &deploy["spec"]["template"]["spec"]["containers"];
-    assert_eq!(
-        (containers[0]["image"].as_str(), containers[1]["image"].as_str()),
-        (Some("nginx:1.27"), Some("busybox:2"))
+    let httpd = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(httpd["image"], "busybox:v3");
+    assert_eq!(httpd["env"][0]["value"], "test", "{httpd}");
+    assert!(
+        httpd["args"][0].as_str().unwrap().contains("httpd -f -p 8080"),
+        "strategic merge keeps what the patch does not name: {httpd}"
     );
 
     // get -w sees a change, then is stopped

@@ -214,13 +214,13 @@ pub fn openapi_group_version(group: &str, version: &str) -> Option<Value> {
         let ok =
             json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}});
         let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}});
-        let item_path = if k.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", k.plural)
+        let collection_path = if k.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
         } else {
-            format!("{prefix}/{}/{{name}}", k.plural)
+            format!("{prefix}/{}", k.plural)
         };
         paths.insert(
-            item_path,
+            format!("{collection_path}/{{name}}"),
             json!({
                 "get": {"x-kubernetes-action": "get", "x-kubernetes-group-version-kind": gvk, "responses": ok},
                 "put": {"x-kubernetes-action": "put", "x-kubernetes-group-version-kind": gvk,
@@ -237,11 +237,6 @@ pub fn openapi_group_version(group: &str, version: &str) -> Option<Value> {
                 "delete": {"x-kubernetes-action": "delete", "x-kubernetes-group-version-kind": gvk, "responses": ok},
             }),
         );
-        let collection_path = if k.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
-        } else {
-            format!("{prefix}/{}", k.plural)
-        };
         paths.insert(
             collection_path,
             json!({

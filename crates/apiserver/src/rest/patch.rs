@@ -213,29 +213,27 @@ fn merge_list(kind: &str, path: &str, current: Option<Value>, items: &[Value]) -
         }
         return Value::Array(current);
     }
-    let Some(key) = merge_key(kind, path) else {
-        // no merge key: the patch's list replaces the object's, unless it
-        // only says `$patch: replace` for an empty list
-        return Value::Array(
+    // the patch's items as data (a `{$patch: replace}` item only says
+    // "replace the list")
+    let replacement = || {
+        Value::Array(
             items
                 .iter()
                 .filter(|i| i.get("$patch").is_none())
                 .map(clean)
                 .collect(),
-        );
+        )
+    };
+    let Some(key) = merge_key(kind, path) else {
+        // no merge key: the patch's list replaces the object's
+        return replacement();
     };
     let item_path = format!("{path}[]");
     if items
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
     {
-        return Value::Array(
-            items
-                .iter()
-                .filter(|i| i.get("$patch").is_none())
-                .map(clean)
-                .collect(),
-        );
+        return replacement();
     }
     for item in items {
         let Some(id) = item.get(key) else {
