@@ -311,6 +311,48 @@ async fn kubectl_drives_a_secure_apiserver() {
     assert!(!ok);
     assert!(err.contains("Error from server (Forbidden)"), "{err}");
 
+    // HTTP/1.1 over TLS, as the Python client speaks it: ALPN offers it,
+    // the client certificate authenticates, no credentials is a 401 Status
+    let pki = c.path("pki");
+    let read = |f: &str| std::fs::read(pki.join(f)).unwrap();
+    let ca = reqwest::Certificate::from_pem(&read("ca.crt")).unwrap();
+    let mut identity = read("admin.crt");
+    identity.extend(read("admin.key"));
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca.clone())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("{}/api/v1/namespaces", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.status().as_u16(), resp.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    let list: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(list["kind"], "NamespaceList");
+    let anonymous = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let resp = anonymous
+        .get(format!("{}/api/v1/namespaces", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let status: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (status["kind"].as_str(), status["reason"].as_str()),
+        (Some("Status"), Some("Unauthorized"))
+    );
+
     // REST writes are audited like gRPC ones
     let audit = std::fs::read_to_string(c.path("audit.log")).unwrap();
     assert!(

@@ -148,6 +148,12 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"],
             }));
         }
+        if k.kind == "Pod" {
+            list.push(json!({
+                "name": "pods/log", "singularName": "",
+                "namespaced": true, "kind": "Pod", "verbs": ["get"],
+            }));
+        }
         if has_scale(k) {
             list.push(json!({
                 "name": format!("{}/scale", k.plural), "singularName": "",

@@ -65,6 +65,7 @@ pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes)
         (false, "" | "status") if *method == Method::PATCH => patch(api, call, &t, body).await,
         (false, "") if *method == Method::DELETE => delete(api, call, &t, &body).await,
         (false, "scale") if super::discovery::has_scale(info) => scale(api, call, &t, &body).await,
+        (false, "log") if info.kind == "Pod" && *method == Method::GET => logs(api, call, &t).await,
         (false, "status") if !info.has_status => Err(Status::not_found(format!(
             "{} have no status subresource",
             info.plural
@@ -588,4 +589,36 @@ fn protobuf_review(body: &Bytes) -> Result<Value, ApiError> {
         "namespace": a.namespace, "verb": a.verb, "group": a.group, "version": a.version,
         "resource": a.resource, "subresource": a.subresource, "name": a.name,
     }}}))
+}
+
+/// `pods/log` as plain text, streamed from the pod's kubelet through the
+/// same Logs call rkubectl uses (`follow`, `container`, `previous`,
+/// `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`).
+async fn logs(api: &ApiService, call: &Call, t: &Target) -> Answer {
+    let q = &call.query;
+    let req = rkube_api::kubelet::v1::LogsRequest {
+        namespace: t.namespace.clone(),
+        pod: t.name.clone(),
+        container: q.get("container").into(),
+        follow: q.flag("follow"),
+        previous: q.flag("previous"),
+        tail_lines: q.int("tailLines")?.unwrap_or(0),
+        since_seconds: q.int("sinceSeconds")?.unwrap_or(0),
+        timestamps: q.flag("timestamps"),
+        limit_bytes: q.int("limitBytes")?.unwrap_or(0),
+        since_time: q.get("sinceTime").into(),
+    };
+    let chunks = api.logs(call.grpc(req)).await?.into_inner();
+    // an error after the first bytes can only end the text: the status
+    // line has been sent
+    let frames = chunks
+        .take_while(|c| std::future::ready(c.is_ok()))
+        .filter_map(|c| std::future::ready(c.ok()))
+        .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(c.data))));
+    let mut resp = http::Response::new(Body::new(http_body_util::StreamBody::new(frames)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    Ok(resp)
 }
