@@ -439,6 +439,48 @@ async fn watches_stream_events_resume_and_report_gone() {
 }
 
 #[tokio::test]
+async fn bookmarks_when_asked_and_limits_as_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rkube_apiserver::Config::local(dir.path());
+    config.limits.max_watches_per_user = 1;
+    let server = rkube_apiserver::start(config).await.unwrap();
+    let url = server.url();
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!(
+            "{url}{CMS}?watch=true&allowWatchBookmarks=true&timeoutSeconds=5"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // the one watch allowed is open: the next is refused, Kubernetes' way
+    let refused = http.get(format!("{url}{CMS}?watch=true")).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let status: Value = serde_json::from_str(&refused.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (status["kind"].as_str(), status["reason"].as_str()),
+        (Some("Status"), Some("TooManyRequests"))
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-watches-per-user"),
+        "{status}"
+    );
+    let evs = events(resp, 1).await;
+    assert_eq!(evs[0]["type"], "BOOKMARK", "{evs:?}");
+    assert_eq!(evs[0]["object"]["kind"], "ConfigMap");
+    assert!(
+        evs[0]["object"]["metadata"]["resourceVersion"].is_string(),
+        "{evs:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn grpc_and_rest_share_the_port() {
     let s = start().await;
     assert_eq!(s.post(CMS, configmap("shared", json!({}))).await.0, 201);
