@@ -301,9 +301,36 @@ async fn patches_scale_and_status() {
     assert_eq!(containers.as_array().unwrap().len(), 2, "{containers}");
     assert_eq!(containers[0]["image"], "nginx:2");
     assert_eq!(containers[0]["env"][0]["name"], "A");
-    // server-side apply is refused clearly
+    // server-side apply (simplified): merges into what is there...
     let (code, v) = s
-        .send("PATCH", &web, "application/apply-patch+yaml", Some(json!({})))
+        .send(
+            "PATCH",
+            &format!("{web}?fieldManager=test"),
+            "application/apply-patch+yaml",
+            Some(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"applied": "yes"}}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (
+            v["metadata"]["labels"]["applied"].as_str(),
+            v["metadata"]["labels"]["m"].as_str()
+        ),
+        (Some("yes"), Some("1"))
+    );
+    // ...and creates what is not (YAML is accepted)
+    let resp = s
+        .http
+        .patch(format!("{}{CMS}/applied?fieldManager=test", s.url))
+        .header("content-type", "application/apply-patch+yaml")
+        .body("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: b\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    // a content type rkube does not take is a 415
+    let (code, v) = s
+        .send("PATCH", &web, "application/x-unknown", Some(json!({})))
         .await;
     assert_eq!(
         (code, v["reason"].as_str()),

@@ -194,8 +194,8 @@ fn patch_type(call: &Call) -> Result<&'static str, Status> {
     super::patch::type_of_content(ct).ok_or_else(|| {
         Status::unimplemented(format!(
             "unsupported patch content type {ct:?}: rkube accepts application/merge-patch+json, \
-             application/json-patch+json and application/strategic-merge-patch+json \
-             (server-side apply is not implemented yet: use client-side `kubectl apply`)"
+             application/json-patch+json, application/strategic-merge-patch+json and \
+             application/apply-patch+yaml"
         ))
     })
 }
@@ -204,6 +204,17 @@ async fn patch(api: &ApiService, call: &Call, t: &Target, body: Bytes) -> Answer
     let patch_type = match patch_type(call) {
         Ok(p) => p,
         Err(s) => return Ok(unsupported_media_type(&s)),
+    };
+    // an applied configuration may be YAML; the handler reads JSON
+    let body = if patch_type == "apply" {
+        let value: Value = serde_json::from_slice(&body)
+            .or_else(|_| serde_yaml::from_slice(&body))
+            .map_err(|e| {
+                ApiError::bad_request(format!("the applied configuration is neither JSON nor YAML: {e}"))
+            })?;
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    } else {
+        body
     };
     let req = rpc::PatchRequest {
         resource: resource(t.info),
@@ -214,8 +225,22 @@ async fn patch(api: &ApiService, call: &Call, t: &Target, body: Bytes) -> Answer
         subresource: t.subresource.clone(),
         dry_run: dry_run(call),
     };
-    let out = api.patch(call.grpc(req)).await?.into_inner();
-    object_answer(200, t.info, out.object)
+    match api.patch(call.grpc(req)).await {
+        Ok(out) => object_answer(200, t.info, out.into_inner().object),
+        // server-side apply creates what is not there yet
+        Err(s) if patch_type == "apply" && t.subresource.is_empty() && s.code() == tonic::Code::NotFound => {
+            let object = from_json(t.info, put_body(t, &body)?)?;
+            let req = rpc::CreateRequest {
+                resource: resource(t.info),
+                namespace: t.namespace.clone(),
+                object: Some(object),
+                dry_run: dry_run(call),
+            };
+            let out = api.create(call.grpc(req)).await?.into_inner();
+            object_answer(201, t.info, out.object)
+        }
+        Err(s) => Err(s),
+    }
 }
 
 fn unsupported_media_type(s: &Status) -> http::Response<Body> {

@@ -8,6 +8,11 @@
 //! `set image` send: `$patch: replace|delete|merge`, `$setElementOrder/`,
 //! `$deleteFromPrimitiveList/` and `$retainKeys`. Lists without a merge key
 //! are replaced, as in Kubernetes.
+//!
+//! Server-side apply (`apply`) is simplified: the applied configuration is
+//! merged like a strategic merge patch (and creates the object when it is
+//! absent, see the REST face); field managers, `managedFields`, conflicts
+//! and the removal of fields a manager stops applying are not implemented.
 
 use crate::error::{ApiError, ApiResult};
 use serde_json::{Map, Value};
@@ -19,6 +24,7 @@ pub fn type_of_content(content_type: &str) -> Option<&'static str> {
         "application/merge-patch+json" => Some("merge"),
         "application/json-patch+json" => Some("json"),
         "application/strategic-merge-patch+json" => Some("strategic"),
+        "application/apply-patch+yaml" => Some("apply"),
         _ => None,
     }
 }
@@ -37,15 +43,17 @@ pub fn apply(patch_type: &str, kind: &str, doc: &mut Value, patch: &Value) -> Ap
                 unprocessable(format!("the JSON patch cannot be applied: {e}"))
             })
         }
-        "strategic" => {
+        "strategic" | "apply" => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch or applied configuration must be an object",
+                ));
             }
             strategic_merge(kind, "", doc, patch);
             Ok(())
         }
         other => Err(ApiError::bad_request(format!(
-            "patch type {other:?} is not supported; use \"merge\" (RFC 7386), \"json\" (RFC 6902) or \"strategic\""
+            "patch type {other:?} is not supported; use \"merge\" (RFC 7386), \"json\" (RFC 6902), \"strategic\" or \"apply\""
         ))),
     }
 }
@@ -405,7 +413,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(doc["metadata"]["labels"], json!({"c": "d"}));
-        assert!(apply("apply", "Deployment", &mut doc, &json!({})).is_err());
+        assert!(apply("server-side", "Deployment", &mut doc, &json!({})).is_err());
         assert_eq!(
             type_of_content("application/strategic-merge-patch+json"),
             Some("strategic")
@@ -414,6 +422,7 @@ mod tests {
             type_of_content("application/json-patch+json; charset=utf-8"),
             Some("json")
         );
-        assert_eq!(type_of_content("application/apply-patch+yaml"), None);
+        assert_eq!(type_of_content("application/apply-patch+yaml"), Some("apply"));
+        assert_eq!(type_of_content("application/vnd.kubernetes.protobuf"), None);
     }
 }
