@@ -154,12 +154,24 @@ async fn crud_answers_kubernetes_json_and_status_errors() {
     assert_eq!((code, nf["reason"].as_str()), (404, Some("NotFound")));
     assert_eq!(nf["message"], "configmaps \"nope\" not found");
 
-    // unknown fields are refused by name
-    let mut bad = configmap("b", json!({}));
+    // unknown fields: refused by name with fieldValidation=Strict (what
+    // kubectl sends), else dropped with a Warning header (Kubernetes' default)
+    let mut bad = configmap("w", json!({}));
     bad["dta"] = json!({});
-    let (code, err) = s.post(CMS, bad).await;
+    let (code, err) = s.post(&format!("{CMS}?fieldValidation=Strict"), bad.clone()).await;
     assert_eq!((code, err["reason"].as_str()), (400, Some("BadRequest")), "{err}");
     assert!(err["message"].as_str().unwrap().contains("dta"), "{err}");
+    let resp = s
+        .http
+        .post(format!("{}{CMS}", s.url))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&bad).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(resp.headers()["warning"], "299 - \"unknown field \\\"dta\\\"\"");
+    assert_eq!(s.send("DELETE", &format!("{CMS}/w"), "", None).await.0, 200);
 
     // validation: 422 with causes
     let mut invalid = deployment("bad");

@@ -129,10 +129,40 @@ pub fn normalize_incoming(v: &mut Value) {
     }
 }
 
-/// A client's object (a request body) as the wire form of `info`'s kind.
-/// A body of another kind, or with unknown fields, is a BadRequest naming
-/// the field, as Kubernetes' strict decoding.
-pub fn from_json(info: &'static ResourceInfo, mut v: Value) -> Result<Any, ApiError> {
+/// `fieldValidation`: what to do with fields rkube does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Refuse the object (BadRequest naming the field).
+    Strict,
+    /// Drop the field and say so in a `Warning` header (Kubernetes'
+    /// default when the parameter is absent).
+    Warn,
+    /// Drop the field silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    pub fn parse(param: &str) -> Result<FieldValidation, ApiError> {
+        match param {
+            "Strict" => Ok(FieldValidation::Strict),
+            "" | "Warn" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation {other:?} is not one of Strict, Warn, Ignore"
+            ))),
+        }
+    }
+}
+
+/// A client's object (a request body) as the wire form of `info`'s kind,
+/// with the warnings to send back. A body of another kind is a BadRequest;
+/// unknown fields are refused, dropped with a warning, or dropped, as
+/// `validation` says.
+pub fn from_json(
+    info: &'static ResourceInfo,
+    mut v: Value,
+    validation: FieldValidation,
+) -> Result<(Any, Vec<String>), ApiError> {
     if !v.is_object() {
         return Err(ApiError::bad_request(format!(
             "the body must be a JSON object ({} {})",
@@ -152,24 +182,90 @@ pub fn from_json(info: &'static ResourceInfo, mut v: Value) -> Result<Any, ApiEr
             info.api_version()
         )));
     }
-    struct Decode(Value);
-    impl KindVisitor for Decode {
-        type Output = Result<Any, ApiError>;
+    /// A decoding failure: the field path and serde's message.
+    struct Decode<'a>(&'a Value);
+    impl KindVisitor for Decode<'_> {
+        type Output = Result<Any, (String, String)>;
         fn visit<K: Resource>(self) -> Self::Output {
             serde_path_to_error::deserialize::<_, K>(self.0)
                 .map(|k| to_any(&k))
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    let field = if path == "." {
-                        K::INFO.kind.to_string()
-                    } else {
-                        format!("{}.{path}", K::INFO.kind)
-                    };
-                    ApiError::bad_request(format!("strict decoding error: {field}: {}", e.inner()))
-                })
+                .map_err(|e| (e.path().to_string(), e.inner().to_string()))
         }
     }
-    visit_kind(info, Decode(v))
+    let mut warnings = Vec::new();
+    loop {
+        let (path, message) = match visit_kind(info, Decode(&v)) {
+            Ok(any) => return Ok((any, warnings)),
+            Err(e) => e,
+        };
+        let field = if path == "." {
+            info.kind.to_string()
+        } else {
+            format!("{}.{path}", info.kind)
+        };
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        match unknown {
+            // each pass removes one field, so this ends
+            Some(name) if validation != FieldValidation::Strict && remove_field(&mut v, &path, name) => {
+                if validation == FieldValidation::Warn {
+                    warnings.push(format!("unknown field {:?}", unknown_path(&path, name)));
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {field}: {message}"
+                )))
+            }
+        }
+    }
+}
+
+/// The segments of a serde path (`spec.containers[0].image`).
+fn segments(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        if let Some(name) = pieces.next().filter(|n| !n.is_empty()) {
+            out.push(name.to_string());
+        }
+        out.extend(pieces.map(|i| i.trim_end_matches(']').to_string()));
+    }
+    out
+}
+
+/// `path` as kubectl names fields (`spec.containers[0].foo`), ending in `name`.
+fn unknown_path(path: &str, name: &str) -> String {
+    if path == "." || path.is_empty() {
+        name.to_string()
+    } else if path == name || path.ends_with(&format!(".{name}")) {
+        path.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// Removes field `name` of the object at `path` (serde's path may end at
+/// the field or at its parent); false if it is not there.
+fn remove_field(v: &mut Value, path: &str, name: &str) -> bool {
+    let mut segs = segments(if path == "." { "" } else { path });
+    if segs.last().map(String::as_str) == Some(name) {
+        segs.pop();
+    }
+    let mut at = v;
+    for s in &segs {
+        let next = match at {
+            Value::Object(m) => m.get_mut(s),
+            Value::Array(items) => s.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    at.as_object_mut().is_some_and(|m| m.remove(name).is_some())
 }
 
 #[cfg(test)]
@@ -201,7 +297,8 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "busybox"}]},
             "status": {}
         });
-        let any = from_json(Pod::info(), body).unwrap();
+        let (any, warnings) = from_json(Pod::info(), body, FieldValidation::Strict).unwrap();
+        assert!(warnings.is_empty());
         let back = to_json(Pod::info(), &any).unwrap();
         assert_eq!(back["metadata"]["name"], "p");
         assert_eq!(back["kind"], "Pod");
@@ -210,15 +307,46 @@ mod tests {
 
     #[test]
     fn wrong_kinds_and_unknown_fields_name_what_is_wrong() {
+        let strict = FieldValidation::Strict;
         let err = from_json(
             Pod::info(),
             json!({"apiVersion": "apps/v1", "kind": "Deployment"}),
+            strict,
         )
         .unwrap_err();
         assert_eq!(err.reason, "BadRequest");
         assert!(err.message.contains("Deployment"), "{}", err.message);
-        let err = from_json(Pod::info(), json!({"kind": "Pod", "spec": {"containerz": []}})).unwrap_err();
+        let err = from_json(
+            Pod::info(),
+            json!({"kind": "Pod", "spec": {"containerz": []}}),
+            strict,
+        )
+        .unwrap_err();
         assert!(err.message.contains("Pod.spec"), "{}", err.message);
         assert!(err.message.contains("containerz"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_with_warnings_unless_strict() {
+        let body = json!({"kind": "Pod", "metadata": {"name": "p", "nickname": "x"},
+                          "spec": {"containers": [{"name": "c", "image": "i", "colour": "red"}], "shiny": true}});
+        let (any, warnings) = from_json(Pod::info(), body.clone(), FieldValidation::Warn).unwrap();
+        assert_eq!(
+            warnings,
+            [
+                "unknown field \"metadata.nickname\"",
+                "unknown field \"spec.containers[0].colour\"",
+                "unknown field \"spec.shiny\""
+            ]
+            .map(String::from)
+            .to_vec()
+        );
+        let back = to_json(Pod::info(), &any).unwrap();
+        assert_eq!(back["spec"]["containers"][0]["image"], "i");
+        let (_, none) = from_json(Pod::info(), body.clone(), FieldValidation::Ignore).unwrap();
+        assert!(none.is_empty());
+        assert!(from_json(Pod::info(), body, FieldValidation::Strict).is_err());
+        assert_eq!(FieldValidation::parse("").unwrap(), FieldValidation::Warn);
+        assert!(FieldValidation::parse("Lenient").is_err());
     }
 }

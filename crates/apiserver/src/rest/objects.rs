@@ -3,7 +3,7 @@
 //! RBAC, node restriction, admission, validation, audit and the store all
 //! happen there) and writes the answer as Kubernetes JSON.
 
-use super::json::{from_json, to_json};
+use super::json::{from_json, to_json, FieldValidation};
 use super::{json_response, status, Call, Target};
 use crate::error::ApiError;
 use crate::service::ApiService;
@@ -39,6 +39,27 @@ fn dry_run(call: &Call) -> bool {
 fn object_answer(code: u16, info: &ResourceInfo, any: Option<Any>) -> Answer {
     let any = any.ok_or_else(|| Status::internal("the apiserver answered without an object"))?;
     Ok(json_response(code, &to_json(info, &any)?))
+}
+
+/// The client's object from a body, as `fieldValidation` asks.
+fn decode_body(call: &Call, info: &'static ResourceInfo, v: Value) -> Result<(Any, Vec<String>), ApiError> {
+    from_json(
+        info,
+        v,
+        FieldValidation::parse(call.query.get("fieldValidation"))?,
+    )
+}
+
+/// Adds Kubernetes `Warning` headers (`299 - "text"`) to an answer.
+fn with_warnings(answer: Answer, warnings: &[String]) -> Answer {
+    let mut resp = answer?;
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// Serves a request for `t`; every failure is a `Status` object.
@@ -133,14 +154,15 @@ async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
 }
 
 async fn create(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
+    let (object, warnings) = decode_body(call, t.info, body_json(body)?)?;
     let req = rpc::CreateRequest {
         resource: resource(t.info),
         namespace: t.namespace.clone(),
-        object: Some(from_json(t.info, body_json(body)?)?),
+        object: Some(object),
         dry_run: dry_run(call),
     };
     let out = api.create(call.grpc(req)).await?.into_inner();
-    object_answer(201, t.info, out.object)
+    with_warnings(object_answer(201, t.info, out.object), &warnings)
 }
 
 /// The body of a PUT, with the URL's namespace and name checked against
@@ -176,9 +198,10 @@ fn put_body(t: &Target, body: &Bytes) -> Result<Value, ApiError> {
 }
 
 async fn update(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
+    let (object, warnings) = decode_body(call, t.info, put_body(t, body)?)?;
     let req = rpc::UpdateRequest {
         resource: resource(t.info),
-        object: Some(from_json(t.info, put_body(t, body)?)?),
+        object: Some(object),
         dry_run: dry_run(call),
     };
     let out = if t.subresource == "status" {
@@ -186,7 +209,7 @@ async fn update(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answ
     } else {
         api.update(call.grpc(req)).await?
     };
-    object_answer(200, t.info, out.into_inner().object)
+    with_warnings(object_answer(200, t.info, out.into_inner().object), &warnings)
 }
 
 fn patch_type(call: &Call) -> Result<&'static str, Status> {
@@ -229,7 +252,7 @@ async fn patch(api: &ApiService, call: &Call, t: &Target, body: Bytes) -> Answer
         Ok(out) => object_answer(200, t.info, out.into_inner().object),
         // server-side apply creates what is not there yet
         Err(s) if patch_type == "apply" && t.subresource.is_empty() && s.code() == tonic::Code::NotFound => {
-            let object = from_json(t.info, put_body(t, &body)?)?;
+            let (object, warnings) = decode_body(call, t.info, put_body(t, &body)?)?;
             let req = rpc::CreateRequest {
                 resource: resource(t.info),
                 namespace: t.namespace.clone(),
@@ -237,7 +260,7 @@ async fn patch(api: &ApiService, call: &Call, t: &Target, body: Bytes) -> Answer
                 dry_run: dry_run(call),
             };
             let out = api.create(call.grpc(req)).await?.into_inner();
-            object_answer(201, t.info, out.object)
+            with_warnings(object_answer(201, t.info, out.object), &warnings)
         }
         Err(s) => Err(s),
     }
