@@ -36,6 +36,8 @@ async fn start_cluster() -> Cluster {
         validity_days: 1,
     })
     .unwrap();
+    // a static token for a user RBAC grants nothing
+    std::fs::write(dir.path().join("tokens.csv"), "carol-token,carol,1003\n").unwrap();
     let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
     config.security = rkube_apiserver::SecurityConfig {
         tls_cert_file: Some(pki.join("apiserver.crt")),
@@ -43,6 +45,7 @@ async fn start_cluster() -> Cluster {
         client_ca_file: Some(pki.join("ca.crt")),
         authorization_mode: rkube_apiserver::authz::Mode::Rbac,
         audit_log_path: Some(dir.path().join("audit.log")),
+        token_auth_file: Some(dir.path().join("tokens.csv")),
         ..Default::default()
     };
     let server = rkube_apiserver::start(config).await.unwrap();
@@ -352,6 +355,26 @@ async fn kubectl_drives_a_secure_apiserver() {
         (status["kind"].as_str(), status["reason"].as_str()),
         (Some("Status"), Some("Unauthorized"))
     );
+    // bearer tokens: a known user without rights is Forbidden, an unknown
+    // token Unauthorized
+    for (token, code, reason) in [("carol-token", 403, "Forbidden"), ("wrong", 401, "Unauthorized")] {
+        let resp = anonymous
+            .get(format!("{}/api/v1/namespaces/default/configmaps", c.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), code, "{token}");
+        let status: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        assert_eq!(status["reason"], reason, "{status}");
+        if code == 403 {
+            let message = status["message"].as_str().unwrap();
+            assert!(
+                message.contains("carol") && message.contains("configmaps"),
+                "{message}"
+            );
+        }
+    }
 
     // REST writes are audited like gRPC ones
     let audit = std::fs::read_to_string(c.path("audit.log")).unwrap();

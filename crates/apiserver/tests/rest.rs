@@ -158,7 +158,9 @@ async fn crud_answers_kubernetes_json_and_status_errors() {
     // kubectl sends), else dropped with a Warning header (Kubernetes' default)
     let mut bad = configmap("w", json!({}));
     bad["dta"] = json!({});
-    let (code, err) = s.post(&format!("{CMS}?fieldValidation=Strict"), bad.clone()).await;
+    let (code, err) = s
+        .post(&format!("{CMS}?fieldValidation=Strict"), bad.clone())
+        .await;
     assert_eq!((code, err["reason"].as_str()), (400, Some("BadRequest")), "{err}");
     assert!(err["message"].as_str().unwrap().contains("dta"), "{err}");
     let resp = s
