@@ -113,6 +113,23 @@ async fn version_health_and_discovery() {
     );
     let (code, missing) = s.get("/apis/nothing.example/v1").await;
     assert_eq!((code, missing["reason"].as_str()), (404, Some("NotFound")));
+    // aggregated discovery when asked for, as kubectl 1.32 does first
+    let aggregated = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    let resp = s
+        .http
+        .get(format!("{}/apis", s.url))
+        .header("accept", format!("{aggregated},application/json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], aggregated);
+    let list: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(list["kind"], "APIGroupDiscoveryList");
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["metadata"]["name"] == "apps"));
     let (code, _) = s.get("/openapi/v3/apis/apps/v1").await;
     assert_eq!(code, 200);
     s.stop().await;

@@ -170,6 +170,84 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
+/// The media type of aggregated discovery (kubectl 1.32 asks for it first
+/// and falls back to the legacy documents when answered plain JSON).
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header asks for aggregated discovery v2.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|t| {
+        let params: Vec<&str> = t.split(';').map(str::trim).collect();
+        params.first() == Some(&"application/json")
+            && params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io/v2`) of the core group
+/// (`/api`) or the named groups (`/apis`), rewritten from the legacy
+/// resource lists so both say the same.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = group_versions()
+        .into_iter()
+        .filter(|(g, _)| g.is_empty() == core)
+        .filter_map(|(g, v)| {
+            let list = resources(g, v)?;
+            let entries = list["resources"].as_array().cloned().unwrap_or_default();
+            let kind_of = |r: &Value| {
+                json!({
+                    "group": r.get("group").and_then(Value::as_str).unwrap_or(g),
+                    "version": r.get("version").and_then(Value::as_str).unwrap_or(v),
+                    "kind": r["kind"],
+                })
+            };
+            let resources: Vec<Value> = entries
+                .iter()
+                .filter_map(|r| {
+                    let name = r["name"].as_str()?;
+                    if name.contains('/') {
+                        return None;
+                    }
+                    let subresources: Vec<Value> = entries
+                        .iter()
+                        .filter_map(|s| {
+                            let sub = s["name"].as_str()?.strip_prefix(name)?.strip_prefix('/')?;
+                            Some(json!({"subresource": sub, "responseKind": kind_of(s), "verbs": s["verbs"]}))
+                        })
+                        .collect();
+                    let mut out = json!({
+                        "resource": name,
+                        "responseKind": kind_of(r),
+                        "scope": if r["namespaced"] == true { "Namespaced" } else { "Cluster" },
+                        "singularResource": r["singularName"],
+                        "verbs": r["verbs"],
+                    });
+                    for field in ["shortNames", "categories"] {
+                        if let Some(v) = r.get(field) {
+                            out[field] = v.clone();
+                        }
+                    }
+                    if !subresources.is_empty() {
+                        out["subresources"] = Value::Array(subresources);
+                    }
+                    Some(out)
+                })
+                .collect();
+            Some(json!({
+                "metadata": {"name": g},
+                "versions": [{"version": v, "resources": resources, "freshness": "Current"}],
+            }))
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
 fn openapi_path(group: &str, version: &str) -> String {
     if group.is_empty() {
         format!("api/{version}")
@@ -312,6 +390,39 @@ mod tests {
             .iter()
             .any(|g| g["name"] == "apps"));
         assert_eq!(version()["minor"], "32");
+    }
+
+    #[test]
+    fn aggregated_discovery_says_what_the_legacy_lists_say() {
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated("application/json, */*"));
+        let apps = aggregated(false);
+        let group = apps["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .unwrap();
+        let deployments = group["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
+        assert_eq!(deployments["scope"], "Namespaced");
+        assert_eq!(deployments["responseKind"]["kind"], "Deployment");
+        let scale = deployments["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subresource"] == "scale")
+            .unwrap();
+        assert_eq!(scale["responseKind"]["group"], "autoscaling");
+        let core = aggregated(true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        assert_eq!(core["items"][0]["versions"][0]["version"], "v1");
     }
 
     #[test]

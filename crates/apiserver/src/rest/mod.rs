@@ -253,6 +253,14 @@ impl Call {
         tonic::Request::from_http(req)
     }
 
+    fn accept(&self) -> &str {
+        self.parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
     fn content_type(&self) -> &str {
         self.parts
             .headers
@@ -305,6 +313,16 @@ impl Rest {
             Route::CoreVersions | Route::Groups | Route::Resources { .. } if method != http::Method::GET => {
                 method_not_allowed(&method)
             }
+            Route::CoreVersions | Route::Groups if discovery::wants_aggregated(call.accept()) => {
+                let mut resp = self.discovered(&call, discovery::aggregated(route_is_core(&call)));
+                if resp.status().is_success() {
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(discovery::AGGREGATED),
+                    );
+                }
+                resp
+            }
             Route::CoreVersions => self.discovered(&call, discovery::core_versions(&call.parts)),
             Route::Groups => self.discovered(&call, discovery::groups()),
             Route::Resources { group, version } => match discovery::resources(&group, &version) {
@@ -335,6 +353,11 @@ impl Rest {
             Err(s) => status::response(&s, None),
         }
     }
+}
+
+/// Whether the request is for `/api` (the core group) rather than `/apis`.
+fn route_is_core(call: &Call) -> bool {
+    call.parts.uri.path().trim_end_matches('/') == "/api"
 }
 
 fn not_found() -> http::Response<Body> {
