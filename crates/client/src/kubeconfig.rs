@@ -82,6 +82,8 @@ pub struct User {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Context {
     pub cluster: String,
+    /// No user: no credentials (an insecure local apiserver).
+    #[serde(default)]
     pub user: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
@@ -350,6 +352,17 @@ current-context: rkube
         assert_eq!(back.client_certificate, Some(dir.path().join("admin.crt")));
         assert_eq!(back.server, config.server);
         assert!(!is_kubeconfig("server: https://127.0.0.1:6443\n"));
+    }
+
+    #[test]
+    fn a_context_without_user_has_no_credentials() {
+        let text = "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:8080'}}]\ncontexts: [{name: x, context: {cluster: c}}]\ncurrent-context: x\n";
+        let c = Kubeconfig::parse(text, Path::new("k"))
+            .unwrap()
+            .client_config(None, Path::new("k"))
+            .unwrap();
+        assert_eq!(c.server, "http://127.0.0.1:8080");
+        assert_eq!((c.token.clone(), c.client_certificate.clone()), (None, None));
     }
 
     #[test]

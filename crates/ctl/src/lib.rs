@@ -105,6 +105,9 @@ pub enum Command {
     Auth(cmd::auth::AuthArgs),
     /// Bootstrap tokens for new nodes (`token create [--ttl 24h]`).
     Token(cmd::token::TokenArgs),
+    /// Show or switch the kubeconfig's contexts (`config view|get-contexts|
+    /// current-context|use-context NAME`).
+    Config(cmd::kubeconfig::ConfigArgs),
 }
 
 impl Cli {
@@ -139,6 +142,12 @@ impl Cli {
 
 /// Runs one command line, writing results to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
+    // the file itself, even when its current context is not usable
+    if let Command::Config(a) = &cli.command {
+        let result = cmd::kubeconfig::run(cli.config.as_deref(), a, out);
+        out.flush()?;
+        return result;
+    }
     let ctx = cli.context()?;
     let result = match &cli.command {
         Command::Apply(a) => cmd::apply::run(&ctx, a, out).await,
@@ -164,6 +173,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Certs(a) => cmd::certs::run(a, out).await,
         Command::Auth(a) => cmd::auth::run(&ctx, a, out).await,
         Command::Token(a) => cmd::token::run(&ctx, a, out).await,
+        Command::Config(a) => cmd::kubeconfig::run(cli.config.as_deref(), a, out),
     };
     out.flush()?;
     result
