@@ -154,7 +154,12 @@ async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
 }
 
 async fn create(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
-    let (object, warnings) = decode_body(call, t.info, body_json(body)?)?;
+    create_object(api, call, t, body_json(body)?).await
+}
+
+/// Creates the client's object `v` (a POST, or an apply of something absent).
+async fn create_object(api: &ApiService, call: &Call, t: &Target, v: Value) -> Answer {
+    let (object, warnings) = decode_body(call, t.info, v)?;
     let req = rpc::CreateRequest {
         resource: resource(t.info),
         namespace: t.namespace.clone(),
@@ -252,15 +257,7 @@ async fn patch(api: &ApiService, call: &Call, t: &Target, body: Bytes) -> Answer
         Ok(out) => object_answer(200, t.info, out.into_inner().object),
         // server-side apply creates what is not there yet
         Err(s) if patch_type == "apply" && t.subresource.is_empty() && s.code() == tonic::Code::NotFound => {
-            let (object, warnings) = decode_body(call, t.info, put_body(t, &body)?)?;
-            let req = rpc::CreateRequest {
-                resource: resource(t.info),
-                namespace: t.namespace.clone(),
-                object: Some(object),
-                dry_run: dry_run(call),
-            };
-            let out = api.create(call.grpc(req)).await?.into_inner();
-            with_warnings(object_answer(201, t.info, out.object), &warnings)
+            create_object(api, call, t, put_body(t, &body)?).await
         }
         Err(s) => Err(s),
     }
