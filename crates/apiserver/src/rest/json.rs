@@ -28,6 +28,36 @@ pub const ZERO_VALUES: &[(&str, &str, ZeroValue)] = &[
     ("Pod", "status.initContainerStatuses[].ready", ZeroValue::False),
     ("Pod", "status.initContainerStatuses[].image", ZeroValue::Str),
     ("Pod", "status.initContainerStatuses[].imageID", ZeroValue::Str),
+    (
+        "Pod",
+        "status.containerStatuses[].state.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    (
+        "Pod",
+        "status.containerStatuses[].lastState.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    (
+        "Pod",
+        "status.initContainerStatuses[].state.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    (
+        "Pod",
+        "status.initContainerStatuses[].lastState.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    ("Node", "status.nodeInfo.machineID", ZeroValue::Str),
+    ("Node", "status.nodeInfo.systemUUID", ZeroValue::Str),
+    ("Node", "status.nodeInfo.bootID", ZeroValue::Str),
+    ("Node", "status.nodeInfo.kernelVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.osImage", ZeroValue::Str),
+    ("Node", "status.nodeInfo.containerRuntimeVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.kubeletVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.kubeProxyVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.operatingSystem", ZeroValue::Str),
+    ("Node", "status.nodeInfo.architecture", ZeroValue::Str),
     ("ReplicaSet", "status.replicas", ZeroValue::Int),
     (
         "HorizontalPodAutoscaler",
@@ -284,6 +314,16 @@ mod tests {
         let mut bare = json!({"metadata": {"name": "x"}});
         fill_zero_values("Pod", &mut bare);
         assert_eq!(bare, json!({"metadata": {"name": "x"}}));
+        let mut pod = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"reason": "Completed"}}}]}});
+        fill_zero_values("Pod", &mut pod);
+        assert_eq!(
+            pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            0
+        );
+        let mut node = json!({"status": {"nodeInfo": {"kubeletVersion": "v1"}}});
+        fill_zero_values("Node", &mut node);
+        assert_eq!(node["status"]["nodeInfo"]["bootID"], "");
+        assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1");
         let mut rs = json!({"status": {}});
         fill_zero_values("ReplicaSet", &mut rs);
         assert_eq!(rs["status"]["replicas"], 0);
