@@ -130,6 +130,15 @@ async fn version_health_and_discovery() {
         .unwrap()
         .iter()
         .any(|g| g["metadata"]["name"] == "apps"));
+    // impersonation is refused rather than ignored
+    let resp = s
+        .http
+        .get(format!("{}{CMS}", s.url))
+        .header("impersonate-user", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
     let (code, _) = s.get("/openapi/v3/apis/apps/v1").await;
     assert_eq!(code, 200);
     s.stop().await;

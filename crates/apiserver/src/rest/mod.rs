@@ -305,6 +305,21 @@ impl Rest {
                 return resp;
             }
         };
+        // acting as someone else must never silently act as the caller
+        if call
+            .parts
+            .headers
+            .keys()
+            .any(|h| h.as_str().starts_with("impersonate-"))
+        {
+            return status::error_response(
+                ApiError::bad_request(
+                    "impersonation (Impersonate-* headers, kubectl --as) is not supported by rkube's REST API yet; \
+                     `rkubectl auth can-i --as USER` answers access questions",
+                ),
+                None,
+            );
+        }
         let method = call.parts.method.clone();
         match route(call.parts.uri.path()) {
             Route::Health => text_response(200, "ok"),
