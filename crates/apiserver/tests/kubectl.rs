@@ -376,6 +376,20 @@ async fn kubectl_drives_a_secure_apiserver() {
         }
     }
 
+    // deletecollection is authorized as Kubernetes' own verb
+    let resp = anonymous
+        .delete(format!("{}/api/v1/namespaces/default/configmaps", c.url))
+        .bearer_auth("carol-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let status: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert!(
+        status["message"].as_str().unwrap().contains("deletecollection"),
+        "{status}"
+    );
+
     // REST writes are audited like gRPC ones
     let audit = std::fs::read_to_string(c.path("audit.log")).unwrap();
     assert!(

@@ -315,10 +315,15 @@ async fn delete(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answ
     object_answer(200, t.info, out.object)
 }
 
-/// Deletes every object the selectors match, one Delete each (so each is
-/// authorized, admitted and audited as a delete), and answers the list
-/// of what was deleted.
+/// Deletes every object the selectors match: authorized as
+/// `deletecollection`, then one Delete each (so each is also authorized,
+/// admitted and audited as a delete), answering the list of what was
+/// deleted.
 async fn delete_collection(api: &ApiService, call: &Call, t: &Target) -> Answer {
+    // Kubernetes' verb first, then each object as its own delete
+    let attrs =
+        crate::authz::Attributes::new("deletecollection", t.info.group, t.info.plural, &t.namespace, "");
+    api.admit(api.authenticate(&call.grpc(())), &attrs)?;
     let mut req = list_request(call, t)?;
     req.limit = 0;
     req.r#continue.clear();
