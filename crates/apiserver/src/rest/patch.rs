@@ -172,7 +172,9 @@ fn strategic_merge(kind: &str, path: &str, target: &mut Value, patch: &Value) {
         if is_directive(k) {
             continue;
         }
-        let t = target.as_object_mut().expect("made an object above");
+        let Some(t) = target.as_object_mut() else {
+            return;
+        };
         let child_path = join(path, k);
         match v {
             Value::Null => {
@@ -196,7 +198,9 @@ fn strategic_merge(kind: &str, path: &str, target: &mut Value, patch: &Value) {
             }
         }
     }
-    let t = target.as_object_mut().expect("made an object above");
+    let Some(t) = target.as_object_mut() else {
+        return;
+    };
     for (field, order) in orders {
         if let (Some(Value::Array(items)), Some(order)) = (t.get_mut(&field), order.as_array()) {
             let key = merge_key(kind, &join(path, &field));
