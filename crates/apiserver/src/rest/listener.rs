@@ -177,6 +177,9 @@ pub(crate) fn serve(
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)));
+        // with a timer, HTTP/1.1 headers must arrive within hyper's
+        // header read timeout (30 s): a slow client cannot hold a task
+        builder.http1().timer(TokioTimer::new());
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
