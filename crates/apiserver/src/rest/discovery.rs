@@ -15,14 +15,22 @@ pub const KUBERNETES_MINOR: &str = "32";
 
 /// Kinds with a `scale` subresource (an autoscaling/v1 Scale).
 pub fn has_scale(info: &ResourceInfo) -> bool {
-    info.group == "apps" && matches!(info.kind, "Deployment" | "ReplicaSet")
+    info.group == "apps" && matches!(info.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
 }
 
 /// Kinds `kubectl get all` shows (Kubernetes' `all` category).
 fn in_category_all(info: &ResourceInfo) -> bool {
     matches!(
         info.kind,
-        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "HorizontalPodAutoscaler"
+        "Pod"
+            | "Service"
+            | "Deployment"
+            | "ReplicaSet"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "Job"
+            | "CronJob"
+            | "HorizontalPodAutoscaler"
     )
 }
 

@@ -59,6 +59,11 @@ pub const ZERO_VALUES: &[(&str, &str, ZeroValue)] = &[
     ("Node", "status.nodeInfo.operatingSystem", ZeroValue::Str),
     ("Node", "status.nodeInfo.architecture", ZeroValue::Str),
     ("ReplicaSet", "status.replicas", ZeroValue::Int),
+    ("StatefulSet", "status.replicas", ZeroValue::Int),
+    ("DaemonSet", "status.currentNumberScheduled", ZeroValue::Int),
+    ("DaemonSet", "status.numberMisscheduled", ZeroValue::Int),
+    ("DaemonSet", "status.desiredNumberScheduled", ZeroValue::Int),
+    ("DaemonSet", "status.numberReady", ZeroValue::Int),
     (
         "HorizontalPodAutoscaler",
         "status.desiredReplicas",

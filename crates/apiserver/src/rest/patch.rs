@@ -63,6 +63,10 @@ const POD_SPEC_AT: &[(&str, &str)] = &[
     ("Pod", "spec"),
     ("Deployment", "spec.template.spec"),
     ("ReplicaSet", "spec.template.spec"),
+    ("DaemonSet", "spec.template.spec"),
+    ("StatefulSet", "spec.template.spec"),
+    ("Job", "spec.template.spec"),
+    ("CronJob", "spec.jobTemplate.spec.template.spec"),
 ];
 
 /// Merge keys inside a PodSpec (path relative to it; `[]` marks list items).
@@ -92,6 +96,9 @@ const KIND_KEYS: &[(&str, &str, &str)] = &[
     ("Node", "status.addresses", "type"),
     ("Deployment", "status.conditions", "type"),
     ("ReplicaSet", "status.conditions", "type"),
+    ("DaemonSet", "status.conditions", "type"),
+    ("StatefulSet", "status.conditions", "type"),
+    ("Job", "status.conditions", "type"),
     ("HorizontalPodAutoscaler", "status.conditions", "type"),
     ("Namespace", "status.conditions", "type"),
 ];
@@ -310,6 +317,10 @@ mod tests {
         assert_eq!(merge_key("Pod", "spec.containers[].ports"), Some("containerPort"));
         assert_eq!(merge_key("Service", "spec.ports"), Some("port"));
         assert_eq!(merge_key("Pod", "spec.tolerations"), None);
+        assert_eq!(
+            merge_key("CronJob", "spec.jobTemplate.spec.template.spec.containers"),
+            Some("name")
+        );
         assert_eq!(merge_key("ConfigMap", "metadata.ownerReferences"), Some("uid"));
     }
 
