@@ -232,14 +232,30 @@ up() {
 		--cert-dir "$PKI" --tls-san "$LAN_GATEWAY" --audit-log-path "$LOGS/audit.log"
 	wait_for 20 "the apiserver did not come up; see $LOGS/rkube-apiserver.log" ctl version
 	local api=https://$APISERVER_ADDR
-	# the administrator's client config, with absolute paths so it can be copied
-	{
-		echo "server: $api"
-		echo "namespace: default"
-		echo "certificateAuthority: $PKI/ca.crt"
-		echo "clientCertificate: $PKI/admin.crt"
-		echo "clientKey: $PKI/admin.key"
-	} >"$RKUBECONFIG.tmp"
+	# the administrator's credentials as a standard kubeconfig (rkubectl and
+	# kubectl both read it), with absolute paths so it can be copied
+	cat >"$RKUBECONFIG.tmp" <<-EOF
+		apiVersion: v1
+		kind: Config
+		clusters:
+		- name: rkube
+		  cluster:
+		    server: $api
+		    certificate-authority: $PKI/ca.crt
+		users:
+		- name: rkube-admin
+		  user:
+		    client-certificate: $PKI/admin.crt
+		    client-key: $PKI/admin.key
+		contexts:
+		- name: rkube
+		  context:
+		    cluster: rkube
+		    user: rkube-admin
+		    namespace: default
+		current-context: rkube
+		preferences: {}
+	EOF
 	chmod 600 "$RKUBECONFIG.tmp"
 	mv "$RKUBECONFIG.tmp" "$RKUBECONFIG"
 	start rkube-controller-manager "$BIN/rkube-controller-manager" --apiserver "$api" \
@@ -288,12 +304,14 @@ up() {
 	done
 
 	echo
-	echo "rkube is up with ${#names[@]} node(s). The client config is $RKUBECONFIG. Try:"
+	echo "rkube is up with ${#names[@]} node(s). The kubeconfig is $RKUBECONFIG. Try:"
 	echo "  export PATH=$PWD/$BIN:\$PATH"
 	echo "  rkubectl get nodes -o wide"
 	echo "  rkubectl apply -f deploy/examples/web.yaml"
 	echo "  rkubectl get deployments,pods,services -o wide"
 	echo "  curl \$(rkubectl service web --url | head -1)"
+	echo "Stock kubectl works too (the same port serves the Kubernetes REST API):"
+	echo "  KUBECONFIG=$RKUBECONFIG kubectl get pods"
 	echo "The image localhost:5000/rkube/busybox (tags latest and v2) is in the local registry."
 	echo "Logs are in $LOGS; 'make status' shows what runs, 'make down' stops it."
 }

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, value_name = "FIRST-LAST")]
     pub service_node_port_range: Option<String>,
     /// Where to serve /healthz, /livez, /readyz and /metrics over plain
-    /// HTTP (the API port speaks gRPC only); `off` turns it off.
+    /// HTTP (the API port serves /healthz too, behind TLS); `off` turns it off.
     /// Default: 127.0.0.1:6444.
     #[arg(long, value_name = "ADDR|off")]
     pub health_addr: Option<rkube_daemon::HealthAddr>,

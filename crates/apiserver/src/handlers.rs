@@ -444,18 +444,13 @@ fn deletable_now<K: Resource>(obj: &K) -> bool {
 
 pub async fn patch<K: Resource>(state: Arc<State>, req: rpc::PatchRequest) -> ApiResult<Any> {
     let info = K::info();
-    if !matches!(req.patch_type.as_str(), "" | "merge") {
-        return Err(ApiError::bad_request(format!(
-            "patch type {:?} is not supported; use \"merge\" (JSON merge patch, RFC 7386)",
-            req.patch_type
-        )));
-    }
     let status = match req.subresource.as_str() {
-        "" => false,
+        // the REST face turns a write to `scale` into a spec.replicas patch
+        "" | "scale" => false,
         "status" => true,
         other => {
             return Err(ApiError::bad_request(format!(
-                "subresource {other:?} cannot be patched; use \"\" or \"status\""
+                "subresource {other:?} cannot be patched; use \"\", \"status\" or \"scale\""
             )))
         }
     };
@@ -466,7 +461,7 @@ pub async fn patch<K: Resource>(state: Arc<State>, req: rpc::PatchRequest) -> Ap
         let kv = read(&state, &key, info, &req.name)?;
         let current: K = decode_stored(&kv)?;
         let mut doc = serde_json::to_value(&current).map_err(|e| ApiError::internal(e.to_string()))?;
-        merge_patch(&mut doc, &patch);
+        crate::rest::patch::apply(&req.patch_type, info.kind, &mut doc, &patch)?;
         let mut patched: K = serde_path_to_error_json::<K>(doc).map_err(|(path, msg)| {
             ApiError::invalid(
                 info,

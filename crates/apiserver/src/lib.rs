@@ -1,5 +1,6 @@
 //! rkube-apiserver: the only process that opens the object store. It
-//! serves one generic gRPC service over every kind, applies defaulting,
+//! serves one generic gRPC service over every kind, and the Kubernetes REST
+//! API as a face over the same handlers on the same port (`rest`), applies defaulting,
 //! validation and admission, stamps resourceVersions, and fans changes out
 //! to watchers. It must not run controllers or talk to nodes' containers:
 //! everything else is a client of this API.
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod limits;
 pub mod node;
 pub mod proxy;
+pub mod rest;
 pub mod service;
 
 use anyhow::Context;
@@ -56,7 +58,7 @@ pub struct State {
 pub struct RunningApiServer {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
     store: Arc<SledStore>,
     tls: bool,
 }
@@ -71,8 +73,8 @@ impl RunningApiServer {
     /// Stops serving, ends watches, finishes queued writes and flushes.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        let served = self.server.await.context("the gRPC server task failed")?;
-        served.context("the gRPC server failed")?;
+        let served = self.server.await.context("the server task failed")?;
+        served.context("the server failed")?;
         self.store.close().context("closing the store")?;
         Ok(())
     }
@@ -95,7 +97,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     }
     let security = &config.security;
     security.validate()?;
-    let tls = tls_config(security)?;
+    let tls = rest::listener::tls_config(security)?;
     if tls.is_none() {
         tracing::warn!("serving plain text without authentication (--insecure): anyone who reaches the port may do anything");
     }
@@ -168,22 +170,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let service = ApiServerServer::new(service::ApiService { state: state.clone() })
         .max_decoding_message_size(config.limits.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
-    let mut stop = shutdown_rx;
-    let mut builder = tonic::transport::Server::builder();
+    // one port for both faces: gRPC (tonic) and the Kubernetes REST API
     let tls_on = tls.is_some();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .context("the TLS settings (--tls-cert-file, --tls-private-key-file, --client-ca-file)")?;
-    }
-    let server = tokio::spawn(
-        builder
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .layer(limits::LimitsLayer::new(config.limits.clone(), state.clone()))
-            .add_service(service)
-            .serve_with_incoming_shutdown(rkube_daemon::nodelay_incoming(listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }),
+    let rest = Arc::new(rest::Rest::new(state.clone(), config.limits.max_request_bytes));
+    let server = rest::listener::serve(
+        listener,
+        tls,
+        tonic::service::Routes::new(service),
+        rest,
+        limits::LimitsLayer::new(config.limits.clone(), state.clone()),
+        shutdown_rx,
     );
     tracing::info!(
         %addr,
@@ -208,28 +204,6 @@ fn state_authn_enabled(security: &SecurityConfig) -> bool {
     security.client_ca_file.is_some()
         || security.token_auth_file.is_some()
         || security.cluster_signing_cert_file.is_some()
-}
-
-/// The rustls server settings from the TLS flags, or None for plain text.
-/// Client certificates are optional at the TLS layer (token users present
-/// none); the authenticator refuses a request that has no credentials.
-fn tls_config(security: &SecurityConfig) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let (Some(cert), Some(key)) = (&security.tls_cert_file, &security.tls_private_key_file) else {
-        return Ok(None);
-    };
-    let read = |flag: &str, p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("cannot read {flag} {}", p.display()))
-    };
-    let cert_pem = read("--tls-cert-file", cert)?;
-    let key_pem = read("--tls-private-key-file", key)?;
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
-    if let Some(ca) = &security.client_ca_file {
-        tls = tls
-            .client_ca_root(Certificate::from_pem(read("--client-ca-file", ca)?))
-            .client_auth_optional(true);
-    }
-    Ok(Some(tls))
 }
 
 /// Runs until `shutdown` resolves: what `main` calls.

@@ -186,10 +186,20 @@ enum Kind {
     Request,
 }
 
-fn kind(path: &str) -> Kind {
+fn kind(uri: &http::Uri) -> Kind {
+    let path = uri.path();
+    // REST: `?watch=true` or `/watch/` in the path; log, exec, attach and
+    // port-forward subresources stream
+    let rest_watch = path.contains("/watch/")
+        || uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    if rest_watch {
+        return Kind::Watch;
+    }
     match path.rsplit('/').next() {
         Some("Watch") => Kind::Watch,
-        Some("Logs" | "Exec") => Kind::Stream,
+        Some("Logs" | "Exec" | "log" | "exec" | "attach" | "portforward") => Kind::Stream,
         _ => Kind::Request,
     }
 }
@@ -273,7 +283,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limits = self.limits.clone();
-        let kind = kind(req.uri().path());
+        let kind = kind(req.uri());
         let user = match kind {
             Kind::Stream => String::new(),
             _ => limits.user(&req),
@@ -424,8 +434,16 @@ mod tests {
 
     #[test]
     fn long_running_calls_are_told_apart() {
+        let kind = |u: &str| kind(&u.parse().unwrap());
         assert!(matches!(kind("/rkube.api.v1.ApiServer/Watch"), Kind::Watch));
         assert!(matches!(kind("/rkube.api.v1.ApiServer/Exec"), Kind::Stream));
         assert!(matches!(kind("/rkube.api.v1.ApiServer/Create"), Kind::Request));
+        assert!(matches!(
+            kind("/api/v1/pods?watch=true&resourceVersion=5"),
+            Kind::Watch
+        ));
+        assert!(matches!(kind("/api/v1/watch/namespaces/a/pods"), Kind::Watch));
+        assert!(matches!(kind("/api/v1/pods?watch=false"), Kind::Request));
+        assert!(matches!(kind("/api/v1/namespaces/a/pods/p/log"), Kind::Stream));
     }
 }

@@ -92,13 +92,17 @@ fn write_namespace(request: &str, object: &str) -> String {
 
 impl ApiService {
     /// Authenticates the caller of `req` (before anything else is looked at).
-    fn authenticate<T>(&self, req: &Request<T>) -> Result<UserInfo, Status> {
+    pub(crate) fn authenticate<T>(&self, req: &Request<T>) -> Result<UserInfo, Status> {
         self.state.authn.authenticate(req)
     }
 
     /// Authorizes `attrs` for the caller; a refusal (401 or 403) of a
     /// mutating request is audited.
-    fn admit(&self, user: Result<UserInfo, Status>, attrs: &Attributes) -> Result<UserInfo, Status> {
+    pub(crate) fn admit(
+        &self,
+        user: Result<UserInfo, Status>,
+        attrs: &Attributes,
+    ) -> Result<UserInfo, Status> {
         let result = user.and_then(|u| match self.state.authz.authorize(&u, attrs) {
             Ok(()) => Ok(u),
             Err(e) => {

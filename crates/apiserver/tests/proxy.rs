@@ -271,3 +271,37 @@ async fn metrics_gather_every_node_and_report_the_silent_ones() {
     assert_eq!(resp.errors.len(), 1, "{:?}", resp.errors);
     assert!(resp.errors[0].starts_with("node c:"), "{:?}", resp.errors);
 }
+
+#[tokio::test]
+async fn rest_pods_log_streams_the_kubelets_text() {
+    let mut h = Harness::start().await;
+    let port = fake_kubelet("n1").await;
+    register(&mut h, &node("n1", port as i32)).await;
+    bound_pod(&mut h, "p", "n1").await;
+    let url = h.server.as_ref().unwrap().url();
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!(
+            "{url}/api/v1/namespaces/default/pods/p/log?container=c&tailLines=1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "line2\n");
+    let resp = http
+        .get(format!("{url}/api/v1/namespaces/default/pods/p/log?container=c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "p c line1\nline2\n");
+    // a pod that is not there: a Status, before any text
+    let resp = http
+        .get(format!("{url}/api/v1/namespaces/default/pods/nope/log"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let status: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(status["reason"], "NotFound");
+}

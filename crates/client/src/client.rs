@@ -67,7 +67,11 @@ fn tls_config(config: &ClientConfig) -> Result<Option<tonic::transport::ClientTl
         msg,
     };
     if !config.server.starts_with("https://") {
-        if config.client_certificate.is_some() || config.certificate_authority.is_some() {
+        if config.client_certificate.is_some()
+            || config.certificate_authority.is_some()
+            || config.client_certificate_data.is_some()
+            || config.certificate_authority_data.is_some()
+        {
             return Err(err(
                 "server",
                 format!(
@@ -78,7 +82,21 @@ fn tls_config(config: &ClientConfig) -> Result<Option<tonic::transport::ClientTl
         }
         return Ok(None);
     }
-    let ca = config.certificate_authority.as_deref().ok_or_else(|| {
+    // inline PEM (a kubeconfig's `*-data`) wins over a file
+    let pem =
+        |field: &str, data: &Option<Vec<u8>>, file: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>> {
+            match (data, file) {
+                (Some(d), _) => Ok(Some(d.clone())),
+                (None, Some(p)) => read(field, p).map(Some),
+                (None, None) => Ok(None),
+            }
+        };
+    let ca = pem(
+        "certificateAuthority",
+        &config.certificate_authority_data,
+        &config.certificate_authority,
+    )?
+    .ok_or_else(|| {
         err(
             "certificateAuthority",
             format!(
@@ -87,14 +105,16 @@ fn tls_config(config: &ClientConfig) -> Result<Option<tonic::transport::ClientTl
             ),
         )
     })?;
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("certificateAuthority", ca)?));
-    match (&config.client_certificate, &config.client_key) {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    let cert = pem(
+        "clientCertificate",
+        &config.client_certificate_data,
+        &config.client_certificate,
+    )?;
+    let key = pem("clientKey", &config.client_key_data, &config.client_key)?;
+    match (cert, key) {
         (Some(cert), Some(key)) => {
-            tls = tls.identity(Identity::from_pem(
-                read("clientCertificate", cert)?,
-                read("clientKey", key)?,
-            ));
+            tls = tls.identity(Identity::from_pem(cert, key));
         }
         (None, None) => {}
         _ => {

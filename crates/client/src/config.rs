@@ -45,6 +45,14 @@ pub struct ClientConfig {
     /// Key of `clientCertificate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<PathBuf>,
+    /// PEM given inline by a kubeconfig (`*-data`), used instead of the
+    /// files above.
+    #[serde(skip)]
+    pub certificate_authority_data: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub client_certificate_data: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub client_key_data: Option<Vec<u8>>,
 }
 
 fn default_server() -> String {
@@ -64,6 +72,9 @@ impl Default for ClientConfig {
             certificate_authority: None,
             client_certificate: None,
             client_key: None,
+            certificate_authority_data: None,
+            client_certificate_data: None,
+            client_key_data: None,
         }
     }
 }
@@ -96,10 +107,17 @@ impl ClientConfig {
         Ok(config)
     }
 
-    /// `$RKUBECONFIG`, else `~/.rkube/config`.
+    /// `$RKUBECONFIG`, else the first file of `$KUBECONFIG`, else
+    /// `~/.rkube/config`.
     pub fn default_path() -> Result<PathBuf> {
         if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
             return Ok(PathBuf::from(p));
+        }
+        if let Some(p) = std::env::var(crate::kubeconfig::KUBECONFIG_ENV)
+            .ok()
+            .and_then(|v| v.split(':').find(|p| !p.is_empty()).map(PathBuf::from))
+        {
+            return Ok(p);
         }
         match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
             Some(home) => Ok(PathBuf::from(home).join(".rkube").join("config")),
@@ -122,12 +140,28 @@ impl ClientConfig {
         Self::load(&path)
     }
 
-    /// Reads and validates a config file.
+    /// Reads and validates a config file: rkube's format, or a standard
+    /// kubeconfig (its current-context).
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_context(path, None)
+    }
+
+    /// As [`ClientConfig::load`], with `context` chosen in a kubeconfig
+    /// instead of its current-context.
+    pub fn load_context(path: &Path, context: Option<&str>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
             path: path.to_path_buf(),
             msg: format!("cannot read the client config: {e}"),
         })?;
+        if crate::kubeconfig::is_kubeconfig(&text) {
+            return crate::kubeconfig::Kubeconfig::parse(&text, path)?.client_config(context, path);
+        }
+        if let Some(context) = context.filter(|c| !c.is_empty()) {
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                msg: format!("context {context:?} asked for, but this is an rkube client config, not a kubeconfig with contexts"),
+            });
+        }
         let mut config = Self::parse(&text, path)?;
         // As in a kubeconfig, relative file names are relative to the file.
         if let Some(dir) = path.parent() {
@@ -197,17 +231,26 @@ impl ClientConfig {
         };
         self.validate().map_err(err)?;
         let text = serde_yaml::to_string(self).map_err(|e| err(format!("cannot encode: {e}")))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        write_private(&tmp, text.as_bytes())
-            .map_err(|e| err(format!("cannot write {}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot replace the file: {e}")))?;
-        Ok(())
+        write_config_file(path, text.as_bytes())
     }
+}
+
+/// Writes a config file atomically (a crash leaves the old file or the
+/// new one), readable by the owner only.
+pub(crate) fn write_config_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |msg: String| Error::Config {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    write_private(&tmp, bytes).map_err(|e| err(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot replace the file: {e}")))?;
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod kubeconfig;
 pub mod leader;
 pub mod list_watch;
 pub mod params;

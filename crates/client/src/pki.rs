@@ -275,7 +275,8 @@ pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
             ..ClientConfig::default()
         };
         let conf = dir.join(format!("{stem}.conf"));
-        config
+        // a standard kubeconfig: rkube's programs and kubectl both read it
+        crate::kubeconfig::Kubeconfig::single("rkube", &config)
             .save(&conf)
             .map_err(|e| PkiError(format!("writing the client config: {e}")))?;
         written.extend([crt_path, key_path, conf]);

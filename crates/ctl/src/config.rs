@@ -1,7 +1,8 @@
-//! Which client config file to read: `--config`, else `RKUBECONFIG`
-//! (clap reads it into the same flag), else `~/.rkube/config`. The format
-//! (`server`, `namespace`) is rkube-client's `ClientConfig`, shared with
-//! every other program.
+//! Which client config file to read: `--config` (or `--kubeconfig`), else
+//! `RKUBECONFIG` (clap reads it into the same flag), else the first file of
+//! `KUBECONFIG`, else `~/.rkube/config`. The file is rkube-client's
+//! `ClientConfig` format or a standard kubeconfig (`--context` picks the
+//! context), shared with every other program.
 
 use crate::error::CtlError;
 use rkube_client::ClientConfig;
@@ -10,11 +11,11 @@ use std::path::Path;
 /// Reads the config. A file named explicitly must exist; the default one
 /// is optional, so rkubectl works out of the box against a local
 /// apiserver.
-pub fn load(explicit: Option<&Path>) -> Result<ClientConfig, CtlError> {
+pub fn load(explicit: Option<&Path>, context: Option<&str>) -> Result<ClientConfig, CtlError> {
     let result = match explicit {
-        Some(path) => ClientConfig::load(path),
+        Some(path) => ClientConfig::load_context(path, context),
         None => match ClientConfig::default_path() {
-            Ok(path) if path.exists() => ClientConfig::load(&path),
+            Ok(path) if path.exists() => ClientConfig::load_context(&path, context),
             // no HOME or no file: a local apiserver, the default namespace
             _ => Ok(ClientConfig::default()),
         },
@@ -39,7 +40,7 @@ mod tests {
 
     #[test]
     fn missing_explicit_file_is_an_error_naming_it() {
-        let err = load(Some(Path::new("/nonexistent/rkube.conf"))).unwrap_err();
+        let err = load(Some(Path::new("/nonexistent/rkube.conf")), None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/rkube.conf"), "{err}");
     }
 
@@ -48,10 +49,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config");
         std::fs::write(&path, "sever: x\n").unwrap();
-        let err = load(Some(&path)).unwrap_err();
+        let err = load(Some(&path), None).unwrap_err();
         assert!(err.to_string().contains("unknown field `sever`"), "{err}");
         std::fs::write(&path, "server: http://10.0.0.1:6443\nnamespace: prod\n").unwrap();
-        let c = load(Some(&path)).unwrap();
+        let c = load(Some(&path), None).unwrap();
         assert_eq!(
             (c.server.as_str(), c.namespace.as_str()),
             ("http://10.0.0.1:6443", "prod")

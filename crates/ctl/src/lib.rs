@@ -39,8 +39,13 @@ pub struct Cli {
     #[arg(short = 's', long, global = true, env = "RKUBE_SERVER")]
     pub server: Option<String>,
     /// The client config file (default ~/.rkube/config).
+    /// The file is rkube's client config or a standard kubeconfig;
+    /// without the flag, `$KUBECONFIG` is read too.
     #[arg(long, global = true, env = "RKUBECONFIG", alias = "kubeconfig")]
     pub config: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
     /// The namespace to work in (default: the config file's `namespace`,
     /// else `default`).
     #[arg(short = 'n', long, global = true)]
@@ -100,12 +105,15 @@ pub enum Command {
     Auth(cmd::auth::AuthArgs),
     /// Bootstrap tokens for new nodes (`token create [--ttl 24h]`).
     Token(cmd::token::TokenArgs),
+    /// Show or switch the kubeconfig's contexts (`config view|get-contexts|
+    /// current-context|use-context NAME`).
+    Config(cmd::kubeconfig::ConfigArgs),
 }
 
 impl Cli {
     /// Resolves flags, environment and config file into a context.
     pub fn context(&self) -> Result<Context, CtlError> {
-        let file = config::load(self.config.as_deref())?;
+        let file = config::load(self.config.as_deref(), self.context.as_deref())?;
         let server = self
             .server
             .clone()
@@ -134,6 +142,12 @@ impl Cli {
 
 /// Runs one command line, writing results to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
+    // the file itself, even when its current context is not usable
+    if let Command::Config(a) = &cli.command {
+        let result = cmd::kubeconfig::run(cli.config.as_deref(), a, out);
+        out.flush()?;
+        return result;
+    }
     let ctx = cli.context()?;
     let result = match &cli.command {
         Command::Apply(a) => cmd::apply::run(&ctx, a, out).await,
@@ -159,6 +173,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Certs(a) => cmd::certs::run(a, out).await,
         Command::Auth(a) => cmd::auth::run(&ctx, a, out).await,
         Command::Token(a) => cmd::token::run(&ctx, a, out).await,
+        Command::Config(a) => cmd::kubeconfig::run(cli.config.as_deref(), a, out),
     };
     out.flush()?;
     result

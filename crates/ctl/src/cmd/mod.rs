@@ -14,6 +14,7 @@ pub mod describe;
 pub mod drain;
 pub mod exec;
 pub mod get;
+pub mod kubeconfig;
 pub mod label;
 pub mod logs;
 pub mod rollout;

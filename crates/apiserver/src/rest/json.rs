@@ -1,0 +1,397 @@
+//! Objects between their wire form (`Any`, what the handlers speak) and
+//! Kubernetes JSON, through the api crate's pbjson mapping. Two things are
+//! added here because clients rely on them and proto3 JSON drops them:
+//! the zero values Kubernetes always writes (see [`ZERO_VALUES`]), and
+//! tolerance for what clients send back unchanged (`null`s such as
+//! `creationTimestamp: null`, and `managedFields`, which rkube does not keep).
+
+use crate::error::ApiError;
+use prost_types::Any;
+use rkube_api::{from_any, to_any, visit_kind, KindVisitor, Resource, ResourceInfo};
+use serde_json::{json, Value};
+
+/// Fields Kubernetes writes even when zero (no `omitempty` in its types),
+/// which clients validate as required (the Python client's models refuse
+/// a ContainerStatus without `restartCount`): (kind or `*`, path, value).
+/// `[]` in a path means every element of that list; a value is added only
+/// where its parent object exists.
+pub const ZERO_VALUES: &[(&str, &str, ZeroValue)] = &[
+    ("Pod", "status.containerStatuses[].restartCount", ZeroValue::Int),
+    ("Pod", "status.containerStatuses[].ready", ZeroValue::False),
+    ("Pod", "status.containerStatuses[].image", ZeroValue::Str),
+    ("Pod", "status.containerStatuses[].imageID", ZeroValue::Str),
+    (
+        "Pod",
+        "status.initContainerStatuses[].restartCount",
+        ZeroValue::Int,
+    ),
+    ("Pod", "status.initContainerStatuses[].ready", ZeroValue::False),
+    ("Pod", "status.initContainerStatuses[].image", ZeroValue::Str),
+    ("Pod", "status.initContainerStatuses[].imageID", ZeroValue::Str),
+    (
+        "Pod",
+        "status.containerStatuses[].state.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    (
+        "Pod",
+        "status.containerStatuses[].lastState.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    (
+        "Pod",
+        "status.initContainerStatuses[].state.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    (
+        "Pod",
+        "status.initContainerStatuses[].lastState.terminated.exitCode",
+        ZeroValue::Int,
+    ),
+    ("Node", "status.nodeInfo.machineID", ZeroValue::Str),
+    ("Node", "status.nodeInfo.systemUUID", ZeroValue::Str),
+    ("Node", "status.nodeInfo.bootID", ZeroValue::Str),
+    ("Node", "status.nodeInfo.kernelVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.osImage", ZeroValue::Str),
+    ("Node", "status.nodeInfo.containerRuntimeVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.kubeletVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.kubeProxyVersion", ZeroValue::Str),
+    ("Node", "status.nodeInfo.operatingSystem", ZeroValue::Str),
+    ("Node", "status.nodeInfo.architecture", ZeroValue::Str),
+    ("ReplicaSet", "status.replicas", ZeroValue::Int),
+    ("StatefulSet", "status.replicas", ZeroValue::Int),
+    ("DaemonSet", "status.currentNumberScheduled", ZeroValue::Int),
+    ("DaemonSet", "status.numberMisscheduled", ZeroValue::Int),
+    ("DaemonSet", "status.desiredNumberScheduled", ZeroValue::Int),
+    ("DaemonSet", "status.numberReady", ZeroValue::Int),
+    (
+        "HorizontalPodAutoscaler",
+        "status.desiredReplicas",
+        ZeroValue::Int,
+    ),
+    (
+        "*",
+        "spec.template.spec.containers[].ports[].containerPort",
+        ZeroValue::Int,
+    ),
+    ("Pod", "spec.containers[].ports[].containerPort", ZeroValue::Int),
+    ("Service", "spec.ports[].port", ZeroValue::Int),
+    ("Endpoints", "subsets[].ports[].port", ZeroValue::Int),
+];
+
+#[derive(Debug, Clone, Copy)]
+pub enum ZeroValue {
+    Int,
+    False,
+    Str,
+}
+
+impl ZeroValue {
+    fn value(self) -> Value {
+        match self {
+            ZeroValue::Int => json!(0),
+            ZeroValue::False => json!(false),
+            ZeroValue::Str => json!(""),
+        }
+    }
+}
+
+/// Adds the zero values of [`ZERO_VALUES`] that `obj` (of `kind`) lacks.
+pub fn fill_zero_values(kind: &str, obj: &mut Value) {
+    for (k, path, zero) in ZERO_VALUES {
+        if *k == "*" || *k == kind {
+            let parts: Vec<&str> = path.split('.').collect();
+            fill(obj, &parts, *zero);
+        }
+    }
+}
+
+fn fill(v: &mut Value, path: &[&str], zero: ZeroValue) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(map) = v.as_object_mut() else {
+        return;
+    };
+    if let Some(list) = first.strip_suffix("[]") {
+        if let Some(Value::Array(items)) = map.get_mut(list) {
+            for item in items {
+                fill(item, rest, zero);
+            }
+        }
+    } else if rest.is_empty() {
+        map.entry(first.to_string()).or_insert_with(|| zero.value());
+    } else if let Some(child) = map.get_mut(*first) {
+        fill(child, rest, zero);
+    }
+}
+
+/// The Kubernetes JSON of a wire object, with apiVersion, kind and the
+/// zero values Kubernetes writes.
+pub fn to_json(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
+    struct Json<'a>(&'a Any);
+    impl KindVisitor for Json<'_> {
+        type Output = Result<Value, ApiError>;
+        fn visit<K: Resource>(self) -> Self::Output {
+            let mut k: K = from_any(self.0).map_err(|e| ApiError::internal(e.to_string()))?;
+            k.set_type_meta();
+            serde_json::to_value(&k).map_err(|e| ApiError::internal(e.to_string()))
+        }
+    }
+    let mut v = visit_kind(info, Json(any))?;
+    fill_zero_values(info.kind, &mut v);
+    Ok(v)
+}
+
+/// Removes what clients send but rkube does not keep: `null` means
+/// "absent" in Kubernetes JSON, and `metadata.managedFields` is server-side
+/// apply's bookkeeping, which rkube does not do.
+pub fn normalize_incoming(v: &mut Value) {
+    fn strip_nulls(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip_nulls);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+            _ => {}
+        }
+    }
+    strip_nulls(v);
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+        meta.remove("selfLink");
+    }
+}
+
+/// `fieldValidation`: what to do with fields rkube does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Refuse the object (BadRequest naming the field).
+    Strict,
+    /// Drop the field and say so in a `Warning` header (Kubernetes'
+    /// default when the parameter is absent).
+    Warn,
+    /// Drop the field silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    pub fn parse(param: &str) -> Result<FieldValidation, ApiError> {
+        match param {
+            "Strict" => Ok(FieldValidation::Strict),
+            "" | "Warn" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation {other:?} is not one of Strict, Warn, Ignore"
+            ))),
+        }
+    }
+}
+
+/// A client's object (a request body) as the wire form of `info`'s kind,
+/// with the warnings to send back. A body of another kind is a BadRequest;
+/// unknown fields are refused, dropped with a warning, or dropped, as
+/// `validation` says.
+pub fn from_json(
+    info: &'static ResourceInfo,
+    mut v: Value,
+    validation: FieldValidation,
+) -> Result<(Any, Vec<String>), ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the body must be a JSON object ({} {})",
+            info.api_version(),
+            info.kind
+        )));
+    }
+    normalize_incoming(&mut v);
+    let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+    if (!kind.is_empty() && kind != info.kind)
+        || (!api_version.is_empty() && api_version != info.api_version())
+    {
+        return Err(ApiError::bad_request(format!(
+            "the body is a {kind} of apiVersion {api_version}, but this URL serves {} of apiVersion {}",
+            info.kind,
+            info.api_version()
+        )));
+    }
+    /// A decoding failure: the field path and serde's message.
+    struct Decode<'a>(&'a Value);
+    impl KindVisitor for Decode<'_> {
+        type Output = Result<Any, (String, String)>;
+        fn visit<K: Resource>(self) -> Self::Output {
+            serde_path_to_error::deserialize::<_, K>(self.0)
+                .map(|k| to_any(&k))
+                .map_err(|e| (e.path().to_string(), e.inner().to_string()))
+        }
+    }
+    let mut warnings = Vec::new();
+    loop {
+        let (path, message) = match visit_kind(info, Decode(&v)) {
+            Ok(any) => return Ok((any, warnings)),
+            Err(e) => e,
+        };
+        let field = if path == "." {
+            info.kind.to_string()
+        } else {
+            format!("{}.{path}", info.kind)
+        };
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next());
+        match unknown {
+            // each pass removes one field, so this ends
+            Some(name) if validation != FieldValidation::Strict && remove_field(&mut v, &path, name) => {
+                if validation == FieldValidation::Warn {
+                    warnings.push(format!("unknown field {:?}", unknown_path(&path, name)));
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {field}: {message}"
+                )))
+            }
+        }
+    }
+}
+
+/// The segments of a serde path (`spec.containers[0].image`).
+fn segments(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        if let Some(name) = pieces.next().filter(|n| !n.is_empty()) {
+            out.push(name.to_string());
+        }
+        out.extend(pieces.map(|i| i.trim_end_matches(']').to_string()));
+    }
+    out
+}
+
+/// `path` as kubectl names fields (`spec.containers[0].foo`), ending in `name`.
+fn unknown_path(path: &str, name: &str) -> String {
+    if path == "." || path.is_empty() {
+        name.to_string()
+    } else if path == name || path.ends_with(&format!(".{name}")) {
+        path.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// Removes field `name` of the object at `path` (serde's path may end at
+/// the field or at its parent); false if it is not there.
+fn remove_field(v: &mut Value, path: &str, name: &str) -> bool {
+    let mut segs = segments(if path == "." { "" } else { path });
+    if segs.last().map(String::as_str) == Some(name) {
+        segs.pop();
+    }
+    let mut at = v;
+    for s in &segs {
+        let next = match at {
+            Value::Object(m) => m.get_mut(s),
+            Value::Array(items) => s.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    at.as_object_mut().is_some_and(|m| m.remove(name).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rkube_api::core::v1::Pod;
+
+    #[test]
+    fn zero_values_are_filled_where_the_parent_exists() {
+        let mut pod =
+            json!({"status": {"containerStatuses": [{"name": "a"}, {"name": "b", "restartCount": 3}]}});
+        fill_zero_values("Pod", &mut pod);
+        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+        assert_eq!(pod["status"]["containerStatuses"][0]["ready"], false);
+        assert_eq!(pod["status"]["containerStatuses"][1]["restartCount"], 3);
+        let mut bare = json!({"metadata": {"name": "x"}});
+        fill_zero_values("Pod", &mut bare);
+        assert_eq!(bare, json!({"metadata": {"name": "x"}}));
+        let mut pod = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"reason": "Completed"}}}]}});
+        fill_zero_values("Pod", &mut pod);
+        assert_eq!(
+            pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            0
+        );
+        let mut node = json!({"status": {"nodeInfo": {"kubeletVersion": "v1"}}});
+        fill_zero_values("Node", &mut node);
+        assert_eq!(node["status"]["nodeInfo"]["bootID"], "");
+        assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1");
+        let mut rs = json!({"status": {}});
+        fill_zero_values("ReplicaSet", &mut rs);
+        assert_eq!(rs["status"]["replicas"], 0);
+    }
+
+    #[test]
+    fn client_bodies_with_nulls_and_managed_fields_decode() {
+        let body = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "creationTimestamp": null, "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            "status": {}
+        });
+        let (any, warnings) = from_json(Pod::info(), body, FieldValidation::Strict).unwrap();
+        assert!(warnings.is_empty());
+        let back = to_json(Pod::info(), &any).unwrap();
+        assert_eq!(back["metadata"]["name"], "p");
+        assert_eq!(back["kind"], "Pod");
+        assert_eq!(back["apiVersion"], "v1");
+    }
+
+    #[test]
+    fn wrong_kinds_and_unknown_fields_name_what_is_wrong() {
+        let strict = FieldValidation::Strict;
+        let err = from_json(
+            Pod::info(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment"}),
+            strict,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, "BadRequest");
+        assert!(err.message.contains("Deployment"), "{}", err.message);
+        let err = from_json(
+            Pod::info(),
+            json!({"kind": "Pod", "spec": {"containerz": []}}),
+            strict,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("Pod.spec"), "{}", err.message);
+        assert!(err.message.contains("containerz"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_with_warnings_unless_strict() {
+        let body = json!({"kind": "Pod", "metadata": {"name": "p", "nickname": "x"},
+                          "spec": {"containers": [{"name": "c", "image": "i", "colour": "red"}], "shiny": true}});
+        let (any, warnings) = from_json(Pod::info(), body.clone(), FieldValidation::Warn).unwrap();
+        assert_eq!(
+            warnings,
+            [
+                "unknown field \"metadata.nickname\"",
+                "unknown field \"spec.containers[0].colour\"",
+                "unknown field \"spec.shiny\""
+            ]
+            .map(String::from)
+            .to_vec()
+        );
+        let back = to_json(Pod::info(), &any).unwrap();
+        assert_eq!(back["spec"]["containers"][0]["image"], "i");
+        let (_, none) = from_json(Pod::info(), body.clone(), FieldValidation::Ignore).unwrap();
+        assert!(none.is_empty());
+        assert!(from_json(Pod::info(), body, FieldValidation::Strict).is_err());
+        assert_eq!(FieldValidation::parse("").unwrap(), FieldValidation::Warn);
+        assert!(FieldValidation::parse("Lenient").is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! The real kubectl (`/usr/bin/kubectl`, the machine's version dispatcher,
+//! which runs the kubectl matching the server's reported 1.32) against a
+//! secure apiserver: TLS with client certificates from a PKI written by
+//! `rkubectl certs generate`, RBAC and an audit log, through a standard
+//! kubeconfig. Everything kubectl does here goes over the REST face.
+
+use rkube_client::kubeconfig::Kubeconfig;
+use rkube_client::ClientConfig;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+struct Cluster {
+    server: Option<rkube_apiserver::RunningApiServer>,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+/// A secure apiserver, and kubeconfigs for the administrator
+/// (`admin.kubeconfig`) and a node (`node.kubeconfig`, a user RBAC
+/// allows little), pointing at it.
+async fn start_cluster() -> Cluster {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "{KUBECTL} is missing: these tests drive the real kubectl (see NOTES-platform.md)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    rkube_ctl::cmd::certs::generate(&rkube_ctl::cmd::certs::GenerateArgs {
+        dir: pki.clone(),
+        apiserver_sans: vec![],
+        nodes: vec!["n1".into()],
+        apiserver_url: "https://127.0.0.1:6443".into(),
+        validity_days: 1,
+    })
+    .unwrap();
+    // a static token for a user RBAC grants nothing
+    std::fs::write(dir.path().join("tokens.csv"), "carol-token,carol,1003\n").unwrap();
+    let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
+    config.security = rkube_apiserver::SecurityConfig {
+        tls_cert_file: Some(pki.join("apiserver.crt")),
+        tls_private_key_file: Some(pki.join("apiserver.key")),
+        client_ca_file: Some(pki.join("ca.crt")),
+        authorization_mode: rkube_apiserver::authz::Mode::Rbac,
+        audit_log_path: Some(dir.path().join("audit.log")),
+        token_auth_file: Some(dir.path().join("tokens.csv")),
+        ..Default::default()
+    };
+    let server = rkube_apiserver::start(config).await.unwrap();
+    let url = server.url();
+    for (stem, file) in [("admin", "admin.kubeconfig"), ("node-n1", "node.kubeconfig")] {
+        // the generated config is a kubeconfig: read it, point it here
+        let generated = pki.join(format!("{stem}.conf"));
+        assert!(
+            std::fs::read_to_string(&generated)
+                .unwrap()
+                .contains("kind: Config"),
+            "certs generate writes kubeconfigs"
+        );
+        let mut c = ClientConfig::load(&generated).unwrap();
+        c.server = url.clone();
+        Kubeconfig::single("rkube", &c)
+            .save(&dir.path().join(file))
+            .unwrap();
+    }
+    Cluster {
+        server: Some(server),
+        dir,
+        url,
+    }
+}
+
+impl Cluster {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, kubeconfig: &str, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(KUBECTL);
+        cmd.arg("--kubeconfig")
+            .arg(self.path(kubeconfig))
+            .arg("--cache-dir")
+            .arg(self.path("kubectl-cache"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// `kubectl ARGS` as `kubeconfig`'s user: success, stdout, stderr.
+    async fn run_as(&self, kubeconfig: &str, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            self.command(kubeconfig, args).output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("kubectl {args:?} took over 60s"))
+        .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `kubectl ARGS` as the administrator, which must succeed: stdout.
+    async fn kubectl(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run_as("admin.kubeconfig", args).await;
+        assert!(ok, "kubectl {args:?} failed:\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all).await).unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.server.take().unwrap().stop().await.unwrap();
+    }
+}
+
+/// The README's example (a Deployment with probes, resources and named
+/// ports, and a NodePort Service) and a ConfigMap.
+fn app() -> String {
+    format!(
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  greeting: hello\n",
+        include_str!("../../../deploy/examples/web.yaml")
+    )
+}
+
+const IMAGE: &str = "localhost:5000/rkube/busybox:latest";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drives_a_secure_apiserver() {
+    let c = start_cluster().await;
+    assert!(c.url.starts_with("https://"), "{}", c.url);
+
+    let version = c.json(&["version"]).await;
+    assert_eq!(version["serverVersion"]["minor"], "32", "{version}");
+
+    let resources = c.kubectl(&["api-resources"]).await;
+    let deployments = resources
+        .lines()
+        .find(|l| l.starts_with("deployments "))
+        .unwrap_or_else(|| panic!("{resources}"));
+    assert!(
+        deployments.contains("deploy") && deployments.contains("apps/v1"),
+        "{deployments}"
+    );
+
+    let ns = c.kubectl(&["get", "ns"]).await;
+    assert!(ns.contains("default") && ns.contains("kube-system"), "{ns}");
+
+    // apply validates without --validate=false (the server does it)
+    std::fs::write(c.path("app.yaml"), app()).unwrap();
+    let app_file = c.path("app.yaml");
+    let app_file = app_file.to_str().unwrap();
+    let applied = c.kubectl(&["apply", "-f", app_file]).await;
+    for line in [
+        "configmap/web-config created",
+        "deployment.apps/web created",
+        "service/web created",
+    ] {
+        assert!(applied.contains(line), "{applied}");
+    }
+    let deploy = c.json(&["get", "deployment", "web"]).await;
+    assert_eq!(
+        (deploy["kind"].as_str(), deploy["spec"]["replicas"].as_i64()),
+        (Some("Deployment"), Some(3))
+    );
+    let yaml = c.kubectl(&["get", "configmap", "web-config", "-o", "yaml"]).await;
+    assert!(
+        yaml.contains("greeting: hello") && yaml.contains("kind: ConfigMap"),
+        "{yaml}"
+    );
+    let image = c
+        .kubectl(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .await;
+    assert_eq!(image, IMAGE);
+    let svc = c.json(&["get", "svc", "web"]).await;
+    assert!(
+        svc["spec"]["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty()),
+        "{svc}"
+    );
+
+    // a second apply of a changed file: a strategic merge patch
+    let changed = app()
+        .replace("replicas: 3", "replicas: 4")
+        .replace(IMAGE, "busybox:v2");
+    std::fs::write(c.path("app.yaml"), changed).unwrap();
+    let applied = c.kubectl(&["apply", "-f", app_file]).await;
+    assert!(applied.contains("deployment.apps/web configured"), "{applied}");
+    assert!(applied.contains("configmap/web-config unchanged"), "{applied}");
+    let deploy = c.json(&["get", "deploy", "web"]).await;
+    assert_eq!(deploy["spec"]["replicas"], 4);
+    let httpd = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(httpd["image"], "busybox:v2");
+    assert_eq!(httpd["readinessProbe"]["httpGet"]["port"], "http", "{httpd}");
+
+    // the three patch types, scale, label, set image
+    c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"m":"1"}}}"#,
+    ])
+    .await;
+    c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
+    ])
+    .await;
+    c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"httpd","env":[{"name":"MODE","value":"test"}]}]}}}}"#,
+    ])
+    .await;
+    let scaled = c.kubectl(&["scale", "deploy", "web", "--replicas=5"]).await;
+    assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
+    c.kubectl(&["label", "deploy", "web", "tier=front"]).await;
+    c.kubectl(&["set", "image", "deploy/web", "httpd=busybox:v3"])
+        .await;
+    let deploy = c.json(&["get", "deploy", "web"]).await;
+    let labels = &deploy["metadata"]["labels"];
+    assert_eq!(
+        (
+            labels["m"].as_str(),
+            labels["j"].as_str(),
+            labels["tier"].as_str()
+        ),
+        (Some("1"), Some("2"), Some("front"))
+    );
+    assert_eq!(deploy["spec"]["replicas"], 5);
+    let httpd = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(httpd["image"], "busybox:v3");
+    assert_eq!(httpd["env"][0]["value"], "test", "{httpd}");
+    assert!(
+        httpd["args"][0].as_str().unwrap().contains("httpd -f -p 8080"),
+        "strategic merge keeps what the patch does not name: {httpd}"
+    );
+
+    // get -w sees a change, then is stopped
+    let mut watch = c
+        .command(
+            "admin.kubeconfig",
+            &["get", "configmaps", "-w", "--output-watch-events"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    std::fs::write(
+        c.path("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n",
+    )
+    .unwrap();
+    c.kubectl(&["create", "-f", c.path("cm.yaml").to_str().unwrap()])
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    watch.start_kill().unwrap();
+    let out = watch.wait_with_output().await.unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.contains("ADDED") && seen.contains("watched"), "{seen}");
+
+    // delete waits for the object to be gone
+    let deleted = c
+        .kubectl(&["delete", "configmap", "watched", "--wait=true", "--timeout=20s"])
+        .await;
+    assert!(deleted.contains("configmap \"watched\" deleted"), "{deleted}");
+    let (ok, _, err) = c
+        .run_as("admin.kubeconfig", &["get", "configmap", "watched"])
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains("Error from server (NotFound): configmaps \"watched\" not found"),
+        "{err}"
+    );
+
+    // authorization over REST: the admin may, a node may not
+    assert_eq!(
+        c.kubectl(&["auth", "can-i", "delete", "namespaces"]).await.trim(),
+        "yes"
+    );
+    let (ok, out, _) = c
+        .run_as("node.kubeconfig", &["auth", "can-i", "delete", "namespaces"])
+        .await;
+    assert!(!ok && out.starts_with("no"), "{out}");
+    let (ok, _, err) = c
+        .run_as("node.kubeconfig", &["delete", "configmap", "web-config"])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("Error from server (Forbidden)"), "{err}");
+
+    // HTTP/1.1 over TLS, as the Python client speaks it: ALPN offers it,
+    // the client certificate authenticates, no credentials is a 401 Status
+    let pki = c.path("pki");
+    let read = |f: &str| std::fs::read(pki.join(f)).unwrap();
+    let ca = reqwest::Certificate::from_pem(&read("ca.crt")).unwrap();
+    let mut identity = read("admin.crt");
+    identity.extend(read("admin.key"));
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca.clone())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("{}/api/v1/namespaces", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (resp.status().as_u16(), resp.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    let list: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(list["kind"], "NamespaceList");
+    let anonymous = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let resp = anonymous
+        .get(format!("{}/api/v1/namespaces", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let status: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (status["kind"].as_str(), status["reason"].as_str()),
+        (Some("Status"), Some("Unauthorized"))
+    );
+    // bearer tokens: a known user without rights is Forbidden, an unknown
+    // token Unauthorized
+    for (token, code, reason) in [("carol-token", 403, "Forbidden"), ("wrong", 401, "Unauthorized")] {
+        let resp = anonymous
+            .get(format!("{}/api/v1/namespaces/default/configmaps", c.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), code, "{token}");
+        let status: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        assert_eq!(status["reason"], reason, "{status}");
+        if code == 403 {
+            let message = status["message"].as_str().unwrap();
+            assert!(
+                message.contains("carol") && message.contains("configmaps"),
+                "{message}"
+            );
+        }
+    }
+
+    // deletecollection is authorized as Kubernetes' own verb
+    let resp = anonymous
+        .delete(format!("{}/api/v1/namespaces/default/configmaps", c.url))
+        .bearer_auth("carol-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let status: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert!(
+        status["message"].as_str().unwrap().contains("deletecollection"),
+        "{status}"
+    );
+
+    // REST writes are audited like gRPC ones
+    let audit = std::fs::read_to_string(c.path("audit.log")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"deployments\"") && l.contains("\"verb\":\"patch\"")),
+        "{audit}"
+    );
+    c.stop().await;
+}
