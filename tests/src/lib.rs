@@ -77,10 +77,9 @@ pub fn apiserver_config(
     pki: &Path,
     listen: SocketAddr,
 ) -> anyhow::Result<rkube_apiserver::Config> {
-    use clap::Parser;
     let (store, audit) = (dir.join("store"), dir.join("audit.log"));
     let listen = listen.to_string();
-    let args = rkube_apiserver::Args::try_parse_from([
+    let options = rkube_daemon::options::parse_from::<rkube_apiserver::Options, _, _>([
         "rkube-apiserver".as_ref(),
         "--listen".as_ref(),
         listen.as_ref(),
@@ -92,8 +91,9 @@ pub fn apiserver_config(
         pki.as_os_str(),
         "--audit-log-path".as_ref(),
         audit.as_os_str(),
-    ] as [&std::ffi::OsStr; 11])?;
-    rkube_apiserver::Config::from_args(args)
+    ]
+        as [&std::ffi::OsStr; 11])?;
+    rkube_apiserver::Config::from_options(options)
 }
 
 /// A client of `url` with the credentials of `pki/STEM.conf`.

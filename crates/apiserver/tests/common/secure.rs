@@ -40,7 +40,7 @@ impl SecureApiServer {
             tls_cert_file: Some(pki.join("apiserver.crt")),
             tls_private_key_file: Some(pki.join("apiserver.key")),
             client_ca_file: Some(pki.join("ca.crt")),
-            authorization_mode: rkube_apiserver::authz::Mode::Rbac,
+            authorization_mode: Some(rkube_apiserver::authz::Mode::Rbac),
             audit_log_path: Some(dir.path().join("audit.log")),
             ..Default::default()
         };
