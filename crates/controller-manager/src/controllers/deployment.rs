@@ -11,7 +11,8 @@
 //! writes what they decide, one step at a time: each write changes the
 //! cache, which brings the Deployment back for the next step.
 
-use super::workload::{self, controller_ref, controller_reference, is_deleting, Error, NAMESPACE_INDEX};
+use super::workload::{self, controller_ref, controller_reference, is_deleting, NAMESPACE_INDEX};
+use super::Error;
 use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -26,6 +27,8 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub const NAME: &str = "deployment";
+
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
@@ -39,18 +42,18 @@ const NOT_COPIED: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
 ];
 
-struct Ctx {
-    cm: Arc<Context>,
+struct State {
+    ctx: Arc<Context>,
     deployments: Store<Deployment>,
     replicasets: Store<ReplicaSet>,
     pods: Store<Pod>,
 }
 
-pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
+pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
     async move {
-        let d_informer = cm.informers.get::<Deployment>();
-        let rs_informer = cm.informers.get::<ReplicaSet>();
-        let pod_informer = cm.informers.get::<Pod>();
+        let d_informer = ctx.informers.get::<Deployment>();
+        let rs_informer = ctx.informers.get::<ReplicaSet>();
+        let pod_informer = ctx.informers.get::<Pod>();
         let deployments = d_informer.store();
         let replicasets = rs_informer.store();
         let pods = pod_informer.store();
@@ -87,14 +90,14 @@ pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow:
                     .collect()
             }
         };
-        let workers = cm.config.workers;
-        let ctx = Arc::new(Ctx {
-            cm,
+        let workers = ctx.config.workers;
+        let state = Arc::new(State {
+            ctx,
             deployments,
             replicasets,
             pods,
         });
-        Controller::new("deployment", ctx, reconcile)
+        Controller::new(NAME, state, reconcile)
             .primary(&d_informer)
             .watches(&rs_informer, rs_mapper)
             .watches(&pod_informer, pod_mapper)
@@ -746,21 +749,21 @@ fn set_size_annotations(meta: &mut ObjectMeta, d: &Deployment) {
 }
 
 struct Run<'a> {
-    ctx: &'a Ctx,
+    state: &'a State,
     d: Deployment,
     rs_api: Api<ReplicaSet>,
     d_api: Api<Deployment>,
 }
 
-async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let Some(cached) = ctx.deployments.get(&key) else {
+async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
+    let Some(cached) = state.deployments.get(&key) else {
         return Ok(Action::await_change());
     };
     let mut run = Run {
-        ctx: &ctx,
+        state: &state,
         d: (*cached).clone(),
-        rs_api: Api::namespaced(ctx.cm.client.clone(), cached.namespace()),
-        d_api: Api::namespaced(ctx.cm.client.clone(), cached.namespace()),
+        rs_api: Api::namespaced(state.ctx.client.clone(), cached.namespace()),
+        d_api: Api::namespaced(state.ctx.client.clone(), cached.namespace()),
     };
     let selector = match workload::selector_of(
         cached.spec.as_ref().and_then(|s| s.selector.as_ref()),
@@ -855,7 +858,7 @@ impl Run<'_> {
         let deleting = is_deleting(self.d.metadata());
         let mut owned = Vec::new();
         let candidates = self
-            .ctx
+            .state
             .replicasets
             .by_index(NAMESPACE_INDEX, self.d.namespace())
             .unwrap_or_default();
@@ -1076,7 +1079,7 @@ impl Run<'_> {
             return true;
         }
         let uids: Vec<&str> = old.iter().map(|r| r.metadata().uid.as_str()).collect();
-        self.ctx
+        self.state
             .pods
             .by_index(NAMESPACE_INDEX, self.d.namespace())
             .unwrap_or_default()
@@ -1127,8 +1130,8 @@ impl Run<'_> {
 
     async fn event(&self, reason: &str, msg: &str) {
         if let Err(e) = self
+            .state
             .ctx
-            .cm
             .recorder
             .publish(&self.d, EventType::Normal, reason, msg)
             .await

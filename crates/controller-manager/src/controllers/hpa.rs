@@ -29,6 +29,7 @@
 //!   maxReplicas. Recommendations live in memory, as in Kubernetes.
 //! * A target scaled to 0 disables autoscaling (ScalingDisabled).
 
+use super::Error;
 use crate::metrics::{ApiserverMetricsSource, MetricsSource, PodMetrics};
 use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
@@ -552,7 +553,7 @@ fn set_conditions(status: &mut HorizontalPodAutoscalerStatus, conds: &[Cond], no
     }
 }
 
-async fn reconcile(key: String, state: Arc<State>) -> Result<Action, rkube_client::Error> {
+async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let every = ctx.config.hpa_sync_period;
     let Some(hpa) = state.hpas.get(&key) else {
