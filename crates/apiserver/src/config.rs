@@ -84,12 +84,7 @@ pub struct Options {
     pub request_timeout: Option<u64>,
 }
 
-impl rkube_daemon::Options for Options {
-    const HEALTH_PORT: u16 = rkube_daemon::health::APISERVER_PORT;
-    fn daemon(&self) -> &DaemonOptions {
-        &self.daemon
-    }
-}
+rkube_daemon::impl_options!(Options, rkube_daemon::health::APISERVER_PORT, daemon);
 
 /// Transport security, authentication, authorization and audit: flags and
 /// config file keys (flattened into [`Options`]) and what the apiserver runs

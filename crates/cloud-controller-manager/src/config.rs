@@ -54,12 +54,11 @@ pub struct Options {
     pub route_reconciliation_period: Option<u64>,
 }
 
-impl rkube_daemon::Options for Options {
-    const HEALTH_PORT: u16 = rkube_daemon::health::CLOUD_CONTROLLER_MANAGER_PORT;
-    fn daemon(&self) -> &DaemonOptions {
-        &self.daemon
-    }
-}
+rkube_daemon::impl_options!(
+    Options,
+    rkube_daemon::health::CLOUD_CONTROLLER_MANAGER_PORT,
+    daemon
+);
 
 #[derive(Clone)]
 pub struct Config {

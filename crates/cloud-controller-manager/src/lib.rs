@@ -56,14 +56,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(p) => p.clone(),
         None => providers::build(&config)?,
     };
-    let manager = Manager {
-        component: "cloud-controller-manager",
-        table: CONTROLLERS,
-        controllers: config.controllers.clone(),
-        apiserver: config.apiserver.clone(),
-        kubeconfig: config.kubeconfig.clone(),
-        health_addr: config.health_addr,
-    };
+    let connection = (config.apiserver.as_str(), config.kubeconfig.as_deref());
+    let manager = Manager::new(
+        "cloud-controller-manager",
+        CONTROLLERS,
+        &config.controllers,
+        connection,
+        config.health_addr,
+    );
     let context = |p: ManagerParts| Context {
         client: p.client,
         informers: p.informers,

@@ -52,12 +52,7 @@ pub struct Options {
     pub node_monitor_period: Option<u64>,
 }
 
-impl rkube_daemon::Options for Options {
-    const HEALTH_PORT: u16 = rkube_daemon::health::CONTROLLER_MANAGER_PORT;
-    fn daemon(&self) -> &DaemonOptions {
-        &self.daemon
-    }
-}
+rkube_daemon::impl_options!(Options, rkube_daemon::health::CONTROLLER_MANAGER_PORT, daemon);
 
 #[derive(Debug, Clone)]
 pub struct Config {

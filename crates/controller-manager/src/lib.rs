@@ -40,14 +40,14 @@ pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
 
 /// Runs the enabled controllers until `shutdown` resolves: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let manager = Manager {
-        component: "controller-manager",
-        table: CONTROLLERS,
-        controllers: config.controllers.clone(),
-        apiserver: config.apiserver.clone(),
-        kubeconfig: config.kubeconfig.clone(),
-        health_addr: config.health_addr,
-    };
+    let connection = (config.apiserver.as_str(), config.kubeconfig.as_deref());
+    let manager = Manager::new(
+        "controller-manager",
+        CONTROLLERS,
+        &config.controllers,
+        connection,
+        config.health_addr,
+    );
     let context = |p: ManagerParts| Context {
         client: p.client,
         informers: p.informers,

@@ -38,7 +38,9 @@ impl DaemonOptions {
     }
 }
 
-/// `--apiserver` and `--kubeconfig`, which every daemon talking to the apiserver has.
+/// `--apiserver` and `--kubeconfig`, which every daemon talking to the apiserver has, beside
+/// its [`DaemonOptions`]. (Not nested in them: under `deny_unknown_fields`, serde does not
+/// see the keys a flattened struct's own flattened fields take, and calls them unknown.)
 #[derive(clap::Args, Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientOptions {
@@ -61,6 +63,20 @@ impl ClientOptions {
             self.kubeconfig.clone(),
         )
     }
+}
+
+/// Implements [`Options`] for a daemon's options struct: its health port, and the path to
+/// its [`DaemonOptions`] (`impl_options!(Options, SCHEDULER_PORT, daemon)`).
+#[macro_export]
+macro_rules! impl_options {
+    ($ty:ty, $port:expr, $($field:ident).+) => {
+        impl $crate::Options for $ty {
+            const HEALTH_PORT: u16 = $port;
+            fn daemon(&self) -> &$crate::DaemonOptions {
+                &self.$($field).+
+            }
+        }
+    };
 }
 
 /// A daemon's options struct: its flags and its config file in one.
@@ -147,12 +163,7 @@ mod tests {
         leader_elect: Option<bool>,
     }
 
-    impl Options for TestOptions {
-        const HEALTH_PORT: u16 = 10259;
-        fn daemon(&self) -> &DaemonOptions {
-            &self.daemon
-        }
-    }
+    crate::impl_options!(TestOptions, 10259, daemon);
 
     #[test]
     fn flags_win_over_the_file_field_by_field() {

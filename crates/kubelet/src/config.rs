@@ -108,12 +108,7 @@ pub struct Options {
 /// The former name of [`Options`], while `lib.rs` still re-exports it by that name.
 pub type Args = Options;
 
-impl rkube_daemon::Options for Options {
-    const HEALTH_PORT: u16 = rkube_daemon::health::KUBELET_PORT;
-    fn daemon(&self) -> &DaemonOptions {
-        &self.daemon
-    }
-}
+rkube_daemon::impl_options!(Options, rkube_daemon::health::KUBELET_PORT, daemon);
 
 /// A bootstrap token, kept out of `Debug` output (and so out of logs).
 #[derive(Clone, PartialEq, Eq)]

@@ -54,12 +54,7 @@ pub struct Options {
     pub conntrack_command: Option<CommandLine>,
 }
 
-impl rkube_daemon::Options for Options {
-    const HEALTH_PORT: u16 = rkube_daemon::health::PROXY_PORT;
-    fn daemon(&self) -> &DaemonOptions {
-        &self.daemon
-    }
-}
+rkube_daemon::impl_options!(Options, rkube_daemon::health::PROXY_PORT, daemon);
 
 /// A program and its leading arguments: split on spaces as a flag, a list in the file.
 #[derive(Deserialize, Debug, Clone, Default, PartialEq, Eq)]

@@ -48,12 +48,7 @@ pub struct Options {
     pub pod_max_backoff_seconds: Option<u64>,
 }
 
-impl rkube_daemon::Options for Options {
-    const HEALTH_PORT: u16 = rkube_daemon::health::SCHEDULER_PORT;
-    fn daemon(&self) -> &DaemonOptions {
-        &self.daemon
-    }
-}
+rkube_daemon::impl_options!(Options, rkube_daemon::health::SCHEDULER_PORT, daemon);
 
 #[derive(Debug, Clone)]
 pub struct Config {

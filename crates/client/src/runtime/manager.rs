@@ -13,7 +13,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// `--controllers` and `--workers`, flattened into a manager's options (flags and config
-/// file alike, see `rkube_daemon::options`).
+/// file alike, see `rkube_daemon::options`), beside its `rkube_daemon::ClientOptions`
+/// (not nested in them: see there).
 #[derive(clap::Args, serde::Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagerOptions {
@@ -65,6 +66,25 @@ pub struct Manager<C: 'static> {
 }
 
 impl<C: Send + Sync + 'static> Manager<C> {
+    /// The manager `component` running the `controllers` (in `--controllers` syntax) of
+    /// `table`, against `apiserver` with the credentials of `kubeconfig`.
+    pub fn new(
+        component: &'static str,
+        table: &'static [(&'static str, StartFn<C>)],
+        controllers: &[String],
+        (apiserver, kubeconfig): (&str, Option<&std::path::Path>),
+        health_addr: Option<SocketAddr>,
+    ) -> Self {
+        Manager {
+            component,
+            table,
+            controllers: controllers.to_vec(),
+            apiserver: apiserver.to_string(),
+            kubeconfig: kubeconfig.map(Into::into),
+            health_addr,
+        }
+    }
+
     /// Which controllers of the table `spec` enables (see [`enabled_controllers`]).
     pub fn enabled(
         table: &[(&'static str, StartFn<C>)],

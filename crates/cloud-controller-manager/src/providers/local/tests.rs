@@ -7,13 +7,13 @@ use rkube_api::core::v1::{LoadBalancerStatus, ServiceSpec, ServiceStatus};
 const SAMPLE: &str = "\
 machines:
   - name: a
-addresses: [{type: InternalIP, address: 10.0.0.2}, {type: Hostname, address: a.lan}]
-zone: shelf-1
-region: home
-instanceType: pi4
+    addresses: [{type: InternalIP, address: 10.0.0.2}, {type: Hostname, address: a.lan}]
+    zone: shelf-1
+    region: home
+    instanceType: pi4
   - name: b
-addresses: [{type: InternalIP, address: 10.0.0.3}]
-shutdown: true
+    addresses: [{type: InternalIP, address: 10.0.0.3}]
+    shutdown: true
 loadBalancerPool: 192.0.2.100-192.0.2.102
 routes: {protocol: 241}
 ";
