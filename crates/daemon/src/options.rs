@@ -131,10 +131,52 @@ fn from_matches<O: Options>(matches: clap::ArgMatches) -> anyhow::Result<O> {
         .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
     // An empty (or all-comment) file is null to YAML: it sets nothing.
     let mut options: O = serde_yaml::from_str::<Option<O>>(&text)
-        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "config file {}: {}",
+                path.display(),
+                with_suggestion::<O>(e.to_string())
+            )
+        })?
         .unwrap_or_default();
     options.update_from_arg_matches(&matches)?;
     Ok(options)
+}
+
+/// serde's `unknown field `x`` with the nearest key the daemon knows (its flags' names in
+/// camelCase): serde's flatten no longer lists the expected keys itself.
+fn with_suggestion<O: Options>(message: String) -> String {
+    let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    else {
+        return message;
+    };
+    let field = field.to_ascii_lowercase();
+    let best = O::command()
+        .get_arguments()
+        .map(|a| camel_case(a.get_id().as_str()))
+        .filter(|key| !matches!(key.as_str(), "config" | "help" | "version"))
+        .map(|key| (strsim::levenshtein(&field, &key.to_ascii_lowercase()), key))
+        .min();
+    match best {
+        Some((distance, key)) if distance <= 3 => format!("{message}; did you mean `{key}`?"),
+        _ => message,
+    }
+}
+
+/// `node_monitor_period` → `nodeMonitorPeriod`, as the config file spells a flag's field.
+fn camel_case(id: &str) -> String {
+    let mut words = id.split('_');
+    let mut out = words.next().unwrap_or_default().to_string();
+    for w in words {
+        let mut chars = w.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -214,7 +256,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("bad.yaml") && err.contains("unknown field `parallelBind`"),
+            err.contains("bad.yaml")
+                && err.contains("unknown field `parallelBind`")
+                && err.ends_with("did you mean `parallelBinds`?"),
             "{err}"
         );
         // The file cannot name another file to read.
