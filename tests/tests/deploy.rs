@@ -316,17 +316,16 @@ fn every_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documented_ports() {
-    use clap::Parser;
+    use rkube_daemon::options::parse_from;
     let conf = |name: &str| repo().join("deploy/config").join(format!("{name}.yaml"));
     let loopback = |port: u16| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
 
-    let args = rkube_apiserver::Args::try_parse_from([
-        "rkube-apiserver".into(),
-        "--config".into(),
-        conf("apiserver").into_os_string(),
-    ])
-    .unwrap();
-    let c = rkube_apiserver::Config::from_args(args).unwrap();
+    let config = |daemon: &str, name: &str| -> [std::ffi::OsString; 3] {
+        [daemon.into(), "--config".into(), conf(name).into_os_string()]
+    };
+    let c =
+        rkube_apiserver::Config::from_options(parse_from(config("rkube-apiserver", "apiserver")).unwrap())
+            .unwrap();
     assert_eq!(c.data_dir, Path::new("/var/lib/rkube/apiserver"));
     assert_eq!(c.health_addr, loopback(6444));
     // secure: its own PKI in the unit's StateDirectory, RBAC, an audit log in LogsDirectory
@@ -334,7 +333,10 @@ fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documen
         c.auto_pki.as_ref().map(|p| p.dir.as_path()),
         Some(Path::new("/var/lib/rkube/pki"))
     );
-    assert_eq!(c.security.authorization_mode, rkube_apiserver::authz::Mode::Rbac);
+    assert_eq!(
+        c.security.authorization_mode,
+        Some(rkube_apiserver::authz::Mode::Rbac)
+    );
     assert_eq!(
         c.security.audit_log_path.as_deref(),
         Some(Path::new("/var/log/rkube/audit.log"))
@@ -347,51 +349,37 @@ fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documen
     );
     assert!(unit.lines().any(|l| l == "LogsDirectory=rkube"), "{unit}");
 
-    let c = rkube_scheduler::Config::from_args(rkube_scheduler::Args {
-        config: Some(conf("scheduler")),
-        ..Default::default()
-    })
-    .unwrap();
+    let c =
+        rkube_scheduler::Config::from_options(parse_from(config("rkube-scheduler", "scheduler")).unwrap())
+            .unwrap();
     assert_eq!(c.health_addr, loopback(10259));
     assert_eq!(
         c.kubeconfig.as_deref(),
         Some(Path::new("/var/lib/rkube/pki/kube-scheduler.conf"))
     );
 
-    let c = rkube_controller_manager::Config::from_args(rkube_controller_manager::Args {
-        config: Some(conf("controller-manager")),
-        ..Default::default()
-    })
-    .unwrap();
+    let argv = config("rkube-controller-manager", "controller-manager");
+    let c = rkube_controller_manager::Config::from_options(parse_from(argv).unwrap()).unwrap();
     assert_eq!(c.health_addr, loopback(10257));
 
     // the machines file is the operator's; give it one so the rest is checked
     let tmp = tempfile::tempdir().unwrap();
     let cloud = tmp.path().join("cloud-config.yaml");
     std::fs::write(&cloud, "machines: []\n").unwrap();
-    let c = rkube_cloud_controller_manager::Config::from_args(rkube_cloud_controller_manager::Args {
-        config: Some(conf("cloud-controller-manager")),
-        cloud_config: Some(cloud),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut argv = config("rkube-cloud-controller-manager", "cloud-controller-manager").to_vec();
+    argv.extend(["--cloud-config".into(), cloud.into_os_string()]);
+    let c = rkube_cloud_controller_manager::Config::from_options(parse_from(argv).unwrap()).unwrap();
     assert_eq!(c.cloud_provider, "local");
 
-    let c = rkube_kubelet::config::Config::from_args(rkube_kubelet::config::Args {
-        config: Some(conf("kubelet")),
-        node_name: Some("node-1".into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut argv = config("rkubelet", "kubelet").to_vec();
+    argv.extend(["--node-name".into(), "node-1".into()]);
+    let c = rkube_kubelet::config::Config::from_options(parse_from(argv).unwrap()).unwrap();
     assert_eq!(c.root_dir, Path::new("/var/lib/rkube/kubelet"));
     assert_eq!(c.health_addr, loopback(10248));
 
-    let c = rkube_proxy::Config::from_args(rkube_proxy::Args {
-        config: Some(conf("proxy")),
-        node_name: Some("node-1".into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let mut argv = config("rkube-proxy", "proxy").to_vec();
+    argv.extend(["--node-name".into(), "node-1".into()]);
+    let c = rkube_proxy::Config::from_options(parse_from(argv).unwrap()).unwrap();
     assert_eq!(c.health_addr, loopback(10256));
 }
 

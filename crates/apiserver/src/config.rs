@@ -1,24 +1,28 @@
-//! rkube-apiserver's configuration: flags, or the same fields in a YAML
-//! file given with `--config` (flags win).
+//! rkube-apiserver's options (flags, or the same fields in a YAML file given
+//! with `--config`, e.g. `listen: 0.0.0.0:6443`; flags win) and the
+//! configuration it runs with.
 
 use clap::Parser;
 use rkube_client::pki::APISERVER_KUBELET_CLIENT_STEM;
+use rkube_daemon::DaemonOptions;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-#[derive(Parser, Debug, Clone)]
+#[derive(Parser, Deserialize, Debug, Clone, Default)]
 #[command(
     name = "rkube-apiserver",
     version,
     about = "rkube's API server: the only process that touches the object store"
 )]
-pub struct Args {
-    /// YAML file with any of the settings below (camelCase keys, e.g.
-    /// `listen: 0.0.0.0:6443`, `dataDir: /var/lib/rkube/apiserver`); flags
-    /// given on the command line override it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub daemon: DaemonOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub security: SecurityConfig,
     /// Address to serve the gRPC API on. Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -44,16 +48,11 @@ pub struct Args {
     /// from, FIRST-LAST inclusive.
     #[arg(long, value_name = "FIRST-LAST")]
     pub service_node_port_range: Option<String>,
-    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
-    /// HTTP (the API port serves /healthz too, behind TLS); `off` turns it off.
-    /// Default: 127.0.0.1:6444.
-    #[arg(long, value_name = "ADDR|off")]
-    pub health_addr: Option<rkube_daemon::HealthAddr>,
     /// Serve plain text with no authentication and no authorization: for
     /// local development only. Without it (and without --tls-cert-file)
     /// the apiserver is secure by default: see --cert-dir.
-    #[arg(long)]
-    pub insecure: bool,
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub insecure: Option<bool>,
     /// Where the cluster PKI lives when no --tls-cert-file is given
     /// (default /var/lib/rkube/pki). At first start the apiserver creates
     /// the cluster CA there, its serving certificate, and a certificate
@@ -67,7 +66,35 @@ pub struct Args {
     /// apiserver creates in --cert-dir (repeatable; localhost, 127.0.0.1,
     /// the host name and the --listen address are always in it).
     #[arg(long = "tls-san", value_name = "NAME|IP")]
-    pub tls_san: Vec<String>,
+    pub tls_san: Option<Vec<String>>,
+    /// Largest request accepted, in bytes (default 3 MiB, like etcd's
+    /// limit); larger ones are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Watches one user may have open at once (default 100; 0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_watches_per_user: Option<usize>,
+    /// Requests other than watch, logs and exec that one user may have
+    /// in flight at once (default 400; 0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_requests_inflight_per_user: Option<usize>,
+    /// Seconds a request other than watch, logs and exec may take before
+    /// it fails with DEADLINE_EXCEEDED (default 60; 0: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<u64>,
+}
+
+rkube_daemon::impl_options!(Options, rkube_daemon::health::APISERVER_PORT, daemon);
+
+/// Transport security, authentication, authorization and audit: flags and
+/// config file keys (flattened into [`Options`]) and what the apiserver runs
+/// with. The default of this struct (for tests and embedding) is all off:
+/// plain text, everyone anonymous and allowed (`authorization_mode` `None`
+/// is AlwaysAllow); the daemon defaults to secure (see
+/// `Config::from_options`).
+#[derive(clap::Args, Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityConfig {
     /// PEM certificate (chain) the API serves TLS with; with
     /// --tls-private-key-file. Without them the apiserver creates its own
     /// in --cert-dir, unless --insecure.
@@ -97,21 +124,6 @@ pub struct Args {
     /// without the file, encrypted Secrets cannot be read.
     #[arg(long, value_name = "FILE")]
     pub encryption_key_file: Option<PathBuf>,
-    /// Largest request accepted, in bytes (default 3 MiB, like etcd's
-    /// limit); larger ones are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, value_name = "BYTES")]
-    pub max_request_bytes: Option<usize>,
-    /// Watches one user may have open at once (default 100; 0: no limit).
-    #[arg(long, value_name = "N")]
-    pub max_watches_per_user: Option<usize>,
-    /// Requests other than watch, logs and exec that one user may have
-    /// in flight at once (default 400; 0: no limit).
-    #[arg(long, value_name = "N")]
-    pub max_requests_inflight_per_user: Option<usize>,
-    /// Seconds a request other than watch, logs and exec may take before
-    /// it fails with DEADLINE_EXCEEDED (default 60; 0: no limit).
-    #[arg(long, value_name = "SECONDS")]
-    pub request_timeout: Option<u64>,
     /// PEM CA certificate that signs node client certificates
     /// (IssueNodeCertificate), normally the cluster CA of
     /// --client-ca-file; with --cluster-signing-key-file. Also turns on
@@ -137,64 +149,6 @@ pub struct Args {
     pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    watch_history: Option<u64>,
-    cache_mib: Option<u64>,
-    bookmark_interval: Option<u64>,
-    service_cluster_ip_range: Option<String>,
-    service_node_port_range: Option<String>,
-    health_addr: Option<rkube_daemon::HealthAddr>,
-    insecure: Option<bool>,
-    cert_dir: Option<PathBuf>,
-    tls_san: Option<Vec<String>>,
-    tls_cert_file: Option<PathBuf>,
-    tls_private_key_file: Option<PathBuf>,
-    client_ca_file: Option<PathBuf>,
-    token_auth_file: Option<PathBuf>,
-    authorization_mode: Option<crate::authz::Mode>,
-    audit_log_path: Option<PathBuf>,
-    encryption_key_file: Option<PathBuf>,
-    max_request_bytes: Option<usize>,
-    max_watches_per_user: Option<usize>,
-    max_requests_inflight_per_user: Option<usize>,
-    request_timeout: Option<u64>,
-    cluster_signing_cert_file: Option<PathBuf>,
-    cluster_signing_key_file: Option<PathBuf>,
-    kubelet_client_certificate: Option<PathBuf>,
-    kubelet_client_key: Option<PathBuf>,
-    kubelet_certificate_authority: Option<PathBuf>,
-}
-
-/// Transport security, authentication, authorization and audit. The
-/// default of this struct (for tests and embedding) is all off: plain text,
-/// everyone anonymous and allowed; the daemon's flags default to secure
-/// (see `Config::from_args`).
-#[derive(Debug, Clone, Default)]
-pub struct SecurityConfig {
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_private_key_file: Option<PathBuf>,
-    pub client_ca_file: Option<PathBuf>,
-    pub token_auth_file: Option<PathBuf>,
-    pub authorization_mode: crate::authz::Mode,
-    pub audit_log_path: Option<PathBuf>,
-    /// `--encryption-key-file`: Secrets are encrypted at rest with it.
-    pub encryption_key_file: Option<PathBuf>,
-    /// The CA that signs node client certificates; also enables bootstrap
-    /// tokens.
-    pub cluster_signing_cert_file: Option<PathBuf>,
-    pub cluster_signing_key_file: Option<PathBuf>,
-    /// The apiserver's client certificate towards kubelets: when set,
-    /// kubelets are called over https (see `proxy::Kubelets`).
-    pub kubelet_client_certificate: Option<PathBuf>,
-    pub kubelet_client_key: Option<PathBuf>,
-    /// Verifies kubelets' serving certificates (default: `client_ca_file`).
-    pub kubelet_certificate_authority: Option<PathBuf>,
-}
-
 impl SecurityConfig {
     /// Checks that the settings fit together; the message names the flags.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -204,7 +158,7 @@ impl SecurityConfig {
         if self.client_ca_file.is_some() && self.tls_cert_file.is_none() {
             anyhow::bail!("--client-ca-file needs TLS: give --tls-cert-file and --tls-private-key-file too");
         }
-        if self.authorization_mode == crate::authz::Mode::Rbac
+        if self.authorization_mode == Some(crate::authz::Mode::Rbac)
             && self.client_ca_file.is_none()
             && self.token_auth_file.is_none()
         {
@@ -328,7 +282,7 @@ impl SecurityConfig {
     /// Secure by default: TLS with the PKI in `dir`, client certificates
     /// signed by its CA, node certificates signed by it, and RBAC unless
     /// an authorization mode was chosen. Files given explicitly win.
-    fn secure_by_default(&mut self, dir: &std::path::Path, mode_given: bool) {
+    fn secure_by_default(&mut self, dir: &std::path::Path) {
         self.tls_cert_file = Some(dir.join("apiserver.crt"));
         self.tls_private_key_file = Some(dir.join("apiserver.key"));
         self.client_ca_file.get_or_insert_with(|| dir.join("ca.crt"));
@@ -342,9 +296,7 @@ impl SecurityConfig {
         }
         self.kubelet_certificate_authority
             .get_or_insert_with(|| dir.join("ca.crt"));
-        if !mode_given {
-            self.authorization_mode = crate::authz::Mode::Rbac;
-        }
+        self.authorization_mode.get_or_insert(crate::authz::Mode::Rbac);
     }
 }
 
@@ -400,88 +352,37 @@ impl Config {
         }
     }
 
-    /// Merges flags over the config file; errors name the file and field.
-    pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let insecure = args.insecure || file.insecure.unwrap_or(false);
-        let cert_dir = args
-            .cert_dir
-            .or(file.cert_dir)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/rkube/pki"));
-        let mut tls_san = args.tls_san;
-        tls_san.extend(file.tls_san.unwrap_or_default());
-        let mode_given = args.authorization_mode.is_some() || file.authorization_mode.is_some();
-        let mut cfg = Config {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:6443".parse().expect("literal address")),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
+    /// The options resolved over the defaults, and checked; errors name the flag.
+    pub fn from_options(o: Options) -> anyhow::Result<Config> {
+        let health_addr = rkube_daemon::Options::health_addr(&o);
+        let insecure = o.insecure.unwrap_or(false);
+        let cert_dir = o.cert_dir.unwrap_or_else(|| PathBuf::from("/var/lib/rkube/pki"));
+        let tls_san = o.tls_san.unwrap_or_default();
+        let mut cfg = Config::local(
+            o.data_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/rkube/apiserver")),
-            watch_history: args.watch_history.or(file.watch_history).unwrap_or(100_000),
-            cache_mib: args.cache_mib.or(file.cache_mib).unwrap_or(16),
-            bookmark_interval: std::time::Duration::from_secs(
-                args.bookmark_interval.or(file.bookmark_interval).unwrap_or(1),
-            ),
-            service_cluster_ip_range: args
-                .service_cluster_ip_range
-                .or(file.service_cluster_ip_range)
-                .unwrap_or_else(|| DEFAULT_SERVICE_CIDR.into()),
-            service_node_port_range: args
-                .service_node_port_range
-                .or(file.service_node_port_range)
-                .unwrap_or_else(|| DEFAULT_NODE_PORT_RANGE.into()),
-            health_addr: rkube_daemon::HealthAddr::resolve(
-                args.health_addr.or(file.health_addr),
-                rkube_daemon::health::APISERVER_PORT,
-            ),
-            security: SecurityConfig {
-                tls_cert_file: args.tls_cert_file.or(file.tls_cert_file),
-                tls_private_key_file: args.tls_private_key_file.or(file.tls_private_key_file),
-                client_ca_file: args.client_ca_file.or(file.client_ca_file),
-                token_auth_file: args.token_auth_file.or(file.token_auth_file),
-                authorization_mode: args
-                    .authorization_mode
-                    .or(file.authorization_mode)
-                    .unwrap_or_default(),
-                audit_log_path: args.audit_log_path.or(file.audit_log_path),
-                encryption_key_file: args.encryption_key_file.or(file.encryption_key_file),
-                cluster_signing_cert_file: args.cluster_signing_cert_file.or(file.cluster_signing_cert_file),
-                cluster_signing_key_file: args.cluster_signing_key_file.or(file.cluster_signing_key_file),
-                kubelet_client_certificate: args
-                    .kubelet_client_certificate
-                    .or(file.kubelet_client_certificate),
-                kubelet_client_key: args.kubelet_client_key.or(file.kubelet_client_key),
-                kubelet_certificate_authority: args
-                    .kubelet_certificate_authority
-                    .or(file.kubelet_certificate_authority),
-            },
-            limits: {
-                use crate::limits::*;
-                LimitsConfig {
-                    max_request_bytes: args
-                        .max_request_bytes
-                        .or(file.max_request_bytes)
-                        .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
-                    max_watches_per_user: args
-                        .max_watches_per_user
-                        .or(file.max_watches_per_user)
-                        .unwrap_or(DEFAULT_MAX_WATCHES_PER_USER),
-                    max_requests_inflight_per_user: args
-                        .max_requests_inflight_per_user
-                        .or(file.max_requests_inflight_per_user)
-                        .unwrap_or(DEFAULT_MAX_REQUESTS_INFLIGHT_PER_USER),
-                    request_timeout: args
-                        .request_timeout
-                        .or(file.request_timeout)
-                        .map(std::time::Duration::from_secs)
-                        .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-                }
-            },
-            auto_pki: None,
-        };
+        );
+        cfg.listen = o
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:6443".parse().expect("literal address"));
+        cfg.health_addr = health_addr;
+        cfg.watch_history = o.watch_history.unwrap_or(cfg.watch_history);
+        cfg.cache_mib = o.cache_mib.unwrap_or(cfg.cache_mib);
+        if let Some(s) = o.bookmark_interval {
+            cfg.bookmark_interval = std::time::Duration::from_secs(s);
+        }
+        cfg.service_cluster_ip_range = o.service_cluster_ip_range.unwrap_or(cfg.service_cluster_ip_range);
+        cfg.service_node_port_range = o.service_node_port_range.unwrap_or(cfg.service_node_port_range);
+        cfg.security = o.security;
+        let limits = &mut cfg.limits;
+        limits.max_request_bytes = o.max_request_bytes.unwrap_or(limits.max_request_bytes);
+        limits.max_watches_per_user = o.max_watches_per_user.unwrap_or(limits.max_watches_per_user);
+        limits.max_requests_inflight_per_user = o
+            .max_requests_inflight_per_user
+            .unwrap_or(limits.max_requests_inflight_per_user);
+        if let Some(s) = o.request_timeout {
+            limits.request_timeout = std::time::Duration::from_secs(s);
+        }
         if insecure {
             if cfg.security.tls_cert_file.is_some() || cfg.security.client_ca_file.is_some() {
                 anyhow::bail!(
@@ -489,7 +390,7 @@ impl Config {
                 );
             }
         } else if cfg.security.tls_cert_file.is_none() && cfg.security.tls_private_key_file.is_none() {
-            cfg.security.secure_by_default(&cert_dir, mode_given);
+            cfg.security.secure_by_default(&cert_dir);
             cfg.auto_pki = Some(AutoPki {
                 dir: cert_dir,
                 sans: default_sans(cfg.listen, &tls_san),
@@ -519,7 +420,7 @@ mod security_tests {
 
     fn config(flags: &[&str]) -> anyhow::Result<Config> {
         let argv = ["rkube-apiserver", "--health-addr", "off"].iter().chain(flags);
-        Config::from_args(Args::try_parse_from(argv)?)
+        Config::from_options(rkube_daemon::options::parse_from(argv)?)
     }
 
     #[test]
@@ -546,7 +447,7 @@ mod security_tests {
             s.cluster_signing_key_file.as_deref(),
             Some(std::path::Path::new("/tmp/pki/ca.key"))
         );
-        assert_eq!(s.authorization_mode, crate::authz::Mode::Rbac);
+        assert_eq!(s.authorization_mode, Some(crate::authz::Mode::Rbac));
         assert_eq!(
             s.kubelet_client_certificate.as_deref(),
             Some(std::path::Path::new("/tmp/pki/apiserver-kubelet-client.crt"))
@@ -556,7 +457,10 @@ mod security_tests {
         assert!(pki.sans.contains(&"api.example".to_string()) && pki.sans.contains(&"10.0.0.5".to_string()));
         // An explicit mode is kept; the default directory is /var/lib/rkube/pki.
         let c = config(&["--authorization-mode", "AlwaysAllow"]).unwrap();
-        assert_eq!(c.security.authorization_mode, crate::authz::Mode::AlwaysAllow);
+        assert_eq!(
+            c.security.authorization_mode,
+            Some(crate::authz::Mode::AlwaysAllow)
+        );
         assert_eq!(c.auto_pki.unwrap().dir, PathBuf::from("/var/lib/rkube/pki"));
         // Files given by the operator are used as they are.
         let c = config(&["--tls-cert-file", "a.crt", "--tls-private-key-file", "a.key"]).unwrap();
@@ -567,7 +471,7 @@ mod security_tests {
     fn insecure_is_plain_text_and_says_what_contradicts_it() {
         let c = config(&["--insecure"]).unwrap();
         assert!(c.security.tls_cert_file.is_none() && c.auto_pki.is_none());
-        assert_eq!(c.security.authorization_mode, crate::authz::Mode::AlwaysAllow);
+        assert_eq!(c.security.authorization_mode, None);
         let err = config(&[
             "--insecure",
             "--tls-cert-file",
@@ -634,7 +538,7 @@ mod security_tests {
             "t.csv",
         ])
         .unwrap();
-        assert_eq!(c.security.authorization_mode, crate::authz::Mode::Rbac);
+        assert_eq!(c.security.authorization_mode, Some(crate::authz::Mode::Rbac));
     }
 
     #[test]

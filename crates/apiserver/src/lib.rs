@@ -24,7 +24,7 @@ pub mod rest;
 pub mod service;
 
 use anyhow::Context;
-pub use config::{Args, Config, SecurityConfig};
+pub use config::{Config, Options, SecurityConfig};
 use rkube_api::core::v1::Namespace;
 use rkube_api::rpc::api_server_server::ApiServerServer;
 use rkube_api::Resource;
@@ -137,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let store: Arc<dyn Store> = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
     bootstrap(store.as_ref()).await?;
     repair_service_allocations(store.as_ref(), &services)?;
-    if security.authorization_mode == authz::Mode::Rbac {
+    if security.authorization_mode == Some(authz::Mode::Rbac) {
         authz::bootstrap_default_roles(store.as_ref()).await?;
     }
 
@@ -151,7 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         })?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let authz = authz::Authorizer::new(security.authorization_mode, store.clone());
+    let authz = authz::Authorizer::new(security.authorization_mode.unwrap_or_default(), store.clone());
     if node_signer.is_some() {
         // bootstrap tokens are only good for a node certificate: accepted
         // when this apiserver can sign one

@@ -378,9 +378,8 @@ mod tests {
     }
 
     fn config(flags: &[&str]) -> anyhow::Result<crate::Config> {
-        use clap::Parser;
         let argv = ["rkube-apiserver", "--health-addr", "off"].iter().chain(flags);
-        crate::Config::from_args(crate::Args::try_parse_from(argv)?)
+        crate::Config::from_options(rkube_daemon::options::parse_from(argv)?)
     }
 
     #[test]

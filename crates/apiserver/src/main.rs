@@ -1,8 +1,8 @@
 //! `rkube-apiserver`: parse flags and config, then run (see `rkube_daemon::main`).
 
-use clap::Parser;
+use rkube_apiserver::{run, Config, Options};
 
 fn main() {
-    let config = rkube_apiserver::Config::from_args(rkube_apiserver::Args::parse());
-    rkube_daemon::main("rkube-apiserver", config, rkube_apiserver::run)
+    let config = rkube_daemon::options::parse::<Options>().and_then(Config::from_options);
+    rkube_daemon::main("rkube-apiserver", config, run)
 }

@@ -13,43 +13,27 @@ use std::process::Stdio;
 const KUBECTL: &str = "/usr/bin/kubectl";
 
 struct Cluster {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    dir: tempfile::TempDir,
+    api: rkube_testing::TestApiServer,
     url: String,
 }
 
-/// A secure apiserver, and kubeconfigs for the administrator
-/// (`admin.kubeconfig`) and a node (`node.kubeconfig`, a user RBAC
-/// allows little), pointing at it.
+/// A secure apiserver (TLS, client certificates, RBAC, an audit log, and a token file
+/// with a user RBAC grants nothing), and kubeconfigs for the administrator
+/// (`admin.kubeconfig`) and a node (`node.kubeconfig`, a user RBAC allows little),
+/// pointing at it.
 async fn start_cluster() -> Cluster {
     assert!(
         Path::new(KUBECTL).exists(),
         "{KUBECTL} is missing: these tests drive the real kubectl (see NOTES-platform.md)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    rkube_ctl::cmd::certs::generate(&rkube_ctl::cmd::certs::GenerateArgs {
-        dir: pki.clone(),
-        apiserver_sans: vec![],
-        nodes: vec!["n1".into()],
-        apiserver_url: "https://127.0.0.1:6443".into(),
-        validity_days: 1,
-    })
-    .unwrap();
-    // a static token for a user RBAC grants nothing
-    std::fs::write(dir.path().join("tokens.csv"), "carol-token,carol,1003\n").unwrap();
-    let mut config = rkube_apiserver::Config::local(dir.path().join("data"));
-    config.security = rkube_apiserver::SecurityConfig {
-        tls_cert_file: Some(pki.join("apiserver.crt")),
-        tls_private_key_file: Some(pki.join("apiserver.key")),
-        client_ca_file: Some(pki.join("ca.crt")),
-        authorization_mode: rkube_apiserver::authz::Mode::Rbac,
-        audit_log_path: Some(dir.path().join("audit.log")),
-        token_auth_file: Some(dir.path().join("tokens.csv")),
-        ..Default::default()
-    };
-    let server = rkube_apiserver::start(config).await.unwrap();
-    let url = server.url();
+    let api = rkube_testing::TestApiServer::builder()
+        .secure(&["n1"])
+        .flag_file("--token-auth-file", "tokens.csv", "carol-token,carol,1003\n")
+        .start()
+        .await
+        .unwrap();
+    let url = api.url().to_string();
+    let pki = api.pki();
     for (stem, file) in [("admin", "admin.kubeconfig"), ("node-n1", "node.kubeconfig")] {
         // the generated config is a kubeconfig: read it, point it here
         let generated = pki.join(format!("{stem}.conf"));
@@ -62,19 +46,15 @@ async fn start_cluster() -> Cluster {
         let mut c = ClientConfig::load(&generated).unwrap();
         c.server = url.clone();
         Kubeconfig::single("rkube", &c)
-            .save(&dir.path().join(file))
+            .save(&api.dir().join(file))
             .unwrap();
     }
-    Cluster {
-        server: Some(server),
-        dir,
-        url,
-    }
+    Cluster { api, url }
 }
 
 impl Cluster {
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.api.dir().join(name)
     }
 
     fn command(&self, kubeconfig: &str, args: &[&str]) -> tokio::process::Command {
@@ -85,7 +65,7 @@ impl Cluster {
             .arg(self.path("kubectl-cache"))
             .args(args)
             .env_remove("KUBECONFIG")
-            .env("HOME", self.dir.path())
+            .env("HOME", self.api.dir())
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
@@ -120,8 +100,8 @@ impl Cluster {
         serde_json::from_str(&self.kubectl(&all).await).unwrap()
     }
 
-    async fn stop(mut self) {
-        self.server.take().unwrap().stop().await.unwrap();
+    async fn stop(self) {
+        self.api.stop().await.unwrap();
     }
 }
 

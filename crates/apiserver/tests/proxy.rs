@@ -278,7 +278,7 @@ async fn rest_pods_log_streams_the_kubelets_text() {
     let port = fake_kubelet("n1").await;
     register(&mut h, &node("n1", port as i32)).await;
     bound_pod(&mut h, "p", "n1").await;
-    let url = h.server.as_ref().unwrap().url();
+    let url = h.api.url().to_string();
     let http = reqwest::Client::new();
     let resp = http
         .get(format!(

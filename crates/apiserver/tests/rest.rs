@@ -6,8 +6,7 @@
 use serde_json::{json, Value};
 
 struct Rest {
-    server: Option<rkube_apiserver::RunningApiServer>,
-    _dir: tempfile::TempDir,
+    api: rkube_testing::TestApiServer,
     url: String,
     http: reqwest::Client,
 }
@@ -15,14 +14,14 @@ struct Rest {
 /// An insecure apiserver with a short watch history (so a watch from an
 /// old revision meets Gone), and an HTTP/1.1 client for it.
 async fn start() -> Rest {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = rkube_apiserver::Config::local(dir.path());
-    config.watch_history = 5;
-    let server = rkube_apiserver::start(config).await.unwrap();
-    let url = server.url();
+    let api = rkube_testing::TestApiServer::builder()
+        .configure(|c| c.watch_history = 5)
+        .start()
+        .await
+        .unwrap();
+    let url = api.url().to_string();
     Rest {
-        server: Some(server),
-        _dir: dir,
+        api,
         url,
         http: reqwest::Client::new(),
     }
@@ -52,8 +51,8 @@ impl Rest {
         self.send("POST", path, "application/json", Some(body)).await
     }
 
-    async fn stop(mut self) {
-        self.server.take().unwrap().stop().await.unwrap();
+    async fn stop(self) {
+        self.api.stop().await.unwrap();
     }
 }
 
@@ -507,11 +506,12 @@ async fn watches_stream_events_resume_and_report_gone() {
 
 #[tokio::test]
 async fn bookmarks_when_asked_and_limits_as_429() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = rkube_apiserver::Config::local(dir.path());
-    config.limits.max_watches_per_user = 1;
-    let server = rkube_apiserver::start(config).await.unwrap();
-    let url = server.url();
+    let server = rkube_testing::TestApiServer::builder()
+        .configure(|c| c.limits.max_watches_per_user = 1)
+        .start()
+        .await
+        .unwrap();
+    let url = server.url().to_string();
     let http = reqwest::Client::new();
     let resp = http
         .get(format!(

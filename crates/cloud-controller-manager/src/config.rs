@@ -1,39 +1,35 @@
-//! Flags, or the same fields in a YAML file given with `--config`.
+//! The cloud-controller-manager's options (flags, or the same fields in a YAML file given
+//! with `--config`; flags win) and the configuration it runs with.
 
 use crate::cloud::CloudProvider;
 use clap::Parser;
+use rkube_client::runtime::ManagerOptions;
+use rkube_daemon::{ClientOptions, DaemonOptions, Options as _};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Parser, Debug, Clone, Default)]
+#[derive(Parser, Deserialize, Debug, Clone, Default)]
 #[command(
     name = "rkube-cloud-controller-manager",
     version,
     about = "rkube's cloud controller manager: initialises nodes from the machines they run on, \
              retires nodes whose machine is gone, gives LoadBalancer Services addresses and \
-             routes pod networks between nodes"
+             routes pod networks between nodes (controllers: cloud-node, cloud-node-lifecycle, \
+             service, route)"
 )]
-pub struct Args {
-    /// YAML file with any of the settings below (camelCase keys); flags win.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The apiserver to talk to.
-    #[arg(long, value_name = "URL")]
-    pub apiserver: Option<String>,
-    /// Client config file with this daemon's credentials: server, CA and
-    /// client certificate or token (`rkubectl certs generate` writes one per
-    /// component). --apiserver, if given, overrides its server.
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Which controllers run: `*` for all, `name` to add, `-name` to remove
-    /// (cloud-node, cloud-node-lifecycle, service, route; e.g. `*,-route`).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub controllers: Vec<String>,
-    /// Concurrent reconciles per controller.
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub daemon: DaemonOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub client: ClientOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub manager: ManagerOptions,
     /// The cloud provider: `local` (machines listed in the cloud-config file).
     #[arg(long, value_name = "NAME")]
     pub cloud_provider: Option<String>,
@@ -56,27 +52,13 @@ pub struct Args {
     /// (node changes act at once).
     #[arg(long, value_name = "SECONDS")]
     pub route_reconciliation_period: Option<u64>,
-    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
-    /// HTTP; `off` turns it off. Default: 127.0.0.1:10258.
-    #[arg(long, value_name = "ADDR|off")]
-    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FileConfig {
-    apiserver: Option<String>,
-    kubeconfig: Option<PathBuf>,
-    controllers: Option<Vec<String>>,
-    workers: Option<usize>,
-    cloud_provider: Option<String>,
-    cloud_config: Option<PathBuf>,
-    cluster_name: Option<String>,
-    node_monitor_period: Option<u64>,
-    node_status_update_frequency: Option<u64>,
-    route_reconciliation_period: Option<u64>,
-    health_addr: Option<rkube_daemon::HealthAddr>,
-}
+rkube_daemon::impl_options!(
+    Options,
+    rkube_daemon::health::CLOUD_CONTROLLER_MANAGER_PORT,
+    daemon
+);
 
 #[derive(Clone)]
 pub struct Config {
@@ -138,54 +120,25 @@ impl Config {
         }
     }
 
-    pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let d = Config::new("http://127.0.0.1:6443");
-        let secs =
-            |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);
-        let (apiserver, kubeconfig) =
-            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
-        let cfg = Config {
-            apiserver,
-            kubeconfig,
-            controllers: if !args.controllers.is_empty() {
-                args.controllers
-            } else {
-                file.controllers.unwrap_or(d.controllers)
-            },
-            workers: args.workers.or(file.workers).unwrap_or(d.workers),
-            cloud_provider: args
-                .cloud_provider
-                .or(file.cloud_provider)
-                .unwrap_or(d.cloud_provider),
-            cloud_config: args.cloud_config.or(file.cloud_config),
-            cluster_name: args.cluster_name.or(file.cluster_name).unwrap_or(d.cluster_name),
-            node_monitor_period: secs(
-                args.node_monitor_period,
-                file.node_monitor_period,
-                d.node_monitor_period,
-            ),
-            node_status_update_frequency: secs(
-                args.node_status_update_frequency,
-                file.node_status_update_frequency,
-                d.node_status_update_frequency,
-            ),
-            route_reconciliation_period: secs(
-                args.route_reconciliation_period,
-                file.route_reconciliation_period,
-                d.route_reconciliation_period,
-            ),
-            provider: None,
-            health_addr: rkube_daemon::HealthAddr::resolve(
-                args.health_addr.or(file.health_addr),
-                rkube_daemon::health::CLOUD_CONTROLLER_MANAGER_PORT,
-            ),
-        };
-        cfg.validate()?;
-        // A bad cloud-config is a configuration error: report it before
-        // anything starts.
-        crate::providers::build(&cfg)?;
-        Ok(cfg)
+    /// The options resolved over the defaults, and checked; a bad cloud-config is
+    /// reported here, before anything starts.
+    pub fn from_options(o: Options) -> anyhow::Result<Config> {
+        let (apiserver, kubeconfig) = o.client.connection();
+        let mut c = Config::new(apiserver);
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        c.kubeconfig = kubeconfig;
+        c.health_addr = o.health_addr();
+        c.controllers = o.manager.controllers();
+        c.workers = o.manager.workers(c.workers)?;
+        c.cloud_provider = o.cloud_provider.unwrap_or(c.cloud_provider);
+        c.cloud_config = o.cloud_config;
+        c.cluster_name = o.cluster_name.unwrap_or(c.cluster_name);
+        c.node_monitor_period = secs(o.node_monitor_period, c.node_monitor_period);
+        c.node_status_update_frequency = secs(o.node_status_update_frequency, c.node_status_update_frequency);
+        c.route_reconciliation_period = secs(o.route_reconciliation_period, c.route_reconciliation_period);
+        c.validate()?;
+        crate::providers::build(&c)?;
+        Ok(c)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -213,6 +166,11 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn config(flags: &[&str]) -> anyhow::Result<Config> {
+        let argv = ["rkube-cloud-controller-manager"].iter().chain(flags);
+        Config::from_options(rkube_daemon::options::parse_from(argv)?)
+    }
+
     #[test]
     fn flags_win_over_the_file_and_a_bad_cloud_config_is_reported_first() {
         let dir = tempfile::tempdir().unwrap();
@@ -231,38 +189,27 @@ mod tests {
             ),
         )
         .unwrap();
-        let cfg = Config::from_args(Args {
-            config: Some(file.clone()),
-            node_monitor_period: Some(1),
-            ..Default::default()
-        })
-        .unwrap();
+        let file = file.to_str().unwrap();
+        let cfg = config(&["--config", file, "--node-monitor-period", "1"]).unwrap();
         assert_eq!(cfg.apiserver, "http://10.0.0.1:6443");
         assert_eq!(cfg.node_monitor_period, Duration::from_secs(1));
         assert_eq!(cfg.cloud_provider, "local");
 
-        let err = Config::from_args(Args {
-            cloud_provider: Some("aws".into()),
-            cloud_config: Some(cloud.clone()),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let cloud = cloud.to_str().unwrap();
+        let err = config(&["--cloud-provider", "aws", "--cloud-config", cloud])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("--cloud-provider \"aws\"") && err.contains("local"),
             "{err}"
         );
 
-        let err = Config::from_args(Args::default()).unwrap_err().to_string();
+        let err = config(&[]).unwrap_err().to_string();
         assert!(err.contains("--cloud-config"), "{err}");
 
-        let err = Config::from_args(Args {
-            cloud_config: Some(cloud),
-            controllers: vec!["*".into(), "-nope".into()],
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = config(&["--cloud-config", cloud, "--controllers", "*,-nope"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown controller \"nope\""), "{err}");
     }
 
@@ -273,7 +220,9 @@ mod tests {
         if !path.exists() {
             return; // shipped by the deploy/ work; nothing to check without it
         }
-        let file: FileConfig = rkube_daemon::load_config_file(Some(&path)).unwrap();
-        assert_eq!(file.cloud_provider.as_deref(), Some("local"));
+        let path = path.to_str().unwrap();
+        let o: Options =
+            rkube_daemon::options::parse_from(["rkube-cloud-controller-manager", "--config", path]).unwrap();
+        assert_eq!(o.cloud_provider.as_deref(), Some("local"));
     }
 }

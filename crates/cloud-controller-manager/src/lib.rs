@@ -20,7 +20,8 @@ pub mod controllers;
 pub mod fake;
 pub mod providers;
 
-pub use config::{Args, Config};
+pub use config::{Config, Options};
+use rkube_client::runtime::{Manager, ManagerParts};
 use rkube_client::{Client, Recorder};
 use std::future::Future;
 use std::sync::Arc;
@@ -45,31 +46,32 @@ pub const CONTROLLERS: &[(&str, StartFn)] = controllers::ALL;
 /// Which controllers `spec` enables: `*` is all, `name` adds one, `-name`
 /// removes one (`*,-route`).
 pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    let names: Vec<&'static str> = CONTROLLERS.iter().map(|(n, _)| *n).collect();
-    rkube_client::runtime::enabled_controllers(&names, spec)
+    Manager::enabled(CONTROLLERS, spec)
 }
 
 /// Runs the enabled controllers until `shutdown` resolves: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
-    let enabled = enabled(&config.controllers)?;
     let cloud = match &config.provider {
         Some(p) => p.clone(),
         None => providers::build(&config)?,
     };
-    let _health = rkube_daemon::serve_health(config.health_addr).await?;
-    let client = Client::for_daemon(&config.apiserver, config.kubeconfig.as_deref())?;
-    let host = rkube_daemon::host_name();
-    let recorder = Recorder::new(client.clone(), "cloud-controller-manager", &host);
-    let ctx = Arc::new(Context {
-        informers: rkube_client::SharedInformers::new(client.clone()),
-        client,
+    let connection = (config.apiserver.as_str(), config.kubeconfig.as_deref());
+    let manager = Manager::new(
+        "cloud-controller-manager",
+        CONTROLLERS,
+        &config.controllers,
+        connection,
+        config.health_addr,
+    );
+    let context = |p: ManagerParts| Context {
+        client: p.client,
+        informers: p.informers,
+        recorder: p.recorder,
         config,
-        recorder,
         cloud,
-    });
-    rkube_daemon::ready();
-    rkube_client::runtime::run_controllers(ctx, CONTROLLERS, &enabled, shutdown).await
+    };
+    manager.run(context, shutdown).await
 }
 
 /// Events are advisory: a failure is logged, never fails the reconcile.

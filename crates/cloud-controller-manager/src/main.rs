@@ -1,13 +1,8 @@
 //! `rkube-cloud-controller-manager`: parse flags and config, then run (see `rkube_daemon::main`).
 
-use clap::Parser;
+use rkube_cloud_controller_manager::{run, Config, Options};
 
 fn main() {
-    let config =
-        rkube_cloud_controller_manager::Config::from_args(rkube_cloud_controller_manager::Args::parse());
-    rkube_daemon::main(
-        "rkube-cloud-controller-manager",
-        config,
-        rkube_cloud_controller_manager::run,
-    )
+    let config = rkube_daemon::options::parse::<Options>().and_then(Config::from_options);
+    rkube_daemon::main("rkube-cloud-controller-manager", config, run)
 }

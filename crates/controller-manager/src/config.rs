@@ -1,35 +1,30 @@
-//! Flags, or the same fields in a YAML file given with `--config`.
+//! The controller-manager's options (flags, or the same fields in a YAML file given with
+//! `--config`; flags win) and the configuration it runs with.
 
 use clap::Parser;
+use rkube_client::runtime::ManagerOptions;
+use rkube_daemon::{ClientOptions, DaemonOptions, Options as _};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Parser, Debug, Clone, Default)]
+#[derive(Parser, Deserialize, Debug, Clone, Default)]
 #[command(
     name = "rkube-controller-manager",
     version,
     about = "rkube's controller manager: the loops that keep the cluster as declared"
 )]
-pub struct Args {
-    /// YAML file with any of the settings below (camelCase keys); flags win.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The apiserver to talk to.
-    #[arg(long, value_name = "URL")]
-    pub apiserver: Option<String>,
-    /// Client config file with this daemon's credentials: server, CA and
-    /// client certificate or token (`rkubectl certs generate` writes one per
-    /// component). --apiserver, if given, overrides its server.
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Which controllers run: `*` for all, `name` to add, `-name` to remove
-    /// (e.g. `*,-horizontal-pod-autoscaler`).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub controllers: Vec<String>,
-    /// Concurrent reconciles per controller.
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub daemon: DaemonOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub client: ClientOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub manager: ManagerOptions,
     /// Seconds a node may go without renewing its Lease before it is marked
     /// Ready=Unknown and tainted unreachable.
     #[arg(long, value_name = "SECONDS")]
@@ -55,28 +50,9 @@ pub struct Args {
     /// evict from tainted nodes (at the latest; changes act at once).
     #[arg(long, value_name = "SECONDS")]
     pub node_monitor_period: Option<u64>,
-    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
-    /// HTTP; `off` turns it off. Default: 127.0.0.1:10257.
-    #[arg(long, value_name = "ADDR|off")]
-    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FileConfig {
-    apiserver: Option<String>,
-    kubeconfig: Option<PathBuf>,
-    controllers: Option<Vec<String>>,
-    workers: Option<usize>,
-    node_monitor_grace_period: Option<u64>,
-    default_toleration_seconds: Option<u64>,
-    cluster_cidr: Option<String>,
-    node_cidr_mask_size: Option<u8>,
-    hpa_sync_period: Option<u64>,
-    hpa_downscale_stabilization: Option<u64>,
-    node_monitor_period: Option<u64>,
-    health_addr: Option<rkube_daemon::HealthAddr>,
-}
+rkube_daemon::impl_options!(Options, rkube_daemon::health::CONTROLLER_MANAGER_PORT, daemon);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -120,57 +96,25 @@ impl Config {
         }
     }
 
-    pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let d = Config::new("http://127.0.0.1:6443");
-        let secs =
-            |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);
-        let (apiserver, kubeconfig) =
-            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
-        let cfg = Config {
-            apiserver,
-            kubeconfig,
-            controllers: if !args.controllers.is_empty() {
-                args.controllers
-            } else {
-                file.controllers.unwrap_or(d.controllers)
-            },
-            workers: args.workers.or(file.workers).unwrap_or(d.workers),
-            node_monitor_grace_period: secs(
-                args.node_monitor_grace_period,
-                file.node_monitor_grace_period,
-                d.node_monitor_grace_period,
-            ),
-            default_toleration_seconds: args
-                .default_toleration_seconds
-                .or(file.default_toleration_seconds)
-                .unwrap_or(d.default_toleration_seconds),
-            cluster_cidr: args.cluster_cidr.or(file.cluster_cidr).unwrap_or(d.cluster_cidr),
-            node_cidr_mask_size: args
-                .node_cidr_mask_size
-                .or(file.node_cidr_mask_size)
-                .unwrap_or(d.node_cidr_mask_size),
-            hpa_sync_period: secs(args.hpa_sync_period, file.hpa_sync_period, d.hpa_sync_period),
-            hpa_downscale_stabilization: secs(
-                args.hpa_downscale_stabilization,
-                file.hpa_downscale_stabilization,
-                d.hpa_downscale_stabilization,
-            ),
-            node_monitor_period: secs(
-                args.node_monitor_period,
-                file.node_monitor_period,
-                d.node_monitor_period,
-            ),
-            metrics_source: None,
-            health_addr: rkube_daemon::HealthAddr::resolve(
-                args.health_addr.or(file.health_addr),
-                rkube_daemon::health::CONTROLLER_MANAGER_PORT,
-            ),
-        };
-        if cfg.workers == 0 {
-            anyhow::bail!("--workers must be at least 1");
-        }
-        crate::enabled(&cfg.controllers)?;
-        Ok(cfg)
+    /// The options resolved over the defaults, and checked.
+    pub fn from_options(o: Options) -> anyhow::Result<Config> {
+        let (apiserver, kubeconfig) = o.client.connection();
+        let mut c = Config::new(apiserver);
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        c.kubeconfig = kubeconfig;
+        c.health_addr = o.health_addr();
+        c.controllers = o.manager.controllers();
+        c.workers = o.manager.workers(c.workers)?;
+        c.node_monitor_grace_period = secs(o.node_monitor_grace_period, c.node_monitor_grace_period);
+        c.default_toleration_seconds = o
+            .default_toleration_seconds
+            .unwrap_or(c.default_toleration_seconds);
+        c.cluster_cidr = o.cluster_cidr.unwrap_or(c.cluster_cidr);
+        c.node_cidr_mask_size = o.node_cidr_mask_size.unwrap_or(c.node_cidr_mask_size);
+        c.hpa_sync_period = secs(o.hpa_sync_period, c.hpa_sync_period);
+        c.hpa_downscale_stabilization = secs(o.hpa_downscale_stabilization, c.hpa_downscale_stabilization);
+        c.node_monitor_period = secs(o.node_monitor_period, c.node_monitor_period);
+        crate::enabled(&c.controllers)?;
+        Ok(c)
     }
 }

@@ -10,11 +10,11 @@ pub mod config;
 pub mod controllers;
 pub mod metrics;
 
-pub use config::{Args, Config};
+pub use config::{Config, Options};
+use rkube_client::runtime::{Manager, ManagerParts};
 use rkube_client::{Client, Recorder};
 pub use rkube_daemon::notify_systemd;
 use std::future::Future;
-use std::sync::Arc;
 
 /// What every controller shares.
 pub struct Context {
@@ -35,25 +35,26 @@ pub const CONTROLLERS: &[(&str, StartFn)] = controllers::ALL;
 /// Which controllers `spec` enables: `*` is all, `name` adds one, `-name`
 /// removes one (`*,-horizontal-pod-autoscaler`).
 pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
-    let names: Vec<&'static str> = CONTROLLERS.iter().map(|(n, _)| *n).collect();
-    rkube_client::runtime::enabled_controllers(&names, spec)
+    Manager::enabled(CONTROLLERS, spec)
 }
 
 /// Runs the enabled controllers until `shutdown` resolves: what `main` calls.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let enabled = enabled(&config.controllers)?;
-    let _health = rkube_daemon::serve_health(config.health_addr).await?;
-    let client = Client::for_daemon(&config.apiserver, config.kubeconfig.as_deref())?;
-    let host = rkube_daemon::host_name();
-    let recorder = Recorder::new(client.clone(), "controller-manager", &host);
-    let ctx = Arc::new(Context {
-        informers: rkube_client::SharedInformers::new(client.clone()),
-        client,
+    let connection = (config.apiserver.as_str(), config.kubeconfig.as_deref());
+    let manager = Manager::new(
+        "controller-manager",
+        CONTROLLERS,
+        &config.controllers,
+        connection,
+        config.health_addr,
+    );
+    let context = |p: ManagerParts| Context {
+        client: p.client,
+        informers: p.informers,
+        recorder: p.recorder,
         config,
-        recorder,
-    });
-    rkube_daemon::ready();
-    rkube_client::runtime::run_controllers(ctx, CONTROLLERS, &enabled, shutdown).await
+    };
+    manager.run(context, shutdown).await
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! `rkube-controller-manager`: parse flags and config, then run (see `rkube_daemon::main`).
 
-use clap::Parser;
+use rkube_controller_manager::{run, Config, Options};
 
 fn main() {
-    let config = rkube_controller_manager::Config::from_args(rkube_controller_manager::Args::parse());
-    rkube_daemon::main("rkube-controller-manager", config, rkube_controller_manager::run)
+    let config = rkube_daemon::options::parse::<Options>().and_then(Config::from_options);
+    rkube_daemon::main("rkube-controller-manager", config, run)
 }

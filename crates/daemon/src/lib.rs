@@ -2,8 +2,10 @@
 //! lines: logging through tracing (`RUST_LOG`), the async runtime, shutdown
 //! on SIGTERM or Ctrl-C, readiness and the watchdog for systemd
 //! (`Type=notify`, `WatchdogSec=`), the health and metrics endpoint, and
-//! reading the optional YAML config file. It must stay free of anything
-//! specific to one daemon.
+//! the shape of a daemon's options: one struct that is both its flags and its
+//! optional YAML config file, with the settings every daemon shares declared
+//! once (see [`options`]). It must stay free of anything specific to one
+//! daemon.
 //!
 //! A daemon's `run` does two things with it: `serve_health(addr)` first
 //! (the endpoint lives as long as the returned handle), and `ready()` once
@@ -11,13 +13,14 @@
 
 pub mod health;
 pub mod metrics;
+pub mod options;
 pub mod systemd;
 
 pub use health::{serve_health, Health, HealthAddr, HealthServer};
 pub use metrics::Registry;
-use serde::de::DeserializeOwned;
+pub use options::{ClientOptions, DaemonOptions, Options};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Runs a daemon: `config` is the result of parsing flags and the config
 /// file; `run` is the daemon's library entry point. Bad configuration exits
@@ -148,11 +151,10 @@ pub fn nodelay_incoming(
     })
 }
 
-/// The apiserver URL a daemon uses: its `--apiserver` flag, else its config file's
-/// `apiserver`, else, with a `--kubeconfig`, empty (the kubeconfig's server), else the
-/// local default.
-pub fn apiserver_url(flag: Option<String>, file: Option<String>, kubeconfig: Option<&Path>) -> String {
-    flag.or(file).unwrap_or_else(|| {
+/// The apiserver URL a daemon uses: `--apiserver` (flag or config file), else, with a
+/// `--kubeconfig`, empty (the kubeconfig's server), else the local default.
+pub fn apiserver_url(given: Option<String>, kubeconfig: Option<&Path>) -> String {
+    given.unwrap_or_else(|| {
         if kubeconfig.is_some() {
             String::new()
         } else {
@@ -191,78 +193,16 @@ pub fn with_sources(mut head: String, mut source: Option<&(dyn std::error::Error
     head
 }
 
-/// A daemon's apiserver URL (see [`apiserver_url`]) and client config file,
-/// each from its flag, else its config file's key.
-pub fn connection(
-    flag_url: Option<String>,
-    file_url: Option<String>,
-    flag_kubeconfig: Option<PathBuf>,
-    file_kubeconfig: Option<PathBuf>,
-) -> (String, Option<PathBuf>) {
-    let kubeconfig = flag_kubeconfig.or(file_kubeconfig);
-    (
-        apiserver_url(flag_url, file_url, kubeconfig.as_deref()),
-        kubeconfig,
-    )
-}
-
-/// Reads a daemon's YAML config file, or the defaults when none is given.
-/// Errors name the file; `T` should deny unknown fields so a misspelt key
-/// is an error rather than silently ignored.
-pub fn load_config_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
-    let Some(path) = path else { return Ok(T::default()) };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_apiserver_comes_from_the_flag_the_file_the_kubeconfig_or_the_default() {
+    fn the_apiserver_comes_from_the_option_the_kubeconfig_or_the_default() {
         let kc = Some(Path::new("/etc/rkube/scheduler.conf"));
-        let s = |v: &str| Some(v.to_string());
-        assert_eq!(
-            apiserver_url(s("https://a:6443"), s("https://b:6443"), kc),
-            "https://a:6443"
-        );
-        assert_eq!(apiserver_url(None, s("https://b:6443"), kc), "https://b:6443");
+        assert_eq!(apiserver_url(Some("https://a:6443".into()), kc), "https://a:6443");
         // Empty: the kubeconfig's own server.
-        assert_eq!(apiserver_url(None, None, kc), "");
-        assert_eq!(apiserver_url(None, None, None), "https://127.0.0.1:6443");
-    }
-
-    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    struct File {
-        listen_port: Option<u16>,
-    }
-
-    #[test]
-    fn config_files_are_read_and_errors_name_the_file() {
-        assert_eq!(load_config_file::<File>(None).unwrap(), File::default());
-        let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("good.yaml");
-        std::fs::write(&good, "listenPort: 80\n").unwrap();
-        assert_eq!(
-            load_config_file::<File>(Some(&good)).unwrap().listen_port,
-            Some(80)
-        );
-        let bad = dir.path().join("bad.yaml");
-        std::fs::write(&bad, "listenPrt: 80\n").unwrap();
-        let e = load_config_file::<File>(Some(&bad)).unwrap_err().to_string();
-        assert!(
-            e.contains("bad.yaml") && e.contains("unknown field `listenPrt`"),
-            "{e}"
-        );
-        let e = load_config_file::<File>(Some(&dir.path().join("missing.yaml")))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("cannot read config file") && e.contains("missing.yaml"),
-            "{e}"
-        );
+        assert_eq!(apiserver_url(None, kc), "");
+        assert_eq!(apiserver_url(None, None), "https://127.0.0.1:6443");
     }
 }

@@ -15,19 +15,8 @@ use rkube_client::{Client, ClientConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::config::BootstrapToken;
 use crate::config::Config;
-
-/// A bootstrap token, kept out of `Debug` output (and so out of logs).
-#[derive(Clone, PartialEq, Eq)]
-pub struct BootstrapToken(pub String);
-
-impl std::fmt::Debug for BootstrapToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // the id half is not secret and tells which token it was
-        let id = self.0.split('.').next().unwrap_or("");
-        write!(f, "BootstrapToken({id}.<redacted>)")
-    }
-}
 
 /// Files written beside the kubeconfig.
 pub const CLIENT_CERT_FILE: &str = "kubelet-client.crt";
@@ -200,20 +189,18 @@ mod tests {
 
     #[test]
     fn a_bootstrap_token_needs_a_kubeconfig_to_write() {
-        let args = crate::config::Args {
-            node_name: Some("n1".into()),
-            bootstrap_token: Some("abcdef.0123456789abcdef".into()),
-            ..Default::default()
-        };
-        let err = Config::from_args(args).unwrap_err().to_string();
+        let config = crate::config::tests::config;
+        let err = config(&[
+            "--node-name",
+            "n1",
+            "--bootstrap-token",
+            "abcdef.0123456789abcdef",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--bootstrap-token needs --kubeconfig"), "{err}");
         // with a kubeconfig, the apiserver defaults to its server
-        let c = Config::from_args(crate::config::Args {
-            node_name: Some("n1".into()),
-            kubeconfig: Some("/etc/rkube/kubelet.conf".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        let c = config(&["--node-name", "n1", "--kubeconfig", "/etc/rkube/kubelet.conf"]).unwrap();
         assert_eq!(c.apiserver, "");
     }
 }

@@ -1,37 +1,33 @@
-//! `rkubelet`'s settings: flags, or the same fields (camelCase) in a YAML file given with
-//! `--config`; flags win.
+//! `rkubelet`'s options (flags, or the same fields, camelCase, in a YAML file given with
+//! `--config`; flags win) and the configuration it runs with.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use rkube_daemon::{ClientOptions, DaemonOptions};
 use serde::Deserialize;
 
-#[derive(Parser, Debug, Clone, Default)]
+#[derive(Parser, Deserialize, Debug, Clone, Default)]
 #[command(
     name = "rkubelet",
     version,
     about = "rkube's node agent: runs the pods bound to this node on containerd"
 )]
-pub struct Args {
-    /// YAML file with any of the settings below (camelCase keys); flags win.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The apiserver to talk to (default: the server of --kubeconfig, else
-    /// https://127.0.0.1:6443).
-    #[arg(long, value_name = "URL")]
-    pub apiserver: Option<String>,
-    /// Client config file with the kubelet's credentials (server, CA,
-    /// client certificate; rkubectl certs generate writes node-NAME.conf).
-    /// With --bootstrap-token and no such file yet, the kubelet obtains its
-    /// certificate and writes the file (and its key and certificate beside
-    /// it).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub daemon: DaemonOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub client: ClientOptions,
     /// A bootstrap token (`rkubectl token create`) to obtain this node's
-    /// client certificate with when --kubeconfig does not exist yet. It
-    /// works once.
+    /// client certificate with when --kubeconfig does not exist yet (`rkubectl
+    /// certs generate --node NAME` writes one instead); the kubelet then
+    /// writes that file, with its key and certificate beside it. It works
+    /// once.
     #[arg(long, value_name = "TOKEN")]
     pub bootstrap_token: Option<String>,
     /// The cluster CA (ca.crt) that verifies an https:// apiserver while
@@ -80,8 +76,8 @@ pub struct Args {
     pub cni_bin_dir: Option<PathBuf>,
     /// A registry (`host` or `host:port`) reached over plain http; repeatable. Loopback
     /// registries always are.
-    #[arg(long, value_name = "HOST")]
-    pub insecure_registry: Vec<String>,
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Option<Vec<String>>,
     /// First CrashLoopBackOff / image pull back-off delay, in seconds (fractions allowed).
     #[arg(long, value_name = "SECONDS")]
     pub crashloop_backoff_base: Option<f64>,
@@ -107,39 +103,20 @@ pub struct Args {
     /// containerd and registries from its own. For several nodes on one machine.
     #[arg(long, value_name = "PATH")]
     pub node_netns: Option<PathBuf>,
-    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
-    /// HTTP; `off` turns it off. Default: 127.0.0.1:10248.
-    #[arg(long, value_name = "ADDR|off")]
-    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FileConfig {
-    apiserver: Option<String>,
-    kubeconfig: Option<PathBuf>,
-    bootstrap_token: Option<String>,
-    bootstrap_ca_file: Option<PathBuf>,
-    node_name: Option<String>,
-    containerd_socket: Option<PathBuf>,
-    root_dir: Option<PathBuf>,
-    run_dir: Option<PathBuf>,
-    node_ip: Option<IpAddr>,
-    listen: Option<SocketAddr>,
-    tls_cert_file: Option<PathBuf>,
-    tls_private_key_file: Option<PathBuf>,
-    client_ca_file: Option<PathBuf>,
-    pod_cidr: Option<String>,
-    cni_bin_dir: Option<PathBuf>,
-    insecure_registries: Option<Vec<String>>,
-    crashloop_backoff_base: Option<f64>,
-    crashloop_backoff_max: Option<f64>,
-    crashloop_backoff_reset: Option<f64>,
-    node_status_update_frequency: Option<f64>,
-    cloud_provider: Option<String>,
-    cgroup_parent: Option<String>,
-    node_netns: Option<PathBuf>,
-    health_addr: Option<rkube_daemon::HealthAddr>,
+rkube_daemon::impl_options!(Options, rkube_daemon::health::KUBELET_PORT, daemon);
+
+/// A bootstrap token, kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapToken(pub String);
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the id half is not secret and tells which token it was
+        let id = self.0.split('.').next().unwrap_or("");
+        write!(f, "BootstrapToken({id}.<redacted>)")
+    }
 }
 
 /// Everything the kubelet runs with. Tests build it with [`Config::new`] and adjust fields.
@@ -150,8 +127,8 @@ pub struct Config {
     /// The kubelet's client config file (credentials); `None`: plain
     /// `apiserver` without credentials.
     pub kubeconfig: Option<PathBuf>,
-    /// Creates `kubeconfig` when it does not exist (see `crate::bootstrap`).
-    pub bootstrap_token: Option<crate::bootstrap::BootstrapToken>,
+    /// Creates `kubeconfig` when it does not exist (the bootstrap module).
+    pub bootstrap_token: Option<BootstrapToken>,
     pub bootstrap_ca_file: Option<PathBuf>,
     pub node_name: String,
     pub containerd_socket: PathBuf,
@@ -238,50 +215,34 @@ impl Config {
         }
     }
 
-    /// Merges flags over the config file and checks the result; errors name the flag.
-    pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let node_name = match args.node_name.or(file.node_name) {
-            Some(n) => n,
-            None => hostname(),
-        };
-        let (apiserver, kubeconfig) =
-            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
+    /// The options resolved over the defaults, and checked; errors name the flag.
+    pub fn from_options(o: Options) -> anyhow::Result<Config> {
+        let health_addr = rkube_daemon::Options::health_addr(&o);
+        let node_name = o.node_name.unwrap_or_else(hostname);
+        let (apiserver, kubeconfig) = o.client.connection();
         let mut c = Config::new(apiserver, node_name.to_lowercase());
         c.kubeconfig = kubeconfig;
-        c.bootstrap_token = args
-            .bootstrap_token
-            .or(file.bootstrap_token)
-            .map(crate::bootstrap::BootstrapToken);
-        c.bootstrap_ca_file = args.bootstrap_ca_file.or(file.bootstrap_ca_file);
-        if let Some(v) = args.containerd_socket.or(file.containerd_socket) {
+        c.health_addr = health_addr;
+        c.bootstrap_token = o.bootstrap_token.map(BootstrapToken);
+        c.bootstrap_ca_file = o.bootstrap_ca_file;
+        if let Some(v) = o.containerd_socket {
             c.containerd_socket = v;
         }
-        if let Some(v) = args.root_dir.or(file.root_dir) {
+        if let Some(v) = o.root_dir {
             c.runtime_state_dir = v.join("runtime");
             c.root_dir = v;
         }
-        if let Some(v) = args.run_dir.or(file.run_dir) {
-            c.run_dir = v;
-        }
-        if let Some(v) = args.node_ip.or(file.node_ip) {
-            c.node_ip = v;
-        }
-        if let Some(v) = args.listen.or(file.listen) {
-            c.listen = v;
-        }
-        c.tls_cert_file = args.tls_cert_file.or(file.tls_cert_file);
-        c.tls_private_key_file = args.tls_private_key_file.or(file.tls_private_key_file);
-        c.client_ca_file = args.client_ca_file.or(file.client_ca_file);
-        c.pod_cidr = args.pod_cidr.or(file.pod_cidr).filter(|s| !s.is_empty());
-        if let Some(v) = args.cni_bin_dir.or(file.cni_bin_dir) {
+        c.run_dir = o.run_dir.unwrap_or(c.run_dir);
+        c.node_ip = o.node_ip.unwrap_or(c.node_ip);
+        c.listen = o.listen.unwrap_or(c.listen);
+        c.tls_cert_file = o.tls_cert_file;
+        c.tls_private_key_file = o.tls_private_key_file;
+        c.client_ca_file = o.client_ca_file;
+        c.pod_cidr = o.pod_cidr.filter(|s| !s.is_empty());
+        if let Some(v) = o.cni_bin_dir {
             c.cni_bin_dirs = vec![v];
         }
-        c.insecure_registries = if args.insecure_registry.is_empty() {
-            file.insecure_registries.unwrap_or_default()
-        } else {
-            args.insecure_registry
-        };
+        c.insecure_registries = o.insecure_registries.unwrap_or_default();
         let secs = |flag: &str, v: Option<f64>, d: Duration| -> anyhow::Result<Duration> {
             match v {
                 None => Ok(d),
@@ -291,39 +252,30 @@ impl Config {
         };
         c.crashloop_backoff_base = secs(
             "crashloop-backoff-base",
-            args.crashloop_backoff_base.or(file.crashloop_backoff_base),
+            o.crashloop_backoff_base,
             c.crashloop_backoff_base,
         )?;
         c.crashloop_backoff_max = secs(
             "crashloop-backoff-max",
-            args.crashloop_backoff_max.or(file.crashloop_backoff_max),
+            o.crashloop_backoff_max,
             c.crashloop_backoff_max,
         )?;
         c.crashloop_backoff_reset = secs(
             "crashloop-backoff-reset",
-            args.crashloop_backoff_reset.or(file.crashloop_backoff_reset),
+            o.crashloop_backoff_reset,
             c.crashloop_backoff_reset,
         )?;
         c.node_status_update_frequency = secs(
             "node-status-update-frequency",
-            args.node_status_update_frequency
-                .or(file.node_status_update_frequency),
+            o.node_status_update_frequency,
             c.node_status_update_frequency,
         )?;
-        if let Some(v) = args.cloud_provider.or(file.cloud_provider) {
-            c.cloud_provider = v;
-        }
-        if let Some(v) = args.cgroup_parent.or(file.cgroup_parent) {
-            c.cgroup_parent = v;
-        }
-        if let Some(v) = args.node_netns.or(file.node_netns) {
+        c.cloud_provider = o.cloud_provider.unwrap_or(c.cloud_provider);
+        c.cgroup_parent = o.cgroup_parent.unwrap_or(c.cgroup_parent);
+        if let Some(v) = o.node_netns {
             c.cni_node_netns = Some(v.clone());
             c.server_netns = Some(v);
         }
-        c.health_addr = rkube_daemon::HealthAddr::resolve(
-            args.health_addr.or(file.health_addr),
-            rkube_daemon::health::KUBELET_PORT,
-        );
         c.validate()?;
         Ok(c)
     }
@@ -416,8 +368,14 @@ pub fn default_node_ip() -> IpAddr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The configuration from `rkubelet FLAGS...`.
+    pub(crate) fn config(flags: &[&str]) -> anyhow::Result<Config> {
+        let argv = ["rkubelet"].iter().chain(flags);
+        Config::from_options(rkube_daemon::options::parse_from(argv)?)
+    }
 
     #[test]
     fn tls_files_come_from_flags_or_the_file_and_go_together() {
@@ -428,12 +386,8 @@ mod tests {
             "nodeName: n1\ntlsCertFile: /etc/rkube/kubelet.crt\ntlsPrivateKeyFile: /etc/rkube/kubelet.key\nclientCaFile: /etc/rkube/ca.crt\n",
         )
         .unwrap();
-        let c = Config::from_args(Args {
-            config: Some(file),
-            client_ca_file: Some("/other/ca.crt".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        let file = file.to_str().unwrap();
+        let c = config(&["--config", file, "--client-ca-file", "/other/ca.crt"]).unwrap();
         assert_eq!(c.tls_cert_file, Some(PathBuf::from("/etc/rkube/kubelet.crt")));
         assert_eq!(
             c.tls_private_key_file,
@@ -441,13 +395,9 @@ mod tests {
         );
         assert_eq!(c.client_ca_file, Some(PathBuf::from("/other/ca.crt")));
 
-        let err = Config::from_args(Args {
-            node_name: Some("n1".into()),
-            tls_cert_file: Some("/etc/rkube/kubelet.crt".into()),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = config(&["--node-name", "n1", "--tls-cert-file", "/etc/rkube/kubelet.crt"])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("--tls-cert-file and --tls-private-key-file go together"),
             "{err}"
@@ -464,31 +414,19 @@ mod tests {
                 .replace("podCIDR", "podCidr"),
         )
         .unwrap();
-        let args = Args {
-            config: Some(file.clone()),
-            node_name: Some("from-flag".into()),
-            ..Default::default()
-        };
-        let c = Config::from_args(args).unwrap();
+        let file = file.to_str().unwrap();
+        let c = config(&["--config", file, "--node-name", "from-flag"]).unwrap();
         assert_eq!(c.node_name, "from-flag");
         assert_eq!(c.pod_cidr.as_deref(), Some("10.1.0.0/24"));
         assert_eq!(c.crashloop_backoff_base, Duration::from_secs(2));
 
-        let err = Config::from_args(Args {
-            node_name: Some("n".into()),
-            cloud_provider: Some("aws".into()),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = config(&["--node-name", "n", "--cloud-provider", "aws"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--cloud-provider"), "{err}");
-        let err = Config::from_args(Args {
-            node_name: Some("n".into()),
-            pod_cidr: Some("10.0.0.0".into()),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = config(&["--node-name", "n", "--pod-cidr", "10.0.0.0"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--pod-cidr"), "{err}");
     }
 }

@@ -24,7 +24,7 @@ pub mod server;
 pub mod serving;
 pub mod volumes;
 
-pub use config::{Args, Config};
+pub use config::{Config, Options};
 pub use daemon::{run, start, RunningKubelet};
 #[cfg(feature = "test-support")]
 pub mod testing;

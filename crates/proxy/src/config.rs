@@ -1,30 +1,28 @@
-//! Flags, or the same fields in a YAML file given with `--config` (camelCase
-//! keys; flags win).
+//! The proxy's options (flags, or the same fields in a YAML file given with `--config`,
+//! camelCase keys; flags win) and the configuration it runs with.
 
 use clap::Parser;
+use rkube_daemon::{ClientOptions, DaemonOptions, Options as _};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Parser, Debug, Clone, Default)]
+#[derive(Parser, Deserialize, Debug, Clone, Default)]
 #[command(
     name = "rkube-proxy",
     version,
-    about = "rkube's service proxy: makes Service addresses reach ready endpoints on this node"
+    about = "rkube's service proxy: makes Service addresses reach ready endpoints on this node",
+    after_help = "In the config file (e.g. `mode: userspace`, `minSyncPeriod: 100ms`), \
+                  commands are lists: `nftCommand: [nsenter, --net=/var/run/netns/X, nft]`."
 )]
-pub struct Args {
-    /// YAML file with any of the settings below (camelCase keys, e.g.
-    /// `mode: userspace`, `minSyncPeriod: 100ms`); flags win.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The apiserver to watch Services and Endpoints on.
-    #[arg(long, value_name = "URL")]
-    pub apiserver: Option<String>,
-    /// Client config file with this daemon's credentials: server, CA and
-    /// client certificate or token (`rkubectl certs generate` writes one per
-    /// component). --apiserver, if given, overrides its server.
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub daemon: DaemonOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub client: ClientOptions,
     /// This node's name (defaults to the host name).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -40,37 +38,34 @@ pub struct Args {
     /// Remove everything rkube-proxy installed (the nftables table, the
     /// `rkube-svc` interface) and exit.
     #[arg(long)]
+    #[serde(skip)]
     pub cleanup: bool,
     /// The command that runs nft, split on spaces (e.g.
     /// `nsenter --net=/var/run/netns/X nft` to program another network
     /// namespace).
     #[arg(long, value_name = "COMMAND")]
-    pub nft_command: Option<String>,
+    pub nft_command: Option<CommandLine>,
     /// The command that runs ip (iproute2), for userspace mode.
     #[arg(long, value_name = "COMMAND")]
-    pub ip_command: Option<String>,
+    pub ip_command: Option<CommandLine>,
     /// The command that runs conntrack (package conntrack), which nftables
     /// mode uses to clear entries its new rules cannot fix.
     #[arg(long, value_name = "COMMAND")]
-    pub conntrack_command: Option<String>,
-    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
-    /// HTTP; `off` turns it off. Default: 127.0.0.1:10256.
-    #[arg(long, value_name = "ADDR|off")]
-    pub health_addr: Option<rkube_daemon::HealthAddr>,
+    pub conntrack_command: Option<CommandLine>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FileConfig {
-    apiserver: Option<String>,
-    kubeconfig: Option<PathBuf>,
-    node_name: Option<String>,
-    mode: Option<String>,
-    min_sync_period: Option<String>,
-    nft_command: Option<Vec<String>>,
-    ip_command: Option<Vec<String>>,
-    conntrack_command: Option<Vec<String>>,
-    health_addr: Option<rkube_daemon::HealthAddr>,
+rkube_daemon::impl_options!(Options, rkube_daemon::health::PROXY_PORT, daemon);
+
+/// A program and its leading arguments: split on spaces as a flag, a list in the file.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct CommandLine(pub Vec<String>);
+
+impl std::str::FromStr for CommandLine {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(CommandLine(s.split_whitespace().map(String::from).collect()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +111,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     s.parse().ok().map(Duration::from_millis)
 }
 
-fn words(s: &str) -> Vec<String> {
-    s.split_whitespace().map(String::from).collect()
-}
-
 impl Config {
     /// Defaults: nftables mode, 100 ms batching, `nft`, `ip` and
     /// `conntrack` from PATH.
@@ -138,71 +129,52 @@ impl Config {
         }
     }
 
-    pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let host = rkube_daemon::host_name();
-        let d = Config::new("http://127.0.0.1:6443", host);
-        let mode = match args.mode.or(file.mode).as_deref() {
+    /// The options resolved over the defaults, and checked; errors name the flag.
+    pub fn from_options(o: Options) -> anyhow::Result<Config> {
+        let (apiserver, kubeconfig) = o.client.connection();
+        let health_addr = o.health_addr();
+        let node_name = o.node_name.unwrap_or_else(rkube_daemon::host_name);
+        let mut c = Config::new(apiserver, node_name);
+        c.kubeconfig = kubeconfig;
+        c.health_addr = health_addr;
+        c.mode = match o.mode.as_deref() {
             None | Some("nftables") => Mode::Nftables,
             Some("userspace") => Mode::Userspace,
             Some(other) => anyhow::bail!("--mode {other:?} is not one of nftables, userspace"),
         };
-        let min_sync_period = match args.min_sync_period.or(file.min_sync_period) {
-            None => d.min_sync_period,
-            Some(s) => parse_duration(&s).ok_or_else(|| {
+        if let Some(s) = o.min_sync_period {
+            c.min_sync_period = parse_duration(&s).ok_or_else(|| {
                 anyhow::anyhow!("--min-sync-period {s:?} is not a duration like 100ms or 1s")
-            })?,
-        };
-        let nft_command = args
-            .nft_command
-            .map(|s| words(&s))
-            .or(file.nft_command)
-            .unwrap_or(d.nft_command);
-        let ip_command = args
-            .ip_command
-            .map(|s| words(&s))
-            .or(file.ip_command)
-            .unwrap_or(d.ip_command);
-        let conntrack_command = args
-            .conntrack_command
-            .map(|s| words(&s))
-            .or(file.conntrack_command)
-            .unwrap_or(d.conntrack_command);
-        if nft_command.is_empty() || ip_command.is_empty() || conntrack_command.is_empty() {
+            })?;
+        }
+        c.cleanup = o.cleanup;
+        let command = |v: Option<CommandLine>, d: Vec<String>| v.map_or(d, |c| c.0);
+        c.nft_command = command(o.nft_command, c.nft_command);
+        c.ip_command = command(o.ip_command, c.ip_command);
+        c.conntrack_command = command(o.conntrack_command, c.conntrack_command);
+        if c.nft_command.is_empty() || c.ip_command.is_empty() || c.conntrack_command.is_empty() {
             anyhow::bail!("--nft-command, --ip-command and --conntrack-command must name a program");
         }
-        let (apiserver, kubeconfig) =
-            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
-        let cfg = Config {
-            apiserver,
-            kubeconfig,
-            node_name: args.node_name.or(file.node_name).unwrap_or(d.node_name),
-            mode,
-            min_sync_period,
-            cleanup: args.cleanup,
-            nft_command,
-            ip_command,
-            conntrack_command,
-            health_addr: rkube_daemon::HealthAddr::resolve(
-                args.health_addr.or(file.health_addr),
-                rkube_daemon::health::PROXY_PORT,
-            ),
-        };
-        if cfg.node_name.is_empty() {
+        if c.node_name.is_empty() {
             anyhow::bail!("--node-name is required (the host name could not be read)");
         }
-        if cfg.min_sync_period > Duration::from_secs(1) {
+        if c.min_sync_period > Duration::from_secs(1) {
             anyhow::bail!(
                 "--min-sync-period must be at most 1s, so a change reaches the rules within a second"
             );
         }
-        Ok(cfg)
+        Ok(c)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(flags: &[&str]) -> anyhow::Result<Config> {
+        let argv = ["rkube-proxy"].iter().chain(flags);
+        Config::from_options(rkube_daemon::options::parse_from(argv)?)
+    }
 
     #[test]
     fn durations_and_flags_over_file() {
@@ -217,28 +189,18 @@ mod tests {
             "mode: userspace\nnodeName: n1\nminSyncPeriod: 50ms\nnftCommand: [nsenter, --net=/x, nft]\n",
         )
         .unwrap();
-        let cfg = Config::from_args(Args {
-            config: Some(file.clone()),
-            node_name: Some("n2".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        let path = file.to_str().unwrap();
+        let cfg = config(&["--config", path, "--node-name", "n2"]).unwrap();
         assert_eq!(cfg.mode, Mode::Userspace);
         assert_eq!(cfg.node_name, "n2");
         assert_eq!(cfg.min_sync_period, Duration::from_millis(50));
         assert_eq!(cfg.nft_command, ["nsenter", "--net=/x", "nft"]);
-        let err = Config::from_args(Args {
-            mode: Some("ipvs".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let cfg = config(&["--config", path, "--nft-command", "ip netns exec x nft"]).unwrap();
+        assert_eq!(cfg.nft_command, ["ip", "netns", "exec", "x", "nft"]);
+        let err = config(&["--mode", "ipvs"]).unwrap_err();
         assert!(err.to_string().contains("ipvs"), "{err}");
         std::fs::write(&file, "bogus: 1\n").unwrap();
-        let err = Config::from_args(Args {
-            config: Some(file),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err = config(&["--config", path]).unwrap_err();
         assert!(err.to_string().contains("proxy.yaml"), "{err}");
     }
 }

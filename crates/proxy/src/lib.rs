@@ -16,7 +16,7 @@ pub mod model;
 pub mod nft;
 pub mod userspace;
 
-pub use config::{Args, Config, Mode};
+pub use config::{Config, Mode, Options};
 use futures::{FutureExt, StreamExt};
 use model::ServicePort;
 use rkube_api::core::v1::{Endpoints, Service};

@@ -1,8 +1,8 @@
 //! `rkube-proxy`: parse flags and config, then run (see `rkube_daemon::main`).
 
-use clap::Parser;
+use rkube_proxy::{run, Config, Options};
 
 fn main() {
-    let config = rkube_proxy::Config::from_args(rkube_proxy::Args::parse());
-    rkube_daemon::main("rkube-proxy", config, rkube_proxy::run)
+    let config = rkube_daemon::options::parse::<Options>().and_then(Config::from_options);
+    rkube_daemon::main("rkube-proxy", config, run)
 }

@@ -1,29 +1,26 @@
-//! Flags, or the same fields in a YAML file given with `--config`
-//! (camelCase keys); flags win.
+//! The scheduler's options (flags, or the same fields in a YAML file given with
+//! `--config`, camelCase keys; flags win) and the configuration it runs with.
 
 use clap::Parser;
+use rkube_daemon::{ClientOptions, DaemonOptions, Options as _};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Parser, Debug, Clone, Default)]
+#[derive(Parser, Deserialize, Debug, Clone, Default)]
 #[command(
     name = "rkube-scheduler",
     version,
     about = "rkube's scheduler: binds pending pods to the nodes that fit them best"
 )]
-pub struct Args {
-    /// YAML file with any of the settings below (camelCase keys); flags win.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The apiserver to talk to.
-    #[arg(long, value_name = "URL")]
-    pub apiserver: Option<String>,
-    /// Client config file with this daemon's credentials: server, CA and
-    /// client certificate or token (`rkubectl certs generate` writes one per
-    /// component). --apiserver, if given, overrides its server.
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub daemon: DaemonOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub client: ClientOptions,
     /// The name pods ask for in `spec.schedulerName`; pods naming another
     /// scheduler are left alone. Default: default-scheduler.
     #[arg(long, value_name = "NAME")]
@@ -49,25 +46,9 @@ pub struct Args {
     /// retried at once when a node is added or changes or a pod goes away).
     #[arg(long, value_name = "SECONDS")]
     pub pod_max_backoff_seconds: Option<u64>,
-    /// Where to serve /healthz, /livez, /readyz and /metrics over plain
-    /// HTTP; `off` turns it off. Default: 127.0.0.1:10259.
-    #[arg(long, value_name = "ADDR|off")]
-    pub health_addr: Option<rkube_daemon::HealthAddr>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FileConfig {
-    apiserver: Option<String>,
-    kubeconfig: Option<PathBuf>,
-    scheduler_name: Option<String>,
-    leader_elect: Option<bool>,
-    percentage_of_nodes_to_score: Option<u32>,
-    parallel_binds: Option<usize>,
-    pod_initial_backoff_seconds: Option<u64>,
-    pod_max_backoff_seconds: Option<u64>,
-    health_addr: Option<rkube_daemon::HealthAddr>,
-}
+rkube_daemon::impl_options!(Options, rkube_daemon::health::SCHEDULER_PORT, daemon);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -101,46 +82,23 @@ impl Config {
         }
     }
 
-    pub fn from_args(args: Args) -> anyhow::Result<Config> {
-        let file: FileConfig = rkube_daemon::load_config_file(args.config.as_deref())?;
-        let d = Config::new("http://127.0.0.1:6443");
-        let secs =
-            |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_secs).unwrap_or(d);
-        let (apiserver, kubeconfig) =
-            rkube_daemon::connection(args.apiserver, file.apiserver, args.kubeconfig, file.kubeconfig);
-        let cfg = Config {
-            apiserver,
-            kubeconfig,
-            scheduler_name: args
-                .scheduler_name
-                .or(file.scheduler_name)
-                .unwrap_or(d.scheduler_name),
-            leader_elect: args.leader_elect.or(file.leader_elect).unwrap_or(d.leader_elect),
-            percentage_of_nodes_to_score: args
-                .percentage_of_nodes_to_score
-                .or(file.percentage_of_nodes_to_score)
-                .unwrap_or(d.percentage_of_nodes_to_score),
-            parallel_binds: args
-                .parallel_binds
-                .or(file.parallel_binds)
-                .unwrap_or(d.parallel_binds),
-            pod_initial_backoff: secs(
-                args.pod_initial_backoff_seconds,
-                file.pod_initial_backoff_seconds,
-                d.pod_initial_backoff,
-            ),
-            pod_max_backoff: secs(
-                args.pod_max_backoff_seconds,
-                file.pod_max_backoff_seconds,
-                d.pod_max_backoff,
-            ),
-            health_addr: rkube_daemon::HealthAddr::resolve(
-                args.health_addr.or(file.health_addr),
-                rkube_daemon::health::SCHEDULER_PORT,
-            ),
-        };
-        cfg.validate()?;
-        Ok(cfg)
+    /// The options resolved over the defaults, and checked.
+    pub fn from_options(o: Options) -> anyhow::Result<Config> {
+        let (apiserver, kubeconfig) = o.client.connection();
+        let mut c = Config::new(apiserver);
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        c.kubeconfig = kubeconfig;
+        c.health_addr = o.health_addr();
+        c.scheduler_name = o.scheduler_name.unwrap_or(c.scheduler_name);
+        c.leader_elect = o.leader_elect.unwrap_or(c.leader_elect);
+        c.percentage_of_nodes_to_score = o
+            .percentage_of_nodes_to_score
+            .unwrap_or(c.percentage_of_nodes_to_score);
+        c.parallel_binds = o.parallel_binds.unwrap_or(c.parallel_binds);
+        c.pod_initial_backoff = secs(o.pod_initial_backoff_seconds, c.pod_initial_backoff);
+        c.pod_max_backoff = secs(o.pod_max_backoff_seconds, c.pod_max_backoff);
+        c.validate()?;
+        Ok(c)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -169,6 +127,11 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn config(flags: &[&str]) -> anyhow::Result<Config> {
+        let argv = ["rkube-scheduler"].iter().chain(flags);
+        Config::from_options(rkube_daemon::options::parse_from(argv)?)
+    }
+
     #[test]
     fn flags_win_over_the_file_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -178,31 +141,16 @@ mod tests {
             "apiserver: http://file:6443\nschedulerName: custom\nparallelBinds: 8\n",
         )
         .unwrap();
-        let args = Args::try_parse_from([
-            "rkube-scheduler",
-            "--config",
-            path.to_str().unwrap(),
-            "--parallel-binds",
-            "16",
-        ])
-        .unwrap();
-        let cfg = Config::from_args(args).unwrap();
+        let file = path.to_str().unwrap();
+        let cfg = config(&["--config", file, "--parallel-binds", "16"]).unwrap();
         assert_eq!(cfg.apiserver, "http://file:6443");
         assert_eq!(cfg.scheduler_name, "custom");
         assert_eq!(cfg.parallel_binds, 16);
 
         std::fs::write(&path, "parallelBind: 8\n").unwrap();
-        let err = Config::from_args(Args {
-            config: Some(path.clone()),
-            ..Args::default()
-        })
-        .unwrap_err();
+        let err = config(&["--config", file]).unwrap_err();
         assert!(err.to_string().contains("unknown field `parallelBind`"), "{err}");
-        let err = Config::from_args(Args {
-            percentage_of_nodes_to_score: Some(101),
-            ..Args::default()
-        })
-        .unwrap_err();
+        let err = config(&["--percentage-of-nodes-to-score", "101"]).unwrap_err();
         assert!(
             err.to_string().contains("--percentage-of-nodes-to-score"),
             "{err}"

@@ -22,7 +22,7 @@ pub mod scheduler;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use config::{Args, Config};
+pub use config::{Config, Options};
 pub use scheduler::{Scheduler, Stats};
 
 use rkube_client::{Client, LeaderElectionConfig, LeaderElector};

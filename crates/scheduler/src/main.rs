@@ -1,8 +1,8 @@
 //! `rkube-scheduler`: parse flags and config, then run (see `rkube_daemon::main`).
 
-use clap::Parser;
+use rkube_scheduler::{run, Config, Options};
 
 fn main() {
-    let config = rkube_scheduler::Config::from_args(rkube_scheduler::Args::parse());
-    rkube_daemon::main("rkube-scheduler", config, rkube_scheduler::run)
+    let config = rkube_daemon::options::parse::<Options>().and_then(Config::from_options);
+    rkube_daemon::main("rkube-scheduler", config, run)
 }

@@ -141,7 +141,6 @@ impl TestApiServerBuilder {
     /// The server's configuration: its flags read as `main` reads them.
     /// The one place a test's apiserver is configured.
     fn config(&self, dir: &Path, listen: SocketAddr) -> anyhow::Result<rkube_apiserver::Config> {
-        use clap::Parser;
         let data_dir = self.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         let mut argv: Vec<OsString> = vec![
             "rkube-apiserver".into(),
@@ -181,8 +180,9 @@ impl TestApiServerBuilder {
             argv.extend([flag.into(), pki.join(file).into()]);
         }
         argv.extend(self.flags.iter().cloned());
-        let args = rkube_apiserver::Args::try_parse_from(&argv).context("the test apiserver's flags")?;
-        let mut config = rkube_apiserver::Config::from_args(args)?;
+        let options = rkube_daemon::options::parse_from::<rkube_apiserver::Options, _, _>(&argv)
+            .context("the test apiserver's flags")?;
+        let mut config = rkube_apiserver::Config::from_options(options)?;
         if let Some(configure) = &self.configure {
             configure(&mut config);
         }

@@ -15,7 +15,9 @@ pub mod watcher;
 pub use backoff::Backoff;
 pub use controller::{controller_owner_keys, Action, Controller, ControllerMetrics, MetricsSnapshot};
 pub use informer::{Informer, Subscription};
-pub use manager::{enabled_controllers, run_controllers, Shutdown, StartFn};
+pub use manager::{
+    enabled_controllers, run_controllers, Manager, ManagerOptions, ManagerParts, Shutdown, StartFn,
+};
 pub use queue::WorkQueue;
 pub use shared::SharedInformers;
 pub use store::{Change, IndexFn, Store, Writer};

@@ -1,7 +1,12 @@
 //! The controllers, one module each, registered by name in `ALL`.
 
 use crate::cloud::CloudError;
-use crate::StartFn;
+use crate::{Context, Shutdown, StartFn};
+use rkube_api::core::v1::Node;
+use rkube_client::{Action, Controller, Store};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub mod node;
 pub mod node_lifecycle;
@@ -39,5 +44,43 @@ pub fn ready_status(node: &rkube_api::core::v1::Node) -> &str {
 pub(crate) async fn idle(name: &str, why: &str, shutdown: crate::Shutdown) -> anyhow::Result<()> {
     tracing::warn!(controller = name, "not running: {why}");
     shutdown.wait().await;
+    Ok(())
+}
+
+/// What the two node loops (cloud-node, cloud-node-lifecycle) hold: the manager's context
+/// and the Node cache.
+pub(crate) struct NodeState {
+    pub ctx: Arc<Context>,
+    pub nodes: Store<Node>,
+}
+
+/// Runs a node loop: `reconcile` for every Node, when the provider has instances (both
+/// node loops ask it about them; without, the loop idles). `resync` re-reconciles every
+/// node that often (zero: only on changes).
+pub(crate) async fn run_node_loop<R, Fut>(
+    name: &'static str,
+    ctx: Arc<Context>,
+    resync: Duration,
+    reconcile: R,
+    shutdown: Shutdown,
+) -> anyhow::Result<()>
+where
+    R: Fn(String, Arc<NodeState>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    if ctx.cloud.instances().is_none() {
+        return idle(name, "the provider has no instances", shutdown).await;
+    }
+    let nodes = ctx.informers.get::<Node>();
+    let state = Arc::new(NodeState {
+        ctx: ctx.clone(),
+        nodes: nodes.store(),
+    });
+    Controller::new(name, state, reconcile)
+        .primary(&nodes)
+        .resync(resync)
+        .workers(ctx.config.workers)
+        .run(shutdown.wait())
+        .await;
     Ok(())
 }

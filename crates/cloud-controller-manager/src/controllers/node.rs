@@ -7,14 +7,14 @@
 //! nodes get their addresses and labels refreshed every
 //! `--node-status-update-frequency`.
 
-use super::Error;
+use super::{Error, NodeState};
 use crate::cloud::{CloudError, InstanceMetadata};
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rkube_api::core::v1::{Node, NodeAddress};
 use rkube_api::Resource;
-use rkube_client::{Action, Api, Controller, EventType, Store};
+use rkube_client::{Action, Api, EventType};
 use std::sync::Arc;
 
 pub const NAME: &str = "cloud-node";
@@ -23,30 +23,9 @@ pub const LABEL_INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
 
-struct State {
-    ctx: Arc<Context>,
-    nodes: Store<Node>,
-}
-
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
-    async move {
-        if ctx.cloud.instances().is_none() {
-            return super::idle(NAME, "the provider has no instances", shutdown).await;
-        }
-        let nodes = ctx.informers.get::<Node>();
-        let state = Arc::new(State {
-            ctx: ctx.clone(),
-            nodes: nodes.store(),
-        });
-        Controller::new(NAME, state, reconcile)
-            .primary(&nodes)
-            .resync(ctx.config.node_status_update_frequency)
-            .workers(ctx.config.workers)
-            .run(shutdown.wait())
-            .await;
-        Ok(())
-    }
-    .boxed()
+    let resync = ctx.config.node_status_update_frequency;
+    super::run_node_loop(NAME, ctx, resync, reconcile, shutdown).boxed()
 }
 
 pub fn is_uninitialized(node: &Node) -> bool {
@@ -93,7 +72,7 @@ pub fn initialized(mut node: Node, meta: &InstanceMetadata) -> Node {
     node
 }
 
-async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
+async fn reconcile(key: String, state: Arc<NodeState>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let Some(node) = state.nodes.get(&key) else {
         return Ok(Action::await_change());

@@ -9,41 +9,21 @@
 //! that last step to the pod garbage collector of the controller-manager,
 //! which rkube does not have.
 
-use super::{ready_status, Error};
+use super::{ready_status, Error, NodeState};
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rkube_api::core::v1::{Node, Pod, Taint};
 use rkube_api::Resource;
-use rkube_client::{Action, Api, Controller, DeleteParams, EventType, ListParams, Preconditions, Store};
+use rkube_client::{Action, Api, DeleteParams, EventType, ListParams, Preconditions};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const NAME: &str = "cloud-node-lifecycle";
 pub const TAINT_SHUTDOWN: &str = "node.cloudprovider.kubernetes.io/shutdown";
 
-struct State {
-    ctx: Arc<Context>,
-    nodes: Store<Node>,
-}
-
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
-    async move {
-        if ctx.cloud.instances().is_none() {
-            return super::idle(NAME, "the provider has no instances", shutdown).await;
-        }
-        let nodes = ctx.informers.get::<Node>();
-        let state = Arc::new(State {
-            ctx: ctx.clone(),
-            nodes: nodes.store(),
-        });
-        Controller::new(NAME, state, reconcile)
-            .primary(&nodes)
-            .workers(ctx.config.workers)
-            .run(shutdown.wait())
-            .await;
-        Ok(())
-    }
-    .boxed()
+    super::run_node_loop(NAME, ctx, Duration::ZERO, reconcile, shutdown).boxed()
 }
 
 pub fn has_shutdown_taint(node: &Node) -> bool {
@@ -69,7 +49,7 @@ pub fn with_shutdown_taint(mut node: Node, on: bool) -> Node {
     node
 }
 
-async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
+async fn reconcile(key: String, state: Arc<NodeState>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let period = ctx.config.node_monitor_period;
     let Some(node) = state.nodes.get(&key) else {

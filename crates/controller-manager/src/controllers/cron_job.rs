@@ -16,8 +16,9 @@
 
 use super::job_plan::finished;
 use super::workload::{
-    controller_ref, controller_reference, format_time, is_deleting, parse_time, Error, NAMESPACE_INDEX,
+    controller_ref, controller_reference, format_time, is_deleting, parse_time, NAMESPACE_INDEX,
 };
+use super::Error;
 use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;

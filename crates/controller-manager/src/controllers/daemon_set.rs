@@ -22,8 +22,9 @@
 use super::deployment::pod_template_hash;
 use super::expectations::{Expectations, Readiness};
 use super::workload::{
-    self, availability, controller_ref, controller_reference, is_deleting, Error, NAMESPACE_INDEX,
+    self, availability, controller_ref, controller_reference, is_deleting, NAMESPACE_INDEX,
 };
+use super::Error;
 use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;

@@ -6,6 +6,7 @@
 //! (their Endpoints are the user's); the Endpoints of a deleted Service are
 //! deleted (Kubernetes sets no ownerReference on them either).
 
+use super::Error;
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -83,13 +84,13 @@ fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-async fn reconcile(key: String, state: Arc<State>) -> Result<Action, rkube_client::Error> {
+async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
     let (namespace, name) = key.split_once('/').unwrap_or(("", key.as_str()));
     let api = Api::<Endpoints>::namespaced(state.ctx.client.clone(), namespace);
     let Some(service) = state.services.get(&key) else {
         if state.endpoints.get(&key).is_some() {
             match api.delete(name, &DeleteParams::default()).await {
-                Err(e) if !e.is_not_found() => return Err(e),
+                Err(e) if !e.is_not_found() => return Err(e.into()),
                 _ => tracing::info!(endpoints = %key, "service gone; deleted its endpoints"),
             }
         }
@@ -140,7 +141,7 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, rkube_clien
         }
         // The cache was behind (another write, or a Create racing a
         // cached miss); the watch brings the newer object and a retry.
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -17,7 +17,8 @@
 //! is missing from the cache, the owner is read from the apiserver: a
 //! cache that has not seen a new owner yet must never cost its dependents.
 
-use super::workload::{is_deleting, Error};
+use super::workload::is_deleting;
+use super::Error;
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -31,11 +32,13 @@ use rkube_client::{
 use std::sync::Arc;
 use std::time::Duration;
 
+pub const NAME: &str = "garbage-collector";
+
 pub const FOREGROUND: &str = "foregroundDeletion";
 pub const ORPHAN: &str = "orphan";
 const OWNER_INDEX: &str = "garbage-collector/owner-uid";
 
-struct Ctx {
+struct State {
     client: Client,
     pods: Store<Pod>,
     replicasets: Store<ReplicaSet>,
@@ -50,11 +53,11 @@ fn owner_uids<K: Resource>(obj: &K) -> Vec<String> {
         .collect()
 }
 
-pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
+pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
     async move {
-        let pods = cm.informers.get::<Pod>();
-        let replicasets = cm.informers.get::<ReplicaSet>();
-        let deployments = cm.informers.get::<Deployment>();
+        let pods = ctx.informers.get::<Pod>();
+        let replicasets = ctx.informers.get::<ReplicaSet>();
+        let deployments = ctx.informers.get::<Deployment>();
         pods.store().add_index(OWNER_INDEX, owner_uids::<Pod>);
         replicasets
             .store()
@@ -62,18 +65,20 @@ pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow:
         deployments
             .store()
             .add_index(OWNER_INDEX, owner_uids::<Deployment>);
-        let ctx = Arc::new(Ctx {
-            client: cm.client.clone(),
+        let state = Arc::new(State {
+            client: ctx.client.clone(),
             pods: pods.store(),
             replicasets: replicasets.store(),
             deployments: deployments.store(),
         });
-        let workers = cm.config.workers;
+        let workers = ctx.config.workers;
         let loops = (
-            kind_loop(&ctx, &pods, (&pods, &replicasets, &deployments), workers).run(shutdown.clone().wait()),
-            kind_loop(&ctx, &replicasets, (&pods, &replicasets, &deployments), workers)
+            kind_loop(&state, &pods, (&pods, &replicasets, &deployments), workers)
                 .run(shutdown.clone().wait()),
-            kind_loop(&ctx, &deployments, (&pods, &replicasets, &deployments), workers).run(shutdown.wait()),
+            kind_loop(&state, &replicasets, (&pods, &replicasets, &deployments), workers)
+                .run(shutdown.clone().wait()),
+            kind_loop(&state, &deployments, (&pods, &replicasets, &deployments), workers)
+                .run(shutdown.wait()),
         );
         futures::join!(loops.0, loops.1, loops.2);
         Ok(())
@@ -85,13 +90,13 @@ pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow:
 /// changes, when one of its owners changes, and when one of its
 /// dependents changes.
 fn kind_loop<K: Resource>(
-    ctx: &Arc<Ctx>,
+    state: &Arc<State>,
     primary: &Informer<K>,
     all: (&Informer<Pod>, &Informer<ReplicaSet>, &Informer<Deployment>),
     workers: usize,
-) -> Controller<Ctx, Error> {
-    let name = format!("garbage-collector/{}", K::INFO.plural);
-    Controller::new(&name, ctx.clone(), reconcile::<K>)
+) -> Controller<State, Error> {
+    let name = format!("{NAME}/{}", K::INFO.plural);
+    Controller::new(&name, state.clone(), reconcile::<K>)
         .primary(primary)
         .watches(all.0, related::<K, Pod>(primary.store()))
         .watches(all.1, related::<K, ReplicaSet>(primary.store()))
@@ -225,7 +230,7 @@ fn dependents_in<D: Resource>(store: &Store<D>, uid: &str, out: &mut Vec<Depende
     }
 }
 
-impl Ctx {
+impl State {
     fn dependents(&self, uid: &str) -> Vec<Dependent> {
         let mut out = Vec::new();
         dependents_in(&self.pods, uid, &mut out);
@@ -276,21 +281,21 @@ impl Ctx {
     }
 }
 
-async fn reconcile<K: Resource>(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let store: Store<K> = match_store::<K>(&ctx);
+async fn reconcile<K: Resource>(key: String, state: Arc<State>) -> Result<Action, Error> {
+    let store: Store<K> = match_store::<K>(&state);
     let Some(obj) = store.get(&key) else {
         return Ok(Action::await_change());
     };
     let meta = obj.metadata().clone();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &meta.namespace);
+    let api: Api<K> = Api::namespaced(state.client.clone(), &meta.namespace);
 
     // As an owner being deleted.
-    let dependents = ctx.dependents(&meta.uid);
+    let dependents = state.dependents(&meta.uid);
     match owner_step(&meta, &dependents) {
         OwnerStep::None => {}
         OwnerStep::Orphan => {
             for d in &dependents {
-                remove_references(&ctx, d, std::slice::from_ref(&meta.uid)).await?;
+                remove_references(&state, d, std::slice::from_ref(&meta.uid)).await?;
             }
             remove_finalizer(&api, &meta, ORPHAN).await?;
             return Ok(Action::await_change());
@@ -299,12 +304,12 @@ async fn reconcile<K: Resource>(key: String, ctx: Arc<Ctx>) -> Result<Action, Er
             for (info, ns, name, uid) in victims {
                 // Dependents with dependents of their own go in foreground
                 // too, so the owner waits for the whole tree.
-                let policy = if ctx.dependents(&uid).is_empty() {
+                let policy = if state.dependents(&uid).is_empty() {
                     PropagationPolicy::Background
                 } else {
                     PropagationPolicy::Foreground
                 };
-                delete(&ctx.client, info, &ns, &name, &uid, policy).await?;
+                delete(&state.client, info, &ns, &name, &uid, policy).await?;
             }
             return Ok(Action::await_change());
         }
@@ -321,7 +326,7 @@ async fn reconcile<K: Resource>(key: String, ctx: Arc<Ctx>) -> Result<Action, Er
     // As a dependent.
     let mut owners = Owners::default();
     for r in &meta.owner_references {
-        match ctx.owner(&meta.namespace, r).await? {
+        match state.owner(&meta.namespace, r).await? {
             None => owners.dangling.push(r.clone()),
             Some(o) if is_deleting(&o) && o.finalizers.iter().any(|f| f == FOREGROUND) => {
                 owners.waiting.push(r.clone())
@@ -340,12 +345,12 @@ async fn reconcile<K: Resource>(key: String, ctx: Arc<Ctx>) -> Result<Action, Er
                 deleting: false,
                 blocks: false,
             };
-            remove_references(&ctx, &me, &uids).await?;
+            remove_references(&state, &me, &uids).await?;
         }
         Verdict::Delete(policy) => {
             tracing::info!(kind = K::INFO.kind, %key, ?policy, "deleting: every owner is gone or being deleted");
             delete(
-                &ctx.client,
+                &state.client,
                 K::info(),
                 &meta.namespace,
                 &meta.name,
@@ -358,12 +363,12 @@ async fn reconcile<K: Resource>(key: String, ctx: Arc<Ctx>) -> Result<Action, Er
     Ok(Action::await_change())
 }
 
-fn match_store<K: Resource>(ctx: &Ctx) -> Store<K> {
+fn match_store<K: Resource>(state: &State) -> Store<K> {
     // The loops run only for the three kinds below.
     let any: Box<dyn std::any::Any> = match K::INFO.kind {
-        "Pod" => Box::new(ctx.pods.clone()),
-        "ReplicaSet" => Box::new(ctx.replicasets.clone()),
-        _ => Box::new(ctx.deployments.clone()),
+        "Pod" => Box::new(state.pods.clone()),
+        "ReplicaSet" => Box::new(state.replicasets.clone()),
+        _ => Box::new(state.deployments.clone()),
     };
     *any.downcast::<Store<K>>()
         .expect("garbage collector loops run for Pod, ReplicaSet, Deployment only")
@@ -416,7 +421,7 @@ async fn remove_finalizer<K: Resource>(
 
 /// Takes the references to `owner_uids` off a dependent (read, change,
 /// write with the version read).
-async fn remove_references(ctx: &Ctx, d: &Dependent, owner_uids: &[String]) -> Result<(), Error> {
+async fn remove_references(state: &State, d: &Dependent, owner_uids: &[String]) -> Result<(), Error> {
     struct Remove<'a> {
         client: &'a Client,
         d: &'a Dependent,
@@ -447,7 +452,7 @@ async fn remove_references(ctx: &Ctx, d: &Dependent, owner_uids: &[String]) -> R
     let fut = visit_kind(
         d.info,
         Remove {
-            client: &ctx.client,
+            client: &state.client,
             d,
             uids: owner_uids,
         },

@@ -9,7 +9,8 @@
 
 use super::expectations::{Expectations, Readiness};
 use super::job_plan::{self, COMPLETION_INDEX_ANNOTATION, TRACKING_FINALIZER};
-use super::workload::{self, controller_ref, controller_reference, is_deleting, Error, NAMESPACE_INDEX};
+use super::workload::{self, controller_ref, controller_reference, is_deleting, NAMESPACE_INDEX};
+use super::Error;
 use crate::{Context, Shutdown};
 use chrono::Utc;
 use futures::future::BoxFuture;

@@ -1,4 +1,7 @@
-//! The controllers, one module each, registered by name in `ALL`.
+//! The controllers, one module each, registered by name in `ALL`. Each is
+//! written the same way: `NAME`, `start(ctx, shutdown)` taking the manager's
+//! [`Context`](crate::Context), a `State` holding what its reconciles need,
+//! and `reconcile(key, state)` returning [`Error`].
 
 use crate::StartFn;
 
@@ -22,17 +25,30 @@ pub mod workload;
 /// Every controller by the name `--controllers` uses. Add a loop by adding
 /// its module and one line here.
 pub const ALL: &[(&str, StartFn)] = &[
-    ("replicaset", replicaset::start),
-    ("deployment", deployment::start),
-    ("garbage-collector", garbage_collector::start),
-    ("namespace", namespace::start),
-    ("endpoints", endpoints::start),
-    ("node-ipam", node_ipam::start),
-    ("node-lifecycle", node_lifecycle::start),
-    ("horizontal-pod-autoscaler", hpa::start),
+    (replicaset::NAME, replicaset::start),
+    (deployment::NAME, deployment::start),
+    (garbage_collector::NAME, garbage_collector::start),
+    (namespace::NAME, namespace::start),
+    (endpoints::NAME, endpoints::start),
+    (node_ipam::NAME, node_ipam::start),
+    (node_lifecycle::NAME, node_lifecycle::start),
+    (hpa::NAME, hpa::start),
     (job::NAME, job::start),
     (cron_job::NAME, cron_job::start),
     (daemon_set::NAME, daemon_set::start),
     (stateful_set::NAME, stateful_set::start),
     (service_account::NAME, service_account::start),
 ];
+
+/// Why a reconcile failed; the runner logs it and retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Api(#[from] rkube_client::Error),
+    #[error("{0}")]
+    Invalid(String),
+    /// Creating or deleting pods failed; `reason` is Kubernetes' (FailedCreate,
+    /// FailedDelete) for the ReplicaFailure condition.
+    #[error("{message}")]
+    Manage { reason: &'static str, message: String },
+}

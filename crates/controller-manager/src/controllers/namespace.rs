@@ -4,7 +4,8 @@
 //! finalizer is removed and the apiserver removes the namespace. Pods that
 //! stop gracefully keep it Terminating until their kubelets are done.
 
-use super::workload::{is_deleting, Error};
+use super::workload::is_deleting;
+use super::Error;
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -14,25 +15,27 @@ use rkube_client::{Action, Api, Client, Controller, DeleteParams, ListParams, St
 use std::sync::Arc;
 use std::time::Duration;
 
+pub const NAME: &str = "namespace";
+
 pub const FINALIZER: &str = "kubernetes";
 /// How soon a namespace whose content is still going is looked at again.
 const RECHECK: Duration = Duration::from_secs(1);
 
-struct Ctx {
+struct State {
     client: Client,
     namespaces: Store<Namespace>,
 }
 
-pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
+pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
     async move {
-        let informer = cm.informers.get::<Namespace>();
-        let ctx = Arc::new(Ctx {
-            client: cm.client.clone(),
+        let informer = ctx.informers.get::<Namespace>();
+        let state = Arc::new(State {
+            client: ctx.client.clone(),
             namespaces: informer.store(),
         });
-        Controller::new("namespace", ctx, reconcile)
+        Controller::new(NAME, state, reconcile)
             .primary(&informer)
-            .workers(cm.config.workers)
+            .workers(ctx.config.workers)
             .resync(Duration::from_secs(300))
             .run(shutdown.wait())
             .await;
@@ -55,8 +58,8 @@ pub fn namespaced_kinds() -> Vec<&'static ResourceInfo> {
     kinds
 }
 
-async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let Some(ns) = ctx.namespaces.get(&key) else {
+async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
+    let Some(ns) = state.namespaces.get(&key) else {
         return Ok(Action::await_change());
     };
     if !is_deleting(ns.metadata()) || !ns.metadata().finalizers.iter().any(|f| f == FINALIZER) {
@@ -65,10 +68,10 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let name = ns.name().to_string();
     let mut remaining = 0usize;
     for info in namespaced_kinds() {
-        let list = ctx.client.list_dyn(info, &name, &ListParams::default()).await?;
+        let list = state.client.list_dyn(info, &name, &ListParams::default()).await?;
         for obj in list.items {
             remaining += 1;
-            match ctx
+            match state
                 .client
                 .delete_dyn(info, &name, &obj.name, &DeleteParams::background())
                 .await
@@ -85,7 +88,7 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
         tracing::debug!(namespace = %name, remaining, "content still being deleted");
         return Ok(Action::requeue(RECHECK));
     }
-    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let api: Api<Namespace> = Api::all(state.client.clone());
     let uid = ns.metadata().uid.clone();
     match api
         .replace_with(&name, |mut n: Namespace| {

@@ -7,6 +7,7 @@
 //! allocation runs under one worker and one lock. A deleted Node's CIDR is
 //! released. IPv4 only: a dual-stack cluster CIDR is refused at start.
 
+use super::Error;
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -194,7 +195,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
     .boxed()
 }
 
-async fn reconcile(key: String, state: Arc<State>) -> Result<Action, rkube_client::Error> {
+async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
     let Some(node) = state.nodes.get(&key) else {
         if let Some(cidr) = state.allocator().release(&key) {
             tracing::info!(node = %key, %cidr, "node deleted; released its podCIDR");

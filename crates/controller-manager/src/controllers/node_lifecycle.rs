@@ -21,6 +21,7 @@
 //! function of the node, its Lease, its pods and the time, tested with
 //! explicit clocks.
 
+use super::Error;
 use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -265,7 +266,7 @@ pub fn eviction(pod: &Pod, taints: &[Taint], now: DateTime<Utc>, default_seconds
     }
 }
 
-async fn reconcile(key: String, state: Arc<State>) -> Result<Action, rkube_client::Error> {
+async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     let config = &ctx.config;
     let Some(cached) = state.nodes.get(&key) else {

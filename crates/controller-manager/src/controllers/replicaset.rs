@@ -11,9 +11,10 @@
 
 use super::expectations::{Expectations, Readiness};
 use super::workload::{
-    self, availability, controller_ref, controller_reference, is_active, is_deleting, is_terminal, Error,
+    self, availability, controller_ref, controller_reference, is_active, is_deleting, is_terminal,
     NAMESPACE_INDEX,
 };
+use super::Error;
 use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -30,21 +31,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub const NAME: &str = "replicaset";
+
 /// At most this many pods are created or deleted per reconcile
 /// (Kubernetes' burstReplicas).
 const BURST: usize = 500;
 
-struct Ctx {
-    cm: Arc<Context>,
+struct State {
+    ctx: Arc<Context>,
     replicasets: Store<ReplicaSet>,
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
 }
 
-pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
+pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
     async move {
-        let rs_informer = cm.informers.get::<ReplicaSet>();
-        let pod_informer = cm.informers.get::<Pod>();
+        let rs_informer = ctx.informers.get::<ReplicaSet>();
+        let pod_informer = ctx.informers.get::<Pod>();
         let replicasets = rs_informer.store();
         let pods = pod_informer.store();
         replicasets.add_index(NAMESPACE_INDEX, workload::namespace_index::<ReplicaSet>);
@@ -65,14 +68,14 @@ pub fn start(cm: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow:
                 matching_replicasets(&replicasets, pod)
             }
         };
-        let workers = cm.config.workers;
-        let ctx = Arc::new(Ctx {
-            cm,
+        let workers = ctx.config.workers;
+        let state = Arc::new(State {
+            ctx,
             replicasets,
             pods,
             expectations,
         });
-        Controller::new("replicaset", ctx, reconcile)
+        Controller::new(NAME, state, reconcile)
             .primary(&rs_informer)
             .watches(&pod_informer, mapper)
             .workers(workers)
@@ -267,9 +270,9 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
     }
 }
 
-async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let Some(rs) = ctx.replicasets.get(&key) else {
-        ctx.expectations.forget(&key);
+async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
+    let Some(rs) = state.replicasets.get(&key) else {
+        state.expectations.forget(&key);
         return Ok(Action::await_change());
     };
     let selector = match workload::selector_of(
@@ -284,8 +287,8 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     };
-    let pods_api: Api<Pod> = Api::namespaced(ctx.cm.client.clone(), rs.namespace());
-    let ns_pods = ctx
+    let pods_api: Api<Pod> = Api::namespaced(state.ctx.client.clone(), rs.namespace());
+    let ns_pods = state
         .pods
         .by_index(NAMESPACE_INDEX, rs.namespace())
         .unwrap_or_default();
@@ -294,7 +297,7 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if !claim.adopt.is_empty() {
         // Kubernetes re-reads the owner before adopting: a ReplicaSet that
         // was deleted (or replaced under the same name) must not adopt.
-        let fresh = Api::<ReplicaSet>::namespaced(ctx.cm.client.clone(), rs.namespace())
+        let fresh = Api::<ReplicaSet>::namespaced(state.ctx.client.clone(), rs.namespace())
             .get_opt(rs.name())
             .await?;
         let current =
@@ -322,9 +325,9 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
     }
 
-    let pods = ctx.pods.clone();
+    let pods = state.pods.clone();
     let ns = rs.namespace().to_string();
-    let readiness = ctx.expectations.check(
+    let readiness = state.expectations.check(
         &key,
         |name| pods.get_namespaced(&ns, name).is_some(),
         |uid| {
@@ -344,7 +347,7 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
     } else {
         let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let plan = plan(replicas, &owned, now);
-        outcome = apply(&ctx, &rs, &key, &owned, plan, &pods_api).await;
+        outcome = apply(&state, &rs, &key, &owned, plan, &pods_api).await;
     }
 
     let (mut status, available_in) = status(&rs, &owned, now);
@@ -352,7 +355,7 @@ async fn reconcile(key: String, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if rs.status.as_ref() != Some(&status) {
         let mut updated = (*rs).clone();
         updated.status = Some(status);
-        match Api::<ReplicaSet>::namespaced(ctx.cm.client.clone(), rs.namespace())
+        match Api::<ReplicaSet>::namespaced(state.ctx.client.clone(), rs.namespace())
             .update_status(&updated)
             .await
         {
@@ -398,7 +401,7 @@ fn set_replica_failure(status: &mut ReplicaSetStatus, outcome: &Result<(), Error
 }
 
 async fn apply(
-    ctx: &Ctx,
+    state: &State,
     rs: &ReplicaSet,
     key: &str,
     owned: &[Arc<Pod>],
@@ -411,7 +414,8 @@ async fn apply(
             .iter()
             .filter_map(|n| owned.iter().find(|p| p.name() == n))
             .collect();
-        ctx.expectations
+        state
+            .expectations
             .expect_deletes(key, victims.iter().map(|p| p.metadata().uid.clone()));
         let results = futures::future::join_all(victims.iter().map(|p| {
             let dp = DeleteParams {
@@ -429,12 +433,12 @@ async fn apply(
             match r {
                 Ok(_) => {
                     let msg = format!("Deleted pod: {}", p.name());
-                    publish(ctx, rs, EventType::Normal, "SuccessfulDelete", &msg).await;
+                    publish(state, rs, EventType::Normal, "SuccessfulDelete", &msg).await;
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     let msg = format!("Error deleting: {e}");
-                    publish(ctx, rs, EventType::Warning, "FailedDelete", &msg).await;
+                    publish(state, rs, EventType::Warning, "FailedDelete", &msg).await;
                     first_error.get_or_insert(e);
                 }
             }
@@ -459,14 +463,14 @@ async fn apply(
             .filter_map(|r| r.as_ref().ok())
             .map(|p| p.name().to_string())
             .collect();
-        ctx.expectations.expect_creates(key, created.iter().cloned());
+        state.expectations.expect_creates(key, created.iter().cloned());
         for name in &created {
             let msg = format!("Created pod: {name}");
-            publish(ctx, rs, EventType::Normal, "SuccessfulCreate", &msg).await;
+            publish(state, rs, EventType::Normal, "SuccessfulCreate", &msg).await;
         }
         if let Some(e) = results.into_iter().find_map(Result::err) {
             let msg = format!("Error creating: {e}");
-            publish(ctx, rs, EventType::Warning, "FailedCreate", &msg).await;
+            publish(state, rs, EventType::Warning, "FailedCreate", &msg).await;
             return Err(Error::Manage {
                 reason: "FailedCreate",
                 message: e.to_string(),
@@ -478,8 +482,8 @@ async fn apply(
     Ok(())
 }
 
-async fn publish(ctx: &Ctx, rs: &ReplicaSet, t: EventType, reason: &str, msg: &str) {
-    if let Err(e) = ctx.cm.recorder.publish(rs, t, reason, msg).await {
+async fn publish(state: &State, rs: &ReplicaSet, t: EventType, reason: &str, msg: &str) {
+    if let Err(e) = state.ctx.recorder.publish(rs, t, reason, msg).await {
         tracing::debug!(replicaset = %rs.key(), error = %e, "cannot record event");
     }
 }

@@ -2,7 +2,7 @@
 //! `default`, which pods that name none run as. It is made again if deleted, and not made in
 //! a namespace that is going away.
 
-use super::workload::Error;
+use super::Error;
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;

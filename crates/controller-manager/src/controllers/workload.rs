@@ -1,6 +1,6 @@
 //! What the workload loops (replicaset, deployment, garbage-collector,
 //! namespace) share: pod readiness and availability as Kubernetes counts
-//! them, controller references, timestamps, and the reconcile error type.
+//! them, controller references, timestamps and selectors.
 
 use chrono::{DateTime, Utc};
 use rkube_api::core::v1::Pod;
@@ -9,18 +9,7 @@ use rkube_api::selector::Selector;
 use rkube_api::Resource;
 use std::time::Duration;
 
-/// Why a reconcile failed; the runner logs it and retries with backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Api(#[from] rkube_client::Error),
-    #[error("{0}")]
-    Invalid(String),
-    /// Creating or deleting pods failed; `reason` is Kubernetes' (FailedCreate,
-    /// FailedDelete) for the ReplicaFailure condition.
-    #[error("{message}")]
-    Manage { reason: &'static str, message: String },
-}
+use super::Error;
 
 pub use rkube_api::time::{format as format_time, now as now_rfc3339};
 
