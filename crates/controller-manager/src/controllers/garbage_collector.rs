@@ -11,9 +11,10 @@
 //! * Orphan: an owner with the `orphan` finalizer has its reference
 //!   removed from every dependent, then the finalizer.
 //!
-//! It watches Pods, ReplicaSets and Deployments (the kinds that carry
-//! ownerReferences here) with one loop per kind; owners of other kinds are
-//! looked up through the API. Before deleting anything because its owner
+//! It watches the kinds that carry ownerReferences here (Pods, ReplicaSets,
+//! Deployments, Jobs, CronJobs, DaemonSets, StatefulSets and claims; the list is
+//! `watched_kinds!`) with one loop per kind, each woken by changes to its owners and
+//! dependents of any of those kinds; owners of other kinds are looked up through the API. Before deleting anything because its owner
 //! is missing from the cache, the owner is read from the apiserver: a
 //! cache that has not seen a new owner yet must never cost its dependents.
 
@@ -22,8 +23,9 @@ use super::Error;
 use crate::{Context, Shutdown};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use rkube_api::apps::v1::{Deployment, ReplicaSet};
-use rkube_api::core::v1::Pod;
+use rkube_api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use rkube_api::batch::v1::{CronJob, Job};
+use rkube_api::core::v1::{PersistentVolumeClaim, Pod};
 use rkube_api::meta::v1::{ObjectMeta, OwnerReference};
 use rkube_api::{visit_kind, KindVisitor, Resource, ResourceInfo};
 use rkube_client::{
@@ -38,12 +40,98 @@ pub const FOREGROUND: &str = "foregroundDeletion";
 pub const ORPHAN: &str = "orphan";
 const OWNER_INDEX: &str = "garbage-collector/owner-uid";
 
-struct State {
-    client: Client,
-    pods: Store<Pod>,
-    replicasets: Store<ReplicaSet>,
-    deployments: Store<Deployment>,
+/// Calls `$m!` with every kind the collector watches, as `field: Type` pairs.
+macro_rules! watched_kinds {
+    ($m:ident) => {
+        $m! {
+            pods: Pod,
+            replicasets: ReplicaSet,
+            deployments: Deployment,
+            jobs: Job,
+            cronjobs: CronJob,
+            daemonsets: DaemonSet,
+            statefulsets: StatefulSet,
+            claims: PersistentVolumeClaim
+        }
+    };
 }
+
+macro_rules! define_state {
+    ($($field:ident: $kind:ty),*) => {
+        /// One informer per watched kind.
+        struct Informers {
+            $($field: Informer<$kind>,)*
+        }
+
+        /// Every watched kind's cache.
+        struct State {
+            client: Client,
+            $($field: Store<$kind>,)*
+        }
+
+        impl Informers {
+            fn new(ctx: &Context) -> Self {
+                let informers = Informers {
+                    $($field: ctx.informers.get::<$kind>(),)*
+                };
+                $(informers.$field.store().add_index(OWNER_INDEX, owner_uids::<$kind>);)*
+                informers
+            }
+
+            fn state(&self, client: Client) -> State {
+                State {
+                    client,
+                    $($field: self.$field.store(),)*
+                }
+            }
+
+            /// The loop over objects of kind `K`: an object is looked at when it changes,
+            /// when one of its owners changes, and when one of its dependents changes.
+            fn kind_loop<K: Resource>(&self, state: &Arc<State>, primary: &Informer<K>, workers: usize) -> Controller<State, Error> {
+                let name = format!("{NAME}/{}", K::INFO.plural);
+                Controller::new(&name, state.clone(), reconcile::<K>)
+                    .primary(primary)
+                    $(.watches(&self.$field, related::<K, $kind>(primary.store())))*
+                    .workers(workers)
+                    .resync(Duration::from_secs(300))
+            }
+
+            async fn run(&self, state: Arc<State>, workers: usize, shutdown: Shutdown) {
+                futures::join!($(self.kind_loop(&state, &self.$field, workers).run(shutdown.clone().wait())),*);
+            }
+        }
+
+        impl State {
+            fn dependents(&self, uid: &str) -> Vec<Dependent> {
+                let mut out = Vec::new();
+                $(dependents_in(&self.$field, uid, &mut out);)*
+                out
+            }
+
+            fn cached(&self, info: &ResourceInfo, ns: &str, name: &str) -> Option<ObjectMeta> {
+                let key = rkube_api::object_key(ns, name);
+                $(
+                if info == <$kind as Resource>::info() {
+                    return self.$field.get(&key).map(|o| o.metadata().clone());
+                }
+                )*
+                None
+            }
+
+            /// The cache of `K`, one of the watched kinds.
+            fn store<K: Resource>(&self) -> Option<Store<K>> {
+                $(
+                if let Some(store) = (&self.$field as &dyn std::any::Any).downcast_ref::<Store<K>>() {
+                    return Some(store.clone());
+                }
+                )*
+                None
+            }
+        }
+    };
+}
+
+watched_kinds!(define_state);
 
 fn owner_uids<K: Resource>(obj: &K) -> Vec<String> {
     obj.metadata()
@@ -55,54 +143,12 @@ fn owner_uids<K: Resource>(obj: &K) -> Vec<String> {
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
     async move {
-        let pods = ctx.informers.get::<Pod>();
-        let replicasets = ctx.informers.get::<ReplicaSet>();
-        let deployments = ctx.informers.get::<Deployment>();
-        pods.store().add_index(OWNER_INDEX, owner_uids::<Pod>);
-        replicasets
-            .store()
-            .add_index(OWNER_INDEX, owner_uids::<ReplicaSet>);
-        deployments
-            .store()
-            .add_index(OWNER_INDEX, owner_uids::<Deployment>);
-        let state = Arc::new(State {
-            client: ctx.client.clone(),
-            pods: pods.store(),
-            replicasets: replicasets.store(),
-            deployments: deployments.store(),
-        });
-        let workers = ctx.config.workers;
-        let loops = (
-            kind_loop(&state, &pods, (&pods, &replicasets, &deployments), workers)
-                .run(shutdown.clone().wait()),
-            kind_loop(&state, &replicasets, (&pods, &replicasets, &deployments), workers)
-                .run(shutdown.clone().wait()),
-            kind_loop(&state, &deployments, (&pods, &replicasets, &deployments), workers)
-                .run(shutdown.wait()),
-        );
-        futures::join!(loops.0, loops.1, loops.2);
+        let informers = Informers::new(&ctx);
+        let state = Arc::new(informers.state(ctx.client.clone()));
+        informers.run(state, ctx.config.workers, shutdown).await;
         Ok(())
     }
     .boxed()
-}
-
-/// The loop over objects of kind `K`: an object is looked at when it
-/// changes, when one of its owners changes, and when one of its
-/// dependents changes.
-fn kind_loop<K: Resource>(
-    state: &Arc<State>,
-    primary: &Informer<K>,
-    all: (&Informer<Pod>, &Informer<ReplicaSet>, &Informer<Deployment>),
-    workers: usize,
-) -> Controller<State, Error> {
-    let name = format!("{NAME}/{}", K::INFO.plural);
-    Controller::new(&name, state.clone(), reconcile::<K>)
-        .primary(primary)
-        .watches(all.0, related::<K, Pod>(primary.store()))
-        .watches(all.1, related::<K, ReplicaSet>(primary.store()))
-        .watches(all.2, related::<K, Deployment>(primary.store()))
-        .workers(workers)
-        .resync(Duration::from_secs(300))
 }
 
 /// Keys of `K` objects related to a changed `O`: its dependents and its
@@ -231,24 +277,6 @@ fn dependents_in<D: Resource>(store: &Store<D>, uid: &str, out: &mut Vec<Depende
 }
 
 impl State {
-    fn dependents(&self, uid: &str) -> Vec<Dependent> {
-        let mut out = Vec::new();
-        dependents_in(&self.pods, uid, &mut out);
-        dependents_in(&self.replicasets, uid, &mut out);
-        dependents_in(&self.deployments, uid, &mut out);
-        out
-    }
-
-    fn cached(&self, info: &ResourceInfo, ns: &str, name: &str) -> Option<ObjectMeta> {
-        let key = rkube_api::object_key(ns, name);
-        match (info.group, info.kind) {
-            ("", "Pod") => self.pods.get(&key).map(|o| o.metadata().clone()),
-            ("apps", "ReplicaSet") => self.replicasets.get(&key).map(|o| o.metadata().clone()),
-            ("apps", "Deployment") => self.deployments.get(&key).map(|o| o.metadata().clone()),
-            _ => None,
-        }
-    }
-
     /// The owner a reference names, if it exists with that uid: from the
     /// cache, confirmed by the apiserver when the cache does not have it.
     async fn owner(&self, namespace: &str, r: &OwnerReference) -> Result<Option<ObjectMeta>, Error> {
@@ -282,7 +310,9 @@ impl State {
 }
 
 async fn reconcile<K: Resource>(key: String, state: Arc<State>) -> Result<Action, Error> {
-    let store: Store<K> = match_store::<K>(&state);
+    let Some(store) = state.store::<K>() else {
+        return Ok(Action::await_change());
+    };
     let Some(obj) = store.get(&key) else {
         return Ok(Action::await_change());
     };
@@ -361,17 +391,6 @@ async fn reconcile<K: Resource>(key: String, state: Arc<State>) -> Result<Action
         }
     }
     Ok(Action::await_change())
-}
-
-fn match_store<K: Resource>(state: &State) -> Store<K> {
-    // The loops run only for the three kinds below.
-    let any: Box<dyn std::any::Any> = match K::INFO.kind {
-        "Pod" => Box::new(state.pods.clone()),
-        "ReplicaSet" => Box::new(state.replicasets.clone()),
-        _ => Box::new(state.deployments.clone()),
-    };
-    *any.downcast::<Store<K>>()
-        .expect("garbage collector loops run for Pod, ReplicaSet, Deployment only")
 }
 
 async fn delete(
