@@ -356,18 +356,31 @@ spec:
 
     // ~200% of the request against a 50% target: up to the maximum
     wait_ready(&cluster, "burn", 3, Duration::from_secs(90)).await?;
-    let hpa = hpas.get("burn").await?;
-    let status = hpa.status.unwrap_or_default();
-    assert_eq!(status.desired_replicas, 3, "{status:?}");
+    // The autoscaler scales the Deployment first and writes its own status after: the
+    // pods can be there a moment before the status says so.
+    hpa_desires(&hpas, 3).await?;
     let shown = cluster.rkubectl(&["get", "hpa", "burn"])?;
     assert!(shown.contains("/50%"), "TARGETS shows usage against 50%: {shown}");
 
     // the load stops: after the stabilization window, back to the minimum
     std::fs::write(stop_dir.path().join("stop"), b"")?;
     wait_ready(&cluster, "burn", 1, Duration::from_secs(90)).await?;
-    let status = hpas.get("burn").await?.status.unwrap_or_default();
-    assert_eq!(status.desired_replicas, 1, "{status:?}");
+    hpa_desires(&hpas, 1).await?;
     cluster.stop().await
+}
+
+/// Waits until the `burn` autoscaler's status says it wants `n` replicas.
+async fn hpa_desires(hpas: &rkube_client::Api<HorizontalPodAutoscaler>, n: i32) -> anyhow::Result<()> {
+    eventually(
+        &format!("the autoscaler to want {n} replicas"),
+        Duration::from_secs(10),
+        || async {
+            let status = hpas.get("burn").await?.status.unwrap_or_default();
+            anyhow::ensure!(status.desired_replicas == n, "status {status:?}");
+            Ok(true)
+        },
+    )
+    .await
 }
 
 #[test]

@@ -22,7 +22,8 @@
 use super::deployment::pod_template_hash;
 use super::expectations::{Expectations, Readiness};
 use super::workload::{
-    self, availability, controller_ref, controller_reference, is_deleting, NAMESPACE_INDEX,
+    self, availability, controller_ref, controller_reference, is_deleting, write_status, PodControl,
+    NAMESPACE_INDEX,
 };
 use super::Error;
 use crate::{Context, Shutdown};
@@ -34,7 +35,7 @@ use rkube_api::core::v1::{Node, Pod, PodTemplateSpec, Toleration};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::placement::{node_matches, tolerates};
 use rkube_api::Resource;
-use rkube_client::{Action, Api, Controller, DeleteParams, EventType, Preconditions, Store};
+use rkube_client::{Action, Api, Controller, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -397,8 +398,11 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
     let nodes = state.nodes.list();
     let now = Utc::now();
     let plan = plan(&ds, &template, &hash, &nodes, &owned, now);
-    let pods_api: Api<Pod> = Api::namespaced(state.ctx.client.clone(), &ns);
-
+    let control = PodControl {
+        api: Api::namespaced(state.ctx.client.clone(), &ns),
+        recorder: &state.ctx.recorder,
+        owner: &*ds,
+    };
     if !is_deleting(ds.metadata()) {
         let victims: Vec<&Arc<Pod>> = plan
             .delete
@@ -409,61 +413,23 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
             .expectations
             .expect_deletes(&key, victims.iter().map(|p| p.metadata().uid.clone()));
         for pod in victims {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(pod.metadata().uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match pods_api.delete(pod.name(), &dp).await {
-                Ok(_) => {
-                    let msg = format!("Deleted pod: {}", pod.name());
-                    publish(&state, &ds, EventType::Normal, "SuccessfulDelete", &msg).await;
-                }
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
-            }
+            control.delete(pod, |name| format!("Deleted pod: {name}")).await?;
         }
         for node in &plan.create {
-            match pods_api.create(&pod_for(&ds, &template, &hash, node)).await {
-                Ok(created) => {
-                    state
-                        .expectations
-                        .expect_creates(&key, [created.name().to_string()]);
-                    let msg = format!("Created pod: {}", created.name());
-                    publish(&state, &ds, EventType::Normal, "SuccessfulCreate", &msg).await;
-                }
-                Err(e) => {
-                    let msg = format!("Error creating: {e}");
-                    publish(&state, &ds, EventType::Warning, "FailedCreate", &msg).await;
-                    return Err(Error::Manage {
-                        reason: "FailedCreate",
-                        message: e.to_string(),
-                    });
-                }
+            let pod = pod_for(&ds, &template, &hash, node);
+            if let Some(created) = control
+                .create(&pod, |name| format!("Created pod: {name}"))
+                .await?
+            {
+                state
+                    .expectations
+                    .expect_creates(&key, [created.name().to_string()]);
             }
         }
     }
-    if ds.status.as_ref() != Some(&plan.status) {
-        let mut updated = (*ds).clone();
-        updated.status = Some(plan.status);
-        match Api::<DaemonSet>::namespaced(state.ctx.client.clone(), &ns)
-            .update_status(&updated)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is_conflict() || e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let api = Api::<DaemonSet>::namespaced(state.ctx.client.clone(), &ns);
+    write_status(&api, &ds, |d| d.status = Some(plan.status)).await?;
     Ok(plan.requeue.map_or(Action::await_change(), Action::requeue))
-}
-
-async fn publish(state: &State, ds: &DaemonSet, t: EventType, reason: &str, msg: &str) {
-    if let Err(e) = state.ctx.recorder.publish(ds, t, reason, msg).await {
-        tracing::debug!(daemonset = %ds.key(), error = %e, "cannot record event");
-    }
 }
 
 #[cfg(test)]

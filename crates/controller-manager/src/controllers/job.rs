@@ -9,7 +9,7 @@
 
 use super::expectations::{Expectations, Readiness};
 use super::job_plan::{self, COMPLETION_INDEX_ANNOTATION, TRACKING_FINALIZER};
-use super::workload::{self, controller_ref, controller_reference, is_deleting, NAMESPACE_INDEX};
+use super::workload::{self, controller_ref, controller_reference, is_deleting, PodControl, NAMESPACE_INDEX};
 use super::Error;
 use crate::{Context, Shutdown};
 use chrono::Utc;
@@ -186,7 +186,12 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
                 } else {
                     (EventType::Warning, done.reason.as_str(), done.message.clone())
                 };
-                publish(&state, &job, kind, reason, &message).await;
+                let control = PodControl {
+                    api: pods_api.clone(),
+                    recorder: &state.ctx.recorder,
+                    owner: &*job,
+                };
+                control.event(kind, reason, &message).await;
             }
         }
     }
@@ -196,51 +201,31 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
             release(&pods_api, pod).await?;
         }
     }
-    if !plan.delete.is_empty() {
-        let victims: Vec<&Arc<Pod>> = plan
-            .delete
-            .iter()
-            .filter_map(|n| owned.iter().find(|p| p.name() == n))
-            .collect();
-        state
-            .expectations
-            .expect_deletes(&key, victims.iter().map(|p| p.metadata().uid.clone()));
-        for pod in victims {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(pod.metadata().uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match pods_api.delete(pod.name(), &dp).await {
-                Ok(_) => {
-                    let msg = format!("Deleted pod: {}", pod.name());
-                    publish(&state, &job, EventType::Normal, "SuccessfulDelete", &msg).await;
-                }
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    let control = PodControl {
+        api: pods_api.clone(),
+        recorder: &state.ctx.recorder,
+        owner: &*job,
+    };
+    let victims: Vec<&Arc<Pod>> = plan
+        .delete
+        .iter()
+        .filter_map(|n| owned.iter().find(|p| p.name() == n))
+        .collect();
+    state
+        .expectations
+        .expect_deletes(&key, victims.iter().map(|p| p.metadata().uid.clone()));
+    for pod in victims {
+        control.delete(pod, |name| format!("Deleted pod: {name}")).await?;
     }
     for index in &plan.create {
         let pod = pod_from_template(&job, *index);
-        match pods_api.create(&pod).await {
-            Ok(created) => {
-                state
-                    .expectations
-                    .expect_creates(&key, [created.name().to_string()]);
-                let msg = format!("Created pod: {}", created.name());
-                publish(&state, &job, EventType::Normal, "SuccessfulCreate", &msg).await;
-            }
-            Err(e) => {
-                let msg = format!("Error creating: {e}");
-                publish(&state, &job, EventType::Warning, "FailedCreate", &msg).await;
-                return Err(Error::Manage {
-                    reason: "FailedCreate",
-                    message: e.to_string(),
-                });
-            }
+        if let Some(created) = control
+            .create(&pod, |name| format!("Created pod: {name}"))
+            .await?
+        {
+            state
+                .expectations
+                .expect_creates(&key, [created.name().to_string()]);
         }
     }
     let ttl = job_plan::expires_at(&Job {
@@ -301,12 +286,6 @@ pub fn pod_from_template(job: &Job, index: Option<i32>) -> Pod {
         metadata: Some(meta),
         spec: Some(spec),
         ..Default::default()
-    }
-}
-
-async fn publish(state: &State, job: &Job, t: EventType, reason: &str, msg: &str) {
-    if let Err(e) = state.ctx.recorder.publish(job, t, reason, msg).await {
-        tracing::debug!(job = %job.key(), error = %e, "cannot record event");
     }
 }
 

@@ -21,7 +21,8 @@
 use super::daemon_set::REVISION_HASH_LABEL;
 use super::deployment::pod_template_hash;
 use super::workload::{
-    self, availability, controller_ref, controller_reference, is_deleting, NAMESPACE_INDEX,
+    self, availability, controller_ref, controller_reference, is_deleting, write_status, PodControl,
+    NAMESPACE_INDEX,
 };
 use super::Error;
 use crate::{Context, Shutdown};
@@ -32,7 +33,7 @@ use rkube_api::apps::v1::{StatefulSet, StatefulSetStatus};
 use rkube_api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::Resource;
-use rkube_client::{Action, Api, Controller, DeleteParams, EventType, Preconditions, Store};
+use rkube_client::{Action, Api, Controller, DeleteParams, EventType, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -377,28 +378,22 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
         .unwrap_or_default();
     let hash = pod_template_hash(&template, sts.status.as_ref().and_then(|s| s.collision_count));
     let plan = plan(&sts, &hash, &owned, &claims, Utc::now());
-    let pods_api: Api<Pod> = Api::namespaced(state.ctx.client.clone(), &ns);
+    let control = PodControl {
+        api: Api::namespaced(state.ctx.client.clone(), &ns),
+        recorder: &state.ctx.recorder,
+        owner: &*sts,
+    };
     let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(state.ctx.client.clone(), &ns);
 
     if !is_deleting(sts.metadata()) {
         for name in &plan.delete {
-            let Some(pod) = owned.iter().find(|p| p.name() == name) else {
-                continue;
-            };
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(pod.metadata().uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match pods_api.delete(name, &dp).await {
-                Ok(_) => {
-                    let msg = format!("delete Pod {name} in StatefulSet {} successful", sts.name());
-                    publish(&state, &sts, EventType::Normal, "SuccessfulDelete", &msg).await;
-                }
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
+            if let Some(pod) = owned.iter().find(|p| p.name() == name) {
+                let set = sts.name();
+                control
+                    .delete(pod, |pod| {
+                        format!("delete Pod {pod} in StatefulSet {set} successful")
+                    })
+                    .await?;
             }
         }
         for ordinal in &plan.create {
@@ -414,41 +409,25 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
                             sts.name(),
                             sts.name()
                         );
-                        publish(&state, &sts, EventType::Normal, "SuccessfulCreate", &msg).await;
+                        control.event(EventType::Normal, "SuccessfulCreate", &msg).await;
                     }
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => {
                         let msg = format!("create Claim {} failed error: {e}", claim.name());
-                        publish(&state, &sts, EventType::Warning, "FailedCreate", &msg).await;
+                        control.event(EventType::Warning, "FailedCreate", &msg).await;
                         return Err(e.into());
                     }
                 }
             }
+            // An earlier pod of this name still being deleted makes this a no-op; its
+            // deletion wakes the set again.
             let pod = pod_for(&sts, &hash, *ordinal);
-            match pods_api.create(&pod).await {
-                Ok(_) => {
-                    let msg = format!(
-                        "create Pod {} in StatefulSet {} successful",
-                        pod.name(),
-                        sts.name()
-                    );
-                    publish(&state, &sts, EventType::Normal, "SuccessfulCreate", &msg).await;
-                }
-                // An earlier pod of this name is still being deleted; its deletion wakes us.
-                Err(e) if e.is_already_exists() => {}
-                Err(e) => {
-                    let msg = format!(
-                        "create Pod {} in StatefulSet {} failed error: {e}",
-                        pod.name(),
-                        sts.name()
-                    );
-                    publish(&state, &sts, EventType::Warning, "FailedCreate", &msg).await;
-                    return Err(Error::Manage {
-                        reason: "FailedCreate",
-                        message: e.to_string(),
-                    });
-                }
-            }
+            let set = sts.name();
+            control
+                .create(&pod, |pod| {
+                    format!("create Pod {pod} in StatefulSet {set} successful")
+                })
+                .await?;
         }
         for name in &plan.delete_claims {
             match claims_api.delete(name, &DeleteParams::default()).await {
@@ -458,25 +437,9 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
             }
         }
     }
-    if sts.status.as_ref() != Some(&plan.status) {
-        let mut updated = (*sts).clone();
-        updated.status = Some(plan.status);
-        match Api::<StatefulSet>::namespaced(state.ctx.client.clone(), &ns)
-            .update_status(&updated)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is_conflict() || e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let api = Api::<StatefulSet>::namespaced(state.ctx.client.clone(), &ns);
+    write_status(&api, &sts, |s| s.status = Some(plan.status)).await?;
     Ok(plan.requeue.map_or(Action::await_change(), Action::requeue))
-}
-
-async fn publish(state: &State, sts: &StatefulSet, t: EventType, reason: &str, msg: &str) {
-    if let Err(e) = state.ctx.recorder.publish(sts, t, reason, msg).await {
-        tracing::debug!(statefulset = %sts.key(), error = %e, "cannot record event");
-    }
 }
 
 #[cfg(test)]

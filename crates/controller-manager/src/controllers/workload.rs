@@ -109,6 +109,87 @@ pub fn namespace_index<K: Resource>(obj: &K) -> Vec<String> {
     vec![obj.namespace().to_string()]
 }
 
+/// Creating and deleting an owner's pods, with the events Kubernetes records for them
+/// (Kubernetes' PodControl): what the job, daemonset and statefulset loops share.
+pub struct PodControl<'a, K: Resource> {
+    pub api: rkube_client::Api<Pod>,
+    pub recorder: &'a rkube_client::Recorder,
+    pub owner: &'a K,
+}
+
+impl<K: Resource> PodControl<'_, K> {
+    /// Records an event about the owner; a failure to record is only logged.
+    pub async fn event(&self, t: rkube_client::EventType, reason: &str, message: &str) {
+        if let Err(e) = self.recorder.publish(self.owner, t, reason, message).await {
+            tracing::debug!(owner = %self.owner.key(), error = %e, "cannot record event");
+        }
+    }
+
+    /// Creates `pod` (SuccessfulCreate with `done(name)`, or FailedCreate and an error for
+    /// the owner's status). An existing pod of that name is `Ok(None)`.
+    pub async fn create(&self, pod: &Pod, done: impl FnOnce(&str) -> String) -> Result<Option<Pod>, Error> {
+        match self.api.create(pod).await {
+            Ok(created) => {
+                let message = done(created.name());
+                self.event(rkube_client::EventType::Normal, "SuccessfulCreate", &message)
+                    .await;
+                Ok(Some(created))
+            }
+            Err(e) if e.is_already_exists() && !pod.name().is_empty() => Ok(None),
+            Err(e) => {
+                let message = format!("Error creating: {e}");
+                self.event(rkube_client::EventType::Warning, "FailedCreate", &message)
+                    .await;
+                Err(Error::Manage {
+                    reason: "FailedCreate",
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Deletes `pod` if it is still the one seen (its uid), with SuccessfulDelete and
+    /// `done(name)`; a pod already gone or replaced is fine.
+    pub async fn delete(&self, pod: &Pod, done: impl FnOnce(&str) -> String) -> Result<(), Error> {
+        let dp = rkube_client::DeleteParams {
+            preconditions: Some(rkube_client::Preconditions {
+                uid: Some(pod.metadata().uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api.delete(pod.name(), &dp).await {
+            Ok(_) => {
+                let message = done(pod.name());
+                self.event(rkube_client::EventType::Normal, "SuccessfulDelete", &message)
+                    .await;
+                Ok(())
+            }
+            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Writes `status` as `obj`'s status when it differs from what `obj` has. A conflict or a
+/// gone object is left to the next sync, which sees the newer object.
+pub async fn write_status<K: Resource>(
+    api: &rkube_client::Api<K>,
+    obj: &K,
+    set: impl FnOnce(&mut K),
+) -> Result<(), Error> {
+    let mut updated = obj.clone();
+    set(&mut updated);
+    if updated == *obj {
+        return Ok(());
+    }
+    match api.update_status(&updated).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use rkube_api::core::v1::{Container, Pod, PodCondition, PodSpec, PodStatus};
