@@ -1,16 +1,20 @@
-//! `get deployments` (NAME READY UP-TO-DATE AVAILABLE AGE) and `get
-//! replicasets` (NAME DESIRED CURRENT READY AGE); wide adds CONTAINERS
-//! IMAGES SELECTOR.
+//! `get deployments` (NAME READY UP-TO-DATE AVAILABLE AGE), `get replicasets` (NAME
+//! DESIRED CURRENT READY AGE), `get daemonsets` (NAME DESIRED CURRENT READY UP-TO-DATE
+//! AVAILABLE NODE SELECTOR AGE) and `get statefulsets` (NAME READY AGE), as kubectl prints
+//! them; wide adds CONTAINERS IMAGES (and SELECTOR but for StatefulSets).
 
 use super::{age, or_none, TableRow};
 use chrono::{DateTime, Utc};
-use rkube_api::apps::v1::{Deployment, ReplicaSet};
+use rkube_api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use rkube_api::core::v1::PodTemplateSpec;
 use rkube_api::meta::v1::LabelSelector;
 use rkube_api::selector::Selector;
 
 /// CONTAINERS, IMAGES and SELECTOR of a workload.
-fn workload_wide(template: Option<&PodTemplateSpec>, selector: Option<&LabelSelector>) -> [String; 3] {
+pub(super) fn workload_wide(
+    template: Option<&PodTemplateSpec>,
+    selector: Option<&LabelSelector>,
+) -> [String; 3] {
     let containers = template
         .and_then(|t| t.spec.as_ref())
         .map(|s| s.containers.clone())
@@ -82,6 +86,77 @@ impl TableRow for ReplicaSet {
         ];
         if wide {
             cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
+        }
+        cells
+    }
+}
+
+impl TableRow for DaemonSet {
+    fn columns(wide: bool) -> Vec<&'static str> {
+        let mut c = vec![
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE SELECTOR",
+            "AGE",
+        ];
+        if wide {
+            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
+        }
+        c
+    }
+
+    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone().unwrap_or_default();
+        let node_selector: Vec<String> = spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .map(|s| s.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect())
+            .unwrap_or_default();
+        let mut cells = vec![
+            meta.name,
+            status.desired_number_scheduled.to_string(),
+            status.current_number_scheduled.to_string(),
+            status.number_ready.to_string(),
+            status.updated_number_scheduled.to_string(),
+            status.number_available.to_string(),
+            or_none(node_selector.join(",")),
+            age(&meta.creation_timestamp, now),
+        ];
+        if wide {
+            cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
+        }
+        cells
+    }
+}
+
+impl TableRow for StatefulSet {
+    fn columns(wide: bool) -> Vec<&'static str> {
+        let mut c = vec!["NAME", "READY", "AGE"];
+        if wide {
+            c.extend(["CONTAINERS", "IMAGES"]);
+        }
+        c
+    }
+
+    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone().unwrap_or_default();
+        let mut cells = vec![
+            meta.name,
+            format!("{}/{}", status.ready_replicas, spec.replicas.unwrap_or(1)),
+            age(&meta.creation_timestamp, now),
+        ];
+        if wide {
+            let [containers, images, _] = workload_wide(spec.template.as_ref(), None);
+            cells.extend([containers, images]);
         }
         cells
     }

@@ -6,6 +6,7 @@
 
 mod apps;
 mod autoscaling;
+mod batch;
 mod cluster;
 mod config;
 mod coordination;
@@ -81,7 +82,8 @@ impl KindPrinter for GenericPrinter {
 /// The table printer of a kind.
 pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
     use rkube_api::{
-        apps::v1 as apps, autoscaling::v2 as autoscaling, coordination::v1 as coordination, core::v1 as core,
+        apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+        coordination::v1 as coordination, core::v1 as core,
     };
     // Printers are zero-sized constants, promoted to statics.
     macro_rules! p {
@@ -100,6 +102,10 @@ pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
         ("", "Secret") => p!(core::Secret),
         ("apps", "Deployment") => p!(apps::Deployment),
         ("apps", "ReplicaSet") => p!(apps::ReplicaSet),
+        ("apps", "DaemonSet") => p!(apps::DaemonSet),
+        ("apps", "StatefulSet") => p!(apps::StatefulSet),
+        ("batch", "Job") => p!(batch::Job),
+        ("batch", "CronJob") => p!(batch::CronJob),
         ("autoscaling", "HorizontalPodAutoscaler") => p!(autoscaling::HorizontalPodAutoscaler),
         ("coordination.k8s.io", "Lease") => p!(coordination::Lease),
         _ => &GenericPrinter,
