@@ -132,10 +132,13 @@ async fn kill_9_loses_no_acknowledged_write() {
     let client = connect(port).await;
 
     let acked = Arc::new(Mutex::new(HashSet::new()));
+    // Why a writer stopped: the kill, or (reported if the writes never flow) anything else.
+    let stopped_by = Arc::new(Mutex::new(None::<String>));
     let mut writers = Vec::new();
     for w in 0..8 {
         let mut c = client.clone();
         let acked = acked.clone();
+        let stopped_by = stopped_by.clone();
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let name = format!("w{w}-{i}");
@@ -144,7 +147,10 @@ async fn kill_9_loses_no_acknowledged_write() {
                         acked.lock().unwrap().insert(name);
                     }
                     // the server died under us: stop writing
-                    Err(_) => return,
+                    Err(e) => {
+                        stopped_by.lock().unwrap().get_or_insert(format!("{e:?}"));
+                        return;
+                    }
                 }
             }
         }));
@@ -152,7 +158,12 @@ async fn kill_9_loses_no_acknowledged_write() {
     // let the writes stream, then kill without warning
     let deadline = Instant::now() + Duration::from_secs(10);
     while acked.lock().unwrap().len() < 300 {
-        assert!(Instant::now() < deadline, "writes are not being acknowledged");
+        assert!(
+            Instant::now() < deadline,
+            "writes are not being acknowledged ({} so far); a writer stopped on: {:?}",
+            acked.lock().unwrap().len(),
+            stopped_by.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap(); // SIGKILL

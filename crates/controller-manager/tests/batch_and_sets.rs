@@ -274,12 +274,16 @@ async fn a_stateful_set_scales_in_order_and_back_in_reverse() -> Result<()> {
         Some(("web-1", "web"))
     );
 
+    // As `rkubectl scale` does: retried when the controller's status write came between
+    // the read and the update.
     let scale = |n: i32| {
         let sets = sets.clone();
         async move {
-            let mut s = sets.get("web").await?;
-            s.spec.get_or_insert_with(Default::default).replicas = Some(n);
-            sets.update(&s).await?;
+            sets.replace_with("web", |mut s: StatefulSet| {
+                s.spec.get_or_insert_with(Default::default).replicas = Some(n);
+                s
+            })
+            .await?;
             anyhow::Ok(())
         }
     };

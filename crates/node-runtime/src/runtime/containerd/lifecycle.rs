@@ -200,16 +200,31 @@ impl ContainerdRuntime {
         }
         self.update_labels(container, &set).await?;
         let id = ContainerId(container.id.clone());
-        let deleted = self
-            .tasks()
-            .delete(self.request(DeleteTaskRequest {
-                container_id: id.0.clone(),
-            }))
-            .await;
-        match deleted {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => return Err(self.status_error("delete exited task", id.as_str(), s)),
+        // containerd answers "ttrpc: closed" while the task's shim is on its way out (a
+        // restarted container's old shim, say): a moment later the delete goes through.
+        // The exit is recorded above either way, so if it still fails the container is
+        // reported as exited and the next look deletes the task.
+        let mut attempt = 0;
+        loop {
+            let deleted = self
+                .tasks()
+                .delete(self.request(DeleteTaskRequest {
+                    container_id: id.0.clone(),
+                }))
+                .await;
+            match deleted {
+                Ok(_) => break,
+                Err(s) if s.code() == Code::NotFound => break,
+                Err(s) if s.message().contains("ttrpc: closed") && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(s) if s.message().contains("ttrpc: closed") => {
+                    tracing::warn!(container = %id, error = %s, "exited task not deleted yet; the next sync deletes it");
+                    break;
+                }
+                Err(s) => return Err(self.status_error("delete exited task", id.as_str(), s)),
+            }
         }
         if let Some(log) = container.labels.get(labels::LOG_PATH) {
             if self.inner.config.log_driver.is_some() {
