@@ -492,6 +492,14 @@ spec:
         let node: crate::core::v1::Node =
             serde_yaml::from_str("spec: {podCIDR: 10.244.1.0/24, providerID: local://n1}").unwrap();
         assert_eq!(node.spec.unwrap().pod_cidr, "10.244.1.0/24");
+        // The one key Kubernetes capitalises, which the official clients insist on.
+        let node: crate::core::v1::Node =
+            serde_yaml::from_str("status: {daemonEndpoints: {kubeletEndpoint: {Port: 10250}}}").unwrap();
+        let json = serde_json::to_value(&node).unwrap();
+        assert_eq!(
+            json["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            10250
+        );
     }
 
     #[test]
