@@ -16,7 +16,8 @@
 
 use super::job_plan::finished;
 use super::workload::{
-    controller_ref, controller_reference, format_time, is_deleting, parse_time, NAMESPACE_INDEX,
+    controller_ref, controller_reference, delete_if_same, format_time, is_deleting, parse_time, write_status,
+    NAMESPACE_INDEX,
 };
 use super::Error;
 use crate::{Context, Shutdown};
@@ -28,9 +29,7 @@ use rkube_api::core::v1::ObjectReference;
 use rkube_api::cron::{time_zone, Schedule, Tz};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::Resource;
-use rkube_client::{
-    Action, Api, Controller, DeleteParams, EventType, Preconditions, PropagationPolicy, Store,
-};
+use rkube_client::{Action, Api, Controller, EventType, PropagationPolicy, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,7 +231,7 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
         (Err(e), _) | (_, Err(e)) => {
             // Validation refuses these; a CronJob stored before a rule tightened waits for a fix.
             publish(&state, &cj, EventType::Warning, "InvalidSchedule", &e).await;
-            write_status(&cj_api, &cj, status).await?;
+            write_status(&cj_api, &cj, |c| c.status = Some(status)).await?;
             return Ok(Action::await_change());
         }
     };
@@ -293,50 +292,24 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
             }
         }
     }
-    write_status(&cj_api, &cj, status).await?;
+    write_status(&cj_api, &cj, |c| c.status = Some(status)).await?;
     let wait = after
         .and_then(|t| (t - now).to_std().ok())
         .map(|d| d + Duration::from_millis(100));
     Ok(wait.map_or(Action::await_change(), Action::requeue))
 }
 
-async fn write_status(api: &Api<CronJob>, cj: &CronJob, status: CronJobStatus) -> Result<(), Error> {
-    if cj.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let mut updated = cj.clone();
-    updated.status = Some(status);
-    match api.update_status(&updated).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_conflict() || e.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 async fn delete_job(api: &Api<Job>, jobs: &[Arc<Job>], name: &str) -> Result<(), Error> {
     let uid = jobs
         .iter()
         .find(|j| j.name() == name)
-        .map(|j| j.metadata().uid.clone());
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        preconditions: uid.map(|uid| Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+        .map(|j| j.metadata().uid.as_str());
+    delete_if_same(api, name, uid, Some(PropagationPolicy::Background)).await?;
+    Ok(())
 }
 
 async fn publish(state: &State, cj: &CronJob, t: EventType, reason: &str, msg: &str) {
-    if let Err(e) = state.ctx.recorder.publish(cj, t, reason, msg).await {
-        tracing::debug!(cronjob = %cj.key(), error = %e, "cannot record event");
-    }
+    super::workload::publish(&state.ctx.recorder, cj, t, reason, msg).await;
 }
 
 #[cfg(test)]

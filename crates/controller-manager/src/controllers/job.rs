@@ -9,7 +9,9 @@
 
 use super::expectations::{Expectations, Readiness};
 use super::job_plan::{self, COMPLETION_INDEX_ANNOTATION, TRACKING_FINALIZER};
-use super::workload::{self, controller_ref, controller_reference, is_deleting, PodControl, NAMESPACE_INDEX};
+use super::workload::{
+    self, controller_ref, controller_reference, delete_if_same, is_deleting, PodControl, NAMESPACE_INDEX,
+};
 use super::Error;
 use crate::{Context, Shutdown};
 use chrono::Utc;
@@ -19,7 +21,7 @@ use rkube_api::batch::v1::Job;
 use rkube_api::core::v1::{EnvVar, Pod};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::Resource;
-use rkube_client::{Action, Api, Controller, DeleteParams, EventType, Preconditions, Store};
+use rkube_client::{Action, Api, Controller, EventType, Store};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,19 +132,8 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
 
     if let Some(at) = job_plan::expires_at(&job) {
         if at <= now && !is_deleting(job.metadata()) {
-            let dp = DeleteParams {
-                propagation_policy: Some(rkube_client::PropagationPolicy::Background),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match jobs_api.delete(job.name(), &dp).await {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e.into()),
-            }
+            let background = Some(rkube_client::PropagationPolicy::Background);
+            delete_if_same(&jobs_api, job.name(), Some(&uid), background).await?;
             return Ok(Action::await_change());
         }
     }
@@ -186,12 +177,7 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
                 } else {
                     (EventType::Warning, done.reason.as_str(), done.message.clone())
                 };
-                let control = PodControl {
-                    api: pods_api.clone(),
-                    recorder: &state.ctx.recorder,
-                    owner: &*job,
-                };
-                control.event(kind, reason, &message).await;
+                workload::publish(&state.ctx.recorder, &*job, kind, reason, &message).await;
             }
         }
     }

@@ -57,12 +57,17 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
         let claim_informer = ctx.informers.get::<PersistentVolumeClaim>();
         let pods = pod_informer.store();
         pods.add_index(NAMESPACE_INDEX, workload::namespace_index::<Pod>);
+        let claims = claim_informer.store();
+        claims.add_index(
+            NAMESPACE_INDEX,
+            workload::namespace_index::<PersistentVolumeClaim>,
+        );
         let workers = ctx.config.workers;
         let state = Arc::new(State {
             ctx,
             statefulsets: sts_informer.store(),
             pods,
-            claims: claim_informer.store(),
+            claims,
         });
         Controller::new(NAME, state, reconcile)
             .primary(&sts_informer)
@@ -366,9 +371,9 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
         .collect();
     let claims: BTreeSet<String> = state
         .claims
-        .list()
+        .by_index(NAMESPACE_INDEX, &ns)
+        .unwrap_or_default()
         .iter()
-        .filter(|c| c.namespace() == ns)
         .map(|c| c.name().to_string())
         .collect();
     let template = sts

@@ -118,11 +118,9 @@ pub struct PodControl<'a, K: Resource> {
 }
 
 impl<K: Resource> PodControl<'_, K> {
-    /// Records an event about the owner; a failure to record is only logged.
+    /// Records an event about the owner (see [`publish`]).
     pub async fn event(&self, t: rkube_client::EventType, reason: &str, message: &str) {
-        if let Err(e) = self.recorder.publish(self.owner, t, reason, message).await {
-            tracing::debug!(owner = %self.owner.key(), error = %e, "cannot record event");
-        }
+        publish(self.recorder, self.owner, t, reason, message).await;
     }
 
     /// Creates `pod` (SuccessfulCreate with `done(name)`, or FailedCreate and an error for
@@ -151,23 +149,50 @@ impl<K: Resource> PodControl<'_, K> {
     /// Deletes `pod` if it is still the one seen (its uid), with SuccessfulDelete and
     /// `done(name)`; a pod already gone or replaced is fine.
     pub async fn delete(&self, pod: &Pod, done: impl FnOnce(&str) -> String) -> Result<(), Error> {
-        let dp = rkube_client::DeleteParams {
-            preconditions: Some(rkube_client::Preconditions {
-                uid: Some(pod.metadata().uid.clone()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match self.api.delete(pod.name(), &dp).await {
-            Ok(_) => {
-                let message = done(pod.name());
-                self.event(rkube_client::EventType::Normal, "SuccessfulDelete", &message)
-                    .await;
-                Ok(())
-            }
-            Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
-            Err(e) => Err(e.into()),
+        if delete_if_same(&self.api, pod.name(), Some(&pod.metadata().uid), None).await? {
+            let message = done(pod.name());
+            self.event(rkube_client::EventType::Normal, "SuccessfulDelete", &message)
+                .await;
         }
+        Ok(())
+    }
+}
+
+/// Records an event about `obj`; a failure to record is only logged (events are
+/// best-effort, as in Kubernetes).
+pub async fn publish<K: Resource>(
+    recorder: &rkube_client::Recorder,
+    obj: &K,
+    t: rkube_client::EventType,
+    reason: &str,
+    message: &str,
+) {
+    if let Err(e) = recorder.publish(obj, t, reason, message).await {
+        tracing::debug!(object = %obj.key(), error = %e, "cannot record event");
+    }
+}
+
+/// Deletes `name` if it is still the object with `uid` (when given), with `policy` for its
+/// dependents. Returns whether this call deleted it: one already gone or replaced is not
+/// an error.
+pub async fn delete_if_same<K: Resource>(
+    api: &rkube_client::Api<K>,
+    name: &str,
+    uid: Option<&str>,
+    policy: Option<rkube_client::PropagationPolicy>,
+) -> Result<bool, Error> {
+    let dp = rkube_client::DeleteParams {
+        propagation_policy: policy,
+        preconditions: uid.map(|uid| rkube_client::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() || e.is_conflict() => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
