@@ -63,6 +63,24 @@ pub fn resource_version_suffix(revision: u64) -> Vec<u8> {
     out
 }
 
+/// The Kubernetes JSON of a wire object of kind `info`: apiVersion and
+/// kind set, and the zero values Kubernetes always writes
+/// ([`crate::zero_values`]).
+pub fn any_to_json(info: &ResourceInfo, any: &Any) -> Result<serde_json::Value, CodecError> {
+    struct Json<'a>(&'a Any);
+    impl KindVisitor for Json<'_> {
+        type Output = Result<serde_json::Value, CodecError>;
+        fn visit<K: Resource>(self) -> Self::Output {
+            let mut k: K = from_any(self.0)?;
+            k.set_type_meta();
+            Ok(serde_json::to_value(&k)?)
+        }
+    }
+    let mut v = visit_kind(info, Json(any))?;
+    crate::zero_values::fill(info.kind, &mut v);
+    Ok(v)
+}
+
 /// An object of any kind, as decoded from a manifest or received from the
 /// server: what it is, its identity, and its wire form.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,16 +132,7 @@ impl DynObject {
 
     /// The Kubernetes JSON form.
     pub fn to_json(&self) -> Result<serde_json::Value, CodecError> {
-        struct Json<'a>(&'a Any);
-        impl KindVisitor for Json<'_> {
-            type Output = Result<serde_json::Value, CodecError>;
-            fn visit<K: Resource>(self) -> Self::Output {
-                let mut k: K = from_any(self.0)?;
-                k.set_type_meta();
-                Ok(serde_json::to_value(&k)?)
-            }
-        }
-        visit_kind(self.info, Json(&self.any))
+        any_to_json(self.info, &self.any)
     }
 
     /// `kind.group/name` as kubectl prints it (`deployment.apps/web`).

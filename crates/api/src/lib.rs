@@ -108,6 +108,7 @@ pub mod resource;
 pub mod selector;
 pub mod time;
 pub mod validation;
+pub mod zero_values;
 
 pub use codec::{from_any, to_any, DynObject};
 pub use resource::{object_key, visit_kind, KindVisitor, Resource, ResourceInfo, KINDS};

@@ -57,6 +57,39 @@ impl ResourceInfo {
         }
     }
 
+    /// Kubernetes' resource categories of the kind: `all` for what
+    /// `kubectl get all` shows (workloads, their pods, services, autoscalers).
+    pub fn categories(&self) -> &'static [&'static str] {
+        match (self.group, self.kind) {
+            ("", "Pod" | "Service")
+            | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+            | ("batch", "Job" | "CronJob")
+            | ("autoscaling", "HorizontalPodAutoscaler") => &["all"],
+            _ => &[],
+        }
+    }
+
+    /// The kinds of a category (`all`), in kubectl's order of `get all`.
+    pub fn in_category(category: &str) -> Vec<&'static ResourceInfo> {
+        const ORDER: &[&str] = &[
+            "Pod",
+            "Service",
+            "DaemonSet",
+            "Deployment",
+            "ReplicaSet",
+            "StatefulSet",
+            "HorizontalPodAutoscaler",
+            "CronJob",
+            "Job",
+        ];
+        let mut kinds: Vec<&'static ResourceInfo> = KINDS
+            .iter()
+            .filter(|k| k.categories().contains(&category))
+            .collect();
+        kinds.sort_by_key(|k| ORDER.iter().position(|o| *o == k.kind).unwrap_or(ORDER.len()));
+        kinds
+    }
+
     /// Finds a kind by any name kubectl accepts: plural, singular, short
     /// name, kind, optionally qualified with the group (`deployments.apps`).
     pub fn lookup(name: &str) -> Option<&'static ResourceInfo> {

@@ -18,6 +18,46 @@ pub fn lookup_kind(name: &str) -> Result<&'static ResourceInfo, CtlError> {
         .ok_or_else(|| CtlError::usage(format!("the server doesn't have a resource type {name:?}")))
 }
 
+/// A Go-style duration (`5s`, `2m`, `1h30m`, `1.5h`, `300ms`, `0`), as
+/// kubectl's duration flags take; `flag` names the flag in errors.
+pub fn go_duration(flag: &str, text: &str) -> Result<std::time::Duration, CtlError> {
+    let bad = || {
+        CtlError::usage(format!(
+            "{flag} {text:?} is not a duration; use a number with a unit, like 30s, 5m or 2h"
+        ))
+    };
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        nanos += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(std::time::Duration::from_nanos(nanos as u64))
+}
+
 /// Parses the positional arguments of get, delete and describe.
 pub fn parse_targets(args: &[String]) -> Result<Vec<Target>, CtlError> {
     let Some(first) = args.first() else {
@@ -58,12 +98,18 @@ pub fn parse_targets(args: &[String]) -> Result<Vec<Target>, CtlError> {
     }
     let mut targets: Vec<Target> = Vec::new();
     for kind in first.split(',').filter(|k| !k.is_empty()) {
-        let info = lookup_kind(kind)?;
-        if !targets.iter().any(|t| t.info == info) {
-            targets.push(Target {
-                info,
-                names: names.clone(),
-            });
+        // a category (`all`) stands for its kinds
+        let infos = match ResourceInfo::in_category(kind) {
+            c if !c.is_empty() && ResourceInfo::lookup(kind).is_none() => c,
+            _ => vec![lookup_kind(kind)?],
+        };
+        for info in infos {
+            if !targets.iter().any(|t| t.info == info) {
+                targets.push(Target {
+                    info,
+                    names: names.clone(),
+                });
+            }
         }
     }
     if targets.is_empty() {

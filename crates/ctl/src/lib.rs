@@ -60,6 +60,12 @@ pub enum Command {
     Apply(cmd::apply::ApplyArgs),
     /// Create objects from manifests.
     Create(cmd::create::CreateArgs),
+    /// Run one pod from an image.
+    Run(cmd::run::RunArgs),
+    /// Put a Service in front of a workload's or a pod's pods.
+    Expose(cmd::expose::ExposeArgs),
+    /// Wait until objects meet a condition or are deleted.
+    Wait(cmd::wait::WaitArgs),
     /// Delete objects by name, selector or manifest.
     Delete(cmd::delete::DeleteArgs),
     /// List objects, or show them as YAML or JSON.
@@ -152,6 +158,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
     let result = match &cli.command {
         Command::Apply(a) => cmd::apply::run(&ctx, a, out).await,
         Command::Create(a) => cmd::create::run(&ctx, a, out).await,
+        Command::Run(a) => cmd::run::run(&ctx, a, out).await,
+        Command::Expose(a) => cmd::expose::run(&ctx, a, out).await,
+        Command::Wait(a) => cmd::wait::run(&ctx, a, out).await,
         Command::Delete(a) => cmd::delete::run(&ctx, a, out).await,
         Command::Get(a) => cmd::get::run(&ctx, a, out).await,
         Command::Describe(a) => cmd::describe::run(&ctx, a, out).await,

@@ -4,12 +4,19 @@ use super::meta::{validate_meta, NameRule};
 use super::{Errors, FieldError, Validate};
 use crate::core::v1 as corev1;
 
+/// Whether `key` may name an entry of a ConfigMap or Secret (it becomes a
+/// file name when mounted).
+pub fn is_config_map_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 fn validate_data_keys<'a>(keys: impl Iterator<Item = &'a String>, f: &str, errs: &mut Errors) {
     for k in keys {
-        let ok = !k.is_empty()
-            && k.len() <= 253
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let ok = is_config_map_key(k);
         if !ok {
             errs.invalid(
                 format!("{f}[{k}]"),

@@ -18,6 +18,7 @@ mod storage;
 mod workloads;
 
 pub use cluster::parse_cidr;
+pub use config_data::is_config_map_key;
 pub use meta::{is_dns1123_label, is_dns1123_subdomain};
 pub use pod::validate_pod_spec;
 pub use policy::HIGHEST_USER_PRIORITY;

@@ -18,22 +18,6 @@ pub fn has_scale(info: &ResourceInfo) -> bool {
     info.group == "apps" && matches!(info.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
 }
 
-/// Kinds `kubectl get all` shows (Kubernetes' `all` category).
-fn in_category_all(info: &ResourceInfo) -> bool {
-    matches!(
-        info.kind,
-        "Pod"
-            | "Service"
-            | "Deployment"
-            | "ReplicaSet"
-            | "StatefulSet"
-            | "DaemonSet"
-            | "Job"
-            | "CronJob"
-            | "HorizontalPodAutoscaler"
-    )
-}
-
 const VERBS: &[&str] = &[
     "create",
     "delete",
@@ -146,8 +130,8 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
         if !k.short_names.is_empty() {
             r["shortNames"] = json!(k.short_names);
         }
-        if in_category_all(k) {
-            r["categories"] = json!(["all"]);
+        if !k.categories().is_empty() {
+            r["categories"] = json!(k.categories());
         }
         list.push(r);
         if k.has_status {

@@ -1,146 +1,18 @@
 //! Objects between their wire form (`Any`, what the handlers speak) and
-//! Kubernetes JSON, through the api crate's pbjson mapping. Two things are
-//! added here because clients rely on them and proto3 JSON drops them:
-//! the zero values Kubernetes always writes (see [`ZERO_VALUES`]), and
-//! tolerance for what clients send back unchanged (`null`s such as
+//! Kubernetes JSON, through the api crate's pbjson mapping (which also
+//! writes the zero values Kubernetes always emits: `rkube_api::zero_values`).
+//! Added here: tolerance for what clients send back unchanged (`null`s such as
 //! `creationTimestamp: null`, and `managedFields`, which rkube does not keep).
 
 use crate::error::ApiError;
 use prost_types::Any;
-use rkube_api::{from_any, to_any, visit_kind, KindVisitor, Resource, ResourceInfo};
-use serde_json::{json, Value};
-
-/// Fields Kubernetes writes even when zero (no `omitempty` in its types),
-/// which clients validate as required (the Python client's models refuse
-/// a ContainerStatus without `restartCount`): (kind or `*`, path, value).
-/// `[]` in a path means every element of that list; a value is added only
-/// where its parent object exists.
-pub const ZERO_VALUES: &[(&str, &str, ZeroValue)] = &[
-    ("Pod", "status.containerStatuses[].restartCount", ZeroValue::Int),
-    ("Pod", "status.containerStatuses[].ready", ZeroValue::False),
-    ("Pod", "status.containerStatuses[].image", ZeroValue::Str),
-    ("Pod", "status.containerStatuses[].imageID", ZeroValue::Str),
-    (
-        "Pod",
-        "status.initContainerStatuses[].restartCount",
-        ZeroValue::Int,
-    ),
-    ("Pod", "status.initContainerStatuses[].ready", ZeroValue::False),
-    ("Pod", "status.initContainerStatuses[].image", ZeroValue::Str),
-    ("Pod", "status.initContainerStatuses[].imageID", ZeroValue::Str),
-    (
-        "Pod",
-        "status.containerStatuses[].state.terminated.exitCode",
-        ZeroValue::Int,
-    ),
-    (
-        "Pod",
-        "status.containerStatuses[].lastState.terminated.exitCode",
-        ZeroValue::Int,
-    ),
-    (
-        "Pod",
-        "status.initContainerStatuses[].state.terminated.exitCode",
-        ZeroValue::Int,
-    ),
-    (
-        "Pod",
-        "status.initContainerStatuses[].lastState.terminated.exitCode",
-        ZeroValue::Int,
-    ),
-    ("Node", "status.nodeInfo.machineID", ZeroValue::Str),
-    ("Node", "status.nodeInfo.systemUUID", ZeroValue::Str),
-    ("Node", "status.nodeInfo.bootID", ZeroValue::Str),
-    ("Node", "status.nodeInfo.kernelVersion", ZeroValue::Str),
-    ("Node", "status.nodeInfo.osImage", ZeroValue::Str),
-    ("Node", "status.nodeInfo.containerRuntimeVersion", ZeroValue::Str),
-    ("Node", "status.nodeInfo.kubeletVersion", ZeroValue::Str),
-    ("Node", "status.nodeInfo.kubeProxyVersion", ZeroValue::Str),
-    ("Node", "status.nodeInfo.operatingSystem", ZeroValue::Str),
-    ("Node", "status.nodeInfo.architecture", ZeroValue::Str),
-    ("ReplicaSet", "status.replicas", ZeroValue::Int),
-    ("StatefulSet", "status.replicas", ZeroValue::Int),
-    ("DaemonSet", "status.currentNumberScheduled", ZeroValue::Int),
-    ("DaemonSet", "status.numberMisscheduled", ZeroValue::Int),
-    ("DaemonSet", "status.desiredNumberScheduled", ZeroValue::Int),
-    ("DaemonSet", "status.numberReady", ZeroValue::Int),
-    (
-        "HorizontalPodAutoscaler",
-        "status.desiredReplicas",
-        ZeroValue::Int,
-    ),
-    (
-        "*",
-        "spec.template.spec.containers[].ports[].containerPort",
-        ZeroValue::Int,
-    ),
-    ("Pod", "spec.containers[].ports[].containerPort", ZeroValue::Int),
-    ("Service", "spec.ports[].port", ZeroValue::Int),
-    ("Endpoints", "subsets[].ports[].port", ZeroValue::Int),
-];
-
-#[derive(Debug, Clone, Copy)]
-pub enum ZeroValue {
-    Int,
-    False,
-    Str,
-}
-
-impl ZeroValue {
-    fn value(self) -> Value {
-        match self {
-            ZeroValue::Int => json!(0),
-            ZeroValue::False => json!(false),
-            ZeroValue::Str => json!(""),
-        }
-    }
-}
-
-/// Adds the zero values of [`ZERO_VALUES`] that `obj` (of `kind`) lacks.
-pub fn fill_zero_values(kind: &str, obj: &mut Value) {
-    for (k, path, zero) in ZERO_VALUES {
-        if *k == "*" || *k == kind {
-            let parts: Vec<&str> = path.split('.').collect();
-            fill(obj, &parts, *zero);
-        }
-    }
-}
-
-fn fill(v: &mut Value, path: &[&str], zero: ZeroValue) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    let Some(map) = v.as_object_mut() else {
-        return;
-    };
-    if let Some(list) = first.strip_suffix("[]") {
-        if let Some(Value::Array(items)) = map.get_mut(list) {
-            for item in items {
-                fill(item, rest, zero);
-            }
-        }
-    } else if rest.is_empty() {
-        map.entry(first.to_string()).or_insert_with(|| zero.value());
-    } else if let Some(child) = map.get_mut(*first) {
-        fill(child, rest, zero);
-    }
-}
+use rkube_api::{to_any, visit_kind, KindVisitor, Resource, ResourceInfo};
+use serde_json::Value;
 
 /// The Kubernetes JSON of a wire object, with apiVersion, kind and the
 /// zero values Kubernetes writes.
 pub fn to_json(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
-    struct Json<'a>(&'a Any);
-    impl KindVisitor for Json<'_> {
-        type Output = Result<Value, ApiError>;
-        fn visit<K: Resource>(self) -> Self::Output {
-            let mut k: K = from_any(self.0).map_err(|e| ApiError::internal(e.to_string()))?;
-            k.set_type_meta();
-            serde_json::to_value(&k).map_err(|e| ApiError::internal(e.to_string()))
-        }
-    }
-    let mut v = visit_kind(info, Json(any))?;
-    fill_zero_values(info.kind, &mut v);
-    Ok(v)
+    rkube_api::codec::any_to_json(info, any).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Removes what clients send but rkube does not keep: `null` means
@@ -307,32 +179,7 @@ fn remove_field(v: &mut Value, path: &str, name: &str) -> bool {
 mod tests {
     use super::*;
     use rkube_api::core::v1::Pod;
-
-    #[test]
-    fn zero_values_are_filled_where_the_parent_exists() {
-        let mut pod =
-            json!({"status": {"containerStatuses": [{"name": "a"}, {"name": "b", "restartCount": 3}]}});
-        fill_zero_values("Pod", &mut pod);
-        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
-        assert_eq!(pod["status"]["containerStatuses"][0]["ready"], false);
-        assert_eq!(pod["status"]["containerStatuses"][1]["restartCount"], 3);
-        let mut bare = json!({"metadata": {"name": "x"}});
-        fill_zero_values("Pod", &mut bare);
-        assert_eq!(bare, json!({"metadata": {"name": "x"}}));
-        let mut pod = json!({"status": {"containerStatuses": [{"name": "a", "state": {"terminated": {"reason": "Completed"}}}]}});
-        fill_zero_values("Pod", &mut pod);
-        assert_eq!(
-            pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
-            0
-        );
-        let mut node = json!({"status": {"nodeInfo": {"kubeletVersion": "v1"}}});
-        fill_zero_values("Node", &mut node);
-        assert_eq!(node["status"]["nodeInfo"]["bootID"], "");
-        assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1");
-        let mut rs = json!({"status": {}});
-        fill_zero_values("ReplicaSet", &mut rs);
-        assert_eq!(rs["status"]["replicas"], 0);
-    }
+    use serde_json::json;
 
     #[test]
     fn client_bodies_with_nulls_and_managed_fields_decode() {

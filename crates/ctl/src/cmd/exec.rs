@@ -4,7 +4,7 @@
 //! `-t` the command runs on a terminal (`-it`: an interactive shell; the
 //! local terminal is put in raw mode).
 
-use crate::cmd::logs::pod_name;
+use crate::cmd::logs::resolve_pod;
 use crate::cmd::Context;
 use crate::error::CtlError;
 use futures::StreamExt;
@@ -34,7 +34,7 @@ pub async fn run(ctx: &Context, args: &ExecArgs, out: &mut dyn Write) -> Result<
     let start = ExecInput {
         input: Some(Input::Start(ExecStart {
             namespace: ctx.namespace.clone(),
-            pod: pod_name(&args.pod)?,
+            pod: resolve_pod(ctx, &args.pod).await?,
             container: args.container.clone().unwrap_or_default(),
             command: args.command.clone(),
             stdin: args.stdin,

@@ -47,7 +47,7 @@ pub struct GetArgs {
 
 impl GetArgs {
     fn format(&self) -> OutputFormat {
-        self.output.unwrap_or(OutputFormat::Table)
+        self.output.clone().unwrap_or(OutputFormat::Table)
     }
 
     fn table_options(&self, show_kind: bool) -> TableOptions {
@@ -145,7 +145,10 @@ fn print_found(
 ) -> Result<(), CtlError> {
     let total: usize = found.iter().map(|f| f.objects.len()).sum();
     let asked_by_name = found.iter().any(|f| !f.target.names.is_empty());
-    let machine_readable = matches!(args.format(), OutputFormat::Yaml | OutputFormat::Json);
+    let machine_readable = matches!(
+        args.format(),
+        OutputFormat::Yaml | OutputFormat::Json | OutputFormat::JsonPath(_)
+    );
     if total == 0 {
         if asked_by_name {
             // the errors for the missing names were printed already
@@ -178,7 +181,7 @@ fn print_found(
         }
         format => {
             let all: Vec<DynObject> = found.iter().flat_map(|f| f.objects.iter().cloned()).collect();
-            printers::print_objects(out, format, &all, !single_object)?;
+            printers::print_objects(out, &format, &all, !single_object)?;
         }
     }
     Ok(())
@@ -355,12 +358,12 @@ async fn watch(
                 "type": event.kind,
                 "object": event.object.to_json().map_err(CtlError::usage)?,
             });
-            print_watch_document(out, args.format(), &doc)?;
+            print_watch_document(out, &args.format(), &doc)?;
         } else if args.format() == OutputFormat::Name {
             writeln!(out, "{}", event.object.display_name())?;
         } else {
             let doc = event.object.to_json().map_err(CtlError::usage)?;
-            print_watch_document(out, args.format(), &doc)?;
+            print_watch_document(out, &args.format(), &doc)?;
         }
         out.flush()?;
     }
@@ -368,11 +371,16 @@ async fn watch(
 
 fn print_watch_document(
     out: &mut dyn Write,
-    format: OutputFormat,
+    format: &OutputFormat,
     doc: &serde_json::Value,
 ) -> Result<(), CtlError> {
-    if format == OutputFormat::Yaml {
+    if *format == OutputFormat::Yaml {
         write!(out, "---\n{}", rkube_api::codec::json_to_yaml(doc))?;
+    } else if let OutputFormat::JsonPath(t) = format {
+        let text = t
+            .render(doc)
+            .map_err(|e| CtlError::usage(format!("error executing jsonpath: {e}")))?;
+        write!(out, "{text}")?;
     } else {
         write!(out, "{}", printers::json_pretty(doc))?;
     }

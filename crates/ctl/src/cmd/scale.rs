@@ -1,11 +1,12 @@
-//! `rkubectl scale deployment/NAME --replicas=N` (also replicaset):
+//! `rkubectl scale deployment/NAME --replicas=N` (also replicaset and
+//! statefulset):
 //! changes spec.replicas; the controllers do the rest.
 
 use crate::args::parse_targets;
 use crate::cmd::Context;
 use crate::error::CtlError;
 use crate::server::ctl_error;
-use rkube_api::apps::v1::{Deployment, ReplicaSet};
+use rkube_api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use rkube_client::Api;
 use std::io::Write;
 
@@ -39,9 +40,13 @@ pub async fn run(ctx: &Context, args: &ScaleArgs, out: &mut dyn Write) -> Result
                     .patch_merge(name, &patch)
                     .await
                     .map(|_| ()),
+                "StatefulSet" => Api::<StatefulSet>::namespaced(client.clone(), &ctx.namespace)
+                    .patch_merge(name, &patch)
+                    .await
+                    .map(|_| ()),
                 _ => {
                     return Err(CtlError::usage(format!(
-                        "cannot scale {}: only deployments and replicasets can be scaled",
+                        "cannot scale {}: only deployments, replicasets and statefulsets can be scaled",
                         t.info.plural
                     )))
                 }

@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod coordination;
 mod event;
+pub mod jsonpath;
 pub(crate) mod network;
 mod pod;
 
@@ -291,13 +292,15 @@ pub fn or_none(s: impl Into<String>) -> String {
 }
 
 /// `-o` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OutputFormat {
     Table,
     Wide,
     Yaml,
     Json,
     Name,
+    /// `jsonpath=TEMPLATE` (also `jsonpath='...'`): see [`jsonpath`].
+    JsonPath(jsonpath::Template),
 }
 
 impl std::str::FromStr for OutputFormat {
@@ -308,9 +311,17 @@ impl std::str::FromStr for OutputFormat {
             "yaml" => Ok(OutputFormat::Yaml),
             "json" => Ok(OutputFormat::Json),
             "name" => Ok(OutputFormat::Name),
-            other => Err(format!(
-                "unable to match a printer suitable for the output format {other:?}, allowed formats are: json,name,wide,yaml"
-            )),
+            "jsonpath" | "jsonpath=" => Err(
+                "template format specified but no template given: use -o jsonpath='{.metadata.name}'".into(),
+            ),
+            other => match other.strip_prefix("jsonpath=") {
+                Some(t) => jsonpath::Template::parse(t)
+                    .map(OutputFormat::JsonPath)
+                    .map_err(|e| format!("error parsing jsonpath {t}: {e}")),
+                None => Err(format!(
+                    "unable to match a printer suitable for the output format {other:?}, allowed formats are: json,jsonpath,name,wide,yaml"
+                )),
+            },
         }
     }
 }
@@ -341,31 +352,36 @@ pub fn list_document(items: Vec<serde_json::Value>) -> serde_json::Value {
 /// as a `List` (`as_list` forces a list even for one, as a list query does).
 pub fn print_objects(
     out: &mut dyn Write,
-    format: OutputFormat,
+    format: &OutputFormat,
     objects: &[DynObject],
     as_list: bool,
 ) -> Result<(), CtlError> {
+    // one object alone, several as a List; jsonpath templates, as
+    // kubectl's, run against that same document
+    let document = || -> Result<serde_json::Value, CtlError> {
+        let mut items = Vec::with_capacity(objects.len());
+        for obj in objects {
+            items.push(obj.to_json().map_err(CtlError::usage)?);
+        }
+        Ok(if !as_list && items.len() == 1 {
+            items.remove(0)
+        } else {
+            list_document(items)
+        })
+    };
     match format {
         OutputFormat::Name => {
             for obj in objects {
                 writeln!(out, "{}", obj.display_name())?;
             }
         }
-        OutputFormat::Yaml | OutputFormat::Json => {
-            let mut items = Vec::with_capacity(objects.len());
-            for obj in objects {
-                items.push(obj.to_json().map_err(CtlError::usage)?);
-            }
-            let doc = if !as_list && items.len() == 1 {
-                items.remove(0)
-            } else {
-                list_document(items)
-            };
-            if format == OutputFormat::Yaml {
-                write!(out, "{}", rkube_api::codec::json_to_yaml(&doc))?;
-            } else {
-                write!(out, "{}", json_pretty(&doc))?;
-            }
+        OutputFormat::Yaml => write!(out, "{}", rkube_api::codec::json_to_yaml(&document()?))?,
+        OutputFormat::Json => write!(out, "{}", json_pretty(&document()?))?,
+        OutputFormat::JsonPath(t) => {
+            let text = t
+                .render(&document()?)
+                .map_err(|e| CtlError::usage(format!("error executing jsonpath: {e}")))?;
+            write!(out, "{text}")?;
         }
         OutputFormat::Table | OutputFormat::Wide => {
             return Err(CtlError::usage(
@@ -443,19 +459,19 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        print_objects(&mut out, OutputFormat::Yaml, &objs, false).unwrap();
+        print_objects(&mut out, &OutputFormat::Yaml, &objs, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("kind: List"), "{text}");
         let back = rkube_api::codec::decode_manifests(&text, "-").unwrap();
         assert_eq!(back, objs);
 
         let mut out = Vec::new();
-        print_objects(&mut out, OutputFormat::Json, &objs[..1], false).unwrap();
+        print_objects(&mut out, &OutputFormat::Json, &objs[..1], false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("{\n    \"apiVersion\": \"v1\""), "{text}");
 
         let mut out = Vec::new();
-        print_objects(&mut out, OutputFormat::Name, &objs, false).unwrap();
+        print_objects(&mut out, &OutputFormat::Name, &objs, false).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "configmap/a\nconfigmap/b\n");
     }
 }

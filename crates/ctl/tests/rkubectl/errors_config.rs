@@ -65,7 +65,8 @@ fn unknown_kinds_and_bad_arguments_are_client_errors() {
     );
     let run = c.run(&["get", "pods", "-o", "xml"]).failed();
     assert!(
-        run.stderr.contains("allowed formats are: json,name,wide,yaml"),
+        run.stderr
+            .contains("allowed formats are: json,jsonpath,name,wide,yaml"),
         "{}",
         run.stderr
     );

@@ -6,6 +6,7 @@
 
 mod apply_delete;
 mod errors_config;
+mod generators;
 mod get;
 
 use rkube_api::rpc::api_server_client::ApiServerClient;
