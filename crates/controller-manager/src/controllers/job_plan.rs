@@ -248,7 +248,6 @@ pub fn plan(job: &Job, owned: &[std::sync::Arc<Pod>], now: DateTime<Utc>) -> Pla
         };
         if complete {
             done = Some(condition("Complete", "", "", now));
-            status.completion_time = format_time(now);
         } else if failed + restarts > backoff_limit {
             done = Some(condition(
                 "Failed",
@@ -268,7 +267,13 @@ pub fn plan(job: &Job, owned: &[std::sync::Arc<Pod>], now: DateTime<Utc>) -> Pla
                 plan.requeue = (at - now).to_std().ok();
             }
         }
-        if let Some(c) = &done {
+        // As Kubernetes: the finished condition (and completionTime) is written only once
+        // every finished pod is counted, so a Complete or Failed Job shows its final counts.
+        // Until then the Job is finishing: it starts nothing and stops what runs.
+        if let Some(c) = done.as_ref().filter(|_| pending_succeeded + pending_failed == 0) {
+            if c.r#type == "Complete" {
+                status.completion_time = format_time(now);
+            }
             status.conditions.push(c.clone());
         }
     }
@@ -485,14 +490,22 @@ mod tests {
             pod("b", "Failed", None, true),
             pod("c", "Running", None, true),
         ];
+        // Finishing: the running pod stops and nothing starts, but the condition waits
+        // until both failures are counted.
+        let p = step(&mut j, &mut pods, now);
+        assert_eq!(p.delete, vec!["c"]);
+        assert!(p.create.is_empty());
+        assert!(finished(j.status.as_ref()).is_none(), "{:?}", j.status);
+        // recorded, then released, then counted
+        step(&mut j, &mut pods, now);
         let p = step(&mut j, &mut pods, now);
         let s = j.status.as_ref().unwrap();
+        assert_eq!(s.failed, 2);
         let failed = finished(Some(s)).expect("finished");
         assert_eq!(
             (failed.r#type.as_str(), failed.reason.as_str()),
             ("Failed", "BackoffLimitExceeded")
         );
-        assert_eq!(p.delete, vec!["c"]);
         assert!(p.create.is_empty());
     }
 

@@ -1,0 +1,329 @@
+//! Jobs, CronJobs, StatefulSets and DaemonSets end to end, on real nodes and containers,
+//! driven with rkubectl as a user would: a Job whose pods fail twice and then succeed, a
+//! CronJob that does not overlap its runs (Forbid), a StatefulSet scaled 3 -> 5 -> 2 in
+//! order, a DaemonSet following nodes that join and are tainted; every owner's deletion
+//! takes its pods.
+
+use futures::StreamExt;
+use rkube_api::apps::v1::DaemonSet;
+use rkube_api::batch::v1::Job;
+use rkube_api::core::v1::Pod;
+use rkube_client::{ListParams, WatchEvent, WatchParams};
+use rkube_e2e::{pod_ready, run, ClusterOptions, TestCluster};
+use rkube_testing::eventually;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn name(p: &Pod) -> String {
+    p.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()
+}
+
+fn live(p: &Pod) -> bool {
+    p.metadata
+        .as_ref()
+        .is_some_and(|m| m.deletion_timestamp.is_empty())
+}
+
+async fn live_pods(cluster: &TestCluster, selector: &str) -> anyhow::Result<Vec<Pod>> {
+    let pods = cluster.api::<Pod>("default")?;
+    let mut found: Vec<Pod> = pods
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(live)
+        .collect();
+    found.sort_by_key(name);
+    Ok(found)
+}
+
+async fn jobs(netns: std::path::PathBuf) -> anyhow::Result<()> {
+    let cluster = TestCluster::start(netns, ClusterOptions::default()).await?;
+    // the attempts count themselves in a directory of the node, so the third one succeeds
+    let state = tempfile::tempdir()?;
+    cluster.apply(&format!(
+        "apiVersion: batch/v1
+kind: Job
+metadata: {{name: flaky}}
+spec:
+  backoffLimit: 4
+  template:
+    spec:
+      restartPolicy: Never
+      volumes: [{{name: state, hostPath: {{path: {dir}, type: DirectoryOrCreate}}}}]
+      containers:
+      - name: try
+        image: {image}
+        command: [sh, -c, 'n=$(cat /state/n 2>/dev/null || echo 0); echo $((n+1)) > /state/n; echo attempt $n; [ $n -ge 2 ]']
+        volumeMounts: [{{name: state, mountPath: /state}}]
+",
+        dir = state.path().display(),
+        image = cluster.image
+    ))?;
+    let out = cluster.rkubectl(&["wait", "--for=condition=complete", "job/flaky", "--timeout=120s"])?;
+    assert_eq!(out, "job.batch/flaky condition met\n");
+    let job = cluster.api::<Job>("default")?.get("flaky").await?;
+    let s = job.status.unwrap_or_default();
+    assert_eq!(
+        (s.failed, s.succeeded, s.active),
+        (2, 1, 0),
+        "two failures, then a success"
+    );
+    let pods = live_pods(&cluster, "batch.kubernetes.io/job-name=flaky").await?;
+    let phases: Vec<String> = pods
+        .iter()
+        .map(|p| p.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default())
+        .collect();
+    assert_eq!(phases.iter().filter(|p| *p == "Failed").count(), 2, "{phases:?}");
+    let logs = cluster.rkubectl(&["logs", "job/flaky"])?;
+    assert!(
+        logs.starts_with("attempt "),
+        "logs of one of the job's pods: {logs:?}"
+    );
+    let table = cluster.rkubectl(&["get", "jobs"])?;
+    assert!(table.contains("flaky") && table.contains("Complete"), "{table}");
+
+    // deleting the Job takes its pods
+    cluster.rkubectl(&["delete", "job", "flaky"])?;
+    eventually("the Job's pods to go", Duration::from_secs(60), || async {
+        let all = cluster
+            .api::<Pod>("default")?
+            .list(&ListParams::default().labels("batch.kubernetes.io/job-name=flaky"))
+            .await?;
+        anyhow::ensure!(all.items.is_empty(), "{} pods left", all.items.len());
+        Ok(true)
+    })
+    .await?;
+    cluster.stop().await
+}
+
+#[test]
+fn a_job_whose_pods_fail_twice_then_succeed_completes() -> anyhow::Result<()> {
+    run(jobs)
+}
+
+/// Every pod event of a selector, in order: (name, "ADDED" | "TERMINATING").
+async fn record_pod_events(
+    cluster: &TestCluster,
+    selector: &str,
+) -> anyhow::Result<(
+    Arc<Mutex<Vec<(String, &'static str)>>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let pods = cluster.api::<Pod>("default")?;
+    let list = pods.list(&ListParams::default().labels(selector)).await?;
+    let mut stream = pods
+        .watch(&WatchParams {
+            label_selector: selector.into(),
+            resource_version: list.resource_version,
+            ..Default::default()
+        })
+        .await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let events = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Some(Ok(ev)) = stream.next().await {
+            let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
+            match ev {
+                WatchEvent::Added(p) => events.push((name(&p), "ADDED")),
+                WatchEvent::Modified(p) if !live(&p) => {
+                    let n = name(&p);
+                    if !events.iter().any(|(e, k)| *e == n && *k == "TERMINATING") {
+                        events.push((n, "TERMINATING"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok((seen, task))
+}
+
+fn events_of(seen: &Mutex<Vec<(String, &'static str)>>, kind: &str) -> Vec<String> {
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(_, k)| *k == kind)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+async fn ready_names(cluster: &TestCluster, selector: &str, want: &[&str]) -> anyhow::Result<()> {
+    eventually(
+        &format!("ready pods {want:?}"),
+        Duration::from_secs(90),
+        || async {
+            let pods = live_pods(cluster, selector).await?;
+            let ready: Vec<String> = pods.iter().filter(|p| pod_ready(p)).map(name).collect();
+            let names: Vec<String> = pods.iter().map(name).collect();
+            anyhow::ensure!(ready == want && names == want, "pods {names:?}, ready {ready:?}");
+            Ok(true)
+        },
+    )
+    .await
+}
+
+async fn stateful_set(netns: std::path::PathBuf) -> anyhow::Result<()> {
+    let cluster = TestCluster::start(netns, ClusterOptions::default()).await?;
+    cluster.apply(&format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: db}}
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{port: 5432}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db}}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: {image}
+        command: [sh, -c, 'exec sleep 3600']
+",
+        image = cluster.image
+    ))?;
+    ready_names(&cluster, "app=db", &["db-0", "db-1", "db-2"]).await?;
+    // stable names are the pods' hostnames
+    let host = cluster.rkubectl(&["exec", "db-1", "--", "hostname"])?;
+    assert_eq!(host.trim(), "db-1");
+
+    let (seen, watcher) = record_pod_events(&cluster, "app=db").await?;
+    cluster.rkubectl(&["scale", "statefulset/db", "--replicas=5"])?;
+    ready_names(&cluster, "app=db", &["db-0", "db-1", "db-2", "db-3", "db-4"]).await?;
+    assert_eq!(events_of(&seen, "ADDED"), ["db-3", "db-4"], "created in order");
+    cluster.rkubectl(&["scale", "statefulset/db", "--replicas=2"])?;
+    ready_names(&cluster, "app=db", &["db-0", "db-1"]).await?;
+    eventually("the removed pods to be gone", Duration::from_secs(60), || async {
+        let all = cluster
+            .api::<Pod>("default")?
+            .list(&ListParams::default().labels("app=db"))
+            .await?;
+        Ok(all.items.len() == 2)
+    })
+    .await?;
+    watcher.abort();
+    assert_eq!(
+        events_of(&seen, "TERMINATING"),
+        ["db-4", "db-3", "db-2"],
+        "removed in reverse order"
+    );
+
+    cluster.rkubectl(&["delete", "statefulset", "db"])?;
+    eventually(
+        "the StatefulSet's pods to go",
+        Duration::from_secs(60),
+        || async {
+            let all = cluster
+                .api::<Pod>("default")?
+                .list(&ListParams::default().labels("app=db"))
+                .await?;
+            Ok(all.items.is_empty())
+        },
+    )
+    .await?;
+    cluster.stop().await
+}
+
+#[test]
+fn a_stateful_set_scales_up_in_order_and_down_in_reverse() -> anyhow::Result<()> {
+    run(stateful_set)
+}
+
+async fn pods_by_node(cluster: &TestCluster) -> anyhow::Result<Vec<String>> {
+    let mut nodes: Vec<String> = live_pods(cluster, "app=agent")
+        .await?
+        .iter()
+        .filter(|p| pod_ready(p))
+        .map(|p| p.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default())
+        .collect();
+    nodes.sort();
+    Ok(nodes)
+}
+
+async fn agents_on(cluster: &TestCluster, want: &[&str]) -> anyhow::Result<()> {
+    eventually(
+        &format!("agent pods ready on {want:?}"),
+        Duration::from_secs(90),
+        || async {
+            let got = pods_by_node(cluster).await?;
+            anyhow::ensure!(got == want, "ready on {got:?}");
+            Ok(true)
+        },
+    )
+    .await
+}
+
+async fn daemon_set(netns: std::path::PathBuf) -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(
+        netns,
+        ClusterOptions {
+            nodes: 3,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // node-2 joins later: its kubelet is stopped and its Node removed
+    cluster.nodes[2].stop_kubelet().await;
+    cluster.rkubectl(&["delete", "node", "node-2"])?;
+    cluster.apply(&format!(
+        "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: agent
+        image: {image}
+        command: [sh, -c, 'exec sleep 3600']
+",
+        image = cluster.image
+    ))?;
+    agents_on(&cluster, &["node-0", "node-1"]).await?;
+    cluster.nodes[2].start_kubelet().await?;
+    agents_on(&cluster, &["node-0", "node-1", "node-2"]).await?;
+    // a NoExecute taint the pods do not tolerate sends them away
+    cluster.rkubectl(&["taint", "nodes", "node-1", "maintenance=now:NoExecute"])?;
+    agents_on(&cluster, &["node-0", "node-2"]).await?;
+    let sets = cluster.api::<DaemonSet>("default")?;
+    eventually("the DaemonSet's status", Duration::from_secs(30), || async {
+        let s = sets.get("agent").await?.status.unwrap_or_default();
+        let counts = (
+            s.desired_number_scheduled,
+            s.current_number_scheduled,
+            s.number_ready,
+        );
+        anyhow::ensure!(counts == (2, 2, 2), "{s:?}");
+        Ok(true)
+    })
+    .await?;
+
+    cluster.rkubectl(&["delete", "daemonset", "agent"])?;
+    eventually("the DaemonSet's pods to go", Duration::from_secs(60), || async {
+        let all = cluster
+            .api::<Pod>("default")?
+            .list(&ListParams::default().labels("app=agent"))
+            .await?;
+        Ok(all.items.is_empty())
+    })
+    .await?;
+    cluster.stop().await
+}
+
+#[test]
+fn a_daemon_set_follows_nodes_that_join_and_leaves_tainted_ones() -> anyhow::Result<()> {
+    run(daemon_set)
+}
