@@ -102,6 +102,100 @@ fn a_job_whose_pods_fail_twice_then_succeed_completes() -> anyhow::Result<()> {
     run(jobs)
 }
 
+async fn cron_job(netns: std::path::PathBuf) -> anyhow::Result<()> {
+    let cluster = TestCluster::start(netns, ClusterOptions::default()).await?;
+    // every minute, each run outlasting the next slot: Forbid must skip, not overlap
+    cluster.apply(&format!(
+        "apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: tick}}
+spec:
+  schedule: '*/1 * * * *'
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 1
+          containers:
+          - name: tick
+            image: {image}
+            command: [sh, -c, 'echo tick; exec sleep 3600']
+",
+        image = cluster.image
+    ))?;
+    let jobs = cluster.api::<Job>("default")?;
+    let first = eventually("the first scheduled run", Duration::from_secs(75), || async {
+        let list = jobs.list(&ListParams::default()).await?;
+        anyhow::ensure!(list.items.len() == 1, "{} jobs", list.items.len());
+        Ok(Some(list.items[0].clone()))
+    })
+    .await?;
+    let first = first.metadata.map(|m| m.name).unwrap_or_default();
+    assert!(first.starts_with("tick-"), "{first}");
+    // the next slot comes while the first run is still active: skipped, and said so
+    eventually("the next run to be skipped", Duration::from_secs(75), || async {
+        let out = cluster.rkubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=tick",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])?;
+        anyhow::ensure!(out.contains("JobAlreadyActive"), "events: {out}");
+        Ok(true)
+    })
+    .await?;
+    let names: Vec<String> = jobs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|j| j.metadata.map(|m| m.name))
+        .collect();
+    assert_eq!(names, [first.clone()], "no second run while the first is active");
+
+    // a run by hand is not subject to the schedule
+    let out = cluster.rkubectl(&["create", "job", "tick-now", "--from=cronjob/tick"])?;
+    assert_eq!(out, "job.batch/tick-now created\n");
+    eventually(
+        "the manual run's pod to start",
+        Duration::from_secs(60),
+        || async {
+            let pods = live_pods(&cluster, "batch.kubernetes.io/job-name=tick-now").await?;
+            Ok(pods.iter().any(pod_ready))
+        },
+    )
+    .await?;
+
+    // deleting the CronJob takes its Jobs and their pods
+    cluster.rkubectl(&["delete", "cronjob", "tick"])?;
+    eventually(
+        "the CronJob's jobs and pods to go",
+        Duration::from_secs(60),
+        || async {
+            let left_jobs = jobs.list(&ListParams::default()).await?.items.len();
+            let left_pods = cluster
+                .api::<Pod>("default")?
+                .list(&ListParams::default())
+                .await?
+                .items
+                .len();
+            anyhow::ensure!(left_jobs + left_pods == 0, "{left_jobs} jobs, {left_pods} pods");
+            Ok(true)
+        },
+    )
+    .await?;
+    cluster.stop().await
+}
+
+#[test]
+fn a_cron_job_runs_on_schedule_without_overlapping_under_forbid() -> anyhow::Result<()> {
+    run(cron_job)
+}
+
 /// Every pod event of a selector, in order: (name, "ADDED" | "TERMINATING").
 async fn record_pod_events(
     cluster: &TestCluster,

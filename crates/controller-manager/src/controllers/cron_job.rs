@@ -258,6 +258,8 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
                     "Forbid" if !active.is_empty() => {
                         // Kubernetes retries until the starting deadline: look again soon.
                         start = false;
+                        let msg = "Not starting job because prior execution is running and concurrency policy is Forbid";
+                        publish(&state, &cj, EventType::Normal, "JobAlreadyActive", msg).await;
                         after = Some(now + chrono::Duration::seconds(10));
                     }
                     "Replace" => {
