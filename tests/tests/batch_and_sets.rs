@@ -155,7 +155,7 @@ spec:
         .into_iter()
         .filter_map(|j| j.metadata.map(|m| m.name))
         .collect();
-    assert_eq!(names, [first.clone()], "no second run while the first is active");
+    assert_eq!(names, [first], "no second run while the first is active");
 
     // a run by hand is not subject to the schedule
     let out = cluster.rkubectl(&["create", "job", "tick-now", "--from=cronjob/tick"])?;
