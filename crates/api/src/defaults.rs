@@ -68,6 +68,14 @@ fn default_container(c: &mut corev1::Container) {
     default_probe(&mut c.liveness_probe);
     default_probe(&mut c.readiness_probe);
     default_probe(&mut c.startup_probe);
+    if let Some(l) = &mut c.lifecycle {
+        for h in [&mut l.post_start, &mut l.pre_stop].into_iter().flatten() {
+            if let Some(g) = &mut h.http_get {
+                set_if_empty(&mut g.scheme, "HTTP");
+                set_if_empty(&mut g.path, "/");
+            }
+        }
+    }
 }
 
 pub fn default_pod_spec(spec: &mut corev1::PodSpec) {

@@ -366,6 +366,45 @@ fn validate_container(c: &corev1::Container, cf: &str, volumes: &HashSet<&str>, 
             }
         }
     }
+    if let Some(l) = &c.lifecycle {
+        for (hook, name) in [(&l.post_start, "postStart"), (&l.pre_stop, "preStop")] {
+            let Some(h) = hook else { continue };
+            let hf = format!("{cf}.lifecycle.{name}");
+            let n = [
+                h.exec.is_some(),
+                h.http_get.is_some(),
+                h.tcp_socket.is_some(),
+                h.sleep.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
+            if n != 1 {
+                errs.required(
+                    hf.clone(),
+                    "must specify exactly one handler: exec, httpGet or sleep",
+                );
+            }
+            if let Some(e) = &h.exec {
+                if e.command.is_empty() {
+                    errs.required(format!("{hf}.exec.command"), "");
+                }
+            }
+            if let Some(g) = &h.http_get {
+                validate_named_port(g.port.as_ref(), &format!("{hf}.httpGet.port"), errs);
+                errs.one_of(format!("{hf}.httpGet.scheme"), &g.scheme, &["HTTP", "HTTPS"]);
+            }
+            if let Some(sl) = &h.sleep {
+                if sl.seconds <= 0 {
+                    errs.invalid(
+                        format!("{hf}.sleep.seconds"),
+                        sl.seconds,
+                        "must be greater than 0",
+                    );
+                }
+            }
+        }
+    }
     for (probe, name) in [
         (&c.liveness_probe, "livenessProbe"),
         (&c.readiness_probe, "readinessProbe"),
@@ -373,15 +412,29 @@ fn validate_container(c: &corev1::Container, cf: &str, volumes: &HashSet<&str>, 
     ] {
         if let Some(p) = probe {
             let pf = format!("{cf}.{name}");
-            let n = [p.exec.is_some(), p.http_get.is_some(), p.tcp_socket.is_some()]
-                .iter()
-                .filter(|x| **x)
-                .count();
+            let n = [
+                p.exec.is_some(),
+                p.http_get.is_some(),
+                p.tcp_socket.is_some(),
+                p.grpc.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
             if n != 1 {
                 errs.required(
                     pf.clone(),
-                    "must specify exactly one handler: exec, httpGet or tcpSocket",
+                    "must specify exactly one handler: exec, httpGet, tcpSocket or grpc",
                 );
+            }
+            if let Some(g) = &p.grpc {
+                if !(1..=65535).contains(&g.port) {
+                    errs.invalid(
+                        format!("{pf}.grpc.port"),
+                        g.port,
+                        "must be between 1 and 65535, inclusive",
+                    );
+                }
             }
             for (v, field) in [
                 (p.period_seconds, "periodSeconds"),

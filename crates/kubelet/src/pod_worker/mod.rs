@@ -13,6 +13,7 @@
 //! * `status`: the pod status from what the runtime reports, and writing it;
 //! * `termination`: stopping a deleted pod's containers within its grace period.
 
+mod hooks;
 mod images;
 mod manager;
 mod status;

@@ -200,7 +200,7 @@ impl PodWorker {
                 if let Some(msg) = self.probes.get(&cur.id).failed {
                     self.shared.event(pod, false, "Killing", msg);
                     let grace = grace_for_probe(pod, c);
-                    if let Err(e) = self.shared.runtime.stop_container(&cur.id, grace).await {
+                    if let Err(e) = self.stop_container(pod, Some(c), &cur.id, grace).await {
                         tracing::warn!(pod = %key_of(pod), container = %c.name, "stopping after a failed probe: {e}");
                     }
                     self.probes.forget(&cur.id);
@@ -374,6 +374,8 @@ impl PodWorker {
             return Err(backoff(1, &shared.config));
         }
         shared.event(pod, false, "Started", format!("Started container {}", c.name));
+        self.post_start(pod, c, &id).await;
+        let t = self.tracks.entry(c.name.clone()).or_default();
         let status = match rt.container_status(&id).await {
             Ok(s) => s,
             Err(_) => ContainerStatus {

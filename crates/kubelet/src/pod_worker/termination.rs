@@ -40,9 +40,19 @@ impl PodWorker {
                 task.abort();
             }
         }
-        let rt = self.shared.runtime.clone();
-        let results =
-            futures::future::join_all(running.iter().map(|(_, id)| rt.stop_container(id, grace))).await;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let container = |name: &str| {
+            spec.init_containers
+                .iter()
+                .chain(&spec.containers)
+                .find(|c| c.name == name)
+        };
+        let results = futures::future::join_all(
+            running
+                .iter()
+                .map(|(name, id)| self.stop_container(pod, container(name), id, grace)),
+        )
+        .await;
         for ((name, _), r) in running.iter().zip(results) {
             if let Err(e) = r {
                 tracing::warn!(pod = %key_of(pod), container = %name, "stopping: {e}");

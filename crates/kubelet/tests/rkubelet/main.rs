@@ -4,6 +4,7 @@
 //! reached only from inside those namespaces; the kubelet's gRPC server on 127.0.0.1.
 
 mod daemon;
+mod lifecycle;
 mod logs;
 mod pod_config;
 
