@@ -8,7 +8,7 @@ use rkube_client::{Api, Client};
 
 use crate::volumes::secret_data;
 use rkube_node_runtime::image::credentials::{self, Credential};
-use rkube_node_runtime::runtime::Resources;
+use rkube_node_runtime::runtime::{Resources, Security};
 
 /// Why a container's configuration cannot be built: reported as the container's waiting
 /// reason `CreateContainerConfigError` with this message.
@@ -333,6 +333,71 @@ pub fn user(pod: &Pod, container: &Container) -> (Option<u32>, Option<u32>) {
     let uid = c_sc.run_as_user.or(pod_sc.run_as_user).map(|u| u.max(0) as u32);
     let gid = c_sc.run_as_group.or(pod_sc.run_as_group).map(|g| g.max(0) as u32);
     (uid, gid)
+}
+
+/// Sysctls Kubernetes lets every pod set (its "safe" set); others are refused, as a
+/// kubelet without `--allowed-unsafe-sysctls` does.
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// The container's `securityContext` over the pod's, as the runtime applies it.
+pub fn security(pod: &Pod, container: &Container) -> Result<Security, ConfigError> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let pod_sc = spec.security_context.clone().unwrap_or_default();
+    let c_sc = container.security_context.clone().unwrap_or_default();
+    let caps = c_sc.capabilities.clone().unwrap_or_default();
+    let seccomp = c_sc
+        .seccomp_profile
+        .as_ref()
+        .or(pod_sc.seccomp_profile.as_ref())
+        .map(|p| p.r#type.as_str())
+        .unwrap_or("");
+    let mut groups: Vec<u32> = pod_sc
+        .supplemental_groups
+        .iter()
+        .map(|g| (*g).max(0) as u32)
+        .collect();
+    if let Some(g) = pod_sc.fs_group {
+        groups.push(g.max(0) as u32);
+    }
+    let mut sysctls = Vec::new();
+    for s in &pod_sc.sysctls {
+        if !SAFE_SYSCTLS.contains(&s.name.as_str()) {
+            return Err(ConfigError(format!(
+                "forbidden sysctl {:?}: only Kubernetes' safe sysctls are allowed ({})",
+                s.name,
+                SAFE_SYSCTLS.join(", ")
+            )));
+        }
+        if spec.host_network && s.name.starts_with("net.") {
+            return Err(ConfigError(format!(
+                "sysctl {:?} is not allowed with hostNetwork: it would change the node's network",
+                s.name
+            )));
+        }
+        sysctls.push((s.name.clone(), s.value.clone()));
+    }
+    Ok(Security {
+        privileged: c_sc.privileged == Some(true),
+        add_capabilities: caps.add,
+        drop_capabilities: caps.drop,
+        read_only_root_filesystem: c_sc.read_only_root_filesystem == Some(true),
+        no_new_privileges: c_sc.allow_privilege_escalation == Some(false),
+        run_as_non_root: c_sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true),
+        supplemental_groups: groups,
+        sysctls,
+        seccomp_runtime_default: seccomp == "RuntimeDefault",
+    })
 }
 
 #[cfg(test)]

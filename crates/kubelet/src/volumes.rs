@@ -275,9 +275,39 @@ pub async fn prepare(
                 reason: "no supported source (emptyDir, hostPath, configMap, secret)".into(),
             });
         };
+        // fsGroup: the pod's volumes (not the host's paths) belong to that group, writable
+        // by it where the volume is, with new files inheriting it, as Kubernetes sets it up.
+        let fs_group = spec.security_context.as_ref().and_then(|sc| sc.fs_group);
+        if let (Some(gid), None) = (fs_group, &v.host_path) {
+            let writable = v.empty_dir.is_some();
+            set_group(&path, gid.max(0) as u32, writable).map_err(io("setting the fsGroup of", &path))?;
+        }
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+/// Gives `root` and everything below it to group `gid`: group-readable (and writable when
+/// `writable`), directories setgid so new files join the group.
+fn set_group(root: &Path, gid: u32, writable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(root)?;
+    if meta.file_type().is_symlink() {
+        // projections' `..data` links: their targets are walked on their own
+        return Ok(());
+    }
+    std::os::unix::fs::chown(root, None, Some(gid))?;
+    let mut mode = meta.permissions().mode() | 0o040;
+    if writable {
+        mode |= 0o020;
+    }
+    if meta.is_dir() {
+        mode |= 0o2010;
+        for entry in std::fs::read_dir(root)? {
+            set_group(&entry?.path(), gid, writable)?;
+        }
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))
 }
 
 /// A Secret's data with `stringData` merged over it (the apiserver normally merges already).

@@ -14,6 +14,38 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
         errs.required(format!("{f}.containers"), "a pod needs at least one container");
         return;
     };
+    if let Some(sc) = &spec.security_context {
+        let sf = format!("{f}.securityContext");
+        validate_seccomp(sc.seccomp_profile.as_ref(), &sf, errs);
+        validate_app_armor(sc.app_armor_profile.as_ref(), &sf, errs);
+        let mut seen = HashSet::new();
+        for (i, s) in sc.sysctls.iter().enumerate() {
+            let valid = !s.name.is_empty()
+                && s.name.len() <= 253
+                && s.name.split(['.', '/']).all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                });
+            if !valid {
+                errs.invalid(
+                    format!("{sf}.sysctls[{i}].name"),
+                    &s.name,
+                    "must have at most 253 characters and match the sysctl name format (e.g. net.ipv4.tcp_syncookies)",
+                );
+            }
+            if !seen.insert(s.name.as_str()) {
+                errs.duplicate(format!("{sf}.sysctls[{i}].name"), &s.name);
+            }
+        }
+        if let Some(p) = sc.fs_group_change_policy.as_deref() {
+            errs.one_of(
+                format!("{sf}.fsGroupChangePolicy"),
+                p,
+                &["OnRootMismatch", "Always"],
+            );
+        }
+    }
     let mut volumes = HashSet::new();
     for (i, v) in spec.volumes.iter().enumerate() {
         let vf = format!("{f}.volumes[{i}]");
@@ -366,6 +398,28 @@ fn validate_container(c: &corev1::Container, cf: &str, volumes: &HashSet<&str>, 
             }
         }
     }
+    if let Some(sc) = &c.security_context {
+        let sf = format!("{cf}.securityContext");
+        validate_seccomp(sc.seccomp_profile.as_ref(), &sf, errs);
+        validate_app_armor(sc.app_armor_profile.as_ref(), &sf, errs);
+        if let Some(pm) = sc.proc_mount.as_deref().filter(|p| *p != "Default") {
+            if pm == "Unmasked" {
+                errs.forbidden(
+                    format!("{sf}.procMount"),
+                    "Unmasked is not supported: it needs user namespaces (hostUsers: false), which rkube does not run",
+                );
+            } else {
+                errs.not_supported(format!("{sf}.procMount"), pm, &["Default", "Unmasked"]);
+            }
+        }
+        if sc.privileged == Some(true) && sc.allow_privilege_escalation == Some(false) {
+            errs.invalid(
+                format!("{sf}.allowPrivilegeEscalation"),
+                false,
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            );
+        }
+    }
     if let Some(l) = &c.lifecycle {
         for (hook, name) in [(&l.post_start, "postStart"), (&l.pre_stop, "preStop")] {
             let Some(h) = hook else { continue };
@@ -512,5 +566,40 @@ impl Validate for corev1::Pod {
             }
         }
         e.0
+    }
+}
+
+/// `seccompProfile`: RuntimeDefault and Unconfined; Localhost profiles are refused (rkube
+/// ships no way to place profiles on nodes).
+fn validate_seccomp(p: Option<&corev1::SeccompProfile>, f: &str, errs: &mut Errors) {
+    let Some(p) = p else { return };
+    match p.r#type.as_str() {
+        "RuntimeDefault" | "Unconfined" => {}
+        "Localhost" => errs.forbidden(
+            format!("{f}.seccompProfile.type"),
+            "Localhost profiles are not supported by rkube; use RuntimeDefault",
+        ),
+        other => errs.not_supported(
+            format!("{f}.seccompProfile.type"),
+            other,
+            &["RuntimeDefault", "Unconfined", "Localhost"],
+        ),
+    }
+}
+
+/// `appArmorProfile`: only Unconfined, since rkube loads no AppArmor profiles.
+fn validate_app_armor(p: Option<&corev1::AppArmorProfile>, f: &str, errs: &mut Errors) {
+    let Some(p) = p else { return };
+    match p.r#type.as_str() {
+        "Unconfined" => {}
+        "RuntimeDefault" | "Localhost" => errs.forbidden(
+            format!("{f}.appArmorProfile.type"),
+            "rkube does not apply AppArmor profiles; use Unconfined or leave appArmorProfile out",
+        ),
+        other => errs.not_supported(
+            format!("{f}.appArmorProfile.type"),
+            other,
+            &["RuntimeDefault", "Unconfined", "Localhost"],
+        ),
     }
 }

@@ -10,7 +10,7 @@ use rkube_api::core::v1::{Container, Pod};
 use rkube_api::Resource as _;
 
 use crate::config::Config;
-use crate::container_config::{build_env, resources, user};
+use crate::container_config::{build_env, resources, security, user};
 use crate::probes::{self, ProbeTarget};
 use crate::volumes::{self};
 use rkube_node_runtime::network::{PodNetworkConfig, PortMapping, Protocol};
@@ -318,6 +318,10 @@ impl PodWorker {
             Err(e) => return Err(self.config_error(pod, c, e.to_string())),
         };
         let (run_as_user, run_as_group) = user(pod, c);
+        let security = match security(pod, c) {
+            Ok(s) => s,
+            Err(e) => return Err(self.config_error(pod, c, e.0)),
+        };
         let meta = pod.metadata.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let t = self.tracks.entry(c.name.clone()).or_default();
@@ -353,6 +357,7 @@ impl PodWorker {
             resources: res,
             run_as_user,
             run_as_group,
+            security,
             labels: [(labels::CRASH_STREAK.to_string(), streak.to_string())].into(),
         };
         let id = match rt.create_container(&config).await {

@@ -189,3 +189,98 @@ spec:
     .await?;
     c.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn security_contexts_are_applied_to_the_containers() -> anyhow::Result<()> {
+    require_containerd!();
+    let c = Cluster::start().await?;
+    // The restricted profile most hardened charts use, plus a safe sysctl and fsGroup.
+    c.create_pod(
+        r#"
+metadata: {name: locked}
+spec:
+  restartPolicy: Never
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 1000
+    fsGroup: 2000
+    supplementalGroups: [3000]
+    seccompProfile: {type: RuntimeDefault}
+    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "81"}]
+  volumes: [{name: scratch, emptyDir: {}}]
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sh, -c]
+    args: ["grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; id; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; touch /rootfs-write 2>/dev/null && echo root-writable || echo root-read-only; touch /scratch/f && echo scratch-writable; unshare -n true 2>/dev/null && echo unshared || echo unshare-refused"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+"#,
+    )
+    .await?;
+    c.wait_pod("locked", Duration::from_secs(60), |p| {
+        (phase(p) == "Succeeded").then_some(())
+    })
+    .await?;
+    let text = crate::daemon::logs(&c, "locked", "main", false).await?;
+    // only CAP_NET_BIND_SERVICE (bit 10) is left
+    assert!(text.contains("CapEff:\t0000000000000400"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    assert!(text.contains("Seccomp:\t2"), "seccomp filter mode: {text}");
+    assert!(
+        text.contains("uid=1000") && text.contains("2000") && text.contains("3000"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l == "81"), "the sysctl: {text}");
+    assert!(text.contains("root-read-only"), "{text}");
+    assert!(
+        text.contains("scratch-writable"),
+        "fsGroup makes the emptyDir writable: {text}"
+    );
+    assert!(text.contains("unshare-refused"), "{text}");
+
+    // runAsNonRoot with an image that runs as root never starts, and says why.
+    c.create_pod(
+        r#"
+metadata: {name: rooted}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: IMAGE
+    command: [sh, -c, 'echo should not run']
+    securityContext: {runAsNonRoot: true}
+"#,
+    )
+    .await?;
+    let waiting = c
+        .wait_pod("rooted", Duration::from_secs(60), |p| {
+            container(p, "main")?.state?.waiting
+        })
+        .await?;
+    assert!(waiting.message.contains("runAsNonRoot"), "{waiting:?}");
+
+    // a sysctl outside the safe set is refused by name
+    c.create_pod(
+        r#"
+metadata: {name: tuned}
+spec:
+  restartPolicy: Never
+  securityContext:
+    sysctls: [{name: net.core.somaxconn, value: "1024"}]
+  containers:
+  - {name: main, image: IMAGE, command: [sh, -c, 'true']}
+"#,
+    )
+    .await?;
+    let waiting = c
+        .wait_pod("tuned", Duration::from_secs(60), |p| {
+            container(p, "main")?.state?.waiting
+        })
+        .await?;
+    assert!(waiting.message.contains("net.core.somaxconn"), "{waiting:?}");
+    c.stop().await
+}

@@ -146,6 +146,29 @@ pub struct Resources {
     pub cpu_limit_millis: Option<u64>,
 }
 
+/// A container's security settings, Kubernetes' `securityContext` (the container's over
+/// the pod's) as the runtime applies them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    /// Every capability, unmasked `/proc`, writable `/sys`, every device of the cgroup.
+    pub privileged: bool,
+    /// Capability names as Kubernetes writes them (`NET_ADMIN`; `ALL`).
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    pub read_only_root_filesystem: bool,
+    /// `allowPrivilegeEscalation: false`: the process and its children cannot gain
+    /// privileges (no_new_privs).
+    pub no_new_privileges: bool,
+    /// Refuse to start as uid 0.
+    pub run_as_non_root: bool,
+    /// `supplementalGroups` and `fsGroup`.
+    pub supplemental_groups: Vec<u32>,
+    /// Namespaced kernel parameters (`securityContext.sysctls`).
+    pub sysctls: Vec<(String, String)>,
+    /// `seccompProfile.type: RuntimeDefault`.
+    pub seccomp_runtime_default: bool,
+}
+
 /// Everything needed to create one container of a pod. Plain data: the pod worker maps the
 /// Pod spec onto it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -176,6 +199,8 @@ pub struct ContainerConfig {
     pub run_as_user: Option<u32>,
     /// `securityContext.runAsGroup`.
     pub run_as_group: Option<u32>,
+    /// The rest of the container's `securityContext`, merged with the pod's.
+    pub security: Security,
     /// Extra labels on the containerd container record.
     pub labels: BTreeMap<String, String>,
 }

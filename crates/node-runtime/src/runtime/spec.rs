@@ -173,6 +173,163 @@ fn user(config: &ContainerConfig, image: &ImageConfig, display: &str) -> Result<
     Ok((uid, gid))
 }
 
+/// Every capability of the kernels rkube runs on, for `privileged` and `add: [ALL]`.
+const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_CONTROL",
+    "CAP_AUDIT_READ",
+    "CAP_AUDIT_WRITE",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_KILL",
+    "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MKNOD",
+    "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_RAW",
+    "CAP_PERFMON",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_NICE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+];
+
+/// The container's capability set: the default set (every one when privileged), less
+/// `drop` (`ALL` drops every one), plus `add`, as containerd's CRI plugin computes it.
+fn capabilities(sec: &super::Security) -> Result<Vec<String>, String> {
+    let norm = |c: &str| -> Result<String, String> {
+        let upper = c.to_ascii_uppercase();
+        let full = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        if full == "CAP_ALL" || ALL_CAPABILITIES.contains(&full.as_str()) {
+            Ok(full)
+        } else {
+            Err(format!("unknown capability {c:?}"))
+        }
+    };
+    if sec.privileged {
+        return Ok(ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect());
+    }
+    let drop: Vec<String> = sec
+        .drop_capabilities
+        .iter()
+        .map(|c| norm(c))
+        .collect::<Result<_, _>>()?;
+    let add: Vec<String> = sec
+        .add_capabilities
+        .iter()
+        .map(|c| norm(c))
+        .collect::<Result<_, _>>()?;
+    let mut caps: Vec<String> = if drop.iter().any(|c| c == "CAP_ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .filter(|c| !drop.iter().any(|d| d == *c))
+            .map(|c| c.to_string())
+            .collect()
+    };
+    for c in add {
+        if c == "CAP_ALL" {
+            return Ok(ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect());
+        }
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    Ok(caps)
+}
+
+/// Syscalls the RuntimeDefault seccomp profile refuses (EPERM): those Docker's and
+/// containerd's default profiles leave out for a container without CAP_SYS_ADMIN — kernel
+/// modules and keyrings, mounts and namespaces, clocks, reboot, tracing other processes,
+/// BPF and perf. (Those profiles are allow-lists; this deny-list keeps every other call
+/// working, so a syscall newer than the profile is not refused by surprise.)
+const SECCOMP_DENIED: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+];
+
+fn runtime_default_seccomp() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "syscalls": [{"names": SECCOMP_DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    })
+}
+
 /// The OCI runtime spec for container `id`.
 pub fn build(
     id: &ContainerId,
@@ -289,7 +446,26 @@ pub fn build(
         resources["memory"] = json!({"limit": limit});
     }
 
-    let capabilities = json!(DEFAULT_CAPABILITIES);
+    let sec = &config.security;
+    if sec.run_as_non_root && uid == 0 {
+        return Err(invalid(
+            "securityContext.runAsNonRoot",
+            "container has runAsNonRoot and image will run as root; set runAsUser to a non-zero id or use an image that runs as a non-root user".into(),
+        ));
+    }
+    let capabilities = json!(capabilities(sec).map_err(|e| invalid("securityContext.capabilities", e))?);
+    if sec.privileged {
+        // a privileged container sees the host's kernel interfaces, as in Kubernetes
+        for m in &mut mounts {
+            if matches!(m["destination"].as_str(), Some("/sys" | "/sys/fs/cgroup")) {
+                if let Some(opts) = m["options"].as_array_mut() {
+                    opts.retain(|o| o != "ro");
+                    opts.push(json!("rw"));
+                }
+            }
+        }
+        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    }
     // No rlimits: containers inherit containerd's (its systemd unit sets the open-file
     // limit). Asking for more than containerd has fails in runc without CAP_SYS_RESOURCE,
     // and asking for containerd's default 1024 starves servers.
@@ -306,19 +482,30 @@ pub fn build(
                 "effective": capabilities,
                 "permitted": capabilities,
             },
-            "noNewPrivileges": false,
+            "noNewPrivileges": sec.no_new_privileges && !sec.privileged,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": sec.read_only_root_filesystem},
         "mounts": mounts,
         "linux": {
             "resources": resources,
             "cgroupsPath": cgroups_path,
             "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            "maskedPaths": if sec.privileged { &[][..] } else { MASKED_PATHS },
+            "readonlyPaths": if sec.privileged { &[][..] } else { READONLY_PATHS },
         },
         "annotations": {"io.rkube.container.id": id.as_str()},
     });
+    if !sec.supplemental_groups.is_empty() {
+        spec["process"]["user"]["additionalGids"] = json!(sec.supplemental_groups);
+    }
+    if !sec.sysctls.is_empty() {
+        let sysctls: serde_json::Map<String, Value> =
+            sec.sysctls.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        spec["linux"]["sysctl"] = Value::Object(sysctls);
+    }
+    if sec.seccomp_runtime_default && !sec.privileged {
+        spec["linux"]["seccomp"] = runtime_default_seccomp();
+    }
     if let Some(hostname) = &config.hostname {
         spec["hostname"] = json!(hostname);
     }
