@@ -216,7 +216,8 @@ fn compute(
             (expected, min.scaled_value(0, true).unwrap_or(0))
         }
     } else {
-        // Kubernetes' default: minAvailable 1
+        // Neither set: minAvailable 1, as policy/v1beta1 defaulted it (a budget that
+        // protects nothing, Kubernetes' policy/v1 reading, helps no one)
         let expected = pods.iter().filter(|p| !workload::is_terminal(p)).count() as i32;
         (expected, 1)
     };
