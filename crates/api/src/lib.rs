@@ -8,6 +8,7 @@
 
 pub mod intstr;
 pub mod quantity;
+pub mod quota;
 
 #[allow(clippy::all, missing_docs)]
 pub mod meta {

@@ -77,6 +77,7 @@ pub fn http_code(verb: &str, code: tonic::Code) -> u16 {
         Unauthenticated => 401,
         Unavailable => 503,
         DeadlineExceeded => 504,
+        ResourceExhausted => 429,
         _ => 500,
     }
 }

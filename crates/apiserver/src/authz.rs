@@ -394,6 +394,8 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         rule(ALL_WRITE, &["batch"], batch),
         rule(ALL_WRITE, &["policy"], &["poddisruptionbudgets"]),
         rule(ALL_WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+        // as Kubernetes' edit: evicting (rkubectl drain) is a delete that budgets allow
+        rule(&["create"], &[""], &["pods/eviction"]),
     ]);
     let mut admin = edit.clone();
     admin.push(rule(ALL_WRITE, &[RBAC_GROUP], &["roles", "rolebindings"]));

@@ -128,6 +128,33 @@ impl ApiError {
         Self::new(Code::PermissionDenied, "Forbidden", message.into())
     }
 
+    /// 429: refused for now, retry later (an eviction a PodDisruptionBudget forbids).
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(Code::ResourceExhausted, "TooManyRequests", message.into())
+    }
+
+    /// A Forbidden about one object (`pods "web" is forbidden: ...`), as Kubernetes'
+    /// admission plugins word their refusals; an object without a name yet (generateName)
+    /// is `pods is forbidden: ...`.
+    pub fn forbidden_object(info: &ResourceInfo, name: &str, why: &str) -> Self {
+        let message = if name.is_empty() {
+            format!("{} is forbidden: {why}", info.group_resource())
+        } else {
+            format!("{} {name:?} is forbidden: {why}", info.group_resource())
+        };
+        Self::new(Code::PermissionDenied, "Forbidden", message).about(info, name)
+    }
+
+    /// Adds a cause (`DisruptionBudget`, ...) to the details.
+    pub fn with_cause(mut self, reason: &str, message: impl Into<String>) -> Self {
+        self.causes.push(StatusCause {
+            reason: reason.into(),
+            message: message.into(),
+            field: String::new(),
+        });
+        self
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Code::Internal, "InternalError", message.into())
     }
@@ -162,6 +189,7 @@ impl ApiError {
             Code::PermissionDenied => 403,
             Code::Unauthenticated => 401,
             Code::Unavailable => 503,
+            Code::ResourceExhausted => 429,
             _ => 500,
         }
     }

@@ -32,7 +32,7 @@ fn stamped(kv: &KeyValue, info: &ResourceInfo) -> Any {
     }
 }
 
-fn decode_stored<K: Resource>(kv: &KeyValue) -> ApiResult<K> {
+pub(crate) fn decode_stored<K: Resource>(kv: &KeyValue) -> ApiResult<K> {
     let mut obj = K::decode(kv.value.as_ref())
         .map_err(|e| ApiError::internal(format!("stored object {} cannot be decoded: {e}", kv.key)))?;
     obj.metadata_mut().resource_version = kv.mod_revision.to_string();
@@ -41,7 +41,7 @@ fn decode_stored<K: Resource>(kv: &KeyValue) -> ApiResult<K> {
 
 /// What is stored: the object without its resourceVersion (the store's
 /// revision is the truth).
-fn encode_for_store<K: Resource>(obj: &K) -> ApiResult<Bytes> {
+pub(crate) fn encode_for_store<K: Resource>(obj: &K) -> ApiResult<Bytes> {
     let mut obj = obj.clone();
     obj.metadata_mut().resource_version.clear();
     let bytes = obj.encode_to_vec();
@@ -124,6 +124,8 @@ pub async fn create<K: Resource>(state: Arc<State>, req: rpc::CreateRequest) -> 
         obj.copy_status_from(&K::default());
     }
     obj.apply_defaults();
+    // LimitRange defaults before the QoS class is worked out and before quota charges them
+    crate::limit_range::admit_create(&state, &mut obj)?;
     admission::prepare_create(&mut obj);
     // validation sees a name even for generateName, then the real one is set
     if generate {
@@ -132,31 +134,59 @@ pub async fn create<K: Resource>(state: Arc<State>, req: rpc::CreateRequest) -> 
     validate(&obj, None)?;
     admission::check_namespace(&state, info, &namespace)?;
     if req.dry_run {
+        crate::quota::charge(&state, &obj)?;
         return Ok(rkube_api::to_any(&obj));
     }
     // Service addresses are reserved before the write and given back if it fails.
     let allocation = admission::allocate_create(&state, &mut obj)?;
-    for attempt in 0.. {
+    let mut renames = 0;
+    loop {
         let key = storage_key(info, &namespace, obj.name());
-        let value = match encode_for_store(&obj) {
-            Ok(v) => v,
-            Err(e) => {
-                admission::release(&state, allocation.as_ref());
-                return Err(e);
-            }
-        };
-        match state.store.create(&key, value).await {
+        let written =
+            match encode_for_store(&obj).and_then(|value| Ok((value, crate::quota::charge(&state, &obj)?))) {
+                Ok((value, charges)) => create_charged(&state, key, value, charges).await,
+                Err(e) => {
+                    admission::release(&state, allocation.as_ref());
+                    return Err(e);
+                }
+            };
+        match written {
             Ok(kv) => return Ok(stamped(&kv, info)),
-            Err(StoreError::AlreadyExists { .. }) if generate && attempt < 8 => {
+            Err(StoreError::AlreadyExists { .. }) if generate && renames < 8 => {
+                renames += 1;
                 obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());
             }
+            // a quota changed since it was read: charge it again
+            Err(StoreError::Conflict { .. }) => continue,
             Err(e) => {
                 admission::release(&state, allocation.as_ref());
                 return Err(ApiError::from_store(e, info, obj.name()));
             }
         }
     }
-    unreachable!("the loop returns")
+}
+
+/// Creates `key`, with the quota charges (if any) in the same transaction.
+async fn create_charged(
+    state: &State,
+    key: String,
+    value: Bytes,
+    mut charges: Vec<rkube_store::Op>,
+) -> Result<KeyValue, StoreError> {
+    if charges.is_empty() {
+        return state.store.create(&key, value).await;
+    }
+    charges.push(rkube_store::Op::Create {
+        key: key.clone(),
+        value: value.clone(),
+    });
+    let result = state.store.txn(charges).await?;
+    Ok(KeyValue {
+        key,
+        value,
+        create_revision: result.revision,
+        mod_revision: result.revision,
+    })
 }
 
 pub async fn get<K: Resource>(state: Arc<State>, req: rpc::GetRequest) -> ApiResult<Any> {
@@ -167,7 +197,7 @@ pub async fn get<K: Resource>(state: Arc<State>, req: rpc::GetRequest) -> ApiRes
 
 /// The stored object at `key`; NotFound if there is none, and an error
 /// naming it if it cannot be read back (a Secret encrypted with another key).
-fn read(state: &State, key: &str, info: &ResourceInfo, name: &str) -> ApiResult<KeyValue> {
+pub(crate) fn read(state: &State, key: &str, info: &ResourceInfo, name: &str) -> ApiResult<KeyValue> {
     state
         .store
         .try_get(key)

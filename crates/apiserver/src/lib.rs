@@ -15,11 +15,14 @@ pub mod certificates;
 pub mod config;
 pub mod encryption;
 pub mod error;
+pub mod eviction;
 pub mod handlers;
 pub mod keys;
+pub mod limit_range;
 pub mod limits;
 pub mod node;
 pub mod proxy;
+pub mod quota;
 pub mod rest;
 pub mod service;
 

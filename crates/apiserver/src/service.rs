@@ -301,6 +301,17 @@ impl ApiServer for ApiService {
         Ok(object(self.finish(&user, &a, res)?))
     }
 
+    async fn evict(&self, req: Request<rpc::EvictRequest>) -> Result<Response<rpc::EvictResponse>, Status> {
+        let user = self.authenticate(&req);
+        let req = req.into_inner();
+        let namespace = write_namespace(&req.namespace, "");
+        let a = Attributes::new("create", "", "pods", &namespace, &req.name).with_subresource("eviction");
+        let user = self.admit(user, &a)?;
+        let res = crate::eviction::evict(self.state.clone(), req).await;
+        self.finish(&user, &a, res)?;
+        Ok(Response::new(rpc::EvictResponse {}))
+    }
+
     type LogsStream = crate::proxy::LogStream;
 
     async fn logs(

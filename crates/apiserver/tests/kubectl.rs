@@ -380,3 +380,81 @@ async fn kubectl_drives_a_secure_apiserver() {
     );
     c.stop().await;
 }
+
+/// kubectl's own drain over the eviction subresource: refused and retried while a
+/// PodDisruptionBudget allows nothing (the test plays the disruption controller), done
+/// once it allows one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_evicts_through_budgets() {
+    use rkube_api::core::v1::{Node, Pod, PodCondition};
+    use rkube_api::policy::v1::PodDisruptionBudget;
+    use rkube_api::Resource;
+    use rkube_client::Api;
+    let c = start_cluster().await;
+    let client = c.api.client();
+    let mut node = Node::default();
+    node.metadata_mut().name = "n1".into();
+    Api::<Node>::all(client.clone()).create(&node).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_yaml::from_str(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: web}}\nspec:\n  nodeName: n1\n  containers: [{name: app, image: busybox}]\n",
+    )
+    .unwrap();
+    pods.create(&pod).await.unwrap();
+    pods.replace_status_with("a", |mut p| {
+        let s = p.status.get_or_insert_with(Default::default);
+        s.phase = "Running".into();
+        s.conditions.push(PodCondition {
+            r#type: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        p
+    })
+    .await
+    .unwrap();
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_yaml::from_str(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: web}}\n",
+    )
+    .unwrap();
+    let generation = pdbs.create(&pdb).await.unwrap().metadata().generation;
+    let allow = |n: i32| {
+        let pdbs = pdbs.clone();
+        async move {
+            pdbs.replace_status_with("web", |mut p| {
+                let s = p.status.get_or_insert_with(Default::default);
+                s.observed_generation = generation;
+                s.disruptions_allowed = n;
+                s.current_healthy = 1 + n;
+                s.desired_healthy = 1;
+                s.expected_pods = 1;
+                p
+            })
+            .await
+            .unwrap();
+        }
+    };
+    allow(0).await;
+    // --force: the pod declares no controller
+    let (ok, out, err) = c
+        .run_as(
+            "admin.kubeconfig",
+            &["drain", "n1", "--force", "--grace-period=0", "--timeout=3s"],
+        )
+        .await;
+    assert!(!ok, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("error when evicting pods/\"a\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget."),
+        "stdout: {out}\nstderr: {err}"
+    );
+    assert!(pods.get_opt("a").await.unwrap().is_some());
+    allow(1).await;
+    let out = c
+        .kubectl(&["drain", "n1", "--force", "--grace-period=0", "--timeout=30s"])
+        .await;
+    assert!(out.contains("pod/a evicted"), "{out}");
+    assert!(out.contains("node/n1 drained"), "{out}");
+    assert!(pods.get_opt("a").await.unwrap().is_none());
+    c.stop().await;
+}

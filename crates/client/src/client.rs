@@ -696,6 +696,26 @@ impl Client {
         self.unary("Bind", grpc.bind(req)).await?;
         Ok(())
     }
+
+    /// Evicts a pod through its `eviction` subresource: the pod is deleted (with
+    /// `eviction.delete_options`) unless a PodDisruptionBudget covering it allows no
+    /// disruption now, which answers TooManyRequests ([`Error::is_too_many_requests`]):
+    /// retry later, as `rkubectl drain` does.
+    pub async fn evict(
+        &self,
+        namespace: &str,
+        name: &str,
+        eviction: rkube_api::policy::v1::Eviction,
+    ) -> Result<()> {
+        let req = self.request(rpc::EvictRequest {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            eviction: Some(eviction),
+        });
+        let mut grpc = self.grpc();
+        self.unary("Evict", grpc.evict(req)).await?;
+        Ok(())
+    }
 }
 
 pub(crate) fn resource_id(info: &ResourceInfo) -> ResourceId {

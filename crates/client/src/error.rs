@@ -188,6 +188,12 @@ impl Error {
         self.code() == Some(tonic::Code::PermissionDenied)
     }
 
+    /// Refused for now (an eviction a PodDisruptionBudget forbids, a rate limit): retry
+    /// after a pause.
+    pub fn is_too_many_requests(&self) -> bool {
+        self.code() == Some(tonic::Code::ResourceExhausted)
+    }
+
     pub fn is_unauthorized(&self) -> bool {
         self.code() == Some(tonic::Code::Unauthenticated)
     }

@@ -167,6 +167,165 @@ async fn drain_cordons_evicts_and_waits_for_the_pods() {
     server.stop().await.unwrap();
 }
 
+/// `rkubectl --config CONF ARGS...`, the built binary against a secure server.
+fn rkubectl_secure(url: &str, conf: &std::path::Path, args: &[&str]) -> Run {
+    let o = Command::new(env!("CARGO_BIN_EXE_rkubectl"))
+        .env_remove("RKUBECONFIG")
+        .env_remove("RKUBE_SERVER")
+        .arg("--config")
+        .arg(conf)
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run rkubectl");
+    Run {
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        code: o.status.code().unwrap_or(-1),
+    }
+}
+
+/// The test plays the disruption controller: the budget allows nothing until the test
+/// has seen drain refused (in the audit log), then one disruption at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_the_disruption_budget_and_retries() {
+    use rkube_api::policy::v1::PodDisruptionBudget;
+    let server = TestApiServer::secure(&["n1"]).await.unwrap();
+    let client = server.client();
+    let nodes = Api::<Node>::all(client.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    let mut node = Node::default();
+    node.metadata_mut().name = "n1".into();
+    nodes.create(&node).await.unwrap();
+    for name in ["web-1", "web-2"] {
+        let mut p = running_pod(name, "n1");
+        p.metadata_mut().labels.insert("app".into(), "web".into());
+        pods.create(&p).await.unwrap();
+        pods.replace_status_with(name, |mut p| {
+            p.status = Some(PodStatus {
+                phase: "Running".into(),
+                conditions: vec![rkube_api::core::v1::PodCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            p
+        })
+        .await
+        .unwrap();
+    }
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_yaml::from_str(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec:\n  minAvailable: 2\n  selector: {matchLabels: {app: web}}\n",
+    )
+    .unwrap();
+    let pdb = pdbs.create(&pdb).await.unwrap();
+    let allow = |n: i32| {
+        let pdbs = pdbs.clone();
+        let generation = pdb.metadata().generation;
+        async move {
+            pdbs.replace_status_with("web", |mut p| {
+                let s = p.status.get_or_insert_with(Default::default);
+                s.observed_generation = generation;
+                s.disruptions_allowed = n;
+                s.desired_healthy = 2;
+                s.current_healthy = 2 + n;
+                s.expected_pods = 2;
+                p
+            })
+            .await
+            .unwrap();
+        }
+    };
+    allow(0).await;
+    // n1's kubelet: finishes the deletion of pods marked for deletion
+    let kubelet = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods.list(&ListParams::default().fields("spec.nodeName=n1")).await {
+                    for p in list
+                        .items
+                        .iter()
+                        .filter(|p| !p.metadata().deletion_timestamp.is_empty())
+                    {
+                        let _ = pods
+                            .delete(p.name(), &DeleteParams::default().grace_period(0))
+                            .await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // with a short timeout drain gives up, and the pods stay
+    let conf = server.admin_conf();
+    let url = server.url().to_string();
+    let (c, u) = (conf.clone(), url.clone());
+    let run = tokio::task::spawn_blocking(move || rkubectl_secure(&u, &c, &["drain", "n1", "--timeout=2s"]))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains(
+            "error when evicting pods/\"web-1\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget."
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("global timeout reached: 2s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 2);
+
+    // without one it waits, and goes on once the budget allows it
+    let refusals = || {
+        server
+            .audit()
+            .unwrap()
+            .iter()
+            .filter(|e| e["objectRef"]["subresource"] == "eviction" && e["responseStatus"]["code"] == 429)
+            .count()
+    };
+    let before = refusals();
+    let drain =
+        tokio::task::spawn_blocking(move || rkubectl_secure(&url, &conf, &["drain", "n1", "--timeout=60s"]));
+    rkube_testing::eventually("drain is refused by the budget", Duration::from_secs(20), || {
+        std::future::ready(refusals() >= before + 2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 2);
+    allow(1).await;
+    // one pod goes; the budget is spent again until "a replacement is ready elsewhere"
+    rkube_testing::eventually("one pod is evicted", Duration::from_secs(20), || async {
+        anyhow::Ok(pods.list(&ListParams::default()).await?.items.len() == 1)
+    })
+    .await
+    .unwrap();
+    allow(1).await;
+    let run = drain.await.unwrap();
+    assert_eq!(run.code, 0, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("(will retry after 5s)"), "{}", run.stderr);
+    assert!(run.stdout.ends_with("node/n1 drained\n"), "{}", run.stdout);
+    for name in ["web-1", "web-2"] {
+        assert!(
+            run.stdout.contains(&format!("pod/{name} evicted\n")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(pods.list(&ListParams::default()).await.unwrap().items.is_empty());
+    kubelet.abort();
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoscale_creates_the_hpa_and_get_shows_its_targets() {
     let server = TestApiServer::start().await.unwrap();

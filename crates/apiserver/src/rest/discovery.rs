@@ -145,6 +145,12 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "name": "pods/log", "singularName": "",
                 "namespaced": true, "kind": "Pod", "verbs": ["get"],
             }));
+            // kubectl drain evicts only where discovery lists this subresource
+            list.push(json!({
+                "name": "pods/eviction", "singularName": "",
+                "namespaced": true, "group": "policy", "version": "v1",
+                "kind": "Eviction", "verbs": ["create"],
+            }));
         }
         if has_scale(k) {
             list.push(json!({

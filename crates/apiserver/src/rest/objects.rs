@@ -87,6 +87,9 @@ pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes)
         (false, "") if *method == Method::DELETE => delete(api, call, &t, &body).await,
         (false, "scale") if super::discovery::has_scale(info) => scale(api, call, &t, &body).await,
         (false, "log") if info.kind == "Pod" && *method == Method::GET => logs(api, call, &t).await,
+        (false, "eviction") if info.kind == "Pod" && *method == Method::POST => {
+            evict(api, call, &t, &body).await
+        }
         (false, "status") if !info.has_status => Err(Status::not_found(format!(
             "{} have no status subresource",
             info.plural
@@ -313,6 +316,44 @@ async fn delete(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answ
     let req = delete_request(call, t, &t.name, body)?;
     let out = api.delete(call.grpc(req)).await?.into_inner();
     object_answer(200, t.info, out.object)
+}
+
+/// POST pods/NAME/eviction with a policy/v1 (or v1beta1) Eviction: its deleteOptions
+/// become the pod's delete. Answers Kubernetes' success `Status` (201).
+async fn evict(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
+    let eviction = body_json(body)?;
+    let name = eviction["metadata"]["name"].as_str().unwrap_or("");
+    let options = eviction
+        .get("deleteOptions")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let options = serde_json::to_vec(&options).map_err(|e| ApiError::internal(e.to_string()))?;
+    let delete = delete_request(call, t, &t.name, &Bytes::from(options))?;
+    let req = rpc::EvictRequest {
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        eviction: Some(rkube_api::policy::v1::Eviction {
+            metadata: Some(rkube_api::meta::v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            delete_options: Some(rkube_api::policy::v1::DeleteOptions {
+                grace_period_seconds: delete.grace_period_seconds,
+                preconditions: delete.preconditions,
+                propagation_policy: delete.propagation_policy,
+                dry_run: if delete.dry_run {
+                    vec!["All".into()]
+                } else {
+                    Vec::new()
+                },
+            }),
+            ..Default::default()
+        }),
+    };
+    api.evict(call.grpc(req)).await?;
+    let mut ok = super::status::success();
+    ok["code"] = json!(201);
+    Ok(json_response(201, &ok))
 }
 
 /// Deletes every object the selectors match: authorized as

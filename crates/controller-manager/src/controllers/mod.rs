@@ -8,6 +8,7 @@ use crate::StartFn;
 pub mod cron_job;
 pub mod daemon_set;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
@@ -18,6 +19,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod service_account;
 pub mod stateful_set;
 pub mod workload;
@@ -38,6 +40,8 @@ pub const ALL: &[(&str, StartFn)] = &[
     (daemon_set::NAME, daemon_set::start),
     (stateful_set::NAME, stateful_set::start),
     (service_account::NAME, service_account::start),
+    (disruption::NAME, disruption::start),
+    (resource_quota::NAME, resource_quota::start),
 ];
 
 /// Why a reconcile failed; the runner logs it and retries with backoff.

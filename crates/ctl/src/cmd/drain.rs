@@ -1,16 +1,25 @@
-//! `rkubectl drain NODE`: cordon the node (`spec.unschedulable`), then
-//! delete every pod on it and wait until they are gone, printing what
-//! kubectl prints. kubectl skips DaemonSet and mirror pods and uses the
-//! eviction API (PodDisruptionBudgets); rkube has none of those, so every
-//! pod on the node is deleted.
+//! `rkubectl drain NODE`: cordon the node (`spec.unschedulable`), then evict every pod on
+//! it through the `pods/eviction` subresource and wait until they are gone, printing what
+//! kubectl prints. As kubectl:
+//!
+//! * an eviction a PodDisruptionBudget forbids (429) is retried every 5 seconds, with
+//!   `error when evicting pods/"NAME" -n "NS" (will retry after 5s): ...` on stderr, until
+//!   it succeeds or `--timeout` passes;
+//! * `--disable-eviction` deletes the pods instead, ignoring budgets;
+//! * DaemonSet-managed pods would come straight back (they tolerate cordoned nodes): drain
+//!   refuses to go on while there are some, unless `--ignore-daemonsets` leaves them be.
 
 use crate::cmd::Context;
 use crate::error::CtlError;
 use crate::server::{ApiServer, DeleteOptions};
 use rkube_api::core::v1::{Node, Pod};
+use rkube_api::policy::v1::{DeleteOptions as EvictionDeleteOptions, Eviction};
 use rkube_api::{DynObject, Resource};
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+/// kubectl's pause between evictions a budget refused.
+const EVICTION_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Args)]
 pub struct DrainArgs {
@@ -20,13 +29,18 @@ pub struct DrainArgs {
     /// terminationGracePeriodSeconds.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub grace_period: i32,
-    /// How long to wait for the pods to be gone (`90s`, `5m`); 0 waits
+    /// How long to wait for the pods to be evicted and gone (`90s`, `5m`); 0 waits
     /// forever.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Accepted for kubectl compatibility: rkube has no DaemonSets yet.
+    /// Leave DaemonSet-managed pods on the node (without it, drain refuses to go on
+    /// while there are some).
     #[arg(long)]
     pub ignore_daemonsets: bool,
+    /// Delete the pods instead of evicting them: PodDisruptionBudgets are not asked.
+    /// Use with care.
+    #[arg(long)]
+    pub disable_eviction: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -61,26 +75,78 @@ pub async fn run(ctx: &Context, args: &DrainArgs, out: &mut dyn Write) -> Result
     }
     out.flush()?;
 
-    let pods = pods_on(&server, &args.node).await?;
-    let opts = DeleteOptions {
-        propagation_policy: String::new(),
-        grace_period_seconds: (args.grace_period >= 0).then_some(args.grace_period),
-    };
-    for pod in &pods {
-        writeln!(out, "evicting pod {}/{}", pod.namespace(), pod.name())?;
-        out.flush()?;
-        match server
-            .delete(Pod::info(), pod.namespace(), pod.name(), &opts)
-            .await
-        {
-            Err(e) if !e.is_not_found() => {
-                return Err(e.with_context(format!("evicting pod {}/{}", pod.namespace(), pod.name())));
-            }
-            _ => {}
+    let (daemons, pods): (Vec<Pod>, Vec<Pod>) =
+        pods_on(&server, &args.node).await?.into_iter().partition(|p| {
+            p.metadata()
+                .owner_references
+                .iter()
+                .any(|r| r.controller == Some(true) && r.kind == "DaemonSet")
+        });
+    if !daemons.is_empty() {
+        let names = daemons
+            .iter()
+            .map(|p| format!("{}/{}", p.namespace(), p.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !args.ignore_daemonsets {
+            return Err(CtlError::usage(format!(
+                "unable to drain node {:?} due to error: cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): {names}",
+                args.node
+            )));
         }
+        eprintln!("Warning: ignoring DaemonSet-managed Pods: {names}");
     }
 
     let deadline = (!args.timeout.is_zero()).then(|| Instant::now() + args.timeout);
+    let grace = (args.grace_period >= 0).then_some(args.grace_period);
+    let verb = if args.disable_eviction {
+        "deleting"
+    } else {
+        "evicting"
+    };
+    for pod in &pods {
+        writeln!(out, "{verb} pod {}/{}", pod.namespace(), pod.name())?;
+    }
+    out.flush()?;
+    // every pod at once, as kubectl does: one budget that waits holds up no other pod
+    let attempts = pods.iter().map(|pod| async {
+        if args.disable_eviction {
+            let opts = DeleteOptions {
+                propagation_policy: String::new(),
+                grace_period_seconds: grace,
+            };
+            return match server
+                .delete(Pod::info(), pod.namespace(), pod.name(), &opts)
+                .await
+            {
+                Err(e) if !e.is_not_found() => Err(format!(
+                    "error when deleting pods/{:?} -n {:?}: {e}",
+                    pod.name(),
+                    pod.namespace()
+                )),
+                _ => Ok(()),
+            };
+        }
+        evict(&server, pod, grace, deadline, args.timeout).await
+    });
+    let failed: Vec<String> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if !failed.is_empty() {
+        return Err(CtlError::usage(format!(
+            "unable to drain node {:?}: {}",
+            args.node,
+            failed.join("; ")
+        )));
+    }
+
+    let done = if args.disable_eviction {
+        "deleted"
+    } else {
+        "evicted"
+    };
     let mut waiting: Vec<Pod> = pods;
     while !waiting.is_empty() {
         let mut still = Vec::new();
@@ -88,8 +154,8 @@ pub async fn run(ctx: &Context, args: &DrainArgs, out: &mut dyn Write) -> Result
             match server.get(Pod::info(), pod.namespace(), pod.name()).await {
                 // A new pod under the same name is not the one we evicted.
                 Ok(obj) if decode::<Pod>(&obj)?.metadata().uid == pod.metadata().uid => still.push(pod),
-                Ok(_) => writeln!(out, "pod/{} evicted", pod.name())?,
-                Err(e) if e.is_not_found() => writeln!(out, "pod/{} evicted", pod.name())?,
+                Ok(_) => writeln!(out, "pod/{} {done}", pod.name())?,
+                Err(e) if e.is_not_found() => writeln!(out, "pod/{} {done}", pod.name())?,
                 Err(e) => return Err(e),
             }
         }
@@ -114,6 +180,55 @@ pub async fn run(ctx: &Context, args: &DrainArgs, out: &mut dyn Write) -> Result
     }
     writeln!(out, "node/{} drained", args.node)?;
     Ok(())
+}
+
+/// Evicts `pod`, retrying every 5 seconds while a budget forbids it, until `deadline`.
+async fn evict(
+    server: &ApiServer,
+    pod: &Pod,
+    grace: Option<i32>,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (ns, name) = (pod.namespace(), pod.name());
+    let eviction = Eviction {
+        api_version: "policy/v1".into(),
+        kind: "Eviction".into(),
+        metadata: Some(rkube_api::meta::v1::ObjectMeta {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }),
+        delete_options: Some(EvictionDeleteOptions {
+            grace_period_seconds: grace,
+            ..Default::default()
+        }),
+    };
+    loop {
+        match server.client().evict(ns, name, eviction.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_too_many_requests() => {
+                eprintln!("error when evicting pods/{name:?} -n {ns:?} (will retry after 5s): {e}");
+                let pause = match deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()).min(EVICTION_RETRY),
+                    None => EVICTION_RETRY,
+                };
+                tokio::time::sleep(pause).await;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(format!(
+                        "error when evicting pods/{name:?} -n {ns:?}: global timeout reached: {timeout:?}"
+                    ));
+                }
+            }
+            Err(e) => {
+                return Err(format!(
+                    "error when evicting pods/{name:?} -n {ns:?}: {}",
+                    server.err(e)
+                ))
+            }
+        }
+    }
 }
 
 /// Every pod bound to `node`, in every namespace.

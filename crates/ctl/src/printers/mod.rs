@@ -14,6 +14,7 @@ mod event;
 pub mod jsonpath;
 pub(crate) mod network;
 mod pod;
+mod policy;
 
 pub use event::{event_source, event_times};
 pub use pod::pod_status;
@@ -84,7 +85,7 @@ impl KindPrinter for GenericPrinter {
 pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
     use rkube_api::{
         apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-        coordination::v1 as coordination, core::v1 as core,
+        coordination::v1 as coordination, core::v1 as core, policy::v1 as policy,
     };
     // Printers are zero-sized constants, promoted to statics.
     macro_rules! p {
@@ -109,6 +110,8 @@ pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
         ("batch", "CronJob") => p!(batch::CronJob),
         ("autoscaling", "HorizontalPodAutoscaler") => p!(autoscaling::HorizontalPodAutoscaler),
         ("coordination.k8s.io", "Lease") => p!(coordination::Lease),
+        ("policy", "PodDisruptionBudget") => p!(policy::PodDisruptionBudget),
+        ("", "ResourceQuota") => p!(core::ResourceQuota),
         _ => &GenericPrinter,
     }
 }
