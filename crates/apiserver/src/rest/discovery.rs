@@ -162,6 +162,13 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "namespaced": true, "kind": "Pod", "verbs": ["get"],
             }));
         }
+        if k.kind == "ServiceAccount" {
+            list.push(json!({
+                "name": "serviceaccounts/token", "singularName": "",
+                "namespaced": true, "group": "authentication.k8s.io", "version": "v1",
+                "kind": "TokenRequest", "verbs": ["create"],
+            }));
+        }
         if has_scale(k) {
             list.push(json!({
                 "name": format!("{}/scale", k.plural), "singularName": "",
