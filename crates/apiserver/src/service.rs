@@ -489,9 +489,15 @@ impl ApiServer for ApiService {
             .admit_node_token_request(&user, &a, req.bound_object_ref.as_ref())
             .and_then(|()| match &self.state.token_signer {
                 Some(signer) => signer.create_token(self.state.store.as_ref(), &req),
-                None => Err(ApiError::unavailable(
-                    "this apiserver does not issue ServiceAccount tokens: start it with --service-account-signing-key-file (or --cert-dir, which creates sa.key)",
-                )),
+                // UNIMPLEMENTED: kubelets then run pods without a token volume
+                None => Err(ApiError {
+                    code: tonic::Code::Unimplemented,
+                    reason: "MethodNotAllowed",
+                    message: "this apiserver does not issue ServiceAccount tokens: start it with --service-account-signing-key-file (or --cert-dir, which creates sa.key)".into(),
+                    kind: "ServiceAccount".into(),
+                    name: req.name.clone(),
+                    causes: Vec::new(),
+                }),
             })
             .map_err(Status::from);
         self.audited(&user, &a, result)
