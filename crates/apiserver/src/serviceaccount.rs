@@ -33,8 +33,6 @@ pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 /// Kubernetes refuses shorter lifetimes ("may not specify a duration less
 /// than 10 minutes").
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
-/// ... and longer ones than 2^32 seconds.
-const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
 
 /// The user name of a ServiceAccount.
 pub fn user_name(namespace: &str, name: &str) -> String {
@@ -265,16 +263,11 @@ impl TokenSigner {
             .expiration_seconds
             .map(i64::from)
             .unwrap_or(DEFAULT_EXPIRATION_SECONDS);
+        // (Kubernetes' other bound, 2^32 seconds, is beyond the int32 field)
         if expiration < MIN_EXPIRATION_SECONDS {
             return Err(invalid(
                 "spec.expirationSeconds",
-                "may not specify a duration less than 10 minutes".into(),
-            ));
-        }
-        if expiration > MAX_EXPIRATION_SECONDS {
-            return Err(invalid(
-                "spec.expirationSeconds",
-                "may not specify a duration larger than 2^32 seconds".into(),
+                format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
             ));
         }
         if let Some(max) = self.max_expiration {
@@ -303,7 +296,8 @@ impl TokenSigner {
                     return Err(invalid(
                         "spec.boundObjectRef",
                         format!(
-                            "pod {:?} runs as ServiceAccount {:?}, not {:?}",
+                            "Invalid value: {:?}: pod {:?} runs as ServiceAccount {:?}, not {:?}",
+                            r.name,
                             r.name,
                             account.unwrap_or_default(),
                             req.name
@@ -321,8 +315,8 @@ impl TokenSigner {
                 return Err(invalid(
                     "spec.boundObjectRef.kind",
                     format!(
-                        "{:?} {:?} is not supported: tokens can be bound to v1 Pods",
-                        r.api_version, r.kind
+                        "Unsupported value: {:?}: tokens can be bound to v1 Pods (apiVersion {:?})",
+                        r.kind, r.api_version
                     ),
                 ))
             }

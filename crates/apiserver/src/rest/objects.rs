@@ -606,8 +606,8 @@ async fn token_request(api: &ApiService, call: &Call, t: &Target, body: &Bytes) 
                 .as_i64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 .ok_or_else(|| bad("expirationSeconds", "an integer"))?;
-            // beyond i32 is beyond 2^31 seconds: past the apiserver's limit anyway
-            Some(i32::try_from(n).unwrap_or(i32::MAX))
+            // 68 years; Kubernetes allows up to 2^32 seconds
+            Some(i32::try_from(n).map_err(|_| bad("expirationSeconds", "at most 2147483647"))?)
         }
     };
     let bound_object_ref = match &spec["boundObjectRef"] {
