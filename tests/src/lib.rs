@@ -501,6 +501,11 @@ impl TestCluster {
         Ok(self.api.client())
     }
 
+    /// A client that presents a bearer token (a ServiceAccount's, read out of a pod).
+    pub fn client_with_token(&self, token: &str) -> anyhow::Result<Client> {
+        self.api.client_with_token(token)
+    }
+
     /// The audit log's events, one JSON object per line.
     pub fn audit_log(&self) -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(self.api.dir().join("audit.log"))?)

@@ -15,7 +15,13 @@
 //! (`rkubectl token create`), and authenticates as
 //! `system:bootstrap:ID` in group `system:bootstrappers`, which may only
 //! have a node client certificate signed (see `authz`).
+//!
+//! ServiceAccount tokens (JWTs the apiserver signed, see `serviceaccount`)
+//! are the fourth, on with `--service-account-signing-key-file`: user
+//! `system:serviceaccount:NS:NAME`, groups `system:serviceaccounts` and
+//! `system:serviceaccounts:NS`.
 
+use crate::serviceaccount::TokenSigner;
 use rkube_api::core::v1::Secret;
 use rkube_api::Resource;
 use rkube_store::{KeyValue, Store};
@@ -76,6 +82,9 @@ pub struct Authenticator {
     tokens: Option<HashMap<String, UserInfo>>,
     /// Where bootstrap token Secrets are looked up, when they are accepted.
     bootstrap: Option<Arc<dyn Store>>,
+    /// ServiceAccount tokens: their signer, and where the accounts and
+    /// pods they name are looked up.
+    service_accounts: Option<(Arc<TokenSigner>, Arc<dyn Store>)>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -85,6 +94,7 @@ impl std::fmt::Debug for Authenticator {
             .field("client_certs", &self.client_certs)
             .field("static_tokens", &self.tokens.as_ref().map(HashMap::len))
             .field("bootstrap_tokens", &self.bootstrap.is_some())
+            .field("service_account_tokens", &self.service_accounts.is_some())
             .finish()
     }
 }
@@ -104,6 +114,7 @@ impl Authenticator {
             client_certs,
             tokens,
             bootstrap: None,
+            service_accounts: None,
         })
     }
 
@@ -112,7 +123,15 @@ impl Authenticator {
         self.bootstrap = Some(store);
     }
 
-    /// Whether callers must present credentials.
+    /// Accepts ServiceAccount tokens signed by `signer` (when callers must
+    /// authenticate at all: see [`Authenticator::enabled`]).
+    pub fn enable_service_account_tokens(&mut self, signer: Arc<TokenSigner>, store: Arc<dyn Store>) {
+        self.service_accounts = Some((signer, store));
+    }
+
+    /// Whether callers must present credentials. ServiceAccount tokens
+    /// alone do not turn authentication on: an `--insecure` apiserver
+    /// stays open to everyone.
     pub fn enabled(&self) -> bool {
         self.client_certs || self.tokens.is_some() || self.bootstrap.is_some()
     }
@@ -141,6 +160,16 @@ impl Authenticator {
             }
             if let (Some(store), Some(parsed)) = (&self.bootstrap, BootstrapToken::parse(token)) {
                 return parsed.lookup(store.as_ref()).map(|(user, _)| user);
+            }
+            if let Some((signer, store)) = &self.service_accounts {
+                if let Some(user) = crate::serviceaccount::authenticate(signer, store.as_ref(), token) {
+                    return user.map_err(|why| {
+                        Status::new(
+                            Code::Unauthenticated,
+                            format!("the ServiceAccount token is not valid: {why}; request a new one (TokenRequest)"),
+                        )
+                    });
+                }
             }
             return Err(Status::new(
                 Code::Unauthenticated,

@@ -188,6 +188,25 @@ impl Authorizer {
             .map_err(|reason| ApiError::forbidden(forbidden_with_reason(attrs, user, &reason)))
     }
 
+    /// NodeRestriction admission of a TokenRequest by a node (nothing for
+    /// other users, or without RBAC): see
+    /// [`crate::node::admit_token_request`].
+    pub fn admit_node_token_request(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        bound: Option<&rkube_api::rpc::BoundObjectReference>,
+    ) -> Result<(), ApiError> {
+        if self.mode != Mode::Rbac || user.groups.iter().any(|g| g == MASTERS_GROUP) {
+            return Ok(());
+        }
+        let Some(node) = crate::node::node_name(user) else {
+            return Ok(());
+        };
+        crate::node::admit_token_request(self.store.as_ref(), node, &attrs.namespace, bound)
+            .map_err(|reason| ApiError::forbidden(forbidden_with_reason(attrs, user, &reason)))
+    }
+
     fn snapshot(&self) -> Result<Arc<Snapshot>, ApiError> {
         if let Some(s) = self.cache.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Ok(s.clone());

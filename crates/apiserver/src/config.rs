@@ -147,6 +147,26 @@ pub struct SecurityConfig {
     /// --client-ca-file, the cluster CA that signs them).
     #[arg(long, value_name = "FILE")]
     pub kubelet_certificate_authority: Option<PathBuf>,
+    /// PEM PKCS#8 ECDSA P-256 private key that signs ServiceAccount tokens
+    /// (TokenRequest, the tokens the kubelet mounts into pods) and verifies
+    /// them when they come back. Default with --cert-dir: `CERT_DIR/sa.key`,
+    /// created at first start and kept (tokens survive restarts). Without
+    /// it, ServiceAccount tokens are neither issued nor accepted.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// The `iss` of every ServiceAccount token (default
+    /// https://kubernetes.default.svc.cluster.local).
+    #[arg(long, value_name = "URL")]
+    pub service_account_issuer: Option<String>,
+    /// Audiences a token must be for to authenticate to this apiserver,
+    /// comma-separated; also what a TokenRequest without audiences gets
+    /// (default: the issuer).
+    #[arg(long, value_name = "AUDIENCES", value_delimiter = ',')]
+    pub api_audiences: Option<Vec<String>>,
+    /// Longest lifetime of a requested token, in seconds; longer requests
+    /// get this much (default: what is asked, up to 2^32 seconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub service_account_max_token_expiration: Option<u64>,
 }
 
 impl SecurityConfig {
@@ -188,6 +208,14 @@ impl SecurityConfig {
             anyhow::bail!(
                 "--kubelet-client-certificate needs a CA to verify kubelets with: give --kubelet-certificate-authority (or --client-ca-file, the cluster CA)"
             );
+        }
+        if let Some(max) = self.service_account_max_token_expiration {
+            if max < crate::serviceaccount::MIN_EXPIRATION_SECONDS as u64 {
+                anyhow::bail!(
+                    "--service-account-max-token-expiration must be at least {} seconds (got {max})",
+                    crate::serviceaccount::MIN_EXPIRATION_SECONDS
+                );
+            }
         }
         if self.cluster_signing_cert_file.is_some() && self.client_ca_file.is_none() {
             anyhow::bail!(
@@ -240,6 +268,13 @@ impl AutoPki {
     /// returns whether it did. An existing CA is kept, so certificates
     /// issued before stay valid.
     pub fn ensure(&self) -> anyhow::Result<bool> {
+        // apart from the rest: a PKI made before tokens existed gets its key
+        rkube_client::pki::ensure_service_account_key(&self.dir).map_err(|e| {
+            anyhow::anyhow!(
+                "creating the ServiceAccount token key in {} (--cert-dir): {e}",
+                self.dir.display()
+            )
+        })?;
         let have = [
             "ca.crt",
             "apiserver.crt",
@@ -296,6 +331,8 @@ impl SecurityConfig {
         }
         self.kubelet_certificate_authority
             .get_or_insert_with(|| dir.join("ca.crt"));
+        self.service_account_signing_key_file
+            .get_or_insert_with(|| dir.join(rkube_client::pki::SERVICE_ACCOUNT_KEY));
         self.authorization_mode.get_or_insert(crate::authz::Mode::Rbac);
     }
 }

@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod quota;
 pub mod rest;
 pub mod service;
+pub mod serviceaccount;
 
 use anyhow::Context;
 pub use config::{Config, Options, SecurityConfig};
@@ -55,6 +56,9 @@ pub struct State {
     pub audit: Option<audit::AuditLog>,
     /// `--cluster-signing-cert-file`: signs node client certificates.
     pub node_signer: Option<certificates::NodeCertificateSigner>,
+    /// `--service-account-signing-key-file`: signs and verifies
+    /// ServiceAccount tokens.
+    pub token_signer: Option<Arc<serviceaccount::TokenSigner>>,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -123,6 +127,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         (Some(cert), Some(key)) => Some(certificates::NodeCertificateSigner::load(cert, key)?),
         _ => None,
     };
+    let token_signer = match &security.service_account_signing_key_file {
+        Some(path) => Some(Arc::new(serviceaccount::TokenSigner::load(
+            path,
+            security
+                .service_account_issuer
+                .as_deref()
+                .unwrap_or(serviceaccount::DEFAULT_ISSUER),
+            security.api_audiences.clone().unwrap_or_default(),
+            security
+                .service_account_max_token_expiration
+                .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        )?)),
+        None => None,
+    };
     // https to kubelets with --kubelet-client-certificate, else http
     let kubelets = proxy::Kubelets::new(security)?;
     let mut store_config = StoreConfig::new(&config.data_dir);
@@ -160,6 +178,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         // when this apiserver can sign one
         authn.enable_bootstrap_tokens(store.clone());
     }
+    if let Some(signer) = &token_signer {
+        authn.enable_service_account_tokens(signer.clone(), store.clone());
+    }
     let state = Arc::new(State {
         store: store.clone(),
         shutdown: shutdown_rx.clone(),
@@ -169,6 +190,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         authz,
         audit,
         node_signer,
+        token_signer,
     });
     let service = ApiServerServer::new(service::ApiService { state: state.clone() })
         .max_decoding_message_size(config.limits.max_request_bytes)

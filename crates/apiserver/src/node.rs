@@ -4,8 +4,9 @@
 //! Node,RBAC` there; `RBAC` here turns both on). A node reads what every
 //! node needs (pods, nodes, services, endpoints), writes only its own Node,
 //! its own Lease and the status of pods bound to it, deletes only pods bound
-//! to it, records Events, and reads only the Secrets and ConfigMaps that
-//! pods bound to it use. It decides alone for node identities: RBAC
+//! to it, records Events, reads only the Secrets, ConfigMaps and
+//! ServiceAccounts that pods bound to it use, and requests tokens only
+//! bound to those pods. It decides alone for node identities: RBAC
 //! bindings do not widen it, so a stolen kubelet credential reaches one
 //! node's workloads and no more.
 //!
@@ -98,6 +99,27 @@ pub fn authorize(store: &dyn Store, node: &str, attrs: &Attributes) -> Result<Re
                 )))
             }
         }
+        (true, "serviceaccounts") => {
+            // the kubelet reads the accounts of its pods (automount) and
+            // requests their tokens (TokenRequest)
+            let allowed = match attrs.verb.as_str() {
+                "get" => attrs.subresource.is_empty(),
+                "create" => attrs.subresource == "token",
+                _ => false,
+            };
+            if !allowed || attrs.name.is_empty() {
+                return Ok(Err(
+                    "can only get individual serviceaccounts or create their tokens".into(),
+                ));
+            }
+            if referenced_by_pod_on(store, node, attrs)? {
+                Ok(Ok(()))
+            } else {
+                Ok(Err(format!(
+                    "no relationship found between node '{node}' and this object"
+                )))
+            }
+        }
         _ if attrs.group == LEASE_GROUP && attrs.resource == "leases" => {
             if !matches!(
                 attrs.verb.as_str(),
@@ -144,6 +166,7 @@ fn referenced_by_pod_on(store: &dyn Store, node: &str, attrs: &Attributes) -> Re
         let names = match attrs.resource.as_str() {
             "secrets" => secret_names(spec),
             "configmaps" => config_map_names(spec),
+            "serviceaccounts" => vec![spec.service_account_name.as_str()],
             _ => Vec::new(),
         };
         if names.iter().any(|n| *n == attrs.name) {
@@ -193,6 +216,40 @@ fn referenced_names<'a>(
     }
     out.retain(|n| !n.is_empty());
     out
+}
+
+/// NodeRestriction admission of a node's TokenRequest, as Kubernetes': the
+/// token must be bound to a pod that is bound to this node (and is the pod
+/// it names by uid), so a node can only mint credentials for the
+/// workloads it runs, and they die with the pod.
+pub fn admit_token_request(
+    store: &dyn Store,
+    node: &str,
+    namespace: &str,
+    bound: Option<&rkube_api::rpc::BoundObjectReference>,
+) -> Result<(), String> {
+    let Some(r) = bound.filter(|r| r.kind == "Pod") else {
+        return Err(format!("node {node:?} requested a token not bound to a pod"));
+    };
+    let key = storage_key(Pod::info(), namespace, &r.name);
+    let Some(pod) = store
+        .get(&key)
+        .and_then(|kv| <Pod as prost::Message>::decode(kv.value.as_ref()).ok())
+    else {
+        // the handler answers NotFound
+        return Ok(());
+    };
+    if pod.spec.as_ref().is_none_or(|s| s.node_name != node) {
+        return Err(format!(
+            "node {node:?} requested a token bound to a pod scheduled on a different node"
+        ));
+    }
+    if !r.uid.is_empty() && pod.metadata.as_ref().is_none_or(|m| m.uid != r.uid) {
+        return Err(format!(
+            "node {node:?} requested a token bound to a pod with another uid"
+        ));
+    }
+    Ok(())
 }
 
 /// NodeRestriction admission for a write the authorizer let through:

@@ -482,6 +482,38 @@ impl ApiServer for ApiService {
         self.audited(&user, &a, result)
     }
 
+    async fn create_token(
+        &self,
+        req: Request<rpc::CreateTokenRequest>,
+    ) -> Result<Response<rpc::CreateTokenResponse>, Status> {
+        let user = self.authenticate(&req);
+        let mut req = req.into_inner();
+        if req.namespace.is_empty() {
+            req.namespace = "default".into();
+        }
+        let a = Attributes::new("create", "", "serviceaccounts", &req.namespace, &req.name)
+            .with_subresource("token");
+        let user = self.admit(user, &a)?;
+        let result = self
+            .state
+            .authz
+            .admit_node_token_request(&user, &a, req.bound_object_ref.as_ref())
+            .and_then(|()| match &self.state.token_signer {
+                Some(signer) => signer.create_token(self.state.store.as_ref(), &req),
+                // UNIMPLEMENTED: kubelets then run pods without a token volume
+                None => Err(ApiError {
+                    code: tonic::Code::Unimplemented,
+                    reason: "MethodNotAllowed",
+                    message: "this apiserver does not issue ServiceAccount tokens: start it with --service-account-signing-key-file (or --cert-dir, which creates sa.key)".into(),
+                    kind: "ServiceAccount".into(),
+                    name: req.name.clone(),
+                    causes: Vec::new(),
+                }),
+            })
+            .map_err(Status::from);
+        self.audited(&user, &a, result)
+    }
+
     async fn version(
         &self,
         req: Request<rpc::VersionRequest>,

@@ -458,3 +458,46 @@ async fn kubectl_drain_evicts_through_budgets() {
     assert!(pods.get_opt("a").await.unwrap().is_none());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_service_account_tokens_that_authenticate() {
+    let c = start_cluster().await;
+    let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: robot, namespace: default}\n";
+    std::fs::write(c.path("sa.yaml"), sa).unwrap();
+    c.kubectl(&["apply", "-f", c.path("sa.yaml").to_str().unwrap()])
+        .await;
+    // `kubectl create token` sends a protobuf TokenRequest
+    let token = c
+        .kubectl(&["create", "token", "robot", "--duration", "20m"])
+        .await;
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let (ok, _, err) = c
+        .run_as(
+            "admin.kubeconfig",
+            &["create", "token", "robot", "--duration", "1m"],
+        )
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains("may not specify a duration less than 10 minutes"),
+        "{err}"
+    );
+    // the token is the account, whatever else the kubeconfig holds
+    let (ok, out, _) = c
+        .run_as(
+            "admin.kubeconfig",
+            &["--token", token, "auth", "can-i", "list", "pods"],
+        )
+        .await;
+    assert!(!ok && out.starts_with("no"), "{out}");
+    let (ok, _, err) = c
+        .run_as("admin.kubeconfig", &["--token", token, "get", "pods"])
+        .await;
+    assert!(!ok);
+    assert!(
+        err.contains(r#"User "system:serviceaccount:default:robot" cannot list resource "pods""#),
+        "{err}"
+    );
+    c.stop().await;
+}

@@ -624,6 +624,15 @@ impl Client {
         .await
     }
 
+    /// A token for ServiceAccount `req.namespace/req.name` (TokenRequest,
+    /// `serviceaccounts/token`): signed by the apiserver, for the
+    /// audiences asked (default the apiserver's), optionally bound to a pod.
+    pub async fn create_token(&self, req: rpc::CreateTokenRequest) -> Result<rpc::CreateTokenResponse> {
+        let req = self.request(req);
+        let mut grpc = self.grpc();
+        self.unary("CreateToken", grpc.create_token(req)).await
+    }
+
     /// A container's log (pods/log), proxied by the apiserver from the
     /// pod's kubelet; with `follow`, the stream stays open for new lines.
     pub async fn logs(

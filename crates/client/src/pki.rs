@@ -224,6 +224,25 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
     Ok(())
 }
 
+/// The key that signs ServiceAccount tokens, in a PKI directory (kubeadm
+/// calls it the same); the apiserver's `--service-account-signing-key-file`.
+pub const SERVICE_ACCOUNT_KEY: &str = "sa.key";
+
+/// Creates `DIR/sa.key` (ECDSA P-256, PKCS#8 PEM, mode 0600) unless it
+/// exists: tokens signed before a restart stay valid because the key is
+/// kept. Returns whether it was created.
+pub fn ensure_service_account_key(dir: &Path) -> Result<bool, PkiError> {
+    let path = dir.join(SERVICE_ACCOUNT_KEY);
+    if path.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| PkiError(format!("generating the ServiceAccount token signing key: {e}")))?;
+    write_file(&path, key.serialize_pem().as_bytes(), 0o600)?;
+    Ok(true)
+}
+
 /// Writes every file; returns their paths (the CA only when created).
 pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
     let dir = &args.dir;
@@ -235,6 +254,9 @@ pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
     let mut written = Vec::new();
     if created {
         written.extend([dir.join("ca.crt"), dir.join("ca.key")]);
+    }
+    if ensure_service_account_key(dir)? {
+        written.push(dir.join(SERVICE_ACCOUNT_KEY));
     }
     let now = OffsetDateTime::now_utc();
     let (from, until) = (now - Duration::hours(1), now + Duration::days(args.validity_days));

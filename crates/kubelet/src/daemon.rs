@@ -78,6 +78,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
             client_config.server
         )
     })?;
+    // what pods' ServiceAccount volumes hold as ca.crt
+    let cluster_ca = match (
+        &client_config.certificate_authority_data,
+        &client_config.certificate_authority,
+    ) {
+        (Some(data), _) => Some(data.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading the cluster CA {} (--kubeconfig)", path.display()))?,
+        ),
+        (None, None) => None,
+    };
     // Before the port is bound: a bad certificate file is a start-up error.
     let serving = crate::serving::serving_tls(&config, &client_config, &client).await?;
     let serving_tls = serving.tls.is_some();
@@ -130,6 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
         runtime: runtime.clone(),
         network: network_rx,
         recorder: Recorder::new(client.clone(), "kubelet", &config.node_name),
+        cluster_ca,
         pods: informer.store(),
         remove_cgroup: Arc::new(move |uid: &str| {
             if let Err(e) = cgroups.remove_pod_cgroup(uid) {

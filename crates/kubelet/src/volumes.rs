@@ -9,12 +9,22 @@
 //!   paths and modes, `defaultMode`), replaced atomically one by one on every refresh.
 //! * `/etc/hosts` and `/etc/resolv.conf` are files of the pod, bind-mounted into each
 //!   container.
+//! * The ServiceAccount volume: `token` (a TokenRequest bound to the pod, renewed when 80%
+//!   of its lifetime has passed), `ca.crt` (the cluster CA this kubelet trusts the
+//!   apiserver with) and `namespace`, in `serviceaccount/`, mounted read-only at
+//!   `/var/run/secrets/kubernetes.io/serviceaccount` in every container unless
+//!   `automountServiceAccountToken` is false (the pod's, else its ServiceAccount's) or a
+//!   volumeMount already uses that path. Kubernetes' admission adds this as a projected
+//!   volume `kube-api-access-XXXXX` to the pod spec, whose `ca.crt` comes from a ConfigMap
+//!   `kube-root-ca.crt` a controller publishes in every namespace; here the kubelet adds it
+//!   itself, because then it needs no published ConfigMap (a node works with the
+//!   apiserver alone) and the pod spec stays as the user wrote it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
-use rkube_api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use rkube_api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, ServiceAccount};
 use rkube_client::{Api, Client};
 
 use rkube_node_runtime::mounts;
@@ -56,6 +66,13 @@ pub enum VolumeError {
         volume: String,
         reason: String,
     },
+    #[error("the ServiceAccount token of pod {pod} (ServiceAccount {account:?}): {source}")]
+    Token {
+        pod: String,
+        account: String,
+        #[source]
+        source: Box<rkube_client::Error>,
+    },
     #[error("container {container:?} of pod {pod}: volumeMounts: {reason}")]
     Mount {
         pod: String,
@@ -85,6 +102,10 @@ impl PodDirs {
     pub fn volume(&self, name: &str) -> PathBuf {
         self.root.join("volumes").join(name)
     }
+    /// The ServiceAccount volume (outside `volumes/`, so no pod volume's name can clash).
+    pub fn service_account(&self) -> PathBuf {
+        self.root.join("serviceaccount")
+    }
     pub fn hosts(&self) -> PathBuf {
         self.root.join("etc-hosts")
     }
@@ -109,11 +130,22 @@ fn pod_key(pod: &Pod) -> String {
     )
 }
 
+/// Where the ServiceAccount volume is mounted in each container, as in Kubernetes.
+pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Its key in the map [`prepare`] returns: not a valid volume name, so no pod volume
+/// can be mistaken for it.
+const SERVICE_ACCOUNT_VOLUME: &str = "kubernetes.io/serviceaccount";
+/// The lifetime the kubelet asks for, as Kubernetes' kubelet (3607 seconds: an hour,
+/// and seven seconds that tell its tokens apart).
+const TOKEN_EXPIRATION_SECONDS: i32 = 3607;
+
 /// Creates or refreshes every volume of `pod`; returns volume name → host path.
+/// `cluster_ca` is what the ServiceAccount volume's `ca.crt` holds.
 pub async fn prepare(
     client: &Client,
     pod: &Pod,
     dirs: &PodDirs,
+    cluster_ca: Option<&[u8]>,
 ) -> Result<HashMap<String, PathBuf>, VolumeError> {
     let key = pod_key(pod);
     let namespace = pod
@@ -284,6 +316,9 @@ pub async fn prepare(
         }
         out.insert(v.name.clone(), path);
     }
+    if let Some(dir) = prepare_service_account(client, pod, dirs, cluster_ca).await? {
+        out.insert(SERVICE_ACCOUNT_VOLUME.into(), dir);
+    }
     Ok(out)
 }
 
@@ -308,6 +343,106 @@ fn set_group(root: &Path, gid: u32, writable: bool) -> std::io::Result<()> {
         }
     }
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))
+}
+
+/// Writes (or renews) the ServiceAccount volume of `pod`; its directory, or `None` when
+/// the pod gets none: automount is off, its ServiceAccount does not exist (the apiserver
+/// admits such pods; Kubernetes refuses them), or the apiserver issues no tokens (an
+/// `--insecure` development apiserver, where no token is needed).
+async fn prepare_service_account(
+    client: &Client,
+    pod: &Pod,
+    dirs: &PodDirs,
+    cluster_ca: Option<&[u8]>,
+) -> Result<Option<PathBuf>, VolumeError> {
+    let key = pod_key(pod);
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let account = if spec.service_account_name.is_empty() {
+        "default".to_string()
+    } else {
+        spec.service_account_name.clone()
+    };
+    let token_error = |source| VolumeError::Token {
+        pod: key.clone(),
+        account: account.clone(),
+        source: Box::new(source),
+    };
+    // the pod's field wins over its account's
+    let automount = match spec.automount_service_account_token {
+        Some(a) => a,
+        None => {
+            let found = Api::<ServiceAccount>::namespaced(client.clone(), &meta.namespace)
+                .get_opt(&account)
+                .await
+                .map_err(token_error)?;
+            match found {
+                Some(sa) => sa.automount_service_account_token != Some(false),
+                None => {
+                    tracing::info!(pod = %key, %account, "the pod's ServiceAccount does not exist: no API token is mounted");
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    if !automount {
+        return Ok(None);
+    }
+    let dir = dirs.service_account();
+    let current = std::fs::read_to_string(dir.join("token")).ok();
+    let now = chrono::Utc::now().timestamp();
+    let token = match current.filter(|t| !token_needs_refresh(t, now)) {
+        Some(t) => t,
+        None => {
+            let req = rkube_api::rpc::CreateTokenRequest {
+                namespace: meta.namespace.clone(),
+                name: account.clone(),
+                audiences: Vec::new(),
+                expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+                bound_object_ref: Some(rkube_api::rpc::BoundObjectReference {
+                    kind: "Pod".into(),
+                    api_version: "v1".into(),
+                    name: meta.name.clone(),
+                    uid: meta.uid.clone(),
+                }),
+            };
+            match client.create_token(req).await {
+                Ok(out) => out.token,
+                Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {
+                    tracing::debug!(pod = %key, "the apiserver issues no ServiceAccount tokens: {e}");
+                    return Ok(None);
+                }
+                Err(e) => return Err(token_error(e)),
+            }
+        }
+    };
+    let mut data = BTreeMap::from([
+        ("token".to_string(), token.into_bytes()),
+        ("namespace".to_string(), meta.namespace.clone().into_bytes()),
+    ]);
+    if let Some(ca) = cluster_ca {
+        data.insert("ca.crt".into(), ca.to_vec());
+    }
+    write_projection(&key, SERVICE_ACCOUNT_VOLUME, &dir, &data, &[], None)?;
+    Ok(Some(dir))
+}
+
+/// Whether a token is due for renewal at `now` (seconds): once 80% of its lifetime
+/// (`iat` to `exp`) has passed, as Kubernetes' kubelet renews, or when it cannot be read.
+fn token_needs_refresh(token: &str, now: i64) -> bool {
+    use base64::Engine;
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let (Some(iat), Some(exp)) = (
+        claims.as_ref().and_then(|c| c["iat"].as_i64()),
+        claims.as_ref().and_then(|c| c["exp"].as_i64()),
+    ) else {
+        return true;
+    };
+    now >= iat + (exp - iat) * 8 / 10
 }
 
 /// A Secret's data with `stringData` merged over it (the apiserver normally merges already).
@@ -487,6 +622,15 @@ pub fn mounts_for(
             read_only: vm.read_only || projected,
         });
     }
+    if let Some(dir) = volumes.get(SERVICE_ACCOUNT_VOLUME) {
+        if !targets.contains(SERVICE_ACCOUNT_MOUNT_PATH) {
+            mounts.push(BindMount {
+                host_path: dir.clone(),
+                container_path: SERVICE_ACCOUNT_MOUNT_PATH.into(),
+                read_only: true,
+            });
+        }
+    }
     for (target, path) in [
         ("/etc/hosts", dirs.hosts()),
         ("/etc/resolv.conf", dirs.resolv_conf()),
@@ -505,6 +649,64 @@ pub fn mounts_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_renewed_after_80_percent_of_their_lifetime() {
+        use base64::Engine;
+        let b64 =
+            |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = format!(
+            "{}.{}.sig",
+            b64(serde_json::json!({"alg": "ES256"})),
+            b64(serde_json::json!({"iat": 1000, "exp": 2000}))
+        );
+        assert!(!token_needs_refresh(&token, 1000));
+        assert!(!token_needs_refresh(&token, 1799));
+        assert!(token_needs_refresh(&token, 1800));
+        assert!(token_needs_refresh("garbage", 0));
+    }
+
+    #[test]
+    fn the_service_account_volume_is_mounted_unless_its_path_is_taken() {
+        let dirs = PodDirs::new(Path::new("/var/lib/rkubelet"), "u1");
+        let volumes = HashMap::from([
+            (SERVICE_ACCOUNT_VOLUME.to_string(), dirs.service_account()),
+            ("own".to_string(), PathBuf::from("/tmp/own")),
+        ]);
+        let pod = Pod {
+            spec: Some(rkube_api::core::v1::PodSpec {
+                volumes: vec![rkube_api::core::v1::Volume {
+                    name: "own".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let plain = Container::default();
+        let mounts = mounts_for(&pod, &plain, &volumes, &dirs).unwrap();
+        let sa = mounts
+            .iter()
+            .find(|m| m.container_path == SERVICE_ACCOUNT_MOUNT_PATH)
+            .expect("mounted");
+        assert!(sa.read_only);
+        assert_eq!(sa.host_path, dirs.service_account());
+        let own = Container {
+            volume_mounts: vec![rkube_api::core::v1::VolumeMount {
+                name: "own".into(),
+                mount_path: SERVICE_ACCOUNT_MOUNT_PATH.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mounts = mounts_for(&pod, &own, &volumes, &dirs).unwrap();
+        let at: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.container_path == SERVICE_ACCOUNT_MOUNT_PATH)
+            .collect();
+        assert_eq!(at.len(), 1);
+        assert_eq!(at[0].host_path, PathBuf::from("/tmp/own"));
+    }
 
     #[test]
     fn projections_follow_items_modes_and_removals() {

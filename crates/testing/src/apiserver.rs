@@ -19,7 +19,7 @@ enum Security {
     Insecure,
     /// A PKI written into `DIR/pki` as `rkubectl certs generate` writes it
     /// (kubelet client certificates for `nodes`), and TLS, client
-    /// certificates, RBAC and an audit log from it.
+    /// certificates, RBAC, ServiceAccount tokens and an audit log from it.
     Pki { nodes: Vec<String> },
     /// `--cert-dir DIR`: the daemon's own secure default on a PKI the test
     /// made there, and an audit log.
@@ -165,6 +165,8 @@ impl TestApiServerBuilder {
                     pki.join("ca.crt").into(),
                     "--authorization-mode".into(),
                     "RBAC".into(),
+                    "--service-account-signing-key-file".into(),
+                    pki.join(rkube_client::pki::SERVICE_ACCOUNT_KEY).into(),
                 ]);
                 argv.extend(audit());
             }

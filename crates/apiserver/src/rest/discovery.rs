@@ -152,6 +152,13 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "kind": "Eviction", "verbs": ["create"],
             }));
         }
+        if k.kind == "ServiceAccount" {
+            list.push(json!({
+                "name": "serviceaccounts/token", "singularName": "",
+                "namespaced": true, "group": "authentication.k8s.io", "version": "v1",
+                "kind": "TokenRequest", "verbs": ["create"],
+            }));
+        }
         if has_scale(k) {
             list.push(json!({
                 "name": format!("{}/scale", k.plural), "singularName": "",

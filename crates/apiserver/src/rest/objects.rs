@@ -68,7 +68,7 @@ pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes)
     let info = t.info;
     let method = &call.parts.method;
     let watch = t.watch || call.query.flag("watch");
-    if call.content_type().starts_with(PROTOBUF) {
+    if call.content_type().starts_with(PROTOBUF) && t.subresource != "token" {
         let s = Status::unimplemented(format!(
             "rkube accepts {} bodies as JSON only, not {PROTOBUF}; send application/json (`kubectl create -f` and `kubectl apply` do)",
             info.kind
@@ -89,6 +89,9 @@ pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes)
         (false, "log") if info.kind == "Pod" && *method == Method::GET => logs(api, call, &t).await,
         (false, "eviction") if info.kind == "Pod" && *method == Method::POST => {
             evict(api, call, &t, &body).await
+        }
+        (false, "token") if info.kind == "ServiceAccount" && *method == Method::POST => {
+            token_request(api, call, &t, &body).await
         }
         (false, "status") if !info.has_status => Err(Status::not_found(format!(
             "{} have no status subresource",
@@ -615,17 +618,139 @@ pub(super) async fn self_subject_access_review(
     }
 }
 
+/// `serviceaccounts/NAME/token`: an authentication.k8s.io/v1 TokenRequest
+/// (JSON, or protobuf as `kubectl create token` sends it) answered by the
+/// CreateToken call rkube's own clients use.
+async fn token_request(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
+    let spec = if call.content_type().starts_with(PROTOBUF) {
+        protobuf_token_request(body)?
+    } else if body.is_empty() {
+        json!({})
+    } else {
+        body_json(body)?.get("spec").cloned().unwrap_or_else(|| json!({}))
+    };
+    let bad =
+        |field: &str, what: &str| ApiError::bad_request(format!("TokenRequest spec.{field} must be {what}"));
+    let audiences = match &spec["audiences"] {
+        Value::Null => Vec::new(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("audiences", "a list of strings"))?,
+        _ => return Err(bad("audiences", "a list of strings").into()),
+    };
+    let expiration_seconds = match &spec["expirationSeconds"] {
+        Value::Null => None,
+        v => {
+            let n = v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| bad("expirationSeconds", "an integer"))?;
+            // 68 years; Kubernetes allows up to 2^32 seconds
+            Some(i32::try_from(n).map_err(|_| bad("expirationSeconds", "at most 2147483647"))?)
+        }
+    };
+    let bound_object_ref = match &spec["boundObjectRef"] {
+        Value::Null => None,
+        r => {
+            let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            Some(rpc::BoundObjectReference {
+                kind: s("kind"),
+                api_version: s("apiVersion"),
+                name: s("name"),
+                uid: s("uid"),
+            })
+        }
+    };
+    let req = rpc::CreateTokenRequest {
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        audiences,
+        expiration_seconds,
+        bound_object_ref,
+    };
+    let out = api.create_token(call.grpc(req)).await?.into_inner();
+    let bound = out
+        .bound_object_ref
+        .map(|r| json!({"kind": r.kind, "apiVersion": r.api_version, "name": r.name, "uid": r.uid}));
+    Ok(json_response(
+        201,
+        &json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": null},
+            "spec": {
+                "audiences": out.audiences,
+                "expirationSeconds": out.expiration_seconds,
+                "boundObjectRef": bound,
+            },
+            "status": {"token": out.token, "expirationTimestamp": out.expiration_timestamp},
+        }),
+    ))
+}
+
+/// A protobuf TokenRequest's spec as the JSON `token_request` reads.
+fn protobuf_token_request(body: &Bytes) -> Result<Value, ApiError> {
+    use prost::Message;
+    let bad = |e: String| ApiError::bad_request(format!("the protobuf TokenRequest cannot be decoded: {e}"));
+    let raw = body
+        .strip_prefix(b"k8s\0")
+        .ok_or_else(|| bad("it does not start with the k8s protobuf magic".into()))?;
+    let unknown = k8s_proto::Unknown::decode(raw).map_err(|e| bad(e.to_string()))?;
+    let req = k8s_proto::TokenRequest::decode(unknown.raw.as_slice()).map_err(|e| bad(e.to_string()))?;
+    let spec = req.spec.unwrap_or_default();
+    let mut out = json!({"audiences": spec.audiences});
+    if let Some(s) = spec.expiration_seconds {
+        out["expirationSeconds"] = json!(s);
+    }
+    if let Some(r) = spec.bound_object_ref {
+        out["boundObjectRef"] =
+            json!({"kind": r.kind, "apiVersion": r.api_version, "name": r.name, "uid": r.uid});
+    }
+    Ok(out)
+}
+
 /// Kubernetes' protobuf content type, which kubectl's typed clients send.
 pub(super) const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
 /// Kubernetes' protobuf envelope (`runtime.Unknown`, after the `k8s\0`
 /// magic) and the parts of a SelfSubjectAccessReview that rkube reads:
-/// `kubectl auth can-i` sends only protobuf. Other kinds are JSON only.
+/// `kubectl auth can-i` sends only protobuf, and the TokenRequest that
+/// `kubectl create token` sends. Other kinds are JSON only.
 mod k8s_proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Unknown {
         #[prost(bytes = "vec", tag = "2")]
         pub raw: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TokenRequest {
+        #[prost(message, optional, tag = "2")]
+        pub spec: Option<TokenRequestSpec>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TokenRequestSpec {
+        #[prost(string, repeated, tag = "1")]
+        pub audiences: Vec<String>,
+        #[prost(message, optional, tag = "3")]
+        pub bound_object_ref: Option<BoundObjectReference>,
+        #[prost(int64, optional, tag = "4")]
+        pub expiration_seconds: Option<i64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct BoundObjectReference {
+        #[prost(string, tag = "1")]
+        pub kind: String,
+        #[prost(string, tag = "2")]
+        pub api_version: String,
+        #[prost(string, tag = "3")]
+        pub name: String,
+        #[prost(string, tag = "4")]
+        pub uid: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]

@@ -23,9 +23,11 @@ pub struct CertsArgs {
 pub enum CertsCommand {
     /// Create the cluster CA (kept if DIR already has one), the apiserver's
     /// serving certificate, its client certificate towards kubelets
-    /// (apiserver-kubelet-client.crt, for --kubelet-client-certificate) and
-    /// client certificates and config files for admin, the scheduler, the
-    /// controller managers, kube-proxy and each --node.
+    /// (apiserver-kubelet-client.crt, for --kubelet-client-certificate), the
+    /// key that signs ServiceAccount tokens (sa.key, kept if present, for
+    /// --service-account-signing-key-file) and client certificates and config
+    /// files for admin, the scheduler, the controller managers, kube-proxy and
+    /// each --node.
     Generate(GenerateArgs),
 }
 

@@ -53,6 +53,9 @@ pub struct Shared {
     pub recorder: Recorder,
     pub pods: Store<Pod>,
     pub remove_cgroup: CgroupCleaner,
+    /// The cluster CA the kubelet verifies the apiserver with (PEM): `ca.crt` of pods'
+    /// ServiceAccount volumes.
+    pub cluster_ca: Option<Vec<u8>>,
 }
 
 impl Shared {

@@ -134,7 +134,8 @@ impl PodWorker {
         }
         let refresh = self.volumes.is_none() || self.volumes_at.elapsed() >= self.shared.config.resync_period;
         if refresh {
-            match volumes::prepare(&self.shared.client, pod, &self.dirs).await {
+            let ca = self.shared.cluster_ca.as_deref();
+            match volumes::prepare(&self.shared.client, pod, &self.dirs, ca).await {
                 Ok(v) => {
                     self.volumes = Some(v);
                     self.volumes_at = Instant::now();
