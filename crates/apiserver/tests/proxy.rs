@@ -1,7 +1,8 @@
-//! pods/log, pods/exec and metrics are forwarded to the kubelet of the
-//! pod's node, found through the Node's published address and port. The
-//! kubelet here is a small in-test peer; the real one is tested in
-//! crates/kubelet.
+//! pods/log, pods/exec, pods/portforward and metrics are forwarded to the
+//! kubelet of the pod's node, found through the Node's published address
+//! and port, over gRPC and, for the real kubectl, over REST. The kubelet
+//! here is a small in-test peer; the real one is tested in crates/kubelet
+//! and the end-to-end tests.
 
 mod common;
 
@@ -73,6 +74,40 @@ impl kubelet_server::Kubelet for FakeKubelet {
         Ok(Response::new(Box::pin(futures::stream::iter(
             out.into_iter().map(|o| Ok(kv1::ExecOutput { output: Some(o) })),
         ))))
+    }
+
+    type PortForwardStream = Out<kv1::PortForwardOutput>;
+    /// A port that answers every byte upper-cased, and closes when the
+    /// caller has no more; port 1 refuses, as a port nothing listens on.
+    async fn port_forward(
+        &self,
+        req: Request<Streaming<kv1::PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        use kv1::port_forward_input::Input as Pf;
+        let mut input = req.into_inner();
+        let Some(kv1::PortForwardInput {
+            input: Some(Pf::Start(start)),
+        }) = input.message().await?
+        else {
+            return Err(Status::invalid_argument("no start"));
+        };
+        if start.port == 1 {
+            return Err(Status::failed_precondition("connection refused"));
+        }
+        let out = futures::stream::unfold(input, |mut input| async move {
+            match input.message().await {
+                Ok(Some(kv1::PortForwardInput {
+                    input: Some(Pf::Data(d)),
+                })) => Some((
+                    Ok(kv1::PortForwardOutput {
+                        data: d.to_ascii_uppercase(),
+                    }),
+                    input,
+                )),
+                _ => None,
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn metrics(
@@ -305,3 +340,4 @@ async fn rest_pods_log_streams_the_kubelets_text() {
     let status: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(status["reason"], "NotFound");
 }
+
