@@ -351,6 +351,15 @@ where
     ))
 }
 
+/// Whether a pod exists and is bound to a node whose kubelet can be
+/// called: checked before a REST stream is upgraded, so these failures
+/// are plain HTTP answers rather than messages inside the stream.
+pub fn check_pod_reachable(state: &State, namespace: &str, pod: &str) -> Result<(), tonic::Status> {
+    kubelet_for_pod(state, namespace, pod)
+        .map(|_| ())
+        .map_err(Into::into)
+}
+
 /// Gathers usage from every node's kubelet at once; a node that does not
 /// answer is reported in `errors` rather than failing the whole answer.
 pub async fn metrics(state: &State, req: rpc::MetricsRequest) -> ApiResult<rpc::MetricsResponse> {

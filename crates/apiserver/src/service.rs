@@ -154,6 +154,23 @@ impl ApiService {
         crate::proxy::port_forward(&self.state, req.into_inner(), admit).await
     }
 
+    /// Whether the caller of `req` may open a `pods/SUBRESOURCE` stream
+    /// (`create`, as Kubernetes authorizes exec, attach and portforward)
+    /// and the pod runs on a node: the REST face asks before it upgrades
+    /// the connection, so a refusal is an ordinary HTTP answer.
+    pub(crate) fn check_pod_stream<T>(
+        &self,
+        req: &Request<T>,
+        namespace: &str,
+        pod: &str,
+        subresource: &str,
+    ) -> Result<(), Status> {
+        let user = self.authenticate(req);
+        let a = Attributes::new("create", "", "pods", namespace, pod).with_subresource(subresource);
+        self.admit(user, &a)?;
+        crate::proxy::check_pod_reachable(&self.state, namespace, pod)
+    }
+
     /// NodeRestriction admission of a node's write, after `admit`
     /// (nothing for other callers); a refusal is audited.
     fn admit_node_write(&self, user: &UserInfo, attrs: &Attributes, object_name: &str) -> Result<(), Status> {

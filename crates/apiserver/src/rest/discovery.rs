@@ -161,6 +161,15 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "name": "pods/log", "singularName": "",
                 "namespaced": true, "kind": "Pod", "verbs": ["get"],
             }));
+            for (name, kind) in [
+                ("pods/exec", "PodExecOptions"),
+                ("pods/portforward", "PodPortForwardOptions"),
+            ] {
+                list.push(json!({
+                    "name": name, "singularName": "",
+                    "namespaced": true, "kind": kind, "verbs": ["create", "get"],
+                }));
+            }
         }
         if has_scale(k) {
             list.push(json!({
