@@ -277,17 +277,34 @@ async fn kubectl_streams_reach_a_real_container(
     .await?;
     assert_eq!(code, Some(0), "starting httpd: {err}");
     let target = format!("pod/{pod}");
-    let mut child = kubectl_command(url, kubeconfig, home, &["port-forward", &target, ":8080"])
-        .stdin(Stdio::null())
-        .spawn()?;
+    let kubectl = kubectl_command(url, kubeconfig, home, &["port-forward", &target, ":8080"]);
+    get_through_port_forward("kubectl", kubectl).await?;
+    // rkubectl's, over gRPC
+    let mut rkubectl = tokio::process::Command::new(rkube_e2e::rkubectl_binary()?);
+    rkubectl
+        .arg("--config")
+        .arg(kubeconfig)
+        .arg("--server")
+        .arg(url)
+        .args(["port-forward", &target, ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    get_through_port_forward("rkubectl", rkubectl).await
+}
+
+/// Starts `cmd` (a port-forward to the pod's 8080), reads where it listens
+/// ("Forwarding from 127.0.0.1:LOCAL -> 8080") and fetches the page twice
+/// through it.
+async fn get_through_port_forward(what: &str, mut cmd: tokio::process::Command) -> anyhow::Result<()> {
+    let mut child = cmd.stdin(Stdio::null()).spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    // "Forwarding from 127.0.0.1:LOCAL -> 8080"
     let local: u16 = loop {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
-            .map_err(|_| anyhow::anyhow!("kubectl port-forward did not say where it listens"))??
-            .ok_or_else(|| anyhow::anyhow!("kubectl port-forward exited"))?;
+            .map_err(|_| anyhow::anyhow!("{what} port-forward did not say where it listens"))??
+            .ok_or_else(|| anyhow::anyhow!("{what} port-forward exited"))?;
         if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
             break rest.split(' ').next().unwrap_or("").parse()?;
         }
@@ -298,9 +315,9 @@ async fn kubectl_streams_reach_a_real_container(
         let mut answer = String::new();
         tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut answer))
             .await
-            .map_err(|_| anyhow::anyhow!("no answer through port-forward"))??;
-        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
-        assert!(answer.ends_with("hello from the pod\n"), "{answer}");
+            .map_err(|_| anyhow::anyhow!("no answer through {what} port-forward"))??;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{what}: {answer}");
+        assert!(answer.ends_with("hello from the pod\n"), "{what}: {answer}");
     }
     child.start_kill()?;
     let _ = child.wait().await;
