@@ -264,6 +264,16 @@ async fn kubectl_streams_reach_a_real_container(
         "stdout and stderr apart"
     );
 
+    // kubectl cp is tar over exec's stdin and stdout
+    let local = home.join("copied.txt");
+    std::fs::write(&local, "copied by kubectl cp\n")?;
+    let dest = format!("{pod}:/tmp/copied.txt");
+    let local_arg = local.to_string_lossy().into_owned();
+    let (code, _, err) = kubectl(url, kubeconfig, home, None, &["cp", &local_arg, &dest]).await?;
+    assert_eq!(code, Some(0), "kubectl cp: {err}");
+    let (_, out, err) = run(None, vec!["cat", "/tmp/copied.txt"]).await?;
+    assert_eq!(out, "copied by kubectl cp\n", "{err}");
+
     // a web server in the pod, on its loopback only: port-forward reaches
     // 127.0.0.1 inside the pod, as Kubernetes' does
     let (code, _, err) = run(
