@@ -264,6 +264,53 @@ async fn kubectl_streams_reach_a_real_container(
         "stdout and stderr apart"
     );
 
+    // a client that goes away ends its command in the pod
+    let mut left = kubectl_command(
+        url,
+        kubeconfig,
+        home,
+        &[
+            "exec",
+            pod,
+            "--",
+            "sh",
+            "-c",
+            "echo $$ > /tmp/left.pid; exec sleep 1000",
+        ],
+    )
+    .stdin(Stdio::null())
+    .spawn()?;
+    let alive = || async {
+        let (code, _, err) = run(
+            None,
+            vec![
+                "sh",
+                "-c",
+                "test -s /tmp/left.pid && kill -0 $(cat /tmp/left.pid)",
+            ],
+        )
+        .await?;
+        anyhow::Ok((code, err))
+    };
+    eventually("the command to start", Duration::from_secs(30), || async {
+        let (code, err) = alive().await?;
+        anyhow::ensure!(code == Some(0), "not running yet: {err}");
+        Ok(true)
+    })
+    .await?;
+    left.start_kill()?;
+    let _ = left.wait().await;
+    eventually(
+        "the command to end with its client",
+        Duration::from_secs(30),
+        || async {
+            let (code, _) = alive().await?;
+            anyhow::ensure!(code != Some(0), "still running");
+            Ok(true)
+        },
+    )
+    .await?;
+
     // kubectl cp is tar over exec's stdin and stdout
     let local = home.join("copied.txt");
     std::fs::write(&local, "copied by kubectl cp\n")?;

@@ -305,45 +305,58 @@ async fn run_exec(
     // terminal to resize there is no input: it ends after the start, as
     // rkubectl's does.
     let forward = options.stdin || options.tty;
-    let reader = tokio::spawn(async move {
-        let tx = forward.then_some(tx);
+    // ends only when the client is gone (closed, or the connection lost)
+    let mut reader = tokio::spawn(async move {
+        let mut tx = forward.then_some(tx);
         while let Some(Ok(message)) = source.next().await {
             let data = match message {
                 Message::Binary(b) => b,
                 Message::Close(_) => break,
                 _ => continue,
             };
-            let (Some(tx), Some(input)) = (&tx, exec_input(&data, options)) else {
+            let (Some(to_exec), Some(input)) = (&tx, exec_input(&data, options)) else {
                 continue;
             };
-            if tx.send(Ok(kv1::ExecInput { input: Some(input) })).await.is_err() {
-                break;
+            if to_exec
+                .send(Ok(kv1::ExecInput { input: Some(input) }))
+                .await
+                .is_err()
+            {
+                // the exec takes no more input; keep watching for the close
+                tx = None;
             }
         }
     });
-    let last = match api.exec_stream(req).await {
-        Err(s) => Some(failure(&s)),
-        Ok(mut out) => loop {
-            let (channel, data) = match out.next().await {
-                Some(Ok(kv1::ExecOutput { output: Some(o) })) => match o {
-                    exec_output::Output::Stdout(d) if options.stdout => (STDOUT, d),
-                    exec_output::Output::Stderr(d) if options.stderr => (STDERR, d),
-                    exec_output::Output::ExitCode(code) => break Some(exit_status(&command, code)),
-                    _ => continue,
-                },
-                Some(Ok(_)) => continue,
-                Some(Err(s)) => break Some(failure(&s)),
-                None => {
-                    break Some(failure(&Status::internal(
-                        "the kubelet ended the exec without an exit code",
-                    )))
+    let session = async {
+        match api.exec_stream(req).await {
+            Err(s) => Some(failure(&s)),
+            Ok(mut out) => loop {
+                let (channel, data) = match out.next().await {
+                    Some(Ok(kv1::ExecOutput { output: Some(o) })) => match o {
+                        exec_output::Output::Stdout(d) if options.stdout => (STDOUT, d),
+                        exec_output::Output::Stderr(d) if options.stderr => (STDERR, d),
+                        exec_output::Output::ExitCode(code) => break Some(exit_status(&command, code)),
+                        _ => continue,
+                    },
+                    Some(Ok(_)) => continue,
+                    Some(Err(s)) => break Some(failure(&s)),
+                    None => {
+                        break Some(failure(&Status::internal(
+                            "the kubelet ended the exec without an exit code",
+                        )))
+                    }
+                };
+                if sink.send(channel_message(channel, &data)).await.is_err() {
+                    break None;
                 }
-            };
-            if sink.send(channel_message(channel, &data)).await.is_err() {
-                // the client went away: dropping the output ends the process
-                break None;
-            }
-        },
+            },
+        }
+    };
+    // a client that goes away ends the exec: dropping its stream cancels
+    // the call, and the kubelet kills the process
+    let last = tokio::select! {
+        last = session => last,
+        _ = &mut reader => None,
     };
     if let Some(status) = last {
         let bytes = serde_json::to_vec(&status).unwrap_or_default();
