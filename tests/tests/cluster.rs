@@ -1,6 +1,8 @@
 //! The control plane and a real node together: pods created without a node
 //! are placed by the scheduler, created by the Deployment and ReplicaSet
-//! controllers, and run by the kubelet in real containers.
+//! controllers, and run by the kubelet in real containers; logs and exec
+//! reach them through the apiserver, over gRPC and, from the real kubectl,
+//! over REST (exec with exit codes and stdin, port-forward).
 
 use futures::StreamExt;
 use rkube_api::apps::v1::Deployment;
@@ -9,7 +11,10 @@ use rkube_api::kubelet::v1::{exec_input::Input, exec_output::Output, ExecInput, 
 use rkube_client::{Api, ListParams};
 use rkube_kubelet::testing::{skip_reason, TestNode, TestRegistry};
 use rkube_testing::{eventually, Daemon};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deployment_without_nodes_named_is_scheduled_and_runs_on_a_real_kubelet() -> anyhow::Result<()> {
@@ -149,6 +154,9 @@ spec:
     );
     assert_eq!(code, Some(5));
 
+    // the same through the real kubectl, over the REST face
+    kubectl_streams_reach_a_real_container(&url, &pki.join("admin.conf"), dir.path(), &name).await?;
+
     let d = Api::<Deployment>::namespaced(client.clone(), "default");
     eventually(
         "the Deployment to report 2 ready replicas",
@@ -169,5 +177,206 @@ spec:
     kubelet.stop().await;
     api.stop().await?;
     drop(node);
+    Ok(())
+}
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// `kubectl ARGS` as the administrator: exit code, stdout, stderr.
+async fn kubectl(
+    url: &str,
+    kubeconfig: &Path,
+    home: &Path,
+    stdin: Option<&[u8]>,
+    args: &[&str],
+) -> anyhow::Result<(Option<i32>, String, String)> {
+    let mut child = kubectl_command(url, kubeconfig, home, args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .spawn()?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(data).await?;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("kubectl {args:?} took over 60s"))??;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn kubectl_command(url: &str, kubeconfig: &Path, home: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(KUBECTL);
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--server")
+        .arg(url)
+        .arg("--cache-dir")
+        .arg(home.join("kubectl-cache"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// kubectl exec (WebSocket v5: exit codes, stdin and its end, stderr apart)
+/// and kubectl port-forward (SPDY in WebSocket) into a running busybox pod.
+async fn kubectl_streams_reach_a_real_container(
+    url: &str,
+    kubeconfig: &Path,
+    home: &Path,
+    pod: &str,
+) -> anyhow::Result<()> {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("SKIPPED the kubectl part: {KUBECTL} is missing (see NOTES-platform.md)");
+        return Ok(());
+    }
+    let run = |stdin: Option<&'static [u8]>, args: Vec<&'static str>| {
+        let mut all = vec!["exec"];
+        if stdin.is_some() {
+            all.push("-i");
+        }
+        all.push(pod);
+        all.push("--");
+        all.extend(args);
+        let all: Vec<String> = all.into_iter().map(String::from).collect();
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            kubectl(url, kubeconfig, home, stdin, &args).await
+        }
+    };
+    let (code, out, err) = run(None, vec!["sh", "-c", "exit 3"]).await?;
+    assert_eq!(code, Some(3), "stdout: {out}\nstderr: {err}");
+    let (code, out, err) = run(Some(b"hi\n"), vec!["cat"]).await?;
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "stderr: {err}");
+    let (code, out, err) = run(None, vec!["sh", "-c", "echo out; echo err >&2"]).await?;
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(0), "out\n", "err\n"),
+        "stdout and stderr apart"
+    );
+
+    // a client that goes away ends its command in the pod
+    let mut left = kubectl_command(
+        url,
+        kubeconfig,
+        home,
+        &[
+            "exec",
+            pod,
+            "--",
+            "sh",
+            "-c",
+            "echo $$ > /tmp/left.pid; exec sleep 1000",
+        ],
+    )
+    .stdin(Stdio::null())
+    .spawn()?;
+    let alive = || async {
+        let (code, _, err) = run(
+            None,
+            vec![
+                "sh",
+                "-c",
+                "test -s /tmp/left.pid && kill -0 $(cat /tmp/left.pid)",
+            ],
+        )
+        .await?;
+        anyhow::Ok((code, err))
+    };
+    eventually("the command to start", Duration::from_secs(30), || async {
+        let (code, err) = alive().await?;
+        anyhow::ensure!(code == Some(0), "not running yet: {err}");
+        Ok(true)
+    })
+    .await?;
+    left.start_kill()?;
+    let _ = left.wait().await;
+    eventually(
+        "the command to end with its client",
+        Duration::from_secs(30),
+        || async {
+            let (code, _) = alive().await?;
+            anyhow::ensure!(code != Some(0), "still running");
+            Ok(true)
+        },
+    )
+    .await?;
+
+    // kubectl cp is tar over exec's stdin and stdout
+    let local = home.join("copied.txt");
+    std::fs::write(&local, "copied by kubectl cp\n")?;
+    let dest = format!("{pod}:/tmp/copied.txt");
+    let local_arg = local.to_string_lossy().into_owned();
+    let (code, _, err) = kubectl(url, kubeconfig, home, None, &["cp", &local_arg, &dest]).await?;
+    assert_eq!(code, Some(0), "kubectl cp: {err}");
+    let (_, out, err) = run(None, vec!["cat", "/tmp/copied.txt"]).await?;
+    assert_eq!(out, "copied by kubectl cp\n", "{err}");
+
+    // a web server in the pod, on its loopback only: port-forward reaches
+    // 127.0.0.1 inside the pod, as Kubernetes' does
+    let (code, _, err) = run(
+        None,
+        vec![
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && echo hello from the pod > /tmp/www/index.html && httpd -p 127.0.0.1:8080 -h /tmp/www",
+        ],
+    )
+    .await?;
+    assert_eq!(code, Some(0), "starting httpd: {err}");
+    let target = format!("pod/{pod}");
+    let kubectl = kubectl_command(url, kubeconfig, home, &["port-forward", &target, ":8080"]);
+    get_through_port_forward("kubectl", kubectl).await?;
+    // rkubectl's, over gRPC
+    let mut rkubectl = tokio::process::Command::new(rkube_e2e::rkubectl_binary()?);
+    rkubectl
+        .arg("--config")
+        .arg(kubeconfig)
+        .arg("--server")
+        .arg(url)
+        .args(["port-forward", &target, ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    get_through_port_forward("rkubectl", rkubectl).await
+}
+
+/// Starts `cmd` (a port-forward to the pod's 8080), reads where it listens
+/// ("Forwarding from 127.0.0.1:LOCAL -> 8080") and fetches the page twice
+/// through it.
+async fn get_through_port_forward(what: &str, mut cmd: tokio::process::Command) -> anyhow::Result<()> {
+    let mut child = cmd.stdin(Stdio::null()).spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let local: u16 = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("{what} port-forward did not say where it listens"))??
+            .ok_or_else(|| anyhow::anyhow!("{what} port-forward exited"))?;
+        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+            break rest.split(' ').next().unwrap_or("").parse()?;
+        }
+    };
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local)).await?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await?;
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut answer))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer through {what} port-forward"))??;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{what}: {answer}");
+        assert!(answer.ends_with("hello from the pod\n"), "{what}: {answer}");
+    }
+    child.start_kill()?;
+    let _ = child.wait().await;
     Ok(())
 }

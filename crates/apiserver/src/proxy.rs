@@ -1,4 +1,4 @@
-//! pods/log, pods/exec and the metrics API: the apiserver finds the node a
+//! pods/log, pods/exec, pods/portforward and the metrics API: the apiserver finds the node a
 //! pod runs on and forwards the call to that node's kubelet, so clients
 //! never need to reach nodes themselves (or know where they are).
 //!
@@ -250,16 +250,39 @@ pub async fn logs(state: &State, req: kv1::LogsRequest) -> Result<LogStream, ton
 
 pub type ExecStream = Pin<Box<dyn Stream<Item = Result<kv1::ExecOutput, tonic::Status>> + Send>>;
 
-pub async fn exec(
+/// The first message of a client stream, which names the pod.
+async fn first_message<T, S>(input: &mut S, what: &str) -> Result<T, tonic::Status>
+where
+    S: Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    input
+        .next()
+        .await
+        .transpose()?
+        .ok_or_else(|| ApiError::bad_request(format!("{what} needs a first message naming the pod")).into())
+}
+
+/// The client's messages after the first, until it closes or fails.
+fn rest_of<T: Send + 'static>(
+    first: T,
+    input: impl Stream<Item = Result<T, tonic::Status>> + Send + 'static,
+) -> impl Stream<Item = T> + Send + 'static {
+    let rest = input
+        .take_while(|m| futures::future::ready(m.is_ok()))
+        .filter_map(|m| async { m.ok() });
+    futures::stream::once(async move { first }).chain(rest)
+}
+
+pub async fn exec<S>(
     state: &State,
-    mut input: tonic::Streaming<kv1::ExecInput>,
+    mut input: S,
     // authorization of the pods/exec request, once the pod is known
     admit: impl FnOnce(&kv1::ExecStart) -> Result<(), tonic::Status>,
-) -> Result<ExecStream, tonic::Status> {
-    let first = input
-        .message()
-        .await?
-        .ok_or_else(|| ApiError::bad_request("exec needs a first message naming the pod and the command"))?;
+) -> Result<ExecStream, tonic::Status>
+where
+    S: Stream<Item = Result<kv1::ExecInput, tonic::Status>> + Send + Unpin + 'static,
+{
+    let first = first_message(&mut input, "exec").await?;
     let Some(kv1::exec_input::Input::Start(start)) = &first.input else {
         return Err(ApiError::bad_request(
             "the first exec message must be `start` (pod, container, command)",
@@ -275,13 +298,8 @@ pub async fn exec(
     let (node, addr) = kubelet_for_pod(state, &start.namespace, &start.pod)?;
     let kubelets = &state.kubelets;
     let (mut client, url) = kubelets.client(&node, &addr)?;
-    // the first message, then whatever the client sends, until it closes
-    let rest = input
-        .take_while(|m| futures::future::ready(m.is_ok()))
-        .filter_map(|m| async { m.ok() });
-    let outbound = futures::stream::once(async move { first }).chain(rest);
     let stream = client
-        .exec(outbound)
+        .exec(rest_of(first, input))
         .await
         .map_err(|s| relay(kubelets.tls(), &node, &url, s))?
         .into_inner();
@@ -289,6 +307,57 @@ pub async fn exec(
     Ok(Box::pin(
         stream.map(move |r| r.map_err(|s| relay(tls, &node, &url, s))),
     ))
+}
+
+pub type PortForwardStream =
+    Pin<Box<dyn Stream<Item = Result<kv1::PortForwardOutput, tonic::Status>> + Send>>;
+
+/// One connection to a port of a pod, through its kubelet (see
+/// `rkube.kubelet.v1.Kubelet.PortForward`).
+pub async fn port_forward<S>(
+    state: &State,
+    mut input: S,
+    // authorization of the pods/portforward request, once the pod is known
+    admit: impl FnOnce(&kv1::PortForwardStart) -> Result<(), tonic::Status>,
+) -> Result<PortForwardStream, tonic::Status>
+where
+    S: Stream<Item = Result<kv1::PortForwardInput, tonic::Status>> + Send + Unpin + 'static,
+{
+    let first = first_message(&mut input, "port-forward").await?;
+    let Some(kv1::port_forward_input::Input::Start(start)) = &first.input else {
+        return Err(
+            ApiError::bad_request("the first port-forward message must be `start` (pod, port)").into(),
+        );
+    };
+    admit(start)?;
+    if !(1..=65535).contains(&start.port) {
+        return Err(ApiError::bad_request(format!(
+            "port-forward to pod {:?}: port {} is not a TCP port (1-65535)",
+            start.pod, start.port
+        ))
+        .into());
+    }
+    let (node, addr) = kubelet_for_pod(state, &start.namespace, &start.pod)?;
+    let kubelets = &state.kubelets;
+    let (mut client, url) = kubelets.client(&node, &addr)?;
+    let stream = client
+        .port_forward(rest_of(first, input))
+        .await
+        .map_err(|s| relay(kubelets.tls(), &node, &url, s))?
+        .into_inner();
+    let tls = kubelets.tls();
+    Ok(Box::pin(
+        stream.map(move |r| r.map_err(|s| relay(tls, &node, &url, s))),
+    ))
+}
+
+/// Whether a pod exists and is bound to a node whose kubelet can be
+/// called: checked before a REST stream is upgraded, so these failures
+/// are plain HTTP answers rather than messages inside the stream.
+pub fn check_pod_reachable(state: &State, namespace: &str, pod: &str) -> Result<(), tonic::Status> {
+    kubelet_for_pod(state, namespace, pod)
+        .map(|_| ())
+        .map_err(Into::into)
 }
 
 /// Gathers usage from every node's kubelet at once; a node that does not

@@ -8,6 +8,7 @@ use crate::handlers;
 use crate::State;
 use futures::future::BoxFuture;
 use prost_types::Any;
+use rkube_api::kubelet::v1 as kv1;
 use rkube_api::rpc::{self, api_server_server::ApiServer};
 use rkube_api::{visit_kind, KindVisitor, Resource, ResourceInfo, KINDS};
 use std::pin::Pin;
@@ -117,6 +118,57 @@ impl ApiService {
             }
         }
         result
+    }
+
+    /// pods/exec, for both faces: authorized as `create` on `pods/exec`
+    /// (as Kubernetes does, whatever the HTTP verb) once the first message
+    /// names the pod, then proxied to the pod's kubelet.
+    pub(crate) async fn exec_stream<S>(&self, req: Request<S>) -> Result<crate::proxy::ExecStream, Status>
+    where
+        S: futures::Stream<Item = Result<kv1::ExecInput, Status>> + Send + Unpin + 'static,
+    {
+        let user = self.authenticate(&req);
+        let admit = |start: &kv1::ExecStart| -> Result<(), Status> {
+            let a =
+                Attributes::new("create", "", "pods", &start.namespace, &start.pod).with_subresource("exec");
+            self.admit(user, &a).map(|_| ())
+        };
+        crate::proxy::exec(&self.state, req.into_inner(), admit).await
+    }
+
+    /// pods/portforward, for both faces: one connection to a pod's port,
+    /// authorized as `create` on `pods/portforward`.
+    pub(crate) async fn port_forward_stream<S>(
+        &self,
+        req: Request<S>,
+    ) -> Result<crate::proxy::PortForwardStream, Status>
+    where
+        S: futures::Stream<Item = Result<kv1::PortForwardInput, Status>> + Send + Unpin + 'static,
+    {
+        let user = self.authenticate(&req);
+        let admit = |start: &kv1::PortForwardStart| -> Result<(), Status> {
+            let a = Attributes::new("create", "", "pods", &start.namespace, &start.pod)
+                .with_subresource("portforward");
+            self.admit(user, &a).map(|_| ())
+        };
+        crate::proxy::port_forward(&self.state, req.into_inner(), admit).await
+    }
+
+    /// Whether the caller of `req` may open a `pods/SUBRESOURCE` stream
+    /// (`create`, as Kubernetes authorizes exec, attach and portforward)
+    /// and the pod runs on a node: the REST face asks before it upgrades
+    /// the connection, so a refusal is an ordinary HTTP answer.
+    pub(crate) fn check_pod_stream<T>(
+        &self,
+        req: &Request<T>,
+        namespace: &str,
+        pod: &str,
+        subresource: &str,
+    ) -> Result<(), Status> {
+        let user = self.authenticate(req);
+        let a = Attributes::new("create", "", "pods", namespace, pod).with_subresource(subresource);
+        self.admit(user, &a)?;
+        crate::proxy::check_pod_reachable(&self.state, namespace, pod)
     }
 
     /// NodeRestriction admission of a node's write, after `admit`
@@ -331,18 +383,18 @@ impl ApiServer for ApiService {
 
     async fn exec(
         &self,
-        req: Request<tonic::Streaming<rkube_api::kubelet::v1::ExecInput>>,
+        req: Request<tonic::Streaming<kv1::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        let user = self.authenticate(&req);
-        // The pod is named in the first message: authorize once it is read.
-        let admit = |start: &rkube_api::kubelet::v1::ExecStart| -> Result<(), Status> {
-            let a =
-                Attributes::new("create", "", "pods", &start.namespace, &start.pod).with_subresource("exec");
-            self.admit(user, &a).map(|_| ())
-        };
-        Ok(Response::new(
-            crate::proxy::exec(&self.state, req.into_inner(), admit).await?,
-        ))
+        Ok(Response::new(self.exec_stream(req).await?))
+    }
+
+    type PortForwardStream = crate::proxy::PortForwardStream;
+
+    async fn port_forward(
+        &self,
+        req: Request<tonic::Streaming<kv1::PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        Ok(Response::new(self.port_forward_stream(req).await?))
     }
 
     async fn metrics(

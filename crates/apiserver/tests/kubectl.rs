@@ -501,3 +501,75 @@ async fn kubectl_creates_service_account_tokens_that_authenticate() {
     );
     c.stop().await;
 }
+
+/// kubectl exec and port-forward are authorized as Kubernetes does it,
+/// `create` on `pods/exec` and `pods/portforward` (kubectl sends a GET for
+/// the WebSocket), and refused before the connection is upgraded, so
+/// kubectl prints the server's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_and_port_forward_need_create_on_their_subresources() {
+    let c = start_cluster().await;
+    let pki = c.api.pki();
+    // carol, by her token, may read pods only
+    let carol = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: rkube\n  cluster: {{server: {}, certificate-authority: {}}}\n\
+         users:\n- name: carol\n  user: {{token: carol-token}}\ncontexts:\n- name: carol\n  context: {{cluster: rkube, user: carol}}\n\
+         current-context: carol\n",
+        c.url,
+        pki.join("ca.crt").display()
+    );
+    std::fs::write(c.path("carol.kubeconfig"), carol).unwrap();
+    let grants = |resources: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: carol, namespace: default}}\n\
+             rules:\n- apiGroups: [\"\"]\n  resources: [{resources}]\n  verbs: [get, list, create]\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: carol, namespace: default}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: carol}}\n\
+             subjects:\n- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: carol}}\n"
+        )
+    };
+    std::fs::write(c.path("carol-role.yaml"), grants("pods")).unwrap();
+    let role = c.path("carol-role.yaml");
+    c.kubectl(&["apply", "-f", role.to_str().unwrap()]).await;
+    std::fs::write(
+        c.path("pod.yaml"),
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers:\n  - {{name: c, image: {IMAGE}}}\n"),
+    )
+    .unwrap();
+    c.kubectl(&["apply", "-f", c.path("pod.yaml").to_str().unwrap()])
+        .await;
+    // kubectl forwards only to a Running pod: say it runs (no node here)
+    c.kubectl(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ])
+    .await;
+
+    let (ok, out, err) = c.run_as("carol.kubeconfig", &["exec", "web", "--", "true"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(r#"User "carol" cannot create resource "pods/exec""#),
+        "{err}"
+    );
+    let (ok, out, err) = c
+        .run_as("carol.kubeconfig", &["port-forward", "pod/web", ":8080"])
+        .await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(r#"User "carol" cannot create resource "pods/portforward""#),
+        "{err}"
+    );
+
+    // with the right, the request gets through to the pod, which runs nowhere
+    std::fs::write(&role, grants("pods, pods/exec")).unwrap();
+    c.kubectl(&["apply", "-f", role.to_str().unwrap()]).await;
+    let (ok, out, err) = c.run_as("carol.kubeconfig", &["exec", "web", "--", "true"]).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("is not scheduled to a node yet"), "{err}");
+    c.stop().await;
+}

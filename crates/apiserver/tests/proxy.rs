@@ -1,7 +1,8 @@
-//! pods/log, pods/exec and metrics are forwarded to the kubelet of the
-//! pod's node, found through the Node's published address and port. The
-//! kubelet here is a small in-test peer; the real one is tested in
-//! crates/kubelet.
+//! pods/log, pods/exec, pods/portforward and metrics are forwarded to the
+//! kubelet of the pod's node, found through the Node's published address
+//! and port, over gRPC and, for the real kubectl, over REST. The kubelet
+//! here is a small in-test peer; the real one is tested in crates/kubelet
+//! and the end-to-end tests.
 
 mod common;
 
@@ -73,6 +74,40 @@ impl kubelet_server::Kubelet for FakeKubelet {
         Ok(Response::new(Box::pin(futures::stream::iter(
             out.into_iter().map(|o| Ok(kv1::ExecOutput { output: Some(o) })),
         ))))
+    }
+
+    type PortForwardStream = Out<kv1::PortForwardOutput>;
+    /// A port that answers every byte upper-cased, and closes when the
+    /// caller has no more; port 1 refuses, as a port nothing listens on.
+    async fn port_forward(
+        &self,
+        req: Request<Streaming<kv1::PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        use kv1::port_forward_input::Input as Pf;
+        let mut input = req.into_inner();
+        let Some(kv1::PortForwardInput {
+            input: Some(Pf::Start(start)),
+        }) = input.message().await?
+        else {
+            return Err(Status::invalid_argument("no start"));
+        };
+        if start.port == 1 {
+            return Err(Status::failed_precondition("connection refused"));
+        }
+        let out = futures::stream::unfold(input, |mut input| async move {
+            match input.message().await {
+                Ok(Some(kv1::PortForwardInput {
+                    input: Some(Pf::Data(d)),
+                })) => Some((
+                    Ok(kv1::PortForwardOutput {
+                        data: d.to_ascii_uppercase(),
+                    }),
+                    input,
+                )),
+                _ => None,
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn metrics(
@@ -304,4 +339,147 @@ async fn rest_pods_log_streams_the_kubelets_text() {
     assert_eq!(resp.status(), 404);
     let status: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(status["reason"], "NotFound");
+}
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// The real kubectl against `url`, its caches in `dir`.
+fn kubectl(url: &str, dir: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(KUBECTL);
+    cmd.arg("--server")
+        .arg(url)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn finished(child: tokio::process::Child) -> std::process::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl finishes within 60s")
+        .unwrap()
+}
+
+/// kubectl 1.32's own exec (WebSocket, v5.channel.k8s.io) through the REST
+/// face to the pod's kubelet: output on the right streams, stdin through,
+/// the command's exit code as kubectl's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_runs_through_the_pods_kubelet() {
+    let mut h = Harness::start().await;
+    let port = fake_kubelet("n1").await;
+    register(&mut h, &node("n1", port as i32)).await;
+    bound_pod(&mut h, "p", "n1").await;
+    let url = h.api.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut cmd = kubectl(&url, dir.path(), &["exec", "p", "-c", "c", "--", "echo", "hi"]);
+    let out = finished(cmd.stdin(std::process::Stdio::null()).spawn().unwrap()).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout, "n1: echo hi\n", "stderr: {stderr}");
+    assert!(
+        stderr.starts_with("warning\n"),
+        "stderr apart from stdout: {stderr}"
+    );
+
+    // stdin: what kubectl reads is sent, and its end too (v5 closes it)
+    let mut cmd = kubectl(&url, dir.path(), &["exec", "-i", "p", "-c", "c", "--", "cat"]);
+    let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"typed\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = finished(child).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "n1: cat\ntyped\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3));
+
+    // a pod that is not there: kubectl says so, as for Kubernetes
+    let out = finished(
+        kubectl(&url, dir.path(), &["exec", "nope", "--", "true"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not found"), "{stderr}");
+}
+
+/// `kubectl port-forward` (SPDY tunnelled in WebSocket) through the REST
+/// face: each local connection becomes a PortForward call to the pod's
+/// kubelet, bytes flow both ways, and a refused port is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_port_forward_reaches_the_pods_kubelet() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut h = Harness::start().await;
+    let port = fake_kubelet("n1").await;
+    register(&mut h, &node("n1", port as i32)).await;
+    bound_pod(&mut h, "p", "n1").await;
+    // kubectl forwards only to a Running pod
+    let mut p: rkube_api::core::v1::Pod = get(&mut h.client, "default", "p").await.unwrap();
+    p.status.get_or_insert_with(Default::default).phase = "Running".into();
+    update_status(&mut h.client, &p).await.unwrap();
+    let url = h.api.url().to_string();
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut child = kubectl(&url, dir.path(), &["port-forward", "pod/p", ":8080", ":1"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // "Forwarding from 127.0.0.1:LOCAL -> 8080", one line per port
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut local = std::collections::HashMap::new();
+    while local.len() < 2 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("kubectl says where it listens")
+            .unwrap()
+            .expect("kubectl is still running");
+        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+            let (l, r) = rest.split_once(" -> ").unwrap();
+            local.insert(r.to_string(), l.parse::<u16>().unwrap());
+        }
+    }
+    for round in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local["8080"]))
+            .await
+            .unwrap();
+        conn.write_all(format!("hello {round}").as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 7];
+        tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_exact(&mut buf))
+            .await
+            .expect("the answer comes back")
+            .unwrap();
+        assert_eq!(buf, format!("HELLO {round}").as_bytes());
+    }
+    // a port that refuses: the connection ends and kubectl says why
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local["1"]))
+        .await
+        .unwrap();
+    let _ = conn.write_all(b"x").await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_end(&mut rest))
+        .await
+        .expect("the refused connection is closed");
+    assert!(rest.is_empty(), "{rest:?}");
+    let _ = child.start_kill();
+    let out = finished(child).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("connection refused"), "{stderr}");
 }

@@ -683,6 +683,26 @@ impl Client {
             .boxed())
     }
 
+    /// One TCP connection to a port of a pod (pods/portforward), through the
+    /// apiserver and the pod's kubelet. `input` must start with a
+    /// `PortForwardInput::Start`; the bytes for the pod follow, then `eof`.
+    /// The output is the pod's bytes and ends when the pod closes.
+    pub async fn port_forward(
+        &self,
+        input: impl futures::Stream<Item = rkube_api::kubelet::v1::PortForwardInput> + Send + 'static,
+    ) -> Result<BoxStream<'static, Result<Vec<u8>>>> {
+        let mut grpc = self.grpc();
+        let stream = grpc
+            .port_forward(tonic::Request::new(input))
+            .await
+            .map_err(|s| Error::from_status(s, &self.server))?
+            .into_inner();
+        let server = self.server.clone();
+        Ok(stream
+            .map(move |item| item.map(|o| o.data).map_err(|s| Error::from_status(s, &server)))
+            .boxed())
+    }
+
     /// CPU and memory usage of pods (and nodes), gathered by the apiserver
     /// from the kubelets (`rkubectl top`, the autoscaler).
     pub async fn metrics(&self, req: rpc::MetricsRequest) -> Result<rpc::MetricsResponse> {

@@ -80,6 +80,8 @@ pub enum Command {
     Logs(cmd::logs::LogsArgs),
     /// Run a command in a container.
     Exec(cmd::exec::ExecArgs),
+    /// Forward local ports to ports of a pod.
+    PortForward(cmd::port_forward::PortForwardArgs),
     /// Show CPU and memory usage of pods or nodes.
     Top(cmd::top::TopArgs),
     /// Manage a Deployment's rollout: status, history, undo, restart,
@@ -168,6 +170,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Version(a) => cmd::version::run(&ctx, a, out).await,
         Command::Logs(a) => cmd::logs::run(&ctx, a, out).await,
         Command::Exec(a) => cmd::exec::run(&ctx, a, out).await,
+        Command::PortForward(a) => cmd::port_forward::run(&ctx, a, out).await,
         Command::Top(a) => cmd::top::run(&ctx, a, out).await,
         Command::Rollout(a) => cmd::rollout::run(&ctx, a, out).await,
         Command::Scale(a) => cmd::scale::run(&ctx, a, out).await,

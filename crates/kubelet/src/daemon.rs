@@ -157,6 +157,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
         pods: informer.store(),
         runtime: runtime.clone(),
         sampler: sampler.clone(),
+        network: agent.network_tx.subscribe(),
     };
 
     let mut tasks = JoinSet::new();

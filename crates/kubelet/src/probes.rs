@@ -436,7 +436,7 @@ pub fn resolve_port(container: &Container, port: Option<&IntOrString>) -> Result
 
 /// Runs blocking socket code on a thread inside the pod's network namespace (or the host's
 /// for hostNetwork pods).
-async fn in_pod_netns<T: Send + 'static>(
+pub(crate) async fn in_pod_netns<T: Send + 'static>(
     netns_path: Option<PathBuf>,
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
@@ -445,7 +445,7 @@ async fn in_pod_netns<T: Send + 'static>(
         None => f(),
     })
     .await
-    .map_err(|e| std::io::Error::other(format!("probe thread failed: {e}")))?
+    .map_err(|e| std::io::Error::other(format!("the thread in the pod network namespace failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -6,10 +6,13 @@
 //! `follow` and `previous` behave as in Kubernetes. Files written without the driver hold
 //! the raw streams: there `timestamps` and `since*` cannot apply and are ignored.
 //!
-//! Exec with `tty` is a streaming session on a terminal the shim makes (stdin forwarded
-//! as it arrives, resizes applied, output streamed back). Limits worth knowing: exec
-//! without `tty` collects stdin until `stdin_eof` before the command starts and sends the
-//! output when it finishes.
+//! Exec is a streaming session (stdin forwarded as it arrives, output streamed back, then
+//! the exit code), with `tty` on a terminal the shim makes (resizes applied). A runtime
+//! without streaming exec (the fake) collects stdin until `stdin_eof`, runs the command
+//! and sends its output when it finishes.
+//!
+//! Port-forward connects to 127.0.0.1:PORT inside the pod's network namespace (the host's
+//! for hostNetwork pods), as Kubernetes does, and moves bytes both ways.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -20,8 +23,9 @@ use std::time::{Duration, SystemTime};
 use futures::{Stream, StreamExt as _};
 use rkube_api::core::v1::Pod;
 use rkube_api::kubelet::v1::{
-    exec_input, exec_output, kubelet_server::Kubelet, ContainerUsage, ExecInput, ExecOutput, LogChunk,
-    LogsRequest, MetricsRequest, MetricsResponse, NodeUsage, PodUsage,
+    exec_input, exec_output, kubelet_server::Kubelet, port_forward_input, ContainerUsage, ExecInput,
+    ExecOutput, LogChunk, LogsRequest, MetricsRequest, MetricsResponse, NodeUsage, PodUsage,
+    PortForwardInput, PortForwardOutput,
 };
 use rkube_api::selector::Selector;
 use rkube_api::Resource as _;
@@ -31,6 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::volumes::PodDirs;
 use rkube_node_runtime::logs::{records, render, Format, LogOptions};
+use rkube_node_runtime::network::{netns, PodNetwork};
 use rkube_node_runtime::runtime::{
     labels, ContainerId, ContainerRuntime, ContainerState, ExecChunk, ExecRequest, ExecSession,
     ExecSessionInput,
@@ -44,6 +49,9 @@ pub struct KubeletService {
     pub pods: Store<Pod>,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub sampler: Arc<Sampler>,
+    /// The node's pod network once it is set up: where each pod's network
+    /// namespace is, for port-forward.
+    pub network: tokio::sync::watch::Receiver<Option<Arc<dyn PodNetwork>>>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -132,30 +140,31 @@ fn log_attempts(dir: &std::path::Path) -> Vec<u32> {
 }
 
 impl KubeletService {
-    /// `exec -t`: a streaming session on a terminal. Input is forwarded as it arrives,
-    /// terminal output streams back, then the exit code. A client that goes away kills the
-    /// process.
-    async fn exec_tty(
-        &self,
-        id: &ContainerId,
-        command: &[String],
+    /// A streaming session (on a terminal with `tty`): input is forwarded as it arrives,
+    /// output streams back, then the exit code. Without `stdin` the process sees the end
+    /// of its input at once. A client that goes away kills the process.
+    fn stream_session(
+        session: ExecSession,
+        stdin: bool,
         mut input: Streaming<ExecInput>,
-    ) -> Result<Response<BoxStream<ExecOutput>>, Status> {
-        let session = self
-            .runtime
-            .exec_interactive(id, command, true)
-            .await
-            .map_err(|e| Status::failed_precondition(crate::error_report(&e)))?;
+    ) -> Response<BoxStream<ExecOutput>> {
         let ExecSession {
             input: to_process,
             mut output,
             exit,
         } = session;
         tokio::spawn(async move {
+            if !stdin {
+                let _ = to_process.send(ExecSessionInput::StdinEof).await;
+                return;
+            }
             while let Some(Ok(message)) = input.next().await {
                 let forwarded = match message.input {
                     Some(exec_input::Input::Stdin(data)) => ExecSessionInput::Stdin(data),
-                    Some(exec_input::Input::StdinEof(_)) => ExecSessionInput::StdinEof,
+                    Some(exec_input::Input::StdinEof(_)) => {
+                        let _ = to_process.send(ExecSessionInput::StdinEof).await;
+                        return;
+                    }
                     Some(exec_input::Input::Resize(size)) => ExecSessionInput::Resize {
                         width: size.width,
                         height: size.height,
@@ -170,7 +179,14 @@ impl KubeletService {
         });
         let (tx, rx) = mpsc::channel::<Result<ExecOutput, Status>>(64);
         tokio::spawn(async move {
-            while let Some(chunk) = output.recv().await {
+            loop {
+                let chunk = tokio::select! {
+                    chunk = output.recv() => chunk,
+                    // the client went away while the process is quiet:
+                    // dropping `output` kills it
+                    _ = tx.closed() => return,
+                };
+                let Some(chunk) = chunk else { break };
                 let data = match chunk {
                     ExecChunk::Stdout(d) => exec_output::Output::Stdout(d),
                     ExecChunk::Stderr(d) => exec_output::Output::Stderr(d),
@@ -189,9 +205,7 @@ impl KubeletService {
             };
             let _ = tx.send(last).await;
         });
-        Ok(Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx).boxed(),
-        ))
+        Response::new(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 }
 
@@ -378,8 +392,17 @@ impl Kubelet for KubeletService {
                 )))
             }
         };
-        if start.tty {
-            return self.exec_tty(&id, &start.command, input).await;
+        // a streaming session; runtimes without one (the fake) run it once, below
+        match self
+            .runtime
+            .exec_interactive(&id, &start.command, start.tty)
+            .await
+        {
+            Ok(session) => return Ok(Self::stream_session(session, start.stdin, input)),
+            Err(e) if start.tty => return Err(Status::failed_precondition(crate::error_report(&e))),
+            Err(e) => {
+                tracing::debug!(container = %id, "no streaming exec ({}); running it once", crate::error_report(&e));
+            }
         }
         let stdin = if start.stdin {
             let mut buf = Vec::new();
@@ -421,6 +444,97 @@ impl Kubelet for KubeletService {
             output: Some(exec_output::Output::ExitCode(out.exit_code)),
         }));
         Ok(Response::new(futures::stream::iter(messages).boxed()))
+    }
+
+    type PortForwardStream = BoxStream<PortForwardOutput>;
+
+    async fn port_forward(
+        &self,
+        request: Request<Streaming<PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        let mut input = request.into_inner();
+        let start = match input.next().await {
+            Some(Ok(PortForwardInput {
+                input: Some(port_forward_input::Input::Start(start)),
+            })) => start,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first port-forward message must be PortForwardStart",
+                ))
+            }
+        };
+        let (ns, name) = (&start.namespace, &start.pod);
+        let port = u16::try_from(start.port).ok().filter(|p| *p > 0).ok_or_else(|| {
+            Status::invalid_argument(format!("port {} is not a TCP port (1-65535)", start.port))
+        })?;
+        let pod = self.pod(ns, name).await?;
+        let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
+        let netns = if host_network {
+            None
+        } else {
+            let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
+            let network = self.network.borrow().clone().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "node {} has no pod network yet, so pod {ns}/{name} has none to forward into",
+                    self.node_name
+                ))
+            })?;
+            let path = network.netns_path(&uid);
+            if !netns::is_netns(&path) {
+                return Err(Status::failed_precondition(format!(
+                    "pod {ns}/{name} has no network namespace on node {} (is it running? see `kubectl get pod {name}`)",
+                    self.node_name
+                )));
+            }
+            Some(path)
+        };
+        // 127.0.0.1 inside the pod, as Kubernetes forwards: a server bound to
+        // the pod's loopback or to all addresses answers
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let socket = crate::probes::in_pod_netns(netns, move || {
+            let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })
+        .await
+        .and_then(tokio::net::TcpStream::from_std)
+        .map_err(|e| {
+            Status::failed_precondition(format!(
+                "cannot connect to port {port} of pod {ns}/{name} (127.0.0.1:{port} inside it): {e}"
+            ))
+        })?;
+        let _ = socket.set_nodelay(true);
+        let (read, mut write) = socket.into_split();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            while let Some(Ok(message)) = input.next().await {
+                let written = match message.input {
+                    Some(port_forward_input::Input::Data(d)) => write.write_all(&d).await,
+                    Some(port_forward_input::Input::Eof(_)) => break,
+                    _ => Ok(()),
+                };
+                if written.is_err() {
+                    return;
+                }
+            }
+            // the caller has no more to send: the pod reads end-of-file
+            let _ = write.shutdown().await;
+        });
+        let output = futures::stream::unfold(Some(read), |read| async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut read = read?;
+            let mut buf = vec![0u8; 32 * 1024];
+            match read.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(PortForwardOutput { data: buf }), Some(read)))
+                }
+                Err(e) => Some((Err(Status::aborted(format!("reading from the pod: {e}"))), None)),
+            }
+        });
+        Ok(Response::new(output.boxed()))
     }
 
     async fn metrics(&self, request: Request<MetricsRequest>) -> Result<Response<MetricsResponse>, Status> {

@@ -145,6 +145,15 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "name": "pods/log", "singularName": "",
                 "namespaced": true, "kind": "Pod", "verbs": ["get"],
             }));
+            for (name, kind) in [
+                ("pods/exec", "PodExecOptions"),
+                ("pods/portforward", "PodPortForwardOptions"),
+            ] {
+                list.push(json!({
+                    "name": name, "singularName": "",
+                    "namespaced": true, "kind": kind, "verbs": ["create", "get"],
+                }));
+            }
             // kubectl drain evicts only where discovery lists this subresource
             list.push(json!({
                 "name": "pods/eviction", "singularName": "",

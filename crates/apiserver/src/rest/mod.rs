@@ -6,14 +6,17 @@
 //! the store and watch are decided once, there. What is REST's own: URL
 //! routing, query parameters, `Status` errors ([`status`]), discovery and
 //! OpenAPI ([`discovery`]), the patch formats ([`patch`]), the `scale`
-//! subresource's `Scale` object, and watch events as JSON lines.
+//! subresource's `Scale` object, watch events as JSON lines, and the
+//! WebSocket (and SPDY) framing of exec and port-forward ([`streams`]).
 
 pub mod discovery;
 pub mod json;
 pub mod listener;
 mod objects;
 pub mod patch;
+pub mod spdy;
 pub mod status;
+mod streams;
 
 use crate::error::ApiError;
 use crate::service::ApiService;
@@ -233,24 +236,61 @@ struct Call {
     query: Query,
 }
 
-impl Call {
-    /// `msg` as a gRPC request from the same caller: the authorization
-    /// header and the connection's TLS client certificates come along.
+/// Who sent a request, as the authenticator reads it: the authorization
+/// header and the connection's TLS client certificates. Streams keep it to
+/// make gRPC calls as the same caller after the request itself is answered.
+#[derive(Clone)]
+struct Caller {
+    authorization: Option<http::HeaderValue>,
+    tls: Option<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>,
+    tcp: Option<tonic::transport::server::TcpConnectInfo>,
+}
+
+impl Caller {
+    /// `msg` as a gRPC request from this caller.
     fn grpc<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = http::Request::new(msg);
-        if let Some(auth) = self.parts.headers.get(http::header::AUTHORIZATION) {
+        if let Some(auth) = &self.authorization {
             req.headers_mut()
                 .insert(http::header::AUTHORIZATION, auth.clone());
         }
-        type Tcp = tonic::transport::server::TcpConnectInfo;
-        type Tls = tonic::transport::server::TlsConnectInfo<Tcp>;
-        if let Some(tls) = self.parts.extensions.get::<Tls>() {
+        if let Some(tls) = &self.tls {
             req.extensions_mut().insert(tls.clone());
         }
-        if let Some(tcp) = self.parts.extensions.get::<Tcp>() {
+        if let Some(tcp) = &self.tcp {
             req.extensions_mut().insert(tcp.clone());
         }
         tonic::Request::from_http(req)
+    }
+}
+
+impl Call {
+    fn caller(&self) -> Caller {
+        Caller {
+            authorization: self.parts.headers.get(http::header::AUTHORIZATION).cloned(),
+            tls: self.parts.extensions.get().cloned(),
+            tcp: self.parts.extensions.get().cloned(),
+        }
+    }
+
+    /// `msg` as a gRPC request from the same caller: the authorization
+    /// header and the connection's TLS client certificates come along.
+    fn grpc<T>(&self, msg: T) -> tonic::Request<T> {
+        self.caller().grpc(msg)
+    }
+
+    /// Every value of a repeated query parameter (`command=sh&command=-c`).
+    fn query_all(&self, name: &str) -> Vec<String> {
+        self.parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode_component(k, true) == name).then(|| decode_component(v, true))
+            })
+            .collect()
     }
 
     fn accept(&self) -> &str {
@@ -280,7 +320,9 @@ impl Rest {
 
     /// Serves one REST request.
     pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // exec and port-forward take the connection over (WebSocket, SPDY)
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let call = Call {
             query: Query::parse(parts.uri.query()),
             parts,
@@ -355,6 +397,9 @@ impl Rest {
                 objects::self_subject_access_review(&self.api, &call, &body).await
             }
             Route::SelfSubjectAccessReview => method_not_allowed(&method),
+            Route::Object(target) if streams::is_stream(&target) => {
+                streams::serve(&self.api, &call, &target, upgrade).await
+            }
             Route::Object(target) => objects::serve(&self.api, &call, target, body).await,
             Route::NotFound => not_found(),
         }
