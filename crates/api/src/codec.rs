@@ -292,7 +292,14 @@ fn decode_value(value: serde_yaml::Value) -> Result<DynObject, ManifestError> {
                 Ok(obj) => Ok(to_any(&obj)),
                 Err(e) => {
                     let path = e.path().to_string();
-                    Err((path, friendly(&e.inner().to_string())))
+                    let inner = e.inner().to_string();
+                    let message = match crate::unsupported::reason(&path) {
+                        Some(why) if inner.starts_with("unknown field") => {
+                            format!("unsupported field: {why}")
+                        }
+                        _ => friendly(&inner),
+                    };
+                    Err((path, message))
                 }
             }
         }
@@ -462,6 +469,18 @@ spec:
         assert_eq!(errs[0].field, "Deployment.spec.replicas");
         assert_eq!(errs[1].field, "Service.spec.ports[0].port");
         assert_eq!(errs[1].document, 2);
+    }
+
+    #[test]
+    fn kubernetes_fields_rkube_leaves_out_are_named_with_the_reason() {
+        let bad = NGINX.replace("image: nginx", "volumeDevices: [{name: d, devicePath: /dev/xvda}]\n        image: nginx");
+        let errs = decode_manifests(&bad, "web.yaml").unwrap_err();
+        assert_eq!(errs[0].field, "Deployment.spec.template.spec.containers[0].volumeDevices");
+        assert!(
+            errs[0].message.starts_with("unsupported field: raw block volumes are not supported"),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]

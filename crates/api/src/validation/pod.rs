@@ -14,6 +14,13 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
         errs.required(format!("{f}.containers"), "a pod needs at least one container");
         return;
     };
+    if let Some(os) = &spec.os {
+        match os.name.as_str() {
+            "linux" => {}
+            "windows" => errs.forbidden(format!("{f}.os.name"), "rkube nodes run Linux; Windows pods cannot run here"),
+            other => errs.not_supported(format!("{f}.os.name"), other, &["linux", "windows"]),
+        }
+    }
     if let Some(sc) = &spec.security_context {
         let sf = format!("{f}.securityContext");
         validate_seccomp(sc.seccomp_profile.as_ref(), &sf, errs);

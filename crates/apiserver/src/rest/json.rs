@@ -113,6 +113,16 @@ pub fn from_json(
         let unknown = message
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next());
+        // A Kubernetes field rkube deliberately leaves out is refused whatever
+        // fieldValidation says: dropping it would run something else than the user asked.
+        if let Some(why) = unknown.and_then(|name| rkube_api::unsupported::reason(&unknown_path(&path, name))) {
+            let name = unknown.unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "{}.{}: unsupported field: {why}",
+                info.kind,
+                unknown_path(&path, name)
+            )));
+        }
         match unknown {
             // each pass removes one field, so this ends
             Some(name) if validation != FieldValidation::Strict && remove_field(&mut v, &path, name) => {
