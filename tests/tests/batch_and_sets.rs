@@ -287,6 +287,11 @@ spec:
         image = cluster.image
     ))?;
     ready_names(&cluster, "app=db", &["db-0", "db-1", "db-2"]).await?;
+    let out = cluster.rkubectl(&["rollout", "status", "statefulset/db", "--timeout=60s"])?;
+    assert!(
+        out.contains("statefulset rolling update complete 3 pods"),
+        "{out}"
+    );
     // stable names are the pods' hostnames
     let host = cluster.rkubectl(&["exec", "db-1", "--", "hostname"])?;
     assert_eq!(host.trim(), "db-1");
@@ -387,6 +392,12 @@ spec:
         image = cluster.image
     ))?;
     agents_on(&cluster, &["node-0", "node-1"]).await?;
+    let out = cluster.rkubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?;
+    assert_eq!(
+        out.trim_end().lines().last(),
+        Some("daemon set \"agent\" successfully rolled out"),
+        "{out}"
+    );
     cluster.nodes[2].start_kubelet().await?;
     agents_on(&cluster, &["node-0", "node-1", "node-2"]).await?;
     // a NoExecute taint the pods do not tolerate sends them away

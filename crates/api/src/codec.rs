@@ -473,11 +473,19 @@ spec:
 
     #[test]
     fn kubernetes_fields_rkube_leaves_out_are_named_with_the_reason() {
-        let bad = NGINX.replace("image: nginx", "volumeDevices: [{name: d, devicePath: /dev/xvda}]\n        image: nginx");
+        let bad = NGINX.replace(
+            "image: nginx",
+            "volumeDevices: [{name: d, devicePath: /dev/xvda}]\n        image: nginx",
+        );
         let errs = decode_manifests(&bad, "web.yaml").unwrap_err();
-        assert_eq!(errs[0].field, "Deployment.spec.template.spec.containers[0].volumeDevices");
+        assert_eq!(
+            errs[0].field,
+            "Deployment.spec.template.spec.containers[0].volumeDevices"
+        );
         assert!(
-            errs[0].message.starts_with("unsupported field: raw block volumes are not supported"),
+            errs[0]
+                .message
+                .starts_with("unsupported field: raw block volumes are not supported"),
             "{}",
             errs[0].message
         );

@@ -107,8 +107,8 @@ pub mod fields;
 pub mod placement;
 pub mod resource;
 pub mod selector;
-pub mod unsupported;
 pub mod time;
+pub mod unsupported;
 pub mod validation;
 pub mod zero_values;
 

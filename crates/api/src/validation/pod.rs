@@ -17,7 +17,10 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
     if let Some(os) = &spec.os {
         match os.name.as_str() {
             "linux" => {}
-            "windows" => errs.forbidden(format!("{f}.os.name"), "rkube nodes run Linux; Windows pods cannot run here"),
+            "windows" => errs.forbidden(
+                format!("{f}.os.name"),
+                "rkube nodes run Linux; Windows pods cannot run here",
+            ),
             other => errs.not_supported(format!("{f}.os.name"), other, &["linux", "windows"]),
         }
     }

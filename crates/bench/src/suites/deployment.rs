@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const NODES: usize = 100;
+pub(super) const NODES: usize = 100;
 const REPLICAS: usize = 1_000;
 const NAMESPACE: &str = "default";
 const APP: &str = "bench";
@@ -80,8 +80,23 @@ fn runtime(name: &str, threads: usize) -> anyhow::Result<tokio::runtime::Runtime
 /// One fresh cluster (apiserver, scheduler, controller-manager, hollow nodes) and one way of
 /// creating the 1,000 pods.
 fn scenario(args: &Args, creator: Creator) -> anyhow::Result<Timings> {
+    with_cluster(args, "deployment", |url, client, setup| async move {
+        let mut t = measure(&url, &client, creator).await?;
+        t.setup = setup;
+        Ok(t)
+    })
+}
+
+/// Runs `body` against a fresh cluster: the apiserver (sled in a temp dir), scheduler and
+/// controller-manager each on its own runtime (threads named after them), [`NODES`] hollow
+/// nodes heartbeating, warmed up; `body` gets the URL, a client and how long setup took.
+pub(super) fn with_cluster<T, F, Fut>(args: &Args, name: &str, body: F) -> anyhow::Result<T>
+where
+    F: FnOnce(String, Client, Duration) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let dir = tempfile::Builder::new()
-        .prefix("rkube-bench-deployment-")
+        .prefix(&format!("rkube-bench-{name}-"))
         .tempdir_in(&args.tmp_dir)
         .with_context(|| format!("cannot create a directory in {}", args.tmp_dir.display()))?;
     let server_rt = runtime("apiserver", 2)?;
@@ -111,10 +126,7 @@ fn scenario(args: &Args, creator: Creator) -> anyhow::Result<Timings> {
         ));
         let result = async {
             warm_up(&client).await?;
-            let setup = started.elapsed();
-            let mut t = measure(&url, &client, creator).await?;
-            t.setup = setup;
-            anyhow::Ok(t)
+            body(url.clone(), client.clone(), started.elapsed()).await
         }
         .await;
         heartbeat.abort();
@@ -182,7 +194,7 @@ async fn warm_up(client: &Client) -> anyhow::Result<()> {
     }
 }
 
-fn template_json() -> serde_json::Value {
+pub(super) fn template_json() -> serde_json::Value {
     serde_json::json!({
         "metadata": {"labels": {"app": APP}},
         "spec": {

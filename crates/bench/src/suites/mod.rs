@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod cm_memory;
 pub mod deployment;
 pub mod footprint;
+pub mod job;
 pub mod pods;
 pub mod proxy;
 pub mod scheduler;
@@ -45,6 +46,11 @@ pub const SUITES: &[Suite] = &[
         name: "deployment",
         about: "a Deployment scaled from 0 to 1,000 replicas on 100 hollow nodes: time until the pods exist and are bound, against a client creating them",
         run: deployment::run,
+    },
+    Suite {
+        name: "job",
+        about: "a Job of 1,000 completions with parallelism 50 on 100 hollow nodes: completions/s and the controller-manager's CPU, against a client running the same pods",
+        run: job::run,
     },
     Suite {
         name: "controller-manager-memory",

@@ -1,5 +1,6 @@
 //! `rkubectl rollout status|history|undo|restart|pause|resume
-//! deployment/NAME`, with kubectl's wording. Rolling back copies an old
+//! deployment/NAME` (status also of daemonset/NAME and statefulset/NAME), with
+//! kubectl's wording. Rolling back copies an old
 //! ReplicaSet's template into the Deployment; the deployment controller
 //! then re-uses that ReplicaSet and gives it the next revision.
 
@@ -8,7 +9,7 @@ use crate::cmd::Context;
 use crate::error::CtlError;
 use crate::server::ctl_error;
 use futures::StreamExt;
-use rkube_api::apps::v1::{Deployment, ReplicaSet};
+use rkube_api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use rkube_api::core::v1::PodTemplateSpec;
 use rkube_api::Resource;
 use rkube_client::{Api, Client, ListParams, WatchEvent, WatchParams};
@@ -96,8 +97,40 @@ pub async fn run(ctx: &Context, args: &RolloutArgs, out: &mut dyn Write) -> Resu
             watch,
             timeout,
         } => {
-            let name = deployment_name(target, "rollout status")?;
-            let wait = status(&api, &name, *watch, out);
+            let targets = parse_targets(target)?;
+            let (kind, name) = match targets.as_slice() {
+                [t] if t.names.len() == 1 => (t.info.kind, t.names[0].clone()),
+                _ => return Err(CtlError::usage("rollout status needs exactly one KIND/NAME")),
+            };
+            let ns = &ctx.namespace;
+            let wait = async {
+                match kind {
+                    "Deployment" => status(&api, &name, *watch, out, status_line).await,
+                    "DaemonSet" => {
+                        status(
+                            &Api::namespaced(client.clone(), ns),
+                            &name,
+                            *watch,
+                            out,
+                            daemon_set_status_line,
+                        )
+                        .await
+                    }
+                    "StatefulSet" => {
+                        status(
+                            &Api::namespaced(client.clone(), ns),
+                            &name,
+                            *watch,
+                            out,
+                            stateful_set_status_line,
+                        )
+                        .await
+                    }
+                    _ => Err(CtlError::usage(format!(
+                        "rollout status is not supported for {kind}; use deployment, daemonset or statefulset"
+                    ))),
+                }
+            };
             if timeout.is_zero() {
                 wait.await
             } else {
@@ -297,7 +330,115 @@ pub fn status_line(d: &Deployment) -> Result<(String, bool), CtlError> {
     Ok((format!("deployment {name:?} successfully rolled out"), true))
 }
 
-async fn status(api: &Api<Deployment>, name: &str, watch: bool, out: &mut dyn Write) -> Result<(), CtlError> {
+/// kubectl's rollout status of a DaemonSet.
+pub fn daemon_set_status_line(ds: &DaemonSet) -> Result<(String, bool), CtlError> {
+    let name = ds.name();
+    let spec = ds.spec.clone().unwrap_or_default();
+    if spec
+        .update_strategy
+        .as_ref()
+        .is_some_and(|u| u.r#type == "OnDelete")
+    {
+        return Err(CtlError::usage(
+            "rollout status is only available for RollingUpdate strategy type",
+        ));
+    }
+    let s = ds.status.clone().unwrap_or_default();
+    if ds.metadata().generation > s.observed_generation {
+        return Ok((
+            "Waiting for daemon set spec update to be observed...".into(),
+            false,
+        ));
+    }
+    if s.updated_number_scheduled < s.desired_number_scheduled {
+        return Ok((
+            format!(
+                "Waiting for daemon set {name:?} rollout to finish: {} out of {} new pods have been updated...",
+                s.updated_number_scheduled, s.desired_number_scheduled
+            ),
+            false,
+        ));
+    }
+    if s.number_available < s.desired_number_scheduled {
+        return Ok((
+            format!(
+                "Waiting for daemon set {name:?} rollout to finish: {} of {} updated pods are available...",
+                s.number_available, s.desired_number_scheduled
+            ),
+            false,
+        ));
+    }
+    Ok((format!("daemon set {name:?} successfully rolled out"), true))
+}
+
+/// kubectl's rollout status of a StatefulSet.
+pub fn stateful_set_status_line(sts: &StatefulSet) -> Result<(String, bool), CtlError> {
+    let spec = sts.spec.clone().unwrap_or_default();
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    if strategy.r#type == "OnDelete" {
+        return Err(CtlError::usage(
+            "rollout status is only available for RollingUpdate strategy type",
+        ));
+    }
+    let s = sts.status.clone().unwrap_or_default();
+    if sts.metadata().generation > s.observed_generation {
+        return Ok((
+            "Waiting for statefulset spec update to be observed...".into(),
+            false,
+        ));
+    }
+    let replicas = spec.replicas.unwrap_or(1);
+    if s.ready_replicas < replicas {
+        return Ok((
+            format!("Waiting for {} pods to be ready...", replicas - s.ready_replicas),
+            false,
+        ));
+    }
+    let partition = strategy.rolling_update.and_then(|r| r.partition).unwrap_or(0);
+    if partition > 0 {
+        if s.updated_replicas < replicas - partition {
+            return Ok((
+                format!(
+                    "Waiting for partitioned roll out to finish: {} out of {} new pods have been updated...",
+                    s.updated_replicas,
+                    replicas - partition
+                ),
+                false,
+            ));
+        }
+        return Ok((
+            format!(
+                "partitioned roll out complete: {} new pods have been updated...",
+                s.updated_replicas
+            ),
+            true,
+        ));
+    }
+    if s.update_revision != s.current_revision {
+        return Ok((
+            format!(
+                "waiting for statefulset rolling update to complete {} pods at revision {}...",
+                s.updated_replicas, s.update_revision
+            ),
+            false,
+        ));
+    }
+    Ok((
+        format!(
+            "statefulset rolling update complete {} pods at revision {}...",
+            s.current_replicas, s.current_revision
+        ),
+        true,
+    ))
+}
+
+async fn status<K: Resource>(
+    api: &Api<K>,
+    name: &str,
+    watch: bool,
+    out: &mut dyn Write,
+    status_line: fn(&K) -> Result<(String, bool), CtlError>,
+) -> Result<(), CtlError> {
     let url = api.client().server().to_string();
     let err = |e: rkube_client::Error| ctl_error(e, &url);
     let mut last = String::new();
@@ -334,7 +475,10 @@ async fn status(api: &Api<Deployment>, name: &str, watch: bool, out: &mut dyn Wr
                     }
                 }
                 Some(Ok(WatchEvent::Deleted(_))) => {
-                    return Err(CtlError::usage(format!("deployment {name:?} was deleted")));
+                    return Err(CtlError::usage(format!(
+                        "{} {name:?} was deleted",
+                        K::info().singular
+                    )));
                 }
                 Some(Ok(WatchEvent::Bookmark(_))) => {}
                 Some(Err(_)) | None => break,
@@ -424,5 +568,48 @@ mod tests {
         };
         assert_eq!((target, to_revision), (vec!["deployment/web".to_string()], 2));
         assert!(deployment_name(&["pod/x".to_string()], "rollout undo").is_err());
+    }
+
+    #[test]
+    fn daemon_set_and_stateful_set_lines_match_kubectl() {
+        let ds: DaemonSet = serde_yaml::from_str(
+            "metadata: {name: agent, generation: 2}\nstatus: {observedGeneration: 2, desiredNumberScheduled: 3, updatedNumberScheduled: 1, numberAvailable: 1}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            daemon_set_status_line(&ds).unwrap(),
+            ("Waiting for daemon set \"agent\" rollout to finish: 1 out of 3 new pods have been updated...".into(), false)
+        );
+        let ds: DaemonSet = serde_yaml::from_str(
+            "metadata: {name: agent}\nstatus: {desiredNumberScheduled: 3, updatedNumberScheduled: 3, numberAvailable: 3}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            daemon_set_status_line(&ds).unwrap(),
+            ("daemon set \"agent\" successfully rolled out".into(), true)
+        );
+        let sts: StatefulSet =
+            serde_yaml::from_str("metadata: {name: db}\nspec: {replicas: 3}\nstatus: {readyReplicas: 1}\n")
+                .unwrap();
+        assert_eq!(
+            stateful_set_status_line(&sts).unwrap(),
+            ("Waiting for 2 pods to be ready...".into(), false)
+        );
+        let sts: StatefulSet = serde_yaml::from_str(
+            "metadata: {name: db}\nspec: {replicas: 3, updateStrategy: {type: RollingUpdate, rollingUpdate: {partition: 2}}}\nstatus: {readyReplicas: 3, updatedReplicas: 1}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            stateful_set_status_line(&sts).unwrap(),
+            (
+                "partitioned roll out complete: 1 new pods have been updated...".into(),
+                true
+            )
+        );
+        let sts: StatefulSet = serde_yaml::from_str(
+            "metadata: {name: db}\nspec: {replicas: 1, updateStrategy: {type: OnDelete}}\n",
+        )
+        .unwrap();
+        assert!(stateful_set_status_line(&sts).is_err());
     }
 }
