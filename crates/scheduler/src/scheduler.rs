@@ -27,7 +27,7 @@ use crate::pod_info::PodInfo;
 use crate::Config;
 use futures::StreamExt;
 use rand::SeedableRng;
-use rkube_api::core::v1::{Node, Pod, PodCondition};
+use rkube_api::core::v1::{Namespace, Node, Pod, PodCondition};
 use rkube_api::Resource;
 use rkube_client::runtime::WatcherConfig;
 use rkube_client::{object_reference, Api, Client, EventType, Informer, Recorder, WorkQueue};
@@ -62,6 +62,8 @@ pub struct Scheduler {
     client: Client,
     pods: Informer<Pod>,
     nodes: Informer<Node>,
+    /// Their labels, for podAffinity terms' namespaceSelector.
+    namespaces: Informer<Namespace>,
     cache: Arc<Mutex<Cache>>,
     queue: WorkQueue,
     /// Pods that fit nowhere on their last attempt.
@@ -86,6 +88,7 @@ impl Scheduler {
         Scheduler {
             pods: Informer::new(Api::<Pod>::all(client.clone()), WatcherConfig::default()),
             nodes: Informer::new(Api::<Node>::all(client.clone()), WatcherConfig::default()),
+            namespaces: Informer::new(Api::<Namespace>::all(client.clone()), WatcherConfig::default()),
             cache: Arc::default(),
             queue: WorkQueue::with_backoff(config.pod_initial_backoff, config.pod_max_backoff),
             unschedulable: Arc::default(),
@@ -162,22 +165,33 @@ impl Scheduler {
         }
     }
 
+    fn on_namespace(&self, old: Option<&Arc<Namespace>>, new: Option<&Arc<Namespace>>) {
+        let Some(any) = new.or(old) else { return };
+        let labels = new.map(|n| n.metadata().labels.clone());
+        lock(&self.cache).set_namespace(any.name(), labels);
+    }
+
     /// Runs until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let mut pod_changes = self.pods.subscribe();
         let mut node_changes = self.nodes.subscribe();
+        let mut namespace_changes = self.namespaces.subscribe();
         self.pods.start()?;
         self.nodes.start()?;
+        self.namespaces.start()?;
         let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            _ = async { tokio::join!(self.pods.wait_until_synced(), self.nodes.wait_until_synced()) } => {}
+            _ = async { tokio::join!(self.pods.wait_until_synced(), self.nodes.wait_until_synced(), self.namespaces.wait_until_synced()) } => {}
         }
         // The caches are complete: build the picture from them before the
         // first attempt; the change streams replaying the same objects
         // afterwards change nothing.
         for n in self.nodes.store().list() {
             self.on_node(None, Some(&n));
+        }
+        for ns in self.namespaces.store().list() {
+            self.on_namespace(None, Some(&ns));
         }
         for p in self.pods.store().list() {
             self.on_pod(None, Some(&p));
@@ -199,6 +213,12 @@ impl Scheduler {
         tasks.spawn(async move {
             while let Some(c) = node_changes.next().await {
                 me.on_node(c.old.as_ref(), c.new.as_ref());
+            }
+        });
+        let me = self.clone();
+        tasks.spawn(async move {
+            while let Some(c) = namespace_changes.next().await {
+                me.on_namespace(c.old.as_ref(), c.new.as_ref());
             }
         });
         if let Some(rx) = lock(&self.events_rx).take() {

@@ -360,6 +360,7 @@ async fn node_selector_and_node_affinity() -> Result<()> {
                 }),
                 ..Default::default()
             }),
+            ..Default::default()
         });
         p
     };
@@ -381,6 +382,7 @@ async fn node_selector_and_node_affinity() -> Result<()> {
             }],
             ..Default::default()
         }),
+        ..Default::default()
     });
     c.create(preferred).await?;
 
