@@ -125,6 +125,7 @@ pub async fn create<K: Resource>(state: Arc<State>, req: rpc::CreateRequest) -> 
     }
     obj.apply_defaults();
     admission::prepare_create(&mut obj);
+    crate::pod_priority::admit_create(&state, &mut obj)?;
     // validation sees a name even for generateName, then the real one is set
     if generate {
         obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());
@@ -643,6 +644,16 @@ pub async fn bind(state: Arc<State>, req: rpc::BindRequest) -> ApiResult<Any> {
                 &format!(
                     "pod {} is already assigned to node {:?}",
                     req.name, spec.node_name
+                ),
+            ));
+        }
+        if !spec.scheduling_gates.is_empty() {
+            return Err(ApiError::conflict(
+                info,
+                &req.name,
+                &format!(
+                    "pod {} has non-empty .spec.schedulingGates; remove them before binding",
+                    req.name
                 ),
             ));
         }
