@@ -17,6 +17,7 @@ pub mod config;
 pub mod framework;
 pub mod plugins;
 pub mod pod_info;
+pub mod preemption;
 pub mod resources;
 pub mod scheduler;
 #[cfg(test)]

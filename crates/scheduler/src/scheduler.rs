@@ -12,6 +12,13 @@
 //!   unschedulable set: it is retried with back-off, and at once when a
 //!   node is added or changes in a way the filters notice, or when a pod
 //!   that held node resources goes away.
+//! * Pods are taken in priority order (`spec.priority`). A pod that fits
+//!   nowhere may preempt: pods of lower priority are deleted from the node
+//!   where that makes room (see [`crate::preemption`]), with a `Preempted`
+//!   event, and the pod's `status.nominatedNodeName` says where it waits
+//!   for them to go.
+//! * Pods with `schedulingGates` are left alone until the gates are
+//!   removed.
 //! * Events are written by a separate task through a bounded channel, so
 //!   the loop never waits on them; if the apiserver cannot keep up, events
 //!   are dropped (as client-go's broadcaster does), never bindings.
@@ -24,14 +31,17 @@
 use crate::cache::Cache;
 use crate::framework::{FitError, Framework};
 use crate::pod_info::PodInfo;
+use crate::preemption;
 use crate::Config;
 use futures::StreamExt;
 use rand::SeedableRng;
 use rkube_api::core::v1::{Namespace, Node, Pod, PodCondition};
 use rkube_api::Resource;
 use rkube_client::runtime::WatcherConfig;
-use rkube_client::{object_reference, Api, Client, EventType, Informer, Recorder, WorkQueue};
-use std::collections::HashSet;
+use rkube_client::{
+    object_reference, Api, Client, DeleteParams, EventType, Informer, Preconditions, Recorder, WorkQueue,
+};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, Semaphore};
@@ -47,6 +57,8 @@ pub struct Stats {
     pub scheduled: AtomicU64,
     pub unschedulable: AtomicU64,
     pub bind_failures: AtomicU64,
+    /// Pods that evicted others to make room.
+    pub preemptions: AtomicU64,
     pub events_dropped: AtomicU64,
 }
 
@@ -68,6 +80,10 @@ pub struct Scheduler {
     queue: WorkQueue,
     /// Pods that fit nowhere on their last attempt.
     unschedulable: Arc<Mutex<HashSet<String>>>,
+    /// Pods that preempted, and the node they wait for (also written to
+    /// their status; kept here so a retry before that write lands does not
+    /// preempt again).
+    nominated: Arc<Mutex<HashMap<String, String>>>,
     framework: Framework,
     events: mpsc::Sender<EventMsg>,
     events_rx: Mutex<Option<mpsc::Receiver<EventMsg>>>,
@@ -92,6 +108,7 @@ impl Scheduler {
             cache: Arc::default(),
             queue: WorkQueue::with_backoff(config.pod_initial_backoff, config.pod_max_backoff),
             unschedulable: Arc::default(),
+            nominated: Arc::default(),
             framework: Framework {
                 percentage_of_nodes_to_score: config.percentage_of_nodes_to_score,
                 ..Framework::default()
@@ -114,7 +131,10 @@ impl Scheduler {
     /// A pod this scheduler should place now.
     fn wants(&self, pod: &Pod) -> bool {
         self.is_ours(pod)
-            && pod.spec.as_ref().is_some_and(|s| s.node_name.is_empty())
+            && pod
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.node_name.is_empty() && s.scheduling_gates.is_empty())
             && pod.metadata().deletion_timestamp.is_empty()
             && !matches!(
                 pod.status.as_ref().map(|s| s.phase.as_str()),
@@ -141,11 +161,12 @@ impl Scheduler {
                 let relevant =
                     old.is_none_or(|o| o.spec != p.spec || o.metadata().labels != p.metadata().labels);
                 if relevant {
-                    self.queue.add(key);
+                    self.queue.add_ranked(key, rank(p));
                 }
             }
             _ => {
                 lock(&self.unschedulable).remove(&key);
+                lock(&self.nominated).remove(&key);
             }
         }
         if freed {
@@ -305,9 +326,87 @@ impl Scheduler {
                 lock(&self.unschedulable).insert(key.to_string());
                 self.queue.add_rate_limited(key);
                 tracing::debug!(pod = key, "{fit}");
+                self.preempt(&pod, &info);
                 self.mark_unschedulable(pod, fit_message(&fit));
             }
         }
+    }
+
+    /// Evicts lower-priority pods to make room for `pod`, if that helps
+    /// anywhere; the pod is placed once they are gone (their deletion
+    /// retries the unschedulable pods).
+    fn preempt(&self, pod: &Arc<Pod>, info: &PodInfo) {
+        let nominated = lock(&self.nominated).get(&info.key).cloned().or_else(|| {
+            pod.status
+                .as_ref()
+                .map(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty())
+        });
+        let candidate = {
+            let mut cache = lock(&self.cache);
+            if nominated.is_some_and(|n| preemption::awaiting_victims(info, &cache, &n)) {
+                return;
+            }
+            preemption::find(&self.framework, info, &mut cache)
+        };
+        let Some(c) = candidate else { return };
+        lock(&self.nominated).insert(info.key.clone(), c.node.clone());
+        self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(pod = %info.key, node = %c.node, victims = c.victims.len(), "preempting");
+        let client = self.client.clone();
+        let events = self.events.clone();
+        let stats = self.stats.clone();
+        let victims_store = self.pods.store();
+        let (namespace, name, uid) = (info.namespace.clone(), info.name.clone(), info.uid.clone());
+        let preemptor = info.key.clone();
+        tokio::spawn(async move {
+            let api = Api::<Pod>::namespaced(client.clone(), &namespace);
+            let node = c.node.clone();
+            let r = api
+                .replace_status_with(&name, |mut p| {
+                    if p.metadata().uid == uid {
+                        p.status.get_or_insert_with(Default::default).nominated_node_name = node.clone();
+                    }
+                    p
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(pod = %preemptor, "cannot write nominatedNodeName: {e}");
+            }
+            for (key, victim_uid, _) in &c.victims {
+                let Some(victim) = victims_store.get(key) else {
+                    continue;
+                };
+                let (ns, victim_name) = (victim.namespace().to_string(), victim.name().to_string());
+                // Kubernetes names the preemptor by uid; its name is what
+                // a user can look up.
+                let message = format!("Preempted by pod {preemptor} on node {}", c.node);
+                let msg = EventMsg {
+                    pod: victim,
+                    event_type: EventType::Normal,
+                    reason: "Preempted",
+                    message,
+                };
+                if events.try_send(msg).is_err() {
+                    stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(victim_uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match Api::<Pod>::namespaced(client.clone(), &ns)
+                    .delete(&victim_name, &dp)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() || e.is_conflict() => {}
+                    Err(e) => tracing::warn!(pod = %key, "cannot preempt: {e}"),
+                }
+            }
+        });
     }
 
     async fn bind(&self, pod: Arc<Pod>, info: PodInfo, node: String) {
@@ -318,6 +417,7 @@ impl Scheduler {
         {
             Ok(()) => {
                 self.queue.forget(&info.key);
+                lock(&self.nominated).remove(&info.key);
                 self.stats.scheduled.fetch_add(1, Ordering::Relaxed);
                 let message = format!("Successfully assigned {} to {node}", info.key);
                 self.event(pod, EventType::Normal, "Scheduled", message);
@@ -384,6 +484,11 @@ impl Scheduler {
             }
         });
     }
+}
+
+/// A pod's place in the queue: its priority.
+fn rank(pod: &Pod) -> i64 {
+    i64::from(pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0))
 }
 
 /// The condition message: Kubernetes' FitError text.
