@@ -526,6 +526,7 @@ pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> 
         }
     };
     admission::check_delete(&state, info, &name)?;
+    crate::pod_priority::check_delete(info, &name)?;
     loop {
         let kv = read(&state, &key, info, &name)?;
         let obj: K = decode_stored(&kv)?;

@@ -6,7 +6,8 @@
 //!   the class marked `globalDefault` (whose name the pod then carries),
 //!   else priority 0. A name that resolves to nothing is refused.
 //! * The built-in classes `system-cluster-critical` and
-//!   `system-node-critical` exist from the first start.
+//!   `system-node-critical` exist from the first start and cannot be
+//!   deleted.
 //! * A pod created with `schedulingGates` starts `PodScheduled=False`,
 //!   reason `SchedulingGated`.
 
@@ -16,7 +17,7 @@ use crate::State;
 use anyhow::Context;
 use rkube_api::core::v1::{Pod, PodCondition};
 use rkube_api::scheduling::v1::PriorityClass;
-use rkube_api::Resource;
+use rkube_api::{Resource, ResourceInfo};
 use rkube_store::{Store, StoreError};
 use std::any::Any;
 
@@ -61,6 +62,17 @@ pub async fn bootstrap(store: &dyn Store) -> anyhow::Result<()> {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e).with_context(|| format!("creating priority class {name}")),
         }
+    }
+    Ok(())
+}
+
+/// The built-in classes cannot be deleted (Kubernetes' rule: system pods
+/// name them).
+pub fn check_delete(info: &ResourceInfo, name: &str) -> ApiResult<()> {
+    if info.kind == "PriorityClass" && SYSTEM_CLASSES.iter().any(|(n, _, _)| *n == name) {
+        return Err(ApiError::forbidden(format!(
+            "priorityclasses.scheduling.k8s.io {name:?} is forbidden: deletion of system priority class is not allowed"
+        )));
     }
     Ok(())
 }

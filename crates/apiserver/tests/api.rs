@@ -610,6 +610,10 @@ async fn pods_get_their_priority_from_their_priority_class() {
     let spec = critical.spec.unwrap();
     assert_eq!(spec.priority, Some(2_000_001_000));
     assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
+    let err = delete::<PriorityClass>(&mut h.client, "", "system-node-critical", "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
     // No class and no default: 0.
     let plain = create(&mut h.client, &pod("default", "plain")).await.unwrap();
     assert_eq!(plain.spec.unwrap().priority, Some(0));
