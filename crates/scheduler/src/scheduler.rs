@@ -305,7 +305,14 @@ impl Scheduler {
                 // A Bind for it is in flight.
                 return;
             }
+            // Room made by preemption is kept for the pod that preempted
+            // (and any other nominated pod at least as important): they
+            // count on their nominated nodes while others are placed.
+            let reserved = self.reserve_nominated(&info, &mut cache);
             let placed = self.framework.schedule(&info, &mut cache, rng);
+            for (k, uid) in &reserved {
+                cache.forget(k, uid);
+            }
             if let Ok(p) = &placed {
                 cache.assume(&info, &p.node);
             }
@@ -330,6 +337,29 @@ impl Scheduler {
                 self.mark_unschedulable(pod, fit_message(&fit));
             }
         }
+    }
+
+    /// Assumes the nominated pods as important as `pod` (other than it) on
+    /// their nominated nodes; returns them for `forget`.
+    fn reserve_nominated(&self, pod: &PodInfo, cache: &mut Cache) -> Vec<(String, String)> {
+        let nominated: Vec<(String, String)> = lock(&self.nominated)
+            .iter()
+            .filter(|(k, _)| **k != pod.key)
+            .map(|(k, n)| (k.clone(), n.clone()))
+            .collect();
+        let mut reserved = Vec::new();
+        for (k, node) in nominated {
+            let Some(p) = self.pods.store().get(&k) else {
+                continue;
+            };
+            let Ok(other) = PodInfo::new(&p) else { continue };
+            if other.priority < pod.priority || cache.pod(&k).is_some() {
+                continue;
+            }
+            cache.assume(&other, &node);
+            reserved.push((k, other.uid));
+        }
+        reserved
     }
 
     /// Evicts lower-priority pods to make room for `pod`, if that helps
