@@ -14,7 +14,7 @@
 
 use crate::cache::Cache;
 use crate::framework::Framework;
-use crate::plugins::Cycle;
+use crate::plugins::{inter_pod_affinity, node_ports, spread, Cycle};
 use crate::pod_info::PodInfo;
 
 /// A node and the pods to evict from it.
@@ -46,6 +46,36 @@ fn fits(framework: &Framework, pod: &PodInfo, cache: &Cache, node: &str) -> bool
         .all(|f| f.filter(pod, info, &cycle).is_ok())
 }
 
+/// Whether a filter's reason is one that evicting pods can cure (what
+/// Kubernetes calls Unschedulable, as opposed to
+/// UnschedulableAndUnresolvable: taints, node affinity, a missing
+/// topology label, pod affinity).
+fn resolvable(reason: &str) -> bool {
+    reason.starts_with("Insufficient ")
+        || [
+            "Too many pods",
+            node_ports::REASON,
+            spread::REASON,
+            inter_pod_affinity::REASON_ANTI_AFFINITY,
+            inter_pod_affinity::REASON_EXISTING_ANTI_AFFINITY,
+        ]
+        .contains(&reason)
+}
+
+/// Whether evicting pods could make `pod` fit on `node`: no filter says
+/// no for a reason that evictions cannot change.
+fn might_help(framework: &Framework, pod: &PodInfo, cache: &Cache, node: &str) -> bool {
+    let Some(info) = cache.node(node) else {
+        return false;
+    };
+    let cycle = Cycle::new(pod, cache);
+    framework
+        .filters
+        .iter()
+        .filter_map(|f| f.filter(pod, info, &cycle).err())
+        .all(|unfit| unfit.0.iter().all(|r| resolvable(r)))
+}
+
 /// The victims on `node` that make room for `pod`, or None if evicting
 /// every lower-priority pod there would not. Leaves the cache as it was.
 fn victims_on(framework: &Framework, pod: &PodInfo, cache: &mut Cache, node: &str) -> Option<Candidate> {
@@ -54,7 +84,7 @@ fn victims_on(framework: &Framework, pod: &PodInfo, cache: &mut Cache, node: &st
         .filter(|(k, p)| **k != pod.key && p.priority < pod.priority && !p.terminating)
         .map(|(k, p)| (k.clone(), p.priority))
         .collect();
-    if lower.is_empty() {
+    if lower.is_empty() || !might_help(framework, pod, cache, node) {
         return None;
     }
     // Most important first; the name keeps the choice stable.
@@ -174,7 +204,48 @@ mod tests {
         assert_eq!(find(&f, &huge, &mut cache), None);
         let high = PodInfo::new(&prio(pod("high", "1", "0"), 100)).unwrap();
         assert!(!awaiting_victims(&high, &cache, "n1"));
+        // Evicting does not cure a taint.
+        let mut tainted = node("n1", "1", "1Gi");
+        tainted.spec.as_mut().unwrap().taints = vec![crate::testing::taint("dedicated", "db", "NoSchedule")];
+        cache.set_node(Arc::new(tainted.clone()));
+        assert_eq!(find(&f, &high, &mut cache), None);
+        tainted.spec.as_mut().unwrap().taints.clear();
+        cache.set_node(Arc::new(tainted));
         let c = find(&f, &high, &mut cache).unwrap();
         assert_eq!(victims(&c), ["default/a"]);
+    }
+
+    #[test]
+    fn anti_affinity_against_a_lower_priority_pod_is_cured_by_evicting_it() {
+        use rkube_api::core::v1::{Affinity, PodAffinityTerm, PodAntiAffinity};
+        use rkube_api::meta::v1::LabelSelector;
+        let mut cache = Cache::default();
+        cache.set_node(Arc::new(node("n1", "8", "8Gi")));
+        let mut noisy = prio(pod("noisy", "0", "0"), 1);
+        noisy
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("app".into(), "noisy".into());
+        place(&mut cache, &noisy, "n1");
+        place(&mut cache, &prio(pod("quiet", "0", "0"), 1), "n1");
+        let mut p = prio(pod("latency", "0", "0"), 100);
+        p.spec.as_mut().unwrap().affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: vec![PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: [("app".to_string(), "noisy".to_string())].into(),
+                        ..Default::default()
+                    }),
+                    topology_key: crate::cache::LABEL_HOSTNAME.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let c = find(&Framework::default(), &PodInfo::new(&p).unwrap(), &mut cache).unwrap();
+        assert_eq!(victims(&c), ["default/noisy"]);
     }
 }
