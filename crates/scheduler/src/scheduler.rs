@@ -389,6 +389,7 @@ impl Scheduler {
         let victims_store = self.pods.store();
         let (namespace, name, uid) = (info.namespace.clone(), info.name.clone(), info.uid.clone());
         let preemptor = info.key.clone();
+        let scheduler_name = self.config.scheduler_name.clone();
         tokio::spawn(async move {
             let api = Api::<Pod>::namespaced(client.clone(), &namespace);
             let node = c.node.clone();
@@ -419,6 +420,20 @@ impl Scheduler {
                 };
                 if events.try_send(msg).is_err() {
                     stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // Kubernetes marks the victim first, so its owner and the
+                // user can tell a preemption from other deletions.
+                let victims_api = Api::<Pod>::namespaced(client.clone(), &ns);
+                let marked = victims_api
+                    .replace_status_with(&victim_name, |mut p| {
+                        if p.metadata().uid == *victim_uid {
+                            set_disruption_target(&mut p, &scheduler_name);
+                        }
+                        p
+                    })
+                    .await;
+                if let Err(e) = marked {
+                    tracing::debug!(pod = %key, "cannot mark DisruptionTarget: {e}");
                 }
                 let dp = DeleteParams {
                     preconditions: Some(Preconditions {
@@ -514,6 +529,21 @@ impl Scheduler {
             }
         });
     }
+}
+
+/// `DisruptionTarget=True, reason PreemptionByScheduler`, Kubernetes'
+/// mark on a pod the scheduler evicts.
+fn set_disruption_target(pod: &mut Pod, scheduler_name: &str) {
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.conditions.retain(|c| c.r#type != "DisruptionTarget");
+    status.conditions.push(PodCondition {
+        r#type: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: "PreemptionByScheduler".into(),
+        message: format!("{scheduler_name}: preempting to accommodate a higher priority pod"),
+        last_transition_time: rkube_api::time::now(),
+        ..Default::default()
+    });
 }
 
 /// A pod's place in the queue: its priority.

@@ -720,12 +720,23 @@ async fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_node() -> Res
         c.event("batch", "Preempted").await?,
         "Preempted by pod default/important on node node-1"
     );
-    // The victim goes gracefully; the preemptor waits for it on its node.
-    eventually("batch terminating", WAIT, || async {
+    // The victim goes gracefully, marked as preempted; the preemptor
+    // waits for it on its node.
+    let victim = eventually("batch terminating", WAIT, || async {
         let p = c.pods().get("batch").await?;
-        Ok((!p.metadata().deletion_timestamp.is_empty()).then_some(()))
+        Ok((!p.metadata().deletion_timestamp.is_empty()).then_some(p))
     })
     .await?;
+    let mark = victim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "DisruptionTarget"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (mark.status.as_str(), mark.reason.as_str()),
+        ("True", "PreemptionByScheduler")
+    );
     eventually("important nominated to node-1", WAIT, || async {
         let p = c.pods().get("important").await?;
         let status = p.status.unwrap_or_default();
