@@ -299,6 +299,7 @@ impl Scheduler {
                 return;
             }
         };
+        let nominated = self.nominated_before(&info);
         let placed = {
             let mut cache = lock(&self.cache);
             if cache.is_assumed(key, &info.uid) {
@@ -308,7 +309,13 @@ impl Scheduler {
             // Room made by preemption is kept for the pod that preempted
             // (and any other nominated pod at least as important): they
             // count on their nominated nodes while others are placed.
-            let reserved = self.reserve_nominated(&info, &mut cache);
+            let mut reserved = Vec::new();
+            for (other, node) in &nominated {
+                if cache.pod(&other.key).is_none() {
+                    cache.assume(other, node);
+                    reserved.push((other.key.clone(), other.uid.clone()));
+                }
+            }
             let placed = self.framework.schedule(&info, &mut cache, rng);
             for (k, uid) in &reserved {
                 cache.forget(k, uid);
@@ -339,27 +346,22 @@ impl Scheduler {
         }
     }
 
-    /// Assumes the nominated pods as important as `pod` (other than it) on
-    /// their nominated nodes; returns them for `forget`.
-    fn reserve_nominated(&self, pod: &PodInfo, cache: &mut Cache) -> Vec<(String, String)> {
+    /// The nominated pods as important as `pod` (other than it), with
+    /// their nominated nodes. Read before the cache lock is taken.
+    fn nominated_before(&self, pod: &PodInfo) -> Vec<(PodInfo, String)> {
         let nominated: Vec<(String, String)> = lock(&self.nominated)
             .iter()
             .filter(|(k, _)| **k != pod.key)
             .map(|(k, n)| (k.clone(), n.clone()))
             .collect();
-        let mut reserved = Vec::new();
-        for (k, node) in nominated {
-            let Some(p) = self.pods.store().get(&k) else {
-                continue;
-            };
-            let Ok(other) = PodInfo::new(&p) else { continue };
-            if other.priority < pod.priority || cache.pod(&k).is_some() {
-                continue;
-            }
-            cache.assume(&other, &node);
-            reserved.push((k, other.uid));
-        }
-        reserved
+        nominated
+            .into_iter()
+            .filter_map(|(k, node)| {
+                let p = self.pods.store().get(&k)?;
+                let other = PodInfo::new(&p).ok()?;
+                (other.priority >= pod.priority).then_some((other, node))
+            })
+            .collect()
     }
 
     /// Evicts lower-priority pods to make room for `pod`, if that helps
