@@ -822,3 +822,30 @@ async fn a_gated_pod_is_scheduled_only_once_its_gates_are_removed() -> Result<()
     assert_eq!(c.bound("gated").await?, "node-1");
     c.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pods_are_placed_highest_priority_first() -> Result<()> {
+    let c = Cluster::start().await?;
+    let classes: Api<PriorityClass> = Api::all(c.client.clone());
+    classes.create(&priority_class("low", 100)).await?;
+    classes.create(&priority_class("high", 1000)).await?;
+    let with_class = |name: &str, class: &str| {
+        let mut p = pod(name, "1", "128Mi");
+        p.spec.as_mut().unwrap().priority_class_name = class.into();
+        p
+    };
+    // No node yet: both wait, the low one since first.
+    for (name, class) in [("low-1", "low"), ("low-2", "low"), ("high-1", "high")] {
+        c.create(with_class(name, class)).await?;
+        c.unschedulable(name).await?;
+    }
+    // Room for one: the important pod gets it, so nobody is preempted.
+    c.node("node-1", "1", "2Gi", &[], vec![]).await?;
+    assert_eq!(c.bound("high-1").await?, "node-1");
+    for name in ["low-1", "low-2"] {
+        let p = c.pods().get(name).await?;
+        assert!(p.metadata().deletion_timestamp.is_empty(), "{name} was preempted");
+        assert!(p.spec.unwrap().node_name.is_empty(), "{name} was bound");
+    }
+    c.stop().await
+}
