@@ -429,6 +429,8 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
     let scheduler = vec![
         rule(READ, &[""], &["pods", "nodes", "namespaces", "services"]),
         rule(&["create"], &[""], &["pods/binding"]),
+        // Preemption evicts lower-priority pods.
+        rule(&["delete"], &[""], &["pods"]),
         rule(&["update", "patch"], &[""], &["pods/status"]),
         events.clone(),
         leases.clone(),
@@ -673,7 +675,8 @@ mod tests {
             Attributes::new("create", "", "pods", "ns", "p").with_subresource("binding")
         ));
         assert!(can(&scheduler, Attributes::new("watch", "", "nodes", "", "")));
-        assert!(!can(&scheduler, Attributes::new("delete", "", "pods", "ns", "p")));
+        assert!(can(&scheduler, Attributes::new("delete", "", "pods", "ns", "p")));
+        assert!(!can(&scheduler, Attributes::new("delete", "", "nodes", "", "n")));
         let cm = user("system:kube-controller-manager", &[]);
         assert!(can(
             &cm,

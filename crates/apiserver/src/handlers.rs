@@ -127,6 +127,7 @@ pub async fn create<K: Resource>(state: Arc<State>, req: rpc::CreateRequest) -> 
     // LimitRange defaults before the QoS class is worked out and before quota charges them
     crate::limit_range::admit_create(&state, &mut obj)?;
     admission::prepare_create(&mut obj);
+    crate::pod_priority::admit_create(&state, &mut obj)?;
     // validation sees a name even for generateName, then the real one is set
     if generate {
         obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());
@@ -555,6 +556,7 @@ pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> 
         }
     };
     admission::check_delete(&state, info, &name)?;
+    crate::pod_priority::check_delete(info, &name)?;
     loop {
         let kv = read(&state, &key, info, &name)?;
         let obj: K = decode_stored(&kv)?;
@@ -673,6 +675,16 @@ pub async fn bind(state: Arc<State>, req: rpc::BindRequest) -> ApiResult<Any> {
                 &format!(
                     "pod {} is already assigned to node {:?}",
                     req.name, spec.node_name
+                ),
+            ));
+        }
+        if !spec.scheduling_gates.is_empty() {
+            return Err(ApiError::conflict(
+                info,
+                &req.name,
+                &format!(
+                    "pod {} has non-empty .spec.schedulingGates; remove them before binding",
+                    req.name
                 ),
             ));
         }

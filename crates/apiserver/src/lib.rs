@@ -21,6 +21,7 @@ pub mod keys;
 pub mod limit_range;
 pub mod limits;
 pub mod node;
+pub mod pod_priority;
 pub mod proxy;
 pub mod quota;
 pub mod rest;
@@ -157,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     // and an encrypted Secret read without it is a clear error.
     let store: Arc<dyn Store> = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
     bootstrap(store.as_ref()).await?;
+    pod_priority::bootstrap(store.as_ref()).await?;
     repair_service_allocations(store.as_ref(), &services)?;
     if security.authorization_mode == Some(authz::Mode::Rbac) {
         authz::bootstrap_default_roles(store.as_ref()).await?;

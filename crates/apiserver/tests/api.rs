@@ -594,3 +594,86 @@ async fn unknown_resources_are_named() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn pods_get_their_priority_from_their_priority_class() {
+    use rkube_api::scheduling::v1::PriorityClass;
+    let mut h = Harness::start().await;
+    // The built-in classes exist from the first start.
+    let critical = create(&mut h.client, &{
+        let mut p = pod("default", "critical");
+        p.spec.as_mut().unwrap().priority_class_name = "system-node-critical".into();
+        p
+    })
+    .await
+    .unwrap();
+    let spec = critical.spec.unwrap();
+    assert_eq!(spec.priority, Some(2_000_001_000));
+    assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
+    let err = delete::<PriorityClass>(&mut h.client, "", "system-node-critical", "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // No class and no default: 0.
+    let plain = create(&mut h.client, &pod("default", "plain")).await.unwrap();
+    assert_eq!(plain.spec.unwrap().priority, Some(0));
+    // An unknown class is refused with Kubernetes' words.
+    let mut unknown = pod("default", "unknown");
+    unknown.spec.as_mut().unwrap().priority_class_name = "gold".into();
+    let err = create(&mut h.client, &unknown).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("no PriorityClass with name gold was found"),
+        "{}",
+        err.message()
+    );
+    // A globalDefault class applies to pods that name none.
+    let mut silver = PriorityClass::default();
+    silver.metadata_mut().name = "silver".into();
+    silver.value = 1000;
+    silver.global_default = true;
+    silver.preemption_policy = Some("Never".into());
+    create(&mut h.client, &silver).await.unwrap();
+    let defaulted = create(&mut h.client, &pod("default", "defaulted")).await.unwrap();
+    let spec = defaulted.spec.unwrap();
+    assert_eq!(spec.priority_class_name, "silver");
+    assert_eq!(spec.priority, Some(1000));
+    assert_eq!(spec.preemption_policy.as_deref(), Some("Never"));
+    // A pod may not claim a priority of its own.
+    let mut claims = pod("default", "claims");
+    claims.spec.as_mut().unwrap().priority = Some(5);
+    let err = create(&mut h.client, &claims).await.unwrap_err();
+    assert!(
+        err.message()
+            .contains("the integer value of priority (5) must not be provided"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn a_gated_pod_starts_scheduling_gated_and_cannot_be_bound() {
+    let mut h = Harness::start().await;
+    let mut p = pod("default", "gated");
+    p.spec.as_mut().unwrap().scheduling_gates = vec![rkube_api::core::v1::PodSchedulingGate {
+        name: "example.com/wait".into(),
+    }];
+    let created = create(&mut h.client, &p).await.unwrap();
+    let cond = &created.status.unwrap().conditions[0];
+    assert_eq!(
+        (cond.r#type.as_str(), cond.status.as_str(), cond.reason.as_str()),
+        ("PodScheduled", "False", "SchedulingGated")
+    );
+    let err = h
+        .client
+        .bind(rpc::BindRequest {
+            namespace: "default".into(),
+            name: "gated".into(),
+            uid: String::new(),
+            node_name: "n1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("schedulingGates"), "{}", err.message());
+}

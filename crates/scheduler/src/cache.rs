@@ -8,7 +8,7 @@
 //! taken. A failed bind forgets the assumption; the informer confirming
 //! the binding turns it into a bound pod.
 
-use crate::pod_info::{HostPort, PodInfo};
+use crate::pod_info::{HostPort, PodAffinityInfo, PodInfo};
 use crate::resources::{node_allocatable, Resources};
 use rkube_api::core::v1::{Node, Pod, Taint};
 use rkube_api::Resource;
@@ -158,6 +158,10 @@ pub struct CachedPod {
     pub ports: Vec<HostPort>,
     /// Placed by this scheduler, Bind not yet confirmed by the informer.
     pub assumed: bool,
+    pub affinity: Option<Arc<PodAffinityInfo>>,
+    pub priority: i32,
+    /// Being deleted: still on its node until the kubelet lets go.
+    pub terminating: bool,
 }
 
 impl CachedPod {
@@ -172,6 +176,9 @@ impl CachedPod {
             non_zero: info.non_zero,
             ports: info.host_ports.clone(),
             assumed,
+            affinity: info.affinity.clone(),
+            priority: info.priority,
+            terminating: info.terminating,
         }
     }
 }
@@ -195,6 +202,11 @@ pub struct Cache {
     pods_by_node: HashMap<String, HashSet<String>>,
     /// owner uid → node name → pods of that owner there (default spreading).
     owner_nodes: HashMap<String, HashMap<String, u32>>,
+    /// Keys of pods with inter-pod affinity terms: every attempt reads
+    /// them, so they are not looked for among all pods.
+    with_affinity: HashSet<String>,
+    /// Namespace name → its labels (podAffinity namespaceSelector).
+    namespaces: HashMap<String, BTreeMap<String, String>>,
     /// Where the next search over nodes starts.
     pub next_start: usize,
 }
@@ -214,6 +226,47 @@ impl Cache {
 
     pub fn pod(&self, key: &str) -> Option<&CachedPod> {
         self.pods.get(key)
+    }
+
+    /// Pods with inter-pod affinity or anti-affinity terms.
+    pub fn pods_with_affinity(&self) -> impl Iterator<Item = (&String, &CachedPod)> {
+        self.with_affinity
+            .iter()
+            .filter_map(|k| self.pods.get_key_value(k))
+    }
+
+    /// Keys of the pods on `node`.
+    pub fn pods_on(&self, node: &str) -> impl Iterator<Item = (&String, &CachedPod)> {
+        self.pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get_key_value(k))
+    }
+
+    pub fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces.get(namespace)
+    }
+
+    pub fn set_namespace(&mut self, name: &str, labels: Option<BTreeMap<String, String>>) {
+        match labels {
+            Some(l) => {
+                self.namespaces.insert(name.to_string(), l);
+            }
+            None => {
+                self.namespaces.remove(name);
+            }
+        }
+    }
+
+    /// Takes a pod out of the picture, as if deleted (preemption's
+    /// what-if); `restore` puts it back.
+    pub fn take_pod(&mut self, key: &str) -> Option<CachedPod> {
+        self.remove(key)
+    }
+
+    pub fn restore_pod(&mut self, key: &str, pod: CachedPod) {
+        self.insert(key, pod);
     }
 
     /// Pods of `owner` per node.
@@ -279,11 +332,15 @@ impl Cache {
             .entry(pod.node.clone())
             .or_default()
             .insert(key.to_string());
+        if pod.affinity.is_some() {
+            self.with_affinity.insert(key.to_string());
+        }
         self.pods.insert(key.to_string(), pod);
     }
 
     fn remove(&mut self, key: &str) -> Option<CachedPod> {
         let pod = self.pods.remove(key)?;
+        self.with_affinity.remove(key);
         if let Some(&i) = self.index.get(&pod.node) {
             self.nodes[i].account(&pod, false);
         }
@@ -335,10 +392,12 @@ impl Cache {
             Some(p) if holds_node(p) => {
                 let info = PodInfo::accounting(p);
                 let node = p.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
-                let same = self
-                    .pods
-                    .get(key)
-                    .is_some_and(|c| c.uid == info.uid && c.node == node && c.labels == info.labels);
+                let same = self.pods.get(key).is_some_and(|c| {
+                    c.uid == info.uid
+                        && c.node == node
+                        && c.labels == info.labels
+                        && c.terminating == info.terminating
+                });
                 if same {
                     if let Some(c) = self.pods.get_mut(key) {
                         c.assumed = false;

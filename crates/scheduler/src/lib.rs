@@ -2,9 +2,9 @@
 //! (`spec.schedulerName`, default `default-scheduler`) to a node. Each
 //! attempt runs the filter plugins (NodeResourcesFit, NodeName,
 //! NodeUnschedulable, NodeReady, NodeAffinity, TaintToleration, NodePorts,
-//! PodTopologySpread) over the nodes, scores the feasible ones
-//! (least-allocated, balanced allocation, preferred node affinity,
-//! PreferNoSchedule taints, spreading) and binds the pod to the best
+//! PodTopologySpread, InterPodAffinity) over the nodes, scores the feasible
+//! ones (least-allocated, balanced allocation, preferred node and pod
+//! affinity, PreferNoSchedule taints, spreading) and binds the pod to the best
 //! through the apiserver's Bind call.
 //!
 //! It talks only to the apiserver, never moves a pod that is bound, and
@@ -17,6 +17,7 @@ pub mod config;
 pub mod framework;
 pub mod plugins;
 pub mod pod_info;
+pub mod preemption;
 pub mod resources;
 pub mod scheduler;
 #[cfg(test)]

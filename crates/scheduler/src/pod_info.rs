@@ -2,10 +2,13 @@
 //! attempt instead of once per node.
 
 use crate::resources::{pod_non_zero_requests, pod_requests, Resources};
-use rkube_api::core::v1::{NodeSelector, Pod, PreferredSchedulingTerm, Toleration};
-use rkube_api::selector::Selector;
+use rkube_api::core::v1::{
+    NodeSelector, Pod, PodAffinityTerm, PreferredSchedulingTerm, Toleration, WeightedPodAffinityTerm,
+};
+use rkube_api::selector::{Requirement, Selector};
 use rkube_api::Resource;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A port the pod binds on its node (`hostPort`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,6 +30,148 @@ pub struct SpreadConstraint {
     pub selector: Option<Selector>,
 }
 
+/// One podAffinity/podAntiAffinity term, normalized: the selector with
+/// matchLabelKeys/mismatchLabelKeys merged in, the namespaces resolved.
+#[derive(Debug, Clone)]
+pub struct AffinityTerm {
+    /// None: the term has no labelSelector, which matches no pods.
+    pub selector: Option<Selector>,
+    /// Pods in these namespaces match (the pod's own when the term names
+    /// neither namespaces nor a namespaceSelector)...
+    pub namespaces: Vec<String>,
+    /// ...or in namespaces whose labels this matches (`{}`: all).
+    pub namespace_selector: Option<Selector>,
+    pub topology_key: String,
+    /// For preferred terms; 0 for required ones.
+    pub weight: i64,
+}
+
+impl AffinityTerm {
+    /// Whether a pod in `namespace` with `labels` is one this term is
+    /// about; `ns_labels` are the labels of that namespace.
+    pub fn matches(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        ns_labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        let Some(sel) = &self.selector else { return false };
+        let in_namespace = self.namespaces.iter().any(|n| n == namespace)
+            || self
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| s.is_empty() || ns_labels.is_some_and(|l| s.matches(l)));
+        in_namespace && sel.matches(labels)
+    }
+}
+
+/// A pod's inter-pod affinity and anti-affinity terms.
+#[derive(Debug, Clone, Default)]
+pub struct PodAffinityInfo {
+    pub required_affinity: Vec<AffinityTerm>,
+    pub required_anti_affinity: Vec<AffinityTerm>,
+    pub preferred_affinity: Vec<AffinityTerm>,
+    pub preferred_anti_affinity: Vec<AffinityTerm>,
+}
+
+impl PodAffinityInfo {
+    pub fn is_empty(&self) -> bool {
+        self.required_affinity.is_empty()
+            && self.required_anti_affinity.is_empty()
+            && self.preferred_affinity.is_empty()
+            && self.preferred_anti_affinity.is_empty()
+    }
+
+    /// The terms of `pod`, None when it has none.
+    pub fn of(pod: &Pod) -> Result<Option<Arc<PodAffinityInfo>>, InvalidPod> {
+        let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
+            return Ok(None);
+        };
+        let m = pod.metadata();
+        let term = |t: &PodAffinityTerm, weight: i32, field: String| -> Result<AffinityTerm, InvalidPod> {
+            let bad = |e: rkube_api::selector::SelectorError| InvalidPod(format!("{field}: {e}"));
+            let mut selector = match &t.label_selector {
+                Some(ls) => Some(Selector::from_label_selector(ls).map_err(bad)?),
+                None => None,
+            };
+            // Kubernetes merges these into the selector when the pod is
+            // created; rkube does it here, with the same effect.
+            if let Some(sel) = selector.as_mut() {
+                for k in &t.match_label_keys {
+                    if let Some(v) = m.labels.get(k) {
+                        sel.requirements.push(Requirement::In(k.clone(), vec![v.clone()]));
+                    }
+                }
+                for k in &t.mismatch_label_keys {
+                    if let Some(v) = m.labels.get(k) {
+                        sel.requirements
+                            .push(Requirement::NotIn(k.clone(), vec![v.clone()]));
+                    }
+                }
+            }
+            let namespace_selector = match &t.namespace_selector {
+                Some(ls) => Some(Selector::from_label_selector(ls).map_err(bad)?),
+                None => None,
+            };
+            let namespaces = if t.namespaces.is_empty() && namespace_selector.is_none() {
+                vec![m.namespace.clone()]
+            } else {
+                t.namespaces.clone()
+            };
+            if t.topology_key.is_empty() {
+                return Err(InvalidPod(format!("{field}.topologyKey must not be empty")));
+            }
+            Ok(AffinityTerm {
+                selector,
+                namespaces,
+                namespace_selector,
+                topology_key: t.topology_key.clone(),
+                weight: i64::from(weight),
+            })
+        };
+        let required = |terms: &[PodAffinityTerm], f: &str| -> Result<Vec<AffinityTerm>, InvalidPod> {
+            terms
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    term(
+                        t,
+                        0,
+                        format!("{f}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                    )
+                })
+                .collect()
+        };
+        let preferred = |terms: &[WeightedPodAffinityTerm],
+                         f: &str|
+         -> Result<Vec<AffinityTerm>, InvalidPod> {
+            terms
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    let f =
+                        format!("{f}.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm");
+                    w.pod_affinity_term.as_ref().map(|t| term(t, w.weight, f))
+                })
+                .collect()
+        };
+        let mut info = PodAffinityInfo::default();
+        if let Some(pa) = &a.pod_affinity {
+            let f = "spec.affinity.podAffinity";
+            info.required_affinity = required(&pa.required_during_scheduling_ignored_during_execution, f)?;
+            info.preferred_affinity = preferred(&pa.preferred_during_scheduling_ignored_during_execution, f)?;
+        }
+        if let Some(pa) = &a.pod_anti_affinity {
+            let f = "spec.affinity.podAntiAffinity";
+            info.required_anti_affinity =
+                required(&pa.required_during_scheduling_ignored_during_execution, f)?;
+            info.preferred_anti_affinity =
+                preferred(&pa.preferred_during_scheduling_ignored_during_execution, f)?;
+        }
+        Ok((!info.is_empty()).then(|| Arc::new(info)))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PodInfo {
     /// `namespace/name`.
@@ -46,6 +191,15 @@ pub struct PodInfo {
     pub preferred_affinity: Vec<PreferredSchedulingTerm>,
     pub tolerations: Vec<Toleration>,
     pub spread: Vec<SpreadConstraint>,
+    /// Inter-pod affinity and anti-affinity terms (existing pods' are
+    /// read too, so the cache keeps them).
+    pub affinity: Option<Arc<PodAffinityInfo>>,
+    /// `spec.priority` (set at admission from the PriorityClass).
+    pub priority: i32,
+    /// `preemptionPolicy: Never`: waits rather than evicting anyone.
+    pub never_preempts: bool,
+    /// Being deleted (gracefully): still holds its node.
+    pub terminating: bool,
 }
 
 /// A pod the scheduler cannot even start to place: the message says which
@@ -97,6 +251,12 @@ impl PodInfo {
             preferred_affinity: Vec::new(),
             tolerations: Vec::new(),
             spread: Vec::new(),
+            // A term that cannot be parsed was refused at validation; an
+            // existing pod's such term is ignored rather than blocking.
+            affinity: PodAffinityInfo::of(pod).ok().flatten(),
+            priority: spec.and_then(|s| s.priority).unwrap_or(0),
+            never_preempts: spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never"),
+            terminating: !m.deletion_timestamp.is_empty(),
         }
     }
 
@@ -112,6 +272,7 @@ impl PodInfo {
             info.preferred_affinity = na.preferred_during_scheduling_ignored_during_execution.clone();
         }
         info.tolerations = spec.tolerations.clone();
+        info.affinity = PodAffinityInfo::of(pod)?;
         for (i, c) in spec.topology_spread_constraints.iter().enumerate() {
             let field = format!("spec.topologySpreadConstraints[{i}]");
             if c.max_skew < 1 {

@@ -12,6 +12,13 @@
 //!   unschedulable set: it is retried with back-off, and at once when a
 //!   node is added or changes in a way the filters notice, or when a pod
 //!   that held node resources goes away.
+//! * Pods are taken in priority order (`spec.priority`). A pod that fits
+//!   nowhere may preempt: pods of lower priority are deleted from the node
+//!   where that makes room (see [`crate::preemption`]), with a `Preempted`
+//!   event, and the pod's `status.nominatedNodeName` says where it waits
+//!   for them to go.
+//! * Pods with `schedulingGates` are left alone until the gates are
+//!   removed.
 //! * Events are written by a separate task through a bounded channel, so
 //!   the loop never waits on them; if the apiserver cannot keep up, events
 //!   are dropped (as client-go's broadcaster does), never bindings.
@@ -24,14 +31,17 @@
 use crate::cache::Cache;
 use crate::framework::{FitError, Framework};
 use crate::pod_info::PodInfo;
+use crate::preemption;
 use crate::Config;
 use futures::StreamExt;
 use rand::SeedableRng;
-use rkube_api::core::v1::{Node, Pod, PodCondition};
+use rkube_api::core::v1::{Namespace, Node, Pod, PodCondition};
 use rkube_api::Resource;
 use rkube_client::runtime::WatcherConfig;
-use rkube_client::{object_reference, Api, Client, EventType, Informer, Recorder, WorkQueue};
-use std::collections::HashSet;
+use rkube_client::{
+    object_reference, Api, Client, DeleteParams, EventType, Informer, Preconditions, Recorder, WorkQueue,
+};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, Semaphore};
@@ -47,6 +57,8 @@ pub struct Stats {
     pub scheduled: AtomicU64,
     pub unschedulable: AtomicU64,
     pub bind_failures: AtomicU64,
+    /// Pods that evicted others to make room.
+    pub preemptions: AtomicU64,
     pub events_dropped: AtomicU64,
 }
 
@@ -62,10 +74,16 @@ pub struct Scheduler {
     client: Client,
     pods: Informer<Pod>,
     nodes: Informer<Node>,
+    /// Their labels, for podAffinity terms' namespaceSelector.
+    namespaces: Informer<Namespace>,
     cache: Arc<Mutex<Cache>>,
     queue: WorkQueue,
     /// Pods that fit nowhere on their last attempt.
     unschedulable: Arc<Mutex<HashSet<String>>>,
+    /// Pods that preempted, and the node they wait for (also written to
+    /// their status; kept here so a retry before that write lands does not
+    /// preempt again).
+    nominated: Arc<Mutex<HashMap<String, String>>>,
     framework: Framework,
     events: mpsc::Sender<EventMsg>,
     events_rx: Mutex<Option<mpsc::Receiver<EventMsg>>>,
@@ -86,9 +104,11 @@ impl Scheduler {
         Scheduler {
             pods: Informer::new(Api::<Pod>::all(client.clone()), WatcherConfig::default()),
             nodes: Informer::new(Api::<Node>::all(client.clone()), WatcherConfig::default()),
+            namespaces: Informer::new(Api::<Namespace>::all(client.clone()), WatcherConfig::default()),
             cache: Arc::default(),
             queue: WorkQueue::with_backoff(config.pod_initial_backoff, config.pod_max_backoff),
             unschedulable: Arc::default(),
+            nominated: Arc::default(),
             framework: Framework {
                 percentage_of_nodes_to_score: config.percentage_of_nodes_to_score,
                 ..Framework::default()
@@ -111,7 +131,10 @@ impl Scheduler {
     /// A pod this scheduler should place now.
     fn wants(&self, pod: &Pod) -> bool {
         self.is_ours(pod)
-            && pod.spec.as_ref().is_some_and(|s| s.node_name.is_empty())
+            && pod
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.node_name.is_empty() && s.scheduling_gates.is_empty())
             && pod.metadata().deletion_timestamp.is_empty()
             && !matches!(
                 pod.status.as_ref().map(|s| s.phase.as_str()),
@@ -138,11 +161,12 @@ impl Scheduler {
                 let relevant =
                     old.is_none_or(|o| o.spec != p.spec || o.metadata().labels != p.metadata().labels);
                 if relevant {
-                    self.queue.add(key);
+                    self.queue.add_ranked(key, rank(p));
                 }
             }
             _ => {
                 lock(&self.unschedulable).remove(&key);
+                lock(&self.nominated).remove(&key);
             }
         }
         if freed {
@@ -162,22 +186,33 @@ impl Scheduler {
         }
     }
 
+    fn on_namespace(&self, old: Option<&Arc<Namespace>>, new: Option<&Arc<Namespace>>) {
+        let Some(any) = new.or(old) else { return };
+        let labels = new.map(|n| n.metadata().labels.clone());
+        lock(&self.cache).set_namespace(any.name(), labels);
+    }
+
     /// Runs until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let mut pod_changes = self.pods.subscribe();
         let mut node_changes = self.nodes.subscribe();
+        let mut namespace_changes = self.namespaces.subscribe();
         self.pods.start()?;
         self.nodes.start()?;
+        self.namespaces.start()?;
         let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            _ = async { tokio::join!(self.pods.wait_until_synced(), self.nodes.wait_until_synced()) } => {}
+            _ = async { tokio::join!(self.pods.wait_until_synced(), self.nodes.wait_until_synced(), self.namespaces.wait_until_synced()) } => {}
         }
         // The caches are complete: build the picture from them before the
         // first attempt; the change streams replaying the same objects
         // afterwards change nothing.
         for n in self.nodes.store().list() {
             self.on_node(None, Some(&n));
+        }
+        for ns in self.namespaces.store().list() {
+            self.on_namespace(None, Some(&ns));
         }
         for p in self.pods.store().list() {
             self.on_pod(None, Some(&p));
@@ -199,6 +234,12 @@ impl Scheduler {
         tasks.spawn(async move {
             while let Some(c) = node_changes.next().await {
                 me.on_node(c.old.as_ref(), c.new.as_ref());
+            }
+        });
+        let me = self.clone();
+        tasks.spawn(async move {
+            while let Some(c) = namespace_changes.next().await {
+                me.on_namespace(c.old.as_ref(), c.new.as_ref());
             }
         });
         if let Some(rx) = lock(&self.events_rx).take() {
@@ -258,13 +299,27 @@ impl Scheduler {
                 return;
             }
         };
+        let nominated = self.nominated_before(&info);
         let placed = {
             let mut cache = lock(&self.cache);
             if cache.is_assumed(key, &info.uid) {
                 // A Bind for it is in flight.
                 return;
             }
+            // Room made by preemption is kept for the pod that preempted
+            // (and any other nominated pod at least as important): they
+            // count on their nominated nodes while others are placed.
+            let mut reserved = Vec::new();
+            for (other, node) in &nominated {
+                if cache.pod(&other.key).is_none() {
+                    cache.assume(other, node);
+                    reserved.push((other.key.clone(), other.uid.clone()));
+                }
+            }
             let placed = self.framework.schedule(&info, &mut cache, rng);
+            for (k, uid) in &reserved {
+                cache.forget(k, uid);
+            }
             if let Ok(p) = &placed {
                 cache.assume(&info, &p.node);
             }
@@ -285,9 +340,120 @@ impl Scheduler {
                 lock(&self.unschedulable).insert(key.to_string());
                 self.queue.add_rate_limited(key);
                 tracing::debug!(pod = key, "{fit}");
+                self.preempt(&pod, &info);
                 self.mark_unschedulable(pod, fit_message(&fit));
             }
         }
+    }
+
+    /// The nominated pods as important as `pod` (other than it), with
+    /// their nominated nodes. Read before the cache lock is taken.
+    fn nominated_before(&self, pod: &PodInfo) -> Vec<(PodInfo, String)> {
+        let nominated: Vec<(String, String)> = lock(&self.nominated)
+            .iter()
+            .filter(|(k, _)| **k != pod.key)
+            .map(|(k, n)| (k.clone(), n.clone()))
+            .collect();
+        nominated
+            .into_iter()
+            .filter_map(|(k, node)| {
+                let p = self.pods.store().get(&k)?;
+                let other = PodInfo::new(&p).ok()?;
+                (other.priority >= pod.priority).then_some((other, node))
+            })
+            .collect()
+    }
+
+    /// Evicts lower-priority pods to make room for `pod`, if that helps
+    /// anywhere; the pod is placed once they are gone (their deletion
+    /// retries the unschedulable pods).
+    fn preempt(&self, pod: &Arc<Pod>, info: &PodInfo) {
+        let nominated = lock(&self.nominated).get(&info.key).cloned().or_else(|| {
+            pod.status
+                .as_ref()
+                .map(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty())
+        });
+        let candidate = {
+            let mut cache = lock(&self.cache);
+            if nominated.is_some_and(|n| preemption::awaiting_victims(info, &cache, &n)) {
+                return;
+            }
+            preemption::find(&self.framework, info, &mut cache)
+        };
+        let Some(c) = candidate else { return };
+        lock(&self.nominated).insert(info.key.clone(), c.node.clone());
+        self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(pod = %info.key, node = %c.node, victims = c.victims.len(), "preempting");
+        let client = self.client.clone();
+        let events = self.events.clone();
+        let stats = self.stats.clone();
+        let victims_store = self.pods.store();
+        let (namespace, name, uid) = (info.namespace.clone(), info.name.clone(), info.uid.clone());
+        let preemptor = info.key.clone();
+        let scheduler_name = self.config.scheduler_name.clone();
+        tokio::spawn(async move {
+            let api = Api::<Pod>::namespaced(client.clone(), &namespace);
+            let node = c.node.clone();
+            let r = api
+                .replace_status_with(&name, |mut p| {
+                    if p.metadata().uid == uid {
+                        p.status.get_or_insert_with(Default::default).nominated_node_name = node.clone();
+                    }
+                    p
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(pod = %preemptor, "cannot write nominatedNodeName: {e}");
+            }
+            for (key, victim_uid, _) in &c.victims {
+                let Some(victim) = victims_store.get(key) else {
+                    continue;
+                };
+                let (ns, victim_name) = (victim.namespace().to_string(), victim.name().to_string());
+                // Kubernetes names the preemptor by uid; its name is what
+                // a user can look up.
+                let message = format!("Preempted by pod {preemptor} on node {}", c.node);
+                let msg = EventMsg {
+                    pod: victim,
+                    event_type: EventType::Normal,
+                    reason: "Preempted",
+                    message,
+                };
+                if events.try_send(msg).is_err() {
+                    stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // Kubernetes marks the victim first, so its owner and the
+                // user can tell a preemption from other deletions.
+                let victims_api = Api::<Pod>::namespaced(client.clone(), &ns);
+                let marked = victims_api
+                    .replace_status_with(&victim_name, |mut p| {
+                        if p.metadata().uid == *victim_uid {
+                            set_disruption_target(&mut p, &scheduler_name);
+                        }
+                        p
+                    })
+                    .await;
+                if let Err(e) = marked {
+                    tracing::debug!(pod = %key, "cannot mark DisruptionTarget: {e}");
+                }
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(victim_uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match Api::<Pod>::namespaced(client.clone(), &ns)
+                    .delete(&victim_name, &dp)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() || e.is_conflict() => {}
+                    Err(e) => tracing::warn!(pod = %key, "cannot preempt: {e}"),
+                }
+            }
+        });
     }
 
     async fn bind(&self, pod: Arc<Pod>, info: PodInfo, node: String) {
@@ -298,6 +464,7 @@ impl Scheduler {
         {
             Ok(()) => {
                 self.queue.forget(&info.key);
+                lock(&self.nominated).remove(&info.key);
                 self.stats.scheduled.fetch_add(1, Ordering::Relaxed);
                 let message = format!("Successfully assigned {} to {node}", info.key);
                 self.event(pod, EventType::Normal, "Scheduled", message);
@@ -364,6 +531,26 @@ impl Scheduler {
             }
         });
     }
+}
+
+/// `DisruptionTarget=True, reason PreemptionByScheduler`, Kubernetes'
+/// mark on a pod the scheduler evicts.
+fn set_disruption_target(pod: &mut Pod, scheduler_name: &str) {
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.conditions.retain(|c| c.r#type != "DisruptionTarget");
+    status.conditions.push(PodCondition {
+        r#type: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: "PreemptionByScheduler".into(),
+        message: format!("{scheduler_name}: preempting to accommodate a higher priority pod"),
+        last_transition_time: rkube_api::time::now(),
+        ..Default::default()
+    });
+}
+
+/// A pod's place in the queue: its priority.
+fn rank(pod: &Pod) -> i64 {
+    i64::from(pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0))
 }
 
 /// The condition message: Kubernetes' FitError text.

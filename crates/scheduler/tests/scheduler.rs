@@ -6,14 +6,17 @@
 //! not fit (the PodScheduled condition and events).
 
 use anyhow::{Context, Result};
+use rkube_api::apps::v1::{Deployment, DeploymentSpec};
 use rkube_api::coordination::v1::{Lease, LeaseSpec};
 use rkube_api::core::v1::{
     Affinity, Container, Event, Node, NodeAffinity, NodeCondition, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, NodeStatus, Pod, PodSpec, PreferredSchedulingTerm, ResourceRequirements, Taint,
-    Toleration, TopologySpreadConstraint,
+    NodeSelectorTerm, NodeStatus, Pod, PodAffinityTerm, PodAntiAffinity, PodSchedulingGate, PodSpec,
+    PodTemplateSpec, PreferredSchedulingTerm, ResourceRequirements, Taint, Toleration,
+    TopologySpreadConstraint,
 };
 use rkube_api::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use rkube_api::quantity::Quantity;
+use rkube_api::scheduling::v1::PriorityClass;
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams, ListParams};
 use rkube_testing::{eventually, Daemon, TestApiServer};
@@ -360,6 +363,7 @@ async fn node_selector_and_node_affinity() -> Result<()> {
                 }),
                 ..Default::default()
             }),
+            ..Default::default()
         });
         p
     };
@@ -381,6 +385,7 @@ async fn node_selector_and_node_affinity() -> Result<()> {
             }],
             ..Default::default()
         }),
+        ..Default::default()
     });
     c.create(preferred).await?;
 
@@ -585,5 +590,262 @@ async fn pods_for_another_scheduler_are_left_alone() -> Result<()> {
         .status
         .as_ref()
         .is_none_or(|s| s.conditions.iter().all(|c| c.r#type != "PodScheduled")));
+    c.stop().await
+}
+
+fn anti_affinity_on_hostname(app: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+                    ..Default::default()
+                }),
+                topology_key: "kubernetes.io/hostname".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_with_required_anti_affinity_puts_one_replica_per_node() -> Result<()> {
+    let c = Cluster::start().await?;
+    let mut config = rkube_controller_manager::Config::new(c.api.url().to_string());
+    config.controllers = vec!["replicaset,deployment".into()];
+    let manager = Daemon::spawn(|stop| rkube_controller_manager::run(config, stop));
+    for n in ["node-1", "node-2", "node-3"] {
+        c.node(n, "8", "16Gi", &[], vec![]).await?;
+    }
+    let mut template = pod("", "100m", "64Mi");
+    template.metadata.as_mut().unwrap().labels = BTreeMap::from([("app".to_string(), "cache".to_string())]);
+    template.spec.as_mut().unwrap().affinity = Some(anti_affinity_on_hostname("cache"));
+    let mut d = Deployment::default();
+    d.metadata_mut().name = "cache".into();
+    d.spec = Some(DeploymentSpec {
+        replicas: Some(3),
+        selector: Some(LabelSelector {
+            match_labels: BTreeMap::from([("app".to_string(), "cache".to_string())]),
+            ..Default::default()
+        }),
+        template: Some(PodTemplateSpec {
+            metadata: template.metadata.map(|m| ObjectMeta {
+                labels: m.labels,
+                ..Default::default()
+            }),
+            spec: template.spec,
+        }),
+        ..Default::default()
+    });
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    deployments.create(&d).await?;
+
+    let cache_pods = || async {
+        let list = c
+            .pods()
+            .list(&ListParams {
+                label_selector: "app=cache".into(),
+                ..Default::default()
+            })
+            .await?;
+        anyhow::Ok(list.items)
+    };
+    let nodes = eventually("3 cache replicas bound", WAIT, || async {
+        let pods = cache_pods().await?;
+        let nodes: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.spec.as_ref().map(|s| s.node_name.clone()))
+            .filter(|n| !n.is_empty())
+            .collect();
+        Ok((nodes.len() == 3).then_some(nodes))
+    })
+    .await?;
+    let distinct: std::collections::HashSet<&String> = nodes.iter().collect();
+    assert_eq!(distinct.len(), 3, "one replica per node: {nodes:?}");
+
+    deployments
+        .replace_with("cache", |mut d| {
+            d.spec.as_mut().unwrap().replicas = Some(4);
+            d
+        })
+        .await?;
+    let fourth = eventually("a 4th cache replica", WAIT, || async {
+        let pods = cache_pods().await?;
+        Ok(pods
+            .into_iter()
+            .find(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_empty()))
+            .map(|p| p.name().to_string()))
+    })
+    .await?;
+    assert_eq!(
+        c.unschedulable(&fourth).await?,
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+    );
+    // A pod of another app shares the nodes freely.
+    c.create(pod("web", "100m", "0")).await?;
+    c.bound("web").await?;
+    manager.stop().await?;
+    c.stop().await
+}
+
+fn priority_class(name: &str, value: i32) -> PriorityClass {
+    let mut pc = PriorityClass::default();
+    pc.metadata_mut().name = name.into();
+    pc.value = value;
+    pc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_node() -> Result<()> {
+    let c = Cluster::start().await?;
+    let classes: Api<PriorityClass> = Api::all(c.client.clone());
+    classes.create(&priority_class("low", 100)).await?;
+    classes.create(&priority_class("high", 1000)).await?;
+    c.node("node-1", "1", "2Gi", &[], vec![]).await?;
+    let with_class = |name: &str, class: &str| {
+        let mut p = pod(name, "1", "128Mi");
+        p.spec.as_mut().unwrap().priority_class_name = class.into();
+        p
+    };
+    c.create(with_class("batch", "low")).await?;
+    assert_eq!(c.bound("batch").await?, "node-1");
+    // The same priority does not preempt: it waits.
+    c.create(with_class("batch-2", "low")).await?;
+    c.unschedulable("batch-2").await?;
+
+    c.create(with_class("important", "high")).await?;
+    assert_eq!(
+        c.event("batch", "Preempted").await?,
+        "Preempted by pod default/important on node node-1"
+    );
+    // The victim goes gracefully, marked as preempted; the preemptor
+    // waits for it on its node.
+    let victim = eventually("batch terminating", WAIT, || async {
+        let p = c.pods().get("batch").await?;
+        Ok((!p.metadata().deletion_timestamp.is_empty()).then_some(p))
+    })
+    .await?;
+    let mark = victim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "DisruptionTarget"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (mark.status.as_str(), mark.reason.as_str()),
+        ("True", "PreemptionByScheduler")
+    );
+    eventually("important nominated to node-1", WAIT, || async {
+        let p = c.pods().get("important").await?;
+        let status = p.status.unwrap_or_default();
+        Ok((status.nominated_node_name == "node-1").then_some(()))
+    })
+    .await?;
+    assert!(c
+        .pods()
+        .get("important")
+        .await?
+        .spec
+        .unwrap()
+        .node_name
+        .is_empty());
+    // The kubelet would confirm the victim stopped: do it here.
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    c.pods().delete("batch", &now).await?;
+    assert_eq!(c.bound("important").await?, "node-1");
+    // The equal-priority pod never preempted anyone and still waits.
+    assert!(c.pods().get("batch-2").await?.spec.unwrap().node_name.is_empty());
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_pod_is_scheduled_only_once_its_gates_are_removed() -> Result<()> {
+    let c = Cluster::start().await?;
+    c.node("node-1", "4", "8Gi", &[], vec![]).await?;
+    let mut gated = pod("gated", "100m", "0");
+    gated.spec.as_mut().unwrap().scheduling_gates = vec![
+        PodSchedulingGate {
+            name: "example.com/quota".into(),
+        },
+        PodSchedulingGate {
+            name: "example.com/image".into(),
+        },
+    ];
+    c.create(gated).await?;
+    // A pod created after it is placed; the gated one is not.
+    c.create(pod("after", "100m", "0")).await?;
+    c.bound("after").await?;
+    let p = c.pods().get("gated").await?;
+    assert!(p.spec.as_ref().unwrap().node_name.is_empty());
+    let cond = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "PodScheduled"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "SchedulingGated")
+    );
+    // Adding a gate is refused; removing them one by one is not.
+    let err = c
+        .pods()
+        .replace_with("gated", |mut p| {
+            p.spec.as_mut().unwrap().scheduling_gates.push(PodSchedulingGate {
+                name: "example.com/more".into(),
+            });
+            p
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("only deletion is allowed"), "{err}");
+    c.pods()
+        .replace_with("gated", |mut p| {
+            p.spec.as_mut().unwrap().scheduling_gates.remove(0);
+            p
+        })
+        .await?;
+    c.create(pod("after-2", "100m", "0")).await?;
+    c.bound("after-2").await?;
+    assert!(c.pods().get("gated").await?.spec.unwrap().node_name.is_empty());
+    c.pods()
+        .replace_with("gated", |mut p| {
+            p.spec.as_mut().unwrap().scheduling_gates.clear();
+            p
+        })
+        .await?;
+    assert_eq!(c.bound("gated").await?, "node-1");
+    c.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_pods_are_placed_highest_priority_first() -> Result<()> {
+    let c = Cluster::start().await?;
+    let classes: Api<PriorityClass> = Api::all(c.client.clone());
+    classes.create(&priority_class("low", 100)).await?;
+    classes.create(&priority_class("high", 1000)).await?;
+    let with_class = |name: &str, class: &str| {
+        let mut p = pod(name, "1", "128Mi");
+        p.spec.as_mut().unwrap().priority_class_name = class.into();
+        p
+    };
+    // No node yet: both wait, the low one since first.
+    for (name, class) in [("low-1", "low"), ("low-2", "low"), ("high-1", "high")] {
+        c.create(with_class(name, class)).await?;
+        c.unschedulable(name).await?;
+    }
+    // Room for one: the important pod gets it, so nobody is preempted.
+    c.node("node-1", "1", "2Gi", &[], vec![]).await?;
+    assert_eq!(c.bound("high-1").await?, "node-1");
+    for name in ["low-1", "low-2"] {
+        let p = c.pods().get(name).await?;
+        assert!(p.metadata().deletion_timestamp.is_empty(), "{name} was preempted");
+        assert!(p.spec.unwrap().node_name.is_empty(), "{name} was bound");
+    }
     c.stop().await
 }

@@ -229,6 +229,46 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
             }
         }
     }
+    if let Some(a) = &spec.affinity {
+        if let Some(pa) = &a.pod_affinity {
+            validate_pod_affinity_terms(
+                &pa.required_during_scheduling_ignored_during_execution,
+                &pa.preferred_during_scheduling_ignored_during_execution,
+                &format!("{f}.affinity.podAffinity"),
+                errs,
+            );
+        }
+        if let Some(pa) = &a.pod_anti_affinity {
+            validate_pod_affinity_terms(
+                &pa.required_during_scheduling_ignored_during_execution,
+                &pa.preferred_during_scheduling_ignored_during_execution,
+                &format!("{f}.affinity.podAntiAffinity"),
+                errs,
+            );
+        }
+    }
+    if let Some(p) = &spec.preemption_policy {
+        errs.one_of(
+            format!("{f}.preemptionPolicy"),
+            p,
+            &["PreemptLowerPriority", "Never"],
+        );
+    }
+    if !spec.node_name.is_empty() && !spec.scheduling_gates.is_empty() {
+        errs.forbidden(
+            format!("{f}.nodeName"),
+            "cannot be set until all schedulingGates have been cleared",
+        );
+    }
+    let mut gates = HashSet::new();
+    for (i, g) in spec.scheduling_gates.iter().enumerate() {
+        let gf = format!("{f}.schedulingGates[{i}].name");
+        if g.name.is_empty() {
+            errs.required(gf, "a scheduling gate needs a name");
+        } else if !gates.insert(g.name.as_str()) {
+            errs.duplicate(gf, &g.name);
+        }
+    }
     for (i, c) in spec.topology_spread_constraints.iter().enumerate() {
         let cf = format!("{f}.topologySpreadConstraints[{i}]");
         if c.max_skew <= 0 {
@@ -241,6 +281,67 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
             format!("{cf}.whenUnsatisfiable"),
             &c.when_unsatisfiable,
             &["DoNotSchedule", "ScheduleAnyway"],
+        );
+    }
+}
+
+/// Kubernetes' rules for podAffinity and podAntiAffinity terms: a topology
+/// key, a parsable selector, namespaces that are names, weights 1..100.
+fn validate_pod_affinity_terms(
+    required: &[corev1::PodAffinityTerm],
+    preferred: &[corev1::WeightedPodAffinityTerm],
+    f: &str,
+    errs: &mut Errors,
+) {
+    for (i, t) in required.iter().enumerate() {
+        validate_pod_affinity_term(
+            t,
+            &format!("{f}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+            errs,
+        );
+    }
+    for (i, w) in preferred.iter().enumerate() {
+        let wf = format!("{f}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+        if !(1..=100).contains(&w.weight) {
+            errs.invalid(format!("{wf}.weight"), w.weight, "must be in the range 1-100");
+        }
+        match &w.pod_affinity_term {
+            Some(t) => validate_pod_affinity_term(t, &format!("{wf}.podAffinityTerm"), errs),
+            None => errs.required(format!("{wf}.podAffinityTerm"), ""),
+        }
+    }
+}
+
+fn validate_pod_affinity_term(t: &corev1::PodAffinityTerm, f: &str, errs: &mut Errors) {
+    if t.topology_key.is_empty() {
+        errs.required(format!("{f}.topologyKey"), "can not be empty");
+    }
+    for (sel, name) in [
+        (&t.label_selector, "labelSelector"),
+        (&t.namespace_selector, "namespaceSelector"),
+    ] {
+        if let Some(Err(e)) = sel.as_ref().map(crate::selector::Selector::from_label_selector) {
+            errs.invalid(format!("{f}.{name}"), "", e.to_string());
+        }
+    }
+    for (i, ns) in t.namespaces.iter().enumerate() {
+        if !is_dns1123_label(ns) {
+            errs.invalid(format!("{f}.namespaces[{i}]"), ns, DNS1123_LABEL_MSG);
+        }
+    }
+    for (i, k) in t.match_label_keys.iter().enumerate() {
+        if t.mismatch_label_keys.contains(k) {
+            errs.invalid(
+                format!("{f}.matchLabelKeys[{i}]"),
+                k,
+                "exists in both matchLabelKeys and mismatchLabelKeys",
+            );
+        }
+    }
+    if t.label_selector.is_none() && !(t.match_label_keys.is_empty() && t.mismatch_label_keys.is_empty()) {
+        errs.forbidden(
+            format!("{f}.matchLabelKeys"),
+            "must not be specified when labelSelector is not set",
         );
     }
 }
@@ -560,6 +661,20 @@ impl Validate for corev1::Pod {
             c.image = o.image.clone();
         }
         comparable.active_deadline_seconds = old.active_deadline_seconds;
+        // Scheduling gates may be removed, never added (Kubernetes' rule),
+        // and a pod is bound only once they are all gone.
+        for (i, g) in new.scheduling_gates.iter().enumerate() {
+            if !old.scheduling_gates.contains(g) {
+                e.forbidden(
+                    format!("spec.schedulingGates[{i}]"),
+                    format!(
+                        "only deletion is allowed, but found new scheduling gate '{}'",
+                        g.name
+                    ),
+                );
+            }
+        }
+        comparable.scheduling_gates = old.scheduling_gates.clone();
         if new.tolerations.len() >= old.tolerations.len()
             && new.tolerations[..old.tolerations.len()] == old.tolerations[..]
         {
@@ -572,7 +687,7 @@ impl Validate for corev1::Pod {
                     "may not be changed by an update; pods are bound to nodes by the scheduler (Bind)",
                 );
             } else {
-                e.forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations` (only additions to existing tolerations); delete and recreate the pod, or change its Deployment");
+                e.forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.schedulingGates` (only removals); delete and recreate the pod, or change its Deployment");
             }
         }
         e.0
@@ -611,5 +726,61 @@ fn validate_app_armor(p: Option<&corev1::AppArmorProfile>, f: &str, errs: &mut E
             other,
             &["RuntimeDefault", "Unconfined", "Localhost"],
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> corev1::Pod {
+        use crate::defaults::Defaulting as _;
+        let mut p: corev1::Pod = serde_yaml::from_str(yaml).unwrap();
+        p.apply_defaults();
+        p
+    }
+
+    fn errors(v: &corev1::Pod) -> Vec<String> {
+        v.validate().iter().map(|e| e.to_string()).collect()
+    }
+
+    const WEB: &str = "metadata: {name: web}\nspec:\n  containers: [{name: web, image: nginx}]\n";
+
+    #[test]
+    fn pod_affinity_terms_need_a_topology_key_and_weights_in_range() {
+        let p = pod(&format!(
+            "{WEB}  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {{matchLabels: {{app: web}}}}\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 101\n        podAffinityTerm: {{topologyKey: kubernetes.io/hostname}}\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {{matchLabels: {{app: db}}}}\n        topologyKey: topology.kubernetes.io/zone\n        namespaces: [Bad_NS]\n"
+        ));
+        assert_eq!(
+            errors(&p),
+            vec![
+                "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaces[0]: Invalid value: \"Bad_NS\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')".to_string(),
+                "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: Required value: can not be empty".to_string(),
+                "spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight: Invalid value: 101: must be in the range 1-100".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn scheduling_gates_may_be_removed_but_never_added() {
+        let gated = pod(&format!(
+            "{WEB}  schedulingGates: [{{name: example.com/quota}}, {{name: example.com/ready}}]\n"
+        ));
+        assert_eq!(errors(&gated), Vec::<String>::new());
+        let mut one_less = gated.clone();
+        one_less.spec.as_mut().unwrap().scheduling_gates.remove(0);
+        assert_eq!(one_less.validate_update(&gated), vec![]);
+        let added = one_less.validate_update(&pod(WEB));
+        let added: Vec<String> = added.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            added,
+            vec!["spec.schedulingGates[0]: Forbidden: only deletion is allowed, but found new scheduling gate 'example.com/ready'"]
+        );
+        let mut bound = gated.clone();
+        bound.spec.as_mut().unwrap().node_name = "n1".into();
+        assert_eq!(
+            errors(&bound),
+            vec!["spec.nodeName: Forbidden: cannot be set until all schedulingGates have been cleared"]
+        );
     }
 }

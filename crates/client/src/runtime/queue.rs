@@ -4,7 +4,7 @@
 //! failures back off per key, exponentially, until `forget`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -16,8 +16,11 @@ pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(1000);
 
 #[derive(Default)]
 struct State {
-    /// Ready keys, in order.
-    queue: VecDeque<String>,
+    /// Ready keys, highest rank first, then in order.
+    queue: BTreeMap<(Reverse<i64>, u64), String>,
+    /// Keys handed out before others (the scheduler's pod priority); 0
+    /// when not set.
+    ranks: HashMap<String, i64>,
     /// Keys that need processing: queued, or re-added while processing.
     dirty: HashSet<String>,
     /// Keys handed to a worker and not yet `done`.
@@ -43,8 +46,14 @@ impl State {
             // handed out again by `done`
             return false;
         }
-        self.queue.push_back(key);
+        self.push(key);
         true
+    }
+
+    fn push(&mut self, key: String) {
+        let rank = self.ranks.get(&key).copied().unwrap_or(0);
+        self.seq += 1;
+        self.queue.insert((Reverse(rank), self.seq), key);
     }
 
     /// Moves delayed keys whose time has come to the queue; returns the
@@ -169,9 +178,26 @@ impl WorkQueue {
         backoff(self.inner.base_delay, self.inner.max_delay, n)
     }
 
-    /// Resets `key`'s backoff (after a success).
+    /// Resets `key`'s backoff (after a success) and its rank.
     pub fn forget(&self, key: &str) {
-        self.lock().failures.remove(key);
+        let mut s = self.lock();
+        s.failures.remove(key);
+        s.ranks.remove(key);
+    }
+
+    /// Queues `key` like `add`, handed out before keys of lower rank (FIFO
+    /// among equals). The rank sticks to the key, also for later adds,
+    /// until `forget`.
+    pub fn add_ranked(&self, key: impl Into<String>, rank: i64) {
+        let key = key.into();
+        {
+            let mut s = self.lock();
+            if s.shutting_down {
+                return;
+            }
+            s.ranks.insert(key.clone(), rank);
+        }
+        self.add(key);
     }
 
     /// How many times `key` was rate-limited since its last `forget`.
@@ -194,7 +220,7 @@ impl WorkQueue {
                     return None;
                 }
                 let (_, next) = s.promote(Instant::now());
-                if let Some(key) = s.queue.pop_front() {
+                if let Some((_, key)) = s.queue.pop_first() {
                     s.dirty.remove(&key);
                     s.processing.insert(key.clone());
                     let more = !s.queue.is_empty();
@@ -225,7 +251,7 @@ impl WorkQueue {
         let mut s = self.lock();
         s.processing.remove(key);
         if s.dirty.contains(key) && !s.shutting_down {
-            s.queue.push_back(key.to_string());
+            s.push(key.to_string());
             drop(s);
             self.inner.notify.notify_one();
         }
@@ -290,6 +316,29 @@ mod tests {
         q.done("a");
         q.done("b");
         assert_eq!(get_now(&q).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn higher_ranks_go_first_and_equals_keep_their_order() {
+        let q = WorkQueue::new();
+        q.add("low-1");
+        q.add_ranked("high", 1000);
+        q.add("low-2");
+        q.add_ranked("negative", -5);
+        let mut order = Vec::new();
+        while let Some(k) = get_now(&q).await {
+            q.done(&k);
+            order.push(k);
+        }
+        assert_eq!(order, ["high", "low-1", "low-2", "negative"]);
+        // The rank sticks for later adds until forget.
+        q.add("low-1");
+        q.add("high");
+        assert_eq!(get_now(&q).await.as_deref(), Some("high"));
+        q.done("high");
+        q.forget("high");
+        q.add("high");
+        assert_eq!(get_now(&q).await.as_deref(), Some("low-1"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@
 //! Plugins are stateless: what they read of the cluster comes from the
 //! cache and from the [`Cycle`] worked out once per pod.
 
+pub mod inter_pod_affinity;
 pub mod node_affinity;
 pub mod node_name;
 pub mod node_ports;
@@ -72,6 +73,8 @@ pub struct Cycle<'a> {
     pub owner_zones: HashMap<String, u32>,
     /// One per `pod.spread` constraint, same order.
     pub spread: Vec<SpreadCounts>,
+    /// Inter-pod affinity counts; None when no pod has such terms.
+    pub affinity: Option<inter_pod_affinity::AffinityState>,
 }
 
 impl<'a> Cycle<'a> {
@@ -86,11 +89,13 @@ impl<'a> Cycle<'a> {
             }
         }
         let spread = spread::count(pod, cache);
+        let affinity = inter_pod_affinity::count(pod, cache);
         Cycle {
             cache,
             owner_nodes,
             owner_zones,
             spread,
+            affinity,
         }
     }
 }
@@ -107,6 +112,7 @@ pub fn default_filters() -> Vec<Box<dyn FilterPlugin>> {
         Box::new(node_ports::NodePorts),
         Box::new(node_resources::NodeResourcesFit),
         Box::new(spread::PodTopologySpread),
+        Box::new(inter_pod_affinity::InterPodAffinity),
     ]
 }
 
@@ -119,6 +125,7 @@ pub fn default_scores() -> Vec<Box<dyn ScorePlugin>> {
         Box::new(taint_toleration::TaintToleration),
         Box::new(spread::PodTopologySpread),
         Box::new(spread::DefaultSpread),
+        Box::new(inter_pod_affinity::InterPodAffinity),
     ]
 }
 

@@ -96,6 +96,7 @@ mod tests {
                 }),
                 ..Default::default()
             }),
+            ..Default::default()
         });
         p
     }
@@ -188,6 +189,7 @@ mod tests {
                 ],
                 ..Default::default()
             }),
+            ..Default::default()
         });
         assert_eq!(score_nodes(&NodeAffinity, &p, &[ssd, hdd, none]), [100, 20, 0]);
     }
