@@ -5,14 +5,16 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PACKAGES := containerd runc containernetworking-plugins nftables iproute2 \
 	protobuf-compiler libprotobuf-dev docker-registry skopeo busybox-static \
-	etcd-server etcd-client systemd curl conntrack gcc libc6-dev
+	etcd-server etcd-client systemd curl conntrack gcc libc6-dev python3 python3-venv
+# The official Python client, which the REST API's tests drive (into target/python).
+PYTHON_CLIENT := kubernetes==37.0.3
 # Where `make up` keeps state and logs (root: /var/lib/rkube; else ~/.rkube).
 STATE ?= $(if $(filter 0,$(shell id -u)),/var/lib/rkube,$(HOME)/.rkube/state)
 RKUBECONFIG ?= $(HOME)/.rkube/config
 BIN := target/release
 NODES ?= 1
 
-.PHONY: all deps build up down status test bench clean-state install
+.PHONY: all deps python-client build up down status test bench clean-state install
 
 all: build
 
@@ -24,6 +26,12 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust (https://rustup.rs) and retry"; exit 1; }
+
+# The official Python client for the REST API's tests, in a virtualenv of its own.
+python-client: deps
+	@target/python/bin/python -c 'import kubernetes' 2>/dev/null || { \
+		echo "installing the Python client ($(PYTHON_CLIENT)) into target/python"; \
+		python3 -m venv target/python && target/python/bin/pip install -q $(PYTHON_CLIENT); }
 
 build: deps
 	$(CARGO) build --release --workspace --bins
@@ -47,7 +55,7 @@ status:
 # Every test: unit, integration and end to end.
 # CARGO_INCREMENTAL=0: a one-shot build gains nothing from incremental state,
 # which would only add gigabytes to target/.
-test: deps
+test: deps python-client
 	CARGO_INCREMENTAL=0 $(CARGO) test --workspace --no-fail-fast
 
 # `build` first: some suites run the release daemons as their own processes.
