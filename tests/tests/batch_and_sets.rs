@@ -1,5 +1,6 @@
 //! Jobs, CronJobs, StatefulSets and DaemonSets end to end, on real nodes and containers,
-//! driven with rkubectl as a user would: a Job whose pods fail twice and then succeed, a
+//! driven with rkubectl as a user would: a Job whose pods fail twice and then succeed (and
+//! a quota of three pods holding a Deployment of four at three), a
 //! CronJob that does not overlap its runs (Forbid), a StatefulSet scaled 3 -> 5 -> 2 in
 //! order, a DaemonSet following nodes that join and are tainted; every owner's deletion
 //! takes its pods.
@@ -94,6 +95,68 @@ spec:
         Ok(true)
     })
     .await?;
+
+    // a quota of three pods: a Deployment of four runs three, and a fourth pod is refused
+    cluster.rkubectl(&["create", "namespace", "capped"])?;
+    cluster.apply("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: pods-3, namespace: capped}\nspec: {hard: {pods: '3'}}\n")?;
+    cluster.rkubectl(&[
+        "-n",
+        "capped",
+        "create",
+        "deployment",
+        "web",
+        &format!("--image={}", cluster.image),
+        "--replicas=4",
+        "--",
+        "sh",
+        "-c",
+        "exec sleep 3600",
+    ])?;
+    eventually(
+        "three of four replicas to run",
+        Duration::from_secs(90),
+        || async {
+            let pods = cluster
+                .api::<Pod>("capped")?
+                .list(&ListParams::default())
+                .await?
+                .items;
+            let ready = pods.iter().filter(|p| pod_ready(p)).count();
+            anyhow::ensure!(
+                pods.len() == 3 && ready == 3,
+                "{} pods, {ready} ready",
+                pods.len()
+            );
+            Ok(true)
+        },
+    )
+    .await?;
+    let refused = cluster
+        .rkubectl(&[
+            "-n",
+            "capped",
+            "run",
+            "extra",
+            &format!("--image={}", cluster.image),
+        ])
+        .expect_err("a fourth pod is over the quota");
+    assert!(
+        format!("{refused:#}")
+            .contains("exceeded quota: pods-3, requested: pods=1, used: pods=3, limited: pods=3"),
+        "{refused:#}"
+    );
+    let events = cluster.rkubectl(&[
+        "-n",
+        "capped",
+        "get",
+        "events",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])?;
+    assert!(
+        events.contains("exceeded quota: pods-3"),
+        "the ReplicaSet says why: {events}"
+    );
     cluster.stop().await
 }
 
