@@ -344,3 +344,39 @@ async fn a_pod_bound_token_dies_with_the_pod_and_nodes_get_tokens_only_for_their
     );
     c.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn rkubectl_create_token_prints_a_token_the_apiserver_accepts() {
+    let c = TestApiServer::secure(&["node-a"]).await.unwrap();
+    setup(&c).await;
+    let admin_conf = c.pki().join("admin.conf");
+    let (out, result) = rkube_testing::rkubectl(
+        c.url(),
+        &admin_conf,
+        &["-n", "shop", "create", "token", "robot", "--duration=15m"],
+    )
+    .await;
+    result.unwrap();
+    let token = out.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {out}");
+    let http = https(&c, None);
+    let (code, list) = get_json(&http, format!("{}/api/v1/namespaces/shop/pods", c.url()), token).await;
+    assert_eq!(code, 200, "{list}");
+    let (code, _) = get_json(
+        &http,
+        format!("{}/api/v1/namespaces/default/pods", c.url()),
+        token,
+    )
+    .await;
+    assert_eq!(code, 403);
+    // too short a lifetime is refused by the apiserver, named
+    let (_, result) = rkube_testing::rkubectl(
+        c.url(),
+        &admin_conf,
+        &["-n", "shop", "create", "token", "robot", "--duration=1m"],
+    )
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("expirationSeconds"), "{err}");
+    c.stop().await.unwrap();
+}

@@ -94,6 +94,17 @@ pub enum CreateKind {
         #[command(flatten)]
         output: OutputFlags,
     },
+    /// A token for a ServiceAccount (TokenRequest), printed to stdout.
+    Token {
+        /// The ServiceAccount.
+        name: String,
+        /// Lifetime (`1h`, `30m`; at least 10m; default 1h).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Who the token is for (default: the apiserver); repeatable.
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+    },
     /// A Namespace.
     #[command(visible_alias = "ns")]
     Namespace {
@@ -290,6 +301,11 @@ async fn create_kind(ctx: &Context, kind: &CreateKind, out: &mut dyn Write) -> R
         },
         CreateKind::Serviceaccount { name, output } => (generate::service_account(name)?, output),
         CreateKind::Namespace { name, output } => (generate::namespace(name)?, output),
+        CreateKind::Token {
+            name,
+            duration,
+            audiences,
+        } => return create_token(ctx, name, duration.as_deref(), audiences, out).await,
     };
     let obj = if obj.info.namespaced {
         crate::objects::with_namespace(&obj, &ctx.namespace).map_err(CtlError::usage)?
@@ -297,4 +313,37 @@ async fn create_kind(ctx: &Context, kind: &CreateKind, out: &mut dyn Write) -> R
         obj
     };
     output.create(ctx, obj, out).await.map(|_| ())
+}
+
+/// `create token SA [--duration=1h] [--audience=A]`: a TokenRequest, the token printed.
+async fn create_token(
+    ctx: &Context,
+    name: &str,
+    duration: Option<&str>,
+    audiences: &[String],
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let expiration_seconds = match duration {
+        Some(d) => Some(
+            crate::args::go_duration("--duration", d)?
+                .as_secs()
+                .min(i32::MAX as u64) as i32,
+        ),
+        None => None,
+    };
+    let req = rkube_api::rpc::CreateTokenRequest {
+        namespace: ctx.namespace.clone(),
+        name: name.to_string(),
+        audiences: audiences.to_vec(),
+        expiration_seconds,
+        bound_object_ref: None,
+    };
+    let server = ctx.connect().await?;
+    let token = server
+        .client()
+        .create_token(req)
+        .await
+        .map_err(|e| server.err(e))?;
+    writeln!(out, "{}", token.token)?;
+    Ok(())
 }
