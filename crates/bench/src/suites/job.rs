@@ -263,7 +263,7 @@ fn render(job: &Run, floor: &Run) -> String {
     );
     let _ = writeln!(
         out,
-        "| controller-manager CPU | {:.2} s ({:.1} ms per completion) | {:.2} s (idle loops) | |",
+        "| controller-manager CPU | {:.2} s ({:.1} ms per completion) | {:.2} s (its other loops seeing the pods) | |",
         job.cm_cpu,
         job.cm_cpu * 1000.0 / f64::from(COMPLETIONS),
         floor.cm_cpu
