@@ -178,7 +178,7 @@ where
         let store = informer.store();
         self.add_source(
             informer,
-            |k: &K| vec![k.key()],
+            per_object(|k: &K| vec![k.key()]),
             Some(Box::new(move || store.keys())),
         )
     }
@@ -191,6 +191,19 @@ where
         K: Resource,
         M: Fn(&K) -> Vec<String> + Send + Sync + 'static,
     {
+        self.add_source(informer, per_object(mapper), None)
+    }
+
+    /// A related kind whose changes matter only sometimes: `mapper` sees the
+    /// old and the new state (None when the object is new or gone) and
+    /// returns the keys to queue, so it can skip changes that concern no
+    /// one (a Node's heartbeat, for a loop that reads its labels).
+    pub fn watches_changes<K, M>(self, informer: &Informer<K>, mapper: M) -> Self
+    where
+        K: Resource,
+        M: Fn(Option<&K>, Option<&K>) -> Vec<String> + Send + Sync + 'static,
+    {
+        let mapper = move |c: &Change<K>| mapper(c.old.as_deref(), c.new.as_deref());
         self.add_source(informer, mapper, None)
     }
 
@@ -202,18 +215,12 @@ where
     ) -> Self
     where
         K: Resource,
-        M: Fn(&K) -> Vec<String> + Send + Sync + 'static,
+        M: Fn(&Change<K>) -> Vec<String> + Send + Sync + 'static,
     {
         // Subscribed now, so nothing between building and running is lost.
         let keys = informer
             .subscribe()
-            .map(move |change: Change<K>| {
-                let mut keys = BTreeSet::new();
-                for obj in change.old.iter().chain(change.new.iter()) {
-                    keys.extend(mapper(obj));
-                }
-                keys.into_iter().collect::<Vec<_>>()
-            })
+            .map(move |change: Change<K>| mapper(&change))
             .boxed();
         let handle = informer.clone();
         let store = informer.store();
@@ -418,6 +425,22 @@ pub fn controller_owner_keys<O: Resource, K: Resource>(obj: &K) -> Vec<String> {
             rkube_api::object_key(ns, &r.name)
         })
         .collect()
+}
+
+/// A per-object mapper applied to a change's old and new states, the keys
+/// merged.
+fn per_object<K, M>(mapper: M) -> impl Fn(&Change<K>) -> Vec<String> + Send + Sync + 'static
+where
+    K: Resource,
+    M: Fn(&K) -> Vec<String> + Send + Sync + 'static,
+{
+    move |change: &Change<K>| {
+        let mut keys = BTreeSet::new();
+        for obj in change.old.iter().chain(change.new.iter()) {
+            keys.extend(mapper(obj));
+        }
+        keys.into_iter().collect()
+    }
 }
 
 #[cfg(test)]

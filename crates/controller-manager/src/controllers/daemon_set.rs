@@ -74,10 +74,16 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
                 owners
             }
         };
-        // A node that joins, leaves or changes its labels or taints concerns every DaemonSet.
+        // A node that joins, leaves or changes its labels, taints or schedulability concerns
+        // every DaemonSet; its heartbeats (status only) concern none.
         let node_mapper = {
             let daemonsets = daemonsets.clone();
-            move |_: &Node| daemonsets.list().iter().map(|ds| ds.key()).collect::<Vec<_>>()
+            move |old: Option<&Node>, new: Option<&Node>| {
+                if placement_unchanged(old, new) {
+                    return Vec::new();
+                }
+                daemonsets.list().iter().map(|ds| ds.key()).collect::<Vec<_>>()
+            }
         };
         let workers = ctx.config.workers;
         let state = Arc::new(State {
@@ -90,7 +96,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
         Controller::new(NAME, state, reconcile)
             .primary(&ds_informer)
             .watches(&pod_informer, pod_mapper)
-            .watches(&node_informer, node_mapper)
+            .watches_changes(&node_informer, node_mapper)
             .workers(workers)
             .resync(Duration::from_secs(300))
             .run(shutdown.wait())
@@ -138,6 +144,20 @@ fn pod_template(ds: &DaemonSet) -> PodTemplateSpec {
         }
     }
     template
+}
+
+/// Whether a Node change leaves every DaemonSet's placement as it was: the node existed
+/// before and after with the same labels, taints and schedulability (what [`placement`]
+/// reads). A heartbeat changes only the status.
+fn placement_unchanged(old: Option<&Node>, new: Option<&Node>) -> bool {
+    let (Some(old), Some(new)) = (old, new) else {
+        return false;
+    };
+    let spec = |n: &Node| {
+        let s = n.spec.clone().unwrap_or_default();
+        (s.taints, s.unschedulable)
+    };
+    old.metadata().labels == new.metadata().labels && spec(old) == spec(new)
 }
 
 /// Whether the DaemonSet's pods belong on `node`: (may start there, may keep running there).
@@ -466,6 +486,25 @@ mod tests {
             ..Default::default()
         });
         Arc::new(n)
+    }
+
+    #[test]
+    fn heartbeats_concern_no_daemon_set_but_labels_taints_and_membership_do() {
+        let n = node("n1", true, None);
+        let mut beat = (*n).clone();
+        beat.status
+            .get_or_insert_with(Default::default)
+            .conditions
+            .push(Default::default());
+        assert!(placement_unchanged(Some(&n), Some(&beat)));
+        assert!(!placement_unchanged(None, Some(&n)), "a node that joins");
+        assert!(!placement_unchanged(Some(&n), None), "a node that leaves");
+        assert!(
+            !placement_unchanged(Some(&n), Some(&node("n1", false, None))),
+            "labels"
+        );
+        let tainted = node("n1", true, Some(("maintenance", "NoExecute")));
+        assert!(!placement_unchanged(Some(&n), Some(&tainted)), "taints");
     }
 
     fn pod(name: &str, node: &str, hash: &str, ready: bool) -> Arc<Pod> {
