@@ -4,99 +4,39 @@
 //! whose name says so) and marking every other pod Running and Ready.
 
 use anyhow::Result;
-use chrono::Utc;
 use rkube_api::apps::v1::{DaemonSet, StatefulSet};
 use rkube_api::batch::v1::Job;
-use rkube_api::core::v1::{Namespace, Node, Pod, PodCondition, ServiceAccount, Taint};
+use rkube_api::core::v1::{Namespace, Node, Pod, ServiceAccount, Taint};
 use rkube_api::Resource;
-use rkube_client::{Api, Client, DeleteParams, EventType, ListParams};
-use rkube_testing::{eventually, Daemon, TestApiServer};
+use rkube_client::{Api, DeleteParams, EventType, ListParams};
+use rkube_testing::{eventually, TestApiServer};
 use std::time::Duration;
 
-struct Cluster {
-    api: TestApiServer,
-    client: Client,
-    manager: Daemon,
-    kubelet: tokio::task::JoinHandle<()>,
-}
-
-impl Cluster {
-    async fn start() -> Result<Cluster> {
-        let api = TestApiServer::start().await?;
-        let client = api.client();
-        let mut config = rkube_controller_manager::Config::new(api.url().to_string());
-        config.controllers = vec!["job,daemonset,statefulset,serviceaccount,garbage-collector".into()];
-        let manager = Daemon::spawn(|stop| rkube_controller_manager::run(config, stop));
-        let kubelet = tokio::spawn(hollow_kubelet(client.clone()));
-        Ok(Cluster {
-            api,
-            client,
-            manager,
-            kubelet,
-        })
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.kubelet.abort();
-        self.manager.stop().await?;
-        self.api.stop().await
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), "default")
-    }
-
-    async fn live_pods(&self, label: &str) -> Result<Vec<Pod>> {
-        let list = self.pods().list(&ListParams::default().labels(label)).await?;
-        let mut pods: Vec<Pod> = list
-            .items
-            .into_iter()
-            .filter(|p| p.metadata().deletion_timestamp.is_empty())
-            .collect();
-        pods.sort_by(|a, b| a.name().cmp(b.name()));
-        Ok(pods)
-    }
-}
+mod common;
+use common::{phase, Cluster, Settle};
 
 /// Pods of Jobs end: Failed when their name contains `fail`, else Succeeded. Every other
 /// pod turns Running and Ready.
-async fn hollow_kubelet(client: Client) {
-    let api: Api<Pod> = Api::all(client.clone());
-    loop {
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for pod in list.items {
-                let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-                if matches!(phase, "Running" | "Succeeded" | "Failed")
-                    || !pod.metadata().deletion_timestamp.is_empty()
-                {
-                    continue;
-                }
-                let of_job = pod.metadata().owner_references.iter().any(|r| r.kind == "Job");
-                let mut p = pod.clone();
-                let s = p.status.get_or_insert_with(Default::default);
-                if of_job {
-                    s.phase = if pod.name().contains("fail") {
-                        "Failed"
-                    } else {
-                        "Succeeded"
-                    }
-                    .into();
-                } else {
-                    s.phase = "Running".into();
-                    s.conditions.push(PodCondition {
-                        r#type: "Ready".into(),
-                        status: "True".into(),
-                        last_transition_time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        ..Default::default()
-                    });
-                }
-                let _ = Api::<Pod>::namespaced(client.clone(), pod.namespace())
-                    .update_status(&p)
-                    .await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+fn settle(pod: &Pod) -> Option<Settle> {
+    if matches!(phase(pod), "Running" | "Succeeded" | "Failed") {
+        return None;
     }
+    let of_job = pod.metadata().owner_references.iter().any(|r| r.kind == "Job");
+    Some(match (of_job, pod.name().contains("fail")) {
+        (true, true) => Settle::End("Failed"),
+        (true, false) => Settle::End("Succeeded"),
+        (false, _) => Settle::Ready,
+    })
+}
+
+async fn start() -> Result<Cluster> {
+    let api = TestApiServer::start().await?;
+    Cluster::start(
+        api,
+        "job,daemonset,statefulset,serviceaccount,garbage-collector",
+        settle,
+    )
+    .await
 }
 
 fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
@@ -105,7 +45,7 @@ fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_runs_its_completions_and_one_past_its_backoff_limit_fails() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
     jobs.create(&from_yaml(
         "metadata: {name: pi}\nspec:\n  completions: 3\n  parallelism: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: pi, image: busybox}]\n",
@@ -173,7 +113,7 @@ fn node(name: &str, worker: bool) -> Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_daemon_set_follows_the_nodes_it_matches() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     for (name, worker) in [("n1", true), ("n2", true), ("n3", false)] {
         nodes.create(&node(name, worker)).await?;
@@ -238,7 +178,7 @@ async fn a_daemon_set_follows_the_nodes_it_matches() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stateful_set_scales_in_order_and_back_in_reverse() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let sets: Api<StatefulSet> = Api::namespaced(c.client.clone(), "default");
     sets.create(&from_yaml(
         "metadata: {name: web}\nspec:\n  replicas: 3\n  serviceName: web\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: w, image: busybox}]\n",
@@ -325,7 +265,7 @@ async fn a_stateful_set_scales_in_order_and_back_in_reverse() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_namespace_gets_a_default_service_account() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let mut ns = Namespace::default();
     ns.metadata_mut().name = "shop".into();
     Api::<Namespace>::all(c.client.clone()).create(&ns).await?;

@@ -4,87 +4,24 @@
 //! it, and a quota gives back the room of pods that end or are deleted.
 
 use anyhow::Result;
-use chrono::Utc;
 use rkube_api::apps::v1::Deployment;
-use rkube_api::core::v1::{Pod, PodCondition, ResourceQuota};
+use rkube_api::core::v1::{Pod, ResourceQuota};
 use rkube_api::policy::v1::{Eviction, PodDisruptionBudget};
 use rkube_api::Resource;
-use rkube_client::{Api, Client, DeleteParams, ListParams};
-use rkube_testing::{eventually, Daemon, TestApiServer};
+use rkube_client::{Api, DeleteParams};
+use rkube_testing::{eventually, TestApiServer};
 use std::time::Duration;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-struct Cluster {
-    api: TestApiServer,
-    client: Client,
-    manager: Daemon,
-    kubelet: tokio::task::JoinHandle<()>,
-}
+mod common;
+use common::{phase, Cluster, Settle};
 
-impl Cluster {
-    async fn start() -> Result<Cluster> {
-        let api = TestApiServer::secure(&["n1"]).await?;
-        let client = api.client();
-        let mut config = rkube_controller_manager::Config::new(api.url().to_string());
-        config.kubeconfig = Some(api.pki().join("kube-controller-manager.conf"));
-        config.controllers = vec!["replicaset,deployment,disruption,resourcequota".into()];
-        let manager = Daemon::spawn(|stop| rkube_controller_manager::run(config, stop));
-        let kubelet = tokio::spawn(hollow_kubelet(client.clone()));
-        Ok(Cluster {
-            api,
-            client,
-            manager,
-            kubelet,
-        })
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.kubelet.abort();
-        self.manager.stop().await?;
-        self.api.stop().await
-    }
-
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), "default")
-    }
-
-    async fn live_pods(&self) -> Result<Vec<Pod>> {
-        let list = self.pods().list(&ListParams::default().labels("app=web")).await?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|p| p.metadata().deletion_timestamp.is_empty())
-            .collect())
-    }
-}
-
-/// Marks every pod that is not Running yet Running and Ready, as kubelets would.
-async fn hollow_kubelet(client: Client) {
-    let api: Api<Pod> = Api::all(client.clone());
-    loop {
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for pod in list.items {
-                let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-                if phase != "Pending" || !pod.metadata().deletion_timestamp.is_empty() {
-                    continue;
-                }
-                let mut p = pod.clone();
-                let s = p.status.get_or_insert_with(Default::default);
-                s.phase = "Running".into();
-                s.conditions.push(PodCondition {
-                    r#type: "Ready".into(),
-                    status: "True".into(),
-                    last_transition_time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    ..Default::default()
-                });
-                let _ = Api::<Pod>::namespaced(client.clone(), pod.namespace())
-                    .update_status(&p)
-                    .await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Marks every pending pod Running and Ready, as kubelets would.
+async fn start() -> Result<Cluster> {
+    let api = TestApiServer::secure(&["n1"]).await?;
+    let settle = |p: &Pod| (phase(p) == "Pending").then_some(Settle::Ready);
+    Cluster::start(api, "replicaset,deployment,disruption,resourcequota", settle).await
 }
 
 /// Holds, or an error showing what was seen (for `eventually`'s last look).
@@ -102,7 +39,7 @@ fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
 
 #[tokio::test]
 async fn a_budget_follows_its_pods_and_evictions_wait_for_it() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let deploy: Deployment = from_yaml(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: app, image: busybox}]\n",
     );
@@ -137,7 +74,7 @@ async fn a_budget_follows_its_pods_and_evictions_wait_for_it() -> Result<()> {
     .await?;
 
     // one eviction spends it; the next waits with Kubernetes' answer
-    let pods = c.live_pods().await?;
+    let pods = c.live_pods("app=web").await?;
     c.client
         .evict("default", pods[0].name(), Eviction::default())
         .await?;
@@ -181,7 +118,7 @@ async fn a_budget_follows_its_pods_and_evictions_wait_for_it() -> Result<()> {
 
 #[tokio::test]
 async fn a_quota_gives_back_the_room_of_pods_that_end_or_go() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let q: ResourceQuota = from_yaml(
         "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: pods-2, namespace: default}\nspec:\n  hard: {pods: \"2\"}\n",
     );

@@ -4,91 +4,35 @@
 //! kubelet that marks pods Running and Ready through UpdateStatus.
 
 use anyhow::Result;
-use chrono::Utc;
 use futures::StreamExt;
 use rkube_api::apps::v1::{Deployment, ReplicaSet};
-use rkube_api::core::v1::{ConfigMap, Namespace, Pod, PodCondition};
+use rkube_api::core::v1::{ConfigMap, Namespace, Pod};
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams, ListParams, WatchEvent, WatchParams};
-use rkube_testing::{eventually, Daemon, TestApiServer};
+use rkube_testing::{eventually, TestApiServer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-struct Cluster {
-    api: TestApiServer,
-    client: Client,
-    manager: Daemon,
-    kubelet: tokio::task::JoinHandle<()>,
-    /// While false the hollow kubelet readies nothing.
-    kubelet_on: Arc<AtomicBool>,
+mod common;
+use common::{is_ready, Cluster, Settle};
+
+/// The cluster, and the switch of its hollow kubelet: while off it readies nothing.
+async fn start() -> Result<(Cluster, Arc<AtomicBool>)> {
+    let api = TestApiServer::start().await?;
+    let on = Arc::new(AtomicBool::new(true));
+    let kubelet_on = on.clone();
+    // every live pod turns Running and Ready, as once its readiness probes pass
+    let settle = move |p: &Pod| (kubelet_on.load(Ordering::SeqCst) && !is_ready(p)).then_some(Settle::Ready);
+    let c = Cluster::start(api, "replicaset,deployment,garbage-collector,namespace", settle).await?;
+    Ok((c, on))
 }
 
-impl Cluster {
-    async fn start() -> Result<Cluster> {
-        let api = TestApiServer::start().await?;
-        let client = api.client();
-        let mut config = rkube_controller_manager::Config::new(api.url().to_string());
-        config.controllers = vec!["replicaset,deployment,garbage-collector,namespace".into()];
-        let manager = Daemon::spawn(|stop| rkube_controller_manager::run(config, stop));
-        let kubelet_on = Arc::new(AtomicBool::new(true));
-        let kubelet = tokio::spawn(hollow_kubelet(client.clone(), kubelet_on.clone()));
-        Ok(Cluster {
-            api,
-            client,
-            manager,
-            kubelet,
-            kubelet_on,
-        })
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.kubelet.abort();
-        self.manager.stop().await?;
-        self.api.stop().await
-    }
-
-    async fn rkubectl(&self, args: &[&str]) -> Result<String> {
-        let (out, result) = self.api.rkubectl(args).await;
-        result.map_err(|e| anyhow::anyhow!("rkubectl {args:?}: {e}"))?;
-        Ok(out)
-    }
-}
-
-/// Marks every live pod Running and Ready, the way a kubelet would once
-/// its containers pass their readiness probes.
-async fn hollow_kubelet(client: Client, on: Arc<AtomicBool>) {
-    let api: Api<Pod> = Api::all(client.clone());
-    loop {
-        if on.load(Ordering::SeqCst) {
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                for pod in list.items {
-                    let done = pod.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.r#type == "Ready" && c.status == "True")
-                    });
-                    if done || !pod.metadata().deletion_timestamp.is_empty() {
-                        continue;
-                    }
-                    let mut p = pod.clone();
-                    let s = p.status.get_or_insert_with(Default::default);
-                    s.phase = "Running".into();
-                    s.conditions.push(PodCondition {
-                        r#type: "Ready".into(),
-                        status: "True".into(),
-                        last_transition_time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        ..Default::default()
-                    });
-                    let _ = Api::<Pod>::namespaced(client.clone(), pod.namespace())
-                        .update_status(&p)
-                        .await;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn rkubectl(c: &Cluster, args: &[&str]) -> Result<String> {
+    let (out, result) = c.api.rkubectl(args).await;
+    result.map_err(|e| anyhow::anyhow!("rkubectl {args:?}: {e}"))?;
+    Ok(out)
 }
 
 fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
@@ -155,7 +99,7 @@ async fn rolled_out(client: &Client, name: &str, replicas: usize, img: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
-    let c = Cluster::start().await?;
+    let (c, kubelet_on) = start().await?;
     let api = Api::<Deployment>::namespaced(c.client.clone(), "default");
     api.create(&deployment("web", 3, "nginx:1")).await?;
     let pods = rolled_out(&c.client, "web", 3, "nginx:1").await?;
@@ -209,9 +153,7 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
         },
     )
     .await?;
-    let out = c
-        .rkubectl(&["rollout", "status", "deployment/web", "--timeout=10s"])
-        .await?;
+    let out = rkubectl(&c, &["rollout", "status", "deployment/web", "--timeout=10s"]).await?;
     assert!(
         out.ends_with("deployment \"web\" successfully rolled out\n"),
         "{out}"
@@ -230,15 +172,13 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
 
     // Scale 3 → 5 → 1 → 3.
     for n in [5usize, 1, 3] {
-        let out = c
-            .rkubectl(&["scale", "deployment/web", &format!("--replicas={n}")])
-            .await?;
+        let out = rkubectl(&c, &["scale", "deployment/web", &format!("--replicas={n}")]).await?;
         assert_eq!(out, "deployment.apps/web scaled\n");
         rolled_out(&c.client, "web", n, "nginx:1").await?;
     }
 
     // Rolling update: available pods never below replicas - maxUnavailable.
-    c.kubelet_on.store(false, Ordering::SeqCst);
+    kubelet_on.store(false, Ordering::SeqCst);
     let min_available = Arc::new(Mutex::new(usize::MAX));
     let watcher = {
         let pods_api = Api::<Pod>::namespaced(c.client.clone(), "default");
@@ -282,9 +222,7 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
             }
         })
     };
-    let out = c
-        .rkubectl(&["set", "image", "deployment/web", "app=nginx:2"])
-        .await?;
+    let out = rkubectl(&c, &["set", "image", "deployment/web", "app=nginx:2"]).await?;
     assert_eq!(out, "deployment.apps/web image updated\n");
     // The surge pod appears and waits for the kubelet; nothing more than
     // maxSurge above replicas is created meanwhile.
@@ -299,7 +237,7 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
     .await?;
     let pods = live_pods(&c.client, "default", "web").await?;
     assert!(pods.len() <= 4, "replicas 3 + maxSurge 1, got {}", pods.len());
-    c.kubelet_on.store(true, Ordering::SeqCst);
+    kubelet_on.store(true, Ordering::SeqCst);
     rolled_out(&c.client, "web", 3, "nginx:2").await?;
     watcher.abort();
     let min = *min_available.lock().unwrap();
@@ -319,7 +257,7 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
     );
 
     // Roll back to revision 1: the old ReplicaSet comes back as revision 3.
-    let out = c.rkubectl(&["rollout", "undo", "deployment/web"]).await?;
+    let out = rkubectl(&c, &["rollout", "undo", "deployment/web"]).await?;
     assert_eq!(out, "deployment.apps/web rolled back\n");
     let pods = rolled_out(&c.client, "web", 3, "nginx:1").await?;
     assert!(
@@ -337,7 +275,7 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
             .map(String::as_str),
         Some("3")
     );
-    let history = c.rkubectl(&["rollout", "history", "deployment/web"]).await?;
+    let history = rkubectl(&c, &["rollout", "history", "deployment/web"]).await?;
     assert!(
         history.contains("REVISION  CHANGE-CAUSE\n2         <none>\n3         <none>\n"),
         "{history}"
@@ -349,17 +287,16 @@ async fn deployments_scale_replace_roll_and_roll_back() -> Result<()> {
 /// runs them against the real controllers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
-    let c = Cluster::start().await?;
+    let (c, _) = start().await?;
     let api = Api::<Deployment>::namespaced(c.client.clone(), "default");
     let rss = Api::<ReplicaSet>::namespaced(c.client.clone(), "default");
     api.create(&deployment("web", 2, "nginx:1")).await?;
     rolled_out(&c.client, "web", 2, "nginx:1").await?; // revision 1
 
     // Paused: a new image is recorded, but nothing rolls until resumed.
-    let out = c.rkubectl(&["rollout", "pause", "deployment/web"]).await?;
+    let out = rkubectl(&c, &["rollout", "pause", "deployment/web"]).await?;
     assert_eq!(out, "deployment.apps/web paused\n");
-    let err = c
-        .rkubectl(&["rollout", "pause", "deployment/web"])
+    let err = rkubectl(&c, &["rollout", "pause", "deployment/web"])
         .await
         .unwrap_err();
     assert!(
@@ -367,8 +304,7 @@ async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
             .contains(r#"deployments.apps "web" is already paused"#),
         "{err}"
     );
-    c.rkubectl(&["set", "image", "deployment/web", "app=nginx:2"])
-        .await?;
+    rkubectl(&c, &["set", "image", "deployment/web", "app=nginx:2"]).await?;
     let paused = eventually(
         "the controller reports the pause",
         Duration::from_secs(20),
@@ -393,8 +329,7 @@ async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
         1,
         "no new ReplicaSet while paused"
     );
-    let err = c
-        .rkubectl(&["rollout", "restart", "deployment/web"])
+    let err = rkubectl(&c, &["rollout", "restart", "deployment/web"])
         .await
         .unwrap_err();
     assert!(
@@ -402,7 +337,7 @@ async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
         "{err}"
     );
 
-    let out = c.rkubectl(&["rollout", "resume", "deployment/web"]).await?;
+    let out = rkubectl(&c, &["rollout", "resume", "deployment/web"]).await?;
     assert_eq!(out, "deployment.apps/web resumed\n");
     rolled_out(&c.client, "web", 2, "nginx:2").await?; // revision 2
 
@@ -412,7 +347,7 @@ async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
         .iter()
         .map(|p| p.metadata().name.clone())
         .collect();
-    let out = c.rkubectl(&["rollout", "restart", "deployment/web"]).await?;
+    let out = rkubectl(&c, &["rollout", "restart", "deployment/web"]).await?;
     assert_eq!(out, "deployment.apps/web restarted\n");
     let restarted = eventually(
         "every pod replaced after the restart",
@@ -432,13 +367,10 @@ async fn rollouts_pause_resume_restart_and_undo_to_a_revision() -> Result<()> {
         .contains_key("kubectl.kubernetes.io/restartedAt")));
 
     // Back to revision 1 by number, past the restart (revision 3).
-    let out = c
-        .rkubectl(&["rollout", "undo", "deployment/web", "--to-revision=1"])
-        .await?;
+    let out = rkubectl(&c, &["rollout", "undo", "deployment/web", "--to-revision=1"]).await?;
     assert_eq!(out, "deployment.apps/web rolled back\n");
     rolled_out(&c.client, "web", 2, "nginx:1").await?;
-    let err = c
-        .rkubectl(&["rollout", "undo", "deployment/web", "--to-revision=9"])
+    let err = rkubectl(&c, &["rollout", "undo", "deployment/web", "--to-revision=9"])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("revision"), "{err}");
@@ -471,7 +403,7 @@ async fn owned_by(client: &Client, uid: &str) -> Result<(Vec<ReplicaSet>, Vec<Po
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_deployment_cascades_by_policy() -> Result<()> {
-    let c = Cluster::start().await?;
+    let (c, _) = start().await?;
     let api = Api::<Deployment>::namespaced(c.client.clone(), "default");
     let rs_api = Api::<ReplicaSet>::namespaced(c.client.clone(), "default");
     let pod_api = Api::<Pod>::namespaced(c.client.clone(), "default");
@@ -557,7 +489,7 @@ async fn deleting_a_deployment_cascades_by_policy() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
-    let c = Cluster::start().await?;
+    let (c, _) = start().await?;
     let ns_api = Api::<Namespace>::all(c.client.clone());
     let mut ns = Namespace::default();
     ns.metadata_mut().name = "team".into();

@@ -80,25 +80,7 @@ async fn drain_cordons_evicts_and_waits_for_the_pods() {
         .unwrap();
     }
     // The kubelet of n1: stops pods marked for deletion, then removes them.
-    let kubelet = {
-        let pods = pods.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(list) = pods.list(&ListParams::default().fields("spec.nodeName=n1")).await {
-                    for p in list
-                        .items
-                        .iter()
-                        .filter(|p| !p.metadata().deletion_timestamp.is_empty())
-                    {
-                        let _ = pods
-                            .delete(p.name(), &DeleteParams::default().grace_period(0))
-                            .await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let kubelet = tokio::spawn(finish_deletions_on("n1", pods.clone()));
 
     let home = server.dir().to_path_buf();
     let u = url.clone();
@@ -242,25 +224,7 @@ async fn drain_waits_for_the_disruption_budget_and_retries() {
     };
     allow(0).await;
     // n1's kubelet: finishes the deletion of pods marked for deletion
-    let kubelet = {
-        let pods = pods.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(list) = pods.list(&ListParams::default().fields("spec.nodeName=n1")).await {
-                    for p in list
-                        .items
-                        .iter()
-                        .filter(|p| !p.metadata().deletion_timestamp.is_empty())
-                    {
-                        let _ = pods
-                            .delete(p.name(), &DeleteParams::default().grace_period(0))
-                            .await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let kubelet = tokio::spawn(finish_deletions_on("n1", pods.clone()));
 
     // with a short timeout drain gives up, and the pods stay
     let conf = server.admin_conf();
@@ -445,4 +409,24 @@ async fn autoscale_creates_the_hpa_and_get_shows_its_targets() {
         run.stdout
     );
     server.stop().await.unwrap();
+}
+
+/// What the kubelet of `node` does for a drain: pods marked for deletion are stopped, then
+/// removed for good.
+async fn finish_deletions_on(node: &'static str, pods: Api<Pod>) {
+    loop {
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        if let Ok(list) = pods.list(&on_node).await {
+            for p in list
+                .items
+                .iter()
+                .filter(|p| !p.metadata().deletion_timestamp.is_empty())
+            {
+                let _ = pods
+                    .delete(p.name(), &DeleteParams::default().grace_period(0))
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
