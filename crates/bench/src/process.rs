@@ -209,8 +209,27 @@ pub fn pss(pid: i32) -> anyhow::Result<u64> {
 
 /// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
 pub fn cpu_ticks(pid: i32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of this process's threads whose name starts with `prefix` (Linux
+/// truncates thread names to 15 bytes), in clock ticks.
+pub fn thread_cpu_ticks(prefix: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").context("cannot list /proc/self/task")? {
+        let dir = task?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            // a thread that ended meanwhile took its time with it
+            total += stat_ticks(&dir.join("stat").to_string_lossy()).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// utime + stime of the stat file at `path` (a process's or a thread's).
+fn stat_ticks(path: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
     // The command name may contain spaces; the fields after it are fixed.
     let rest = text
         .rsplit_once(')')

@@ -52,31 +52,13 @@ pub fn run(args: &Args) -> anyhow::Result<String> {
     Ok(render(&job, &floor))
 }
 
-/// CPU seconds used so far by this process's threads whose name starts with `prefix`
-/// (Linux truncates thread names to 15 bytes).
-fn thread_cpu(prefix: &str) -> f64 {
-    let ticks = 100.0; // USER_HZ on Linux
-    let mut total = 0u64;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.trim_end().starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // fields after the parenthesised name: state is 3rd, utime 14th, stime 15th
-        if let Some((_, rest)) = stat.rsplit_once(") ") {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-            let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-            total += ut + st;
-        }
-    }
-    total as f64 / ticks
+/// CPU seconds used so far by the controller-manager's threads.
+fn cm_cpu() -> anyhow::Result<f64> {
+    let ticks = crate::process::thread_cpu_ticks(CM_THREADS)?;
+    Ok(ticks as f64 / crate::process::ticks_per_second() as f64)
 }
 
+/// The controller-manager runtime's thread names, as Linux truncates them.
 const CM_THREADS: &str = "controller-mana";
 
 /// Ends every bound pod of this bench as Succeeded, as a kubelet would once its container
@@ -144,7 +126,7 @@ async fn run_job(client: &Client) -> anyhow::Result<Run> {
         "spec": {"completions": COMPLETIONS, "parallelism": PARALLELISM, "template": pod_template()},
     }))
     .context("the bench Job")?;
-    let cpu0 = thread_cpu(CM_THREADS);
+    let cpu0 = cm_cpu()?;
     let started = Instant::now();
     jobs.create(&job).await.context("creating the Job")?;
     let list = jobs.list(&ListParams::default()).await?;
@@ -173,7 +155,7 @@ async fn run_job(client: &Client) -> anyhow::Result<Run> {
         }
     }
     let elapsed = started.elapsed();
-    let cm_cpu = thread_cpu(CM_THREADS) - cpu0;
+    let used = cm_cpu()? - cpu0;
     kubelet.abort();
     let s = jobs.get("bench").await?.status.unwrap_or_default();
     anyhow::ensure!(
@@ -181,7 +163,10 @@ async fn run_job(client: &Client) -> anyhow::Result<Run> {
         "the Job counted {} completions",
         s.succeeded
     );
-    Ok(Run { elapsed, cm_cpu })
+    Ok(Run {
+        elapsed,
+        cm_cpu: used,
+    })
 }
 
 async fn run_floor(client: &Client) -> anyhow::Result<Run> {
@@ -190,7 +175,7 @@ async fn run_floor(client: &Client) -> anyhow::Result<Run> {
     let mut template: Pod = serde_json::from_value(pod_template()).context("the floor's pod")?;
     template.metadata_mut().generate_name = "floor-".into();
     template.metadata_mut().namespace = NAMESPACE.into();
-    let cpu0 = thread_cpu(CM_THREADS);
+    let cpu0 = cm_cpu()?;
     let started = Instant::now();
     let list = pods.list(&ListParams::default().labels(LABEL)).await?;
     let mut stream = pods
@@ -229,9 +214,12 @@ async fn run_floor(client: &Client) -> anyhow::Result<Run> {
         }
     }
     let elapsed = started.elapsed();
-    let cm_cpu = thread_cpu(CM_THREADS) - cpu0;
+    let used = cm_cpu()? - cpu0;
     kubelet.abort();
-    Ok(Run { elapsed, cm_cpu })
+    Ok(Run {
+        elapsed,
+        cm_cpu: used,
+    })
 }
 
 fn render(job: &Run, floor: &Run) -> String {
