@@ -307,11 +307,6 @@ async fn create_kind(ctx: &Context, kind: &CreateKind, out: &mut dyn Write) -> R
             audiences,
         } => return create_token(ctx, name, duration.as_deref(), audiences, out).await,
     };
-    let obj = if obj.info.namespaced {
-        crate::objects::with_namespace(&obj, &ctx.namespace).map_err(CtlError::usage)?
-    } else {
-        obj
-    };
     output.create(ctx, obj, out).await.map(|_| ())
 }
 

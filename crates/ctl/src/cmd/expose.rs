@@ -86,7 +86,6 @@ pub async fn run(ctx: &Context, args: &ExposeArgs, out: &mut dyn Write) -> Resul
         )));
     }
     let svc = generate::service(&flags)?;
-    let svc = crate::objects::with_namespace(&svc, &ctx.namespace).map_err(CtlError::usage)?;
     if args.output.output.is_none() {
         // kubectl says "exposed" rather than "created"
         let mut sink = Vec::new();

@@ -33,7 +33,8 @@ pub struct OutputFlags {
 }
 
 impl OutputFlags {
-    /// Sends `obj` (unless a dry run) and reports it the way kubectl does:
+    /// Puts `obj` in the context's namespace (when its kind has one), sends it
+    /// (unless a dry run) and reports it the way kubectl does:
     /// `deployment.apps/web created`, or the object in the `-o` format.
     pub async fn create(
         &self,
@@ -41,6 +42,11 @@ impl OutputFlags {
         obj: DynObject,
         out: &mut dyn Write,
     ) -> Result<DynObject, CtlError> {
+        let obj = if obj.info.namespaced {
+            objects::with_namespace(&obj, &ctx.namespace).map_err(CtlError::usage)?
+        } else {
+            obj
+        };
         let obj = if self.dry_run == DryRun::Client {
             obj
         } else {

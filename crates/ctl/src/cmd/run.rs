@@ -57,6 +57,5 @@ pub async fn run(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<(
         args: &args.args,
     };
     let pod = generate::pod(&args.name, &flags)?;
-    let pod = crate::objects::with_namespace(&pod, &ctx.namespace).map_err(CtlError::usage)?;
     args.output.create(ctx, pod, out).await.map(|_| ())
 }
