@@ -11,7 +11,7 @@ use rkube_api::Resource as _;
 
 use crate::config::Config;
 use crate::container_config::{build_env, resources, security, user};
-use crate::probes::{self, ProbeTarget};
+use crate::probes;
 use crate::volumes::{self};
 use rkube_node_runtime::network::{PodNetworkConfig, PortMapping, Protocol};
 use rkube_node_runtime::runtime::{
@@ -426,8 +426,6 @@ impl PodWorker {
 
     /// Starts probe tasks for running containers with probes, stops the others' tasks.
     pub(super) fn manage_probe_tasks(&mut self, pod: &Arc<Pod>, spec: &rkube_api::core::v1::PodSpec) {
-        let netns = self.net.as_ref().map(|n| n.netns_path.clone());
-        let pod_ip = self.pod_ip_addr();
         for c in &spec.containers {
             let Some(t) = self.tracks.get_mut(&c.name) else {
                 continue;
@@ -445,23 +443,17 @@ impl PodWorker {
                 task.abort();
                 self.probes.forget(&id);
             }
-            if let Some(id) = running {
-                if !probes::has_probes(c) {
-                    continue;
-                }
-                let target = ProbeTarget {
-                    runtime: self.shared.runtime.clone(),
-                    id: id.clone(),
-                    container: c.clone(),
-                    pod_ip,
-                    netns: netns.clone(),
-                };
-                let shared = self.shared.clone();
-                let pod_for_events = pod.clone();
-                let event: probes::EventFn = Arc::new(move |reason, message| {
-                    shared.event(&pod_for_events, true, reason, message);
-                });
-                let task = tokio::spawn(probes::run(target, self.probes.clone(), event));
+            let Some(id) = running.filter(|_| probes::has_probes(c)) else {
+                continue;
+            };
+            let target = self.target(c, &id);
+            let shared = self.shared.clone();
+            let pod_for_events = pod.clone();
+            let event: probes::EventFn = Arc::new(move |reason, message| {
+                shared.event(&pod_for_events, true, reason, message);
+            });
+            let task = tokio::spawn(probes::run(target, self.probes.clone(), event));
+            if let Some(t) = self.tracks.get_mut(&c.name) {
                 t.probe_task = Some((id, task));
             }
         }
