@@ -115,14 +115,13 @@ pub fn from_json(
             .and_then(|r| r.split('`').next());
         // A Kubernetes field rkube deliberately leaves out is refused whatever
         // fieldValidation says: dropping it would run something else than the user asked.
-        if let Some(why) = unknown.and_then(|name| rkube_api::unsupported::reason(&unknown_path(&path, name)))
-        {
-            let name = unknown.unwrap_or_default();
-            return Err(ApiError::bad_request(format!(
-                "{}.{}: unsupported field: {why}",
-                info.kind,
-                unknown_path(&path, name)
-            )));
+        if let Some(full) = unknown.map(|name| unknown_path(&path, name)) {
+            if let Some(why) = rkube_api::unsupported::reason(&full) {
+                return Err(ApiError::bad_request(format!(
+                    "{}.{full}: unsupported field: {why}",
+                    info.kind
+                )));
+            }
         }
         match unknown {
             // each pass removes one field, so this ends
