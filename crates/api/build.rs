@@ -22,6 +22,7 @@ const PROTOS: &[&str] = &[
 const EXTERN: &[(&str, &str)] = &[
     (".rkube.meta.v1.IntOrString", "crate::intstr::IntOrString"),
     (".rkube.meta.v1.Quantity", "crate::quantity::Quantity"),
+    (".rkube.meta.v1.RawExtension", "crate::raw::RawExtension"),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -281,6 +281,10 @@ impl Defaulting for apps::v1::DaemonSet {
     }
 }
 
+impl Defaulting for apps::v1::ControllerRevision {
+    fn apply_defaults(&mut self) {}
+}
+
 impl Defaulting for apps::v1::StatefulSet {
     fn apply_defaults(&mut self) {
         let spec = self.spec.get_or_insert_with(Default::default);

@@ -40,6 +40,7 @@ meta_only!(
     apps::v1::ReplicaSet,
     apps::v1::DaemonSet,
     apps::v1::StatefulSet,
+    apps::v1::ControllerRevision,
     batch::v1::Job,
     batch::v1::CronJob,
     core::v1::ServiceAccount,

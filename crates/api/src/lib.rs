@@ -9,6 +9,8 @@
 pub mod intstr;
 pub mod quantity;
 pub mod quota;
+pub mod raw;
+pub mod revision;
 
 #[allow(clippy::all, missing_docs)]
 pub mod meta {

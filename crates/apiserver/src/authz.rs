@@ -387,6 +387,7 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
                 "daemonsets/status",
                 "statefulsets",
                 "statefulsets/status",
+                "controllerrevisions",
             ],
         ),
         rule(
@@ -428,6 +429,8 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
     );
     let scheduler = vec![
         rule(READ, &[""], &["pods", "nodes", "namespaces", "services"]),
+        // Preemption prefers victims whose eviction breaks no budget.
+        rule(READ, &["policy"], &["poddisruptionbudgets"]),
         rule(&["create"], &[""], &["pods/binding"]),
         // Preemption evicts lower-priority pods.
         rule(&["delete"], &[""], &["pods"]),
@@ -460,7 +463,13 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         rule(
             &["create"],
             &["apps"],
-            &["deployments", "replicasets", "daemonsets", "statefulsets"],
+            &[
+                "deployments",
+                "replicasets",
+                "daemonsets",
+                "statefulsets",
+                "controllerrevisions",
+            ],
         ),
         rule(&["create"], &["batch"], &["jobs", "cronjobs"]),
         rule(&["create"], &["autoscaling"], &["horizontalpodautoscalers"]),

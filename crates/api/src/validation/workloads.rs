@@ -293,6 +293,27 @@ impl Validate for apps::v1::ReplicaSet {
     }
 }
 
+/// As Kubernetes: a revision's snapshot never changes once written (its
+/// number may, when `rollout undo` makes an old snapshot current again).
+impl Validate for apps::v1::ControllerRevision {
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        if self.data != old.data {
+            e.forbidden("data", "field is immutable");
+        }
+        e.0
+    }
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Errors::default();
+        validate_meta(self.metadata.as_ref(), NameRule::Subdomain, &mut e);
+        if self.revision < 0 {
+            e.invalid("revision", self.revision, "must be greater than or equal to 0");
+        }
+        e.0
+    }
+}
+
 fn non_negative(e: &mut Errors, field: &str, value: Option<i32>) {
     if let Some(v) = value.filter(|v| *v < 0) {
         e.invalid(field, v, "must be greater than or equal to 0");

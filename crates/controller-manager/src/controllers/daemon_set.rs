@@ -16,11 +16,14 @@
 //!   replaces old pods with at most `maxUnavailable` nodes lacking an available pod at a
 //!   time, or, with `maxSurge`, starts the new pod beside the old one and deletes the old
 //!   once the new is available. OnDelete replaces a pod only when someone deletes it.
+//!   Each template is kept as a ControllerRevision (see `history`), which `rollout history`
+//!   and `rollout undo` read.
 //! * **Status**: desired, current, misscheduled, ready, updated, available and unavailable
 //!   counts, and `observedGeneration`, so `rkubectl rollout status` can follow a rollout.
 
 use super::deployment::pod_template_hash;
 use super::expectations::{Expectations, Readiness};
+use super::history;
 use super::workload::{
     self, availability, controller_ref, controller_reference, is_deleting, write_status, PodControl,
     NAMESPACE_INDEX,
@@ -30,7 +33,7 @@ use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use rkube_api::apps::v1::{DaemonSet, DaemonSetStatus};
+use rkube_api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use rkube_api::core::v1::{Node, Pod, PodTemplateSpec, Toleration};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::placement::{node_matches, tolerates};
@@ -52,6 +55,7 @@ struct State {
     daemonsets: Store<DaemonSet>,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
     expectations: Arc<Expectations>,
 }
 
@@ -60,9 +64,12 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
         let ds_informer = ctx.informers.get::<DaemonSet>();
         let pod_informer = ctx.informers.get::<Pod>();
         let node_informer = ctx.informers.get::<Node>();
+        let revision_informer = ctx.informers.get::<ControllerRevision>();
         let daemonsets = ds_informer.store();
         let pods = pod_informer.store();
         pods.add_index(NAMESPACE_INDEX, workload::namespace_index::<Pod>);
+        let revisions = revision_informer.store();
+        revisions.add_index(NAMESPACE_INDEX, workload::namespace_index::<ControllerRevision>);
         let expectations = Arc::new(Expectations::default());
         let pod_mapper = {
             let expectations = expectations.clone();
@@ -91,12 +98,17 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
             daemonsets,
             pods,
             nodes: node_informer.store(),
+            revisions,
             expectations,
         });
         Controller::new(NAME, state, reconcile)
             .primary(&ds_informer)
             .watches(&pod_informer, pod_mapper)
             .watches_changes(&node_informer, node_mapper)
+            .watches(
+                &revision_informer,
+                rkube_client::runtime::controller_owner_keys::<DaemonSet, ControllerRevision>,
+            )
             .workers(workers)
             .resync(Duration::from_secs(300))
             .run(shutdown.wait())
@@ -415,6 +427,21 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
     }
     let template = pod_template(&ds);
     let hash = pod_template_hash(&template, ds.status.as_ref().and_then(|s| s.collision_count));
+    // The revision keeps the DaemonSet's own template (what `rollout undo` puts back),
+    // named by the hash of the pods' template (with the default tolerations).
+    let spec = ds.spec.clone().unwrap_or_default();
+    let own = spec.template.unwrap_or_default();
+    let limit = spec.revision_history_limit;
+    history::sync(
+        &state.ctx.client,
+        &state.revisions,
+        &*ds,
+        &own,
+        &hash,
+        &owned,
+        limit,
+    )
+    .await?;
     let nodes = state.nodes.list();
     let now = Utc::now();
     let plan = plan(&ds, &template, &hash, &nodes, &owned, now);

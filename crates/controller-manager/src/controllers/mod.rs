@@ -12,6 +12,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod history;
 pub mod hpa;
 pub mod job;
 pub mod job_plan;

@@ -16,10 +16,14 @@
 //! * **Updates.** Pods carry the template's hash. RollingUpdate replaces outdated pods from
 //!   the highest ordinal down, one at a time and only while all are Ready, leaving ordinals
 //!   below `partition` alone; OnDelete replaces a pod only when someone deletes it.
-//!   `currentRevision` follows `updateRevision` once every pod is updated.
+//!   `currentRevision` follows `updateRevision` once every pod is updated. Both name
+//!   ControllerRevisions (see `history`) holding the templates, so a pod below the partition
+//!   that is deleted comes back at the current revision, as in Kubernetes, and `rollout
+//!   history`/`undo` work.
 
 use super::daemon_set::REVISION_HASH_LABEL;
 use super::deployment::pod_template_hash;
+use super::history;
 use super::workload::{
     self, availability, controller_ref, controller_reference, is_deleting, write_status, PodControl,
     NAMESPACE_INDEX,
@@ -29,8 +33,10 @@ use crate::{Context, Shutdown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use rkube_api::apps::v1::{StatefulSet, StatefulSetStatus};
-use rkube_api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume};
+use rkube_api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
+use rkube_api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
+};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::Resource;
 use rkube_client::{Action, Api, Controller, DeleteParams, EventType, Store};
@@ -48,6 +54,7 @@ struct State {
     statefulsets: Store<StatefulSet>,
     pods: Store<Pod>,
     claims: Store<PersistentVolumeClaim>,
+    revisions: Store<ControllerRevision>,
 }
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
@@ -57,6 +64,9 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
         let claim_informer = ctx.informers.get::<PersistentVolumeClaim>();
         let pods = pod_informer.store();
         pods.add_index(NAMESPACE_INDEX, workload::namespace_index::<Pod>);
+        let revision_informer = ctx.informers.get::<ControllerRevision>();
+        let revisions = revision_informer.store();
+        revisions.add_index(NAMESPACE_INDEX, workload::namespace_index::<ControllerRevision>);
         let claims = claim_informer.store();
         claims.add_index(
             NAMESPACE_INDEX,
@@ -68,12 +78,17 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow
             statefulsets: sts_informer.store(),
             pods,
             claims,
+            revisions,
         });
         Controller::new(NAME, state, reconcile)
             .primary(&sts_informer)
             .watches(
                 &pod_informer,
                 rkube_client::runtime::controller_owner_keys::<StatefulSet, Pod>,
+            )
+            .watches(
+                &revision_informer,
+                rkube_client::runtime::controller_owner_keys::<StatefulSet, ControllerRevision>,
             )
             .workers(workers)
             .resync(Duration::from_secs(300))
@@ -236,7 +251,7 @@ pub fn plan(
         .clone()
         .all(|i| by_ordinal.get(&i).is_some_and(|p| updated(p)));
     if strategy.r#type != "OnDelete" && plan.create.is_empty() && plan.delete.is_empty() && !terminating {
-        let partition = strategy.rolling_update.and_then(|r| r.partition).unwrap_or(0);
+        let partition = partition(sts);
         let all_healthy = wanted
             .clone()
             .all(|i| by_ordinal.get(&i).is_some_and(|p| healthy(p)));
@@ -269,10 +284,24 @@ pub fn plan(
     plan
 }
 
-/// The pod with `ordinal`, from the template (hash `hash`), with its claims as volumes.
-pub fn pod_for(sts: &StatefulSet, hash: &str, ordinal: i32) -> Pod {
+/// The ordinal below which a rolling update leaves pods at the current revision (0 for
+/// OnDelete, which has no partition).
+pub fn partition(sts: &StatefulSet) -> i32 {
+    let strategy = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.clone())
+        .unwrap_or_default();
+    if strategy.r#type == "OnDelete" {
+        return 0;
+    }
+    strategy.rolling_update.and_then(|r| r.partition).unwrap_or(0)
+}
+
+/// The pod with `ordinal`, from `template` (hash `hash`), with its claims as volumes.
+pub fn pod_for(sts: &StatefulSet, template: &PodTemplateSpec, hash: &str, ordinal: i32) -> Pod {
     let spec = sts.spec.clone().unwrap_or_default();
-    let template = spec.template.clone().unwrap_or_default();
+    let template = template.clone();
     let tm = template.metadata.unwrap_or_default();
     let name = format!("{}-{ordinal}", sts.name());
     let mut labels = tm.labels;
@@ -382,7 +411,30 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
         .and_then(|s| s.template.clone())
         .unwrap_or_default();
     let hash = pod_template_hash(&template, sts.status.as_ref().and_then(|s| s.collision_count));
+    let limit = sts.spec.as_ref().and_then(|s| s.revision_history_limit);
+    let revisions = history::sync(
+        &state.ctx.client,
+        &state.revisions,
+        &*sts,
+        &template,
+        &hash,
+        &owned,
+        limit,
+    )
+    .await?;
     let plan = plan(&sts, &hash, &owned, &claims, Utc::now());
+    // Below the partition a pod comes back at the current revision (when its template is
+    // still known), as Kubernetes' newVersionedStatefulSetPod does.
+    let current_hash = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.current_revision.strip_prefix(&format!("{}-", sts.name())))
+        .unwrap_or_default();
+    let current = revisions
+        .iter()
+        .filter(|r| current_hash != hash && history::hash_of(r) == Some(current_hash))
+        .find_map(|r| rkube_api::revision::template_of(r));
+    let partition = partition(&sts);
     let control = PodControl {
         api: Api::namespaced(state.ctx.client.clone(), &ns),
         recorder: &state.ctx.recorder,
@@ -426,7 +478,10 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
             }
             // An earlier pod of this name still being deleted makes this a no-op; its
             // deletion wakes the set again.
-            let pod = pod_for(&sts, &hash, *ordinal);
+            let pod = match &current {
+                Some(old) if *ordinal < partition => pod_for(&sts, old, current_hash, *ordinal),
+                _ => pod_for(&sts, &template, &hash, *ordinal),
+            };
             let set = sts.name();
             control
                 .create(&pod, |pod| {
@@ -548,7 +603,12 @@ mod tests {
             2,
             "  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
         );
-        let p = pod_for(&s, "h1", 1);
+        let template = s
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default();
+        let p = pod_for(&s, &template, "h1", 1);
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(
             (p.name(), spec.hostname.as_str(), spec.subdomain.as_str()),
