@@ -181,7 +181,7 @@ impl<K: Resource> Api<K> {
         let ns = self.object_ns(name)?;
         let any = self
             .client
-            .patch_any(&K::INFO, ns, name, patch, sub, &PostParams::default())
+            .patch_any(&K::INFO, ns, name, ("merge", patch), sub, &PostParams::default())
             .await?;
         decode(&any)
     }

@@ -350,20 +350,20 @@ impl Client {
         info: &ResourceInfo,
         namespace: &str,
         name: &str,
-        patch: &serde_json::Value,
+        (patch_type, patch): (&str, &serde_json::Value),
         sub: Subresource,
         pp: &PostParams,
     ) -> Result<Any> {
-        if !patch.is_object() {
+        if patch_type != "json" && !patch.is_object() {
             return Err(Error::InvalidRequest(format!(
-                "a merge patch must be a JSON object, not {patch}"
+                "a {patch_type} patch must be a JSON object, not {patch}"
             )));
         }
         let req = self.request(rpc::PatchRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
             name: name.to_string(),
-            patch_type: "merge".into(),
+            patch_type: patch_type.into(),
             patch: serde_json::to_vec(patch)?,
             subresource: sub.as_str().into(),
             dry_run: pp.dry_run,
@@ -506,28 +506,24 @@ impl Client {
         name: &str,
         patch: &serde_json::Value,
     ) -> Result<DynObject> {
-        self.patch_dyn_with(
-            info,
-            namespace,
-            name,
-            patch,
-            Subresource::Main,
-            &PostParams::default(),
-        )
-        .await
+        self.patch_dyn_typed(info, namespace, name, "merge", patch).await
     }
 
-    pub async fn patch_dyn_with(
+    /// A patch of `patch_type` of the object's main resource: "merge" (RFC 7386), "json"
+    /// (RFC 6902) or "strategic" (Kubernetes' strategic merge patch).
+    pub async fn patch_dyn_typed(
         &self,
         info: &ResourceInfo,
         namespace: &str,
         name: &str,
+        patch_type: &str,
         patch: &serde_json::Value,
-        sub: Subresource,
-        pp: &PostParams,
     ) -> Result<DynObject> {
         need_namespace(info, namespace, name)?;
-        let any = self.patch_any(info, namespace, name, patch, sub, pp).await?;
+        let pp = PostParams::default();
+        let any = self
+            .patch_any(info, namespace, name, (patch_type, patch), Subresource::Main, &pp)
+            .await?;
         Ok(DynObject::from_any(any)?)
     }
 

@@ -103,6 +103,11 @@ pub enum Command {
     Taint(cmd::taint::TaintArgs),
     /// Set or remove labels (`label nodes NODE k=v`, `k-`).
     Label(cmd::label::LabelArgs),
+    /// Set or remove annotations (`annotate deploy/web k=v`, `k-`).
+    Annotate(cmd::label::LabelArgs),
+    /// Change part of an object (`patch deploy/web -p '{"spec":{"replicas":3}}'`;
+    /// `--type strategic|merge|json`).
+    Patch(cmd::patch::PatchArgs),
     /// Print the URLs a NodePort or LoadBalancer Service is reached at from
     /// the host (`--url`: URLs only).
     Service(cmd::service::ServiceArgs),
@@ -180,7 +185,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Cordon(a) => cmd::cordon::cordon(&ctx, a, out).await,
         Command::Uncordon(a) => cmd::cordon::uncordon(&ctx, a, out).await,
         Command::Taint(a) => cmd::taint::run(&ctx, a, out).await,
-        Command::Label(a) => cmd::label::run(&ctx, a, out).await,
+        Command::Label(a) => cmd::label::run(&ctx, a, cmd::label::Field::Labels, out).await,
+        Command::Annotate(a) => cmd::label::run(&ctx, a, cmd::label::Field::Annotations, out).await,
+        Command::Patch(a) => cmd::patch::run(&ctx, a, out).await,
         Command::Service(a) => cmd::service::run(&ctx, a, out).await,
         Command::Certs(a) => cmd::certs::run(a, out).await,
         Command::Auth(a) => cmd::auth::run(&ctx, a, out).await,

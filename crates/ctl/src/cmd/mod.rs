@@ -19,6 +19,7 @@ pub mod get;
 pub mod kubeconfig;
 pub mod label;
 pub mod logs;
+pub mod patch;
 pub mod port_forward;
 pub mod rollout;
 pub mod run;

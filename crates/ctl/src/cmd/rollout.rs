@@ -1,15 +1,15 @@
-//! `rkubectl rollout status|history|undo|restart|pause|resume
-//! deployment/NAME` (status also of daemonset/NAME and statefulset/NAME), with
-//! kubectl's wording. Rolling back copies an old
-//! ReplicaSet's template into the Deployment; the deployment controller
-//! then re-uses that ReplicaSet and gives it the next revision.
+//! `rkubectl rollout status|history|undo|restart KIND/NAME` for deployments, daemonsets
+//! and statefulsets, and `pause|resume deployment/NAME`, with kubectl's wording. Rolling
+//! back copies an old template into the workload: a Deployment's from its ReplicaSet (the
+//! deployment controller then re-uses that ReplicaSet and gives it the next revision), a
+//! DaemonSet's or StatefulSet's from its ControllerRevision (renumbered the same way).
 
 use crate::args::parse_targets;
 use crate::cmd::Context;
 use crate::error::CtlError;
 use crate::server::ctl_error;
 use futures::StreamExt;
-use rkube_api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use rkube_api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use rkube_api::core::v1::PodTemplateSpec;
 use rkube_api::Resource;
 use rkube_client::{Api, Client, ListParams, WatchEvent, WatchParams};
@@ -140,66 +140,91 @@ pub async fn run(ctx: &Context, args: &RolloutArgs, out: &mut dyn Write) -> Resu
             }
         }
         RolloutAction::History { target } => {
-            let name = deployment_name(target, "rollout history")?;
-            let d = api.get(&name).await.map_err(&err)?;
-            let rss = owned_replicasets(&client, &d).await.map_err(&err)?;
-            let mut revs: Vec<(i64, String)> = rss
-                .iter()
-                .map(|rs| {
-                    let a = &rs.metadata().annotations;
-                    let rev = a.get(REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
-                    (
-                        rev,
-                        a.get(CHANGE_CAUSE).cloned().unwrap_or_else(|| "<none>".into()),
-                    )
-                })
-                .collect();
-            revs.sort();
-            writeln!(out, "deployment.apps/{name} ")?;
+            let (workload, name) = workload_target(target, "rollout history")?;
+            let (_, mut revisions) = history(&client, &ctx.namespace, workload, &name)
+                .await
+                .map_err(&err)?;
+            revisions.sort_by_key(|r| r.number);
+            writeln!(out, "{}/{name} ", workload.resource())?;
             writeln!(out, "REVISION  CHANGE-CAUSE")?;
-            for (rev, cause) in revs {
-                writeln!(out, "{rev:<9} {cause}")?;
+            for r in revisions {
+                writeln!(out, "{:<9} {}", r.number, r.cause)?;
             }
             writeln!(out)?;
             Ok(())
         }
         RolloutAction::Undo { target, to_revision } => {
-            let name = deployment_name(target, "rollout undo")?;
-            let d = api.get(&name).await.map_err(&err)?;
-            let rss = owned_replicasets(&client, &d).await.map_err(&err)?;
-            let template = rollback_template(&d, &rss, *to_revision)?;
-            let current = d
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.clone())
-                .unwrap_or_default();
-            if template == current {
-                let rev = revision_of(d.metadata());
-                writeln!(out, "deployment.apps/{name} skipped rollback (current template already matches revision {rev})")?;
+            let (workload, name) = workload_target(target, "rollout undo")?;
+            let (current, revisions) = history(&client, &ctx.namespace, workload, &name)
+                .await
+                .map_err(&err)?;
+            let what = format!("{} {name:?}", workload.kind().to_lowercase());
+            let target = rollback_target(&what, &current, &revisions, *to_revision)?;
+            if target.template == current.template {
+                writeln!(
+                    out,
+                    "{}/{name} skipped rollback (current template already matches revision {})",
+                    workload.resource(),
+                    target.number
+                )?;
                 return Ok(());
             }
-            api.replace_with(&name, |mut d| {
-                d.spec.get_or_insert_with(Default::default).template = Some(template.clone());
-                d
-            })
-            .await
-            .map_err(&err)?;
-            writeln!(out, "deployment.apps/{name} rolled back")?;
+            let template = Some(target.template.clone());
+            let ns = &ctx.namespace;
+            let result = match workload {
+                Workload::Deployment => api
+                    .replace_with(&name, |mut d| {
+                        d.spec.get_or_insert_with(Default::default).template = template.clone();
+                        d
+                    })
+                    .await
+                    .map(drop),
+                Workload::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
+                    .replace_with(&name, |mut d| {
+                        d.spec.get_or_insert_with(Default::default).template = template.clone();
+                        d
+                    })
+                    .await
+                    .map(drop),
+                Workload::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+                    .replace_with(&name, |mut s| {
+                        s.spec.get_or_insert_with(Default::default).template = template.clone();
+                        s
+                    })
+                    .await
+                    .map(drop),
+            };
+            result.map_err(&err)?;
+            writeln!(out, "{}/{name} rolled back", workload.resource())?;
             Ok(())
         }
         RolloutAction::Restart { target } => {
-            let name = deployment_name(target, "rollout restart")?;
-            let d = api.get(&name).await.map_err(&err)?;
-            if d.spec.as_ref().is_some_and(|s| s.paused) {
-                return Err(CtlError::usage(format!(
-                    "deployments.apps \"{name}\" can't restart paused deployment (run rollout resume first)"
-                )));
-            }
+            let (workload, name) = workload_target(target, "rollout restart")?;
             let now = rkube_api::time::now();
             let patch =
                 serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
-            api.patch_merge(&name, &patch).await.map_err(&err)?;
-            writeln!(out, "deployment.apps/{name} restarted")?;
+            let ns = &ctx.namespace;
+            let result = match workload {
+                Workload::Deployment => {
+                    let d = api.get(&name).await.map_err(&err)?;
+                    if d.spec.as_ref().is_some_and(|s| s.paused) {
+                        return Err(CtlError::usage(format!(
+                            "deployments.apps \"{name}\" can't restart paused deployment (run rollout resume first)"
+                        )));
+                    }
+                    api.patch_merge(&name, &patch).await.map(drop)
+                }
+                Workload::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
+                    .patch_merge(&name, &patch)
+                    .await
+                    .map(drop),
+                Workload::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+                    .patch_merge(&name, &patch)
+                    .await
+                    .map(drop),
+            };
+            result.map_err(&err)?;
+            writeln!(out, "{}/{name} restarted", workload.resource())?;
             Ok(())
         }
         RolloutAction::Pause { target } | RolloutAction::Resume { target } => {
@@ -250,34 +275,170 @@ async fn owned_replicasets(client: &Client, d: &Deployment) -> rkube_client::Res
         .collect())
 }
 
-/// The template to roll back to: revision `to` (0: the one before the
-/// current), without the hash label the controller added.
-pub fn rollback_template(d: &Deployment, rss: &[ReplicaSet], to: i64) -> Result<PodTemplateSpec, CtlError> {
-    let current = revision_of(d.metadata());
-    let target = if to == 0 {
-        rss.iter()
-            .map(|rs| revision_of(rs.metadata()))
-            .filter(|r| *r != current && *r > 0)
+/// A workload whose template `rollout history|undo|restart` act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Deployment,
+    DaemonSet,
+    StatefulSet,
+}
+
+impl Workload {
+    fn kind(self) -> &'static str {
+        match self {
+            Workload::Deployment => "Deployment",
+            Workload::DaemonSet => "DaemonSet",
+            Workload::StatefulSet => "StatefulSet",
+        }
+    }
+
+    /// As kubectl names it in what it prints: `daemonset.apps`.
+    fn resource(self) -> String {
+        format!("{}.apps", self.kind().to_lowercase())
+    }
+}
+
+/// The one Deployment, DaemonSet or StatefulSet named by `KIND/NAME` or `KIND NAME`.
+pub(crate) fn workload_target(target: &[String], verb: &str) -> Result<(Workload, String), CtlError> {
+    let targets = parse_targets(target)?;
+    let workload = |kind: &str| match kind {
+        "Deployment" => Some(Workload::Deployment),
+        "DaemonSet" => Some(Workload::DaemonSet),
+        "StatefulSet" => Some(Workload::StatefulSet),
+        _ => None,
+    };
+    match targets.as_slice() {
+        [t] if t.names.len() == 1 => match workload(t.info.kind) {
+            Some(w) => Ok((w, t.names[0].clone())),
+            None => Err(CtlError::usage(format!(
+                "{verb} is not supported for {}; use deployment, daemonset or statefulset",
+                t.info.plural
+            ))),
+        },
+        _ => Err(CtlError::usage(format!(
+            "{verb} needs exactly one KIND/NAME (deployment, daemonset or statefulset)"
+        ))),
+    }
+}
+
+/// One template a workload has had: a Deployment's ReplicaSet, a DaemonSet's or
+/// StatefulSet's ControllerRevision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub number: i64,
+    pub cause: String,
+    pub template: PodTemplateSpec,
+}
+
+fn change_cause(meta: &rkube_api::meta::v1::ObjectMeta) -> String {
+    meta.annotations
+        .get(CHANGE_CAUSE)
+        .cloned()
+        .unwrap_or_else(|| "<none>".into())
+}
+
+/// The workload's current revision (number 0 when no revision holds its template yet)
+/// and every revision it has.
+async fn history(
+    client: &Client,
+    ns: &str,
+    workload: Workload,
+    name: &str,
+) -> rkube_client::Result<(Revision, Vec<Revision>)> {
+    let (meta, template) = match workload {
+        Workload::Deployment => {
+            let d: Deployment = Api::namespaced(client.clone(), ns).get(name).await?;
+            let rss = owned_replicasets(client, &d).await?;
+            let revisions = rss
+                .iter()
+                .map(|rs| {
+                    let mut template = rs
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.clone())
+                        .unwrap_or_default();
+                    if let Some(m) = template.metadata.as_mut() {
+                        m.labels.remove(HASH_LABEL);
+                    }
+                    Revision {
+                        number: revision_of(rs.metadata()),
+                        cause: change_cause(rs.metadata()),
+                        template,
+                    }
+                })
+                .collect();
+            let current = Revision {
+                number: revision_of(d.metadata()),
+                cause: change_cause(d.metadata()),
+                template: d.spec.and_then(|s| s.template).unwrap_or_default(),
+            };
+            return Ok((current, revisions));
+        }
+        Workload::DaemonSet => {
+            let d: DaemonSet = Api::namespaced(client.clone(), ns).get(name).await?;
+            (d.metadata.unwrap_or_default(), d.spec.and_then(|s| s.template))
+        }
+        Workload::StatefulSet => {
+            let s: StatefulSet = Api::namespaced(client.clone(), ns).get(name).await?;
+            (s.metadata.unwrap_or_default(), s.spec.and_then(|s| s.template))
+        }
+    };
+    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
+    let revisions: Vec<Revision> = api
+        .list_all(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.metadata()
+                .owner_references
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == meta.uid)
+        })
+        .filter_map(|r| {
+            Some(Revision {
+                number: r.revision,
+                cause: change_cause(r.metadata()),
+                template: rkube_api::revision::template_of(&r)?,
+            })
+        })
+        .collect();
+    let template = template.unwrap_or_default();
+    let number = revisions
+        .iter()
+        .filter(|r| r.template == template)
+        .map(|r| r.number)
+        .max()
+        .unwrap_or(0);
+    let current = Revision {
+        number,
+        cause: change_cause(&meta),
+        template,
+    };
+    Ok((current, revisions))
+}
+
+/// The revision to roll back to: `to`, or with 0 the newest one before the current.
+pub fn rollback_target<'a>(
+    what: &str,
+    current: &Revision,
+    revisions: &'a [Revision],
+    to: i64,
+) -> Result<&'a Revision, CtlError> {
+    let to = if to == 0 {
+        revisions
+            .iter()
+            .map(|r| r.number)
+            .filter(|n| *n != current.number && *n > 0)
             .max()
-            .ok_or_else(|| {
-                CtlError::usage(format!("no rollout history found for deployment {:?}", d.name()))
-            })?
+            .ok_or_else(|| CtlError::usage(format!("no rollout history found for {what}")))?
     } else {
         to
     };
-    let rs = rss
+    revisions
         .iter()
-        .find(|rs| revision_of(rs.metadata()) == target)
-        .ok_or_else(|| CtlError::usage(format!("unable to find specified revision {target} in history")))?;
-    let mut t = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .unwrap_or_default();
-    if let Some(m) = t.metadata.as_mut() {
-        m.labels.remove(HASH_LABEL);
-    }
-    Ok(t)
+        .find(|r| r.number == to)
+        .ok_or_else(|| CtlError::usage(format!("unable to find specified revision {to} in history")))
 }
 
 /// kubectl's DeploymentStatusViewer: the line to print, and whether the
@@ -568,6 +729,35 @@ mod tests {
         };
         assert_eq!((target, to_revision), (vec!["deployment/web".to_string()], 2));
         assert!(deployment_name(&["pod/x".to_string()], "rollout undo").is_err());
+        let ds = workload_target(&["ds/agent".to_string()], "rollout undo").unwrap();
+        assert_eq!(ds, (Workload::DaemonSet, "agent".to_string()));
+        let e = workload_target(&["cm/x".to_string()], "rollout undo").unwrap_err();
+        assert!(e.to_string().contains("not supported for configmaps"), "{e}");
+    }
+
+    #[test]
+    fn undo_goes_to_the_newest_revision_before_the_current_one() {
+        let rev = |number: i64, image: &str| Revision {
+            number,
+            cause: "<none>".into(),
+            template: serde_yaml::from_str(&format!("spec: {{containers: [{{name: a, image: {image}}}]}}"))
+                .unwrap(),
+        };
+        let revisions = [rev(1, "v1"), rev(2, "v2"), rev(3, "v3")];
+        let current = rev(3, "v3");
+        assert_eq!(rollback_target("ds", &current, &revisions, 0).unwrap().number, 2);
+        assert_eq!(rollback_target("ds", &current, &revisions, 1).unwrap().number, 1);
+        let e = rollback_target("ds", &current, &revisions, 7).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("unable to find specified revision 7 in history"),
+            "{e}"
+        );
+        let e = rollback_target("daemonset \"a\"", &current, &revisions[2..], 0).unwrap_err();
+        assert!(
+            e.to_string().contains("no rollout history found for daemonset"),
+            "{e}"
+        );
     }
 
     #[test]
