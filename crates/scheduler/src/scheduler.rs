@@ -36,6 +36,7 @@ use crate::Config;
 use futures::StreamExt;
 use rand::SeedableRng;
 use rkube_api::core::v1::{Namespace, Node, Pod, PodCondition};
+use rkube_api::policy::v1::PodDisruptionBudget;
 use rkube_api::Resource;
 use rkube_client::runtime::WatcherConfig;
 use rkube_client::{
@@ -76,6 +77,8 @@ pub struct Scheduler {
     nodes: Informer<Node>,
     /// Their labels, for podAffinity terms' namespaceSelector.
     namespaces: Informer<Namespace>,
+    /// PodDisruptionBudgets: preemption prefers victims that break none.
+    budgets: Informer<PodDisruptionBudget>,
     cache: Arc<Mutex<Cache>>,
     queue: WorkQueue,
     /// Pods that fit nowhere on their last attempt.
@@ -105,6 +108,10 @@ impl Scheduler {
             pods: Informer::new(Api::<Pod>::all(client.clone()), WatcherConfig::default()),
             nodes: Informer::new(Api::<Node>::all(client.clone()), WatcherConfig::default()),
             namespaces: Informer::new(Api::<Namespace>::all(client.clone()), WatcherConfig::default()),
+            budgets: Informer::new(
+                Api::<PodDisruptionBudget>::all(client.clone()),
+                WatcherConfig::default(),
+            ),
             cache: Arc::default(),
             queue: WorkQueue::with_backoff(config.pod_initial_backoff, config.pod_max_backoff),
             unschedulable: Arc::default(),
@@ -200,10 +207,16 @@ impl Scheduler {
         self.pods.start()?;
         self.nodes.start()?;
         self.namespaces.start()?;
+        self.budgets.start()?;
         let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            _ = async { tokio::join!(self.pods.wait_until_synced(), self.nodes.wait_until_synced(), self.namespaces.wait_until_synced()) } => {}
+            _ = async { tokio::join!(
+                self.pods.wait_until_synced(),
+                self.nodes.wait_until_synced(),
+                self.namespaces.wait_until_synced(),
+                self.budgets.wait_until_synced(),
+            ) } => {}
         }
         // The caches are complete: build the picture from them before the
         // first attempt; the change streams replaying the same objects
@@ -379,7 +392,8 @@ impl Scheduler {
             if nominated.is_some_and(|n| preemption::awaiting_victims(info, &cache, &n)) {
                 return;
             }
-            preemption::find(&self.framework, info, &mut cache)
+            let budgets = preemption::Budgets::new(&self.budgets.store().list());
+            preemption::find(&self.framework, info, &mut cache, &budgets)
         };
         let Some(c) = candidate else { return };
         lock(&self.nominated).insert(info.key.clone(), c.node.clone());
