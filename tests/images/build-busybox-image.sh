@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a one-layer OCI image layout around Debian's static busybox.
 #
-#   tests/images/build-busybox-image.sh OUT_DIR [BUSYBOX]
+#   tests/images/build-busybox-image.sh [--with-openssl] OUT_DIR [BUSYBOX]
 #
 # OUT_DIR receives oci-layout, index.json and blobs/sha256/* and can be pushed with
 #   skopeo copy --dest-tls-verify=false oci:OUT_DIR:latest docker://127.0.0.1:PORT/rkube/busybox:latest
@@ -10,9 +10,19 @@
 # the same busybox binary always gives the same digests: tests may compare digests across
 # builds. BUSYBOX defaults to /bin/busybox (package busybox-static); it must be static,
 # because the image has no libc.
+#
+# --with-openssl adds the host's openssl binary with the libraries it loads (package
+# openssl), which busybox's wget runs for https:// URLs (`openssl s_client`), as images
+# that call TLS servers with wget ship it; busybox's own TLS cannot talk to servers with
+# ECDSA certificates such as the apiserver.
 set -euo pipefail
 
-out=${1:?usage: $0 OUT_DIR [BUSYBOX]}
+with_openssl=false
+if [[ ${1:-} == --with-openssl ]]; then
+    with_openssl=true
+    shift
+fi
+out=${1:?usage: $0 [--with-openssl] OUT_DIR [BUSYBOX]}
 busybox=${2:-/bin/busybox}
 
 if [[ ! -x $busybox ]]; then
@@ -38,6 +48,17 @@ for applet in $("$busybox" --list); do
     [[ $applet == busybox ]] && continue
     ln -s busybox "$root/bin/$applet"
 done
+if $with_openssl; then
+    openssl=$(command -v openssl) || {
+        echo "error: openssl is missing; install it with: apt-get install openssl" >&2
+        exit 1
+    }
+    install -D -m 0755 "$openssl" "$root/usr/bin/openssl"
+    # the loader and libraries at the paths the binary asks for
+    for lib in $(ldd "$openssl" | grep -o '/[^ ]*'); do
+        install -D -m 0755 "$lib" "$root$lib"
+    done
+fi
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 printf 'rkube test image\n' >"$root/var/www/index.html"

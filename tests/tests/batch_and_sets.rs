@@ -2,11 +2,12 @@
 //! driven with rkubectl as a user would: a Job whose pods fail twice and then succeed (and
 //! a quota of three pods holding a Deployment of four at three), a
 //! CronJob that does not overlap its runs (Forbid), a StatefulSet scaled 3 -> 5 -> 2 in
-//! order, a DaemonSet following nodes that join and are tainted; every owner's deletion
-//! takes its pods.
+//! order (its partition keeping a re-created pod at the old template), a DaemonSet
+//! following nodes that join and are tainted; both sets' rollout history and undo; every
+//! owner's deletion takes its pods.
 
 use futures::StreamExt;
-use rkube_api::apps::v1::DaemonSet;
+use rkube_api::apps::v1::{ControllerRevision, DaemonSet};
 use rkube_api::batch::v1::Job;
 use rkube_api::core::v1::Pod;
 use rkube_client::{ListParams, WatchEvent, WatchParams};
@@ -23,6 +24,56 @@ fn live(p: &Pod) -> bool {
     p.metadata
         .as_ref()
         .is_some_and(|m| m.deletion_timestamp.is_empty())
+}
+
+/// The hash of the owner's revision numbered `number` (its pods carry it as
+/// `controller-revision-hash`).
+async fn revision_hash(cluster: &TestCluster, owner: &str, number: i64) -> anyhow::Result<String> {
+    let revisions = cluster.api::<ControllerRevision>("default")?;
+    eventually(
+        &format!("revision {number} of {owner}"),
+        Duration::from_secs(30),
+        || async {
+            let list = revisions.list(&ListParams::default()).await?;
+            let hash = list
+                .items
+                .into_iter()
+                .filter_map(|r| {
+                    let m = r.metadata?;
+                    let owned = m.owner_references.iter().any(|o| o.name == owner);
+                    (r.revision == number && owned).then(|| m.labels["controller-revision-hash"].clone())
+                })
+                .next();
+            anyhow::Ok(hash)
+        },
+    )
+    .await
+}
+
+/// Waits until `want` (pod name -> revision hash) are the ready pods matching `selector`.
+async fn pods_at(cluster: &TestCluster, selector: &str, want: &[(&str, &str)]) -> anyhow::Result<()> {
+    eventually(
+        &format!("pods {want:?} ready"),
+        Duration::from_secs(90),
+        || async {
+            let pods = live_pods(cluster, selector).await?;
+            let got: Vec<(String, String)> = pods
+                .iter()
+                .filter(|p| pod_ready(p))
+                .map(|p| {
+                    (
+                        name(p),
+                        p.metadata.as_ref().unwrap().labels["controller-revision-hash"].clone(),
+                    )
+                })
+                .collect();
+            let want: Vec<(String, String)> =
+                want.iter().map(|(n, h)| (n.to_string(), h.to_string())).collect();
+            anyhow::ensure!(got == want && pods.len() == want.len(), "ready: {got:?}");
+            Ok(true)
+        },
+    )
+    .await
 }
 
 async fn live_pods(cluster: &TestCluster, selector: &str) -> anyhow::Result<Vec<Pod>> {
@@ -380,6 +431,34 @@ spec:
         "removed in reverse order"
     );
 
+    // an update with a partition replaces only the pods at or above it; a pod below it
+    // that is deleted comes back at the old template; undo goes back
+    let first = revision_hash(&cluster, "db", 1).await?;
+    cluster.rkubectl(&[
+        "patch",
+        "statefulset/db",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}}}}"#,
+    ])?;
+    cluster.rkubectl(&["rollout", "restart", "statefulset/db"])?;
+    let second = revision_hash(&cluster, "db", 2).await?;
+    pods_at(&cluster, "app=db", &[("db-0", &first), ("db-1", &second)]).await?;
+    cluster.rkubectl(&["delete", "pod", "db-0"])?;
+    pods_at(&cluster, "app=db", &[("db-0", &first), ("db-1", &second)]).await?;
+    let history = cluster.rkubectl(&["rollout", "history", "statefulset/db"])?;
+    assert_eq!(
+        history,
+        "statefulset.apps/db \nREVISION  CHANGE-CAUSE\n1         <none>\n2         <none>\n\n"
+    );
+    let out = cluster.rkubectl(&["rollout", "undo", "statefulset/db"])?;
+    assert_eq!(out.trim(), "statefulset.apps/db rolled back");
+    pods_at(&cluster, "app=db", &[("db-0", &first), ("db-1", &first)]).await?;
+    assert_eq!(
+        revision_hash(&cluster, "db", 3).await?,
+        first,
+        "revision 1 renumbered"
+    );
+
     cluster.rkubectl(&["delete", "statefulset", "db"])?;
     eventually(
         "the StatefulSet's pods to go",
@@ -478,6 +557,48 @@ spec:
         Ok(true)
     })
     .await?;
+
+    // each template is a revision: a restart makes revision 2 (with the change cause the
+    // DaemonSet carried), undo brings revision 1 back as revision 3, and the pods follow
+    let first = revision_hash(&cluster, "agent", 1).await?;
+    cluster.rkubectl(&[
+        "annotate",
+        "daemonset/agent",
+        "kubernetes.io/change-cause=restarted",
+    ])?;
+    cluster.rkubectl(&["rollout", "restart", "daemonset/agent"])?;
+    let second = revision_hash(&cluster, "agent", 2).await?;
+    let at = |hash: String| {
+        let cluster = &cluster;
+        async move {
+            eventually("agents at one revision", Duration::from_secs(90), || async {
+                let pods = live_pods(cluster, "app=agent").await?;
+                let hashes: Vec<&str> = pods
+                    .iter()
+                    .filter(|p| pod_ready(p))
+                    .map(|p| p.metadata.as_ref().unwrap().labels["controller-revision-hash"].as_str())
+                    .collect();
+                anyhow::ensure!(hashes == [hash.as_str(); 2] && pods.len() == 2, "{hashes:?}");
+                Ok(true)
+            })
+            .await
+        }
+    };
+    at(second.clone()).await?;
+    let history = cluster.rkubectl(&["rollout", "history", "daemonset/agent"])?;
+    assert_eq!(
+        history,
+        "daemonset.apps/agent \nREVISION  CHANGE-CAUSE\n1         <none>\n2         restarted\n\n"
+    );
+    let out = cluster.rkubectl(&["rollout", "undo", "daemonset/agent"])?;
+    assert_eq!(out.trim(), "daemonset.apps/agent rolled back");
+    at(first.clone()).await?;
+    assert_eq!(revision_hash(&cluster, "agent", 3).await?, first);
+    let out = cluster.rkubectl(&["rollout", "undo", "daemonset/agent", "--to-revision=3"])?;
+    assert_eq!(
+        out.trim(),
+        "daemonset.apps/agent skipped rollback (current template already matches revision 3)"
+    );
 
     cluster.rkubectl(&["delete", "daemonset", "agent"])?;
     eventually("the DaemonSet's pods to go", Duration::from_secs(60), || async {

@@ -677,11 +677,21 @@ impl TestRegistry {
     /// Builds the busybox image and pushes it as `<host>/<repository>:latest`. Returns the
     /// reference and the manifest digest.
     pub async fn push_busybox(&self, repository: &str) -> anyhow::Result<(String, String)> {
+        self.push_built(repository, &[]).await
+    }
+
+    /// Like [`push_busybox`](Self::push_busybox), with `openssl` in the image, which
+    /// busybox's wget runs for https:// URLs (so a pod can call the apiserver with it).
+    pub async fn push_busybox_with_openssl(&self, repository: &str) -> anyhow::Result<(String, String)> {
+        self.push_built(repository, &["--with-openssl"]).await
+    }
+
+    async fn push_built(&self, repository: &str, flags: &[&str]) -> anyhow::Result<(String, String)> {
         let layout = self
             .dir
             .path()
             .join(format!("layout-{}", repository.replace('/', "-")));
-        let digest = build_busybox_image(&layout).await?;
+        let digest = run_image_script(&layout, flags).await?;
         self.push_layout(&layout, repository, "latest").await?;
         Ok((format!("{}/{repository}:latest", self.host()), digest))
     }
@@ -696,9 +706,14 @@ impl Drop for TestRegistry {
 
 /// Runs `tests/images/build-busybox-image.sh OUT`; returns the image's manifest digest.
 pub async fn build_busybox_image(out: &Path) -> anyhow::Result<String> {
+    run_image_script(out, &[]).await
+}
+
+async fn run_image_script(out: &Path, flags: &[&str]) -> anyhow::Result<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/images/build-busybox-image.sh");
     let output = tokio::process::Command::new("bash")
         .arg(&script)
+        .args(flags)
         .arg(out)
         .env("PATH", PATH)
         .output()
