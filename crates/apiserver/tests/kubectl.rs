@@ -686,6 +686,14 @@ async fn kubectl_get_prints_the_servers_tables() {
         ["10.244.0.5", "n1", "<none>", "<none>"],
         "{wide}"
     );
+    // --sort-by asks for whole objects in the rows (includeObject=Object)
+    let sorted = c.kubectl(&["get", "pods", "--sort-by=.status.phase"]).await;
+    let names: Vec<&str> = sorted
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["web-2", "web-1"], "Pending before Running:\n{sorted}");
     // a get by name is a one-row table
     let one = c.kubectl(&["get", "pod", "web-2"]).await;
     assert_eq!(

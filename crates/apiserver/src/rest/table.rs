@@ -164,6 +164,22 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_sends_the_column_definitions_once() {
+        use rkube_api::core::v1::ConfigMap;
+        use rkube_api::Resource;
+        let mut cm = ConfigMap::default();
+        cm.metadata_mut().name = "c".into();
+        let any = rkube_api::to_any(&cm);
+        let mut tables = WatchTables::new(IncludeObject::Metadata);
+        let first = tables.event(ConfigMap::info(), &any).unwrap();
+        let second = tables.event(ConfigMap::info(), &any).unwrap();
+        assert_eq!(first["columnDefinitions"].as_array().map(Vec::len), Some(3));
+        assert_eq!(second["columnDefinitions"], json!([]));
+        assert_eq!(second["rows"][0]["cells"][0], "c");
+        assert_eq!(WatchTables::bookmark("12")["metadata"]["resourceVersion"], "12");
+    }
+
+    #[test]
     fn json_first_or_only_other_tables_get_objects() {
         for accept in [
             "",
