@@ -783,6 +783,14 @@ async fn kubectl_get_prints_the_servers_tables() {
     assert_eq!(header(&cms), ["NAME", "DATA", "AGE"], "{cms}");
     assert_eq!(row(&cms, "settings")[..2], ["settings", "2"], "{cms}");
 
+    // a Table is the same list, authorized the same way
+    let (ok, out, err) = c.run_as("node.kubeconfig", &["get", "secrets"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("Error from server (Forbidden)") && err.contains("secrets"),
+        "{err}"
+    );
+
     // -w: the first table, then a row per change, in the same columns
     let mut watch = c
         .command("admin.kubeconfig", &["get", "pods", "-w"])

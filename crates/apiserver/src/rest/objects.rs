@@ -116,9 +116,9 @@ async fn get(api: &ApiService, call: &Call, t: &Target) -> Answer {
         namespace: t.namespace.clone(),
         name: t.name.clone(),
     };
-    let rendering = Rendering::of(call)?;
     let out = api.get(call.grpc(req)).await?.into_inner();
-    match (rendering, out.object) {
+    // the rendering is looked at once the call is authorized, as in Kubernetes
+    match (Rendering::of(call)?, out.object) {
         (Rendering::Table(include), Some(any)) => {
             Ok(json_response(200, &table::object(t.info, &any, include)?))
         }
@@ -155,9 +155,8 @@ fn list_json(info: &ResourceInfo, out: &rpc::ListResponse) -> Result<Value, ApiE
 }
 
 async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
-    let rendering = Rendering::of(call)?;
     let out = api.list(call.grpc(list_request(call, t)?)).await?.into_inner();
-    let body = match rendering {
+    let body = match Rendering::of(call)? {
         Rendering::Objects => list_json(t.info, &out)?,
         Rendering::Table(include) => table::list(t.info, &out, include)?,
     };
@@ -425,14 +424,14 @@ async fn watch_objects(api: &ApiService, call: &Call, t: &Target) -> Answer {
         allow_bookmarks: call.query.flag("allowWatchBookmarks"),
     };
     let timeout = call.query.int("timeoutSeconds")?.filter(|s| *s > 0);
-    let mut tables = match Rendering::of(call)? {
-        Rendering::Objects => None,
-        Rendering::Table(include) => Some(WatchTables::new(include)),
-    };
     let events = match api.watch(call.grpc(req)).await {
         Ok(stream) => stream.into_inner().boxed(),
         Err(s) if s.code() == tonic::Code::OutOfRange => futures::stream::once(async move { Err(s) }).boxed(),
         Err(s) => return Err(s),
+    };
+    let mut tables = match Rendering::of(call)? {
+        Rendering::Objects => None,
+        Rendering::Table(include) => Some(WatchTables::new(include)),
     };
     let lines = events.map(move |ev| {
         Ok::<_, std::convert::Infallible>(http_body::Frame::data(event_line(info, ev, tables.as_mut())))
