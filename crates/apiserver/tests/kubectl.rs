@@ -573,3 +573,252 @@ async fn kubectl_exec_and_port_forward_need_create_on_their_subresources() {
     assert!(err.contains("is not scheduled to a node yet"), "{err}");
     c.stop().await;
 }
+
+/// The columns of a table kubectl printed: its header split where kubectl's
+/// tabwriter put three or more spaces, so multi-word headers stay whole.
+fn header(out: &str) -> Vec<String> {
+    out.lines()
+        .next()
+        .unwrap_or_default()
+        .split("   ")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The words of the line of a table that starts with `name`.
+fn row<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in:\n{out}"))
+        .split_whitespace()
+        .collect()
+}
+
+/// Stock `kubectl get` asks for a meta.k8s.io/v1 Table and prints the
+/// server's columns: what kubectl shows against Kubernetes, with the
+/// values of the objects (a pod's phase, a Deployment's ready/wanted, a
+/// Service's node port, a node's addresses with `-o wide`), `-A` and
+/// `--show-labels` from the rows' metadata, and `-w` printing new rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_prints_the_servers_tables() {
+    let c = start_cluster().await;
+    let file = c.path("objects.yaml");
+    let file = file.to_str().unwrap();
+    std::fs::write(
+        file,
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: n1}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: web-1, labels: {{app: web}}}}\n\
+             spec: {{nodeName: n1, containers: [{{name: c, image: {IMAGE}}}]}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: web-2}}\nspec: {{containers: [{{name: c, image: {IMAGE}}}]}}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\n\
+             spec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: c, image: {IMAGE}}}]}}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{type: NodePort, selector: {{app: web}}, ports: [{{port: 80}}]}}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{a: '1', b: '2'}}\n"
+        ),
+    )
+    .unwrap();
+    c.kubectl(&["apply", "-f", file]).await;
+    let status = |kind: &'static str, name: &'static str, status: &'static str| {
+        let c = &c;
+        async move {
+            c.kubectl(&[
+                "patch",
+                kind,
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                status,
+            ])
+            .await;
+        }
+    };
+    status(
+        "pod",
+        "web-1",
+        r#"{"status":{"phase":"Running","podIP":"10.244.0.5","containerStatuses":[{"name":"c","image":"busybox","imageID":"","ready":true,"restartCount":0,"state":{"running":{"startedAt":"2024-05-01T11:00:00Z"}}}]}}"#,
+    )
+    .await;
+    status(
+        "node",
+        "n1",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"addresses":[{"type":"InternalIP","address":"192.168.7.10"}],"nodeInfo":{"kubeletVersion":"v1.32.0","osImage":"Debian GNU/Linux 12","kernelVersion":"6.1.0","containerRuntimeVersion":"containerd://1.6.20"}}}"#,
+    )
+    .await;
+
+    let pods = c.kubectl(&["get", "pods"]).await;
+    assert_eq!(
+        header(&pods),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{pods}"
+    );
+    assert_eq!(
+        row(&pods, "web-1")[..4],
+        ["web-1", "1/1", "Running", "0"],
+        "{pods}"
+    );
+    assert_eq!(
+        row(&pods, "web-2")[..4],
+        ["web-2", "0/1", "Pending", "0"],
+        "{pods}"
+    );
+    let wide = c.kubectl(&["get", "pods", "-o", "wide"]).await;
+    assert_eq!(
+        header(&wide),
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED NODE",
+            "READINESS GATES"
+        ],
+        "{wide}"
+    );
+    assert_eq!(
+        row(&wide, "web-1")[5..],
+        ["10.244.0.5", "n1", "<none>", "<none>"],
+        "{wide}"
+    );
+    // --sort-by asks for whole objects in the rows (includeObject=Object)
+    let sorted = c.kubectl(&["get", "pods", "--sort-by=.status.phase"]).await;
+    let names: Vec<&str> = sorted
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["web-2", "web-1"], "Pending before Running:\n{sorted}");
+    // a get by name is a one-row table
+    let one = c.kubectl(&["get", "pod", "web-2"]).await;
+    assert_eq!(
+        (one.lines().count(), row(&one, "web-2")[2]),
+        (2, "Pending"),
+        "{one}"
+    );
+
+    let deploy = c.kubectl(&["get", "deploy"]).await;
+    assert_eq!(
+        header(&deploy),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{deploy}"
+    );
+    assert_eq!(row(&deploy, "web")[..4], ["web", "0/2", "0", "0"], "{deploy}");
+    let wide = c.kubectl(&["get", "deploy", "-o", "wide"]).await;
+    assert_eq!(row(&wide, "web")[5..], ["c", IMAGE, "app=web"], "{wide}");
+
+    let svc = c.json(&["get", "svc", "web"]).await;
+    let (cluster_ip, node_port) = (
+        svc["spec"]["clusterIP"].as_str().unwrap().to_string(),
+        svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap(),
+    );
+    let svcs = c.kubectl(&["get", "svc"]).await;
+    assert_eq!(
+        header(&svcs),
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        "{svcs}"
+    );
+    assert_eq!(
+        row(&svcs, "web")[..5],
+        [
+            "web",
+            "NodePort",
+            cluster_ip.as_str(),
+            "<none>",
+            &format!("80:{node_port}/TCP")
+        ],
+        "{svcs}"
+    );
+
+    let nodes = c.kubectl(&["get", "nodes", "-o", "wide"]).await;
+    assert_eq!(
+        header(&nodes),
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ],
+        "{nodes}"
+    );
+    let n1 = row(&nodes, "n1");
+    assert_eq!(
+        (n1[1], n1[2], n1[4], n1[5], n1[6]),
+        ("Ready", "<none>", "v1.32.0", "192.168.7.10", "<none>"),
+        "{nodes}"
+    );
+    assert!(
+        nodes.contains("Debian GNU/Linux 12") && nodes.contains("containerd://1.6.20"),
+        "{nodes}"
+    );
+
+    // the rows' metadata: kubectl adds the namespace and the labels itself,
+    // and names rows by kind when one command shows several kinds
+    let all = c.kubectl(&["get", "pods", "-A", "--show-labels"]).await;
+    assert_eq!(
+        header(&all).first().map(String::as_str),
+        Some("NAMESPACE"),
+        "{all}"
+    );
+    assert_eq!(header(&all).last().map(String::as_str), Some("LABELS"), "{all}");
+    assert_eq!(row(&all, "default")[1], "web-1", "{all}");
+    assert_eq!(row(&all, "default").last(), Some(&"app=web"), "{all}");
+    let mixed = c.kubectl(&["get", "deploy,svc"]).await;
+    assert!(
+        mixed.contains("deployment.apps/web") && mixed.contains("service/web"),
+        "{mixed}"
+    );
+    let cms = c.kubectl(&["get", "configmaps"]).await;
+    assert_eq!(header(&cms), ["NAME", "DATA", "AGE"], "{cms}");
+    assert_eq!(row(&cms, "settings")[..2], ["settings", "2"], "{cms}");
+
+    // a Table is the same list, authorized the same way
+    let (ok, out, err) = c.run_as("node.kubeconfig", &["get", "secrets"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("Error from server (Forbidden)") && err.contains("secrets"),
+        "{err}"
+    );
+
+    // -w: the first table, then a row per change, in the same columns
+    let mut watch = c
+        .command("admin.kubeconfig", &["get", "pods", "-w"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut next_line = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("kubectl get -w printed nothing for 30s")
+            .unwrap()
+            .expect("kubectl get -w ended")
+    };
+    assert_eq!(
+        header(&next_line().await),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    while !next_line().await.starts_with("web-2") {}
+    status("pod", "web-2", r#"{"status":{"phase":"Failed"}}"#).await;
+    loop {
+        let line = next_line().await;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"web-2") && words.get(2) == Some(&"Failed") {
+            break;
+        }
+    }
+    watch.start_kill().unwrap();
+    c.stop().await;
+}

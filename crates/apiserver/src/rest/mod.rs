@@ -6,7 +6,8 @@
 //! the store and watch are decided once, there. What is REST's own: URL
 //! routing, query parameters, `Status` errors ([`status`]), discovery and
 //! OpenAPI ([`discovery`]), the patch formats ([`patch`]), the `scale`
-//! subresource's `Scale` object, watch events as JSON lines, and the
+//! subresource's `Scale` object, watch events as JSON lines, Table renderings
+//! of gets, lists and watches for `kubectl get` ([`table`]), and the
 //! WebSocket (and SPDY) framing of exec and port-forward ([`streams`]).
 
 pub mod discovery;
@@ -17,6 +18,7 @@ pub mod patch;
 pub mod spdy;
 pub mod status;
 mod streams;
+mod table;
 
 use crate::error::ApiError;
 use crate::service::ApiService;

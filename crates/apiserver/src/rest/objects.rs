@@ -4,6 +4,7 @@
 //! happen there) and writes the answer as Kubernetes JSON.
 
 use super::json::{from_json, to_json, FieldValidation};
+use super::table::{self, Rendering, WatchTables};
 use super::{json_response, status, Call, Target};
 use crate::error::ApiError;
 use crate::service::ApiService;
@@ -116,7 +117,13 @@ async fn get(api: &ApiService, call: &Call, t: &Target) -> Answer {
         name: t.name.clone(),
     };
     let out = api.get(call.grpc(req)).await?.into_inner();
-    object_answer(200, t.info, out.object)
+    // the rendering is looked at once the call is authorized, as in Kubernetes
+    match (Rendering::of(call)?, out.object) {
+        (Rendering::Table(include), Some(any)) => {
+            Ok(json_response(200, &table::object(t.info, &any, include)?))
+        }
+        (_, object) => object_answer(200, t.info, object),
+    }
 }
 
 fn list_request(call: &Call, t: &Target) -> Result<rpc::ListRequest, ApiError> {
@@ -139,24 +146,21 @@ fn list_json(info: &ResourceInfo, out: &rpc::ListResponse) -> Result<Value, ApiE
         .iter()
         .map(|any| to_json(info, any))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut metadata = json!({"resourceVersion": out.resource_version});
-    if !out.r#continue.is_empty() {
-        metadata["continue"] = json!(out.r#continue);
-    }
-    if let Some(n) = out.remaining_item_count {
-        metadata["remainingItemCount"] = json!(n);
-    }
     Ok(json!({
         "kind": format!("{}List", info.kind),
         "apiVersion": info.api_version(),
-        "metadata": metadata,
+        "metadata": table::list_metadata(out),
         "items": items,
     }))
 }
 
 async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
     let out = api.list(call.grpc(list_request(call, t)?)).await?.into_inner();
-    Ok(json_response(200, &list_json(t.info, &out)?))
+    let body = match Rendering::of(call)? {
+        Rendering::Objects => list_json(t.info, &out)?,
+        Rendering::Table(include) => table::list(t.info, &out, include)?,
+    };
+    Ok(json_response(200, &body))
 }
 
 async fn create(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
@@ -425,8 +429,13 @@ async fn watch_objects(api: &ApiService, call: &Call, t: &Target) -> Answer {
         Err(s) if s.code() == tonic::Code::OutOfRange => futures::stream::once(async move { Err(s) }).boxed(),
         Err(s) => return Err(s),
     };
-    let lines =
-        events.map(move |ev| Ok::<_, std::convert::Infallible>(http_body::Frame::data(event_line(info, ev))));
+    let mut tables = match Rendering::of(call)? {
+        Rendering::Objects => None,
+        Rendering::Table(include) => Some(WatchTables::new(include)),
+    };
+    let lines = events.map(move |ev| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(event_line(info, ev, tables.as_mut())))
+    });
     let body = match timeout {
         Some(secs) => {
             let end = tokio::time::sleep(Duration::from_secs(u64::try_from(secs).unwrap_or(0)));
@@ -442,18 +451,29 @@ async fn watch_objects(api: &ApiService, call: &Call, t: &Target) -> Answer {
     Ok(resp)
 }
 
-/// One watch event as a JSON line.
-fn event_line(info: &ResourceInfo, ev: Result<rpc::WatchEvent, Status>) -> Bytes {
+/// One watch event as a JSON line; its object a one-row Table when the
+/// watch asked for `tables`.
+fn event_line(
+    info: &ResourceInfo,
+    ev: Result<rpc::WatchEvent, Status>,
+    tables: Option<&mut WatchTables>,
+) -> Bytes {
     let value = match ev {
         Ok(ev) if ev.r#type == "BOOKMARK" => json!({
             "type": "BOOKMARK",
-            "object": {
-                "kind": info.kind,
-                "apiVersion": info.api_version(),
-                "metadata": {"resourceVersion": ev.resource_version},
+            "object": match tables {
+                Some(_) => WatchTables::bookmark(&ev.resource_version),
+                None => json!({
+                    "kind": info.kind,
+                    "apiVersion": info.api_version(),
+                    "metadata": {"resourceVersion": ev.resource_version},
+                }),
             },
         }),
-        Ok(ev) => match ev.object.as_ref().map(|o| to_json(info, o)) {
+        Ok(ev) => match ev.object.as_ref().map(|o| match tables {
+            Some(tables) => tables.event(info, o),
+            None => to_json(info, o),
+        }) {
             Some(Ok(object)) => json!({"type": ev.r#type, "object": object}),
             Some(Err(e)) => json!({"type": "ERROR", "object": status::status_json(&e.into(), Some(info)).1}),
             None => {

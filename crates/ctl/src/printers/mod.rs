@@ -1,29 +1,20 @@
-//! Output: kubectl's tables (one module per kind says its columns), and the
-//! `-o yaml|json|name` forms.
+//! Output: kubectl's tables laid out on a terminal, and the
+//! `-o yaml|json|name|jsonpath` forms.
 //!
-//! Adding a kind's table is one `TableRow` impl and one line in
-//! `printer_for`; kinds without one get `NAME AGE`.
+//! Which columns a kind has and what its cells say is `rkube_printers`'
+//! (shared with the apiserver's Table answers); this module only picks the
+//! columns `-o wide` asks for and pads them as kubectl's tabwriter does.
 
-mod apps;
-mod autoscaling;
-mod batch;
-mod cluster;
-mod config;
-mod coordination;
-mod event;
 pub mod jsonpath;
-pub(crate) mod network;
-mod pod;
-mod policy;
 
-pub use event::{event_source, event_times};
-pub use pod::pod_status;
+pub use rkube_printers::network;
+pub use rkube_printers::{age, event_source, event_times, human_duration, or_none, parse_time, pod_status};
 
 use crate::error::CtlError;
 use chrono::{DateTime, Utc};
-use rkube_api::{DynObject, Resource, ResourceInfo};
+use rkube_api::{DynObject, ResourceInfo};
+use rkube_printers::{printer_for, Column};
 use std::io::Write;
-use std::marker::PhantomData;
 
 /// What a table looks like besides the kind's own columns.
 #[derive(Debug, Clone)]
@@ -39,80 +30,10 @@ pub struct TableOptions {
     pub now: DateTime<Utc>,
 }
 
-/// A kind's table: its columns and one row per object, as kubectl prints
-/// them. Cells are rendered strings; `<none>` and `<unknown>` as kubectl.
-pub trait TableRow: Resource {
-    /// The columns, NAME included, wide ones at the end when `wide`.
-    fn columns(wide: bool) -> Vec<&'static str>;
-    /// One cell per column.
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String>;
-}
-
-/// A kind's table printer, behind a trait object so a kind known only at
-/// run time finds its printer.
-pub trait KindPrinter: Sync {
-    fn columns(&self, wide: bool) -> Vec<&'static str>;
-    fn cells(&self, obj: &DynObject, wide: bool, now: DateTime<Utc>) -> Result<Vec<String>, CtlError>;
-}
-
-struct Printer<K>(PhantomData<fn() -> K>);
-
-impl<K: TableRow> KindPrinter for Printer<K> {
-    fn columns(&self, wide: bool) -> Vec<&'static str> {
-        K::columns(wide)
-    }
-    fn cells(&self, obj: &DynObject, wide: bool, now: DateTime<Utc>) -> Result<Vec<String>, CtlError> {
-        let k: K = obj.decode().map_err(CtlError::usage)?;
-        Ok(k.cells(wide, now))
-    }
-}
-
-/// Kinds with no table of their own: `NAME AGE`, as kubectl prints
-/// resources it knows nothing about.
-struct GenericPrinter;
-
-impl KindPrinter for GenericPrinter {
-    fn columns(&self, _wide: bool) -> Vec<&'static str> {
-        vec!["NAME", "AGE"]
-    }
-    fn cells(&self, obj: &DynObject, _wide: bool, now: DateTime<Utc>) -> Result<Vec<String>, CtlError> {
-        let meta = crate::objects::metadata(obj);
-        Ok(vec![meta.name.clone(), age(&meta.creation_timestamp, now)])
-    }
-}
-
-/// The table printer of a kind.
-pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
-    use rkube_api::{
-        apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-        coordination::v1 as coordination, core::v1 as core, policy::v1 as policy,
-    };
-    // Printers are zero-sized constants, promoted to statics.
-    macro_rules! p {
-        ($k:ty) => {
-            &Printer::<$k>(PhantomData)
-        };
-    }
-    match (info.group, info.kind) {
-        ("", "Pod") => p!(core::Pod),
-        ("", "Node") => p!(core::Node),
-        ("", "Namespace") => p!(core::Namespace),
-        ("", "Service") => p!(core::Service),
-        ("", "Endpoints") => p!(core::Endpoints),
-        ("", "Event") => p!(core::Event),
-        ("", "ConfigMap") => p!(core::ConfigMap),
-        ("", "Secret") => p!(core::Secret),
-        ("apps", "Deployment") => p!(apps::Deployment),
-        ("apps", "ReplicaSet") => p!(apps::ReplicaSet),
-        ("apps", "DaemonSet") => p!(apps::DaemonSet),
-        ("apps", "StatefulSet") => p!(apps::StatefulSet),
-        ("batch", "Job") => p!(batch::Job),
-        ("batch", "CronJob") => p!(batch::CronJob),
-        ("autoscaling", "HorizontalPodAutoscaler") => p!(autoscaling::HorizontalPodAutoscaler),
-        ("coordination.k8s.io", "Lease") => p!(coordination::Lease),
-        ("policy", "PodDisruptionBudget") => p!(policy::PodDisruptionBudget),
-        ("", "ResourceQuota") => p!(core::ResourceQuota),
-        _ => &GenericPrinter,
+impl TableOptions {
+    /// Whether a column is printed: priority-1 columns only with `-o wide`.
+    fn shows(&self, column: &Column) -> bool {
+        self.wide || column.priority == 0
     }
 }
 
@@ -184,9 +105,10 @@ pub fn render_line(cells: &[String], widths: &[usize]) -> String {
 /// The header of a kind's table with these options.
 pub fn header(info: &ResourceInfo, opts: &TableOptions) -> Vec<String> {
     let mut header: Vec<String> = printer_for(info)
-        .columns(opts.wide)
-        .into_iter()
-        .map(String::from)
+        .columns()
+        .iter()
+        .filter(|c| opts.shows(c))
+        .map(Column::header)
         .collect();
     if opts.show_namespace && info.namespaced {
         header.insert(0, "NAMESPACE".into());
@@ -197,101 +119,23 @@ pub fn header(info: &ResourceInfo, opts: &TableOptions) -> Vec<String> {
 /// One object's row with these options.
 pub fn row(obj: &DynObject, opts: &TableOptions) -> Result<Vec<String>, CtlError> {
     let printer = printer_for(obj.info);
-    let mut cells = printer.cells(obj, opts.wide, opts.now)?;
-    if opts.show_kind {
-        if let Some(i) = printer.columns(opts.wide).iter().position(|c| *c == "NAME") {
-            cells[i] = format!("{}/{}", obj.info.singular_group(), cells[i]);
+    let all = printer
+        .cells(obj.info, &obj.any, opts.wide, opts.now)
+        .map_err(CtlError::usage)?;
+    let mut cells = Vec::with_capacity(all.len() + 1);
+    for (column, mut cell) in printer.columns().iter().zip(all) {
+        if !opts.shows(column) {
+            continue;
         }
+        if opts.show_kind && column.format == "name" {
+            cell = format!("{}/{cell}", obj.info.singular_group());
+        }
+        cells.push(cell);
     }
     if opts.show_namespace && obj.info.namespaced {
         cells.insert(0, obj.namespace.clone());
     }
     Ok(cells)
-}
-
-/// `45s`, `3m12s`, `5h`, `2d`: kubectl's `HumanDuration`, which keeps two
-/// units while the first is small and one after.
-pub fn human_duration(seconds: i64) -> String {
-    if seconds < -1 {
-        // clocks a little apart are tolerated; more is a broken timestamp
-        return "<invalid>".into();
-    }
-    if seconds < 0 {
-        return "0s".into();
-    }
-    if seconds < 60 * 2 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 60 * 3 {
-        return format!("{minutes}m");
-    }
-    let hours = minutes / 60;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let years = hours / 24 / 365;
-        let days = (hours / 24) % 365;
-        return if days == 0 {
-            format!("{years}y")
-        } else {
-            format!("{years}y{days}d")
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
-
-/// Parses an RFC 3339 timestamp as the API writes them.
-pub fn parse_time(ts: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(ts)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// The age of a timestamp, `<unknown>` when there is none.
-pub fn age(ts: &str, now: DateTime<Utc>) -> String {
-    match parse_time(ts) {
-        Some(t) => human_duration((now - t).num_seconds()),
-        None => "<unknown>".into(),
-    }
-}
-
-/// `<none>` for an empty cell, as kubectl shows absent values.
-pub fn or_none(s: impl Into<String>) -> String {
-    let s = s.into();
-    if s.is_empty() {
-        "<none>".into()
-    } else {
-        s
-    }
 }
 
 /// `-o` values.
@@ -398,40 +242,6 @@ pub fn print_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ages_read_like_kubectl() {
-        for (secs, want) in [
-            (-5, "<invalid>"),
-            (-1, "0s"),
-            (0, "0s"),
-            (45, "45s"),
-            (119, "119s"),
-            (120, "2m"),
-            (192, "3m12s"),
-            (600, "10m"),
-            (179 * 60, "179m"),
-            (5 * 3600, "5h"),
-            (5 * 3600 + 120, "5h2m"),
-            (30 * 3600, "30h"),
-            (2 * 86400, "2d"),
-            (3 * 86400 + 4 * 3600, "3d4h"),
-            (40 * 86400, "40d"),
-            (3 * 365 * 86400, "3y"),
-            (3 * 365 * 86400 + 86400 * 7, "3y7d"),
-            (10 * 365 * 86400, "10y"),
-        ] {
-            assert_eq!(human_duration(secs), want, "{secs}s");
-        }
-    }
-
-    #[test]
-    fn age_of_a_timestamp() {
-        let now = parse_time("2024-05-01T12:00:00Z").unwrap();
-        assert_eq!(age("2024-05-01T11:56:48Z", now), "3m12s");
-        assert_eq!(age("", now), "<unknown>");
-        assert_eq!(age("yesterday", now), "<unknown>");
-    }
 
     #[test]
     fn columns_are_padded_like_tabwriter() {

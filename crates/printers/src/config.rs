@@ -1,13 +1,15 @@
 //! `get configmaps` (NAME DATA AGE) and `get secrets` (NAME TYPE DATA AGE).
 
-use super::{age, TableRow};
+use super::{age, Column, TableRow};
 use chrono::{DateTime, Utc};
 use rkube_api::core::v1::{ConfigMap, Secret};
 
 impl TableRow for ConfigMap {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec!["NAME", "DATA", "AGE"]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Data", "The number of keys in data and binaryData."),
+        Column::AGE,
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -20,9 +22,12 @@ impl TableRow for ConfigMap {
 }
 
 impl TableRow for Secret {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec!["NAME", "TYPE", "DATA", "AGE"]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Type", "Used to facilitate programmatic handling of secret data."),
+        Column::string("Data", "The number of keys in data."),
+        Column::AGE,
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -41,7 +46,7 @@ mod tests {
 
     #[test]
     fn data_counts_both_maps() {
-        let now = crate::printers::parse_time("2024-05-01T12:00:00Z").unwrap();
+        let now = crate::parse_time("2024-05-01T12:00:00Z").unwrap();
         let cm: ConfigMap =
             serde_yaml::from_str("metadata: {name: c}\ndata: {a: '1', b: '2'}\nbinaryData: {c: AA==}\n")
                 .unwrap();

@@ -2,7 +2,7 @@
 //! SUBOBJECT SOURCE FIRST SEEN COUNT NAME). Events have no NAME column by
 //! default: what happened to which object is what people look for.
 
-use super::{age, TableRow};
+use super::{age, Column, TableRow};
 use chrono::{DateTime, Utc};
 use rkube_api::core::v1::Event;
 
@@ -59,51 +59,34 @@ pub fn event_source(ev: &Event) -> String {
 }
 
 impl TableRow for Event {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        if wide {
-            vec![
-                "LAST SEEN",
-                "TYPE",
-                "REASON",
-                "OBJECT",
-                "SUBOBJECT",
-                "SOURCE",
-                "MESSAGE",
-                "FIRST SEEN",
-                "COUNT",
-                "NAME",
-            ]
-        } else {
-            vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
-        }
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::string("Last Seen", "The time at which the most recent occurrence of this event was recorded."),
+        Column::string("Type", "Type of this event (Normal, Warning)."),
+        Column::string("Reason", "A short, machine understandable string that gives the reason for the transition into the object's current status."),
+        Column::string("Object", "The object that this event is about."),
+        Column::string("Subobject", "The part of the object the event is about.").wide(),
+        Column::string("Source", "The component reporting this event.").wide(),
+        Column::string("Message", "A human-readable description of the status of this operation."),
+        Column::string("First Seen", "The time at which the event was first recorded.").wide(),
+        Column::string("Count", "The number of times this event has occurred.").wide(),
+        Column { priority: 1, ..Column::NAME },
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let (first, last) = event_times(self);
-        let message = self.message.trim().to_string();
-        if wide {
-            let io = self.involved_object.clone().unwrap_or_default();
-            vec![
-                age(&last, now),
-                self.r#type.clone(),
-                self.reason.clone(),
-                event_object(self),
-                io.field_path,
-                event_source(self),
-                message,
-                age(&first, now),
-                self.count.max(1).to_string(),
-                self.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
-            ]
-        } else {
-            vec![
-                age(&last, now),
-                self.r#type.clone(),
-                self.reason.clone(),
-                event_object(self),
-                message,
-            ]
-        }
+        let io = self.involved_object.clone().unwrap_or_default();
+        vec![
+            age(&last, now),
+            self.r#type.clone(),
+            self.reason.clone(),
+            event_object(self),
+            io.field_path,
+            event_source(self),
+            self.message.trim().to_string(),
+            age(&first, now),
+            self.count.max(1).to_string(),
+            self.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        ]
     }
 }
 
@@ -113,14 +96,15 @@ mod tests {
 
     #[test]
     fn event_row() {
-        let now = crate::printers::parse_time("2024-05-01T12:00:00Z").unwrap();
+        let now = crate::parse_time("2024-05-01T12:00:00Z").unwrap();
         let ev: Event = serde_yaml::from_str(
             "metadata: {name: web-1.17a, creationTimestamp: '2024-05-01T11:00:00Z'}\ninvolvedObject: {kind: Pod, name: web-1, namespace: default}\nreason: BackOff\nmessage: 'Back-off restarting failed container '\ntype: Warning\nsource: {component: kubelet, host: node1}\nfirstTimestamp: '2024-05-01T11:50:00Z'\nlastTimestamp: '2024-05-01T11:59:00Z'\ncount: 5\n",
         )
         .unwrap();
+        let wide = ev.cells(true, now);
         assert_eq!(
-            ev.cells(false, now),
-            vec![
+            [&wide[..4], &wide[6..7]].concat(),
+            [
                 "60s",
                 "Warning",
                 "BackOff",
@@ -128,7 +112,6 @@ mod tests {
                 "Back-off restarting failed container"
             ]
         );
-        let wide = ev.cells(true, now);
         assert_eq!(wide[5], "kubelet, node1");
         assert_eq!(wide[7], "10m");
         assert_eq!(wide[8], "5");

@@ -1,21 +1,31 @@
 //! `get pdb`: NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE;
-//! `get quota`: NAME AGE REQUEST LIMIT (`used/hard` per resource), as kubectl prints them.
+//! `get quota`: NAME AGE REQUEST LIMIT (`used/hard` per resource); `get limits`: NAME
+//! CREATED AT; `get priorityclasses`: NAME VALUE GLOBAL-DEFAULT AGE PREEMPTIONPOLICY; as
+//! kubectl prints them.
 
-use super::{age, TableRow};
+use super::{age, Column, TableRow};
 use chrono::{DateTime, Utc};
-use rkube_api::core::v1::ResourceQuota;
+use rkube_api::core::v1::{LimitRange, ResourceQuota};
 use rkube_api::policy::v1::PodDisruptionBudget;
+use rkube_api::scheduling::v1::PriorityClass;
 
 impl TableRow for PodDisruptionBudget {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec![
-            "NAME",
-            "MIN AVAILABLE",
-            "MAX UNAVAILABLE",
-            "ALLOWED DISRUPTIONS",
-            "AGE",
-        ]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string(
+            "Min Available",
+            "The minimum number of pods that must be available.",
+        ),
+        Column::string(
+            "Max Unavailable",
+            "The maximum number of pods that may be unavailable.",
+        ),
+        Column::integer(
+            "Allowed Disruptions",
+            "Calculated number of pods that may be disrupted at this time.",
+        ),
+        Column::AGE,
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -36,9 +46,12 @@ impl TableRow for PodDisruptionBudget {
 }
 
 impl TableRow for ResourceQuota {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec!["NAME", "AGE", "REQUEST", "LIMIT"]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::AGE,
+        Column::string("Request", "Request represents a minimum amount of cpu/memory that a container may consume."),
+        Column::string("Limit", "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node."),
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -58,6 +71,44 @@ impl TableRow for ResourceQuota {
             age(&meta.creation_timestamp, now),
             request.join(", "),
             limit.join(", "),
+        ]
+    }
+}
+
+impl TableRow for LimitRange {
+    const COLUMNS: &'static [Column] = &[Column::NAME, Column::CREATED_AT];
+
+    fn cells(&self, _wide: bool, _now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        vec![meta.name, meta.creation_timestamp]
+    }
+}
+
+impl TableRow for PriorityClass {
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::integer("Value", "The integer value of this priority class."),
+        Column::boolean(
+            "Global-Default",
+            "Whether this priority class is the default for pods without one.",
+        ),
+        Column::AGE,
+        Column::string(
+            "PreemptionPolicy",
+            "The policy for preempting pods with lower priority.",
+        ),
+    ];
+
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        vec![
+            meta.name,
+            self.value.to_string(),
+            self.global_default.to_string(),
+            age(&meta.creation_timestamp, now),
+            self.preemption_policy
+                .clone()
+                .unwrap_or_else(|| "PreemptLowerPriority".into()),
         ]
     }
 }

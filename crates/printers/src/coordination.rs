@@ -1,13 +1,15 @@
 //! `get leases`: NAME HOLDER AGE.
 
-use super::{age, TableRow};
+use super::{age, Column, TableRow};
 use chrono::{DateTime, Utc};
 use rkube_api::coordination::v1::Lease;
 
 impl TableRow for Lease {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec!["NAME", "HOLDER", "AGE"]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Holder", "The identity of the holder of a current lease."),
+        Column::AGE,
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();

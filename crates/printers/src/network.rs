@@ -1,7 +1,7 @@
 //! `get services` (NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE, wide
 //! SELECTOR) and `get endpoints` (NAME ENDPOINTS AGE).
 
-use super::{age, or_none, TableRow};
+use super::{age, or_none, Column, TableRow};
 use chrono::{DateTime, Utc};
 use rkube_api::core::v1::{Endpoints, Service};
 
@@ -61,13 +61,15 @@ pub fn service_external_ip(svc: &Service, wide: bool) -> String {
 }
 
 impl TableRow for Service {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"];
-        if wide {
-            c.push("SELECTOR");
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Type", "How the Service is exposed: ClusterIP, NodePort, LoadBalancer or ExternalName."),
+        Column::string("Cluster-IP", "The IP address of the service, usually assigned randomly."),
+        Column::string("External-IP", "IP addresses for which nodes in the cluster also accept traffic for this service, and the load balancer's."),
+        Column::string("Port(s)", "The ports exposed by this service."),
+        Column::AGE,
+        Column::string("Selector", "Route service traffic to pods with label keys and values matching this selector.").wide(),
+    ];
 
     fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -84,10 +86,8 @@ impl TableRow for Service {
             service_ports(self),
             age(&meta.creation_timestamp, now),
         ];
-        if wide {
-            let selector: Vec<String> = spec.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            cells.push(or_none(selector.join(",")));
-        }
+        let selector: Vec<String> = spec.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        cells.push(or_none(selector.join(",")));
         cells
     }
 }
@@ -142,9 +142,11 @@ pub fn format_endpoints(ep: &Endpoints) -> String {
 }
 
 impl TableRow for Endpoints {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec!["NAME", "ENDPOINTS", "AGE"]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Endpoints", "The set of addresses and ports of the endpoints."),
+        Column::AGE,
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -236,7 +238,7 @@ mod tests {
 
     #[test]
     fn service_row() {
-        let now = crate::printers::parse_time("2024-05-01T12:00:00Z").unwrap();
+        let now = crate::parse_time("2024-05-01T12:00:00Z").unwrap();
         let mut s = svc("metadata: {name: web, creationTimestamp: '2024-05-01T07:00:00Z'}\nspec: {type: NodePort, selector: {app: web}, ports: [{port: 80, nodePort: 30080, protocol: TCP}]}\n");
         s.spec.as_mut().unwrap().cluster_ip = "10.96.0.10".into();
         assert_eq!(

@@ -3,7 +3,7 @@
 //! AVAILABLE NODE SELECTOR AGE) and `get statefulsets` (NAME READY AGE), as kubectl prints
 //! them; wide adds CONTAINERS IMAGES (and SELECTOR but for StatefulSets).
 
-use super::{age, or_none, TableRow};
+use super::{age, or_none, Column, TableRow, CONTAINERS, IMAGES, SELECTOR};
 use chrono::{DateTime, Utc};
 use rkube_api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use rkube_api::core::v1::PodTemplateSpec;
@@ -38,15 +38,18 @@ pub fn label_selector(selector: Option<&LabelSelector>) -> String {
 }
 
 impl TableRow for Deployment {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"];
-        if wide {
-            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Ready", "Number of the pod with ready state"),
+        Column::string("Up-to-date", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+        Column::string("Available", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+        Column::AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
@@ -57,23 +60,27 @@ impl TableRow for Deployment {
             status.available_replicas.to_string(),
             age(&meta.creation_timestamp, now),
         ];
-        if wide {
-            cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
-        }
+        cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
         cells
     }
 }
 
 impl TableRow for ReplicaSet {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"];
-        if wide {
-            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::integer("Desired", "Replicas is the number of desired replicas."),
+        Column::integer(
+            "Current",
+            "Replicas is the most recently observed number of replicas.",
+        ),
+        Column::integer("Ready", "The number of ready replicas for this replica set."),
+        Column::AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
@@ -84,32 +91,27 @@ impl TableRow for ReplicaSet {
             status.ready_replicas.to_string(),
             age(&meta.creation_timestamp, now),
         ];
-        if wide {
-            cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
-        }
+        cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
         cells
     }
 }
 
 impl TableRow for DaemonSet {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec![
-            "NAME",
-            "DESIRED",
-            "CURRENT",
-            "READY",
-            "UP-TO-DATE",
-            "AVAILABLE",
-            "NODE SELECTOR",
-            "AGE",
-        ];
-        if wide {
-            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::integer("Desired", "The total number of nodes that should be running the daemon pod."),
+        Column::integer("Current", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
+        Column::integer("Ready", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
+        Column::integer("Up-to-date", "The total number of nodes that are running updated daemon pod."),
+        Column::integer("Available", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available."),
+        Column::string("Node Selector", "The pod template's nodeSelector."),
+        Column::AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
@@ -129,43 +131,39 @@ impl TableRow for DaemonSet {
             or_none(node_selector.join(",")),
             age(&meta.creation_timestamp, now),
         ];
-        if wide {
-            cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
-        }
+        cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
         cells
     }
 }
 
 impl TableRow for StatefulSet {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec!["NAME", "READY", "AGE"];
-        if wide {
-            c.extend(["CONTAINERS", "IMAGES"]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Ready", "Number of the pod with ready state"),
+        Column::AGE,
+        CONTAINERS,
+        IMAGES,
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
-        let mut cells = vec![
+        let [containers, images, _] = workload_wide(spec.template.as_ref(), None);
+        vec![
             meta.name,
             format!("{}/{}", status.ready_replicas, spec.replicas.unwrap_or(1)),
             age(&meta.creation_timestamp, now),
-        ];
-        if wide {
-            let [containers, images, _] = workload_wide(spec.template.as_ref(), None);
-            cells.extend([containers, images]);
-        }
-        cells
+            containers,
+            images,
+        ]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::printers::parse_time;
+    use crate::parse_time;
 
     #[test]
     fn deployment_row() {
@@ -174,7 +172,7 @@ mod tests {
             "metadata: {name: web, creationTimestamp: '2024-05-01T11:59:15Z'}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template: {spec: {containers: [{name: nginx, image: 'nginx:1.25'}, {name: log, image: busybox}]}}\nstatus: {readyReplicas: 2, updatedReplicas: 3, availableReplicas: 2}\n",
         )
         .unwrap();
-        assert_eq!(d.cells(false, now), vec!["web", "2/3", "3", "2", "45s"]);
+        assert_eq!(d.cells(false, now)[..5], ["web", "2/3", "3", "2", "45s"]);
         assert_eq!(
             d.cells(true, now)[5..],
             [
@@ -192,6 +190,6 @@ mod tests {
             "metadata: {name: web-1, creationTimestamp: '2024-04-29T12:00:00Z'}\nspec: {replicas: 2}\n",
         )
         .unwrap();
-        assert_eq!(rs.cells(false, now), vec!["web-1", "2", "0", "0", "2d"]);
+        assert_eq!(rs.cells(false, now)[..5], ["web-1", "2", "0", "0", "2d"]);
     }
 }

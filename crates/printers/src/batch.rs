@@ -3,7 +3,7 @@
 //! CONTAINERS IMAGES SELECTOR.
 
 use super::apps::workload_wide;
-use super::{age, human_duration, or_none, parse_time, TableRow};
+use super::{age, human_duration, or_none, parse_time, Column, TableRow, CONTAINERS, IMAGES, SELECTOR};
 use chrono::{DateTime, Utc};
 use rkube_api::batch::v1::{CronJob, Job};
 
@@ -27,15 +27,21 @@ fn job_status(job: &Job) -> &'static str {
 }
 
 impl TableRow for Job {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"];
-        if wide {
-            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Status", "Status of the job."),
+        Column::string(
+            "Completions",
+            "The number of pods which reached phase Succeeded, of those wanted.",
+        ),
+        Column::string("Duration", "Time required to complete the job."),
+        Column::AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
@@ -59,31 +65,26 @@ impl TableRow for Job {
             duration,
             age(&meta.creation_timestamp, now),
         ];
-        if wide {
-            cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
-        }
+        cells.extend(workload_wide(spec.template.as_ref(), spec.selector.as_ref()));
         cells
     }
 }
 
 impl TableRow for CronJob {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec![
-            "NAME",
-            "SCHEDULE",
-            "TIMEZONE",
-            "SUSPEND",
-            "ACTIVE",
-            "LAST SCHEDULE",
-            "AGE",
-        ];
-        if wide {
-            c.extend(["CONTAINERS", "IMAGES", "SELECTOR"]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Schedule", "The schedule in Cron format."),
+        Column::string("Timezone", "The time zone name for the given schedule."),
+        Column::boolean("Suspend", "Whether subsequent executions are suspended."),
+        Column::integer("Active", "The number of currently running jobs."),
+        Column::string("Last Schedule", "How long ago a job was last scheduled."),
+        Column::AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
@@ -106,10 +107,8 @@ impl TableRow for CronJob {
             last,
             age(&meta.creation_timestamp, now),
         ];
-        if wide {
-            let job = spec.job_template.and_then(|t| t.spec).unwrap_or_default();
-            cells.extend(workload_wide(job.template.as_ref(), job.selector.as_ref()));
-        }
+        let job = spec.job_template.and_then(|t| t.spec).unwrap_or_default();
+        cells.extend(workload_wide(job.template.as_ref(), job.selector.as_ref()));
         cells
     }
 }
@@ -125,14 +124,17 @@ mod tests {
             "metadata: {name: pi, creationTimestamp: '2024-05-01T11:59:00Z'}\nspec: {completions: 3}\nstatus:\n  succeeded: 3\n  startTime: '2024-05-01T11:59:00Z'\n  completionTime: '2024-05-01T11:59:42Z'\n  conditions: [{type: Complete, status: 'True'}]\n",
         )
         .unwrap();
-        assert_eq!(job.cells(false, now), vec!["pi", "Complete", "3/3", "42s", "60s"]);
+        assert_eq!(
+            job.cells(false, now)[..5],
+            ["pi", "Complete", "3/3", "42s", "60s"]
+        );
         let cj: CronJob = serde_yaml::from_str(
             "metadata: {name: backup, creationTimestamp: '2024-04-30T12:00:00Z'}\nspec: {schedule: '@hourly'}\nstatus: {lastScheduleTime: '2024-05-01T11:00:00Z'}\n",
         )
         .unwrap();
         assert_eq!(
-            cj.cells(false, now),
-            vec!["backup", "@hourly", "<none>", "False", "0", "60m", "24h"]
+            cj.cells(false, now)[..7],
+            ["backup", "@hourly", "<none>", "False", "0", "60m", "24h"]
         );
     }
 }

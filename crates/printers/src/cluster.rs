@@ -2,7 +2,7 @@
 //! EXTERNAL-IP OS-IMAGE KERNEL-VERSION CONTAINER-RUNTIME) and `get
 //! namespaces` (NAME STATUS AGE).
 
-use super::{age, or_none, TableRow};
+use super::{age, or_none, Column, TableRow};
 use chrono::{DateTime, Utc};
 use rkube_api::core::v1::{Namespace, Node};
 
@@ -49,21 +49,24 @@ pub fn node_roles(node: &Node) -> String {
 }
 
 impl TableRow for Node {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"];
-        if wide {
-            c.extend([
-                "INTERNAL-IP",
-                "EXTERNAL-IP",
-                "OS-IMAGE",
-                "KERNEL-VERSION",
-                "CONTAINER-RUNTIME",
-            ]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Status", "The status of the node"),
+        Column::string("Roles", "The roles of the node"),
+        Column::AGE,
+        Column::string("Version", "Kubelet Version reported by the node."),
+        Column::string("Internal-IP", "The node's internal address.").wide(),
+        Column::string("External-IP", "The node's external address.").wide(),
+        Column::string("OS-Image", "OS Image reported by the node.").wide(),
+        Column::string("Kernel-Version", "Kernel Version reported by the node.").wide(),
+        Column::string(
+            "Container-Runtime",
+            "ContainerRuntime Version reported by the node.",
+        )
+        .wide(),
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
         let info = status.node_info.clone().unwrap_or_default();
@@ -74,34 +77,34 @@ impl TableRow for Node {
             age(&meta.creation_timestamp, now),
             info.kubelet_version.clone(),
         ];
-        if wide {
-            let address = |t: &str| {
-                or_none(
-                    status
-                        .addresses
-                        .iter()
-                        .find(|a| a.r#type == t)
-                        .map(|a| a.address.clone())
-                        .unwrap_or_default(),
-                )
-            };
-            let unknown = |s: String| if s.is_empty() { "<unknown>".to_string() } else { s };
-            cells.extend([
-                address("InternalIP"),
-                address("ExternalIP"),
-                unknown(info.os_image),
-                unknown(info.kernel_version),
-                unknown(info.container_runtime_version),
-            ]);
-        }
+        let address = |t: &str| {
+            or_none(
+                status
+                    .addresses
+                    .iter()
+                    .find(|a| a.r#type == t)
+                    .map(|a| a.address.clone())
+                    .unwrap_or_default(),
+            )
+        };
+        let unknown = |s: String| if s.is_empty() { "<unknown>".to_string() } else { s };
+        cells.extend([
+            address("InternalIP"),
+            address("ExternalIP"),
+            unknown(info.os_image),
+            unknown(info.kernel_version),
+            unknown(info.container_runtime_version),
+        ]);
         cells
     }
 }
 
 impl TableRow for Namespace {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec!["NAME", "STATUS", "AGE"]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Status", "The status of the namespace"),
+        Column::AGE,
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -152,7 +155,7 @@ mod tests {
 
     #[test]
     fn wide_node_row() {
-        let now = crate::printers::parse_time("2024-05-01T12:00:00Z").unwrap();
+        let now = crate::parse_time("2024-05-01T12:00:00Z").unwrap();
         let n = node("metadata: {name: n1, creationTimestamp: '2024-05-01T11:00:00Z'}\nstatus:\n  conditions: [{type: Ready, status: 'True'}]\n  addresses: [{type: InternalIP, address: 192.168.1.10}]\n  nodeInfo: {kubeletVersion: v0.1.0, osImage: Debian GNU/Linux 12, kernelVersion: 6.1.0, containerRuntimeVersion: containerd://1.6.20}\n");
         assert_eq!(
             n.cells(true, now),

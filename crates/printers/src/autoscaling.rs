@@ -1,7 +1,7 @@
 //! `get hpa`: NAME REFERENCE TARGETS MINPODS MAXPODS REPLICAS AGE, with
 //! TARGETS as `current/target` per metric (`35%/50%`, `<unknown>/50%`).
 
-use super::{age, TableRow};
+use super::{age, Column, TableRow};
 use chrono::{DateTime, Utc};
 use rkube_api::autoscaling::v2::{HorizontalPodAutoscaler, MetricStatus, MetricTarget, MetricValueStatus};
 
@@ -72,17 +72,21 @@ pub fn hpa_targets(hpa: &HorizontalPodAutoscaler) -> String {
 }
 
 impl TableRow for HorizontalPodAutoscaler {
-    fn columns(_wide: bool) -> Vec<&'static str> {
-        vec![
-            "NAME",
-            "REFERENCE",
-            "TARGETS",
-            "MINPODS",
-            "MAXPODS",
-            "REPLICAS",
-            "AGE",
-        ]
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Reference", "The target resource being scaled."),
+        Column::string(
+            "Targets",
+            "Current and wanted values of the metrics used to calculate the replica count.",
+        ),
+        Column::string("MinPods", "The lower limit for the number of replicas."),
+        Column::string("MaxPods", "The upper limit for the number of replicas."),
+        Column::string(
+            "Replicas",
+            "The current number of replicas of pods managed by this autoscaler.",
+        ),
+        Column::AGE,
+    ];
 
     fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
@@ -119,7 +123,7 @@ mod tests {
         assert_eq!(hpa_targets(&hpa("")), "<unknown>/50%");
         let h = hpa("status:\n  currentReplicas: 3\n  currentMetrics:\n  - type: Resource\n    resource: {name: cpu, current: {averageUtilization: 35}}\n");
         assert_eq!(hpa_targets(&h), "35%/50%");
-        let now = crate::printers::parse_time("2024-05-01T12:00:00Z").unwrap();
+        let now = crate::parse_time("2024-05-01T12:00:00Z").unwrap();
         assert_eq!(
             h.cells(false, now),
             vec!["web", "Deployment/web", "35%/50%", "1", "10", "3", "<unknown>"]

@@ -2,7 +2,7 @@
 //! READINESS GATES), with STATUS derived exactly as kubectl does, because
 //! that word is what people read to decide what is wrong.
 
-use super::{age, or_none, TableRow};
+use super::{age, or_none, Column, TableRow};
 use chrono::{DateTime, Utc};
 use rkube_api::core::v1::{ContainerStatus, Pod};
 
@@ -132,46 +132,48 @@ pub fn pod_status(pod: &Pod) -> PodSummary {
 }
 
 impl TableRow for Pod {
-    fn columns(wide: bool) -> Vec<&'static str> {
-        let mut c = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"];
-        if wide {
-            c.extend(["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]);
-        }
-        c
-    }
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+        Column::string("Status", "The aggregate status of the containers in this pod."),
+        Column::string(
+            "Restarts",
+            "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+        ),
+        Column::AGE,
+        Column::string("IP", "IP address allocated to the pod.").wide(),
+        Column::string("Node", "The node the pod is bound to.").wide(),
+        Column::string("Nominated Node", "The node a preempting pod is expected to run on.").wide(),
+        Column::string("Readiness Gates", "Pod conditions evaluated for readiness.").wide(),
+    ];
 
-    fn cells(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let meta = self.metadata.clone().unwrap_or_default();
         let s = pod_status(self);
         let restarts = match &s.last_restart {
             Some(t) if s.restarts > 0 => format!("{} ({} ago)", s.restarts, age(t, now)),
             _ => s.restarts.to_string(),
         };
-        let mut cells = vec![
+        let status = self.status.clone().unwrap_or_default();
+        let spec = self.spec.clone().unwrap_or_default();
+        vec![
             meta.name,
             format!("{}/{}", s.ready, s.total),
             s.status,
             restarts,
             age(&meta.creation_timestamp, now),
-        ];
-        if wide {
-            let status = self.status.clone().unwrap_or_default();
-            let spec = self.spec.clone().unwrap_or_default();
-            cells.extend([
-                or_none(status.pod_ip),
-                or_none(spec.node_name),
-                or_none(status.nominated_node_name),
-                "<none>".into(),
-            ]);
-        }
-        cells
+            or_none(status.pod_ip),
+            or_none(spec.node_name),
+            or_none(status.nominated_node_name),
+            "<none>".into(),
+        ]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::printers::parse_time;
+    use crate::parse_time;
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).unwrap()
@@ -250,8 +252,8 @@ mod tests {
         let mut p = p;
         p.status.as_mut().unwrap().pod_ip = "10.244.1.5".into();
         assert_eq!(
-            p.cells(false, now),
-            vec!["web-1", "0/1", "CrashLoopBackOff", "4 (45s ago)", "60m"]
+            p.cells(false, now)[..5],
+            ["web-1", "0/1", "CrashLoopBackOff", "4 (45s ago)", "60m"]
         );
         assert_eq!(
             p.cells(true, now)[5..],
