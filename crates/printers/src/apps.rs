@@ -1,11 +1,12 @@
 //! `get deployments` (NAME READY UP-TO-DATE AVAILABLE AGE), `get replicasets` (NAME
 //! DESIRED CURRENT READY AGE), `get daemonsets` (NAME DESIRED CURRENT READY UP-TO-DATE
 //! AVAILABLE NODE SELECTOR AGE) and `get statefulsets` (NAME READY AGE), as kubectl prints
-//! them; wide adds CONTAINERS IMAGES (and SELECTOR but for StatefulSets).
+//! them; wide adds CONTAINERS IMAGES (and SELECTOR but for StatefulSets). `get
+//! controllerrevisions`: NAME CONTROLLER REVISION AGE.
 
 use super::{age, or_none, Column, TableRow, CONTAINERS, IMAGES, SELECTOR};
 use chrono::{DateTime, Utc};
-use rkube_api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use rkube_api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use rkube_api::core::v1::PodTemplateSpec;
 use rkube_api::meta::v1::LabelSelector;
 use rkube_api::selector::Selector;
@@ -160,10 +161,55 @@ impl TableRow for StatefulSet {
     }
 }
 
+impl TableRow for ControllerRevision {
+    const COLUMNS: &'static [Column] = &[
+        Column::NAME,
+        Column::string("Controller", "Controller of the object"),
+        Column::integer("Revision", "Revision of the ControllerRevision"),
+        Column::AGE,
+    ];
+
+    fn cells(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        let meta = self.metadata.clone().unwrap_or_default();
+        // as kubectl: `daemonset.apps/agent`
+        let controller = meta
+            .owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| {
+                let group = o.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+                let kind = o.kind.to_lowercase();
+                match group {
+                    "" => format!("{kind}/{}", o.name),
+                    g => format!("{kind}.{g}/{}", o.name),
+                }
+            });
+        vec![
+            meta.name,
+            or_none(controller.unwrap_or_default()),
+            self.revision.to_string(),
+            age(&meta.creation_timestamp, now),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse_time;
+
+    #[test]
+    fn controller_revision_row() {
+        let now = parse_time("2024-05-01T12:00:00Z").unwrap();
+        let r: ControllerRevision = serde_yaml::from_str(
+            "metadata: {name: agent-7d9f, creationTimestamp: '2024-05-01T11:59:00Z', ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: u, controller: true}]}\nrevision: 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.cells(false, now),
+            ["agent-7d9f", "daemonset.apps/agent", "3", "60s"]
+        );
+    }
 
     #[test]
     fn deployment_row() {

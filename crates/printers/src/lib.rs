@@ -213,6 +213,7 @@ pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
         ("apps", "ReplicaSet") => p!(apps::ReplicaSet),
         ("apps", "DaemonSet") => p!(apps::DaemonSet),
         ("apps", "StatefulSet") => p!(apps::StatefulSet),
+        ("apps", "ControllerRevision") => p!(apps::ControllerRevision),
         ("batch", "Job") => p!(batch::Job),
         ("batch", "CronJob") => p!(batch::CronJob),
         ("autoscaling", "HorizontalPodAutoscaler") => p!(autoscaling::HorizontalPodAutoscaler),
