@@ -382,15 +382,11 @@ fn generate() -> Generated {
         schemas.insert(schema_name(&root), top);
     }
     for ((schema, field), hows) in &list_patches {
-        let Some(property) = schemas
-            .get_mut(schema)
-            .and_then(|s| s["properties"].get_mut(field))
-        else {
+        let Some(property) = property_mut(&mut schemas, schema, field) else {
             continue;
         };
-        // where kinds disagree (see patch_conflicts) the merging one wins:
-        // a patch that merges is still right for a kind that replaces
-        // when it carries the whole list
+        // kinds sharing a list agree on it (patch_conflicts is tested
+        // empty); were they not to, the list would say it merges
         let how = hows.keys().max().copied().unwrap_or(ListPatch::Replace);
         let retain = RETAIN_KEYS.contains(&(schema.as_str(), field.as_str()));
         match how {
@@ -409,10 +405,7 @@ fn generate() -> Generated {
         }
     }
     for (schema, field) in RETAIN_KEYS {
-        if let Some(property) = schemas
-            .get_mut(*schema)
-            .and_then(|s| s["properties"].get_mut(*field))
-        {
+        if let Some(property) = property_mut(&mut schemas, schema, field) {
             if property.get("x-kubernetes-patch-strategy").is_none() {
                 property["x-kubernetes-patch-strategy"] = json!("retainKeys");
             }
@@ -423,6 +416,14 @@ fn generate() -> Generated {
         list_patches,
         closure,
     }
+}
+
+fn property_mut<'a>(
+    schemas: &'a mut BTreeMap<String, Value>,
+    schema: &str,
+    field: &str,
+) -> Option<&'a mut Value> {
+    schemas.get_mut(schema)?.get_mut("properties")?.get_mut(field)
 }
 
 fn generated() -> &'static Generated {
