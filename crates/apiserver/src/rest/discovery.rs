@@ -542,9 +542,10 @@ mod tests {
             "merge,retainKeys"
         );
         // lists Kubernetes replaces carry no strategy
-        assert!(spec["properties"]["tolerations"]
-            .get("x-kubernetes-patch-strategy")
-            .is_none());
+        let tolerations = &spec["properties"]["tolerations"];
+        assert!(tolerations.get("x-kubernetes-patch-strategy").is_none());
+        assert_eq!(tolerations["x-kubernetes-list-type"], "atomic");
+        assert_eq!(containers["x-kubernetes-list-type"], "map");
         // maps, json_name overrides, unions and times as Kubernetes writes them
         assert_eq!(
             spec["properties"]["nodeSelector"]["additionalProperties"],

@@ -401,7 +401,8 @@ fn generate() -> Generated {
                 property["x-kubernetes-patch-strategy"] = json!("merge");
                 property["x-kubernetes-list-type"] = json!("set");
             }
-            ListPatch::Replace => {}
+            // replaced whole by every patch: what Kubernetes calls atomic
+            ListPatch::Replace => property["x-kubernetes-list-type"] = json!("atomic"),
         }
     }
     for (schema, field) in RETAIN_KEYS {
