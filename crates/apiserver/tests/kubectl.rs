@@ -632,6 +632,15 @@ async fn kubectl_explains_and_applies_with_the_servers_schemas() {
     ] {
         assert!(recursive.contains(want), "{want:?} in:\n{recursive}");
     }
+    // every kind served is explained, in its own group-version
+    for k in rkube_api::KINDS {
+        let api_version = format!("--api-version={}", k.api_version());
+        let out = c.kubectl(&["explain", k.plural, &api_version]).await;
+        assert!(
+            out.contains(&format!("KIND:       {}\n", k.kind)) && out.contains("metadata\t<ObjectMeta>"),
+            "{out}"
+        );
+    }
     let (ok, _, err) = c
         .run_as("admin.kubeconfig", &["explain", "pods.spec.nosuchfield"])
         .await;
