@@ -102,6 +102,11 @@ pub mod api {
 }
 pub use api::v1 as rpc;
 
+/// The protobuf descriptors of every file in `proto/`, with their comments
+/// (protoc's source info), as written by the build script: what the
+/// apiserver's OpenAPI schemas are generated from.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rkube_descriptor.bin"));
+
 pub mod codec;
 pub mod cron;
 pub mod defaults;

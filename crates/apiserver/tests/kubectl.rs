@@ -822,3 +822,139 @@ async fn kubectl_get_prints_the_servers_tables() {
     watch.start_kill().unwrap();
     c.stop().await;
 }
+
+/// A Deployment of two containers, `a` with env A1, A2 and A3, `b` with env B1.
+const TWO_CONTAINERS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pair}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: pair}}
+  template:
+    metadata: {labels: {app: pair}}
+    spec:
+      containers:
+      - name: a
+        image: busybox:1
+        env: [{name: A1, value: '1'}, {name: A2, value: '2'}, {name: A3, value: '3'}]
+      - name: b
+        image: busybox:1
+        env: [{name: B1, value: '1'}]
+";
+
+/// `kubectl explain` reads the schemas the server generates from proto/,
+/// and client-side `kubectl apply` computes its strategic merge patch from
+/// their merge keys: a re-apply changing one container and dropping one env
+/// entry keeps what it does not name, including what was added beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explains_and_applies_with_the_servers_schemas() {
+    let c = start_cluster().await;
+
+    let containers = c.kubectl(&["explain", "pods.spec.containers"]).await;
+    for want in [
+        "KIND:       Pod",
+        "VERSION:    v1",
+        "FIELD: containers <[]Container>",
+        "The pod's app containers",
+        "FIELDS:",
+        "image\t<string>",
+        "The container image to run",
+        "env\t<[]EnvVar>",
+        "resources\t<ResourceRequirements>",
+    ] {
+        assert!(containers.contains(want), "{want:?} in:\n{containers}");
+    }
+    let nested = c
+        .kubectl(&["explain", "deployment.spec.template.spec.containers.ports"])
+        .await;
+    assert!(
+        nested.contains("GROUP:      apps") && nested.contains("containerPort\t<integer>"),
+        "{nested}"
+    );
+    let recursive = c.kubectl(&["explain", "deployment", "--recursive"]).await;
+    for want in [
+        "KIND:       Deployment",
+        "spec\t<DeploymentSpec>",
+        "      containers\t<[]Container>",
+        "maxSurge\t<IntOrString>",
+        "creationTimestamp\t<string>",
+    ] {
+        assert!(recursive.contains(want), "{want:?} in:\n{recursive}");
+    }
+    // every kind served is explained, in its own group-version
+    for k in rkube_api::KINDS {
+        let api_version = format!("--api-version={}", k.api_version());
+        let out = c.kubectl(&["explain", k.plural, &api_version]).await;
+        assert!(
+            out.contains(&format!("KIND:       {}\n", k.kind)) && out.contains("metadata\t<ObjectMeta>"),
+            "{out}"
+        );
+    }
+    let (ok, _, err) = c
+        .run_as("admin.kubeconfig", &["explain", "pods.spec.nosuchfield"])
+        .await;
+    assert!(!ok && err.contains("nosuchfield"), "{err}");
+
+    let file = c.path("pair.yaml");
+    let file = file.to_str().unwrap();
+    std::fs::write(file, TWO_CONTAINERS).unwrap();
+    let applied = c.kubectl(&["apply", "-f", file]).await;
+    assert!(applied.contains("deployment.apps/pair created"), "{applied}");
+    // beside the applied configuration: an env entry of b and a third container
+    c.kubectl(&["set", "env", "deployment/pair", "-c", "b", "B2=9"])
+        .await;
+    c.kubectl(&[
+        "patch",
+        "deployment",
+        "pair",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"busybox:1"}]}}}}"#,
+    ])
+    .await;
+
+    let changed = TWO_CONTAINERS
+        .replacen("image: busybox:1", "image: busybox:2", 1)
+        .replace(" {name: A2, value: '2'},", "");
+    std::fs::write(file, changed).unwrap();
+    let (ok, out, err) = c.run_as("admin.kubeconfig", &["apply", "-f", file, "-v=6"]).await;
+    assert!(
+        ok && out.contains("deployment.apps/pair configured"),
+        "{out}\n{err}"
+    );
+    // the patch came from the server's schema, without falling back
+    assert!(err.contains("/openapi/v3/apis/apps/v1"), "{err}");
+    assert!(!err.contains("error calculating patch"), "{err}");
+
+    let deploy = c.json(&["get", "deployment", "pair"]).await;
+    let containers = deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let summary: Vec<(String, String, Vec<String>)> = containers
+        .iter()
+        .map(|c| {
+            let env = c["env"]
+                .as_array()
+                .map(|e| {
+                    e.iter()
+                        .map(|v| format!("{}={}", v["name"].as_str().unwrap(), v["value"].as_str().unwrap()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["image"].as_str().unwrap().to_string(),
+                env,
+            )
+        })
+        .collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        summary,
+        vec![
+            ("a".into(), "busybox:2".into(), s(&["A1=1", "A3=3"])),
+            ("b".into(), "busybox:1".into(), s(&["B1=1", "B2=9"])),
+            ("c".into(), "busybox:1".into(), vec![]),
+        ]
+    );
+    c.stop().await;
+}

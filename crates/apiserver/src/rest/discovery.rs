@@ -1,13 +1,15 @@
 //! What kubectl and client libraries ask before anything else: the version
 //! (kubectl on this machine picks its own version from `minor`), legacy
 //! discovery (`/api`, `/apis`, the resource lists; kubectl 1.32 falls back
-//! to it from aggregated discovery) and enough OpenAPI v3 that `kubectl
-//! apply` knows the server validates fields itself (`fieldValidation` on
-//! PATCH), so it need not download schemas. All of it is generated from the
-//! kind registry.
+//! to it from aggregated discovery) and the OpenAPI v3 documents (the
+//! paths, saying the server validates fields itself: `fieldValidation` on
+//! PATCH; the schemas come from [`openapi`]). All of it is generated from
+//! the kind registry.
 
+use super::openapi;
 use rkube_api::{ResourceInfo, KINDS};
 use serde_json::{json, Value};
+use std::sync::OnceLock;
 
 /// The Kubernetes API level rkube implements.
 pub const KUBERNETES_MAJOR: &str = "1";
@@ -270,44 +272,69 @@ fn openapi_path(group: &str, version: &str) -> String {
     }
 }
 
-/// `/openapi/v3`: where each group-version's document is. The hash makes
-/// kubectl's cache key change with the server's build.
+/// `/openapi/v3`: where each group-version's document is. The hash is of
+/// the document, so kubectl's cache (keyed by the URL) follows the schemas.
 pub fn openapi_root() -> Value {
-    let hash = env!("CARGO_PKG_VERSION").replace('.', "");
-    let paths: serde_json::Map<String, Value> = group_versions()
-        .into_iter()
-        .filter(|(g, _)| *g != "authorization.k8s.io")
-        .map(|(g, v)| {
-            let p = openapi_path(g, v);
-            (
-                p.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
-            )
+    let paths: serde_json::Map<String, Value> = openapi_documents()
+        .iter()
+        .map(|d| {
+            let p = openapi_path(d.group, d.version);
+            let url = format!("/openapi/v3/{p}?hash={:016X}", d.hash);
+            (p, json!({ "serverRelativeURL": url }))
         })
         .collect();
     json!({ "paths": paths })
 }
 
+/// A group-version's OpenAPI v3 document, built once.
+struct OpenApiDocument {
+    group: &'static str,
+    version: &'static str,
+    doc: Value,
+    hash: u64,
+}
+
+fn openapi_documents() -> &'static [OpenApiDocument] {
+    static DOCS: OnceLock<Vec<OpenApiDocument>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        group_versions()
+            .into_iter()
+            .filter_map(|(group, version)| {
+                let doc = openapi_document(group, version)?;
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&doc.to_string(), &mut hasher);
+                let hash = std::hash::Hasher::finish(&hasher);
+                Some(OpenApiDocument {
+                    group,
+                    version,
+                    doc,
+                    hash,
+                })
+            })
+            .collect()
+    })
+}
+
 /// A group-version's OpenAPI v3 document: each kind's paths, with the
-/// PATCH operation declaring `fieldValidation` (what kubectl looks for to
-/// leave validation to the server) and the group-version-kind extension;
-/// schemas are open objects for now.
+/// PATCH operation declaring `fieldValidation` (so kubectl leaves field
+/// validation to the server) and the group-version-kind extension (what
+/// `kubectl explain` finds a resource's schema by), and the schemas
+/// generated from proto/ ([`openapi`]), which `kubectl apply` builds its
+/// strategic merge patches from.
 pub fn openapi_group_version(group: &str, version: &str) -> Option<Value> {
-    if !group_versions().contains(&(group, version)) || group == "authorization.k8s.io" {
-        return None;
-    }
+    openapi_documents()
+        .iter()
+        .find(|d| d.group == group && d.version == version)
+        .map(|d| d.doc.clone())
+}
+
+fn openapi_document(group: &str, version: &str) -> Option<Value> {
+    let schemas = openapi::schemas(group, version)?;
     let prefix = format!("/{}", openapi_path(group, version));
     let mut paths = serde_json::Map::new();
-    let mut schemas = serde_json::Map::new();
     for k in KINDS.iter().filter(|k| k.group == group && k.version == version) {
         let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
-        let schema_name = format!(
-            "io.rkube.{}.{}.{}",
-            if k.group.is_empty() { "core" } else { k.group },
-            k.version,
-            k.kind
-        );
-        let reference = json!({"$ref": format!("#/components/schemas/{schema_name}")});
+        let reference = json!({"$ref": format!("#/components/schemas/{}", openapi::kind_schema_name(k))});
         let body = json!({"content": {"application/json": {"schema": reference}}});
         let ok =
             json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}});
@@ -343,13 +370,6 @@ pub fn openapi_group_version(group: &str, version: &str) -> Option<Value> {
                          "parameters": [query("dryRun"), query("fieldManager"), query("fieldValidation")],
                          "requestBody": body, "responses": ok},
             }),
-        );
-        schemas.insert(
-            schema_name,
-            // no group-version-kind extension: kubectl apply then computes
-            // its strategic merge patches from its built-in types rather
-            // than from this open schema
-            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         );
     }
     Some(json!({
@@ -454,5 +474,164 @@ mod tests {
             .unwrap()
             .iter()
             .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+    }
+
+    /// Follows `$ref`s (directly or under allOf) in a document's schemas.
+    fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+        let reference = schema["$ref"]
+            .as_str()
+            .or_else(|| schema["allOf"][0]["$ref"].as_str());
+        match reference {
+            Some(r) => {
+                let name = r.trim_start_matches("#/components/schemas/");
+                let target = &doc["components"]["schemas"][name];
+                assert!(target.is_object(), "{r} is not in the document");
+                target
+            }
+            None => schema,
+        }
+    }
+
+    fn kind_schema<'a>(doc: &'a Value, kind: &str) -> &'a Value {
+        doc["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|s| s["x-kubernetes-group-version-kind"][0]["kind"] == kind)
+            .unwrap_or_else(|| panic!("no schema carries the {kind} group-version-kind"))
+    }
+
+    #[test]
+    fn openapi_schemas_reach_container_fields_with_descriptions() {
+        let doc = openapi_group_version("", "v1").unwrap();
+        let pod = &doc["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert_eq!(
+            pod["x-kubernetes-group-version-kind"],
+            json!([{"group": "", "version": "v1", "kind": "Pod"}])
+        );
+        let spec = resolve(&doc, &pod["properties"]["spec"]);
+        let containers = &spec["properties"]["containers"];
+        assert_eq!(containers["type"], "array");
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        let container = resolve(&doc, &containers["items"]);
+        let image = &container["properties"]["image"];
+        assert_eq!(image["type"], "string");
+        assert!(
+            image["description"].as_str().is_some_and(|d| d.contains("image")),
+            "{image}"
+        );
+        let ports = &container["properties"]["ports"];
+        assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
+        let port = resolve(&doc, &ports["items"]);
+        let container_port = &port["properties"]["containerPort"];
+        assert_eq!(
+            (container_port["type"].as_str(), container_port["format"].as_str()),
+            (Some("integer"), Some("int32"))
+        );
+        assert_eq!(
+            container["properties"]["env"]["x-kubernetes-patch-merge-key"],
+            "name"
+        );
+        assert_eq!(
+            container["properties"]["volumeMounts"]["x-kubernetes-patch-merge-key"],
+            "mountPath"
+        );
+        assert_eq!(
+            spec["properties"]["volumes"]["x-kubernetes-patch-strategy"],
+            "merge,retainKeys"
+        );
+        // lists Kubernetes replaces carry no strategy
+        let tolerations = &spec["properties"]["tolerations"];
+        assert!(tolerations.get("x-kubernetes-patch-strategy").is_none());
+        assert_eq!(tolerations["x-kubernetes-list-type"], "atomic");
+        assert_eq!(containers["x-kubernetes-list-type"], "map");
+        // maps, json_name overrides, unions and times as Kubernetes writes them
+        assert_eq!(
+            spec["properties"]["nodeSelector"]["additionalProperties"],
+            json!({"type": "string"})
+        );
+        assert!(spec["properties"].get("hostPID").is_some());
+        let resources = resolve(&doc, &container["properties"]["resources"]);
+        let quantity = resolve(&doc, &resources["properties"]["limits"]["additionalProperties"]);
+        assert_eq!(quantity["x-kubernetes-int-or-string"], true);
+        let meta = resolve(&doc, &pod["properties"]["metadata"]);
+        assert_eq!(meta["properties"]["creationTimestamp"]["format"], "date-time");
+        assert_eq!(meta["properties"]["creationTimestamp"]["nullable"], true);
+        assert_eq!(
+            meta["properties"]["ownerReferences"]["x-kubernetes-patch-merge-key"],
+            "uid"
+        );
+        assert_eq!(
+            meta["properties"]["finalizers"]["x-kubernetes-patch-strategy"],
+            "merge"
+        );
+        let service = kind_schema(&doc, "Service");
+        let service_spec = resolve(&doc, &service["properties"]["spec"]);
+        assert_eq!(
+            service_spec["properties"]["ports"]["x-kubernetes-patch-merge-key"],
+            "port"
+        );
+        let target = resolve(
+            &doc,
+            &resolve(&doc, &service_spec["properties"]["ports"]["items"])["properties"]["targetPort"],
+        );
+        assert_eq!(target["x-kubernetes-int-or-string"], true);
+    }
+
+    #[test]
+    fn every_document_resolves_and_every_kind_has_its_schema() {
+        for (g, v) in group_versions() {
+            let Some(doc) = openapi_group_version(g, v) else {
+                assert_eq!(g, "authorization.k8s.io");
+                continue;
+            };
+            for k in KINDS.iter().filter(|k| k.group == g && k.version == v) {
+                let schema = kind_schema(&doc, k.kind);
+                assert_eq!(schema["x-kubernetes-group-version-kind"][0]["group"], g);
+                assert!(schema["properties"]["metadata"].is_object(), "{}", k.kind);
+            }
+            // every $ref points into the same document
+            fn refs(v: &Value, out: &mut Vec<String>) {
+                match v {
+                    Value::Object(m) => {
+                        if let Some(Value::String(r)) = m.get("$ref") {
+                            out.push(r.clone());
+                        }
+                        m.values().for_each(|v| refs(v, out));
+                    }
+                    Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                    _ => {}
+                }
+            }
+            let mut all = Vec::new();
+            refs(&doc["components"], &mut all);
+            for r in all {
+                let name = r.trim_start_matches("#/components/schemas/");
+                assert!(doc["components"]["schemas"][name].is_object(), "{g}/{v}: {r}");
+            }
+        }
+        let apps = openapi_group_version("apps", "v1").unwrap();
+        let deployment = kind_schema(&apps, "Deployment");
+        assert_eq!(
+            deployment["x-kubernetes-group-version-kind"],
+            json!([{"group": "apps", "version": "v1", "kind": "Deployment"}])
+        );
+        let spec = resolve(&apps, &deployment["properties"]["spec"]);
+        assert_eq!(
+            spec["properties"]["strategy"]["x-kubernetes-patch-strategy"],
+            "retainKeys"
+        );
+        let template = resolve(&apps, &spec["properties"]["template"]);
+        let pod_spec = resolve(&apps, &template["properties"]["spec"]);
+        assert_eq!(
+            pod_spec["properties"]["containers"]["x-kubernetes-patch-merge-key"],
+            "name"
+        );
+    }
+
+    #[test]
+    fn kinds_sharing_a_list_merge_it_alike() {
+        assert_eq!(openapi::patch_conflicts(), Vec::<String>::new());
     }
 }

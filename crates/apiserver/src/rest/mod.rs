@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod json;
 pub mod listener;
 mod objects;
+pub mod openapi;
 pub mod patch;
 pub mod spdy;
 pub mod status;

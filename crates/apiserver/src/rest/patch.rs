@@ -3,7 +3,9 @@
 //! JSON patch (RFC 6902, the json-patch crate) and strategic merge patch.
 //! No maintained crate implements strategic merge, so it is written here,
 //! driven by a per-kind table of list merge keys ([`merge_key`]) that
-//! mirrors the `patchMergeKey` tags of the Kubernetes types rkube serves,
+//! mirrors the `patchMergeKey` tags of the Kubernetes types rkube serves
+//! (the OpenAPI schemas take their `x-kubernetes-patch-merge-key` from it
+//! too, so what `kubectl apply` computes is what is merged here),
 //! with the directives `kubectl apply`, `label`, `annotate`, `scale` and
 //! `set image` send: `$patch: replace|delete|merge`, `$setElementOrder/`,
 //! `$deleteFromPrimitiveList/` and `$retainKeys`. Lists without a merge key
@@ -83,15 +85,19 @@ const POD_SPEC_KEYS: &[(&str, &str)] = &[
     ("containers[].volumeDevices", "devicePath"),
     ("volumes", "name"),
     ("imagePullSecrets", "name"),
+    ("schedulingGates", "name"),
     ("hostAliases", "ip"),
     ("topologySpreadConstraints", "topologyKey"),
 ];
 
-/// Merge keys elsewhere: (kind or `*`, path).
+/// Merge keys elsewhere: (kind or `*`, path). A `*` entry holds wherever
+/// its path ends (object metadata in pod templates too).
 const KIND_KEYS: &[(&str, &str, &str)] = &[
     ("*", "metadata.ownerReferences", "uid"),
     ("Service", "spec.ports", "port"),
     ("Pod", "status.conditions", "type"),
+    ("Pod", "status.podIPs", "ip"),
+    ("Pod", "status.hostIPs", "ip"),
     ("Node", "status.conditions", "type"),
     ("Node", "status.addresses", "type"),
     ("Deployment", "status.conditions", "type"),
@@ -103,15 +109,28 @@ const KIND_KEYS: &[(&str, &str, &str)] = &[
     ("Namespace", "status.conditions", "type"),
 ];
 
-/// Lists of scalars merged as sets rather than replaced.
+/// Lists of scalars merged as sets rather than replaced (wherever the
+/// path ends, as `*` merge keys).
 const PRIMITIVE_MERGE: &[&str] = &["metadata.finalizers"];
+
+/// Whether `path` is `at` or ends with `.at`.
+fn ends_with_field_path(path: &str, at: &str) -> bool {
+    path.strip_suffix(at)
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+}
+
+/// Whether the list of scalars at `path` is merged as a set
+/// (`$deleteFromPrimitiveList`) rather than replaced.
+pub fn merges_primitives(path: &str) -> bool {
+    PRIMITIVE_MERGE.iter().any(|at| ends_with_field_path(path, at))
+}
 
 /// The merge key of the list at `path` (fields joined by `.`, list items
 /// as `[]`) in an object of `kind`; None: the list is replaced.
 pub fn merge_key(kind: &str, path: &str) -> Option<&'static str> {
     if let Some((_, _, key)) = KIND_KEYS
         .iter()
-        .find(|(k, p, _)| (*k == "*" || *k == kind) && *p == path)
+        .find(|(k, p, _)| (*k == kind && *p == path) || (*k == "*" && ends_with_field_path(path, p)))
     {
         return Some(key);
     }
@@ -224,7 +243,7 @@ fn merge_list(kind: &str, path: &str, current: Option<Value>, items: &[Value]) -
         Some(Value::Array(c)) => c,
         _ => Vec::new(),
     };
-    if PRIMITIVE_MERGE.contains(&path) {
+    if merges_primitives(path) {
         for i in items {
             if !current.contains(i) {
                 current.push(i.clone());
@@ -322,6 +341,13 @@ mod tests {
             Some("name")
         );
         assert_eq!(merge_key("ConfigMap", "metadata.ownerReferences"), Some("uid"));
+        assert_eq!(
+            merge_key("Deployment", "spec.template.metadata.ownerReferences"),
+            Some("uid")
+        );
+        assert_eq!(merge_key("Pod", "spec.xmetadata.ownerReferences"), None);
+        assert!(merges_primitives("spec.template.metadata.finalizers"));
+        assert!(!merges_primitives("spec.finalizers"));
     }
 
     #[test]
