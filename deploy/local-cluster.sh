@@ -7,7 +7,9 @@
 #   deploy/local-cluster.sh status           what runs
 #
 # One node (the default) is this machine itself: the system's containerd (started if
-# none answers), pods on the bridge rkube0, rkube-proxy's table in the host's nftables.
+# none answers), pods on the bridge rkube0, rkube-proxy's table in the host's nftables;
+# the apiserver listens on the lan bridge's address (172.30.0.1:6443), as with several
+# nodes, so pods reach it through the kubernetes Service.
 #
 # Several nodes (--nodes 3) share this machine the way separate machines share a lan:
 #   host:        apiserver on the lan address, scheduler, controller-managers, registry,
@@ -213,8 +215,10 @@ up() {
 	mkdir -p "$RUN" "$LOGS" "$STATE/apiserver" "$(dirname "$RKUBECONFIG")"
 	echo "CLUSTER_NODES=$nodes" >"$STATE/cluster.env"
 
+	# The apiserver listens on the lan address in both layouts: pods reach it there
+	# through the kubernetes Service (10.96.0.1:443), whose endpoints it advertises.
+	APISERVER_ADDR=$LAN_GATEWAY:6443
 	if [ "$nodes" -le 1 ]; then
-		APISERVER_ADDR=127.0.0.1:6443
 		if ! ctr --address "$SYSTEM_CONTAINERD" version >/dev/null 2>&1; then
 			start containerd containerd
 			wait_for 20 "containerd did not start; see $LOGS/containerd.log" ctr --address "$SYSTEM_CONTAINERD" version
@@ -222,7 +226,6 @@ up() {
 			echo "containerd already running ($SYSTEM_CONTAINERD)"
 		fi
 	else
-		APISERVER_ADDR=$LAN_GATEWAY:6443
 		sysctl -qw net.ipv4.ip_forward=1
 	fi
 	lan

@@ -76,6 +76,8 @@ pub async fn start_apiserver(pki: &Path, listen: SocketAddr) -> anyhow::Result<T
     TestApiServer::builder()
         .cert_dir(pki)
         .listen(listen)
+        // where the nodes reach it: the kubernetes Service's endpoints
+        .flags(["--advertise-address".to_string(), LAN_GATEWAY.to_string()])
         .start()
         .await
 }

@@ -2,7 +2,9 @@
 //! mounts the ServiceAccount volume (`token`, `ca.crt`, `namespace`) at
 //! `/var/run/secrets/kubernetes.io/serviceaccount`; from inside the container, with the
 //! image's own tools (busybox's wget, which runs the image's `openssl s_client` for
-//! https), the mounted token lists what the pod's Role allows and is refused anything else;
+//! https) and at the address it is given (`KUBERNETES_SERVICE_HOST`, the `kubernetes`
+//! Service's, through rkube-proxy to the apiserver), the mounted token lists what the
+//! pod's Role allows and is refused anything else;
 //! the same token works over gRPC; it dies with the pod. `automountServiceAccountToken:
 //! false` means no volume.
 //!
@@ -69,24 +71,19 @@ spec:
     )
 }
 
-/// `wget` of `path` on the apiserver from inside pod `caller`, with its mounted token.
+/// `wget` of `path` on the apiserver from inside pod `caller`, with its mounted token, at
+/// the address every container is given (the `kubernetes` Service), as in-cluster clients
+/// find it.
 fn wget_from_pod(cluster: &TestCluster, path: &str) -> anyhow::Result<String> {
     let script = format!(
-        "wget -q -O - --no-check-certificate --header \"Authorization: Bearer $(cat {MOUNT}/token)\" {}{path}",
-        cluster.lan_url()
+        "wget -q -O - --no-check-certificate --header \"Authorization: Bearer $(cat {MOUNT}/token)\" \
+         https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT{path}"
     );
     cluster.rkubectl(&["exec", "-n", "shop", "caller", "--", "sh", "-c", &script])
 }
 
 async fn identity(netns: std::path::PathBuf) -> anyhow::Result<()> {
-    let cluster = TestCluster::start(
-        netns,
-        ClusterOptions {
-            proxy: None,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let cluster = TestCluster::start(netns, ClusterOptions::default()).await?;
     // the caller's image has openssl beside busybox, for wget's https
     let (tls_image, _) = cluster
         .registry
@@ -126,6 +123,13 @@ async fn identity(netns: std::path::PathBuf) -> anyhow::Result<()> {
     let err = exec(&["sh", "-c", &format!("echo x > {MOUNT}/token")]).unwrap_err();
     assert!(format!("{err:#}").contains("Read-only file system"), "{err:#}");
 
+    // the kubernetes Service: its address and port in every container's environment
+    let env = exec(&[
+        "sh",
+        "-c",
+        "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+    ])?;
+    assert_eq!(env.trim(), "10.96.0.1:443");
     // What the Role allows, and nothing more, from inside the container with its token
     let list = wget_from_pod(&cluster, "/api/v1/namespaces/shop/pods")?;
     let list: serde_json::Value = serde_json::from_str(&list).with_context(|| list.clone())?;

@@ -48,6 +48,12 @@ pub struct Options {
     /// from, FIRST-LAST inclusive.
     #[arg(long, value_name = "FIRST-LAST")]
     pub service_node_port_range: Option<String>,
+    /// The address nodes and pods reach this apiserver at, which the
+    /// `kubernetes` Service's Endpoints name (default: the --listen address
+    /// when it is a specific one). Pods call the API at the Service's
+    /// ClusterIP, the first address of --service-cluster-ip-range.
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<std::net::IpAddr>,
     /// Serve plain text with no authentication and no authorization: for
     /// local development only. Without it (and without --tls-cert-file)
     /// the apiserver is secure by default: see --cert-dir.
@@ -238,6 +244,9 @@ pub struct Config {
     pub service_cluster_ip_range: String,
     /// Default 30000-32767.
     pub service_node_port_range: String,
+    /// Where the `kubernetes` Service's Endpoints point (the port is the one
+    /// served); `None`: the --listen address when it is a specific one.
+    pub advertise_address: Option<std::net::IpAddr>,
     /// The health and metrics endpoint; `None`: not served (the default
     /// for tests and embedding; the daemon's flags default to loopback).
     pub health_addr: Option<SocketAddr>,
@@ -382,6 +391,7 @@ impl Config {
             bookmark_interval: std::time::Duration::from_secs(1),
             service_cluster_ip_range: DEFAULT_SERVICE_CIDR.into(),
             service_node_port_range: DEFAULT_NODE_PORT_RANGE.into(),
+            advertise_address: None,
             health_addr: None,
             security: SecurityConfig::default(),
             limits: Default::default(),
@@ -410,6 +420,7 @@ impl Config {
         }
         cfg.service_cluster_ip_range = o.service_cluster_ip_range.unwrap_or(cfg.service_cluster_ip_range);
         cfg.service_node_port_range = o.service_node_port_range.unwrap_or(cfg.service_node_port_range);
+        cfg.advertise_address = o.advertise_address;
         cfg.security = o.security;
         let limits = &mut cfg.limits;
         limits.max_request_bytes = o.max_request_bytes.unwrap_or(limits.max_request_bytes);

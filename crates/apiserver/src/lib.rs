@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod keys;
 pub mod limit_range;
 pub mod limits;
+pub mod master_service;
 pub mod node;
 pub mod pod_priority;
 pub mod proxy;
@@ -173,6 +174,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let advertise = config
+        .advertise_address
+        .or_else(|| (!addr.ip().is_unspecified()).then_some(addr.ip()))
+        .map(|ip| SocketAddr::new(ip, addr.port()));
+    master_service::reconcile(
+        store.as_ref(),
+        &services,
+        &config.service_cluster_ip_range,
+        addr.port(),
+        advertise,
+    )
+    .await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let authz = authz::Authorizer::new(security.authorization_mode.unwrap_or_default(), store.clone());
     if node_signer.is_some() {

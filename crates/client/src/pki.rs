@@ -260,7 +260,20 @@ pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
     }
     let now = OffsetDateTime::now_utc();
     let (from, until) = (now - Duration::hours(1), now + Duration::days(args.validity_days));
-    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    // Loopback, and what pods call the API at, as Kubernetes' serving certificate has it:
+    // the `kubernetes` Service's names and its address in the default service range
+    // (10.96.0.1; another range needs its first address as an --apiserver-san).
+    let mut sans: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "10.96.0.1",
+    ]
+    .map(String::from)
+    .to_vec();
     sans.extend(args.apiserver_sans.iter().filter(|s| !s.is_empty()).cloned());
     sans.dedup();
     let (crt, key) = ca.issue("rkube-apiserver", &[], &sans, true, from, until)?;

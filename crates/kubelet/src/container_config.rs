@@ -16,20 +16,21 @@ use rkube_node_runtime::runtime::{Resources, Security};
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The container's environment, in Kubernetes order: envFrom first, then env (later wins).
+/// The container's environment, in Kubernetes order: the Service variables
+/// (`crate::service_env`), envFrom, then env (later wins).
 pub async fn build_env(
     client: &Client,
     pod: &Pod,
     container: &Container,
-    pod_ip: &str,
-    host_ip: &str,
+    (pod_ip, host_ip): (&str, &str),
+    service_vars: &[(String, String)],
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let ns = meta.namespace.clone();
     let mut config_maps: BTreeMap<String, Option<ConfigMap>> = BTreeMap::new();
     let mut secrets: BTreeMap<String, Option<Secret>> = BTreeMap::new();
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = service_vars.to_vec();
     let what = |field: String| format!("container {:?}: {field}", container.name);
 
     for (i, from) in container.env_from.iter().enumerate() {
@@ -425,7 +426,7 @@ spec:
         )
         .unwrap();
         let container = pod.spec.as_ref().unwrap().containers[0].clone();
-        let env = build_env(&client, &pod, &container, "10.0.0.1", "192.0.2.1")
+        let env = build_env(&client, &pod, &container, ("10.0.0.1", "192.0.2.1"), &[])
             .await
             .unwrap();
         let get = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());

@@ -21,6 +21,7 @@ pub mod node;
 pub mod pod_worker;
 pub mod probes;
 pub mod server;
+pub mod service_env;
 pub mod serving;
 pub mod volumes;
 

@@ -153,6 +153,7 @@ pub fn schema_name(full: &str) -> String {
     match full {
         "rkube.meta.v1.IntOrString" => "io.k8s.apimachinery.pkg.util.intstr.IntOrString".into(),
         "rkube.meta.v1.Quantity" => "io.k8s.apimachinery.pkg.api.resource.Quantity".into(),
+        "rkube.meta.v1.RawExtension" => "io.k8s.apimachinery.pkg.runtime.RawExtension".into(),
         _ => match (full.strip_prefix("rkube.meta."), full.strip_prefix("rkube.")) {
             (Some(meta), _) => format!("io.k8s.apimachinery.pkg.apis.meta.{meta}"),
             (None, Some(api)) => format!("io.k8s.api.{api}"),
@@ -251,6 +252,11 @@ impl Protos {
             ".rkube.meta.v1.Quantity" => json!({
                 "oneOf": [{"type": "string"}, {"type": "number"}],
                 "x-kubernetes-int-or-string": true,
+            }),
+            // embedded JSON of any shape (a ControllerRevision's data)
+            ".rkube.meta.v1.RawExtension" => json!({
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
             }),
             _ => {
                 let mut properties = Map::new();

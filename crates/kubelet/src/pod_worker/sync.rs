@@ -305,7 +305,12 @@ impl PodWorker {
         };
         let pod_ip = self.pod_ip();
         let host_ip = shared.config.node_ip.to_string();
-        let env = match build_env(&shared.client, pod, c, &pod_ip, &host_ip).await {
+        let services = match crate::service_env::services_for(&shared.client, pod).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.config_error(pod, c, e.0)),
+        };
+        let service_vars = crate::service_env::variables(&services);
+        let env = match build_env(&shared.client, pod, c, (&pod_ip, &host_ip), &service_vars).await {
             Ok(env) => env,
             Err(e) => return Err(self.config_error(pod, c, e.0)),
         };
