@@ -28,6 +28,11 @@ pub const SUITES: &[Suite] = &[
         run: apiserver::run,
     },
     Suite {
+        name: "rest",
+        about: "the apiserver's REST face (JSON) beside its gRPC face: creates/s, gets/s with 16 clients, a 10,000-pod list, watch delivery",
+        run: apiserver::rest::run,
+    },
+    Suite {
         name: "scheduler",
         about: "pods/s and scheduling latency, 5,000 hollow nodes and 10,000 pods through the apiserver",
         run: scheduler::run,

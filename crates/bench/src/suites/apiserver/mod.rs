@@ -25,6 +25,7 @@
 mod list;
 mod load;
 mod report;
+pub mod rest;
 mod watch;
 
 use crate::etcd::Etcd;

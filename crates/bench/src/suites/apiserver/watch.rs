@@ -1,7 +1,7 @@
 //! The watch phase: creates written one by one, each carrying its send time,
 //! and the delay until every watcher has seen it.
 
-use super::{config_map, etcd_clients, etcd_key, rid, rkube_clients, NAMESPACE, WATCH_GAP};
+use super::{config_map, etcd_clients, etcd_key, rid, rkube_clients, Rkube, NAMESPACE, WATCH_GAP};
 use crate::stats::Samples;
 use anyhow::Context;
 use etcd_client::{Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
@@ -11,24 +11,24 @@ use rkube_api::rpc;
 use rkube_api::{from_any, to_any};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn nanos_now() -> u128 {
+pub(super) fn nanos_now() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
 }
 
-fn since_nanos(sent: u128, now: u128) -> Duration {
+pub(super) fn since_nanos(sent: u128, now: u128) -> Duration {
     Duration::from_nanos(now.saturating_sub(sent).try_into().unwrap_or(u64::MAX))
 }
 
 /// How long the watchers wait for all events at most.
-fn watch_deadline(events: u64) -> tokio::time::Instant {
+pub(super) fn watch_deadline(events: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + WATCH_GAP * events as u32 + Duration::from_secs(30)
 }
 
 /// Merges the watchers' samples and checks every watcher saw every event.
-async fn collect_watchers(
+pub(super) async fn collect_watchers(
     who: &str,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
     events: u64,
@@ -109,11 +109,24 @@ pub(super) async fn rkube_watch(
             })
         })
         .collect();
+    write_stamped(&writer, "watch", events, padding).await?;
+    collect_watchers("rkube", tasks, events).await
+}
+
+/// Creates `events` ConfigMaps `PREFIX-i`, `WATCH_GAP` apart, each carrying its send time
+/// in `data.sent`.
+pub(super) async fn write_stamped(
+    writer: &Rkube,
+    prefix: &str,
+    events: u64,
+    padding: &str,
+) -> anyhow::Result<()> {
+    let mut writer = writer.clone();
     // The watch call returns when the server has registered the watcher;
     // a short pause lets every stream settle before the first write.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..events {
-        let name = format!("watch-{i}");
+        let name = format!("{prefix}-{i}");
         let mut cm = config_map(NAMESPACE, &name, padding);
         cm.data.insert("sent".into(), nanos_now().to_string());
         writer
@@ -127,7 +140,7 @@ pub(super) async fn rkube_watch(
             .with_context(|| format!("rkube create {name}"))?;
         tokio::time::sleep(WATCH_GAP).await;
     }
-    collect_watchers("rkube", tasks, events).await
+    Ok(())
 }
 
 pub(super) async fn etcd_watch(
