@@ -67,9 +67,10 @@ fn get_yaml_applies_back_unchanged() {
     }
     let list = c.run(&["get", "deploy,svc,cm", "-o", "yaml"]).ok().stdout;
     let run = c.run_stdin(&["apply", "-f", "-"], &list).ok();
+    // the list holds the apiserver's own `kubernetes` Service too, as in Kubernetes
     assert_eq!(
         run.stdout,
-        "deployment.apps/web unchanged\nservice/web unchanged\nconfigmap/web-config unchanged\n"
+        "deployment.apps/web unchanged\nservice/kubernetes unchanged\nservice/web unchanged\nconfigmap/web-config unchanged\n"
     );
     let json = c.run(&["get", "deploy", "web", "-o", "json"]).ok().stdout;
     let run = c.run_stdin(&["apply", "-f", "-"], &json).ok();
@@ -117,9 +118,14 @@ fn a_bad_object_fails_the_whole_file_and_writes_nothing() {
         format!("error: {invalid}: Deployment \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0\n")
     );
     c.run(&["create", "-f", &invalid]).failed();
-    for kind in ["deploy", "svc", "cm"] {
+    for kind in ["deploy", "cm"] {
         let run = c.run(&["get", kind]).ok();
         assert_eq!(run.stdout, "", "{kind} must not have been created");
         assert_eq!(run.stderr, "No resources found in default namespace.\n");
     }
+    let run = c.run(&["get", "svc", "web"]).failed();
+    assert_eq!(
+        run.stderr,
+        "Error from server (NotFound): services \"web\" not found\n"
+    );
 }

@@ -38,7 +38,13 @@ fn get_prints_tables_wide_yaml_json_and_names() {
         lines[0].split_whitespace().collect::<Vec<_>>(),
         ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
     );
-    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    // the apiserver's own `kubernetes` Service comes first, as in Kubernetes
+    assert!(
+        lines[1].starts_with("kubernetes   ClusterIP   10.96.0.1 "),
+        "{}",
+        lines[1]
+    );
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(row[0], "web");
     assert_eq!(row[1], "ClusterIP");
     // CLUSTER-IP is whatever the server allocated (`<none>` before it does)
@@ -50,7 +56,7 @@ fn get_prints_tables_wide_yaml_json_and_names() {
         .or(spec.get("clusterIp"))
         .and_then(|v| v.as_str())
         .unwrap_or("<none>");
-    assert_eq!(row[2], ip, "{}", lines[1]);
+    assert_eq!(row[2], ip, "{}", lines[2]);
     assert_eq!(row[3..5], ["<none>", "80/TCP"]);
 
     let run = c.run(&["get", "cm"]).ok();
@@ -86,7 +92,7 @@ fn get_prints_tables_wide_yaml_json_and_names() {
     let run = c.run(&["get", "deploy,svc,cm", "-o", "name"]).ok();
     assert_eq!(
         run.stdout,
-        "deployment.apps/web\nservice/web\nconfigmap/web-config\n"
+        "deployment.apps/web\nservice/kubernetes\nservice/web\nconfigmap/web-config\n"
     );
 
     let run = c.run(&["get", "deploy,svc"]).ok();
