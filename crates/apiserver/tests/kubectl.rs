@@ -96,6 +96,11 @@ impl Cluster {
         out
     }
 
+    /// `kubectl WORDS` (split at spaces) as the administrator: stdout.
+    async fn kubectl_words(&self, line: &str) -> String {
+        self.kubectl(&line.split_whitespace().collect::<Vec<_>>()).await
+    }
+
     async fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
@@ -966,42 +971,34 @@ async fn kubectl_explains_and_applies_with_the_servers_schemas() {
 /// read back hold what kubectl put in them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_sends_protobuf_that_the_server_reads() {
+    use serde_json::json;
     let c = start_cluster().await;
-    let ok = |args: &'static [&'static str]| c.kubectl(args);
-    ok(&["create", "namespace", "shop"]).await;
-    assert_eq!(
-        c.json(&["get", "namespace", "shop"]).await["metadata"]["name"],
-        "shop"
-    );
+    // `kubectl WORDS` as the administrator, and `kubectl get WORDS -o json`
+    let run = |line: &'static str| c.kubectl_words(line);
+    let get = |line: &'static str| async {
+        let mut args: Vec<&str> = "get".split(' ').chain(line.split_whitespace()).collect();
+        args.extend(["-o", "json"]);
+        serde_json::from_str::<Value>(&c.kubectl(&args).await).unwrap()
+    };
+    run("create namespace shop").await;
+    assert_eq!(get("namespace shop").await["metadata"]["name"], "shop");
 
-    // kubectl says which content type it sent at -v=8
+    // kubectl says at -v=8 what it sent and accepts
+    let line = "-n shop create deployment web --image=busybox --replicas=2 --port=8080 -v=8";
     let (done, _, log) = c
-        .run_as(
-            "admin.kubeconfig",
-            &[
-                "-n",
-                "shop",
-                "create",
-                "deployment",
-                "web",
-                "--image=busybox",
-                "--replicas=2",
-                "--port=8080",
-                "-v=8",
-            ],
-        )
+        .run_as("admin.kubeconfig", &line.split(' ').collect::<Vec<_>>())
         .await;
     assert!(done, "{log}");
     assert!(
         log.contains("Content-Type: application/vnd.kubernetes.protobuf"),
         "kubectl sent no protobuf:\n{log}"
     );
-    // it accepts a JSON answer too, which is what rkube sends
+    // a JSON answer too, which is what rkube sends
     assert!(
         log.contains("Accept: application/vnd.kubernetes.protobuf,application/json"),
         "{log}"
     );
-    let d = c.json(&["-n", "shop", "get", "deployment", "web"]).await;
+    let d = get("-n shop deployment web").await;
     assert_eq!(d["spec"]["replicas"], 2, "{d}");
     assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web", "{d}");
     assert_eq!(d["spec"]["template"]["metadata"]["labels"]["app"], "web", "{d}");
@@ -1010,18 +1007,7 @@ async fn kubectl_create_sends_protobuf_that_the_server_reads() {
     assert_eq!(container["ports"][0]["containerPort"], 8080, "{d}");
 
     // a server-side dry run answers the object and stores nothing
-    let out = ok(&[
-        "-n",
-        "shop",
-        "create",
-        "deployment",
-        "dry",
-        "--image=busybox",
-        "--dry-run=server",
-        "-o",
-        "yaml",
-    ])
-    .await;
+    let out = run("-n shop create deployment dry --image=busybox --dry-run=server -o yaml").await;
     assert!(
         out.contains("name: dry") && out.contains("image: busybox"),
         "{out}"
@@ -1031,60 +1017,31 @@ async fn kubectl_create_sends_protobuf_that_the_server_reads() {
         .await;
     assert!(!found, "a dry run stored the deployment");
 
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "configmap",
-        "cfg",
-        "--from-literal=greeting=hello",
-    ])
-    .await;
-    let cm = c.json(&["-n", "shop", "get", "configmap", "cfg"]).await;
+    run("-n shop create configmap cfg --from-literal=greeting=hello").await;
+    let cm = get("-n shop configmap cfg").await;
     assert_eq!(cm["data"]["greeting"], "hello", "{cm}");
 
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "secret",
-        "generic",
-        "pw",
-        "--from-literal=password=hunter2",
-    ])
-    .await;
-    let s = c.json(&["-n", "shop", "get", "secret", "pw"]).await;
-    assert_eq!(s["data"]["password"], "aHVudGVyMg==", "{s}");
-    assert_eq!(s["type"], "Opaque", "{s}");
-
-    ok(&["-n", "shop", "create", "serviceaccount", "robot"]).await;
+    run("-n shop create secret generic pw --from-literal=password=hunter2").await;
+    let s = get("-n shop secret pw").await;
     assert_eq!(
-        c.json(&["-n", "shop", "get", "serviceaccount", "robot"]).await["metadata"]["name"],
+        (&s["data"]["password"], &s["type"]),
+        (&json!("aHVudGVyMg=="), &json!("Opaque")),
+        "{s}"
+    );
+
+    run("-n shop create serviceaccount robot").await;
+    assert_eq!(
+        get("-n shop serviceaccount robot").await["metadata"]["name"],
         "robot"
     );
 
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "job",
-        "once",
-        "--image=busybox",
-        "--",
-        "echo",
-        "hi",
-    ])
-    .await;
-    let j = c.json(&["-n", "shop", "get", "job", "once"]).await;
+    run("-n shop create job once --image=busybox -- echo hi").await;
+    let j = get("-n shop job once").await;
     let pod = &j["spec"]["template"]["spec"];
-    assert_eq!(
-        pod["containers"][0]["command"],
-        serde_json::json!(["echo", "hi"]),
-        "{j}"
-    );
+    assert_eq!(pod["containers"][0]["command"], json!(["echo", "hi"]), "{j}");
     assert_eq!(pod["restartPolicy"], "Never", "{j}");
 
-    ok(&[
+    let cron = [
         "-n",
         "shop",
         "create",
@@ -1094,117 +1051,76 @@ async fn kubectl_create_sends_protobuf_that_the_server_reads() {
         "--schedule=*/5 * * * *",
         "--",
         "date",
-    ])
-    .await;
-    let cj = c.json(&["-n", "shop", "get", "cronjob", "tick"]).await;
+    ];
+    c.kubectl(&cron).await;
+    let cj = get("-n shop cronjob tick").await;
     assert_eq!(cj["spec"]["schedule"], "*/5 * * * *", "{cj}");
+    let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["command"], json!(["date"]), "{cj}");
+
+    run("-n shop create role reader --verb=get,list --resource=pods").await;
+    let r = get("-n shop role reader").await;
+    assert_eq!(r["rules"][0]["verbs"], json!(["get", "list"]), "{r}");
+    assert_eq!(r["rules"][0]["resources"], json!(["pods"]), "{r}");
+    run("-n shop create rolebinding read --role=reader --user=alice").await;
+    let rb = get("-n shop rolebinding read").await;
     assert_eq!(
-        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"],
-        serde_json::json!(["date"]),
-        "{cj}"
+        (&rb["roleRef"]["name"], &rb["subjects"][0]["name"]),
+        (&json!("reader"), &json!("alice")),
+        "{rb}"
+    );
+    run("create clusterrole node-reader --verb=get --resource=nodes").await;
+    let cr = get("clusterrole node-reader").await;
+    assert_eq!(cr["rules"][0]["resources"], json!(["nodes"]), "{cr}");
+    run("create clusterrolebinding node-read --clusterrole=node-reader --group=ops").await;
+    let crb = get("clusterrolebinding node-read").await;
+    assert_eq!(
+        (&crb["subjects"][0]["kind"], &crb["roleRef"]["kind"]),
+        (&json!("Group"), &json!("ClusterRole")),
+        "{crb}"
     );
 
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "role",
-        "reader",
-        "--verb=get,list",
-        "--resource=pods",
-    ])
-    .await;
-    let r = c.json(&["-n", "shop", "get", "role", "reader"]).await;
-    assert_eq!(r["rules"][0]["verbs"], serde_json::json!(["get", "list"]), "{r}");
-    assert_eq!(r["rules"][0]["resources"], serde_json::json!(["pods"]), "{r}");
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "rolebinding",
-        "read",
-        "--role=reader",
-        "--user=alice",
-    ])
-    .await;
-    let rb = c.json(&["-n", "shop", "get", "rolebinding", "read"]).await;
-    assert_eq!(rb["roleRef"]["name"], "reader", "{rb}");
-    assert_eq!(rb["subjects"][0]["name"], "alice", "{rb}");
-    ok(&[
-        "create",
-        "clusterrole",
-        "node-reader",
-        "--verb=get",
-        "--resource=nodes",
-    ])
-    .await;
-    ok(&[
-        "create",
-        "clusterrolebinding",
-        "node-read",
-        "--clusterrole=node-reader",
-        "--group=ops",
-    ])
-    .await;
-    let crb = c.json(&["get", "clusterrolebinding", "node-read"]).await;
-    assert_eq!(crb["subjects"][0]["kind"], "Group", "{crb}");
-    assert_eq!(crb["roleRef"]["kind"], "ClusterRole", "{crb}");
-
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "quota",
-        "q",
-        "--hard=pods=10,requests.cpu=2",
-    ])
-    .await;
-    let q = c.json(&["-n", "shop", "get", "quota", "q"]).await;
+    run("-n shop create quota q --hard=pods=10,requests.cpu=2").await;
+    let q = get("-n shop quota q").await;
     assert_eq!(
         q["spec"]["hard"],
-        serde_json::json!({"pods": "10", "requests.cpu": "2"}),
+        json!({"pods": "10", "requests.cpu": "2"}),
         "{q}"
     );
 
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "pdb",
-        "web",
-        "--selector=app=web",
-        "--min-available=50%",
-    ])
-    .await;
-    let pdb = c.json(&["-n", "shop", "get", "pdb", "web"]).await;
+    run("-n shop create pdb web --selector=app=web --min-available=50%").await;
+    let pdb = get("-n shop pdb web").await;
     assert_eq!(pdb["spec"]["minAvailable"], "50%", "{pdb}");
     assert_eq!(pdb["spec"]["selector"]["matchLabels"]["app"], "web", "{pdb}");
 
-    ok(&[
-        "create",
-        "priorityclass",
-        "high",
-        "--value=1000",
-        "--description=urgent",
-    ])
-    .await;
-    let pc = c.json(&["get", "priorityclass", "high"]).await;
-    assert_eq!(pc["value"], 1000, "{pc}");
-    assert_eq!(pc["description"], "urgent", "{pc}");
+    run("create priorityclass high --value=1000 --description=urgent").await;
+    let pc = get("priorityclass high").await;
+    assert_eq!(
+        (&pc["value"], &pc["description"]),
+        (&json!(1000), &json!("urgent")),
+        "{pc}"
+    );
 
-    ok(&[
-        "-n",
-        "shop",
-        "create",
-        "service",
-        "clusterip",
-        "web",
-        "--tcp=80:8080",
-    ])
-    .await;
-    let svc = c.json(&["-n", "shop", "get", "service", "web"]).await;
-    assert_eq!(svc["spec"]["ports"][0]["port"], 80, "{svc}");
-    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "{svc}");
+    run("-n shop create service clusterip web --tcp=80:8080").await;
+    let svc = get("-n shop service web").await;
+    let port = &svc["spec"]["ports"][0];
+    assert_eq!(
+        (&port["port"], &port["targetPort"]),
+        (&json!(80), &json!(8080)),
+        "{svc}"
+    );
     assert_eq!(svc["spec"]["selector"]["app"], "web", "{svc}");
+
+    // outside shop, whose quota wants cpu requests
+    run("run one --image=busybox --env=MODE=test --port=80 -- sleep 1").await;
+    let pod = get("pod one").await;
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["env"][0],
+        json!({"name": "MODE", "value": "test"}),
+        "{pod}"
+    );
+    assert_eq!(container["args"], json!(["sleep", "1"]), "{pod}");
+    assert_eq!(container["ports"][0]["containerPort"], 80, "{pod}");
     c.stop().await;
 }

@@ -382,11 +382,6 @@ fn decode(schema: &Schema, message: &'static str, bytes: &[u8], depth: usize) ->
     Ok(Value::Object(out))
 }
 
-/// The nanoseconds of Go's zero time (0001-01-01T00:00:00Z) since the Unix
-/// epoch, in seconds: a non-pointer `metav1.Time` that was never set, which
-/// Kubernetes JSON writes as `null`.
-const GO_ZERO_TIME: i64 = -62_135_596_800;
-
 /// One value of type `ty`.
 fn value(schema: &Schema, ty: &Type, wire: Wire, depth: usize) -> Result<Value, String> {
     let wrong = || format!("a {ty:?} cannot be {wire:?}");
@@ -425,6 +420,9 @@ fn value(schema: &Schema, ty: &Type, wire: Wire, depth: usize) -> Result<Value, 
                 Value::from(int)
             }
         }
+        // Go writes its zero time (a non-pointer Time never set) as an empty
+        // message; Kubernetes JSON writes it as null
+        (Type::Time | Type::MicroTime, Wire::Len([])) => Value::Null,
         (Type::Time | Type::MicroTime, Wire::Len(b)) => {
             let (mut seconds, mut nanos) = (0i64, 0u32);
             for f in Fields(b) {
@@ -433,9 +431,6 @@ fn value(schema: &Schema, ty: &Type, wire: Wire, depth: usize) -> Result<Value, 
                     (2, Wire::Varint(v)) => nanos = v as u32,
                     _ => {}
                 }
-            }
-            if seconds == GO_ZERO_TIME && nanos == 0 {
-                return Ok(Value::Null);
             }
             let t = chrono::DateTime::from_timestamp(seconds, nanos).ok_or("a time is out of range")?;
             let format = if *ty == Type::Time {

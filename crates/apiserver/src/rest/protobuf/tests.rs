@@ -58,9 +58,10 @@ fn quantity(s: &str) -> Msg {
     Msg::default().str(1, s)
 }
 
-/// Go's zero time, as a non-pointer metav1.Time that was never set.
+/// Go's zero time, as a non-pointer metav1.Time that was never set: an
+/// empty message.
 fn zero_time() -> Msg {
-    Msg::default().int(1, GO_ZERO_TIME).int(2, 0)
+    Msg::default()
 }
 
 /// ObjectMeta as Go writes it: every non-pointer field, set or not.
