@@ -13,8 +13,9 @@
 //! fields), so it is dropped, as JSON's `omitempty` would; any other value
 //! becomes that JSON key, and `fieldValidation` and rkube's unsupported-field
 //! reasons name it exactly as for a JSON body. A field number the table does
-//! not have at all (a newer Kubernetes' field) is refused with a BadRequest
-//! naming the message and number: rkube cannot name it, and silently
+//! not have at all (a newer Kubernetes' field) is dropped when zero, for the
+//! same reason, and otherwise refused with a BadRequest naming the message and
+//! number whatever `fieldValidation` says: rkube cannot name it, and silently
 //! dropping a field the user set would run something else than asked.
 
 use super::Call;
@@ -310,6 +311,10 @@ fn decode(schema: &Schema, message: &'static str, bytes: &[u8], depth: usize) ->
     let mut out = Map::new();
     for item in Fields(bytes) {
         let (number, wire) = item.map_err(|e| format!("{message}: {e}"))?;
+        // a newer Kubernetes' non-pointer field, unset, is sent all the same
+        if !fields.contains_key(&number) && wire.is_zero() {
+            continue;
+        }
         let field = fields.get(&number).ok_or_else(|| {
             format!(
                 "{message} has no field number {number} that rkube knows (a newer Kubernetes' field?); send the object as JSON to have it named"
@@ -384,7 +389,15 @@ fn decode(schema: &Schema, message: &'static str, bytes: &[u8], depth: usize) ->
 
 /// One value of type `ty`.
 fn value(schema: &Schema, ty: &Type, wire: Wire, depth: usize) -> Result<Value, String> {
-    let wrong = || format!("a {ty:?} cannot be {wire:?}");
+    let wrong = || {
+        let sent = match wire {
+            Wire::Varint(_) => "a varint",
+            Wire::Fixed64(_) => "a 64-bit number",
+            Wire::Len(_) => "length-delimited",
+            Wire::Fixed32(_) => "a 32-bit number",
+        };
+        format!("a {ty:?} field cannot be {sent} on the wire")
+    };
     Ok(match (ty, wire) {
         (Type::String, Wire::Len(b)) => Value::String(utf8(b)?.into()),
         (Type::Bytes, Wire::Len(b)) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),

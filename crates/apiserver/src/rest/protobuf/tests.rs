@@ -305,6 +305,9 @@ fn what_cannot_be_read_is_named() {
         Msg::default().msg(1, meta("c")).str(99, "x"),
     ));
     assert!(e.contains("core.v1.ConfigMap has no field number 99"), "{e}");
+    // unset, as a newer kubectl sends its non-pointer fields, it is dropped
+    let unset = Msg::default().msg(1, meta("c")).str(99, "");
+    assert!(to_json(&envelope("v1", "ConfigMap", unset)).is_ok());
     let e = err(&envelope("example.com/v1", "Widget", Msg::default()));
     assert!(
         e.contains("Widget of apiVersion \"example.com/v1\"") && e.contains("application/json"),
@@ -316,4 +319,11 @@ fn what_cannot_be_read_is_named() {
         Msg::default().bytes(1, &[0x0a, 0x05, b'a']),
     ));
     assert!(e.contains("ConfigMap"), "{e}");
+    // a string field sent as a number
+    let name = Msg::default().msg(1, Msg::default().int(1, 7));
+    let e = err(&envelope("v1", "ConfigMap", name));
+    assert!(
+        e.contains("meta.v1.ObjectMeta.name: a String field cannot be a varint"),
+        "{e}"
+    );
 }
