@@ -16,6 +16,7 @@ pub mod listener;
 mod objects;
 pub mod openapi;
 pub mod patch;
+mod protobuf;
 pub mod spdy;
 pub mod status;
 mod streams;

@@ -4,6 +4,7 @@
 //! happen there) and writes the answer as Kubernetes JSON.
 
 use super::json::{from_json, to_json, FieldValidation};
+use super::protobuf;
 use super::table::{self, Rendering, WatchTables};
 use super::{json_response, status, Call, Target};
 use crate::error::ApiError;
@@ -69,13 +70,10 @@ pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes)
     let info = t.info;
     let method = &call.parts.method;
     let watch = t.watch || call.query.flag("watch");
-    if call.content_type().starts_with(PROTOBUF) && t.subresource != "token" {
-        let s = Status::unimplemented(format!(
-            "rkube accepts {} bodies as JSON only, not {PROTOBUF}; send application/json (`kubectl create -f` and `kubectl apply` do)",
-            info.kind
-        ));
-        return unsupported_media_type(&s);
-    }
+    let body = match protobuf::json_body(call, body) {
+        Ok(body) => body,
+        Err(e) => return status::error_response(e, Some(info)),
+    };
     let answer = match (t.name.is_empty(), t.subresource.as_str()) {
         (true, _) if *method == Method::GET && watch => watch_objects(api, call, &t).await,
         (true, _) if *method == Method::GET => list(api, call, &t).await,
@@ -590,11 +588,7 @@ pub(super) async fn self_subject_access_review(
     call: &Call,
     body: &Bytes,
 ) -> http::Response<Body> {
-    let review = if call.content_type().starts_with(PROTOBUF) {
-        protobuf_review(body)
-    } else {
-        body_json(body)
-    };
+    let review = protobuf::json_body(call, body.clone()).and_then(|body| body_json(&body));
     let review = match review {
         Ok(v) => v,
         Err(e) => return status::error_response(e, None),
@@ -642,9 +636,7 @@ pub(super) async fn self_subject_access_review(
 /// (JSON, or protobuf as `kubectl create token` sends it) answered by the
 /// CreateToken call rkube's own clients use.
 async fn token_request(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
-    let spec = if call.content_type().starts_with(PROTOBUF) {
-        protobuf_token_request(body)?
-    } else if body.is_empty() {
+    let spec = if body.is_empty() {
         json!({})
     } else {
         body_json(body)?.get("spec").cloned().unwrap_or_else(|| json!({}))
@@ -708,123 +700,6 @@ async fn token_request(api: &ApiService, call: &Call, t: &Target, body: &Bytes) 
             "status": {"token": out.token, "expirationTimestamp": out.expiration_timestamp},
         }),
     ))
-}
-
-/// A protobuf TokenRequest's spec as the JSON `token_request` reads.
-fn protobuf_token_request(body: &Bytes) -> Result<Value, ApiError> {
-    use prost::Message;
-    let bad = |e: String| ApiError::bad_request(format!("the protobuf TokenRequest cannot be decoded: {e}"));
-    let raw = body
-        .strip_prefix(b"k8s\0")
-        .ok_or_else(|| bad("it does not start with the k8s protobuf magic".into()))?;
-    let unknown = k8s_proto::Unknown::decode(raw).map_err(|e| bad(e.to_string()))?;
-    let req = k8s_proto::TokenRequest::decode(unknown.raw.as_slice()).map_err(|e| bad(e.to_string()))?;
-    let spec = req.spec.unwrap_or_default();
-    let mut out = json!({"audiences": spec.audiences});
-    if let Some(s) = spec.expiration_seconds {
-        out["expirationSeconds"] = json!(s);
-    }
-    if let Some(r) = spec.bound_object_ref {
-        out["boundObjectRef"] =
-            json!({"kind": r.kind, "apiVersion": r.api_version, "name": r.name, "uid": r.uid});
-    }
-    Ok(out)
-}
-
-/// Kubernetes' protobuf content type, which kubectl's typed clients send.
-pub(super) const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
-
-/// Kubernetes' protobuf envelope (`runtime.Unknown`, after the `k8s\0`
-/// magic) and the parts of a SelfSubjectAccessReview that rkube reads:
-/// `kubectl auth can-i` sends only protobuf, and the TokenRequest that
-/// `kubectl create token` sends. Other kinds are JSON only.
-mod k8s_proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Unknown {
-        #[prost(bytes = "vec", tag = "2")]
-        pub raw: Vec<u8>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TokenRequest {
-        #[prost(message, optional, tag = "2")]
-        pub spec: Option<TokenRequestSpec>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TokenRequestSpec {
-        #[prost(string, repeated, tag = "1")]
-        pub audiences: Vec<String>,
-        #[prost(message, optional, tag = "3")]
-        pub bound_object_ref: Option<BoundObjectReference>,
-        #[prost(int64, optional, tag = "4")]
-        pub expiration_seconds: Option<i64>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct BoundObjectReference {
-        #[prost(string, tag = "1")]
-        pub kind: String,
-        #[prost(string, tag = "2")]
-        pub api_version: String,
-        #[prost(string, tag = "3")]
-        pub name: String,
-        #[prost(string, tag = "4")]
-        pub uid: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SelfSubjectAccessReview {
-        #[prost(message, optional, tag = "2")]
-        pub spec: Option<Spec>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Spec {
-        #[prost(message, optional, tag = "1")]
-        pub resource_attributes: Option<ResourceAttributes>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ResourceAttributes {
-        #[prost(string, tag = "1")]
-        pub namespace: String,
-        #[prost(string, tag = "2")]
-        pub verb: String,
-        #[prost(string, tag = "3")]
-        pub group: String,
-        #[prost(string, tag = "4")]
-        pub version: String,
-        #[prost(string, tag = "5")]
-        pub resource: String,
-        #[prost(string, tag = "6")]
-        pub subresource: String,
-        #[prost(string, tag = "7")]
-        pub name: String,
-    }
-}
-
-/// A protobuf SelfSubjectAccessReview as the JSON the review reads.
-fn protobuf_review(body: &Bytes) -> Result<Value, ApiError> {
-    use prost::Message;
-    let bad = |e: String| {
-        ApiError::bad_request(format!(
-            "the protobuf SelfSubjectAccessReview cannot be decoded: {e}"
-        ))
-    };
-    let raw = body
-        .strip_prefix(b"k8s\0")
-        .ok_or_else(|| bad("it does not start with the k8s protobuf magic".into()))?;
-    let unknown = k8s_proto::Unknown::decode(raw).map_err(|e| bad(e.to_string()))?;
-    let review =
-        k8s_proto::SelfSubjectAccessReview::decode(unknown.raw.as_slice()).map_err(|e| bad(e.to_string()))?;
-    let Some(a) = review.spec.and_then(|s| s.resource_attributes) else {
-        return Ok(json!({"spec": {}}));
-    };
-    Ok(json!({"spec": {"resourceAttributes": {
-        "namespace": a.namespace, "verb": a.verb, "group": a.group, "version": a.version,
-        "resource": a.resource, "subresource": a.subresource, "name": a.name,
-    }}}))
 }
 
 /// `pods/log` as plain text, streamed from the pod's kubelet through the
