@@ -470,15 +470,24 @@ pub fn encode(owners: &[Owner]) -> Vec<ManagedFieldsEntry> {
 /// The entries a write keeps, as Kubernetes decides from what the client
 /// sent: none (or `[]`) keeps the stored entries, so clients that do not
 /// know the field cannot drop it; a single empty entry (`[{}]`) clears
-/// them; anything else replaces them.
+/// them; valid entries replace them; invalid ones (an operation other than
+/// Apply or Update, a fieldsType other than FieldsV1) are ignored.
 pub fn given_or_kept(given: &[ManagedFieldsEntry], stored: &[ManagedFieldsEntry]) -> Vec<ManagedFieldsEntry> {
-    if given.is_empty() {
-        stored.to_vec()
-    } else if is_reset(given) {
+    if is_reset(given) {
         Vec::new()
+    } else if given.is_empty() || !valid(given) {
+        stored.to_vec()
     } else {
         given.to_vec()
     }
+}
+
+fn valid(given: &[ManagedFieldsEntry]) -> bool {
+    given.iter().all(|e| {
+        matches!(e.operation.as_str(), "Apply" | "Update")
+            && e.fields_type == "FieldsV1"
+            && e.fields_v1.is_some()
+    })
 }
 
 fn is_reset(given: &[ManagedFieldsEntry]) -> bool {
@@ -489,7 +498,7 @@ fn is_reset(given: &[ManagedFieldsEntry]) -> bool {
 /// creator owning everything it set.
 pub fn on_create<K: Resource>(obj: &mut K, tracking: Tracking) -> ApiResult<()> {
     let given = std::mem::take(&mut obj.metadata_mut().managed_fields);
-    if !given.is_empty() && !is_reset(&given) {
+    if !given.is_empty() && valid(&given) {
         obj.metadata_mut().managed_fields = given;
         return Ok(());
     }
@@ -941,5 +950,15 @@ mod tests {
             "[{{}}] clears them"
         );
         assert_eq!(given_or_kept(&stored[..1], &stored), stored[..1].to_vec());
+        let invalid = ManagedFieldsEntry {
+            manager: "x".into(),
+            operation: "Delete".into(),
+            ..stored[0].clone()
+        };
+        assert_eq!(
+            given_or_kept(&[invalid], &stored),
+            stored,
+            "invalid entries are ignored"
+        );
     }
 }
