@@ -1093,6 +1093,21 @@ async fn kubectl_server_side_apply_owns_conflicts_and_prunes_fields() {
         !ok && err.contains("conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"),
         "{err}"
     );
+    // the same configuration as the client-side apply's: no conflict (equal
+    // values are shared), and kubectl moves the object to server-side apply
+    let same = write("csa.yaml", &SSA.replace("name: ssa\n", "name: csa\n"));
+    let (ok, out, err) = c
+        .run_as("admin.kubeconfig", &["apply", "--server-side", "-f", &same])
+        .await;
+    assert!(
+        ok && out.contains("deployment.apps/csa serverside-applied"),
+        "{out}\n{err}"
+    );
+    let deploy = c
+        .json(&["get", "deployment", "csa", "--show-managed-fields"])
+        .await;
+    let owners = replicas_owners(&deploy);
+    assert!(owners.contains(&"kubectl/Apply".to_string()), "{owners:?}");
     // a plain update (kubectl scale) moves the field to its manager
     c.kubectl(&["scale", "deployment", "csa", "--replicas=4"]).await;
     let deploy = c
