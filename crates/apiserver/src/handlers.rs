@@ -366,7 +366,8 @@ pub async fn update<K: Resource>(
     writer: &Writer,
 ) -> ApiResult<Any> {
     let obj: K = decode_request(req.object)?;
-    update_object(state, obj, status, req.dry_run, Tracking::of(writer)).await
+    let scope = if status { Scope::Status } else { Scope::Main };
+    update_object(state, obj, status, req.dry_run, Tracking::of(writer), scope).await
 }
 
 pub(crate) async fn update_object<K: Resource>(
@@ -375,6 +376,7 @@ pub(crate) async fn update_object<K: Resource>(
     status: bool,
     dry_run: bool,
     tracking: Tracking<'_>,
+    scope: Scope,
 ) -> ApiResult<Any> {
     let info = K::info();
     let name = incoming.name().to_string();
@@ -417,7 +419,6 @@ pub(crate) async fn update_object<K: Resource>(
         new.set_type_meta();
         new.metadata_mut().resource_version = kv.mod_revision.to_string();
         if !matches!(tracking, Tracking::Done) {
-            let scope = if status { Scope::Status } else { Scope::Main };
             managed_fields::on_update(&old, &mut new, tracking, scope)?;
         }
         if !status {
@@ -526,6 +527,7 @@ pub async fn patch<K: Resource>(
     if writer.force && !applying {
         return Err(ApiError::bad_request("force is only allowed for apply patches"));
     }
+    let scope = Scope::of_subresource(&req.subresource);
     let key = storage_key(info, &namespace_or_default(info, &req.namespace), &req.name);
     loop {
         let kv = read(&state, &key, info, &req.name)?;
@@ -534,7 +536,6 @@ pub async fn patch<K: Resource>(
         let mut owners = Vec::new();
         if applying {
             owners = managed_fields::decode(&current.metadata().managed_fields);
-            let scope = Scope::of_subresource(&req.subresource);
             doc = managed_fields::apply(info, &doc, &mut owners, &patch, writer, scope)
                 .map_err(|c| managed_fields::conflict_error(info, &req.name, &c))?;
         } else {
@@ -563,7 +564,7 @@ pub async fn patch<K: Resource>(
         } else {
             Tracking::of(writer)
         };
-        match update_object(state.clone(), patched, status, req.dry_run, tracking).await {
+        match update_object(state.clone(), patched, status, req.dry_run, tracking, scope).await {
             Err(e) if e.reason == "Conflict" && !precondition => continue,
             other => return other,
         }

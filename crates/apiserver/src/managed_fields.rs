@@ -90,19 +90,21 @@ pub type Path = Vec<Step>;
 pub type FieldSet = BTreeSet<Path>;
 
 /// Which part of an object a write covers: the main resource owns
-/// everything but status, the status subresource only status.
+/// everything but status, the status subresource only status; a write
+/// through `scale` is the main resource's, recorded as the scale's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Main,
     Status,
+    Scale,
 }
 
 impl Scope {
     pub fn of_subresource(sub: &str) -> Scope {
-        if sub == "status" {
-            Scope::Status
-        } else {
-            Scope::Main
+        match sub {
+            "status" => Scope::Status,
+            "scale" => Scope::Scale,
+            _ => Scope::Main,
         }
     }
 
@@ -110,6 +112,7 @@ impl Scope {
         match self {
             Scope::Main => "",
             Scope::Status => "status",
+            Scope::Scale => "scale",
         }
     }
 }
@@ -145,7 +148,7 @@ pub fn field_set(kind: &str, doc: &Value, scope: Scope) -> FieldSet {
     let mut at = Path::new();
     for (k, v) in top {
         let wanted = match scope {
-            Scope::Main => k != "apiVersion" && k != "kind" && k != "status",
+            Scope::Main | Scope::Scale => k != "apiVersion" && k != "kind" && k != "status",
             Scope::Status => k == "status",
         };
         if !wanted {
@@ -630,7 +633,7 @@ pub fn apply(
     if let Some(meta) = config.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
     }
-    if scope == Scope::Main {
+    if scope != Scope::Status {
         if let Some(m) = config.as_object_mut() {
             m.remove("status");
         }

@@ -1108,16 +1108,19 @@ async fn kubectl_server_side_apply_owns_conflicts_and_prunes_fields() {
         .await;
     let owners = replicas_owners(&deploy);
     assert!(owners.contains(&"kubectl/Apply".to_string()), "{owners:?}");
-    // a plain update (kubectl scale) moves the field to its manager
+    // a plain update (kubectl scale) moves the field to its manager (kubectl
+    // 1.32 names none: the user agent's `kubectl`), through the subresource
     c.kubectl(&["scale", "deployment", "csa", "--replicas=4"]).await;
     let deploy = c
         .json(&["get", "deployment", "csa", "--show-managed-fields"])
         .await;
-    let owners = replicas_owners(&deploy);
-    assert_eq!(owners.len(), 1, "{owners:?}");
-    assert!(
-        owners[0].ends_with("/Update") && !owners[0].starts_with("kubectl-client-side-apply"),
-        "{owners:?}"
-    );
+    assert_eq!(replicas_owners(&deploy), ["kubectl/Update"]);
+    let scale = deploy["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["operation"] == "Update" && e["manager"] == "kubectl")
+        .unwrap();
+    assert_eq!(scale["subresource"], "scale");
     c.stop().await;
 }
