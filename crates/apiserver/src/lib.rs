@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod keys;
 pub mod limit_range;
 pub mod limits;
+pub mod managed_fields;
 pub mod master_service;
 pub mod node;
 pub mod pod_priority;

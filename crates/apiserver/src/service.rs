@@ -5,6 +5,7 @@ use crate::authn::UserInfo;
 use crate::authz::{Attributes, RBAC_GROUP};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers;
+use crate::managed_fields::Writer;
 use crate::State;
 use futures::future::BoxFuture;
 use prost_types::Any;
@@ -236,13 +237,14 @@ impl ApiServer for ApiService {
         req: Request<rpc::CreateRequest>,
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
         let user = self.authenticate(&req);
+        let writer = Writer::of(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
         let (obj_ns, obj_name) = object_meta(req.object.as_ref());
         let a = attrs("create", info, &write_namespace(&req.namespace, &obj_ns), "");
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &obj_name)?;
-        let res = dispatch!(info, self.state.clone(), req, rpc::CreateRequest => Any, |s, r| handlers::create::<K>(s, r)).await;
+        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::CreateRequest, Writer) => Any, |s, r| handlers::create::<K>(s, r.0, &r.1)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
 
@@ -274,13 +276,14 @@ impl ApiServer for ApiService {
         req: Request<rpc::UpdateRequest>,
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
         let user = self.authenticate(&req);
+        let writer = Writer::of(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
         let (ns, name) = object_meta(req.object.as_ref());
         let a = attrs("update", info, &write_namespace("", &ns), &name);
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &name)?;
-        let res = dispatch!(info, self.state.clone(), req, rpc::UpdateRequest => Any, |s, r| handlers::update::<K>(s, r, false)).await;
+        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, false, &r.1)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
 
@@ -289,6 +292,7 @@ impl ApiServer for ApiService {
         req: Request<rpc::UpdateRequest>,
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
         let user = self.authenticate(&req);
+        let writer = Writer::of(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
         let (ns, name) = object_meta(req.object.as_ref());
@@ -302,19 +306,20 @@ impl ApiServer for ApiService {
             ))
             .into());
         }
-        let res = dispatch!(info, self.state.clone(), req, rpc::UpdateRequest => Any, |s, r| handlers::update::<K>(s, r, true)).await;
+        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, true, &r.1)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
 
     async fn patch(&self, req: Request<rpc::PatchRequest>) -> Result<Response<rpc::ObjectResponse>, Status> {
         let user = self.authenticate(&req);
+        let writer = Writer::of(&req);
         let req = req.into_inner();
         let info = resolve(req.resource.as_ref())?;
         let a = attrs("patch", info, &write_namespace(&req.namespace, ""), &req.name)
             .with_subresource(&req.subresource);
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &req.name)?;
-        let res = dispatch!(info, self.state.clone(), req, rpc::PatchRequest => Any, |s, r| handlers::patch::<K>(s, r)).await;
+        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::PatchRequest, Writer) => Any, |s, r| handlers::patch::<K>(s, r.0, &r.1)).await;
         Ok(object(self.finish(&user, &a, res)?))
     }
 

@@ -677,3 +677,103 @@ async fn a_gated_pod_starts_scheduling_gated_and_cannot_be_bound() {
         .unwrap_err();
     assert!(err.message().contains("schedulingGates"), "{}", err.message());
 }
+
+/// A gRPC request naming its field manager (and forcing, for an apply).
+fn as_manager<T>(msg: T, manager: &str, force: bool) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("x-rkube-field-manager", manager.parse().unwrap());
+    if force {
+        req.metadata_mut()
+            .insert("x-rkube-force", "true".parse().unwrap());
+    }
+    req
+}
+
+fn managers(cm: &ConfigMap) -> Vec<(String, String)> {
+    cm.metadata()
+        .managed_fields
+        .iter()
+        .map(|e| (e.manager.clone(), e.operation.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn grpc_writes_record_field_managers_only_when_named() {
+    let mut h = Harness::start().await;
+    // untracked: a controller's write costs nothing and records nothing
+    let cm = create(&mut h.client, &config_map("default", "owned", &[]))
+        .await
+        .unwrap();
+    assert!(cm.metadata().managed_fields.is_empty());
+
+    let patch = |manager: &str, patch_type: &str, body: serde_json::Value, force: bool| {
+        as_manager(
+            rpc::PatchRequest {
+                resource: rid::<ConfigMap>(),
+                namespace: "default".into(),
+                name: "owned".into(),
+                patch_type: patch_type.into(),
+                patch: serde_json::to_vec(&body).unwrap(),
+                subresource: String::new(),
+                dry_run: false,
+            },
+            manager,
+            force,
+        )
+    };
+    // rkubectl's client names itself
+    let rkubectl = rkube_client::Client::connect(h.api.url())
+        .unwrap()
+        .with_field_manager("rkubectl");
+    let edited: ConfigMap = rkubectl
+        .patch_dyn(
+            ConfigMap::info(),
+            "default",
+            "owned",
+            &serde_json::json!({"data": {"k": "w"}}),
+        )
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
+    assert_eq!(
+        managers(&edited),
+        [("rkubectl".to_string(), "Update".to_string())]
+    );
+
+    let config = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                    "metadata": {"name": "owned"}, "data": {"k": "x"}});
+    // an apply must name its manager
+    let err = h
+        .client
+        .patch(rpc::PatchRequest {
+            patch: serde_json::to_vec(&config).unwrap(),
+            ..patch("", "apply", serde_json::json!({}), false).into_inner()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("fieldManager"), "{}", err.message());
+    let err = h
+        .client
+        .patch(patch("deployer", "apply", config.clone(), false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+    assert_eq!(
+        err.message(),
+        "Apply failed with 1 conflict: conflict with \"rkubectl\" using v1: .data.k"
+    );
+    let applied: ConfigMap = obj(h
+        .client
+        .patch(patch("deployer", "apply", config, true))
+        .await
+        .unwrap());
+    assert_eq!(applied.data["k"], "x");
+    assert_eq!(
+        managers(&applied),
+        [("deployer".to_string(), "Apply".to_string())]
+    );
+    h.stop().await;
+}

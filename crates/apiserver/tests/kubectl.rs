@@ -1124,3 +1124,167 @@ async fn kubectl_create_sends_protobuf_that_the_server_reads() {
     assert_eq!(container["ports"][0]["containerPort"], 80, "{pod}");
     c.stop().await;
 }
+
+const SSA: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: ssa
+  labels: {app: ssa, tier: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: ssa}}
+  template:
+    metadata: {labels: {app: ssa}}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1
+        env: [{name: A, value: '1'}, {name: B, value: '2'}]
+";
+
+/// The managers owning `.spec.replicas` of a Deployment, from its managedFields.
+fn replicas_owners(deploy: &Value) -> Vec<String> {
+    deploy["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["fieldsV1"]["f:spec"].get("f:replicas").is_some())
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["manager"].as_str().unwrap(),
+                e["operation"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_apply_owns_conflicts_and_prunes_fields() {
+    let c = start_cluster().await;
+    let write = |name: &str, yaml: &str| {
+        let file = c.path(name);
+        std::fs::write(&file, yaml).unwrap();
+        file.to_str().unwrap().to_string()
+    };
+
+    let first = write("ssa.yaml", SSA);
+    let out = c.kubectl(&["apply", "--server-side", "-f", &first]).await;
+    assert!(out.contains("deployment.apps/ssa serverside-applied"), "{out}");
+    let shown = c
+        .kubectl(&["get", "deployment", "ssa", "-o", "yaml", "--show-managed-fields"])
+        .await;
+    for want in [
+        "manager: kubectl\n",
+        "operation: Apply",
+        "fieldsType: FieldsV1",
+        "apiVersion: apps/v1",
+        "f:replicas: {}",
+        "k:{\"name\":\"web\"}",
+        "k:{\"name\":\"B\"}",
+    ] {
+        assert!(shown.contains(want), "{want:?} in:\n{shown}");
+    }
+    let hidden = c.kubectl(&["get", "deployment", "ssa", "-o", "yaml"]).await;
+    assert!(
+        !hidden.contains("managedFields"),
+        "kubectl hides them by default:\n{hidden}"
+    );
+
+    // another manager changing replicas conflicts with kubectl's ownership
+    let other = write(
+        "other.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\nspec:\n  replicas: 5\n",
+    );
+    let (ok, _, err) = c
+        .run_as(
+            "admin.kubeconfig",
+            &["apply", "--server-side", "--field-manager=other", "-f", &other],
+        )
+        .await;
+    assert!(!ok, "a conflicting apply fails");
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"),
+        "{err}"
+    );
+    assert_eq!(c.json(&["get", "deployment", "ssa"]).await["spec"]["replicas"], 2);
+    let out = c
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "--force-conflicts",
+            "-f",
+            &other,
+        ])
+        .await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    let deploy = c
+        .json(&["get", "deployment", "ssa", "--show-managed-fields"])
+        .await;
+    assert_eq!(deploy["spec"]["replicas"], 5);
+    assert_eq!(replicas_owners(&deploy), ["other/Apply"], "force took the field");
+
+    // kubectl stops applying replicas, the tier label and env B: the label and
+    // B go, replicas stays (other still owns it)
+    let pruned = SSA
+        .replace("  replicas: 2\n", "")
+        .replace(", tier: web", "")
+        .replace(", {name: B, value: '2'}", "");
+    let first = write("ssa.yaml", &pruned);
+    c.kubectl(&["apply", "--server-side", "-f", &first]).await;
+    let deploy = c
+        .json(&["get", "deployment", "ssa", "--show-managed-fields"])
+        .await;
+    assert_eq!(deploy["metadata"]["labels"], serde_json::json!({"app": "ssa"}));
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["env"], serde_json::json!([{"name": "A", "value": "1"}]));
+    assert_eq!(container["image"], "busybox:1");
+    assert_eq!(deploy["spec"]["replicas"], 5);
+
+    // fields written by client-side apply belong to kubectl-client-side-apply
+    let csa = write("csa.yaml", &SSA.replace("name: ssa\n", "name: csa\n"));
+    c.kubectl(&["apply", "-f", &csa]).await;
+    let changed = write(
+        "csa.yaml",
+        &SSA.replace("name: ssa\n", "name: csa\n")
+            .replace("replicas: 2", "replicas: 3"),
+    );
+    let (ok, _, err) = c
+        .run_as("admin.kubeconfig", &["apply", "--server-side", "-f", &changed])
+        .await;
+    assert!(
+        !ok && err.contains("conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"),
+        "{err}"
+    );
+    // the same configuration as the client-side apply's: no conflict (equal
+    // values are shared), and kubectl moves the object to server-side apply
+    let same = write("csa.yaml", &SSA.replace("name: ssa\n", "name: csa\n"));
+    let (ok, out, err) = c
+        .run_as("admin.kubeconfig", &["apply", "--server-side", "-f", &same])
+        .await;
+    assert!(
+        ok && out.contains("deployment.apps/csa serverside-applied"),
+        "{out}\n{err}"
+    );
+    let deploy = c
+        .json(&["get", "deployment", "csa", "--show-managed-fields"])
+        .await;
+    let owners = replicas_owners(&deploy);
+    assert!(owners.contains(&"kubectl/Apply".to_string()), "{owners:?}");
+    // a plain update (kubectl scale) moves the field to its manager (kubectl
+    // 1.32 names none: the user agent's `kubectl`), through the subresource
+    c.kubectl(&["scale", "deployment", "csa", "--replicas=4"]).await;
+    let deploy = c
+        .json(&["get", "deployment", "csa", "--show-managed-fields"])
+        .await;
+    assert_eq!(replicas_owners(&deploy), ["kubectl/Update"]);
+    let scale = deploy["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["operation"] == "Update" && e["manager"] == "kubectl")
+        .unwrap();
+    assert_eq!(scale["subresource"], "scale");
+    c.stop().await;
+}

@@ -340,7 +340,7 @@ async fn patches_scale_and_status() {
     assert_eq!(containers.as_array().unwrap().len(), 2, "{containers}");
     assert_eq!(containers[0]["image"], "nginx:2");
     assert_eq!(containers[0]["env"][0]["name"], "A");
-    // server-side apply (simplified): merges into what is there...
+    // server-side apply: merges into what is there...
     let (code, v) = s
         .send(
             "PATCH",
@@ -367,6 +367,61 @@ async fn patches_scale_and_status() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
+    let created: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(
+        created["metadata"]["managedFields"],
+        json!([{"manager": "test", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:data": {"f:a": {}}}, "time": created["metadata"]["managedFields"][0]["time"]}]),
+        "the applier owns what it applied"
+    );
+    // an apply must name its manager
+    let (code, v) = s
+        .send(
+            "PATCH",
+            &web,
+            "application/apply-patch+yaml",
+            Some(json!({"metadata": {"name": "web"}})),
+        )
+        .await;
+    assert_eq!((code, v["reason"].as_str()), (422, Some("Invalid")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("fieldManager: Required value"),
+        "{v}"
+    );
+    // another manager's field with another value: 409 with a cause per field
+    let (code, v) = s
+        .send(
+            "PATCH",
+            &format!("{web}?fieldManager=other"),
+            "application/apply-patch+yaml",
+            Some(json!({"metadata": {"name": "web", "labels": {"applied": "no"}}})),
+        )
+        .await;
+    assert_eq!((code, v["reason"].as_str()), (409, Some("Conflict")), "{v}");
+    assert_eq!(
+        v["details"]["causes"],
+        json!([{"reason": "FieldManagerConflict", "message": "conflict with \"test\"",
+                "field": ".metadata.labels.applied"}]),
+        "{v}"
+    );
+    // `[{}]` clears the entries; `[]` would keep them
+    let (code, v) = s
+        .send(
+            "PATCH",
+            &web,
+            "application/merge-patch+json",
+            Some(json!({"metadata": {"managedFields": [{}]}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let managers: Vec<&str> = v["metadata"]["managedFields"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["manager"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(managers.is_empty(), "{v}");
     // a content type rkube does not take is a 415
     let (code, v) = s
         .send("PATCH", &web, "application/x-unknown", Some(json!({})))

@@ -2,7 +2,7 @@
 //! Kubernetes JSON, through the api crate's pbjson mapping (which also
 //! writes the zero values Kubernetes always emits: `rkube_api::zero_values`).
 //! Added here: tolerance for what clients send back unchanged (`null`s such as
-//! `creationTimestamp: null`, and `managedFields`, which rkube does not keep).
+//! `creationTimestamp: null`, and `selfLink`, which rkube does not keep).
 
 use crate::error::ApiError;
 use prost_types::Any;
@@ -16,8 +16,9 @@ pub fn to_json(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
 }
 
 /// Removes what clients send but rkube does not keep: `null` means
-/// "absent" in Kubernetes JSON, and `metadata.managedFields` is server-side
-/// apply's bookkeeping, which rkube does not do.
+/// "absent" in Kubernetes JSON, and `metadata.selfLink` is gone from
+/// Kubernetes. `metadata.managedFields` stays: a write that sends them sets
+/// them (see `managed_fields::given_or_kept`).
 pub fn normalize_incoming(v: &mut Value) {
     fn strip_nulls(v: &mut Value) {
         match v {
@@ -31,7 +32,6 @@ pub fn normalize_incoming(v: &mut Value) {
     }
     strip_nulls(v);
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
         meta.remove("selfLink");
     }
 }
@@ -205,6 +205,10 @@ mod tests {
         assert_eq!(back["metadata"]["name"], "p");
         assert_eq!(back["kind"], "Pod");
         assert_eq!(back["apiVersion"], "v1");
+        assert_eq!(
+            back["metadata"]["managedFields"][0]["manager"], "kubectl",
+            "a client's managedFields are kept (the handlers decide what they become)"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! WebSocket (and SPDY) framing of exec and port-forward ([`streams`]).
 
 pub mod discovery;
+mod field_manager;
 pub mod json;
 pub mod listener;
 mod objects;

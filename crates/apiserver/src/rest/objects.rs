@@ -174,7 +174,7 @@ async fn create_object(api: &ApiService, call: &Call, t: &Target, v: Value) -> A
         object: Some(object),
         dry_run: dry_run(call),
     };
-    let out = api.create(call.grpc(req)).await?.into_inner();
+    let out = api.create(call.grpc_write(req)?).await?.into_inner();
     with_warnings(object_answer(201, t.info, out.object), &warnings)
 }
 
@@ -218,9 +218,9 @@ async fn update(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answ
         dry_run: dry_run(call),
     };
     let out = if t.subresource == "status" {
-        api.update_status(call.grpc(req)).await?
+        api.update_status(call.grpc_write(req)?).await?
     } else {
-        api.update(call.grpc(req)).await?
+        api.update(call.grpc_write(req)?).await?
     };
     with_warnings(object_answer(200, t.info, out.into_inner().object), &warnings)
 }
@@ -261,11 +261,26 @@ async fn patch(api: &ApiService, call: &Call, t: &Target, body: Bytes) -> Answer
         subresource: t.subresource.clone(),
         dry_run: dry_run(call),
     };
-    match api.patch(call.grpc(req)).await {
+    if patch_type == "apply" && call.apply_manager().is_empty() {
+        let mut e = ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
+        e.reason = "Invalid";
+        return Err(e.into());
+    }
+    match api.patch(call.grpc_write(req)?).await {
         Ok(out) => object_answer(200, t.info, out.into_inner().object),
-        // server-side apply creates what is not there yet
+        // server-side apply creates what is not there yet, owned by its manager
         Err(s) if patch_type == "apply" && t.subresource.is_empty() && s.code() == tonic::Code::NotFound => {
-            create_object(api, call, t, put_body(t, &body)?).await
+            let mut config = put_body(t, &body)?;
+            let entries = crate::managed_fields::created_by_apply(
+                t.info,
+                &config,
+                call.apply_manager(),
+                crate::managed_fields::Scope::Main,
+            );
+            config["metadata"]["managedFields"] = entries;
+            create_object(api, call, t, config).await
         }
         Err(s) => Err(s),
     }
@@ -571,7 +586,7 @@ async fn scale(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answe
             subresource: "scale".into(),
             dry_run: dry_run(call),
         };
-        api.patch(call.grpc(req)).await?.into_inner().object
+        api.patch(call.grpc_write(req)?).await?.into_inner().object
     } else {
         return Err(Status::unimplemented(format!(
             "{method} is not allowed on a scale subresource"

@@ -11,10 +11,10 @@
 //! `$deleteFromPrimitiveList/` and `$retainKeys`. Lists without a merge key
 //! are replaced, as in Kubernetes.
 //!
-//! Server-side apply (`apply`) is simplified: the applied configuration is
-//! merged like a strategic merge patch (and creates the object when it is
-//! absent, see the REST face); field managers, `managedFields`, conflicts
-//! and the removal of fields a manager stops applying are not implemented.
+//! Server-side apply (`apply`) merges the applied configuration like a
+//! strategic merge patch; the field managers around it (conflicts, force,
+//! removal of fields a manager stops applying) are `crate::managed_fields`,
+//! which computes its field sets from the same merge-key table.
 
 use crate::error::{ApiError, ApiResult};
 use serde_json::{Map, Value};

@@ -61,7 +61,7 @@ impl OutputFlags {
                 };
                 writeln!(out, "{} created{suffix}", obj.display_name())?;
             }
-            Some(format) => printers::print_objects(out, format, std::slice::from_ref(&obj), false)?,
+            Some(format) => printers::print_objects(out, format, std::slice::from_ref(&obj), false, false)?,
         }
         Ok(obj)
     }

@@ -43,6 +43,10 @@ pub struct GetArgs {
     /// Add a LABELS column to tables.
     #[arg(long)]
     pub show_labels: bool,
+    /// Keep metadata.managedFields in -o yaml|json output (hidden by
+    /// default, as kubectl hides them).
+    #[arg(long)]
+    pub show_managed_fields: bool,
 }
 
 impl GetArgs {
@@ -181,7 +185,7 @@ fn print_found(
         }
         format => {
             let all: Vec<DynObject> = found.iter().flat_map(|f| f.objects.iter().cloned()).collect();
-            printers::print_objects(out, &format, &all, !single_object)?;
+            printers::print_objects(out, &format, &all, !single_object, args.show_managed_fields)?;
         }
     }
     Ok(())
@@ -354,15 +358,19 @@ async fn watch(
             }
             write!(out, "{}", printers::render_line(&row, &widths))?;
         } else if args.output_watch_events {
-            let doc = serde_json::json!({
-                "type": event.kind,
-                "object": event.object.to_json().map_err(CtlError::usage)?,
-            });
+            let mut object = event.object.to_json().map_err(CtlError::usage)?;
+            if !args.show_managed_fields {
+                printers::hide_managed_fields(&mut object);
+            }
+            let doc = serde_json::json!({"type": event.kind, "object": object});
             print_watch_document(out, &args.format(), &doc)?;
         } else if args.format() == OutputFormat::Name {
             writeln!(out, "{}", event.object.display_name())?;
         } else {
-            let doc = event.object.to_json().map_err(CtlError::usage)?;
+            let mut doc = event.object.to_json().map_err(CtlError::usage)?;
+            if !args.show_managed_fields {
+                printers::hide_managed_fields(&mut doc);
+            }
             print_watch_document(out, &args.format(), &doc)?;
         }
         out.flush()?;

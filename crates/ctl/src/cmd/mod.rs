@@ -62,7 +62,9 @@ impl Context {
             namespace: self.namespace.clone(),
             ..self.credentials.clone()
         };
-        rkube_client::Client::from_config(&config).map_err(|e| CtlError::usage(format!("client config {e}")))
+        rkube_client::Client::from_config(&config)
+            .map(|c| c.with_field_manager("rkubectl"))
+            .map_err(|e| CtlError::usage(format!("client config {e}")))
     }
 
     pub fn namespace_choice(&self) -> NamespaceChoice {

@@ -197,18 +197,32 @@ pub fn list_document(items: Vec<serde_json::Value>) -> serde_json::Value {
 
 /// Writes objects as `-o yaml|json|name` asks: one object alone, several
 /// as a `List` (`as_list` forces a list even for one, as a list query does).
+/// Drops `metadata.managedFields`: bookkeeping of which client owns which
+/// field, long and rarely wanted, so kubectl's printers hide it unless
+/// `--show-managed-fields`.
+pub fn hide_managed_fields(doc: &mut serde_json::Value) {
+    if let Some(meta) = doc.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+}
+
 pub fn print_objects(
     out: &mut dyn Write,
     format: &OutputFormat,
     objects: &[DynObject],
     as_list: bool,
+    show_managed_fields: bool,
 ) -> Result<(), CtlError> {
     // one object alone, several as a List; jsonpath templates, as
     // kubectl's, run against that same document
     let document = || -> Result<serde_json::Value, CtlError> {
         let mut items = Vec::with_capacity(objects.len());
         for obj in objects {
-            items.push(obj.to_json().map_err(CtlError::usage)?);
+            let mut item = obj.to_json().map_err(CtlError::usage)?;
+            if !show_managed_fields {
+                hide_managed_fields(&mut item);
+            }
+            items.push(item);
         }
         Ok(if !as_list && items.len() == 1 {
             items.remove(0)
@@ -256,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn managed_fields_print_only_when_asked() {
+        let objs = rkube_api::codec::decode_manifests(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  managedFields:\n  - {manager: rkubectl, operation: Update, fieldsType: FieldsV1, fieldsV1: {f:data: {}}}\n",
+            "f",
+        )
+        .unwrap();
+        let print = |show| {
+            let mut out = Vec::new();
+            print_objects(&mut out, &OutputFormat::Yaml, &objs, false, show).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(!print(false).contains("managedFields"), "{}", print(false));
+        assert!(print(true).contains("manager: rkubectl"), "{}", print(true));
+    }
+
+    #[test]
     fn output_formats_parse() {
         assert_eq!("wide".parse::<OutputFormat>(), Ok(OutputFormat::Wide));
         assert!("xml"
@@ -272,19 +302,19 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        print_objects(&mut out, &OutputFormat::Yaml, &objs, false).unwrap();
+        print_objects(&mut out, &OutputFormat::Yaml, &objs, false, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("kind: List"), "{text}");
         let back = rkube_api::codec::decode_manifests(&text, "-").unwrap();
         assert_eq!(back, objs);
 
         let mut out = Vec::new();
-        print_objects(&mut out, &OutputFormat::Json, &objs[..1], false).unwrap();
+        print_objects(&mut out, &OutputFormat::Json, &objs[..1], false, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("{\n    \"apiVersion\": \"v1\""), "{text}");
 
         let mut out = Vec::new();
-        print_objects(&mut out, &OutputFormat::Name, &objs, false).unwrap();
+        print_objects(&mut out, &OutputFormat::Name, &objs, false, false).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "configmap/a\nconfigmap/b\n");
     }
 }
