@@ -13,6 +13,7 @@
 pub mod discovery;
 pub mod json;
 pub mod listener;
+mod metadata;
 mod objects;
 pub mod openapi;
 pub mod patch;
