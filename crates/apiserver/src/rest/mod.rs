@@ -14,6 +14,7 @@ pub mod discovery;
 mod field_manager;
 pub mod json;
 pub mod listener;
+mod metadata;
 mod objects;
 pub mod openapi;
 pub mod patch;

@@ -4,6 +4,7 @@
 //! happen there) and writes the answer as Kubernetes JSON.
 
 use super::json::{from_json, to_json, FieldValidation};
+use super::metadata;
 use super::protobuf;
 use super::table::{self, Rendering, WatchTables};
 use super::{json_response, status, Call, Target};
@@ -120,6 +121,9 @@ async fn get(api: &ApiService, call: &Call, t: &Target) -> Answer {
         (Rendering::Table(include), Some(any)) => {
             Ok(json_response(200, &table::object(t.info, &any, include)?))
         }
+        (Rendering::Metadata, Some(any)) => {
+            Ok(json_response(200, &metadata::object(&to_json(t.info, &any)?)))
+        }
         (_, object) => object_answer(200, t.info, object),
     }
 }
@@ -157,6 +161,7 @@ async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
     let body = match Rendering::of(call)? {
         Rendering::Objects => list_json(t.info, &out)?,
         Rendering::Table(include) => table::list(t.info, &out, include)?,
+        Rendering::Metadata => metadata::list(&list_json(t.info, &out)?),
     };
     Ok(json_response(200, &body))
 }
@@ -442,12 +447,19 @@ async fn watch_objects(api: &ApiService, call: &Call, t: &Target) -> Answer {
         Err(s) if s.code() == tonic::Code::OutOfRange => futures::stream::once(async move { Err(s) }).boxed(),
         Err(s) => return Err(s),
     };
-    let mut tables = match Rendering::of(call)? {
-        Rendering::Objects => None,
+    let rendering = Rendering::of(call)?;
+    let mut tables = match rendering {
+        Rendering::Objects | Rendering::Metadata => None,
         Rendering::Table(include) => Some(WatchTables::new(include)),
     };
+    let partial = rendering == Rendering::Metadata;
     let lines = events.map(move |ev| {
-        Ok::<_, std::convert::Infallible>(http_body::Frame::data(event_line(info, ev, tables.as_mut())))
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(event_line(
+            info,
+            ev,
+            tables.as_mut(),
+            partial,
+        )))
     });
     let body = match timeout {
         Some(secs) => {
@@ -465,27 +477,35 @@ async fn watch_objects(api: &ApiService, call: &Call, t: &Target) -> Answer {
 }
 
 /// One watch event as a JSON line; its object a one-row Table when the
-/// watch asked for `tables`.
+/// watch asked for `tables`, a PartialObjectMetadata when `partial`.
 fn event_line(
     info: &ResourceInfo,
     ev: Result<rpc::WatchEvent, Status>,
     tables: Option<&mut WatchTables>,
+    partial: bool,
 ) -> Bytes {
+    let cut = |object: Value| {
+        if partial {
+            metadata::object(&object)
+        } else {
+            object
+        }
+    };
     let value = match ev {
         Ok(ev) if ev.r#type == "BOOKMARK" => json!({
             "type": "BOOKMARK",
             "object": match tables {
                 Some(_) => WatchTables::bookmark(&ev.resource_version),
-                None => json!({
+                None => cut(json!({
                     "kind": info.kind,
                     "apiVersion": info.api_version(),
                     "metadata": {"resourceVersion": ev.resource_version},
-                }),
+                })),
             },
         }),
         Ok(ev) => match ev.object.as_ref().map(|o| match tables {
             Some(tables) => tables.event(info, o),
-            None => to_json(info, o),
+            None => to_json(info, o).map(cut),
         }) {
             Some(Ok(object)) => json!({"type": ev.r#type, "object": object}),
             Some(Err(e)) => json!({"type": "ERROR", "object": status::status_json(&e.into(), Some(info)).1}),

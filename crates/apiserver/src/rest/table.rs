@@ -20,25 +20,28 @@ pub(super) enum Rendering {
     Objects,
     /// A meta.k8s.io/v1 Table, its rows carrying what `includeObject` asks.
     Table(IncludeObject),
+    /// Only the objects' metadata, as meta.k8s.io/v1 PartialObjectMetadata
+    /// (`super::metadata`).
+    Metadata,
 }
 
 impl Rendering {
     /// What the request's Accept header and `includeObject` ask for.
     pub(super) fn of(call: &Call) -> Result<Rendering, ApiError> {
-        if !wants_table(call.accept()) {
-            return Ok(Rendering::Objects);
+        match asked_for(call.accept()) {
+            Rendering::Table(_) => IncludeObject::parse(call.query.get("includeObject"))
+                .map(Rendering::Table)
+                .map_err(ApiError::bad_request),
+            other => Ok(other),
         }
-        IncludeObject::parse(call.query.get("includeObject"))
-            .map(Rendering::Table)
-            .map_err(ApiError::bad_request)
     }
 }
 
-/// Whether the first media range of `accept` the REST face can serve is the
-/// v1 Table. Ranges it cannot serve (protobuf, other Table versions,
-/// PartialObjectMetadata) are passed over, and JSON is the answer when
-/// nothing matches, as before Tables existed.
-fn wants_table(accept: &str) -> bool {
+/// The first media range of `accept` the REST face can serve: the v1 Table
+/// (its `includeObject` still to be read), v1 PartialObjectMetadata (or
+/// its List), or JSON objects. Ranges it cannot serve (protobuf, other
+/// versions) are passed over, and JSON is the answer when nothing matches.
+fn asked_for(accept: &str) -> Rendering {
     for range in accept.split(',') {
         let mut parts = range.split(';').map(str::trim);
         let media = parts.next().unwrap_or("");
@@ -53,13 +56,20 @@ fn wants_table(accept: &str) -> bool {
         }
         let json = matches!(media, "application/json" | "application/*" | "*/*");
         match params {
-            (Some("Table"), Some("meta.k8s.io"), Some("v1")) if json => return true,
+            (Some("Table"), Some("meta.k8s.io"), Some("v1")) if json => {
+                return Rendering::Table(IncludeObject::default())
+            }
+            (
+                Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                Some("meta.k8s.io"),
+                Some("v1"),
+            ) if json => return Rendering::Metadata,
             (Some(_), _, _) => continue,
-            _ if json => return false,
+            _ if json => return Rendering::Objects,
             _ => continue,
         }
     }
-    false
+    Rendering::Objects
 }
 
 /// A list's `metadata`: its revision and where the next page starts.
@@ -151,6 +161,10 @@ impl WatchTables {
 mod tests {
     use super::*;
 
+    fn wants_table(accept: &str) -> bool {
+        matches!(asked_for(accept), Rendering::Table(_))
+    }
+
     #[test]
     fn kubectls_accept_header_gets_the_v1_table() {
         assert!(wants_table(
@@ -191,6 +205,26 @@ mod tests {
             "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io",
         ] {
             assert!(!wants_table(accept), "{accept}");
+        }
+    }
+
+    #[test]
+    fn the_metadata_clients_accept_headers_get_partial_metadata() {
+        for accept in [
+            // kube-rs' get_metadata and metadata watches, and its list_metadata
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+            // client-go's metadata client: protobuf first, then JSON
+            "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,\
+             application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+        ] {
+            assert_eq!(asked_for(accept), Rendering::Metadata, "{accept}");
+        }
+        for accept in [
+            "application/json,application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1",
+        ] {
+            assert_eq!(asked_for(accept), Rendering::Objects, "{accept}");
         }
     }
 }
