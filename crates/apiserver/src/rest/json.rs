@@ -8,11 +8,139 @@ use crate::error::ApiError;
 use prost_types::Any;
 use rkube_api::{to_any, visit_kind, KindVisitor, Resource, ResourceInfo};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The Kubernetes JSON of a wire object, with apiVersion, kind and the
 /// zero values Kubernetes writes.
 pub fn to_json(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
     rkube_api::codec::any_to_json(info, any).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The Kubernetes JSON of a wire object, serialized: from [`JsonCache`] when this very
+/// version was serialized before (a list, a watch event for many watchers).
+pub fn to_json_bytes(info: &ResourceInfo, any: &Any) -> Result<Arc<[u8]>, ApiError> {
+    let cache = JsonCache::global();
+    if let Some(hit) = cache.get(any) {
+        return Ok(hit);
+    }
+    let bytes: Arc<[u8]> = serde_json::to_vec(&to_json(info, any)?)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into();
+    cache.put(any, bytes.clone());
+    Ok(bytes)
+}
+
+/// The JSON of every one of `items`, in order, spread over the machine's cores when
+/// there are many: a list of 10,000 pods is mostly this.
+pub fn items_json(info: &ResourceInfo, items: &[Any]) -> Result<Vec<Arc<[u8]>>, ApiError> {
+    const PER_THREAD: usize = 256;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().div_ceil(PER_THREAD))
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(|a| to_json_bytes(info, a)).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|a| to_json_bytes(info, a)).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for part in parts {
+            let done = part
+                .join()
+                .map_err(|_| ApiError::internal("encoding a list item panicked"))?;
+            for item in done {
+                out.push(item?);
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Serialized JSON of object versions, keyed by their wire bytes (which carry the
+/// resourceVersion, so a changed object is a new key): as Kubernetes' apiserver encodes a
+/// watch event once for all its watchers, rkube encodes an object version once for every
+/// list and watch that sends it. Two generations bounded by bytes: when the young one is
+/// full it becomes the old one and the old one is dropped, so what lists and watches keep
+/// asking for stays and the rest ages out.
+pub struct JsonCache {
+    state: Mutex<Generations>,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct Generations {
+    young: HashMap<CacheKey, Arc<[u8]>>,
+    old: HashMap<CacheKey, Arc<[u8]>>,
+    young_bytes: usize,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct CacheKey {
+    type_url: String,
+    wire: Vec<u8>,
+}
+
+impl JsonCache {
+    /// Up to this many bytes of JSON (and as much again of wire bytes) per generation.
+    const LIMIT: usize = 32 << 20;
+
+    pub fn global() -> &'static JsonCache {
+        static CACHE: OnceLock<JsonCache> = OnceLock::new();
+        CACHE.get_or_init(|| JsonCache::new(Self::LIMIT))
+    }
+
+    pub fn new(limit: usize) -> JsonCache {
+        JsonCache {
+            state: Mutex::default(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, any: &Any) -> Option<Arc<[u8]>> {
+        // borrowed lookups would need a key type of their own; the wire bytes are small
+        let key = CacheKey {
+            type_url: any.type_url.clone(),
+            wire: any.value.clone(),
+        };
+        let mut g = self.lock();
+        if let Some(hit) = g.young.get(&key) {
+            return Some(hit.clone());
+        }
+        let hit = g.old.remove(&key)?;
+        g.young_bytes += hit.len() + key.wire.len();
+        g.young.insert(key, hit.clone());
+        Some(hit)
+    }
+
+    pub fn put(&self, any: &Any, json: Arc<[u8]>) {
+        let size = json.len() + any.value.len();
+        if size > self.limit {
+            return;
+        }
+        let mut g = self.lock();
+        if g.young_bytes + size > self.limit {
+            g.old = std::mem::take(&mut g.young);
+            g.young_bytes = 0;
+        }
+        g.young_bytes += size;
+        g.young.insert(
+            CacheKey {
+                type_url: any.type_url.clone(),
+                wire: any.value.clone(),
+            },
+            json,
+        );
+    }
 }
 
 /// Removes what clients send but rkube does not keep: `null` means
@@ -187,6 +315,43 @@ fn remove_field(v: &mut Value, path: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cached_json_is_the_objects_json_and_the_cache_ages_out() {
+        let pod: Pod = serde_yaml::from_str(
+            "metadata: {name: web, namespace: default, resourceVersion: '7'}\nspec: {containers: [{name: c, image: busybox}]}\nstatus: {containerStatuses: [{name: c}]}\n",
+        )
+        .unwrap();
+        let any = to_any(&pod);
+        let direct = serde_json::to_vec(&to_json(Pod::info(), &any).unwrap()).unwrap();
+        assert_eq!(&*to_json_bytes(Pod::info(), &any).unwrap(), &direct[..]);
+        // from the cache, the same bytes, zero values included
+        let again = to_json_bytes(Pod::info(), &any).unwrap();
+        assert_eq!(&*again, &direct[..]);
+        assert!(String::from_utf8_lossy(&again).contains(r#""restartCount":0"#));
+        let many: Vec<Any> = (0..600)
+            .map(|i| {
+                let mut p = pod.clone();
+                p.metadata.as_mut().unwrap().name = format!("web-{i}");
+                to_any(&p)
+            })
+            .collect();
+        let items = items_json(Pod::info(), &many).unwrap();
+        assert_eq!(items.len(), 600);
+        assert!(String::from_utf8_lossy(&items[599]).contains(r#""name":"web-599""#));
+
+        let cache = JsonCache::new(3 * (direct.len() + any.value.len()));
+        cache.put(&any, direct.clone().into());
+        assert!(cache.get(&any).is_some());
+        for other in &many[..3] {
+            cache.put(other, direct.clone().into());
+        }
+        // two generations' worth of other entries later it is gone
+        for other in &many[3..9] {
+            cache.put(other, direct.clone().into());
+        }
+        assert!(cache.get(&any).is_none());
+    }
+
     use super::*;
     use rkube_api::core::v1::Pod;
     use serde_json::json;

@@ -215,7 +215,11 @@ fn route(path: &str) -> Route {
 
 /// A JSON answer.
 pub(crate) fn json_response(code: u16, body: &Value) -> http::Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    json_bytes_response(code, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A JSON answer already serialized.
+pub(crate) fn json_bytes_response(code: u16, bytes: Vec<u8>) -> http::Response<Body> {
     let mut resp = http::Response::new(listener::full(bytes));
     *resp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(

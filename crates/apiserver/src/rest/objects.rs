@@ -3,7 +3,7 @@
 //! RBAC, node restriction, admission, validation, audit and the store all
 //! happen there) and writes the answer as Kubernetes JSON.
 
-use super::json::{from_json, to_json, FieldValidation};
+use super::json::{from_json, items_json, to_json, to_json_bytes, FieldValidation};
 use super::metadata;
 use super::protobuf;
 use super::table::{self, Rendering, WatchTables};
@@ -156,10 +156,35 @@ fn list_json(info: &ResourceInfo, out: &rpc::ListResponse) -> Result<Value, ApiE
     }))
 }
 
+/// A list as [`list_json`] writes it, serialized straight from each item's cached JSON
+/// (`json::items_json`): what a large list's time goes to.
+fn list_bytes(info: &ResourceInfo, out: &rpc::ListResponse) -> Result<Vec<u8>, ApiError> {
+    let items = items_json(info, &out.items)?;
+    let head = json!({
+        "kind": format!("{}List", info.kind),
+        "apiVersion": info.api_version(),
+        "metadata": table::list_metadata(out),
+    });
+    let head = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
+    let size: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut body = Vec::with_capacity(head.len() + size + 16);
+    // the head's closing brace becomes the items' place
+    body.extend_from_slice(&head[..head.len() - 1]);
+    body.extend_from_slice(br#","items":["#);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(body)
+}
+
 async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
     let out = api.list(call.grpc(list_request(call, t)?)).await?.into_inner();
     let body = match Rendering::of(call)? {
-        Rendering::Objects => list_json(t.info, &out)?,
+        Rendering::Objects => return Ok(super::json_bytes_response(200, list_bytes(t.info, &out)?)),
         Rendering::Table(include) => table::list(t.info, &out, include)?,
         Rendering::Metadata => metadata::list(&list_json(t.info, &out)?),
     };
@@ -503,6 +528,26 @@ fn event_line(
                 })),
             },
         }),
+        // the common case, from the object's cached JSON
+        Ok(ev) if tables.is_none() && !partial && ev.object.is_some() => {
+            let object = ev.object.as_ref().map(|o| to_json_bytes(info, o));
+            match object {
+                Some(Ok(object)) => {
+                    let head = json!({"type": ev.r#type});
+                    let head = serde_json::to_vec(&head).unwrap_or_default();
+                    let mut line = Vec::with_capacity(head.len() + object.len() + 12);
+                    line.extend_from_slice(&head[..head.len().saturating_sub(1)]);
+                    line.extend_from_slice(br#","object":"#);
+                    line.extend_from_slice(&object);
+                    line.extend_from_slice(b"}\n");
+                    return Bytes::from(line);
+                }
+                Some(Err(e)) => {
+                    json!({"type": "ERROR", "object": status::status_json(&e.into(), Some(info)).1})
+                }
+                None => unreachable!("checked above"),
+            }
+        }
         Ok(ev) => match ev.object.as_ref().map(|o| match tables {
             Some(tables) => tables.event(info, o),
             None => to_json(info, o).map(cut),
