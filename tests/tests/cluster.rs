@@ -266,6 +266,8 @@ async fn kubectl_top_shows_the_node_and_its_pods(
     assert!(quantity(&row[1], "m") && quantity(&row[3], "Mi"), "{row:?}");
     assert!(row[3] != "0Mi", "a running node uses memory: {row:?}");
     assert!(quantity(&row[2], "%") && quantity(&row[4], "%"), "{row:?}");
+    let one = top(args(&["top", "node", "node-a"])).await?;
+    assert_eq!((one.len(), one[1][0].as_str()), (2, "node-a"), "{one:?}");
 
     // both web pods, once the kubelet has sampled their containers
     let pods = eventually(
