@@ -156,6 +156,11 @@ spec:
 
     // the same through the real kubectl, over the REST face
     kubectl_streams_reach_a_real_container(&url, &pki.join("admin.conf"), dir.path(), &name).await?;
+    // and kubectl top reads the kubelet's cgroup samples through metrics.k8s.io
+    // (without kubectl, the streams part above says it skipped)
+    if Path::new(KUBECTL).exists() {
+        kubectl_top_shows_the_node_and_its_pods(&url, &pki.join("admin.conf"), dir.path(), &name).await?;
+    }
 
     let d = Api::<Deployment>::namespaced(client.clone(), "default");
     eventually(
@@ -225,6 +230,77 @@ fn kubectl_command(url: &str, kubeconfig: &Path, home: &Path, args: &[&str]) -> 
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     cmd
+}
+
+/// `kubectl top nodes`, `top pods` and `top pod --containers`: the
+/// kubelet's cgroup samples through the metrics.k8s.io API, as from
+/// metrics-server.
+async fn kubectl_top_shows_the_node_and_its_pods(
+    url: &str,
+    kubeconfig: &Path,
+    home: &Path,
+    pod: &str,
+) -> anyhow::Result<()> {
+    // the rows of a `kubectl top` table, split into columns, header first
+    let top = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = kubectl(url, kubeconfig, home, None, &args).await?;
+        anyhow::ensure!(code == Some(0), "kubectl {args:?}: {out}{err}");
+        let rows: Vec<Vec<String>> = out
+            .lines()
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect();
+        Ok::<_, anyhow::Error>(rows)
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let quantity = |q: &str, unit: &str| q.strip_suffix(unit).is_some_and(|n| n.parse::<u64>().is_ok());
+
+    let nodes = top(args(&["top", "nodes"])).await?;
+    assert_eq!(
+        nodes[0],
+        ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"],
+        "{nodes:?}"
+    );
+    let row = nodes.iter().find(|r| r[0] == "node-a").expect("the node's row");
+    assert_eq!(row.len(), 5, "{nodes:?}");
+    assert!(quantity(&row[1], "m") && quantity(&row[3], "Mi"), "{row:?}");
+    assert!(row[3] != "0Mi", "a running node uses memory: {row:?}");
+    assert!(quantity(&row[2], "%") && quantity(&row[4], "%"), "{row:?}");
+    let one = top(args(&["top", "node", "node-a"])).await?;
+    assert_eq!((one.len(), one[1][0].as_str()), (2, "node-a"), "{one:?}");
+
+    // both web pods, once the kubelet has sampled their containers
+    let pods = eventually(
+        "kubectl top pods to show both web pods",
+        Duration::from_secs(30),
+        || async {
+            let pods = top(args(&["top", "pods", "-l", "app=web"])).await?;
+            anyhow::ensure!(pods.len() == 3, "{pods:?}");
+            Ok(Some(pods))
+        },
+    )
+    .await?;
+    assert_eq!(pods[0], ["NAME", "CPU(cores)", "MEMORY(bytes)"]);
+    let row = pods.iter().find(|r| r[0] == pod).expect("the pod's row");
+    assert!(quantity(&row[1], "m") && quantity(&row[2], "Mi"), "{pods:?}");
+
+    let containers = top(args(&["top", "pod", pod, "--containers"])).await?;
+    assert_eq!(containers[0], ["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"]);
+    assert_eq!(containers.len(), 2, "{containers:?}");
+    assert_eq!(containers[1][..2], [pod.to_string(), "httpd".to_string()]);
+    assert!(quantity(&containers[1][2], "m") && quantity(&containers[1][3], "Mi"));
+
+    // every namespace; a selector that matches nothing is kubectl's own message
+    let all = top(args(&["top", "pods", "-A"])).await?;
+    assert!(
+        all.iter()
+            .any(|r| r[..2] == ["default".to_string(), pod.to_string()]),
+        "{all:?}"
+    );
+    let (code, out, err) = kubectl(url, kubeconfig, home, None, &["top", "pods", "-l", "app=none"]).await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(err.contains("No resources found"), "{out}{err}");
+    Ok(())
 }
 
 /// kubectl exec (WebSocket v5: exit codes, stdin and its end, stderr apart)

@@ -406,6 +406,8 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
             &["horizontalpodautoscalers", "horizontalpodautoscalers/status"],
         ),
         rule(&["get"], &[""], &["pods/proxy"]),
+        // as Kubernetes' aggregated view role: `kubectl top pods`
+        rule(READ, &["metrics.k8s.io"], &["pods", "nodes"]),
     ];
     let mut edit = view.clone();
     edit.extend([
@@ -728,6 +730,22 @@ mod tests {
             &user("alice", &[AUTHENTICATED]),
             Attributes::new("list", "", "pods", "default", "")
         ));
+    }
+
+    #[test]
+    fn people_who_may_view_pods_may_see_their_metrics() {
+        let snap = defaults();
+        for role in ["view", "edit", "admin", "cluster-admin"] {
+            let rules = &snap.cluster_roles[role];
+            for attrs in [
+                Attributes::new("list", "metrics.k8s.io", "pods", "ns", ""),
+                Attributes::new("get", "metrics.k8s.io", "pods", "ns", "web"),
+                Attributes::new("list", "metrics.k8s.io", "nodes", "", ""),
+            ] {
+                let allowed = rules.iter().any(|r| crate::attributes::rule_allows(r, &attrs));
+                assert!(allowed, "{role}: {}", attrs.resource_path());
+            }
+        }
     }
 
     const AUTHENTICATED: &str = crate::authn::AUTHENTICATED_GROUP;

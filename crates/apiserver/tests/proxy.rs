@@ -1,6 +1,7 @@
-//! pods/log, pods/exec, pods/portforward and metrics are forwarded to the
-//! kubelet of the pod's node, found through the Node's published address
-//! and port, over gRPC and, for the real kubectl, over REST. The kubelet
+//! pods/log, pods/exec, pods/portforward and metrics (gRPC, and REST's
+//! metrics.k8s.io) are forwarded to the kubelet of the pod's node, found
+//! through the Node's published address and port, over gRPC and, for the
+//! real kubectl, over REST. The kubelet
 //! here is a small in-test peer; the real one is tested in crates/kubelet
 //! and the end-to-end tests.
 
@@ -305,6 +306,66 @@ async fn metrics_gather_every_node_and_report_the_silent_ones() {
     assert_eq!(resp.nodes.len(), 2);
     assert_eq!(resp.errors.len(), 1, "{:?}", resp.errors);
     assert!(resp.errors[0].starts_with("node c:"), "{:?}", resp.errors);
+}
+
+#[tokio::test]
+async fn rest_metrics_k8s_io_answers_as_metrics_server_does() {
+    let mut h = Harness::start().await;
+    for n in ["a", "b"] {
+        let port = fake_kubelet(n).await;
+        register(&mut h, &node(n, port as i32)).await;
+    }
+    let url = format!("{}/apis/metrics.k8s.io/v1beta1", h.api.url());
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let req = http.get(format!("{url}/{path}"));
+        async move {
+            let resp = req.send().await.unwrap();
+            let code = resp.status().as_u16();
+            let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            (code, body)
+        }
+    };
+    let names = |list: &serde_json::Value| {
+        let mut n: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let (code, nodes) = get("nodes").await;
+    assert_eq!(code, 200, "{nodes}");
+    assert_eq!(nodes["kind"], "NodeMetricsList");
+    assert_eq!(names(&nodes), ["a", "b"]);
+    let (code, a) = get("nodes/a").await;
+    assert_eq!(code, 200, "{a}");
+    assert_eq!(a["kind"], "NodeMetrics");
+    assert_eq!(a["usage"]["cpu"], "500000000n");
+    assert_eq!(a["usage"]["memory"], "1048576Ki");
+    let (code, missing) = get("nodes/z").await;
+    assert_eq!((code, &missing["reason"]), (404, &serde_json::json!("NotFound")));
+    let (_, none) = get("nodes?labelSelector=role%3Dnone").await;
+    assert_eq!(names(&none), Vec::<String>::new());
+
+    let (code, pods) = get("namespaces/default/pods").await;
+    assert_eq!(code, 200, "{pods}");
+    assert_eq!(pods["kind"], "PodMetricsList");
+    assert_eq!(names(&pods), ["pod-on-a", "pod-on-b"]);
+    let (_, all) = get("pods").await;
+    assert_eq!(names(&all), ["pod-on-a", "pod-on-b"]);
+    let (_, other) = get("namespaces/other/pods").await;
+    assert_eq!(names(&other), Vec::<String>::new());
+    let (code, pod) = get("namespaces/default/pods/pod-on-b").await;
+    assert_eq!(code, 200, "{pod}");
+    assert_eq!(pod["metadata"]["namespace"], "default");
+    assert_eq!(pod["window"], "10s");
+    assert_eq!(
+        pod["containers"],
+        serde_json::json!([{"name": "c", "usage": {"cpu": "250000000n", "memory": "65536Ki"}}])
+    );
 }
 
 #[tokio::test]

@@ -291,6 +291,45 @@ async fn rbac_decides_and_forbidden_says_who_what_and_where() {
 }
 
 #[tokio::test]
+async fn metrics_k8s_io_is_authorized_as_in_kubernetes() {
+    // kubectl top asks for pods and nodes in the metrics.k8s.io group:
+    // alice's view in `default` covers that namespace's pods only
+    let c = start().await;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(c.pki().join("ca.crt")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        let req = http
+            .get(format!("{}/apis/metrics.k8s.io/v1beta1/{path}", c.url()))
+            .bearer_auth("view-token");
+        async move {
+            let resp = req.send().await.unwrap();
+            let code = resp.status().as_u16();
+            let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            (code, body)
+        }
+    };
+    let (code, list) = get("namespaces/default/pods").await;
+    assert_eq!(
+        (code, &list["kind"]),
+        (200, &serde_json::json!("PodMetricsList")),
+        "{list}"
+    );
+    let (code, status) = get("namespaces/kube-system/pods").await;
+    assert_eq!(code, 403, "{status}");
+    assert_eq!(
+        status["message"],
+        r#"pods.metrics.k8s.io is forbidden: User "alice" cannot list resource "pods" in API group "metrics.k8s.io" in the namespace "kube-system""#
+    );
+    let (code, status) = get("nodes").await;
+    assert_eq!(code, 403, "{status}");
+    c.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn audit_never_contains_secret_data() {
     let c = start().await;
     let mut s = Secret::default();

@@ -54,6 +54,7 @@ fn group_versions() -> Vec<(&'static str, &'static str)> {
         }
     }
     out.push(("authorization.k8s.io", "v1"));
+    out.push((super::metrics::GROUP, super::metrics::VERSION));
     out.sort_by_key(|(g, _)| !g.is_empty());
     out
 }
@@ -120,6 +121,9 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             "name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview",
             "namespaced": false, "kind": "SelfSubjectAccessReview", "verbs": ["create"],
         }));
+    }
+    if group == super::metrics::GROUP {
+        list.extend(super::metrics::discovery_resources());
     }
     for k in KINDS.iter().filter(|k| k.group == group && k.version == version) {
         let mut r = json!({
@@ -460,6 +464,50 @@ mod tests {
     }
 
     #[test]
+    fn kubectl_top_finds_the_metrics_group() {
+        // kubectl top asks the legacy group list whether metrics.k8s.io/v1beta1 is served
+        let metrics = groups()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "metrics.k8s.io")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            metrics["preferredVersion"]["groupVersion"],
+            "metrics.k8s.io/v1beta1"
+        );
+        let list = resources("metrics.k8s.io", "v1beta1").unwrap();
+        let kinds: Vec<(&Value, &Value, &Value)> = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (&r["name"], &r["kind"], &r["namespaced"]))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (&json!("nodes"), &json!("NodeMetrics"), &json!(false)),
+                (&json!("pods"), &json!("PodMetrics"), &json!(true)),
+            ]
+        );
+        assert_eq!(list["resources"][1]["verbs"], json!(["get", "list"]));
+        let aggregated = aggregated(false);
+        let group = aggregated["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "metrics.k8s.io")
+            .unwrap();
+        assert_eq!(group["versions"][0]["version"], "v1beta1");
+        assert_eq!(group["versions"][0]["resources"][0]["scope"], "Cluster");
+        assert_eq!(
+            group["versions"][0]["resources"][1]["responseKind"]["kind"],
+            "PodMetrics"
+        );
+    }
+
+    #[test]
     fn openapi_tells_kubectl_that_patch_takes_field_validation() {
         let root = openapi_root();
         let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
@@ -583,7 +631,7 @@ mod tests {
     fn every_document_resolves_and_every_kind_has_its_schema() {
         for (g, v) in group_versions() {
             let Some(doc) = openapi_group_version(g, v) else {
-                assert_eq!(g, "authorization.k8s.io");
+                assert!(["authorization.k8s.io", "metrics.k8s.io"].contains(&g), "{g}");
                 continue;
             };
             for k in KINDS.iter().filter(|k| k.group == g && k.version == v) {

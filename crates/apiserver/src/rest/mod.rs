@@ -8,13 +8,15 @@
 //! OpenAPI ([`discovery`]), the patch formats ([`patch`]), the `scale`
 //! subresource's `Scale` object, watch events as JSON lines, Table renderings
 //! of gets, lists and watches for `kubectl get` ([`table`]), and the
-//! WebSocket (and SPDY) framing of exec and port-forward ([`streams`]).
+//! WebSocket (and SPDY) framing of exec and port-forward ([`streams`]),
+//! and the resource metrics API `kubectl top` reads ([`metrics`]).
 
 pub mod discovery;
 mod field_manager;
 pub mod json;
 pub mod listener;
 mod metadata;
+mod metrics;
 mod objects;
 pub mod openapi;
 pub mod patch;
@@ -62,6 +64,8 @@ enum Route {
         version: String,
     },
     SelfSubjectAccessReview,
+    /// `metrics.k8s.io/v1beta1` node and pod metrics (`kubectl top`)
+    Metrics(metrics::MetricsTarget),
     Object(Target),
     NotFound,
 }
@@ -178,6 +182,9 @@ fn route(path: &str) -> Route {
     }
     if group == "authorization.k8s.io" && version == "v1" && rest == ["selfsubjectaccessreviews"] {
         return Route::SelfSubjectAccessReview;
+    }
+    if group == metrics::GROUP && version == metrics::VERSION {
+        return metrics::route(rest).map_or(Route::NotFound, Route::Metrics);
     }
     let (watch, rest) = match rest {
         ["watch", rest @ ..] => (true, rest),
@@ -407,6 +414,7 @@ impl Rest {
                 objects::self_subject_access_review(&self.api, &call, &body).await
             }
             Route::SelfSubjectAccessReview => method_not_allowed(&method),
+            Route::Metrics(target) => metrics::serve(&self.api, &call, target).await,
             Route::Object(target) if streams::is_stream(&target) => {
                 streams::serve(&self.api, &call, &target, upgrade).await
             }
