@@ -2,7 +2,7 @@
 //! are placed by the scheduler, created by the Deployment and ReplicaSet
 //! controllers, and run by the kubelet in real containers; logs and exec
 //! reach them through the apiserver, over gRPC and, from the real kubectl,
-//! over REST (exec with exit codes and stdin, port-forward).
+//! over REST (exec with exit codes and stdin, port-forward, attach).
 
 use futures::StreamExt;
 use rkube_api::apps::v1::Deployment;
@@ -161,6 +161,8 @@ spec:
     if Path::new(KUBECTL).exists() {
         kubectl_top_shows_the_node_and_its_pods(&url, &pki.join("admin.conf"), dir.path(), &name).await?;
     }
+    kubectl_attach_follows_a_running_container(&url, &pki.join("admin.conf"), dir.path(), &pods, &image)
+        .await?;
 
     let d = Api::<Deployment>::namespaced(client.clone(), "default");
     eventually(
@@ -455,4 +457,100 @@ async fn get_through_port_forward(what: &str, mut cmd: tokio::process::Command) 
     child.start_kill()?;
     let _ = child.wait().await;
     Ok(())
+}
+
+/// kubectl attach to a container printing a line every 100 ms: its lines as
+/// they come (stdout and stderr apart), until it exits; `-i` is refused.
+async fn kubectl_attach_follows_a_running_container(
+    url: &str,
+    kubeconfig: &Path,
+    home: &Path,
+    pods: &Api<Pod>,
+    image: &str,
+) -> anyhow::Result<()> {
+    if !Path::new(KUBECTL).exists() {
+        return Ok(());
+    }
+    let pod: Pod = serde_yaml::from_str(&format!(
+        r#"
+metadata: {{name: ticker, namespace: default}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: ticker
+    image: {image}
+    command: ["sh", "-c", "i=0; while [ ! -e /tmp/stop ]; do echo tick $i; echo tock $i >&2; i=$((i+1)); sleep 0.1; done; echo bye"]
+"#
+    ))?;
+    pods.create(&pod).await?;
+    eventually("the ticker to run", Duration::from_secs(60), || async {
+        let p = pods.get("ticker").await?;
+        let phase = p.status.map(|s| s.phase).unwrap_or_default();
+        anyhow::ensure!(phase == "Running", "phase {phase:?}");
+        Ok(true)
+    })
+    .await?;
+
+    let (code, _, err) = kubectl(url, kubeconfig, home, None, &["attach", "-i", "ticker"]).await?;
+    assert_ne!(code, Some(0), "attaching stdin is refused: {err}");
+    assert!(err.contains("stdin of pod \"ticker\" is not supported"), "{err}");
+
+    let mut child = kubectl_command(url, kubeconfig, home, &["attach", "ticker"])
+        .stdin(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let errors = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let tick = |line: &str| -> anyhow::Result<u64> {
+        let n = line
+            .strip_prefix("tick ")
+            .ok_or_else(|| anyhow::anyhow!("not a tick: {line:?}"))?;
+        Ok(n.parse()?)
+    };
+    let first = tick(&next_line(&mut lines).await?)?;
+    for i in 1..=5 {
+        assert_eq!(
+            tick(&next_line(&mut lines).await?)?,
+            first + i,
+            "lines in order, as they come"
+        );
+    }
+    // the container ends: its last lines, then kubectl's success
+    let (code, _, err) = kubectl(
+        url,
+        kubeconfig,
+        home,
+        None,
+        &["exec", "ticker", "--", "touch", "/tmp/stop"],
+    )
+    .await?;
+    assert_eq!(code, Some(0), "{err}");
+    let mut last = String::new();
+    while let Ok(line) = next_line(&mut lines).await {
+        last = line;
+    }
+    assert_eq!(last, "bye", "the output up to the container's end");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+    let errors = errors.await?;
+    assert!(status.success(), "kubectl attach: {status}: {errors}");
+    assert!(
+        errors.contains(&format!("tock {}\n", first + 1)),
+        "stderr apart: {errors}"
+    );
+    Ok(())
+}
+
+/// The next line kubectl attach prints; an error when it ends or stays quiet.
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> anyhow::Result<String> {
+    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| anyhow::anyhow!("kubectl attach printed nothing for 30s"))??
+        .ok_or_else(|| anyhow::anyhow!("kubectl attach ended"))
 }

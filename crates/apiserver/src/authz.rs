@@ -346,6 +346,7 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         "pods",
         "pods/log",
         "pods/exec",
+        "pods/attach",
         "services",
         "endpoints",
         "configmaps",

@@ -290,7 +290,10 @@ where
         .into());
     };
     admit(start)?;
-    if start.command.is_empty() {
+    if start.attach && !start.command.is_empty() {
+        return Err(ApiError::bad_request("attach runs no command: leave `command` empty").into());
+    }
+    if !start.attach && start.command.is_empty() {
         return Err(
             ApiError::bad_request("exec needs a command: rkubectl exec POD -- COMMAND [ARGS...]").into(),
         );

@@ -121,17 +121,19 @@ impl ApiService {
         result
     }
 
-    /// pods/exec, for both faces: authorized as `create` on `pods/exec`
-    /// (as Kubernetes does, whatever the HTTP verb) once the first message
-    /// names the pod, then proxied to the pod's kubelet.
+    /// pods/exec and pods/attach, for both faces: authorized as `create` on
+    /// `pods/exec` (`pods/attach` when the start asks to attach), as
+    /// Kubernetes does whatever the HTTP verb, once the first message names
+    /// the pod, then proxied to the pod's kubelet.
     pub(crate) async fn exec_stream<S>(&self, req: Request<S>) -> Result<crate::proxy::ExecStream, Status>
     where
         S: futures::Stream<Item = Result<kv1::ExecInput, Status>> + Send + Unpin + 'static,
     {
         let user = self.authenticate(&req);
         let admit = |start: &kv1::ExecStart| -> Result<(), Status> {
-            let a =
-                Attributes::new("create", "", "pods", &start.namespace, &start.pod).with_subresource("exec");
+            let subresource = if start.attach { "attach" } else { "exec" };
+            let a = Attributes::new("create", "", "pods", &start.namespace, &start.pod)
+                .with_subresource(subresource);
             self.admit(user, &a).map(|_| ())
         };
         crate::proxy::exec(&self.state, req.into_inner(), admit).await

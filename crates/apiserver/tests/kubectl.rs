@@ -509,12 +509,12 @@ async fn kubectl_creates_service_account_tokens_that_authenticate() {
     c.stop().await;
 }
 
-/// kubectl exec and port-forward are authorized as Kubernetes does it,
-/// `create` on `pods/exec` and `pods/portforward` (kubectl sends a GET for
+/// kubectl exec, attach and port-forward are authorized as Kubernetes does it,
+/// `create` on `pods/exec`, `pods/attach` and `pods/portforward` (kubectl sends a GET for
 /// the WebSocket), and refused before the connection is upgraded, so
 /// kubectl prints the server's reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_exec_and_port_forward_need_create_on_their_subresources() {
+async fn kubectl_exec_attach_and_port_forward_need_create_on_their_subresources() {
     let c = start_cluster().await;
     let pki = c.api.pki();
     // carol, by her token, may read pods only
@@ -563,6 +563,12 @@ async fn kubectl_exec_and_port_forward_need_create_on_their_subresources() {
         err.contains(r#"User "carol" cannot create resource "pods/exec""#),
         "{err}"
     );
+    let (ok, out, err) = c.run_as("carol.kubeconfig", &["attach", "web"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(r#"User "carol" cannot create resource "pods/attach""#),
+        "{err}"
+    );
     let (ok, out, err) = c
         .run_as("carol.kubeconfig", &["port-forward", "pod/web", ":8080"])
         .await;
@@ -573,11 +579,13 @@ async fn kubectl_exec_and_port_forward_need_create_on_their_subresources() {
     );
 
     // with the right, the request gets through to the pod, which runs nowhere
-    std::fs::write(&role, grants("pods, pods/exec")).unwrap();
+    std::fs::write(&role, grants("pods, pods/exec, pods/attach")).unwrap();
     c.kubectl(&["apply", "-f", role.to_str().unwrap()]).await;
-    let (ok, out, err) = c.run_as("carol.kubeconfig", &["exec", "web", "--", "true"]).await;
-    assert!(!ok, "{out}");
-    assert!(err.contains("is not scheduled to a node yet"), "{err}");
+    for args in [&["exec", "web", "--", "true"][..], &["attach", "web"]] {
+        let (ok, out, err) = c.run_as("carol.kubeconfig", args).await;
+        assert!(!ok, "{out}");
+        assert!(err.contains("is not scheduled to a node yet"), "{args:?}: {err}");
+    }
     c.stop().await;
 }
 

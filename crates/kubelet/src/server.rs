@@ -1,5 +1,5 @@
 //! The kubelet's gRPC service (`rkube.kubelet.v1.Kubelet`), called by the apiserver for
-//! `rkubectl logs`, `exec` and `top`.
+//! `rkubectl logs`, `exec`, `top` and `kubectl attach` (see [`attach`]).
 //!
 //! Logs are read from the CRI-format files `rkubelet log-driver` writes (see [`rkube_node_runtime::logs`]):
 //! `timestamps`, `sinceSeconds`/`sinceTime`, `tailLines` (in records), `limitBytes`,
@@ -32,6 +32,8 @@ use rkube_api::Resource as _;
 use rkube_client::Store;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
+
+mod attach;
 
 use crate::volumes::PodDirs;
 use rkube_node_runtime::logs::{records, render, Format, LogOptions};
@@ -377,6 +379,9 @@ impl Kubelet for KubeletService {
                 ))
             }
         };
+        if start.attach {
+            return Ok(Response::new(self.attach(&start, input).await?));
+        }
         if start.command.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
         }

@@ -152,6 +152,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "namespaced": true, "kind": "Pod", "verbs": ["get"],
             }));
             for (name, kind) in [
+                ("pods/attach", "PodAttachOptions"),
                 ("pods/exec", "PodExecOptions"),
                 ("pods/portforward", "PodPortForwardOptions"),
             ] {

@@ -14,6 +14,12 @@
 //! ordinary HTTP `Status`; what fails later (the kubelet, the container)
 //! arrives inside the stream, as Kubernetes reports it.
 //!
+//! Attach (`create` on `pods/attach`) is an exec stream whose start asks
+//! the kubelet to attach: the main process's output from now on, until it
+//! exits (a success `Status`, whatever its exit code, as Kubernetes
+//! reports an attach that ended). Its stdin is not served yet: `stdin=true`
+//! is refused before the upgrade.
+//!
 //! Exec channels (the first byte of each binary message): 0 stdin, 1
 //! stdout, 2 stderr, 3 the final `Status` (exit code), 4 terminal resize
 //! (`{"Width":W,"Height":H}`); in v5, 255 closes a stream (`[255, 0]`:
@@ -73,7 +79,7 @@ pub(super) async fn serve(
     } else {
         match t.subresource.as_str() {
             "exec" => exec(api, call, t, upgrade),
-            "attach" => attach(api, call, t),
+            "attach" => attach(api, call, t, upgrade),
             _ => port_forward(api, call, t, upgrade),
         }
     };
@@ -179,6 +185,7 @@ fn exec(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>) -
         command: call.query_all("command"),
         stdin: q.flag("stdin"),
         tty: q.flag("tty"),
+        attach: false,
     };
     api.check_pod_stream(&call.grpc(()), &t.namespace, &t.name, "exec")?;
     if start.command.is_empty() {
@@ -202,7 +209,20 @@ fn exec(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>) -
         tty: start.tty,
         stdout: !matches!(q.get("stdout"), "false" | "0"),
         stderr: !matches!(q.get("stderr"), "false" | "0"),
+        attach: false,
     };
+    Ok(start_session(api, call, start, upgrade, &up, options))
+}
+
+/// Upgrades the connection and runs the exec (or attach) `start` over it.
+fn start_session(
+    api: &ApiService,
+    call: &Call,
+    start: kv1::ExecStart,
+    upgrade: OnUpgrade,
+    up: &Upgrade,
+    options: ExecOptions,
+) -> http::Response<Body> {
     let command = start.command.clone();
     let (tx, rx) = mpsc::channel(16);
     // the channel is empty: the first message always fits
@@ -218,7 +238,7 @@ fn exec(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>) -
             run_exec(api, req, tx, ws, options, command).await;
         }
     });
-    Ok(switching(&up))
+    switching(up)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +248,9 @@ struct ExecOptions {
     tty: bool,
     stdout: bool,
     stderr: bool,
+    /// Attached to the main process: its end is a success, whatever its
+    /// exit code, as Kubernetes reports it.
+    attach: bool,
 }
 
 type ExecInputs = mpsc::Sender<Result<kv1::ExecInput, Status>>;
@@ -335,6 +358,10 @@ async fn run_exec(
                     Some(Ok(kv1::ExecOutput { output: Some(o) })) => match o {
                         exec_output::Output::Stdout(d) if options.stdout => (STDOUT, d),
                         exec_output::Output::Stderr(d) if options.stderr => (STDERR, d),
+                        exec_output::Output::Stderr(d) if options.tty => (STDOUT, d),
+                        exec_output::Output::ExitCode(_) if options.attach => {
+                            break Some(exit_status(&[], 0))
+                        }
                         exec_output::Output::ExitCode(code) => break Some(exit_status(&command, code)),
                         _ => continue,
                     },
@@ -372,16 +399,48 @@ async fn run_exec(
     reader.abort();
 }
 
-/// rkube cannot attach: see the message.
-fn attach(api: &ApiService, call: &Call, t: &Target) -> Answer {
+/// `kubectl attach`: the container's main process's output from now on,
+/// through the exec stream with `attach` set (the kubelet follows the
+/// container's log file). Its stdin is not kept open by the runtime yet, so
+/// `-i` is refused before the upgrade.
+fn attach(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>) -> Answer {
+    let q = &call.query;
     api.check_pod_stream(&call.grpc(()), &t.namespace, &t.name, "attach")?;
-    Err(ApiError::bad_request(format!(
-        "pods/attach is not supported by rkube: a container's main process writes its output straight to its \
-         log file and has no stdin or terminal kept open to attach to; use `kubectl logs -f {0}` to follow its \
-         output, or `kubectl exec -it {0} -- sh` for a shell in it",
-        t.name
-    ))
-    .into())
+    if q.flag("stdin") {
+        return Err(ApiError::bad_request(format!(
+            "attaching to the stdin of pod {0:?} is not supported by rkube yet: the runtime does not keep a \
+             container's stdin open; `kubectl attach {0}` without -i streams its output, and \
+             `kubectl exec -it {0} -- sh` gives a shell",
+            t.name
+        ))
+        .into());
+    }
+    let Some(up) = websocket_upgrade(call, EXEC_PROTOCOLS)? else {
+        return Err(not_websocket(
+            "attach",
+            &EXEC_PROTOCOLS.join(", "),
+            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+        ));
+    };
+    let upgrade = upgradable(upgrade)?;
+    let tty = q.flag("tty");
+    let options = ExecOptions {
+        v5: up.protocol == EXEC_PROTOCOLS[0],
+        stdin: false,
+        tty,
+        stdout: !matches!(q.get("stdout"), "false" | "0"),
+        // on a terminal both streams are one: kubectl reads only stdout
+        stderr: !tty && !matches!(q.get("stderr"), "false" | "0"),
+        attach: true,
+    };
+    let start = kv1::ExecStart {
+        namespace: t.namespace.clone(),
+        pod: t.name.clone(),
+        container: q.get("container").into(),
+        attach: true,
+        ..Default::default()
+    };
+    Ok(start_session(api, call, start, upgrade, &up, options))
 }
 
 fn port_forward(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>) -> Answer {
@@ -611,6 +670,7 @@ mod tests {
         tty: false,
         stdout: true,
         stderr: true,
+        attach: false,
     };
 
     #[test]

@@ -39,6 +39,7 @@ pub async fn run(ctx: &Context, args: &ExecArgs, out: &mut dyn Write) -> Result<
             command: args.command.clone(),
             stdin: args.stdin,
             tty: args.tty,
+            attach: false,
         })),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<ExecInput>(16);
