@@ -80,17 +80,7 @@ pub fn run(args: &Args) -> anyhow::Result<String> {
     }
     let facts = machine_facts(&rkube_dir, &etcd_dir)?;
 
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("apiserver")
-        .enable_all()
-        .build()
-        .context("cannot build the apiserver's runtime")?;
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .context("cannot build the clients' runtime")?;
+    let (server_rt, client_rt) = runtimes()?;
     let server = server_rt
         .block_on(rkube_apiserver::start(rkube_apiserver::Config::local(&rkube_dir)))
         .context("cannot start rkube's apiserver")?;
@@ -115,6 +105,23 @@ pub fn run(args: &Args) -> anyhow::Result<String> {
     let (results, etcd_version) = measured?;
     stopped.context("stopping rkube's apiserver")?;
     Ok(render(args, &facts, &etcd_version, &results))
+}
+
+/// The apiserver's runtime (two worker threads, like a separate process on this 2-core
+/// machine) and the clients' (one thread per core).
+fn runtimes() -> anyhow::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("apiserver")
+        .enable_all()
+        .build()
+        .context("cannot build the apiserver's runtime")?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .context("cannot build the clients' runtime")?;
+    Ok((server_rt, client_rt))
 }
 
 /// Everything measured, for the table.

@@ -16,7 +16,7 @@
 
 use super::load::{drive, rkube_creates, rkube_gets};
 use super::watch::{collect_watchers, nanos_now, rkube_watch, since_nanos, watch_deadline};
-use super::{create_namespace, padding_for, rid, rkube_clients, OpFn, Rkube, MAX_PHASE, NAMESPACE};
+use super::{create_namespace, padding_for, rid, rkube_clients, runtimes, OpFn, Rkube, MAX_PHASE, NAMESPACE};
 use crate::stats::{Phase, Samples};
 use crate::Args;
 use anyhow::Context;
@@ -38,17 +38,7 @@ pub fn run(args: &Args) -> anyhow::Result<String> {
         .prefix("rkube-bench-rest-")
         .tempdir_in(&args.tmp_dir)
         .with_context(|| format!("cannot create a directory in {}", args.tmp_dir.display()))?;
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("apiserver")
-        .enable_all()
-        .build()
-        .context("cannot build the apiserver's runtime")?;
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .context("cannot build the clients' runtime")?;
+    let (server_rt, client_rt) = runtimes()?;
     let server = server_rt
         .block_on(rkube_apiserver::start(rkube_apiserver::Config::local(dir.path())))
         .context("cannot start rkube's apiserver")?;
