@@ -166,6 +166,13 @@ pub async fn reconcile(
     .await?;
     match advertise {
         Some(at) => {
+            if at.ip().is_loopback() {
+                tracing::warn!(
+                    address = %at,
+                    "the kubernetes Service's endpoints are a loopback address, which pods cannot \
+                     reach: listen on (or set --advertise-address to) an address the nodes reach"
+                );
+            }
             let want = endpoints(at);
             let subsets = want.subsets.clone();
             if ensure(store, want, |old| old.subsets != subsets).await? {
