@@ -258,19 +258,20 @@ fn revision_of(meta: &rkube_api::meta::v1::ObjectMeta) -> i64 {
         .unwrap_or(0)
 }
 
-async fn owned_replicasets(client: &Client, d: &Deployment) -> rkube_client::Result<Vec<ReplicaSet>> {
-    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), d.namespace());
-    let uid = &d.metadata().uid;
+/// The objects of kind `K` in `ns` whose controller is the object with `uid`: a
+/// Deployment's ReplicaSets, a DaemonSet's or StatefulSet's ControllerRevisions.
+async fn controlled_by<K: Resource>(client: &Client, ns: &str, uid: &str) -> rkube_client::Result<Vec<K>> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     Ok(api
         .list_all(&ListParams::default())
         .await?
         .items
         .into_iter()
-        .filter(|rs| {
-            rs.metadata()
+        .filter(|o| {
+            o.metadata()
                 .owner_references
                 .iter()
-                .any(|r| r.controller == Some(true) && &r.uid == uid)
+                .any(|r| r.controller == Some(true) && r.uid == uid)
         })
         .collect())
 }
@@ -348,7 +349,7 @@ async fn history(
     let (meta, template) = match workload {
         Workload::Deployment => {
             let d: Deployment = Api::namespaced(client.clone(), ns).get(name).await?;
-            let rss = owned_replicasets(client, &d).await?;
+            let rss: Vec<ReplicaSet> = controlled_by(client, ns, &d.metadata().uid).await?;
             let revisions = rss
                 .iter()
                 .map(|rs| {
@@ -383,18 +384,9 @@ async fn history(
             (s.metadata.unwrap_or_default(), s.spec.and_then(|s| s.template))
         }
     };
-    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
-    let revisions: Vec<Revision> = api
-        .list_all(&ListParams::default())
+    let revisions: Vec<Revision> = controlled_by::<ControllerRevision>(client, ns, &meta.uid)
         .await?
-        .items
         .into_iter()
-        .filter(|r| {
-            r.metadata()
-                .owner_references
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == meta.uid)
-        })
         .filter_map(|r| {
             Some(Revision {
                 number: r.revision,

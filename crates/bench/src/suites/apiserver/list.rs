@@ -7,7 +7,7 @@ use rkube_api::core::v1::ConfigMap;
 use rkube_api::rpc;
 use std::time::{Duration, Instant};
 
-fn median(mut runs: Vec<Duration>) -> Duration {
+pub(super) fn median(mut runs: Vec<Duration>) -> Duration {
     runs.sort_unstable();
     runs[runs.len() / 2]
 }

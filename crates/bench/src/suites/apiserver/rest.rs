@@ -14,9 +14,12 @@
 //! Targets (issue 15): REST at least 0.7x gRPC's create and get throughput, and the list
 //! as JSON within 1.5x the gRPC list's time.
 
+use super::list::median;
 use super::load::{drive, rkube_creates, rkube_gets};
 use super::watch::{collect_watchers, nanos_now, rkube_watch, since_nanos, watch_deadline};
-use super::{create_namespace, padding_for, rid, rkube_clients, runtimes, OpFn, Rkube, MAX_PHASE, NAMESPACE};
+use super::{
+    create_namespace, padding_for, rid, rkube_clients, runtimes, OpFn, Rkube, LIST_RUNS, MAX_PHASE, NAMESPACE,
+};
 use crate::stats::{Phase, Samples};
 use crate::Args;
 use anyhow::Context;
@@ -29,7 +32,6 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 16;
 const LIST_NAMESPACE: &str = "bench-rest-list";
-const LIST_RUNS: usize = 5;
 
 pub fn run(args: &Args) -> anyhow::Result<String> {
     std::fs::create_dir_all(&args.tmp_dir)
@@ -202,11 +204,6 @@ fn pod_creates(clients: &[Rkube]) -> Vec<OpFn> {
             }) as OpFn
         })
         .collect()
-}
-
-fn median(mut runs: Vec<Duration>) -> Duration {
-    runs.sort_unstable();
-    runs[runs.len() / 2]
 }
 
 async fn grpc_list(client: &Rkube, expected: u64) -> anyhow::Result<(Duration, usize)> {
