@@ -48,7 +48,7 @@ pub(super) async fn drive(ops: Vec<OpFn>, limit: u64, duration: Duration) -> any
 
 /// One op closure per client, as `drive` wants them. `make(w)` builds worker
 /// `w`'s operation; each call gets its own clone of the worker's connection.
-fn per_client<C, Op, Fut>(clients: &[C], make: impl Fn(usize) -> Op) -> Vec<OpFn>
+pub(super) fn per_client<C, Op, Fut>(clients: &[C], make: impl Fn(usize) -> Op) -> Vec<OpFn>
 where
     C: Clone + Send + Sync + 'static,
     Op: Fn(C, u64) -> Fut + Send + Sync + 'static,
@@ -65,7 +65,7 @@ where
 }
 
 /// Worker `w`'s random picks in `0..len`, seeded by `w` so that runs repeat.
-fn random_index(w: usize) -> impl Fn(usize) -> usize + Send + Sync {
+pub(super) fn random_index(w: usize) -> impl Fn(usize) -> usize + Send + Sync {
     let rng = std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(w as u64));
     move |len| rng.lock().map(|mut r| r.gen_range(0..len)).unwrap_or(0)
 }

@@ -15,7 +15,7 @@
 //! as JSON within 1.5x the gRPC list's time.
 
 use super::list::median;
-use super::load::{drive, rkube_creates, rkube_gets};
+use super::load::{drive, per_client, random_index, rkube_creates, rkube_gets};
 use super::watch::{collect_watchers, nanos_now, rkube_watch, since_nanos, watch_deadline};
 use super::{
     create_namespace, padding_for, rid, rkube_clients, runtimes, OpFn, Rkube, LIST_RUNS, MAX_PHASE, NAMESPACE,
@@ -23,7 +23,6 @@ use super::{
 use crate::stats::{Phase, Samples};
 use crate::Args;
 use anyhow::Context;
-use futures::future::BoxFuture;
 use rkube_api::core::v1::Pod;
 use rkube_api::rpc;
 use rkube_api::to_any;
@@ -82,19 +81,6 @@ fn rest_clients(n: usize) -> anyhow::Result<Vec<reqwest::Client>> {
         .collect()
 }
 
-fn rest_op<F>(clients: &[reqwest::Client], op: F) -> Vec<OpFn>
-where
-    F: Fn(reqwest::Client, u64) -> BoxFuture<'static, anyhow::Result<()>> + Clone + Send + Sync + 'static,
-{
-    clients
-        .iter()
-        .map(|c| {
-            let (c, op) = (c.clone(), op.clone());
-            Box::new(move |seq: u64| op(c.clone(), seq)) as OpFn
-        })
-        .collect()
-}
-
 fn config_maps_url(url: &str, namespace: &str) -> String {
     format!("{url}/api/v1/namespaces/{namespace}/configmaps")
 }
@@ -116,33 +102,34 @@ async fn ok(resp: reqwest::Response, what: &str) -> anyhow::Result<()> {
 
 fn rest_creates(clients: &[reqwest::Client], url: &str, tag: &str, padding: &Arc<String>) -> Vec<OpFn> {
     let (url, tag, padding) = (config_maps_url(url, NAMESPACE), tag.to_string(), padding.clone());
-    rest_op(clients, move |c, seq| {
-        let body = serde_json::to_vec(&serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": format!("{tag}-{seq}"), "namespace": NAMESPACE},
-            "data": {"payload": padding.as_str()},
-        }))
-        .expect("JSON values serialize");
-        let url = url.clone();
-        Box::pin(async move {
-            let req = c.post(url).header("content-type", "application/json").body(body);
-            ok(req.send().await.context("REST create")?, "REST create").await?;
-            Ok(())
-        })
+    per_client(clients, |_| {
+        let (url, tag, padding) = (url.clone(), tag.clone(), padding.clone());
+        move |c: reqwest::Client, seq| {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": format!("{tag}-{seq}"), "namespace": NAMESPACE},
+                "data": {"payload": padding.as_str()},
+            }))
+            .expect("JSON values serialize");
+            let req = c
+                .post(url.clone())
+                .header("content-type", "application/json")
+                .body(body);
+            async move { ok(req.send().await.context("REST create")?, "REST create").await }
+        }
     })
 }
 
+/// Gets of random created objects, each worker's picks seeded as the gRPC gets' are.
 fn rest_gets(clients: &[reqwest::Client], url: &str, names: Arc<Vec<String>>) -> Vec<OpFn> {
     let url = config_maps_url(url, NAMESPACE);
-    rest_op(clients, move |c, seq| {
-        // the same spread of names as the gRPC gets: object `seq` of the created ones
-        let name = names[(seq as usize * 7919) % names.len()].clone();
-        let url = format!("{url}/{name}");
-        Box::pin(async move {
-            ok(c.get(url).send().await.context("REST get")?, "REST get").await?;
-            Ok(())
-        })
+    per_client(clients, |w| {
+        let (url, names, pick) = (url.clone(), names.clone(), random_index(w));
+        move |c: reqwest::Client, _| {
+            let req = c.get(format!("{url}/{}", names[pick(names.len())]));
+            async move { ok(req.send().await.context("REST get")?, "REST get").await }
+        }
     })
 }
 
@@ -184,26 +171,19 @@ status:
 }
 
 fn pod_creates(clients: &[Rkube]) -> Vec<OpFn> {
-    clients
-        .iter()
-        .map(|c| {
-            let c = c.clone();
-            Box::new(move |seq: u64| {
-                let mut c = c.clone();
-                Box::pin(async move {
-                    c.create(rpc::CreateRequest {
-                        resource: rid::<Pod>(),
-                        namespace: LIST_NAMESPACE.into(),
-                        object: Some(to_any(&pod(&format!("web-{seq}")))),
-                        dry_run: false,
-                    })
-                    .await
-                    .context("create pod")?;
-                    Ok(())
-                }) as BoxFuture<'static, _>
-            }) as OpFn
-        })
-        .collect()
+    per_client(clients, |_| {
+        |mut c: Rkube, seq| async move {
+            c.create(rpc::CreateRequest {
+                resource: rid::<Pod>(),
+                namespace: LIST_NAMESPACE.into(),
+                object: Some(to_any(&pod(&format!("web-{seq}")))),
+                dry_run: false,
+            })
+            .await
+            .context("create pod")?;
+            Ok(())
+        }
+    })
 }
 
 async fn grpc_list(client: &Rkube, expected: u64) -> anyhow::Result<(Duration, usize)> {
