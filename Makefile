@@ -6,7 +6,7 @@ CARGO ?= cargo
 PACKAGES := containerd runc containernetworking-plugins nftables iproute2 \
 	protobuf-compiler libprotobuf-dev docker-registry skopeo busybox-static \
 	etcd-server etcd-client systemd curl conntrack gcc libc6-dev python3 python3-venv \
-	openssl
+	openssl dnsmasq-base e2fsprogs mount
 # The official Python client, which the REST API's tests drive (into target/python).
 PYTHON_CLIENT := kubernetes==37.0.3
 # Where `make up` keeps state and logs (root: /var/lib/rkube; else ~/.rkube).

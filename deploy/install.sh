@@ -9,7 +9,7 @@
 #
 # control-plane: rkube-apiserver, rkube-scheduler, rkube-controller-manager,
 #                rkube-cloud-controller-manager (and rkubectl)
-# node:          rkubelet, rkube-proxy (and rkubectl)
+# node:          rkubelet, rkube-proxy, rkube-ingress (and rkubectl)
 # all:           both, for a single machine
 set -euo pipefail
 # the modes below must not depend on the caller's umask
@@ -47,13 +47,14 @@ rkube-scheduler:rkube-scheduler.service:scheduler
 rkube-controller-manager:rkube-controller-manager.service:controller-manager
 rkube-cloud-controller-manager:rkube-cloud-controller-manager.service:cloud-controller-manager"
 node="rkubelet:rkubelet.service:kubelet
-rkube-proxy:rkube-proxy.service:proxy"
+rkube-proxy:rkube-proxy.service:proxy
+rkube-ingress:rkube-ingress.service:ingress"
 case $role in
 control-plane) daemons=$control_plane ;;
 node) daemons=$node ;;
 all) daemons="$control_plane
 $node" ;;
-"") die "--role is required: control-plane (apiserver, scheduler, controller managers), node (kubelet, proxy) or all" ;;
+"") die "--role is required: control-plane (apiserver, scheduler, controller managers), node (kubelet, proxy, ingress) or all" ;;
 *) die "--role '$role' is not one of control-plane, node, all" ;;
 esac
 

@@ -27,13 +27,17 @@
 # own certificate, as a new machine would.
 #
 # Environment: STATE (default /var/lib/rkube), BIN (target/release), RKUBECONFIG
-# (~/.rkube/config), REGISTRY_ADDR (127.0.0.1:5000).
+# (~/.rkube/config), REGISTRY_ADDR (127.0.0.1:5000), INGRESS_HTTP_ADDR and
+# INGRESS_HTTPS_ADDR (where rkube-ingress serves: 0.0.0.0:80 and 0.0.0.0:443, on the
+# first node's namespace with several nodes).
 set -euo pipefail
 
 STATE=${STATE:-/var/lib/rkube}
 BIN=${BIN:-target/release}
 RKUBECONFIG=${RKUBECONFIG:-$HOME/.rkube/config}
 REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
+INGRESS_HTTP_ADDR=${INGRESS_HTTP_ADDR:-0.0.0.0:80}
+INGRESS_HTTPS_ADDR=${INGRESS_HTTPS_ADDR:-0.0.0.0:443}
 RUN=$STATE/run
 LOGS=$STATE/logs
 PKI=$STATE/pki
@@ -41,6 +45,8 @@ LAN_BRIDGE=rkube-lan
 LAN_PREFIX=172.30.0
 LAN_GATEWAY=$LAN_PREFIX.1
 LB_POOL=172.30.1.0/24
+# each node's rkube-proxy serves the cluster DNS here (a dummy interface rkube-dns)
+CLUSTER_DNS=169.254.20.10
 SYSTEM_CONTAINERD=/run/containerd/containerd.sock
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -274,11 +280,14 @@ up() {
 		ip route replace "$LB_POOL" dev "$LAN_BRIDGE"
 		start rkube-proxy "$BIN/rkube-proxy" --apiserver "$api" --kubeconfig "$PKI/kube-proxy.conf" \
 			--node-name "$NODE_NAME" --mode nftables
+		start rkube-ingress "$BIN/rkube-ingress" --apiserver "$api" --kubeconfig "$PKI/rkube-ingress.conf" \
+			--node-name "$NODE_NAME" --http-addr "$INGRESS_HTTP_ADDR" --https-addr "$INGRESS_HTTPS_ADDR"
 		# a token only for a kubelet about to start (start skips a running one)
 		creds=$(running rkubelet || kubelet_credentials "$STATE/kubelet/kubelet.conf")
 		# shellcheck disable=SC2086 # the credentials are several words
 		start rkubelet "$BIN/rkubelet" --apiserver "$api" --node-name "$NODE_NAME" $creds \
-			--containerd-socket "$SYSTEM_CONTAINERD" --root-dir "$STATE/kubelet" --cloud-provider external
+			--containerd-socket "$SYSTEM_CONTAINERD" --root-dir "$STATE/kubelet" --cloud-provider external \
+			--cluster-dns "$CLUSTER_DNS"
 		names+=("$NODE_NAME")
 	else
 		for i in $(seq 1 "$nodes"); do
@@ -295,9 +304,13 @@ up() {
 				--containerd-socket "/run/rkube/nodes/$i/containerd.sock" \
 				--root-dir "$STATE/nodes/$i/kubelet" --run-dir "/run/rkube/nodes/$i/kubelet" \
 				--cgroup-parent "/rkube-node-$i" --health-addr "127.0.0.1:$((10248 + 100 * i))" \
-				--cloud-provider external
+				--cloud-provider external --cluster-dns "$CLUSTER_DNS"
 			names+=("node-$i")
 		done
+		# the Ingress controller on the first node, as an edge machine
+		start rkube-ingress-node-1 nsenter --net="/var/run/netns/$(node_netns 1)" "$BIN/rkube-ingress" \
+			--apiserver "$api" --kubeconfig "$PKI/rkube-ingress.conf" --node-name node-1 \
+			--http-addr "$INGRESS_HTTP_ADDR" --https-addr "$INGRESS_HTTPS_ADDR"
 		# LoadBalancer addresses reach the first node's proxy
 		ip route replace "$LB_POOL" via "$LAN_PREFIX.11"
 	fi
@@ -305,6 +318,8 @@ up() {
 		echo "waiting for node $n to be Ready..."
 		wait_for 90 "node $n is not Ready; see the rkubelet logs in $LOGS" node_ready "$n"
 	done
+	# claims (and StatefulSets' volumeClaimTemplates) work out of the box
+	ctl apply -f "$(dirname "$0")/examples/local-storageclass.yaml" >/dev/null
 
 	echo
 	echo "rkube is up with ${#names[@]} node(s). The kubeconfig is $RKUBECONFIG. Try:"
@@ -313,6 +328,7 @@ up() {
 	echo "  rkubectl apply -f deploy/examples/web.yaml"
 	echo "  rkubectl get deployments,pods,services -o wide"
 	echo "  curl \$(rkubectl service web --url | head -1)"
+	echo "  rkubectl apply -f deploy/examples/ingress.yaml   # two apps on one address by host name"
 	echo "Stock kubectl works too (the same port serves the Kubernetes REST API):"
 	echo "  KUBECONFIG=$RKUBECONFIG kubectl get pods"
 	echo "The image localhost:5000/rkube/busybox (tags latest and v2) is in the local registry."
@@ -357,6 +373,17 @@ remove_cgroups() {
 	return 0
 }
 
+# Removes a kubelet's state but for its local volumes (claims' data, kept with the
+# cluster's objects): their filesystems are unmounted first (the loop devices go with
+# them), so nothing is removed through a mount.
+remove_kubelet_state() {
+	local dir=$1 point
+	[ -d "$dir" ] || return 0
+	awk -v d="$dir/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r point; do
+		umount -l "$point" 2>/dev/null || true
+	done
+	find "$dir" -mindepth 1 -maxdepth 1 ! -name local-volumes -exec rm -rf {} +
+}
 down() {
 	local nodes=1 name i f
 	if [ -f "$STATE/cluster.env" ]; then
@@ -372,7 +399,7 @@ down() {
 			ctl delete node "node-$i" --ignore-not-found >/dev/null 2>&1 && echo "deleted node node-$i"
 		done
 	fi
-	for f in "$RUN"/rkube-proxy*.pid "$RUN"/rkubelet*.pid; do
+	for f in "$RUN"/rkube-ingress*.pid "$RUN"/rkube-proxy*.pid "$RUN"/rkubelet*.pid; do
 		[ -e "$f" ] && stop "$(basename "$f" .pid)"
 	done
 	for name in rkube-scheduler rkube-cloud-controller-manager rkube-controller-manager rkube-apiserver; do
@@ -381,9 +408,12 @@ down() {
 	if [ "$nodes" -le 1 ]; then
 		remove_containers "$SYSTEM_CONTAINERD"
 		remove_pod_netns /run/rkubelet
-		rm -rf "$STATE/kubelet"
+		remove_kubelet_state "$STATE/kubelet"
 		ip link del rkube0 2>/dev/null && echo "removed bridge rkube0"
 		nft delete table ip rkube 2>/dev/null && echo "removed nftables table rkube"
+		# the cluster DNS address: a dummy interface, or on lo without the dummy driver
+		ip link del rkube-dns 2>/dev/null && echo "removed interface rkube-dns"
+		ip addr del "$CLUSTER_DNS/32" dev lo label lo:rkdns 2>/dev/null || true
 		remove_cgroups rkube
 	else
 		for i in $(seq 1 "$nodes"); do
@@ -393,7 +423,8 @@ down() {
 			# the namespace takes its veth, pod bridge and nftables table with it
 			ip netns del "$(node_netns "$i")" 2>/dev/null && echo "removed node namespace $(node_netns "$i")"
 			remove_cgroups "rkube-node-$i"
-			rm -rf "$STATE/nodes/$i/kubelet" "/run/rkube/nodes/$i"
+			remove_kubelet_state "$STATE/nodes/$i/kubelet"
+			rm -rf "/run/rkube/nodes/$i"
 		done
 	fi
 	ip route del "$LB_POOL" 2>/dev/null || true

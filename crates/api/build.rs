@@ -11,8 +11,11 @@ const PROTOS: &[&str] = &[
     "rkube/batch/v1/batch.proto",
     "rkube/policy/v1/policy.proto",
     "rkube/scheduling/v1/scheduling.proto",
+    "rkube/networking/v1/networkpolicy.proto",
+    "rkube/networking/v1/ingress.proto",
     "rkube/coordination/v1/coordination.proto",
     "rkube/rbac/v1/rbac.proto",
+    "rkube/storage/v1/storage.proto",
     "rkube/kubelet/v1/kubelet.proto",
     "rkube/api/v1/api.proto",
 ];
@@ -59,8 +62,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".rkube.batch",
         ".rkube.policy",
         ".rkube.scheduling",
+        ".rkube.networking",
         ".rkube.coordination",
         ".rkube.rbac",
+        ".rkube.storage",
     ])?;
     Ok(())
 }

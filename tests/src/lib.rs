@@ -200,7 +200,13 @@ pub struct ClusterOptions {
     /// listing every node ([`TestCluster::write_cloud_config`]); kubelets then register
     /// with `--cloud-provider=external` and routes come from its route controller.
     pub cloud: bool,
+    /// Each node's proxy serves the cluster DNS at [`CLUSTER_DNS`] and the kubelets
+    /// give it to pods (`clusterDNS`); names outside the cluster go nowhere.
+    pub dns: bool,
 }
+
+/// The node-local cluster DNS address of clusters with `dns`.
+pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(169, 254, 20, 10);
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -213,39 +219,56 @@ impl Default for ClusterOptions {
             kubelet: |_, _| {},
             controller_manager: |_| {},
             cloud: false,
+            dns: false,
         }
     }
 }
 
-/// rkube-proxy on a runtime whose threads joined a node's namespace.
-struct NodeProxy {
+/// A daemon (rkube-proxy, rkube-ingress) on a runtime whose threads joined a node's
+/// namespace, as it runs on that machine; stopped (its shutdown future resolves) on
+/// `stop` or drop.
+pub struct NodeDaemon {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
-impl NodeProxy {
-    fn start(netns: &Path, config: rkube_proxy::Config) -> anyhow::Result<NodeProxy> {
+impl NodeDaemon {
+    /// Runs `run(shutdown)` on a thread named `name` inside the namespace at `netns`.
+    pub fn start<F, Fut>(netns: &Path, name: String, run: F) -> anyhow::Result<NodeDaemon>
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
         let file = std::fs::File::open(netns).with_context(|| format!("opening {}", netns.display()))?;
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name(format!("proxy-{}", config.node_name))
+            .name(name)
             .spawn(move || -> anyhow::Result<()> {
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                runtime.block_on(rkube_proxy::run(config, async {
+                let result = runtime.block_on(run(Box::pin(async {
                     let _ = stopped.await;
-                }))
+                })));
+                // said at once: a daemon that died shows in the test's output, not only
+                // when the test stops it
+                if let Err(e) = &result {
+                    eprintln!(
+                        "{}: ended with an error: {e:#}",
+                        std::thread::current().name().unwrap_or("daemon")
+                    );
+                }
+                result
             })?;
-        Ok(NodeProxy {
+        Ok(NodeDaemon {
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 
-    fn stop(&mut self) -> anyhow::Result<()> {
+    pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -256,7 +279,7 @@ impl NodeProxy {
     }
 }
 
-impl Drop for NodeProxy {
+impl Drop for NodeDaemon {
     fn drop(&mut self) {
         let _ = self.stop();
     }
@@ -270,7 +293,7 @@ pub struct ClusterNode {
     pub kubelet_config: rkube_kubelet::Config,
     kubelet: Option<rkube_kubelet::RunningKubelet>,
     proxy_config: Option<rkube_proxy::Config>,
-    proxy: Option<NodeProxy>,
+    proxy: Option<NodeDaemon>,
 }
 
 impl ClusterNode {
@@ -299,7 +322,11 @@ impl ClusterNode {
 
     pub fn start_proxy(&mut self) -> anyhow::Result<()> {
         if let (None, Some(config)) = (&self.proxy, &self.proxy_config) {
-            self.proxy = Some(NodeProxy::start(self.netns(), config.clone())?);
+            let config = config.clone();
+            let name = format!("proxy-{}", config.node_name);
+            self.proxy = Some(NodeDaemon::start(self.netns(), name, |stop| {
+                rkube_proxy::run(config, stop)
+            })?);
         }
         Ok(())
     }
@@ -463,12 +490,22 @@ impl TestCluster {
         if self.options.cloud {
             k.cloud_provider = "external".into();
         }
+        if self.options.dns {
+            k.cluster_dns = vec![CLUSTER_DNS.into()];
+        }
         (self.options.kubelet)(i, &mut k);
 
         let proxy_config = self.options.proxy.map(|mode| {
             let mut p = rkube_proxy::Config::new(self.lan_url(), name.clone());
             p.kubeconfig = Some(self.kubeconfig("kube-proxy"));
             p.mode = mode;
+            if self.options.dns {
+                let mut dns = rkube_dns::Config::new();
+                dns.listen.set_ip(CLUSTER_DNS.into());
+                // nothing listens there: forwarded names fail inside the node
+                dns.upstreams = vec![SocketAddr::from(([127, 0, 0, 1], 53))];
+                p.dns = Some(dns);
+            }
             p
         });
         Ok(ClusterNode {

@@ -163,6 +163,14 @@ spec:
     }
     kubectl_attach_follows_a_running_container(&url, &pki.join("admin.conf"), dir.path(), &pods, &image)
         .await?;
+    kubectl_attach_sends_stdin_and_resizes_the_terminal(
+        &url,
+        &pki.join("admin.conf"),
+        dir.path(),
+        &pods,
+        &image,
+    )
+    .await?;
 
     let d = Api::<Deployment>::namespaced(client.clone(), "default");
     eventually(
@@ -460,7 +468,8 @@ async fn get_through_port_forward(what: &str, mut cmd: tokio::process::Command) 
 }
 
 /// kubectl attach to a container printing a line every 100 ms: its lines as
-/// they come (stdout and stderr apart), until it exits; `-i` is refused.
+/// they come (stdout and stderr apart), until it exits; `-i` is refused, as
+/// the container has no stdin.
 async fn kubectl_attach_follows_a_running_container(
     url: &str,
     kubeconfig: &Path,
@@ -491,9 +500,9 @@ spec:
     })
     .await?;
 
-    let (code, _, err) = kubectl(url, kubeconfig, home, None, &["attach", "-i", "ticker"]).await?;
-    assert_ne!(code, Some(0), "attaching stdin is refused: {err}");
-    assert!(err.contains("stdin of pod \"ticker\" is not supported"), "{err}");
+    let (code, _, err) = kubectl(url, kubeconfig, home, Some(b"x\n"), &["attach", "-i", "ticker"]).await?;
+    assert_ne!(code, Some(0), "a container without stdin refuses input: {err}");
+    assert!(err.contains("set `stdin: true`"), "{err}");
 
     let mut child = kubectl_command(url, kubeconfig, home, &["attach", "ticker"])
         .stdin(Stdio::null())
@@ -542,6 +551,163 @@ spec:
         errors.contains(&format!("tock {}\n", first + 1)),
         "stderr apart: {errors}"
     );
+    Ok(())
+}
+
+/// `kubectl attach -i` writes to the main process's stdin: with `stdinOnce`
+/// the end of kubectl's input is the process's end of input (and the pod
+/// completes); without it the stdin outlives the session, so a second attach
+/// talks to the same process; `-it` gives the container's terminal, sized as
+/// kubectl's.
+async fn kubectl_attach_sends_stdin_and_resizes_the_terminal(
+    url: &str,
+    kubeconfig: &Path,
+    home: &Path,
+    pods: &Api<Pod>,
+    image: &str,
+) -> anyhow::Result<()> {
+    if !Path::new(KUBECTL).exists() {
+        return Ok(());
+    }
+    let echo = r#"while read line; do echo "got $line"; done; echo "end of input""#;
+    let terminal = "while read x; do stty size; done";
+    for (name, extra, script) in [
+        ("once", "stdin: true, stdinOnce: true", echo),
+        ("kept", "stdin: true", echo),
+        ("term", "stdin: true, tty: true", terminal),
+    ] {
+        let pod: Pod = serde_yaml::from_str(&format!(
+            r#"
+metadata: {{name: {name}, namespace: default}}
+spec:
+  restartPolicy: Never
+  containers:
+  - {{name: c, image: "{image}", {extra}, command: ["sh", "-c", {script:?}]}}
+"#
+        ))?;
+        pods.create(&pod).await?;
+    }
+    for name in ["once", "kept", "term"] {
+        eventually(&format!("pod {name} to run"), Duration::from_secs(60), || async {
+            let phase = pods.get(name).await?.status.map(|s| s.phase).unwrap_or_default();
+            anyhow::ensure!(phase == "Running", "phase {phase:?}");
+            Ok(true)
+        })
+        .await?;
+    }
+
+    // stdinOnce: kubectl's end of input ends the process's, which then exits 0
+    let (code, out, err) = kubectl(
+        url,
+        kubeconfig,
+        home,
+        Some(b"hello\nworld\n"),
+        &["attach", "-i", "once"],
+    )
+    .await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, "got hello\ngot world\nend of input\n", "{err}");
+    eventually("pod once to complete", Duration::from_secs(30), || async {
+        let phase = pods
+            .get("once")
+            .await?
+            .status
+            .map(|s| s.phase)
+            .unwrap_or_default();
+        anyhow::ensure!(phase == "Succeeded", "phase {phase:?}");
+        Ok(true)
+    })
+    .await?;
+
+    // stdin without stdinOnce stays open after a session: the same process
+    // answers the next one
+    for word in ["one", "two"] {
+        let mut child = kubectl_command(url, kubeconfig, home, &["attach", "-i", "kept"])
+            .stdin(Stdio::piped())
+            .spawn()?;
+        let mut input = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        input.write_all(format!("{word}\n").as_bytes()).await?;
+        drop(input);
+        assert_eq!(next_line(&mut lines).await?, format!("got {word}"));
+        child.start_kill()?;
+        let _ = child.wait().await;
+    }
+    // `kubectl run -i --rm`: a pod with a stdin, attached to, then deleted
+    let image_flag = format!("--image={image}");
+    let run = [
+        "run",
+        "oneoff",
+        "-i",
+        "--rm",
+        "--restart=Never",
+        &image_flag,
+        "--",
+        "sh",
+        "-c",
+        "read x; echo \"read $x\"",
+    ];
+    let (code, out, err) = kubectl(url, kubeconfig, home, Some(b"from run\n"), &run).await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("read from run\n"), "{out}{err}");
+    assert!(out.contains("pod \"oneoff\" deleted"), "{out}{err}");
+
+    let kept = pods.get("kept").await?.status.unwrap_or_default();
+    assert_eq!(kept.phase, "Running", "the process never read end of input");
+    assert_eq!(kept.container_statuses.first().map(|c| c.restart_count), Some(0));
+
+    // -it: kubectl on a terminal (script(1) gives it one, 40 rows by 100
+    // columns) sends its size, which the container's terminal takes
+    let command = format!(
+        "stty rows 40 cols 100; exec {KUBECTL} --kubeconfig {} --server {url} --cache-dir {} attach -it term",
+        kubeconfig.display(),
+        home.join("kubectl-cache").display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut input = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    let mut stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf).await {
+            if seen_tx.send(buf[..n].to_vec()).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Enter until the answer shows the new size: kubectl's first size and
+    // its first keys travel apart, so the first `stty size` may predate it
+    let mut screen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !screen.contains("40 100") {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the container's terminal never became 40x100: {screen:?}"
+        );
+        input.write_all(b"\r").await?;
+        let wait = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                chunk = seen.recv() => match chunk {
+                    Some(c) => screen.push_str(&String::from_utf8_lossy(&c)),
+                    None => anyhow::bail!("kubectl attach -it ended: {screen:?}"),
+                },
+            }
+        }
+    }
+    child.start_kill()?;
+    let _ = child.wait().await;
     Ok(())
 }
 

@@ -28,6 +28,7 @@ const CONTROL_PLANE: &[(&str, &str, &str)] = &[
 const NODE: &[(&str, &str, &str)] = &[
     ("rkubelet", "rkubelet.service", "kubelet"),
     ("rkube-proxy", "rkube-proxy.service", "proxy"),
+    ("rkube-ingress", "rkube-ingress.service", "ingress"),
 ];
 
 fn repo() -> PathBuf {
@@ -310,7 +311,12 @@ fn every_unit_passes_systemd_analyze_verify() {
 
     // the check can fail: a unit whose binary is missing does not verify
     std::fs::remove_file(root.join("usr/local/bin/rkube-proxy")).unwrap();
-    let (ok, out) = verify(&root, &units[units.len() - 1..]);
+    let proxy_unit: Vec<PathBuf> = units
+        .iter()
+        .filter(|u| u.ends_with("rkube-proxy.service"))
+        .cloned()
+        .collect();
+    let (ok, out) = verify(&root, &proxy_unit);
     assert!(!ok && out.contains("/usr/local/bin/rkube-proxy"), "{out}");
 }
 
@@ -381,6 +387,12 @@ fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documen
     argv.extend(["--node-name".into(), "node-1".into()]);
     let c = rkube_proxy::Config::from_options(parse_from(argv).unwrap()).unwrap();
     assert_eq!(c.health_addr, loopback(10256));
+
+    let mut argv = config("rkube-ingress", "ingress").to_vec();
+    argv.extend(["--node-name".into(), "node-1".into()]);
+    let c = rkube_ingress::Config::from_options(parse_from(argv).unwrap()).unwrap();
+    assert_eq!(c.health_addr, loopback(10254));
+    assert_eq!(c.http_addr, Some("0.0.0.0:80".parse().unwrap()));
 }
 
 /// `N` distinct loopback addresses free at the moment of asking (all held

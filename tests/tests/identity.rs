@@ -6,7 +6,9 @@
 //! Service's, through rkube-proxy to the apiserver), the mounted token lists what the
 //! pod's Role allows and is refused anything else;
 //! the same token works over gRPC; it dies with the pod. `automountServiceAccountToken:
-//! false` means no volume.
+//! false` means no volume. Projected volumes (a token for another audience, a ConfigMap
+//! key, pod fields) and downwardAPI volumes hold what the pod asked for, and a label
+//! added later reaches the file.
 //!
 //! busybox's wget cannot verify a server certificate, so the calls pass
 //! `--no-check-certificate`; `ca.crt` is checked against the cluster CA instead.
@@ -57,8 +59,13 @@ spec:
     command: ["sleep", "3600"]
 ---
 apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: shop}}
+data: {{mode: fast, other: ignored}}
+---
+apiVersion: v1
 kind: Pod
-metadata: {{name: sealed, namespace: shop}}
+metadata: {{name: sealed, namespace: shop, labels: {{app: sealed}}}}
 spec:
   serviceAccountName: robot
   automountServiceAccountToken: false
@@ -67,6 +74,22 @@ spec:
   - name: c
     image: {image}
     command: ["sleep", "3600"]
+    resources: {{limits: {{memory: 64Mi}}}}
+    volumeMounts:
+    - {{name: bundle, mountPath: /bundle}}
+    - {{name: info, mountPath: /info}}
+  volumes:
+  - name: bundle
+    projected:
+      sources:
+      - serviceAccountToken: {{path: vault-token, audience: vault, expirationSeconds: 600}}
+      - configMap: {{name: settings, items: [{{key: mode, path: config/mode}}]}}
+      - downwardAPI: {{items: [{{path: namespace, fieldRef: {{fieldPath: metadata.namespace}}}}]}}
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: memory-mi, resourceFieldRef: {{containerName: c, resource: limits.memory, divisor: 1Mi}}}}
 "#
     )
 }
@@ -171,6 +194,55 @@ async fn identity(netns: std::path::PathBuf) -> anyhow::Result<()> {
         format!("{err:#}").contains("No such file or directory"),
         "{err:#}"
     );
+
+    // projected and downwardAPI volumes: a token for another audience (which the
+    // apiserver refuses), a ConfigMap key at its path, the pod's own fields
+    let sealed = |args: &[&str]| {
+        let mut all = vec!["exec", "-n", "shop", "sealed", "--"];
+        all.extend(args);
+        cluster.rkubectl(&all)
+    };
+    let listing = sealed(&["find", "/bundle/", "-type", "f"])?;
+    let mut files: Vec<&str> = listing.lines().filter(|l| !l.contains("/..")).collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["/bundle/config/mode", "/bundle/namespace", "/bundle/vault-token"]
+    );
+    assert_eq!(sealed(&["cat", "/bundle/config/mode"])?, "fast");
+    assert_eq!(sealed(&["cat", "/bundle/namespace"])?, "shop");
+    let vault = sealed(&["cat", "/bundle/vault-token"])?;
+    let claims = vault.split('.').nth(1).context("a JWT")?;
+    let claims: serde_json::Value = serde_json::from_slice(&base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims,
+    )?)?;
+    assert_eq!(claims["aud"], serde_json::json!(["vault"]), "{claims}");
+    assert_eq!(
+        claims["exp"]
+            .as_i64()
+            .zip(claims["iat"].as_i64())
+            .map(|(e, i)| e - i),
+        Some(600)
+    );
+    let err = rkube_client::Api::<Pod>::namespaced(cluster.client_with_token(vault.trim())?, "shop")
+        .list(&Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid"), "{err}");
+    assert_eq!(sealed(&["cat", "/info/labels"])?, "app=\"sealed\"");
+    assert_eq!(sealed(&["cat", "/info/memory-mi"])?, "64");
+    // a label added later reaches the file
+    cluster.rkubectl(&["label", "pod", "-n", "shop", "sealed", "tier=gold"])?;
+    eventually(
+        "the new label in /info/labels",
+        Duration::from_secs(90),
+        || async {
+            let labels = sealed(&["cat", "/info/labels"]).ok()?;
+            (labels == "app=\"sealed\"\ntier=\"gold\"").then_some(())
+        },
+    )
+    .await?;
 
     // the token is bound to the pod: deleting the pod ends it, whoever holds a copy
     cluster.rkubectl(&["delete", "pod", "-n", "shop", "caller"])?;

@@ -4,7 +4,7 @@
 
 use crate::core::v1 as corev1;
 use crate::intstr::IntOrString;
-use crate::{apps, autoscaling, batch, coordination, policy, rbac, scheduling};
+use crate::{apps, autoscaling, batch, coordination, networking, policy, rbac, scheduling, storage};
 
 pub trait Defaulting {
     /// Fills in every unset field that has a default. Idempotent.
@@ -383,6 +383,29 @@ impl Defaulting for corev1::PersistentVolumeClaim {
     }
 }
 
+/// As Kubernetes: a volume made by hand is kept when its claim goes (Retain), and starts
+/// Pending until the binder looks at it.
+impl Defaulting for corev1::PersistentVolume {
+    fn apply_defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+        if spec.persistent_volume_reclaim_policy.is_empty() {
+            spec.persistent_volume_reclaim_policy = "Retain".into();
+        }
+        let status = self.status.get_or_insert_with(Default::default);
+        if status.phase.is_empty() {
+            status.phase = "Pending".into();
+        }
+    }
+}
+
+impl Defaulting for storage::v1::StorageClass {
+    fn apply_defaults(&mut self) {
+        self.reclaim_policy.get_or_insert_with(|| "Delete".into());
+        self.volume_binding_mode.get_or_insert_with(|| "Immediate".into());
+    }
+}
+
 impl Defaulting for corev1::ResourceQuota {
     fn apply_defaults(&mut self) {}
 }
@@ -414,6 +437,33 @@ impl Defaulting for scheduling::v1::PriorityClass {
         self.preemption_policy
             .get_or_insert_with(|| "PreemptLowerPriority".into());
     }
+}
+
+/// Kubernetes' defaults: protocol TCP; policyTypes Ingress, plus Egress when there are
+/// egress rules; a missing podSelector is the empty one (every pod of the namespace).
+impl Defaulting for networking::v1::NetworkPolicy {
+    fn apply_defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        spec.pod_selector.get_or_insert_with(Default::default);
+        if spec.policy_types.is_empty() {
+            spec.policy_types.push("Ingress".into());
+            if !spec.egress.is_empty() {
+                spec.policy_types.push("Egress".into());
+            }
+        }
+        let ingress = spec.ingress.iter_mut().flat_map(|r| &mut r.ports);
+        for port in ingress.chain(spec.egress.iter_mut().flat_map(|r| &mut r.ports)) {
+            port.protocol.get_or_insert_with(|| "TCP".into());
+        }
+    }
+}
+
+impl Defaulting for networking::v1::Ingress {
+    fn apply_defaults(&mut self) {}
+}
+
+impl Defaulting for networking::v1::IngressClass {
+    fn apply_defaults(&mut self) {}
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! (`spec.nodeName`, `status.phase`), as Kubernetes supports them.
 
 use crate::meta::v1::ObjectMeta;
-use crate::{apps, autoscaling, batch, coordination, core, policy, rbac, scheduling};
+use crate::{apps, autoscaling, batch, coordination, core, networking, policy, rbac, scheduling, storage};
 
 pub trait Fields {
     /// The value of a selectable field, or None when the kind does not
@@ -47,8 +47,13 @@ meta_only!(
     core::v1::ResourceQuota,
     core::v1::LimitRange,
     core::v1::PersistentVolumeClaim,
+    core::v1::PersistentVolume,
+    storage::v1::StorageClass,
     policy::v1::PodDisruptionBudget,
     scheduling::v1::PriorityClass,
+    networking::v1::NetworkPolicy,
+    networking::v1::Ingress,
+    networking::v1::IngressClass,
     autoscaling::v2::HorizontalPodAutoscaler,
     coordination::v1::Lease,
     rbac::v1::Role,

@@ -68,6 +68,23 @@ pub mod scheduling {
     }
 }
 
+/// networking.k8s.io/v1: NetworkPolicy, Ingress and IngressClass.
+#[allow(clippy::all, missing_docs)]
+pub mod networking {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.networking.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.networking.v1.serde.rs"));
+    }
+}
+
+#[allow(clippy::all, missing_docs)]
+pub mod storage {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.storage.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.storage.v1.serde.rs"));
+    }
+}
+
 #[allow(clippy::all, missing_docs)]
 pub mod coordination {
     pub mod v1 {

@@ -4,7 +4,7 @@
 //! `ResourceInfo` entry and the arm of `visit_kind`.
 
 use crate::meta::v1::ObjectMeta;
-use crate::{apps, autoscaling, batch, coordination, core, policy, rbac, scheduling};
+use crate::{apps, autoscaling, batch, coordination, core, networking, policy, rbac, scheduling, storage};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -291,6 +291,8 @@ kinds! {
     core::v1::ServiceAccount => { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short: ["sa"], namespaced: true, status: plain, proto: "rkube.core.v1.ServiceAccount" },
     core::v1::ResourceQuota => { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", singular: "resourcequota", short: ["quota"], namespaced: true, status: status, proto: "rkube.core.v1.ResourceQuota" },
     core::v1::PersistentVolumeClaim => { group: "", version: "v1", kind: "PersistentVolumeClaim", plural: "persistentvolumeclaims", singular: "persistentvolumeclaim", short: ["pvc"], namespaced: true, status: status, proto: "rkube.core.v1.PersistentVolumeClaim" },
+    core::v1::PersistentVolume => { group: "", version: "v1", kind: "PersistentVolume", plural: "persistentvolumes", singular: "persistentvolume", short: ["pv"], namespaced: false, status: status, proto: "rkube.core.v1.PersistentVolume" },
+    storage::v1::StorageClass => { group: "storage.k8s.io", version: "v1", kind: "StorageClass", plural: "storageclasses", singular: "storageclass", short: ["sc"], namespaced: false, status: plain, proto: "rkube.storage.v1.StorageClass" },
     core::v1::LimitRange => { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", singular: "limitrange", short: ["limits"], namespaced: true, status: plain, proto: "rkube.core.v1.LimitRange" },
     apps::v1::Deployment => { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", short: ["deploy"], namespaced: true, status: status, proto: "rkube.apps.v1.Deployment" },
     apps::v1::ReplicaSet => { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short: ["rs"], namespaced: true, status: status, proto: "rkube.apps.v1.ReplicaSet" },
@@ -301,6 +303,9 @@ kinds! {
     batch::v1::CronJob => { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", singular: "cronjob", short: ["cj"], namespaced: true, status: status, proto: "rkube.batch.v1.CronJob" },
     policy::v1::PodDisruptionBudget => { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", singular: "poddisruptionbudget", short: ["pdb"], namespaced: true, status: status, proto: "rkube.policy.v1.PodDisruptionBudget" },
     scheduling::v1::PriorityClass => { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", singular: "priorityclass", short: ["pc"], namespaced: false, status: plain, proto: "rkube.scheduling.v1.PriorityClass" },
+    networking::v1::NetworkPolicy => { group: "networking.k8s.io", version: "v1", kind: "NetworkPolicy", plural: "networkpolicies", singular: "networkpolicy", short: ["netpol"], namespaced: true, status: plain, proto: "rkube.networking.v1.NetworkPolicy" },
+    networking::v1::Ingress => { group: "networking.k8s.io", version: "v1", kind: "Ingress", plural: "ingresses", singular: "ingress", short: ["ing"], namespaced: true, status: status, proto: "rkube.networking.v1.Ingress" },
+    networking::v1::IngressClass => { group: "networking.k8s.io", version: "v1", kind: "IngressClass", plural: "ingressclasses", singular: "ingressclass", short: [], namespaced: false, status: plain, proto: "rkube.networking.v1.IngressClass" },
     autoscaling::v2::HorizontalPodAutoscaler => { group: "autoscaling", version: "v2", kind: "HorizontalPodAutoscaler", plural: "horizontalpodautoscalers", singular: "horizontalpodautoscaler", short: ["hpa"], namespaced: true, status: status, proto: "rkube.autoscaling.v2.HorizontalPodAutoscaler" },
     coordination::v1::Lease => { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short: [], namespaced: true, status: plain, proto: "rkube.coordination.v1.Lease" },
     rbac::v1::Role => { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", singular: "role", short: [], namespaced: true, status: plain, proto: "rkube.rbac.v1.Role" },
@@ -339,6 +344,8 @@ mod tests {
             ("quota", "ResourceQuota"),
             ("limits", "LimitRange"),
             ("pvc", "PersistentVolumeClaim"),
+            ("pv", "PersistentVolume"),
+            ("sc", "StorageClass"),
             ("ds", "DaemonSet"),
             ("sts", "StatefulSet"),
             ("controllerrevisions", "ControllerRevision"),
@@ -346,6 +353,11 @@ mod tests {
             ("cj", "CronJob"),
             ("pdb", "PodDisruptionBudget"),
             ("pc", "PriorityClass"),
+            ("netpol", "NetworkPolicy"),
+            ("networkpolicies.networking.k8s.io", "NetworkPolicy"),
+            ("ing", "Ingress"),
+            ("ingresses.networking.k8s.io", "Ingress"),
+            ("ingressclass", "IngressClass"),
         ] {
             assert_eq!(ResourceInfo::lookup(name).map(|k| k.kind), Some(kind), "{name}");
         }

@@ -10,7 +10,6 @@ const VOLUME_SOURCES: &[&str] = &[
     "cephfs",
     "cinder",
     "csi",
-    "downwardAPI",
     "ephemeral",
     "fc",
     "flexVolume",
@@ -23,7 +22,6 @@ const VOLUME_SOURCES: &[&str] = &[
     "nfs",
     "photonPersistentDisk",
     "portworxVolume",
-    "projected",
     "quobyte",
     "rbd",
     "scaleIO",
@@ -34,8 +32,7 @@ const VOLUME_SOURCES: &[&str] = &[
 /// (path suffix, with `[]` for any list index; why rkube refuses it).
 const FIELDS: &[(&str, &str)] = &[
     ("spec.ephemeralContainers", "ephemeral containers are added by `kubectl debug`, which rkube does not support"),
-    ("spec.dnsConfig", "rkube has no cluster DNS yet, so pods use the node's resolver and custom DNS settings cannot apply"),
-    ("spec.setHostnameAsFQDN", "rkube has no cluster DNS yet, so pods have no fully qualified name"),
+    ("spec.setHostnameAsFQDN", "setHostnameAsFQDN is not supported: the kernel hostname stays the short name; the fully qualified one (with hostname and subdomain) is in the pod's /etc/hosts"),
     ("spec.readinessGates", "readiness gates are not supported: a pod is Ready when its containers are"),
     ("spec.runtimeClassName", "rkube runs every pod with runc; RuntimeClasses are not supported"),
     ("spec.overhead", "pod overhead comes from RuntimeClasses, which rkube does not support"),
@@ -63,7 +60,7 @@ pub fn reason(path: &str) -> Option<String> {
         .filter(|s| VOLUME_SOURCES.contains(s))
     {
         return Some(format!(
-            "volume type {source} is not supported: rkube mounts emptyDir, hostPath, configMap, secret and persistentVolumeClaim volumes"
+            "volume type {source} is not supported: rkube mounts emptyDir, hostPath, configMap, secret, persistentVolumeClaim, projected and downwardAPI volumes"
         ));
     }
     FIELDS
@@ -114,8 +111,9 @@ mod tests {
         assert!(r.contains("only for sidecar init containers"), "{r}");
         let r = reason("spec.initContainers[0].resizePolicy").unwrap();
         assert!(r.contains("in-place resize"), "{r}");
-        let r = reason("spec.jobTemplate.spec.template.spec.dnsConfig").unwrap();
-        assert!(r.contains("DNS"), "{r}");
+        let r = reason("spec.jobTemplate.spec.template.spec.setHostnameAsFQDN").unwrap();
+        assert!(r.contains("/etc/hosts"), "{r}");
+        assert!(reason("spec.template.spec.dnsConfig").is_none(), "supported");
         assert!(reason("spec.containers[0].imagePullPolice").is_none());
         assert!(reason("spec.volumes[0].nfsx").is_none());
     }

@@ -406,7 +406,11 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
             &["autoscaling"],
             &["horizontalpodautoscalers", "horizontalpodautoscalers/status"],
         ),
+        rule(READ, &["networking.k8s.io"], &["networkpolicies"]),
+        rule(READ, &["networking.k8s.io"], &["ingresses", "ingresses/status"]),
         rule(&["get"], &[""], &["pods/proxy"]),
+        // as Kubernetes' view: classes to pick from (volumes stay with administrators)
+        rule(READ, &["storage.k8s.io"], &["storageclasses"]),
         // as Kubernetes' aggregated view role: `kubectl top pods`
         rule(READ, &["metrics.k8s.io"], &["pods", "nodes"]),
     ];
@@ -416,7 +420,9 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         rule(ALL_WRITE, &["apps"], apps),
         rule(ALL_WRITE, &["batch"], batch),
         rule(ALL_WRITE, &["policy"], &["poddisruptionbudgets"]),
+        rule(ALL_WRITE, &["networking.k8s.io"], &["networkpolicies"]),
         rule(ALL_WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+        rule(ALL_WRITE, &["networking.k8s.io"], &["ingresses"]),
         // as Kubernetes' edit: evicting (rkubectl drain) is a delete that budgets allow
         rule(&["create"], &[""], &["pods/eviction"]),
     ]);
@@ -434,6 +440,11 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         rule(READ, &[""], &["pods", "nodes", "namespaces", "services"]),
         // Preemption prefers victims whose eviction breaks no budget.
         rule(READ, &["policy"], &["poddisruptionbudgets"]),
+        // Volume binding: claims' volumes' node affinity, and the node chosen for a
+        // WaitForFirstConsumer claim (volume.kubernetes.io/selected-node).
+        rule(READ, &[""], &["persistentvolumeclaims", "persistentvolumes"]),
+        rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+        rule(&["update", "patch"], &[""], &["persistentvolumeclaims"]),
         rule(&["create"], &[""], &["pods/binding"]),
         // Preemption evicts lower-priority pods.
         rule(&["delete"], &[""], &["pods"]),
@@ -489,8 +500,25 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         &[CERTIFICATES_GROUP],
         &["certificatesigningrequests/nodeclient"],
     )];
+    // pods: the cluster DNS the proxy serves answers pod names and addresses
     let proxy = vec![
         rule(READ, &[""], &["services", "endpoints", "nodes"]),
+        // NetworkPolicy enforcement: policies, the pods they select, namespaces' labels
+        rule(READ, &[""], &["pods", "namespaces"]),
+        rule(READ, &["networking.k8s.io"], &["networkpolicies"]),
+        events.clone(),
+    ];
+    // rkube-ingress: routes from Ingresses to endpoints, certificates from
+    // Secrets, its default IngressClass, and the addresses it writes back.
+    let ingress = vec![
+        rule(READ, &[""], &["services", "endpoints", "secrets", "nodes"]),
+        rule(READ, &["networking.k8s.io"], &["ingresses", "ingressclasses"]),
+        rule(&["create"], &["networking.k8s.io"], &["ingressclasses"]),
+        rule(
+            &["update", "patch"],
+            &["networking.k8s.io"],
+            &["ingresses/status"],
+        ),
         events.clone(),
     ];
     let cloud = vec![
@@ -501,6 +529,14 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
             &["nodes", "nodes/status", "pods", "services", "services/status"],
         ),
         rule(&["delete"], &[""], &["pods"]),
+        // The provisioner (the provider's volumes): makes and deletes the volumes of claims.
+        rule(READ, &[""], &["persistentvolumeclaims"]),
+        rule(READ, &["storage.k8s.io"], &["storageclasses"]),
+        rule(
+            &["get", "list", "watch", "create", "update", "patch", "delete"],
+            &[""],
+            &["persistentvolumes"],
+        ),
         events,
         leases,
     ];
@@ -542,21 +578,35 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
         ),
         (cr("system:kube-proxy", proxy), Some(user("system:kube-proxy"))),
         (
+            cr("system:rkube-ingress", ingress),
+            Some(user("system:rkube-ingress")),
+        ),
+        (
             cr("system:cloud-controller-manager", cloud),
             Some(user("system:cloud-controller-manager")),
         ),
     ]
 }
 
-/// Creates the default ClusterRoles and their bindings that are missing
-/// (existing ones are left as the administrator edited them).
+/// The annotation by which an administrator keeps a default role or binding
+/// as edited: `"false"` stops the reconciliation below for that object.
+pub const AUTOUPDATE_ANNOTATION: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+/// Creates the default ClusterRoles and their bindings, and reconciles the ones
+/// already stored as Kubernetes does at every apiserver start: rules and
+/// subjects this version needs are added (an upgraded cluster's scheduler
+/// gains the new rules it lists with), nothing an administrator added is
+/// removed, and an object annotated `rbac.authorization.kubernetes.io/autoupdate:
+/// "false"` is left alone.
 pub async fn bootstrap_default_roles(store: &dyn Store) -> anyhow::Result<()> {
     use anyhow::Context;
     for (role, subject) in default_cluster_roles() {
         let name = role.metadata().name.clone();
-        create_if_missing(store, role)
-            .await
-            .with_context(|| format!("creating the default ClusterRole {name}"))?;
+        reconcile(store, role, |stored: &mut ClusterRole, wanted| {
+            add_missing(&mut stored.rules, wanted.rules)
+        })
+        .await
+        .with_context(|| format!("reconciling the default ClusterRole {name}"))?;
         if let Some(subject) = subject {
             let mut b = ClusterRoleBinding {
                 subjects: vec![subject],
@@ -572,30 +622,75 @@ pub async fn bootstrap_default_roles(store: &dyn Store) -> anyhow::Result<()> {
             b.metadata_mut()
                 .labels
                 .insert("kubernetes.io/bootstrapping".into(), "rbac-defaults".into());
-            create_if_missing(store, b)
-                .await
-                .with_context(|| format!("creating the default ClusterRoleBinding {name}"))?;
+            // A binding's roleRef cannot change; only missing subjects are added.
+            reconcile(store, b, |stored: &mut ClusterRoleBinding, wanted| {
+                add_missing(&mut stored.subjects, wanted.subjects)
+            })
+            .await
+            .with_context(|| format!("reconciling the default ClusterRoleBinding {name}"))?;
         }
     }
     Ok(())
 }
 
-async fn create_if_missing<K: Resource>(store: &dyn Store, mut obj: K) -> Result<(), StoreError> {
-    let key = handlers::storage_key(K::info(), "", &obj.metadata().name);
-    if store.get(&key).is_some() {
-        return Ok(());
+/// Appends the entries of `wanted` that `have` lacks; true if any was.
+fn add_missing<T: PartialEq>(have: &mut Vec<T>, wanted: Vec<T>) -> bool {
+    let mut changed = false;
+    for w in wanted {
+        if !have.contains(&w) {
+            have.push(w);
+            changed = true;
+        }
     }
-    let meta = obj.metadata_mut();
-    meta.uid = uuid::Uuid::new_v4().to_string();
-    meta.creation_timestamp = handlers::now();
-    meta.generation = 1;
-    match store
-        .create(&key, prost::Message::encode_to_vec(&obj).into())
-        .await
-    {
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e),
+    changed
+}
+
+/// Creates `wanted` if it is not stored; otherwise lets `merge` bring the
+/// stored object up to date and writes it back if that changed anything
+/// (compare-and-swap, retried if another apiserver wrote in between).
+async fn reconcile<K: Resource>(
+    store: &dyn Store,
+    wanted: K,
+    merge: impl Fn(&mut K, K) -> bool,
+) -> anyhow::Result<()> {
+    let key = handlers::storage_key(K::info(), "", &wanted.metadata().name);
+    for _ in 0..5 {
+        let Some(kv) = store.try_get(&key)? else {
+            let mut obj = wanted.clone();
+            let meta = obj.metadata_mut();
+            meta.uid = uuid::Uuid::new_v4().to_string();
+            meta.creation_timestamp = handlers::now();
+            meta.generation = 1;
+            match store
+                .create(&key, prost::Message::encode_to_vec(&obj).into())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut stored = handlers::decode_stored::<K>(&kv).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let keep = stored
+            .metadata()
+            .annotations
+            .get(AUTOUPDATE_ANNOTATION)
+            .is_some_and(|v| v == "false");
+        if keep || !merge(&mut stored, wanted.clone()) {
+            return Ok(());
+        }
+        stored.metadata_mut().generation += 1;
+        let bytes = handlers::encode_for_store(&stored).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        match store.put(&key, bytes, Some(kv.mod_revision)).await {
+            Ok(_) => {
+                tracing::info!(key, "default RBAC object updated with this version's rules");
+                return Ok(());
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
+    anyhow::bail!("{key} kept changing while it was being reconciled; restart the apiserver to try again")
 }
 
 #[cfg(test)]
@@ -719,6 +814,7 @@ mod tests {
         assert!(!can(&bootstrapper, Attributes::new("list", "", "pods", "", "")));
         let proxy = user("system:kube-proxy", &[]);
         assert!(can(&proxy, Attributes::new("watch", "", "endpoints", "", "")));
+        assert!(can(&proxy, Attributes::new("watch", "", "pods", "", "")));
         assert!(!can(&proxy, Attributes::new("create", "", "pods", "ns", "")));
         let ccm = user("system:cloud-controller-manager", &[]);
         assert!(can(
@@ -798,5 +894,62 @@ mod tests {
             &user("eve", &[]),
             &Attributes::new("list", "", "pods", "team", "")
         ));
+    }
+
+    fn stored<K: Resource>(store: &dyn Store, name: &str) -> (K, u64) {
+        let kv = store.get(&handlers::storage_key(K::info(), "", name)).unwrap();
+        (handlers::decode_stored::<K>(&kv).unwrap(), kv.mod_revision)
+    }
+
+    async fn overwrite<K: Resource>(store: &dyn Store, obj: &K) {
+        let key = handlers::storage_key(K::info(), "", &obj.metadata().name);
+        store
+            .put(&key, handlers::encode_for_store(obj).unwrap(), None)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_reconciles_stored_default_roles_and_keeps_what_admins_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = rkube_store::SledStore::open(rkube_store::StoreConfig::new(dir.path())).unwrap();
+        bootstrap_default_roles(&store).await.unwrap();
+        let budgets = Attributes::new("list", "policy", "poddisruptionbudgets", "", "");
+        let (mut scheduler, _) = stored::<ClusterRole>(&store, "system:kube-scheduler");
+        assert!(scheduler.rules.iter().any(|r| rule_allows(r, &budgets)));
+
+        // An older version's roles: the scheduler's lacks the budgets rule
+        // (and an administrator added one), its binding lost its subject, and
+        // `view` was emptied and pinned by its owner.
+        scheduler.rules.retain(|r| !rule_allows(r, &budgets));
+        let extra = rule(&["get"], &["example.com"], &["widgets"]);
+        scheduler.rules.push(extra.clone());
+        overwrite(&store, &scheduler).await;
+        let (mut binding, _) = stored::<ClusterRoleBinding>(&store, "system:kube-scheduler");
+        binding.subjects.clear();
+        overwrite(&store, &binding).await;
+        let (mut view, _) = stored::<ClusterRole>(&store, "view");
+        view.rules.clear();
+        view.metadata_mut()
+            .annotations
+            .insert(AUTOUPDATE_ANNOTATION.into(), "false".into());
+        overwrite(&store, &view).await;
+
+        bootstrap_default_roles(&store).await.unwrap();
+        let (scheduler, rev) = stored::<ClusterRole>(&store, "system:kube-scheduler");
+        assert!(scheduler.rules.iter().any(|r| rule_allows(r, &budgets)));
+        assert!(
+            scheduler.rules.contains(&extra),
+            "an administrator's rule was removed"
+        );
+        let (binding, _) = stored::<ClusterRoleBinding>(&store, "system:kube-scheduler");
+        assert_eq!(binding.subjects.len(), 1);
+        assert_eq!(binding.subjects[0].name, "system:kube-scheduler");
+        let (view, _) = stored::<ClusterRole>(&store, "view");
+        assert!(view.rules.is_empty(), "autoupdate=false was not honoured");
+
+        // Up to date: a further start writes nothing.
+        bootstrap_default_roles(&store).await.unwrap();
+        assert_eq!(stored::<ClusterRole>(&store, "system:kube-scheduler").1, rev);
     }
 }

@@ -273,9 +273,9 @@ pub struct AutoPki {
 }
 
 impl AutoPki {
-    /// Creates the PKI unless the serving certificate is already there;
-    /// returns whether it did. An existing CA is kept, so certificates
-    /// issued before stay valid.
+    /// Creates the PKI unless it is complete (the serving certificate and
+    /// every component's client config); returns whether it did. An existing
+    /// CA is kept, so certificates issued before stay valid.
     pub fn ensure(&self) -> anyhow::Result<bool> {
         // apart from the rest: a PKI made before tokens existed gets its key
         rkube_client::pki::ensure_service_account_key(&self.dir).map_err(|e| {
@@ -284,14 +284,24 @@ impl AutoPki {
                 self.dir.display()
             )
         })?;
+        // Every component's client config too: a PKI made before a component existed
+        // (rkube-ingress) gets it at the next start, from the same CA, so nothing
+        // issued before stops working.
+        // Not the nodes' configs: a PKI made by hand (`rkubectl certs generate --node`)
+        // names its own nodes, and completing it would re-issue the serving certificate
+        // without the SANs it was made with.
+        let configs = rkube_client::pki::client_identities(&[])
+            .into_iter()
+            .map(|(stem, _, _)| format!("{stem}.conf"));
         let have = [
-            "ca.crt",
-            "apiserver.crt",
-            "apiserver.key",
-            &format!("{APISERVER_KUBELET_CLIENT_STEM}.crt"),
-            &format!("{APISERVER_KUBELET_CLIENT_STEM}.key"),
+            "ca.crt".to_string(),
+            "apiserver.crt".into(),
+            "apiserver.key".into(),
+            format!("{APISERVER_KUBELET_CLIENT_STEM}.crt"),
+            format!("{APISERVER_KUBELET_CLIENT_STEM}.key"),
         ]
-        .iter()
+        .into_iter()
+        .chain(configs)
         .all(|f| self.dir.join(f).exists());
         if have {
             return Ok(false);
@@ -547,6 +557,11 @@ mod security_tests {
         let ca = std::fs::read(pki.dir.join("ca.crt")).unwrap();
         assert!(pki.dir.join("admin.conf").exists());
         assert!(!pki.ensure().unwrap(), "an existing PKI is kept");
+        assert_eq!(std::fs::read(pki.dir.join("ca.crt")).unwrap(), ca);
+        // a PKI from before a component existed gets its config, from the same CA
+        std::fs::remove_file(pki.dir.join("rkube-ingress.conf")).unwrap();
+        assert!(pki.ensure().unwrap());
+        assert!(pki.dir.join("rkube-ingress.conf").exists());
         assert_eq!(std::fs::read(pki.dir.join("ca.crt")).unwrap(), ca);
     }
 

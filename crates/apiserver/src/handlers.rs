@@ -136,6 +136,8 @@ pub async fn create<K: Resource>(
     crate::limit_range::admit_create(&state, &mut obj)?;
     admission::prepare_create(&mut obj);
     crate::pod_priority::admit_create(&state, &mut obj)?;
+    crate::ingress_class::admit_create(&state, &mut obj)?;
+    crate::storage_class::admit_create(&state, &mut obj)?;
     // validation sees a name even for generateName, then the real one is set
     if generate {
         obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());

@@ -17,6 +17,7 @@ pub mod encryption;
 pub mod error;
 pub mod eviction;
 pub mod handlers;
+pub mod ingress_class;
 pub mod keys;
 pub mod limit_range;
 pub mod limits;
@@ -29,6 +30,7 @@ pub mod quota;
 pub mod rest;
 pub mod service;
 pub mod serviceaccount;
+pub mod storage_class;
 
 use anyhow::Context;
 pub use config::{Config, Options, SecurityConfig};

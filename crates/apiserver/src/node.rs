@@ -22,7 +22,7 @@ use crate::attributes::{rule_allows, Attributes};
 use crate::authn::UserInfo;
 use crate::error::ApiError;
 use crate::keys::{storage_key, storage_prefix};
-use rkube_api::core::v1::{EnvFromSource, EnvVarSource, Pod, PodSpec, Volume};
+use rkube_api::core::v1::{EnvFromSource, EnvVarSource, Pod, PodSpec, Volume, VolumeProjection};
 use rkube_api::rbac::v1::PolicyRule;
 use rkube_api::Resource;
 use rkube_store::Store;
@@ -74,6 +74,9 @@ pub fn node_rules() -> Vec<PolicyRule> {
             &[""],
             &["secrets", "configmaps", "persistentvolumeclaims"],
         ),
+        // the volumes of its pods' claims; and whether a volume whose storage sits on
+        // this node still exists (local volumes are reclaimed by their node)
+        rule(&["get"], &[""], &["persistentvolumes"]),
         rule(
             &["get", "create", "update", "patch", "delete"],
             &[LEASE_GROUP],
@@ -167,6 +170,12 @@ fn referenced_by_pod_on(store: &dyn Store, node: &str, attrs: &Attributes) -> Re
             "secrets" => secret_names(spec),
             "configmaps" => config_map_names(spec),
             "serviceaccounts" => vec![spec.service_account_name.as_str()],
+            "persistentvolumeclaims" => spec
+                .volumes
+                .iter()
+                .filter_map(|v| v.persistent_volume_claim.as_ref())
+                .map(|c| c.claim_name.as_str())
+                .collect(),
             _ => Vec::new(),
         };
         if names.iter().any(|n| *n == attrs.name) {
@@ -183,6 +192,7 @@ pub fn secret_names(spec: &PodSpec) -> Vec<&str> {
         spec,
         pull_secrets,
         |v| v.secret.as_ref().map(|s| s.secret_name.as_str()),
+        |p| p.secret.as_ref().map(|s| s.name.as_str()),
         |f| f.secret_key_ref.as_ref().map(|r| r.name.as_str()),
         |e| e.secret_ref.as_ref().map(|r| r.name.as_str()),
     )
@@ -194,22 +204,27 @@ pub fn config_map_names(spec: &PodSpec) -> Vec<&str> {
         spec,
         Vec::new(),
         |v| v.config_map.as_ref().map(|c| c.name.as_str()),
+        |p| p.config_map.as_ref().map(|c| c.name.as_str()),
         |f| f.config_map_key_ref.as_ref().map(|r| r.name.as_str()),
         |e| e.config_map_ref.as_ref().map(|r| r.name.as_str()),
     )
 }
 
 /// `out` followed by the names of one kind a pod spec refers to, in its
-/// volumes and then in each container's env and envFrom; empty names
-/// dropped. The three functions pick that kind's reference from each place.
+/// volumes (projected ones' sources too) and then in each container's env
+/// and envFrom; empty names dropped. The four functions pick that kind's
+/// references from each place.
 fn referenced_names<'a>(
     spec: &'a PodSpec,
     mut out: Vec<&'a str>,
     volume: fn(&Volume) -> Option<&str>,
+    projection: fn(&VolumeProjection) -> Option<&str>,
     env: fn(&EnvVarSource) -> Option<&str>,
     env_from: fn(&EnvFromSource) -> Option<&str>,
 ) -> Vec<&'a str> {
     out.extend(spec.volumes.iter().filter_map(volume));
+    let projections = spec.volumes.iter().filter_map(|v| v.projected.as_ref());
+    out.extend(projections.flat_map(|p| &p.sources).filter_map(projection));
     for c in spec.init_containers.iter().chain(&spec.containers) {
         out.extend(c.env.iter().filter_map(|e| e.value_from.as_ref().and_then(env)));
         out.extend(c.env_from.iter().filter_map(env_from));

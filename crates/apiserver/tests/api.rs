@@ -653,6 +653,62 @@ async fn pods_get_their_priority_from_their_priority_class() {
 }
 
 #[tokio::test]
+async fn ingresses_without_a_class_get_the_default_one_and_bad_paths_are_refused() {
+    use rkube_api::networking::v1::{Ingress, IngressClass};
+    let mut h = Harness::start().await;
+    let ingress = |name: &str, extra: &str| -> Ingress {
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}, namespace: default{extra}}}
+spec: {{defaultBackend: {{service: {{name: web, port: {{number: 80}}}}}}}}"
+        ))
+        .unwrap()
+    };
+    // no default class: the field stays empty
+    let none = create(&mut h.client, &ingress("none", "")).await.unwrap();
+    assert_eq!(none.spec.unwrap().ingress_class_name, None);
+    let class = |name: &str, default: bool| -> IngressClass {
+        let annotations = if default {
+            ", annotations: {ingressclass.kubernetes.io/is-default-class: 'true'}"
+        } else {
+            ""
+        };
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}{annotations}}}\nspec: {{controller: example.com/{name}}}"
+        ))
+        .unwrap()
+    };
+    create(&mut h.client, &class("other", false)).await.unwrap();
+    create(&mut h.client, &class("rkube", true)).await.unwrap();
+    let defaulted = create(&mut h.client, &ingress("defaulted", "")).await.unwrap();
+    assert_eq!(
+        defaulted.spec.unwrap().ingress_class_name.as_deref(),
+        Some("rkube")
+    );
+    // a class named by the old annotation is left as it is
+    let annotated = create(
+        &mut h.client,
+        &ingress("annotated", ", annotations: {kubernetes.io/ingress.class: other}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(annotated.spec.unwrap().ingress_class_name, None);
+    // validation speaks Kubernetes' words
+    let mut bad = ingress("bad", "");
+    bad.spec = serde_yaml::from_str(
+        "{rules: [{http: {paths: [{path: /, backend: {service: {name: web, port: {number: 80}}}}]}}]}",
+    )
+    .unwrap();
+    let err = create(&mut h.client, &bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
 async fn a_gated_pod_starts_scheduling_gated_and_cannot_be_bound() {
     let mut h = Harness::start().await;
     let mut p = pod("default", "gated");

@@ -1119,6 +1119,24 @@ async fn kubectl_create_sends_protobuf_that_the_server_reads() {
     );
     assert_eq!(svc["spec"]["selector"]["app"], "web", "{svc}");
 
+    // an Ingress: the rule's value (`http`) is an embedded struct on the wire
+    run("-n shop create ingress web --class=rkube --rule=foo.example.com/api*=web:80,tls=web-tls --rule=/exact=web:http --default-backend=web:http").await;
+    let ing = get("-n shop ingress web").await;
+    let spec = &ing["spec"];
+    assert_eq!(spec["ingressClassName"], "rkube", "{ing}");
+    assert_eq!(
+        spec["rules"][0],
+        json!({"host": "foo.example.com", "http": {"paths": [{"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}),
+        "{ing}"
+    );
+    assert_eq!(spec["rules"][1]["http"]["paths"][0]["pathType"], "Exact", "{ing}");
+    assert_eq!(
+        spec["tls"][0],
+        json!({"hosts": ["foo.example.com"], "secretName": "web-tls"}),
+        "{ing}"
+    );
+    assert_eq!(spec["defaultBackend"]["service"]["port"]["name"], "http", "{ing}");
+
     // outside shop, whose quota wants cpu requests
     run("run one --image=busybox --env=MODE=test --port=80 -- sleep 1").await;
     let pod = get("pod one").await;
@@ -1294,5 +1312,64 @@ async fn kubectl_server_side_apply_owns_conflicts_and_prunes_fields() {
         .find(|e| e["operation"] == "Update" && e["manager"] == "kubectl")
         .unwrap();
     assert_eq!(scale["subresource"], "scale");
+    c.stop().await;
+}
+
+/// Storage kinds through stock kubectl: apply (schema-validated) of a default
+/// StorageClass, a PersistentVolume and a claim without a class; the claim gets the
+/// default class at admission; `get sc` and `get pv` print kubectl's columns, the
+/// default class marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_storage_classes_volumes_and_claims() {
+    let c = start_cluster().await;
+    let file = c.path("storage.yaml");
+    let file = file.to_str().unwrap();
+    std::fs::write(
+        file,
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local\n  annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}\n\
+         provisioner: rkube.io/local\nvolumeBindingMode: WaitForFirstConsumer\n---\n\
+         apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: disk-1}\n\
+         spec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: local\n  hostPath: {path: /srv/disk-1}\n---\n\
+         apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\n\
+         spec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    )
+    .unwrap();
+    c.kubectl(&["apply", "-f", file]).await;
+    let class = c
+        .kubectl(&["get", "pvc", "data", "-o", "jsonpath={.spec.storageClassName}"])
+        .await;
+    assert_eq!(class, "local");
+    let sc = c.kubectl(&["get", "sc"]).await;
+    assert_eq!(
+        header(&sc),
+        [
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        row(&sc, "local")[..6],
+        [
+            "local",
+            "(default)",
+            "rkube.io/local",
+            "Delete",
+            "WaitForFirstConsumer",
+            "false"
+        ]
+    );
+    let pv = c.kubectl(&["get", "pv"]).await;
+    assert_eq!(
+        header(&pv)[..5],
+        ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS"]
+    );
+    assert_eq!(
+        row(&pv, "disk-1")[..5],
+        ["disk-1", "1Gi", "RWO", "Retain", "Pending"]
+    );
     c.stop().await;
 }

@@ -61,6 +61,7 @@ pub fn client_identities(nodes: &[String]) -> Vec<(String, String, Vec<String>)>
             vec![],
         ),
         ("kube-proxy".into(), "system:kube-proxy".into(), vec![]),
+        ("rkube-ingress".into(), "system:rkube-ingress".into(), vec![]),
         (
             "cloud-controller-manager".into(),
             "system:cloud-controller-manager".into(),

@@ -6,7 +6,9 @@
 //! own beyond what they can rebuild from the objects they are given.
 
 use async_trait::async_trait;
-use rkube_api::core::v1::{LoadBalancerIngress, Node, NodeAddress, Service};
+use rkube_api::core::v1::{
+    LoadBalancerIngress, Node, NodeAddress, PersistentVolumeClaim, PersistentVolumeSpec, Service,
+};
 use rkube_api::Resource;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,26 @@ pub trait Routes: Send + Sync {
     async fn delete_route(&self, cluster: &str, route: &Route) -> CloudResult<()>;
 }
 
+/// Volumes for PersistentVolumeClaims: the "file system" resource a cloud
+/// supplies (Kubernetes' external provisioners). The volume-provisioner loop
+/// asks for one when a claim of a StorageClass naming `provisioner()` finds no
+/// volume.
+#[async_trait]
+pub trait Volumes: Send + Sync {
+    /// The `provisioner` of the StorageClasses this provider serves.
+    fn provisioner(&self) -> &str;
+    /// Makes the volume `name` for `claim` on `node` (the node its first pod was
+    /// scheduled to, or one the controller picked) and returns what the
+    /// PersistentVolume must say of it: its source and node affinity. The
+    /// controller fills in size, access modes, class, reclaim policy and claimRef.
+    async fn provision(
+        &self,
+        name: &str,
+        claim: &PersistentVolumeClaim,
+        node: &Node,
+    ) -> CloudResult<PersistentVolumeSpec>;
+}
+
 /// A cloud: a name and the parts it offers.
 pub trait CloudProvider: Send + Sync {
     /// The `--cloud-provider` name, also the scheme of provider IDs.
@@ -111,6 +133,10 @@ pub trait CloudProvider: Send + Sync {
     fn instances(&self) -> Option<&dyn Instances>;
     fn load_balancer(&self) -> Option<&dyn LoadBalancer>;
     fn routes(&self) -> Option<&dyn Routes>;
+    /// Volumes for claims; none unless the provider has storage.
+    fn volumes(&self) -> Option<&dyn Volumes> {
+        None
+    }
 }
 
 /// The address of `kind` (`InternalIP`, ...) first listed in `addresses`.

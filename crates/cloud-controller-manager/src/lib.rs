@@ -94,9 +94,26 @@ mod tests {
     #[test]
     fn controller_selection_follows_kubernetes_syntax() {
         let all = enabled(&["*".into()]).unwrap();
-        assert_eq!(all, ["cloud-node", "cloud-node-lifecycle", "service", "route"]);
+        assert_eq!(
+            all,
+            [
+                "cloud-node",
+                "cloud-node-lifecycle",
+                "service",
+                "route",
+                "volume-provisioner"
+            ]
+        );
         let without = enabled(&["*,-route".into()]).unwrap();
-        assert_eq!(without, ["cloud-node", "cloud-node-lifecycle", "service"]);
+        assert_eq!(
+            without,
+            [
+                "cloud-node",
+                "cloud-node-lifecycle",
+                "service",
+                "volume-provisioner"
+            ]
+        );
         assert_eq!(enabled(&["service".into()]).unwrap(), ["service"]);
         let err = enabled(&["nope".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown controller \"nope\""), "{err}");

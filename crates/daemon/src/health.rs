@@ -30,6 +30,8 @@ pub const SCHEDULER_PORT: u16 = 10259;
 pub const KUBELET_PORT: u16 = 10248;
 /// rkube-proxy (kube-proxy's healthz port).
 pub const PROXY_PORT: u16 = 10256;
+/// rkube-ingress (ingress-nginx's health port).
+pub const INGRESS_PORT: u16 = 10254;
 
 /// `--health-addr` / `healthAddr:` as given: an address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -98,6 +98,20 @@ pub struct Options {
     /// Parent cgroup of every container (default /rkube).
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    /// The cluster DNS address(es) pods with dnsPolicy ClusterFirst use as
+    /// nameserver, comma-separated or repeated (Kubernetes' clusterDNS; rkube-proxy
+    /// serves one on every node at 169.254.20.10). Empty: pods get the node's
+    /// resolv.conf.
+    #[arg(long, value_name = "IP", value_delimiter = ',')]
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Option<Vec<IpAddr>>,
+    /// The cluster's DNS domain, searched by pods (default cluster.local).
+    #[arg(long, value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// The node's resolver configuration, which dnsPolicy Default pods get
+    /// and ClusterFirst pods take search domains from (default /etc/resolv.conf).
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
     /// The node's network namespace (a bind mount like /var/run/netns/NAME): pods are
     /// wired and the server listens there, while the kubelet talks to the apiserver,
     /// containerd and registries from its own. For several nodes on one machine.
@@ -176,6 +190,11 @@ pub struct Config {
     /// The health and metrics endpoint; `None` (the default for tests and
     /// embedding) serves none. The daemon's flags default to loopback.
     pub health_addr: Option<SocketAddr>,
+    /// Nameservers of ClusterFirst pods; empty: the node's (see `crate::pod_dns`).
+    pub cluster_dns: Vec<IpAddr>,
+    pub cluster_domain: String,
+    /// The node's resolv.conf.
+    pub resolv_conf: PathBuf,
 }
 
 impl Config {
@@ -212,6 +231,9 @@ impl Config {
             cni_node_netns: None,
             log_driver: default_log_driver(),
             server_netns: None,
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 
@@ -276,6 +298,11 @@ impl Config {
             c.cni_node_netns = Some(v.clone());
             c.server_netns = Some(v);
         }
+        c.cluster_dns = o.cluster_dns.unwrap_or_default();
+        if let Some(d) = o.cluster_domain {
+            c.cluster_domain = d.trim_end_matches('.').to_ascii_lowercase();
+        }
+        c.resolv_conf = o.resolv_conf.unwrap_or(c.resolv_conf);
         c.validate()?;
         Ok(c)
     }
@@ -317,6 +344,12 @@ impl Config {
         if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
             anyhow::bail!("--tls-cert-file and --tls-private-key-file go together: give both or neither");
         }
+        if !rkube_api::validation::is_dns1123_subdomain(&self.cluster_domain) {
+            anyhow::bail!(
+                "--cluster-domain {:?} is not a DNS domain like cluster.local",
+                self.cluster_domain
+            );
+        }
         if !self.cgroup_parent.starts_with('/') {
             anyhow::bail!(
                 "--cgroup-parent {:?} must be an absolute cgroup path",
@@ -348,19 +381,24 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// The first non-loopback IPv4 address of the host (from the kernel's view of which
-/// source address a route would use is not needed: any interface address will do), else
-/// 127.0.0.1.
+/// The first IPv4 address of the host that others can reach it at (from the kernel's
+/// view of which source address a route would use is not needed: any interface address
+/// will do), else 127.0.0.1. Not one on the loopback interface, nor a link-local one: the
+/// cluster DNS address rkube-proxy puts on `lo` (169.254.20.10) is the same on every node.
 pub fn default_node_ip() -> IpAddr {
+    use nix::net::if_::InterfaceFlags;
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return loopback;
     };
     for a in addrs {
+        if a.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
+            continue;
+        }
         if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-            let ip = IpAddr::V4(sin.ip());
-            if !ip.is_loopback() {
-                return ip;
+            let ip = sin.ip();
+            if !ip.is_loopback() && !ip.is_link_local() {
+                return IpAddr::V4(ip);
             }
         }
     }
@@ -428,5 +466,24 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--pod-cidr"), "{err}");
+    }
+
+    #[test]
+    fn cluster_dns_comes_as_kubernetes_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kubelet.yaml");
+        std::fs::write(
+            &file,
+            "nodeName: n\nclusterDNS: [169.254.20.10]\nclusterDomain: corp.local\n",
+        )
+        .unwrap();
+        let c = config(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(c.cluster_dns, ["169.254.20.10".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.cluster_domain, "corp.local");
+        let c = config(&["--node-name", "n", "--cluster-dns", "10.96.0.10,10.96.0.11"]).unwrap();
+        assert_eq!(c.cluster_dns.len(), 2);
+        assert_eq!(c.cluster_domain, "cluster.local");
+        let err = config(&["--node-name", "n", "--cluster-domain", "Not_A_Domain"]).unwrap_err();
+        assert!(err.to_string().contains("--cluster-domain"), "{err}");
     }
 }

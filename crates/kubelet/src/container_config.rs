@@ -16,6 +16,66 @@ use rkube_node_runtime::runtime::{Resources, Security};
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// The value of a downward API `resourceFieldRef` (`limits.cpu`, `requests.memory`, ...)
+/// of `container`, divided by `divisor` and rounded up, as Kubernetes writes it: a limit
+/// the container does not set is the node's capacity (its cores, its memory), a request it
+/// does not set is 0.
+pub fn resource_value(
+    container: &Container,
+    resource: &str,
+    divisor: Option<&rkube_api::quantity::Quantity>,
+) -> Result<String, String> {
+    let res = container.resources.clone().unwrap_or_default();
+    let (map, name, is_limit) = match resource.split_once('.') {
+        Some(("limits", n)) => (&res.limits, n, true),
+        Some(("requests", n)) => (&res.requests, n, false),
+        _ => {
+            return Err(format!(
+                "resource {resource:?} is not limits.NAME or requests.NAME"
+            ))
+        }
+    };
+    if !matches!(name, "cpu" | "memory" | "ephemeral-storage") {
+        return Err(format!(
+            "resource {resource:?} is not cpu, memory or ephemeral-storage"
+        ));
+    }
+    let bad =
+        |what: &str, q: &rkube_api::quantity::Quantity| format!("{what} {:?} is not a quantity", q.string);
+    let divide = |value: i64, by: i64| if by <= 0 { value } else { (value + by - 1) / by };
+    if name == "cpu" {
+        let milli = match map.get(name) {
+            Some(q) => q.millis().map_err(|_| bad("the container's cpu", q))?,
+            None if is_limit => {
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as i64 * 1000
+            }
+            None => 0,
+        };
+        let by = match divisor {
+            Some(d) => d.millis().map_err(|_| bad("divisor", d))?,
+            None => 1000,
+        };
+        return Ok(divide(milli, by).to_string());
+    }
+    let bytes = match map.get(name) {
+        Some(q) => q
+            .value()
+            .map_err(|_| bad(&format!("the container's {name}"), q))?,
+        None if is_limit && name == "memory" => crate::node::meminfo_kib("MemTotal")
+            .map(|k| k as i64 * 1024)
+            .unwrap_or(0),
+        None if is_limit => nix::sys::statvfs::statvfs("/")
+            .map(|s| (s.blocks() as i64) * (s.fragment_size() as i64))
+            .unwrap_or(0),
+        None => 0,
+    };
+    let by = match divisor {
+        Some(d) => d.value().map_err(|_| bad("divisor", d))?,
+        None => 1,
+    };
+    Ok(divide(bytes, by).to_string())
+}
+
 /// The container's environment, in Kubernetes order: the Service variables
 /// (`crate::service_env`), envFrom, then env (later wins).
 pub async fn build_env(
@@ -121,28 +181,10 @@ pub async fn build_env(
                         )))
                     })?
             };
-            let res = target.resources.clone().unwrap_or_default();
-            let (map, name) = match r.resource.split_once('.') {
-                Some(("limits", n)) => (&res.limits, n),
-                Some(("requests", n)) => (&res.requests, n),
-                _ => {
-                    return Err(ConfigError(what(format!(
-                        "env {:?}: resourceFieldRef.resource {:?} is not supported",
-                        var.name, r.resource
-                    ))))
-                }
-            };
-            Some(match (map.get(name), name) {
-                (Some(q), "cpu") => ((q.millis().unwrap_or(0) + 999) / 1000).to_string(),
-                (Some(q), _) => q.value().unwrap_or(0).to_string(),
-                (None, "cpu") => std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-                    .to_string(),
-                (None, _) => crate::node::meminfo_kib("MemTotal")
-                    .map(|k| (k * 1024).to_string())
-                    .unwrap_or_default(),
-            })
+            Some(
+                resource_value(&target, &r.resource, r.divisor.as_ref())
+                    .map_err(|e| ConfigError(what(format!("env {:?}: resourceFieldRef: {e}", var.name))))?,
+            )
         } else if let Some(r) = &from.config_map_key_ref {
             match get_config_map(client, &ns, &r.name, &mut config_maps).await? {
                 Some(cm) => match cm.data.get(&r.key) {

@@ -164,6 +164,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
     tasks.spawn(agent.clone().heartbeat_loop());
     tasks.spawn(PodManager::new(shared).run(informer));
     tasks.spawn(sampler.run(runtime, Duration::from_secs(10)));
+    tasks.spawn(crate::claims::housekeeping(
+        client.clone(),
+        config.root_dir.clone(),
+    ));
     let (server_tx, server_rx) = tokio::sync::oneshot::channel::<()>();
     let callers = crate::serving::CallerCheck::new(&config.node_name, serving_tls);
     tasks.spawn(async move {

@@ -13,11 +13,13 @@
 //! runtime's end-to-end harness and builds kubelet configurations on it.
 
 pub mod bootstrap;
+pub mod claims;
 pub mod config;
 pub mod container_config;
 pub mod daemon;
 pub mod expansion;
 pub mod node;
+pub mod pod_dns;
 pub mod pod_worker;
 pub mod probes;
 pub mod server;

@@ -54,10 +54,9 @@ impl NodeAgent {
             Some(_) => {
                 let node = api
                     .replace_with(name, |mut n| {
-                        n.metadata
-                            .get_or_insert_with(Default::default)
-                            .labels
-                            .extend(labels.clone());
+                        let meta = n.metadata.get_or_insert_with(Default::default);
+                        meta.labels.extend(labels.clone());
+                        meta.annotations.extend(self.annotations());
                         n
                     })
                     .await?;
@@ -68,6 +67,7 @@ impl NodeAgent {
                     metadata: Some(ObjectMeta {
                         name: name.clone(),
                         labels: labels.into_iter().collect(),
+                        annotations: self.annotations(),
                         ..Default::default()
                     }),
                     spec: Some(NodeSpec {
@@ -94,6 +94,15 @@ impl NodeAgent {
                 }
             }
         }
+    }
+
+    /// Where this node's local volumes go, for the local provider's provisioner.
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let dir = crate::claims::volume_dir(&self.config.root_dir);
+        BTreeMap::from([(
+            crate::claims::VOLUME_DIR_ANNOTATION.to_string(),
+            dir.display().to_string(),
+        )])
     }
 
     fn labels(&self) -> BTreeMap<String, String> {

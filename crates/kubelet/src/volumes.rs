@@ -24,11 +24,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
-use rkube_api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, ServiceAccount};
+use rkube_api::core::v1::{Container, KeyToPath, Pod, Secret, ServiceAccount};
 use rkube_client::{Api, Client};
 
 use rkube_node_runtime::mounts;
 use rkube_node_runtime::runtime::BindMount;
+
+mod projected;
+use projected::{config_map_data, downward_files, projected_files, secret_source};
 
 /// Why a pod's volumes cannot be prepared; each names the pod and volume, and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,14 @@ impl PodDirs {
         PodDirs {
             root: root_dir.join("pods").join(uid),
         }
+    }
+    /// The kubelet's root directory (`<root-dir>` of `<root-dir>/pods/<uid>`).
+    pub fn node_root(&self) -> PathBuf {
+        self.root
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
     pub fn volume(&self, name: &str) -> PathBuf {
         self.root.join("volumes").join(name)
@@ -234,77 +245,50 @@ pub async fn prepare(
             }
             p
         } else if let Some(cm) = &v.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-            let found = api.get_opt(&cm.name).await.map_err(|source| VolumeError::Api {
-                pod: key.clone(),
-                volume: v.name.clone(),
-                kind: "ConfigMap",
-                name: cm.name.clone(),
-                source: Box::new(source),
-            })?;
-            let data: BTreeMap<String, Vec<u8>> = match found {
-                Some(c) => c
-                    .data
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .chain(c.binary_data)
-                    .collect(),
-                None if cm.optional == Some(true) => BTreeMap::new(),
-                None => {
-                    return Err(VolumeError::SourceMissing {
-                        pod: key,
-                        volume: v.name.clone(),
-                        kind: "ConfigMap",
-                        name: cm.name.clone(),
-                    })
-                }
-            };
+            let data = config_map_data(client, &key, &namespace, &v.name, &cm.name, cm.optional).await?;
             let p = dirs.volume(&v.name);
-            write_projection(&key, &v.name, &p, &data, &cm.items, cm.default_mode)?;
+            let files = key_files(
+                &key,
+                &v.name,
+                &data.unwrap_or_default(),
+                &cm.items,
+                cm.default_mode,
+            )?;
+            write_files(&key, &v.name, &p, files)?;
             p
         } else if let Some(s) = &v.secret {
-            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-            let found = api
-                .get_opt(&s.secret_name)
-                .await
-                .map_err(|source| VolumeError::Api {
-                    pod: key.clone(),
-                    volume: v.name.clone(),
-                    kind: "Secret",
-                    name: s.secret_name.clone(),
-                    source: Box::new(source),
-                })?;
-            let data: BTreeMap<String, Vec<u8>> = match found {
-                Some(sec) => secret_data(&sec),
-                None if s.optional == Some(true) => BTreeMap::new(),
-                None => {
-                    return Err(VolumeError::SourceMissing {
-                        pod: key,
-                        volume: v.name.clone(),
-                        kind: "Secret",
-                        name: s.secret_name.clone(),
-                    })
-                }
-            };
+            let data = secret_source(client, &key, &namespace, &v.name, &s.secret_name, s.optional).await?;
             let p = dirs.volume(&v.name);
-            write_projection(&key, &v.name, &p, &data, &s.items, s.default_mode)?;
+            let files = key_files(&key, &v.name, &data.unwrap_or_default(), &s.items, s.default_mode)?;
+            write_files(&key, &v.name, &p, files)?;
+            p
+        } else if let Some(projected) = &v.projected {
+            let p = dirs.volume(&v.name);
+            let files = projected_files(client, pod, &v.name, projected, &p).await?;
+            write_files(&key, &v.name, &p, files)?;
+            p
+        } else if let Some(d) = &v.downward_api {
+            let p = dirs.volume(&v.name);
+            let files = downward_files(pod, &v.name, &d.items, d.default_mode)?;
+            write_files(&key, &v.name, &p, files)?;
             p
         } else if let Some(c) = &v.persistent_volume_claim {
-            // Claims are stored and created (StatefulSets' volumeClaimTemplates), but this
-            // kubelet has no volume provisioner to mount them from yet.
-            return Err(VolumeError::Invalid {
-                pod: key,
-                volume: v.name.clone(),
-                reason: format!(
-                    "persistentVolumeClaim {:?}: this node cannot mount claims yet; use emptyDir or hostPath",
-                    c.claim_name
-                ),
-            });
+            // the volume's mount, bound into the pod's directory (which goes with the pod)
+            let p = dirs.volume(&v.name);
+            crate::claims::mount_claim(client, &namespace, &c.claim_name, &dirs.node_root(), &p)
+                .await
+                .map_err(|reason| VolumeError::Invalid {
+                    pod: key.clone(),
+                    volume: v.name.clone(),
+                    reason,
+                })?;
+            p
         } else {
             return Err(VolumeError::Invalid {
                 pod: key,
                 volume: v.name.clone(),
-                reason: "no supported source (emptyDir, hostPath, configMap, secret)".into(),
+                reason: "no supported source (emptyDir, hostPath, configMap, secret, projected, downwardAPI)"
+                    .into(),
             });
         };
         // fsGroup: the pod's volumes (not the host's paths) belong to that group, writable
@@ -393,28 +377,10 @@ async fn prepare_service_account(
     let now = chrono::Utc::now().timestamp();
     let token = match current.filter(|t| !token_needs_refresh(t, now)) {
         Some(t) => t,
-        None => {
-            let req = rkube_api::rpc::CreateTokenRequest {
-                namespace: meta.namespace.clone(),
-                name: account.clone(),
-                audiences: Vec::new(),
-                expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
-                bound_object_ref: Some(rkube_api::rpc::BoundObjectReference {
-                    kind: "Pod".into(),
-                    api_version: "v1".into(),
-                    name: meta.name.clone(),
-                    uid: meta.uid.clone(),
-                }),
-            };
-            match client.create_token(req).await {
-                Ok(out) => out.token,
-                Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {
-                    tracing::debug!(pod = %key, "the apiserver issues no ServiceAccount tokens: {e}");
-                    return Ok(None);
-                }
-                Err(e) => return Err(token_error(e)),
-            }
-        }
+        None => match request_token(client, pod, Vec::new(), TOKEN_EXPIRATION_SECONDS).await? {
+            Some(t) => t,
+            None => return Ok(None),
+        },
     };
     let mut data = BTreeMap::from([
         ("token".to_string(), token.into_bytes()),
@@ -425,6 +391,45 @@ async fn prepare_service_account(
     }
     write_projection(&key, SERVICE_ACCOUNT_VOLUME, &dir, &data, &[], None)?;
     Ok(Some(dir))
+}
+
+/// A token of the pod's ServiceAccount for `audiences` (the apiserver's when empty), bound
+/// to the pod; `None` when the apiserver issues none (an `--insecure` development one).
+async fn request_token(
+    client: &Client,
+    pod: &Pod,
+    audiences: Vec<String>,
+    expiration_seconds: i32,
+) -> Result<Option<String>, VolumeError> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let account = Some(spec.service_account_name)
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let req = rkube_api::rpc::CreateTokenRequest {
+        namespace: meta.namespace.clone(),
+        name: account.clone(),
+        audiences,
+        expiration_seconds: Some(expiration_seconds),
+        bound_object_ref: Some(rkube_api::rpc::BoundObjectReference {
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            name: meta.name.clone(),
+            uid: meta.uid.clone(),
+        }),
+    };
+    match client.create_token(req).await {
+        Ok(out) => Ok(Some(out.token)),
+        Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {
+            tracing::debug!(pod = %pod_key(pod), "the apiserver issues no ServiceAccount tokens: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(VolumeError::Token {
+            pod: pod_key(pod),
+            account,
+            source: Box::new(e),
+        }),
+    }
 }
 
 /// Whether a token is due for renewal at `now` (seconds): once 80% of its lifetime
@@ -462,6 +467,49 @@ fn safe_relative(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
+/// A file of a projected volume: its path in the volume, content and mode.
+type VolumeFile = (String, Vec<u8>, u32);
+
+/// The files of a ConfigMap's or Secret's `data`: every key under its name, or the
+/// `items` (each key at its path, with its mode); modes default to `default_mode`, else
+/// 0644.
+fn key_files(
+    pod: &str,
+    volume: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: &[KeyToPath],
+    default_mode: Option<i32>,
+) -> Result<Vec<VolumeFile>, VolumeError> {
+    let default_mode = file_mode(None, default_mode);
+    if items.is_empty() {
+        return Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), default_mode))
+            .collect());
+    }
+    let mut files = Vec::new();
+    for item in items {
+        let Some(v) = data.get(&item.key) else {
+            return Err(VolumeError::Invalid {
+                pod: pod.into(),
+                volume: volume.into(),
+                reason: format!("items: key {:?} is not in the source object", item.key),
+            });
+        };
+        files.push((
+            item.path.clone(),
+            v.clone(),
+            file_mode(item.mode, Some(default_mode as i32)),
+        ));
+    }
+    Ok(files)
+}
+
+/// A file's mode: its own, else the volume's default, else 0644.
+fn file_mode(mode: Option<i32>, default_mode: Option<i32>) -> u32 {
+    mode.or(default_mode).unwrap_or(0o644) as u32 & 0o7777
+}
+
 fn write_projection(
     pod: &str,
     volume: &str,
@@ -470,6 +518,13 @@ fn write_projection(
     items: &[KeyToPath],
     default_mode: Option<i32>,
 ) -> Result<(), VolumeError> {
+    let files = key_files(pod, volume, data, items, default_mode)?;
+    write_files(pod, volume, dir, files)
+}
+
+/// Writes `files` into `dir`, each replaced atomically when it changed, and removes the
+/// files that are no longer wanted.
+fn write_files(pod: &str, volume: &str, dir: &Path, files: Vec<VolumeFile>) -> Result<(), VolumeError> {
     let io = |what: &'static str, path: &Path| {
         let (pod, volume, path) = (pod.to_string(), volume.to_string(), path.to_path_buf());
         move |source| VolumeError::Io {
@@ -481,25 +536,6 @@ fn write_projection(
         }
     };
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let default_mode = default_mode.unwrap_or(0o644) as u32 & 0o7777;
-    let mut files: Vec<(String, &[u8], u32)> = Vec::new();
-    if items.is_empty() {
-        for (k, v) in data {
-            files.push((k.clone(), v, default_mode));
-        }
-    } else {
-        for item in items {
-            let Some(v) = data.get(&item.key) else {
-                return Err(VolumeError::Invalid {
-                    pod: pod.into(),
-                    volume: volume.into(),
-                    reason: format!("items: key {:?} is not in the source object", item.key),
-                });
-            };
-            let mode = item.mode.map(|m| m as u32 & 0o7777).unwrap_or(default_mode);
-            files.push((item.path.clone(), v, mode));
-        }
-    }
     let mut wanted = HashSet::new();
     for (rel, content, mode) in files {
         if !safe_relative(&rel) {
@@ -513,7 +549,7 @@ fn write_projection(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
         }
-        if std::fs::read(&path).is_ok_and(|old| old == content)
+        if std::fs::read(&path).is_ok_and(|old| old == *content)
             && std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode)
         {
             wanted.insert(path);
@@ -524,7 +560,7 @@ fn write_projection(
             ".{}.tmp",
             path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
         ));
-        std::fs::write(&tmp, content).map_err(io("writing", &tmp))?;
+        std::fs::write(&tmp, &content).map_err(io("writing", &tmp))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io("renaming", &path))?;
         wanted.insert(path);
@@ -549,24 +585,31 @@ fn remove_unwanted(dir: &Path, wanted: &HashSet<PathBuf>) {
     }
 }
 
-/// Writes the pod's /etc/hosts and /etc/resolv.conf files.
+/// Writes the pod's /etc/hosts and /etc/resolv.conf files (see `crate::pod_dns`).
 pub fn write_etc_files(
     dirs: &PodDirs,
+    pod: &Pod,
     pod_ip: &str,
     hostname: &str,
-    host_network: bool,
+    config: &crate::config::Config,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(&dirs.root)?;
+    let host_network = pod.spec.as_ref().is_some_and(|s| s.host_network);
     let hosts = if host_network {
-        std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".into())
+        let node = std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".into());
+        node + &crate::pod_dns::host_aliases(pod)
     } else {
-        format!(
-            "# Kubernetes-managed hosts file (rkubelet).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{pod_ip}\t{hostname}\n"
-        )
+        crate::pod_dns::hosts_file(pod, pod_ip, hostname, &config.cluster_domain)
     };
     write_if_changed(&dirs.hosts(), hosts.as_bytes())?;
-    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_else(|_| b"nameserver 127.0.0.1\n".to_vec());
-    write_if_changed(&dirs.resolv_conf(), &resolv)
+    let node = std::fs::read_to_string(&config.resolv_conf).unwrap_or_default();
+    let resolv = crate::pod_dns::resolv_conf(
+        pod,
+        &crate::pod_dns::ResolvConf::parse(&node),
+        &config.cluster_dns,
+        &config.cluster_domain,
+    );
+    write_if_changed(&dirs.resolv_conf(), resolv.render().as_bytes())
 }
 
 fn write_if_changed(path: &Path, content: &[u8]) -> std::io::Result<()> {
@@ -597,7 +640,11 @@ pub fn mounts_for(
             return Err(err(format!("volume {:?} is not in spec.volumes", vm.name)));
         };
         let source = spec.volumes.iter().find(|v| v.name == vm.name);
-        let projected = source.is_some_and(|v| v.config_map.is_some() || v.secret.is_some());
+        let projected = source.is_some_and(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.persistent_volume_claim.as_ref().is_some_and(|c| c.read_only)
+        });
         let mut host_path = base.clone();
         if !vm.sub_path.is_empty() {
             if !safe_relative(&vm.sub_path) {

@@ -57,6 +57,7 @@
 //! * Containers inherit containerd's rlimits (no RLIMIT_NOFILE in the spec).
 
 pub mod image;
+pub mod local_volume;
 pub mod log_driver;
 pub mod logs;
 pub mod mounts;

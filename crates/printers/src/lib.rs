@@ -17,7 +17,9 @@ mod cluster;
 mod config;
 mod coordination;
 mod event;
+pub mod ingress;
 pub mod network;
+mod network_policy;
 mod pod;
 mod policy;
 mod storage;
@@ -187,8 +189,8 @@ impl KindPrinter for GenericPrinter {
 pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
     use rkube_api::{
         apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-        coordination::v1 as coordination, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
-        scheduling::v1 as scheduling,
+        coordination::v1 as coordination, core::v1 as core, networking::v1 as networking,
+        policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
     };
     // Printers are zero-sized constants, promoted to statics.
     macro_rules! p {
@@ -209,6 +211,8 @@ pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
         ("", "ResourceQuota") => p!(core::ResourceQuota),
         ("", "LimitRange") => p!(core::LimitRange),
         ("", "PersistentVolumeClaim") => p!(core::PersistentVolumeClaim),
+        ("", "PersistentVolume") => p!(core::PersistentVolume),
+        ("storage.k8s.io", "StorageClass") => p!(storage::StorageClass),
         ("apps", "Deployment") => p!(apps::Deployment),
         ("apps", "ReplicaSet") => p!(apps::ReplicaSet),
         ("apps", "DaemonSet") => p!(apps::DaemonSet),
@@ -220,6 +224,9 @@ pub fn printer_for(info: &ResourceInfo) -> &'static dyn KindPrinter {
         ("coordination.k8s.io", "Lease") => p!(coordination::Lease),
         ("policy", "PodDisruptionBudget") => p!(policy::PodDisruptionBudget),
         ("scheduling.k8s.io", "PriorityClass") => p!(scheduling::PriorityClass),
+        ("networking.k8s.io", "NetworkPolicy") => p!(networking::NetworkPolicy),
+        ("networking.k8s.io", "Ingress") => p!(networking::Ingress),
+        ("networking.k8s.io", "IngressClass") => p!(networking::IngressClass),
         ("rbac.authorization.k8s.io", "Role") => p!(rbac::Role),
         ("rbac.authorization.k8s.io", "ClusterRole") => p!(rbac::ClusterRole),
         ("rbac.authorization.k8s.io", "RoleBinding") => p!(rbac::RoleBinding),

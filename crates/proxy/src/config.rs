@@ -45,6 +45,10 @@ pub struct Options {
     /// namespace).
     #[arg(long, value_name = "COMMAND")]
     pub nft_command: Option<CommandLine>,
+    /// Enforce NetworkPolicies (nftables mode only; table `inet rkube-netpol`). On by
+    /// default; `--network-policy=false` leaves pods' traffic alone.
+    #[arg(long, value_name = "BOOL")]
+    pub network_policy: Option<bool>,
     /// The command that runs ip (iproute2), for userspace mode.
     #[arg(long, value_name = "COMMAND")]
     pub ip_command: Option<CommandLine>,
@@ -52,6 +56,22 @@ pub struct Options {
     /// mode uses to clear entries its new rules cannot fix.
     #[arg(long, value_name = "COMMAND")]
     pub conntrack_command: Option<CommandLine>,
+    /// The address this node's cluster DNS answers on (UDP and TCP port 53),
+    /// put on a dummy interface `rkube-dns`; give the kubelets the same
+    /// address as `--cluster-dns`. Default 169.254.20.10; `none` serves no DNS.
+    #[arg(long, value_name = "IP")]
+    pub dns_address: Option<String>,
+    /// The cluster's DNS domain (default cluster.local), as the kubelets'
+    /// `--cluster-domain`.
+    #[arg(long, value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// A resolver (`IP` or `IP:PORT`) names outside the cluster domain are
+    /// forwarded to; repeatable (default: the nameservers of --resolv-conf).
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub dns_upstreams: Option<Vec<String>>,
+    /// The node's resolver configuration (default /etc/resolv.conf).
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 rkube_daemon::impl_options!(Options, rkube_daemon::health::PROXY_PORT, daemon);
@@ -87,11 +107,16 @@ pub struct Config {
     pub nft_command: Vec<String>,
     /// Program and leading arguments that run `ip`.
     pub ip_command: Vec<String>,
+    /// Whether NetworkPolicies are enforced (nftables mode).
+    pub network_policy: bool,
     /// Program and leading arguments that run `conntrack`.
     pub conntrack_command: Vec<String>,
     /// The health and metrics endpoint; `None` (the default for tests and
     /// embedding) serves none. The daemon's flags default to loopback.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// The node's cluster DNS; `None` (the default for tests and embedding)
+    /// serves none. The daemon's flags default to 169.254.20.10.
+    pub dns: Option<rkube_dns::Config>,
 }
 
 /// Parses `100ms`, `2s` or a bare number of milliseconds.
@@ -124,8 +149,10 @@ impl Config {
             cleanup: false,
             nft_command: vec!["nft".into()],
             ip_command: vec!["ip".into()],
+            network_policy: true,
             conntrack_command: vec!["conntrack".into()],
             health_addr: None,
+            dns: None,
         }
     }
 
@@ -148,6 +175,7 @@ impl Config {
             })?;
         }
         c.cleanup = o.cleanup;
+        c.network_policy = o.network_policy.unwrap_or(true);
         let command = |v: Option<CommandLine>, d: Vec<String>| v.map_or(d, |c| c.0);
         c.nft_command = command(o.nft_command, c.nft_command);
         c.ip_command = command(o.ip_command, c.ip_command);
@@ -155,6 +183,13 @@ impl Config {
         if c.nft_command.is_empty() || c.ip_command.is_empty() || c.conntrack_command.is_empty() {
             anyhow::bail!("--nft-command, --ip-command and --conntrack-command must name a program");
         }
+        c.dns = dns_config(
+            o.dns_address,
+            o.cluster_domain,
+            o.dns_upstreams,
+            o.resolv_conf,
+            &c.ip_command,
+        )?;
         if c.node_name.is_empty() {
             anyhow::bail!("--node-name is required (the host name could not be read)");
         }
@@ -165,6 +200,46 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+/// The cluster DNS's configuration from the flags; `None` with `--dns-address none`.
+fn dns_config(
+    address: Option<String>,
+    domain: Option<String>,
+    upstreams: Option<Vec<String>>,
+    resolv_conf: Option<PathBuf>,
+    ip_command: &[String],
+) -> anyhow::Result<Option<rkube_dns::Config>> {
+    let mut d = rkube_dns::Config::new();
+    match address.as_deref().map(str::trim) {
+        None => {}
+        Some("none" | "") => return Ok(None),
+        Some(a) => {
+            let ip: std::net::IpAddr = a
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--dns-address {a:?} is not an IP address (or none)"))?;
+            d.listen.set_ip(ip);
+        }
+    }
+    if let Some(domain) = domain {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if !rkube_api::validation::is_dns1123_subdomain(&domain) {
+            anyhow::bail!("--cluster-domain {domain:?} is not a DNS domain like cluster.local");
+        }
+        d.domain = domain;
+    }
+    for u in upstreams.unwrap_or_default() {
+        let addr = u
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+            .map_err(|_| anyhow::anyhow!("--dns-upstream {u:?} is not IP or IP:PORT"))?;
+        d.upstreams.push(addr);
+    }
+    if let Some(f) = resolv_conf {
+        d.resolv_conf = f;
+    }
+    d.ip_command = ip_command.to_vec();
+    Ok(Some(d))
 }
 
 #[cfg(test)]
@@ -197,6 +272,33 @@ mod tests {
         assert_eq!(cfg.nft_command, ["nsenter", "--net=/x", "nft"]);
         let cfg = config(&["--config", path, "--nft-command", "ip netns exec x nft"]).unwrap();
         assert_eq!(cfg.nft_command, ["ip", "netns", "exec", "x", "nft"]);
+        let dns = cfg.dns.expect("the node-local DNS is on by default");
+        assert_eq!(dns.listen, "169.254.20.10:53".parse().unwrap());
+        assert_eq!(dns.domain, "cluster.local");
+        let cfg = config(&[
+            "--dns-address",
+            "10.0.0.10",
+            "--cluster-domain",
+            "Corp.Example.",
+            "--dns-upstream",
+            "192.0.2.53:5353",
+            "--dns-upstream",
+            "192.0.2.54",
+        ])
+        .unwrap();
+        let dns = cfg.dns.unwrap();
+        assert_eq!(dns.listen, "10.0.0.10:53".parse().unwrap());
+        assert_eq!(dns.domain, "corp.example");
+        assert_eq!(
+            dns.upstreams,
+            [
+                "192.0.2.53:5353".parse().unwrap(),
+                "192.0.2.54:53".parse().unwrap()
+            ]
+        );
+        assert!(config(&["--dns-address", "none"]).unwrap().dns.is_none());
+        let err = config(&["--dns-address", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("--dns-address"), "{err}");
         let err = config(&["--mode", "ipvs"]).unwrap_err();
         assert!(err.to_string().contains("ipvs"), "{err}");
         std::fs::write(&file, "bogus: 1\n").unwrap();

@@ -260,7 +260,17 @@ pub fn render_with(ports: &[ServicePort], affinities: &Affinities) -> String {
 }
 
 fn map(out: &mut String, name: &str, key: &str, elems: &[String]) {
-    let _ = writeln!(out, "  map {name} {{\n    type {key} : verdict");
+    declare_set(out, name, &format!("{key} : verdict"), "", elems);
+}
+
+/// Declares a named set (or, with a `: verdict` type, a map) with its elements; `flags`
+/// are whole lines (`flags interval`).
+pub(crate) fn declare_set(out: &mut String, name: &str, key: &str, flags: &str, elems: &[String]) {
+    let kind = if key.ends_with(": verdict") { "map" } else { "set" };
+    let _ = writeln!(out, "  {kind} {name} {{\n    type {key}");
+    if !flags.is_empty() {
+        let _ = writeln!(out, "    {flags}");
+    }
     if !elems.is_empty() {
         let _ = writeln!(
             out,

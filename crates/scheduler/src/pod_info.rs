@@ -200,6 +200,10 @@ pub struct PodInfo {
     pub never_preempts: bool,
     /// Being deleted (gracefully): still holds its node.
     pub terminating: bool,
+    /// The node selectors of the volumes its claims are bound to (every one must match).
+    pub volume_affinity: Vec<rkube_api::core::v1::NodeSelector>,
+    /// Its WaitForFirstConsumer claims that have no node yet: they get the pod's.
+    pub waiting_claims: Vec<String>,
 }
 
 /// A pod the scheduler cannot even start to place: the message says which
@@ -257,6 +261,8 @@ impl PodInfo {
             priority: spec.and_then(|s| s.priority).unwrap_or(0),
             never_preempts: spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never"),
             terminating: !m.deletion_timestamp.is_empty(),
+            volume_affinity: Vec::new(),
+            waiting_claims: Vec::new(),
         }
     }
 

@@ -35,8 +35,9 @@ use crate::preemption;
 use crate::Config;
 use futures::StreamExt;
 use rand::SeedableRng;
-use rkube_api::core::v1::{Namespace, Node, Pod, PodCondition};
+use rkube_api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition};
 use rkube_api::policy::v1::PodDisruptionBudget;
+use rkube_api::storage::v1::StorageClass;
 use rkube_api::Resource;
 use rkube_client::runtime::WatcherConfig;
 use rkube_client::{
@@ -78,7 +79,13 @@ pub struct Scheduler {
     /// Their labels, for podAffinity terms' namespaceSelector.
     namespaces: Informer<Namespace>,
     /// PodDisruptionBudgets: preemption prefers victims that break none.
+    /// Not waited for at start: budgets are a preference, and a scheduler
+    /// that may not list them (RBAC) must still schedule.
     budgets: Informer<PodDisruptionBudget>,
+    /// Claims, volumes and classes: where a pod's volumes are (VolumeBinding).
+    claims: Informer<PersistentVolumeClaim>,
+    volumes: Informer<PersistentVolume>,
+    classes: Informer<StorageClass>,
     cache: Arc<Mutex<Cache>>,
     queue: WorkQueue,
     /// Pods that fit nowhere on their last attempt.
@@ -112,6 +119,15 @@ impl Scheduler {
                 Api::<PodDisruptionBudget>::all(client.clone()),
                 WatcherConfig::default(),
             ),
+            claims: Informer::new(
+                Api::<PersistentVolumeClaim>::all(client.clone()),
+                WatcherConfig::default(),
+            ),
+            volumes: Informer::new(
+                Api::<PersistentVolume>::all(client.clone()),
+                WatcherConfig::default(),
+            ),
+            classes: Informer::new(Api::<StorageClass>::all(client.clone()), WatcherConfig::default()),
             cache: Arc::default(),
             queue: WorkQueue::with_backoff(config.pod_initial_backoff, config.pod_max_backoff),
             unschedulable: Arc::default(),
@@ -208,6 +224,9 @@ impl Scheduler {
         self.nodes.start()?;
         self.namespaces.start()?;
         self.budgets.start()?;
+        self.claims.start()?;
+        self.volumes.start()?;
+        self.classes.start()?;
         let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
@@ -215,7 +234,9 @@ impl Scheduler {
                 self.pods.wait_until_synced(),
                 self.nodes.wait_until_synced(),
                 self.namespaces.wait_until_synced(),
-                self.budgets.wait_until_synced(),
+                self.claims.wait_until_synced(),
+                self.volumes.wait_until_synced(),
+                self.classes.wait_until_synced(),
             ) } => {}
         }
         // The caches are complete: build the picture from them before the
@@ -301,7 +322,29 @@ impl Scheduler {
             return;
         }
         let info = match PodInfo::new(&pod) {
-            Ok(i) => i,
+            Ok(mut i) => {
+                let volumes = crate::plugins::volume_binding::claim_constraints(
+                    &pod,
+                    &self.claims.store(),
+                    &self.volumes.store(),
+                    &self.classes.store(),
+                );
+                match volumes {
+                    Ok((affinity, waiting)) => {
+                        i.volume_affinity = affinity;
+                        i.waiting_claims = waiting;
+                    }
+                    Err(message) => {
+                        // the binder or provisioner is at work: try again shortly
+                        self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
+                        lock(&self.unschedulable).insert(key.to_string());
+                        self.queue.add_rate_limited(key);
+                        self.mark_unschedulable(pod, message);
+                        return;
+                    }
+                }
+                i
+            }
             Err(e) => {
                 // Only a change to the pod can fix this; its update
                 // requeues it.
@@ -471,6 +514,22 @@ impl Scheduler {
     }
 
     async fn bind(&self, pod: Arc<Pod>, info: PodInfo, node: String) {
+        // WaitForFirstConsumer claims learn the node first, so their volumes are made there
+        for claim in &info.waiting_claims {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &info.namespace);
+            let mut annotations = serde_json::Map::new();
+            annotations.insert(
+                crate::plugins::volume_binding::SELECTED_NODE.into(),
+                node.clone().into(),
+            );
+            let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+            if let Err(e) = api.patch_merge(claim, &patch).await {
+                tracing::warn!(pod = %info.key, claim, "cannot select node {node} for the claim: {e}");
+                lock(&self.cache).forget(&info.key, &info.uid);
+                self.queue.add_rate_limited(info.key);
+                return;
+            }
+        }
         match self
             .client
             .bind(&info.namespace, &info.name, &info.uid, &node)

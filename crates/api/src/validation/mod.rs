@@ -10,17 +10,24 @@ mod batch;
 mod cluster;
 mod config_data;
 mod meta;
+mod network_policy;
+mod networking;
 mod pod;
+mod pod_dns;
 mod policy;
 mod rbac;
 mod service;
 mod storage;
+mod volume;
 mod workloads;
 
 pub use cluster::parse_cidr;
 pub use config_data::is_config_map_key;
 pub use meta::{is_dns1123_label, is_dns1123_subdomain};
+pub use network_policy::parse_any_cidr;
+pub use networking::{is_wildcard_dns1123_subdomain, CLASS_ANNOTATION, DEFAULT_CLASS_ANNOTATION};
 pub use pod::validate_pod_spec;
+pub use pod_dns::{MAX_NAMESERVERS, MAX_SEARCHES};
 pub use policy::HIGHEST_USER_PRIORITY;
 
 use std::fmt;

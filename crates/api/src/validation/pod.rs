@@ -71,6 +71,8 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
             v.config_map.is_some(),
             v.secret.is_some(),
             v.persistent_volume_claim.is_some(),
+            v.projected.is_some(),
+            v.downward_api.is_some(),
         ]
         .iter()
         .filter(|x| **x)
@@ -78,9 +80,10 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
         if sources != 1 {
             errs.required(
                 vf.clone(),
-                "exactly one of emptyDir, hostPath, configMap, secret or persistentVolumeClaim must be specified",
+                "exactly one of emptyDir, hostPath, configMap, secret, persistentVolumeClaim, projected or downwardAPI must be specified",
             );
         }
+        super::volume::validate_projected_sources(v, &vf, errs);
         if let Some(c) = &v.persistent_volume_claim {
             if c.claim_name.is_empty() {
                 errs.required(format!("{vf}.persistentVolumeClaim.claimName"), "");
@@ -142,6 +145,7 @@ pub fn validate_pod_spec(spec: Option<&corev1::PodSpec>, f: &str, errs: &mut Err
         &spec.dns_policy,
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
+    super::pod_dns::validate_pod_dns(spec, f, errs);
     if let Some(g) = spec.termination_grace_period_seconds {
         if g < 0 {
             errs.invalid(
@@ -346,7 +350,7 @@ fn validate_pod_affinity_term(t: &corev1::PodAffinityTerm, f: &str, errs: &mut E
     }
 }
 
-fn validate_node_selector_term(t: &corev1::NodeSelectorTerm, f: &str, errs: &mut Errors) {
+pub(super) fn validate_node_selector_term(t: &corev1::NodeSelectorTerm, f: &str, errs: &mut Errors) {
     for (list, name) in [
         (&t.match_expressions, "matchExpressions"),
         (&t.match_fields, "matchFields"),

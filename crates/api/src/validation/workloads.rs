@@ -383,7 +383,34 @@ impl Validate for apps::v1::StatefulSet {
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Errors::default();
-        let Some(spec) = validate_workload(self.metadata.as_ref(), self.spec.as_ref(), &mut e) else {
+        // As Kubernetes: containers may mount the claim templates by name (each pod gets
+        // a volume of that name), so the template is checked with them as volumes.
+        let mut with_claims = self.spec.clone();
+        if let Some(s) = with_claims.as_mut() {
+            let names: Vec<String> = s
+                .volume_claim_templates
+                .iter()
+                .filter_map(|c| c.metadata.as_ref().map(|m| m.name.clone()))
+                .filter(|n| !n.is_empty())
+                .collect();
+            if let Some(pod) = s.template.as_mut().and_then(|t| t.spec.as_mut()) {
+                for name in names {
+                    if !pod.volumes.iter().any(|v| v.name == name) {
+                        pod.volumes.push(crate::core::v1::Volume {
+                            name: name.clone(),
+                            persistent_volume_claim: Some(
+                                crate::core::v1::PersistentVolumeClaimVolumeSource {
+                                    claim_name: name,
+                                    read_only: false,
+                                },
+                            ),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+        let Some(spec) = validate_workload(self.metadata.as_ref(), with_claims.as_ref(), &mut e) else {
             return e.0;
         };
         non_negative(&mut e, "spec.minReadySeconds", Some(spec.min_ready_seconds));

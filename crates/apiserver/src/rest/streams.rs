@@ -401,20 +401,11 @@ async fn run_exec(
 
 /// `kubectl attach`: the container's main process's output from now on,
 /// through the exec stream with `attach` set (the kubelet follows the
-/// container's log file). Its stdin is not kept open by the runtime yet, so
-/// `-i` is refused before the upgrade.
+/// container's log file), and with `-i` its stdin (the container needs
+/// `stdin: true`; the kubelet says so otherwise).
 fn attach(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>) -> Answer {
     let q = &call.query;
     api.check_pod_stream(&call.grpc(()), &t.namespace, &t.name, "attach")?;
-    if q.flag("stdin") {
-        return Err(ApiError::bad_request(format!(
-            "attaching to the stdin of pod {0:?} is not supported by rkube yet: the runtime does not keep a \
-             container's stdin open; `kubectl attach {0}` without -i streams its output, and \
-             `kubectl exec -it {0} -- sh` gives a shell",
-            t.name
-        ))
-        .into());
-    }
     let Some(up) = websocket_upgrade(call, EXEC_PROTOCOLS)? else {
         return Err(not_websocket(
             "attach",
@@ -424,9 +415,10 @@ fn attach(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>)
     };
     let upgrade = upgradable(upgrade)?;
     let tty = q.flag("tty");
+    let stdin = q.flag("stdin");
     let options = ExecOptions {
         v5: up.protocol == EXEC_PROTOCOLS[0],
-        stdin: false,
+        stdin,
         tty,
         stdout: !matches!(q.get("stdout"), "false" | "0"),
         // on a terminal both streams are one: kubectl reads only stdout
@@ -438,6 +430,8 @@ fn attach(api: &ApiService, call: &Call, t: &Target, upgrade: Option<OnUpgrade>)
         pod: t.name.clone(),
         container: q.get("container").into(),
         attach: true,
+        stdin,
+        tty,
         ..Default::default()
     };
     Ok(start_session(api, call, start, upgrade, &up, options))

@@ -5,8 +5,11 @@
 pub mod apiserver;
 pub mod cm_memory;
 pub mod deployment;
+pub mod dns;
 pub mod footprint;
+pub mod ingress;
 pub mod job;
+pub mod netpol;
 pub mod pods;
 pub mod proxy;
 pub mod scheduler;
@@ -41,6 +44,21 @@ pub const SUITES: &[Suite] = &[
         name: "proxy",
         about: "rkube-proxy: full sync of 1,000/10,000 Services, network programming latency, HTTP via ClusterIP vs direct",
         run: proxy::run,
+    },
+    Suite {
+        name: "ingress",
+        about: "rkube-ingress: HTTP requests/s and p99 through the Ingress against the same two pods directly, 64 connections",
+        run: ingress::run,
+    },
+    Suite {
+        name: "dns",
+        about: "the cluster DNS beside dnsmasq: answers/s and p99 with 64 UDP clients, and a new Service's time to resolve",
+        run: dns::run,
+    },
+    Suite {
+        name: "netpol",
+        about: "NetworkPolicy enforcement: nft rules and sync time (compute, render, nft -f) for 100 and 1,000 policies",
+        run: netpol::run,
     },
     Suite {
         name: "pods",

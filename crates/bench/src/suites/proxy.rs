@@ -38,7 +38,7 @@ const LATENCY_SAMPLES: usize = 50;
 const CLIENT_THREADS: usize = 4;
 const REQUESTS_PER_ROUND: usize = 1_500;
 const ROUNDS: usize = 4;
-const GW: Ipv4Addr = Ipv4Addr::new(10, 244, 7, 1);
+pub(crate) const GW: Ipv4Addr = Ipv4Addr::new(10, 244, 7, 1);
 
 pub fn run(args: &Args) -> anyhow::Result<String> {
     if !nix_root() {
@@ -58,7 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<String> {
     Ok(render(&sync, &live))
 }
 
-fn nix_root() -> bool {
+pub(crate) fn nix_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -69,7 +69,7 @@ fn nix_root() -> bool {
         .unwrap_or(false)
 }
 
-fn sh(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn sh(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -84,22 +84,22 @@ fn sh(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// A network namespace, removed on drop.
-struct Netns {
+pub(crate) struct Netns {
     name: String,
 }
 
 impl Netns {
-    fn new(name: String) -> anyhow::Result<Self> {
+    pub(crate) fn new(name: String) -> anyhow::Result<Self> {
         sh(&["ip", "netns", "add", &name])?;
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("/var/run/netns/{}", self.name)
     }
     /// A command prefix that runs a program in this namespace.
-    fn nsenter(&self, program: &str) -> Vec<String> {
+    pub(crate) fn nsenter(&self, program: &str) -> Vec<String> {
         vec!["nsenter".into(), format!("--net={}", self.path()), program.into()]
     }
     fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
@@ -188,15 +188,16 @@ fn full_sync(id: u32) -> anyhow::Result<Vec<SyncResult>> {
 }
 
 /// A node namespace with a bridge, two pods running busybox httpd on 8080
-/// and a client pod, as in the proxy's end-to-end test.
-struct Cluster {
-    pods: Vec<(Netns, Ipv4Addr, Child)>,
-    client: Netns,
-    node: Netns,
+/// and a client pod, as in the proxy's end-to-end test (the ingress suite
+/// uses it too).
+pub(crate) struct Cluster {
+    pub(crate) pods: Vec<(Netns, Ipv4Addr, Child)>,
+    pub(crate) client: Netns,
+    pub(crate) node: Netns,
 }
 
 impl Cluster {
-    fn new(id: u32, dir: &std::path::Path) -> anyhow::Result<Cluster> {
+    pub(crate) fn new(id: u32, dir: &std::path::Path) -> anyhow::Result<Cluster> {
         let node = Netns::new(format!("rkube-bench-{id:06x}-node"))?;
         node.ip(&["link", "add", "rkbr0", "type", "bridge"])?;
         node.ip(&["addr", "add", &format!("{GW}/24"), "dev", "rkbr0"])?;

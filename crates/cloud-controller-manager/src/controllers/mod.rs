@@ -12,6 +12,7 @@ pub mod node;
 pub mod node_lifecycle;
 pub mod route;
 pub mod service;
+pub mod volume;
 
 /// Every controller by the name `--controllers` uses. Add a loop by adding
 /// its module and one line here.
@@ -20,6 +21,7 @@ pub const ALL: &[(&str, StartFn)] = &[
     (node_lifecycle::NAME, node_lifecycle::start),
     (service::NAME, service::start),
     (route::NAME, route::start),
+    (volume::NAME, volume::start),
 ];
 
 /// Why a reconcile failed: the apiserver or the provider.

@@ -19,6 +19,7 @@ pub mod job_plan;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod persistent_volume;
 pub mod replicaset;
 pub mod resource_quota;
 pub mod service_account;
@@ -43,6 +44,7 @@ pub const ALL: &[(&str, StartFn)] = &[
     (service_account::NAME, service_account::start),
     (disruption::NAME, disruption::start),
     (resource_quota::NAME, resource_quota::start),
+    (persistent_volume::NAME, persistent_volume::start),
 ];
 
 /// Why a reconcile failed; the runner logs it and retries with backoff.

@@ -13,8 +13,10 @@ use std::io::Write;
 #[derive(Debug, clap::Args)]
 pub struct LabelArgs {
     /// `KIND NAME` or `KIND/NAME` (`nodes node-1`, `deploy/web`), then `key=value` to
-    /// set and `key-` to remove.
-    #[arg(required = true, num_args = 2.., value_name = "KIND NAME|KIND/NAME KEY=VALUE|KEY-")]
+    /// set and `key-` to remove. Options may come in between, as with kubectl
+    /// (`label pod -n shop web a=b`): one value at least per run of them, the whole
+    /// checked by `split_target`.
+    #[arg(required = true, num_args = 1.., action = clap::ArgAction::Append, value_name = "KIND NAME|KIND/NAME KEY=VALUE|KEY-")]
     pub args: Vec<String>,
     /// Replace values that exist already.
     #[arg(long)]

@@ -211,10 +211,18 @@ pub(super) async fn teardown_node_state(shared: &Shared, uid: &str) {
         tracing::warn!(pod_uid = %uid, "unmounting the pod's memory-backed volumes: {e}");
     }
     let dir = shared.pod_dirs(uid).root;
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
+    // never remove files through a mount that is still there (a claim's volume holds data
+    // that outlives the pod)
+    let left = rkube_node_runtime::mounts::mount_points_below(&dir);
+    if !left.is_empty() {
+        tracing::warn!(pod_uid = %uid, "not removing {}: still mounted: {left:?}", dir.display());
+    } else if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(pod_uid = %uid, "removing {}: {e}", dir.display());
         }
     }
+    // claims' volumes no other pod here uses are unmounted; deleted ones reclaimed
+    crate::claims::release_unused(&shared.config.root_dir).await;
+    crate::claims::reclaim_deleted(&shared.client, &shared.config.root_dir).await;
     (shared.remove_cgroup)(uid);
 }

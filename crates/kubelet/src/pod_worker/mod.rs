@@ -25,7 +25,7 @@ pub use manager::PodManager;
 use sync::crash_streak;
 use termination::grace_period;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -207,6 +207,9 @@ struct PodWorker {
     net: Option<PodNetworkStatus>,
     volumes: Option<HashMap<String, PathBuf>>,
     volumes_at: Instant,
+    /// The pod's labels and annotations the volumes were last written with: a change
+    /// rewrites them at once (downward API files), not at the next resync.
+    volumes_meta: Option<(BTreeMap<String, String>, BTreeMap<String, String>)>,
     probes: Arc<ProbeBoard>,
     /// The pod as our last status write returned it.
     written: Option<Pod>,
@@ -233,6 +236,7 @@ impl PodWorker {
             net: None,
             volumes: None,
             volumes_at: Instant::now(),
+            volumes_meta: None,
             probes: Arc::new(ProbeBoard::default()),
             written: None,
             start_time: None,

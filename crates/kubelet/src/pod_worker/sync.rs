@@ -15,7 +15,7 @@ use crate::probes;
 use crate::volumes::{self};
 use rkube_node_runtime::network::{PodNetworkConfig, PortMapping, Protocol};
 use rkube_node_runtime::runtime::{
-    labels, ContainerConfig, ContainerId, ContainerNetwork, ContainerState, ContainerStatus,
+    labels, ContainerConfig, ContainerId, ContainerIo, ContainerNetwork, ContainerState, ContainerStatus,
 };
 
 use super::status::current_phase;
@@ -132,13 +132,20 @@ impl PodWorker {
                 }
             }
         }
-        let refresh = self.volumes.is_none() || self.volumes_at.elapsed() >= self.shared.config.resync_period;
+        let meta = pod
+            .metadata
+            .as_ref()
+            .map(|m| (m.labels.clone(), m.annotations.clone()));
+        let refresh = self.volumes.is_none()
+            || self.volumes_at.elapsed() >= self.shared.config.resync_period
+            || meta != self.volumes_meta;
         if refresh {
             let ca = self.shared.cluster_ca.as_deref();
             match volumes::prepare(&self.shared.client, pod, &self.dirs, ca).await {
                 Ok(v) => {
                     self.volumes = Some(v);
                     self.volumes_at = Instant::now();
+                    self.volumes_meta = meta;
                 }
                 Err(e) => {
                     let msg = e.to_string();
@@ -150,7 +157,9 @@ impl PodWorker {
             }
         }
         let hostname = hostname_of(pod);
-        if let Err(e) = volumes::write_etc_files(&self.dirs, &self.pod_ip(), &hostname, spec.host_network) {
+        if let Err(e) =
+            volumes::write_etc_files(&self.dirs, pod, &self.pod_ip(), &hostname, &self.shared.config)
+        {
             return Err(format!("writing /etc/hosts of pod {}: {e}", key_of(pod)));
         }
         Ok(())
@@ -365,6 +374,11 @@ impl PodWorker {
             run_as_group,
             security,
             labels: [(labels::CRASH_STREAK.to_string(), streak.to_string())].into(),
+            io: ContainerIo {
+                stdin: c.stdin,
+                stdin_once: c.stdin_once,
+                tty: c.tty,
+            },
         };
         let id = match rt.create_container(&config).await {
             Ok(id) => id,

@@ -4,15 +4,21 @@
 //! The process writes straight to its log file (through `rkubelet log-driver`, CRI records
 //! tagged `stdout` or `stderr`), so attaching follows that file from its current end and
 //! splits the records by their stream; what was written before is `kubectl logs`'s. When
-//! the attempt stops running, the rest of the file is sent, then its exit code. The
-//! runtime keeps no stdin open for a main process, so there is no input to forward.
+//! the attempt stops running, the rest of the file is sent, then its exit code.
+//!
+//! With `stdin` asked for (`kubectl attach -i`), the caller's input goes to the process's
+//! stdin, which the runtime keeps open for a container with `stdin: true`; with
+//! `stdinOnce` it is closed when this session's input ends, as Kubernetes' runtimes do
+//! (except on a terminal, where the end of input is the user's Ctrl-D). Terminal resizes
+//! go to the container's terminal (`tty: true`).
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use rkube_api::kubelet::v1::{exec_output, ExecOutput, ExecStart};
+use rkube_api::kubelet::v1::{exec_input, exec_output, ExecInput, ExecOutput, ExecStart};
 use rkube_node_runtime::logs::{records, Format};
-use rkube_node_runtime::runtime::ContainerState;
+use rkube_node_runtime::runtime::{ContainerId, ContainerState, ContainerStdin};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -26,13 +32,13 @@ impl KubeletService {
     pub(super) async fn attach(
         &self,
         start: &ExecStart,
-        mut input: Streaming<rkube_api::kubelet::v1::ExecInput>,
+        input: Streaming<ExecInput>,
     ) -> Result<BoxStream<ExecOutput>, Status> {
         let pod = self.pod(&start.namespace, &start.pod).await?;
         let name = Self::container_name(&pod, &start.container)?;
         let uid = pod.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default();
-        let attempt = match self.latest(&uid, &name).await? {
-            Some((attempt, _, ContainerState::Running)) => attempt,
+        let (attempt, id) = match self.latest(&uid, &name).await? {
+            Some((attempt, id, ContainerState::Running)) => (attempt, id),
             _ => {
                 return Err(Status::failed_precondition(format!(
                     "container {name:?} in pod {:?} is not running, so there is nothing to attach to; \
@@ -48,8 +54,32 @@ impl KubeletService {
             carry: Vec::new(),
             offset: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
         };
-        // Nothing to read from the caller but its end; hold the stream until then.
-        tokio::spawn(async move { while let Some(Ok(_)) = input.next().await {} });
+        let spec = pod.spec.clone().unwrap_or_default();
+        let container = spec
+            .containers
+            .iter()
+            .chain(&spec.init_containers)
+            .find(|c| c.name == name);
+        let (stdin_once, tty) = container.map_or((false, false), |c| (c.stdin_once, c.tty));
+        if start.tty && !tty {
+            return Err(Status::failed_precondition(format!(
+                "container {name:?} in pod {:?} has no terminal (its `tty` is false): attach without -t, \
+                 or set `tty: true` and `stdin: true` on it in the pod spec",
+                start.pod
+            )));
+        }
+        let stdin = match start.stdin {
+            true => Some(self.runtime.open_stdin(&id).await.map_err(|e| {
+                Status::failed_precondition(format!(
+                    "cannot attach to the stdin of container {name:?} in pod {:?}: {}",
+                    start.pod,
+                    crate::error_report(&e)
+                ))
+            })?),
+            false => None,
+        };
+        // Runs until the caller's stream ends (it went away or the call finished).
+        tokio::spawn(forward_input(self.clone(), id, input, stdin, stdin_once && !tty));
         let (tx, rx) = mpsc::channel::<Result<ExecOutput, Status>>(16);
         let me = self.clone();
         tokio::spawn(async move {
@@ -97,6 +127,46 @@ impl KubeletService {
             }
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+    }
+}
+
+/// Moves the caller's input to the container until the caller goes away: stdin bytes to
+/// its stdin (when attached to it), terminal sizes to its terminal. With `close_at_end`
+/// (`stdinOnce` without a terminal) the container's stdin is closed when the input ends.
+async fn forward_input(
+    kubelet: KubeletService,
+    id: ContainerId,
+    mut input: Streaming<ExecInput>,
+    mut stdin: Option<ContainerStdin>,
+    close_at_end: bool,
+) {
+    let attached = stdin.is_some();
+    while let Some(Ok(message)) = input.next().await {
+        match message.input {
+            Some(exec_input::Input::Stdin(data)) => {
+                if let Some(w) = stdin.as_mut() {
+                    if w.write_all(&data).await.is_err() {
+                        // the process no longer reads: drop the rest
+                        stdin = None;
+                    }
+                }
+            }
+            Some(exec_input::Input::StdinEof(_)) => {
+                stdin = None;
+                if close_at_end {
+                    let _ = kubelet.runtime.close_stdin(&id).await;
+                }
+            }
+            Some(exec_input::Input::Resize(size)) => {
+                let _ = kubelet.runtime.resize_tty(&id, size.width, size.height).await;
+            }
+            Some(exec_input::Input::Start(_)) | None => {}
+        }
+    }
+    // The caller went away; with stdinOnce that ends the container's stdin too.
+    if attached && close_at_end {
+        drop(stdin);
+        let _ = kubelet.runtime.close_stdin(&id).await;
     }
 }
 

@@ -54,6 +54,11 @@ pub mod labels {
     /// code and RFC 3339 time containerd reported, which the task no longer holds.
     pub const EXIT_CODE: &str = "io.rkube.container.exit-code";
     pub const FINISHED_AT: &str = "io.rkube.container.finished-at";
+    /// Set at creation when the main process gets a stdin (`kubectl attach -i`): `"open"`,
+    /// or `"once"` (closed when the first attach session ends).
+    pub const STDIN: &str = "io.rkube.container.stdin";
+    /// `"true"` at creation when the main process runs on a terminal.
+    pub const TTY: &str = "io.rkube.container.tty";
 }
 
 /// What [`ContainerRuntime::exit_events`] reports.
@@ -203,7 +208,24 @@ pub struct ContainerConfig {
     pub security: Security,
     /// Extra labels on the containerd container record.
     pub labels: BTreeMap<String, String>,
+    /// The main process's stdin and terminal (`stdin`, `stdinOnce`, `tty`).
+    pub io: ContainerIo,
 }
+
+/// The main process's stdin and terminal, from the container's `stdin`, `stdinOnce` and
+/// `tty`. Without `stdin` the process reads end-of-file at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContainerIo {
+    pub stdin: bool,
+    /// The stdin closes (the process reads end-of-file) when the first attach session that
+    /// sent to it ends, and stays closed until the container is restarted.
+    pub stdin_once: bool,
+    pub tty: bool,
+}
+
+/// Where `kubectl attach -i` writes: the running main process's stdin
+/// ([`ContainerRuntime::open_stdin`]).
+pub type ContainerStdin = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -499,5 +521,27 @@ pub trait ContainerRuntime: Send + Sync {
             field: "exec",
             reason: "this runtime has no interactive exec".to_string(),
         })
+    }
+
+    /// A writer to the running main process's stdin (created with [`ContainerIo::stdin`]);
+    /// several may be open at once, and dropping one does not close the stdin.
+    async fn open_stdin(&self, id: &ContainerId) -> Result<ContainerStdin, Error> {
+        Err(Error::InvalidConfig {
+            container: id.0.clone(),
+            field: "stdin",
+            reason: "this runtime keeps no stdin for a container".to_string(),
+        })
+    }
+
+    /// Closes the main process's stdin: it reads end-of-file (`stdinOnce`).
+    async fn close_stdin(&self, id: &ContainerId) -> Result<(), Error> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// Sets the size of the main process's terminal (created with [`ContainerIo::tty`]).
+    async fn resize_tty(&self, id: &ContainerId, width: u32, height: u32) -> Result<(), Error> {
+        let _ = (id, width, height);
+        Ok(())
     }
 }

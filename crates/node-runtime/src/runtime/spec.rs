@@ -472,7 +472,7 @@ pub fn build(
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
-            "terminal": false,
+            "terminal": config.io.tty,
             "user": {"uid": uid, "gid": gid},
             "args": args,
             "env": environment(config, image),

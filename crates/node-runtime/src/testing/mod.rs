@@ -249,6 +249,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             state_dir: self.dir.path().join("cni"),
             pod_cidr: pod_cidr.to_string(),
             node_netns: Some(self.netns_path.clone()),
+            // A bridge name of this node's own (the namespace's random suffix), so a
+            // check that the bridge stayed out of the host's namespace cannot be fooled
+            // by a local cluster's `rkube0` there.
+            bridge: format!("rkt{}", &self.netns_name[self.netns_name.len() - 8..]),
             ..CniConfig::default()
         }
     }

@@ -369,3 +369,81 @@ async fn bad_container_configs_are_refused_before_anything_runs() -> anyhow::Res
     assert!(f.runtime.list_containers().await?.is_empty());
     Ok(())
 }
+
+/// A container created with a stdin: what is written to it reaches the process (and
+/// several writers may come and go); its output is logged by the runtime, which a new
+/// runtime instance (a restarted kubelet) takes up, with what was written in between; and
+/// closing the stdin (`stdinOnce`) is the process's end of input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_reaches_the_main_process_and_its_output_is_logged_across_runtime_restarts(
+) -> anyhow::Result<()> {
+    use rkube_node_runtime::runtime::ContainerIo;
+    use tokio::io::AsyncWriteExt as _;
+    require_containerd!();
+    let f = Fixture::start().await?;
+    let mut config = f.container(
+        "pod-stdin",
+        "reader",
+        "while read line; do echo \"got $line\"; done; echo 'end of input'; exit 4",
+    );
+    config.io = ContainerIo {
+        stdin: true,
+        stdin_once: true,
+        tty: false,
+    };
+    let log = f.node.log_path("reader");
+    let logged = |want: &'static str| {
+        let log = log.clone();
+        async move {
+            rkube_testing::eventually(
+                &format!("{want:?} in the log"),
+                Duration::from_secs(10),
+                || async {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    Ok(Some(()).filter(|_| text.contains(want)))
+                },
+            )
+            .await
+        }
+    };
+    let first = f.node.runtime();
+    let id = first.create_container(&config).await?;
+    first.start_container(&id, &log).await?;
+    for word in ["one", "two"] {
+        let mut stdin = first.open_stdin(&id).await?;
+        stdin.write_all(format!("{word}\n").as_bytes()).await?;
+    }
+    logged("stdout F got one\n").await?;
+    logged("stdout F got two\n").await?;
+
+    // This runtime goes (as with the kubelet's process): its copying stops and lets go of
+    // the log; what the process writes meanwhile waits in the pipe.
+    drop(first);
+    rkube_testing::eventually("the log to be let go", Duration::from_secs(10), || async {
+        let file = std::fs::File::open(&log)?;
+        Ok(file.try_lock().ok())
+    })
+    .await?;
+    let second = f.node.runtime();
+    second.open_stdin(&id).await?.write_all(b"three\n").await?;
+    second.list_containers().await?;
+    logged("stdout F got three\n").await?;
+
+    // stdinOnce: closed, the process reads its end; afterwards nobody can attach.
+    second.close_stdin(&id).await?;
+    let state = f.wait_exited(&id, Duration::from_secs(20)).await?;
+    assert!(
+        matches!(state, ContainerState::Exited { exit_code: 4, .. }),
+        "{state:?}"
+    );
+    logged("stdout F end of input\n").await?;
+
+    let plain = f.container("pod-stdin", "plain", "sleep 30");
+    let plain = second.create_container(&plain).await?;
+    second.start_container(&plain, &f.node.log_path("plain")).await?;
+    let err = second.open_stdin(&plain).await.err().expect("no stdin");
+    assert!(err.to_string().contains("stdin: true"), "{err}");
+    second.remove_container(&plain).await?;
+    second.remove_container(&id).await?;
+    Ok(())
+}

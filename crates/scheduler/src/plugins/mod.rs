@@ -15,6 +15,7 @@ pub mod node_resources;
 pub mod node_unschedulable;
 pub mod spread;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 use crate::cache::{Cache, NodeInfo};
 use crate::pod_info::PodInfo;
@@ -113,6 +114,7 @@ pub fn default_filters() -> Vec<Box<dyn FilterPlugin>> {
         Box::new(node_resources::NodeResourcesFit),
         Box::new(spread::PodTopologySpread),
         Box::new(inter_pod_affinity::InterPodAffinity),
+        Box::new(volume_binding::VolumeBinding),
     ]
 }
 

@@ -7,7 +7,7 @@ name with type `-`.
     python3 fields.py K8S_PROTOS RKUBE_PROTOS > fields.txt
 
 K8S_PROTOS is a directory holding the generated.proto files of kubernetes/api
-(core/v1, apps/v1, batch/v1, policy/v1, rbac/v1, scheduling/v1,
+(core/v1, apps/v1, batch/v1, networking/v1, policy/v1, rbac/v1, scheduling/v1, storage/v1,
 coordination/v1, autoscaling/v1, autoscaling/v2, authentication/v1,
 authorization/v1) and kubernetes/apimachinery (pkg/apis/meta/v1,
 pkg/api/resource, pkg/util/intstr, pkg/runtime), in any layout; RKUBE_PROTOS
@@ -128,13 +128,15 @@ def walk(kmsg, rmsg):
 ROOTS = [
     ("core.v1", "Namespace"), ("core.v1", "Node"), ("core.v1", "Pod"), ("core.v1", "Service"),
     ("core.v1", "Endpoints"), ("core.v1", "Event"), ("core.v1", "ConfigMap"), ("core.v1", "Secret"),
-    ("core.v1", "ServiceAccount"), ("core.v1", "ResourceQuota"), ("core.v1", "PersistentVolumeClaim"),
+    ("core.v1", "ServiceAccount"), ("core.v1", "ResourceQuota"), ("core.v1", "PersistentVolumeClaim"), ("core.v1", "PersistentVolume"),
     ("core.v1", "LimitRange"), ("apps.v1", "Deployment"), ("apps.v1", "ReplicaSet"),
     ("apps.v1", "DaemonSet"), ("apps.v1", "StatefulSet"), ("apps.v1", "ControllerRevision"),
     ("batch.v1", "Job"), ("batch.v1", "CronJob"), ("policy.v1", "PodDisruptionBudget"),
-    ("scheduling.v1", "PriorityClass"), ("autoscaling.v2", "HorizontalPodAutoscaler"),
+    ("scheduling.v1", "PriorityClass"), ("networking.v1", "Ingress"), ("networking.v1", "IngressClass"),
+    ("storage.v1", "StorageClass"), ("autoscaling.v2", "HorizontalPodAutoscaler"),
     ("coordination.v1", "Lease"), ("rbac.v1", "Role"), ("rbac.v1", "ClusterRole"),
     ("rbac.v1", "RoleBinding"), ("rbac.v1", "ClusterRoleBinding"),
+    ("networking.v1", "NetworkPolicy"),
 ]
 for gv, kind in ROOTS:
     walk("k8s.io.api." + gv + "." + kind, "rkube." + gv + "." + kind)

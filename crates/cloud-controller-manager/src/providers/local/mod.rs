@@ -503,8 +503,13 @@ impl CloudProvider for LocalCloud {
             None
         }
     }
+
+    fn volumes(&self) -> Option<&dyn crate::cloud::Volumes> {
+        Some(self)
+    }
 }
 
 mod routes;
 #[cfg(test)]
 mod tests;
+pub mod volumes;

@@ -25,8 +25,8 @@ use super::{
 };
 use crate::runtime::{
     cgroups, labels, spec, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats,
-    ContainerStatus, ContainerSummary, Error, ExecOutput, ExecRequest, ExecSession, ImageInfo, PullOptions,
-    RuntimeEvent,
+    ContainerStatus, ContainerStdin, ContainerSummary, Error, ExecOutput, ExecRequest, ExecSession,
+    ImageInfo, PullOptions, RuntimeEvent,
 };
 
 impl ContainerdRuntime {
@@ -315,6 +315,9 @@ impl ContainerdRuntime {
         if let Some(signal) = image.config.stop_signal.as_deref().and_then(spec::parse_signal) {
             container_labels.insert(spec::STOP_SIGNAL_LABEL.into(), signal.to_string());
         }
+        for (key, value) in super::stdin::io_labels(&config.io) {
+            container_labels.insert(key.into(), value);
+        }
 
         // The snapshot exists before the container record that references it; the lease
         // keeps the garbage collector off it in between.
@@ -432,16 +435,18 @@ impl ContainerRuntime for ContainerdRuntime {
             Some(driver) => crate::log_driver::uri(driver, log_path),
             None => format!("file://{}", log_path.display()),
         };
+        // One logger (or file) for both streams, unless the container has a stdin (see
+        // `stdin.rs`); on a terminal only stdout.
+        let io = self.task_io(id, &container.labels, &log_uri, log_path)?;
         let created = self
             .tasks()
             .create(self.request(CreateTaskRequest {
                 container_id: id.0.clone(),
                 rootfs: mounts,
-                stdin: String::new(),
-                // One logger (or file) for both streams.
-                stdout: log_uri.clone(),
-                stderr: log_uri,
-                terminal: false,
+                stdin: io.stdin,
+                stdout: io.stdout,
+                stderr: io.stderr,
+                terminal: io.terminal,
                 ..Default::default()
             }))
             .await;
@@ -570,6 +575,7 @@ impl ContainerRuntime for ContainerdRuntime {
             }
         }
         self.remove_snapshot(id).await?;
+        self.remove_io_dir(id);
         tracing::debug!(container = %id, "removed container");
         Ok(())
     }
@@ -579,6 +585,9 @@ impl ContainerRuntime for ContainerdRuntime {
         let mut summaries = Vec::with_capacity(containers.len());
         for container in containers {
             let (state, pid) = self.state_of(&container, tasks.get(&container.id)).await?;
+            if state == ContainerState::Running {
+                self.adopt_output(&ContainerId(container.id.clone()), &container.labels);
+            }
             summaries.push(ContainerSummary {
                 id: ContainerId(container.id.clone()),
                 image: container.image.clone(),
@@ -593,6 +602,18 @@ impl ContainerRuntime for ContainerdRuntime {
 
     async fn exec(&self, id: &ContainerId, request: &ExecRequest) -> Result<ExecOutput, Error> {
         self.exec_once(id, request).await
+    }
+
+    async fn open_stdin(&self, id: &ContainerId) -> Result<ContainerStdin, Error> {
+        self.open_stdin_inner(id).await
+    }
+
+    async fn close_stdin(&self, id: &ContainerId) -> Result<(), Error> {
+        self.close_stdin_inner(id).await
+    }
+
+    async fn resize_tty(&self, id: &ContainerId, width: u32, height: u32) -> Result<(), Error> {
+        self.resize_tty_inner(id, width, height).await
     }
 
     async fn exec_interactive(

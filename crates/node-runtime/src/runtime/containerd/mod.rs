@@ -22,6 +22,7 @@ mod exec;
 mod lifecycle;
 mod pull;
 mod stats;
+mod stdin;
 
 pub use pull::ImageConfig;
 
@@ -108,6 +109,18 @@ pub(super) struct Inner {
     /// Pulls of the same image are serialised (as the kubelet's serialised pulls are): the
     /// second waits and then finds everything present.
     pub(super) pull_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Containers whose output this process copies into their logs (those with a stdin
+    /// and no terminal: see `stdin`).
+    pub(super) log_copiers: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Set when this runtime goes: its copiers stop, as they would with the process.
+    pub(super) stop_copiers: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_copiers
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ContainerdRuntime {
@@ -119,6 +132,8 @@ impl ContainerdRuntime {
                 config,
                 channel: Mutex::new(None),
                 pull_locks: tokio::sync::Mutex::new(HashMap::new()),
+                log_copiers: Arc::default(),
+                stop_copiers: Arc::default(),
             }),
         }
     }
