@@ -17,6 +17,8 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::logs::format_record;
@@ -94,48 +96,48 @@ fn run(path: &Path) -> i32 {
     let mut term = nix::sys::signal::SigSet::empty();
     term.add(nix::sys::signal::Signal::SIGTERM);
     let _ = term.thread_block();
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Option<Vec<u8>>)>();
-    let mut open = 0;
-    for (index, fd) in [STDOUT_FD, STDERR_FD].into_iter().enumerate() {
-        match reopen(fd) {
-            Ok(mut pipe) => {
-                open += 1;
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    use std::io::Read as _;
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        match pipe.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => {
-                                if tx.send((index, Some(buf[..n].to_vec()))).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(_) => break,
-                        }
-                    }
-                    let _ = tx.send((index, None));
-                });
-            }
-            Err(e) => eprintln!("rkubelet log-driver: fd {fd}: {e}"),
-        }
-    }
-    drop(tx);
+    let pipes = [STDOUT_FD, STDERR_FD].map(|fd| {
+        reopen(fd)
+            .map_err(|e| eprintln!("rkubelet log-driver: fd {fd}: {e}"))
+            .ok()
+    });
+    // Ready: the shim may start the container now.
+    copy_into_log(pipes, path, None, || {
+        let _ = nix::unistd::close(READY_FD);
+    });
+    0
+}
+
+/// Writes what `pipes` (stdout, stderr) carry into the CRI log at `path`, as records,
+/// until both end; holds an exclusive `flock` on `path` meanwhile. `ready` is called once
+/// the log is open. The log driver runs this for the shim's pipes; the runtime runs it
+/// itself for the fifos of a container whose stdin it keeps (see
+/// `runtime::containerd::stdin`), with `stop`: once set, the copying ends within a
+/// quarter second, without waiting for the end (what is unread stays in the pipes).
+pub fn copy_into_log(
+    pipes: [Option<std::fs::File>; 2],
+    path: &Path,
+    stop: Option<Arc<AtomicBool>>,
+    ready: impl FnOnce(),
+) {
     let opened = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(path));
+    // The lock is taken before anything is read: a second copier of the same pipes (a
+    // restarted kubelet's runtime while the old one is still going) waits here without
+    // taking data the first would log, and takes over when the first ends.
     let mut file = match opened {
-        Ok(f) => {
+        Ok(f) => match lock_log(&f, stop.as_deref()) {
             // Held until this process ends: the kubelet waits for it to go before it
             // reports the container's exit, so the log is complete by then.
-            if let Err(e) = f.lock() {
+            Ok(true) => Some(f),
+            Ok(false) => return,
+            Err(e) => {
                 eprintln!("rkubelet log-driver: locking {}: {e}", path.display());
+                Some(f)
             }
-            Some(f)
-        }
+        },
         Err(e) => {
             // Still drain the pipes: a container whose output has no reader gets EPIPE.
             eprintln!(
@@ -145,8 +147,41 @@ fn run(path: &Path) -> i32 {
             None
         }
     };
-    // Ready: the shim may start the container now.
-    let _ = nix::unistd::close(READY_FD);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Option<Vec<u8>>)>();
+    let mut open = 0;
+    for (index, pipe) in pipes.into_iter().enumerate() {
+        let Some(mut pipe) = pipe else { continue };
+        open += 1;
+        let tx = tx.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                if let Some(stop) = &stop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if !readable(&pipe, 250) {
+                        continue;
+                    }
+                }
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.send((index, Some(buf[..n].to_vec()))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send((index, None));
+        });
+    }
+    drop(tx);
+    ready();
 
     let mut streams = [
         Stream {
@@ -192,7 +227,13 @@ fn run(path: &Path) -> i32 {
                 open -= 1;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            // the readers stopped (`stop`): what they read is logged, a part line too
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                for stream in streams.iter_mut().filter(|s| !s.pending.is_empty()) {
+                    stream.pending_since = Instant::now().checked_sub(PARTIAL_FLUSH);
+                }
+                open = 0;
+            }
         }
         // Output that stopped mid-line: show it now, the rest follows as its own record.
         for stream in streams.iter_mut() {
@@ -217,7 +258,35 @@ fn run(path: &Path) -> i32 {
             }
         }
     }
-    0
+}
+
+/// Takes the exclusive lock on `file`; with `stop`, polls for it and gives up (`false`)
+/// once `stop` is set.
+fn lock_log(file: &std::fs::File, stop: Option<&AtomicBool>) -> std::io::Result<bool> {
+    let Some(stop) = stop else {
+        file.lock()?;
+        return Ok(true);
+    };
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `pipe` has data (or its end) within `ms` milliseconds.
+fn readable(pipe: &std::fs::File, ms: u16) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd as _;
+    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+    // an error (EINTR) counts as readable: the read that follows tells
+    poll(&mut fds, ms).map_or(true, |n| n > 0)
 }
 
 /// Moves every complete line (and every 16 KiB piece of an overlong one) out of `pending`.

@@ -51,9 +51,39 @@ spec:
 "#,
     )
     .await?;
+    // A container with a stdin: its output goes through fifos the kubelet's runtime copies
+    // (the shim's logger has no stdin); it is logged across the restart below too (the
+    // runtime's own test covers a new runtime taking the copying up).
+    c.create_pod(
+        r#"
+metadata: {name: listener}
+spec:
+  containers:
+  - name: main
+    image: IMAGE
+    stdin: true
+    command: [sh, -c]
+    args:
+    - |
+      i=0
+      while true; do
+        if [ -f /tmp/go ]; then rm /tmp/go; i=$((i+1)); echo "heard $i"; fi
+        sleep 0.1
+      done
+"#,
+    )
+    .await?;
     let t = Duration::from_secs(60);
-    c.wait_pod("talker", t, |p| container(p, "main")?.state?.running.map(|_| ()))
-        .await?;
+    for pod in ["talker", "listener"] {
+        c.wait_pod(pod, t, |p| container(p, "main")?.state?.running.map(|_| ()))
+            .await?;
+    }
+    crate::daemon::exec(&c, "listener", &["touch", "/tmp/go"]).await?;
+    rkube_testing::eventually("the listener's first line", Duration::from_secs(15), || async {
+        let text = read_logs(&c, request("listener")).await?;
+        Ok(Some(()).filter(|_| text == "heard 1\n"))
+    })
+    .await?;
     let all = rkube_testing::eventually(
         "the first lines to be logged",
         Duration::from_secs(15),
@@ -143,21 +173,22 @@ spec:
     let before_stop = SystemTime::now();
     c.kubelet.take().expect("kubelet").stop().await;
     let runtime = c.node.runtime();
-    let id = {
+    let ids: Vec<_> = {
         use rkube_node_runtime::runtime::ContainerRuntime as _;
         runtime
             .list_containers()
             .await?
             .into_iter()
-            .find(|x| x.container_name() == Some("main"))
-            .expect("container")
-            .id
+            .filter(|x| x.container_name() == Some("main"))
+            .map(|x| x.id)
+            .collect()
     };
-    {
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for id in &ids {
         use rkube_node_runtime::runtime::{ContainerRuntime as _, ExecRequest};
         runtime
             .exec(
-                &id,
+                id,
                 &ExecRequest {
                     command: vec!["touch".into(), "/tmp/go".into()],
                     ..Default::default()
@@ -165,6 +196,9 @@ spec:
             )
             .await?;
     }
+    // This runtime took the listener's output up as a restarted kubelet's does; it goes
+    // before the new kubelet comes, which takes the copying over.
+    drop(runtime);
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.kubelet = Some(rkube_kubelet::start(c.config.clone()).await?);
     let since = read_logs(
@@ -205,6 +239,17 @@ spec:
     .await
     .unwrap_err();
     assert!(err.to_string().contains("RFC 3339"), "{err}");
+    // what the listener wrote while no kubelet copied it waited in the pipe
+    rkube_testing::eventually(
+        "the listener's line from the kubelet's downtime",
+        Duration::from_secs(15),
+        || async {
+            let text = read_logs(&c, request("listener")).await?;
+            anyhow::ensure!(text == "heard 1\nheard 2\n", "the listener's log: {text:?}");
+            Ok(true)
+        },
+    )
+    .await?;
     c.stop().await
 }
 
