@@ -15,7 +15,7 @@ RKUBECONFIG ?= $(HOME)/.rkube/config
 BIN := target/release
 NODES ?= 1
 
-.PHONY: all deps python-client build up down status test bench clean-state install
+.PHONY: all deps python-client build up down status test fuzz bench clean-state install
 
 all: build
 
@@ -58,6 +58,16 @@ status:
 # which would only add gigabytes to target/.
 test: deps python-client
 	CARGO_INCREMENTAL=0 $(CARGO) test --workspace --no-fail-fast
+
+# The property tests of `make test` with many more cases, optimised: the manifest,
+# JSON and protobuf decoders, selectors, quantities, cron schedules, patches, SPDY
+# framing and the gRPC request path (`--test fuzz` and the transcoder's `fuzz` tests).
+# FUZZ_CASES inputs per property (`make test` runs proptest's default of 256).
+FUZZ_CASES ?= 20000
+fuzz: deps
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p rkube-api --test fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p rkube-apiserver --test fuzz
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p rkube-apiserver --lib fuzz
 
 # `build` first: some suites run the release daemons as their own processes.
 bench: build

@@ -178,17 +178,17 @@ impl std::error::Error for ManifestError {}
 pub fn decode_manifests(text: &str, source: &str) -> Result<Vec<DynObject>, Vec<ManifestError>> {
     let mut objects = Vec::new();
     let mut errors = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in documents(text).enumerate() {
         let document = i + 1;
-        let value = match serde_yaml::Value::deserialize_from(doc) {
+        let value = match doc {
             Ok(v) => v,
-            Err(e) => {
+            Err(message) => {
                 errors.push(ManifestError {
                     source: source.into(),
                     document,
                     object: String::new(),
                     field: String::new(),
-                    message: format!("not valid YAML: {e}"),
+                    message,
                 });
                 // a syntax error ends the stream: later documents cannot be found
                 break;
@@ -222,6 +222,26 @@ pub fn decode_manifests(text: &str, source: &str) -> Result<Vec<DynObject>, Vec<
     } else {
         Err(errors)
     }
+}
+
+/// The documents of a manifest file. A text of JSON objects (one, or several one after
+/// the other) is read as JSON: YAML would refuse characters JSON allows unescaped in
+/// strings (DEL, C1 controls), and JSON is what programs write. Anything else, flow-style
+/// YAML such as `{kind: Pod}` too, is read as YAML.
+fn documents(text: &str) -> Box<dyn Iterator<Item = Result<serde_yaml::Value, String>> + '_> {
+    if text.trim_start().starts_with('{') {
+        let json: Result<Vec<serde_yaml::Value>, _> = serde_json::Deserializer::from_str(text)
+            .into_iter::<serde_json::Value>()
+            .map(|doc| doc.ok().and_then(|d| serde_yaml::to_value(d).ok()).ok_or(()))
+            .collect();
+        if let Ok(docs) = json {
+            return Box::new(docs.into_iter().map(Ok));
+        }
+    }
+    Box::new(
+        serde_yaml::Deserializer::from_str(text)
+            .map(|doc| serde_yaml::Value::deserialize_from(doc).map_err(|e| format!("not valid YAML: {e}"))),
+    )
 }
 
 trait DeserializeFrom: Sized {
@@ -450,6 +470,33 @@ spec:
         assert_eq!(again[0].any, objs[0].any);
         assert!(yaml.contains("maxSurge: 25%"), "{yaml}");
         assert!(yaml.contains("replicas: 3"), "{yaml}");
+    }
+
+    #[test]
+    fn json_files_are_read_as_json_and_flow_yaml_as_yaml() {
+        // DEL and a C1 control are valid unescaped in JSON strings, not in YAML
+        let json = "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"a\"}, \"data\": {\"k\": \"x\u{7f}\u{85}y\"}}\n{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"b\"}}";
+        let objs = decode_manifests(json, "two.json").unwrap();
+        assert_eq!(
+            objs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let cm: crate::core::v1::ConfigMap = objs[0].decode().unwrap();
+        assert_eq!(cm.data["k"], "x\u{7f}\u{85}y");
+        let flow = decode_manifests(
+            "{apiVersion: v1, kind: ConfigMap, metadata: {name: c}}",
+            "flow.yaml",
+        )
+        .unwrap();
+        assert_eq!(flow[0].name, "c");
+        let broken = decode_manifests("{\"kind\": ", "broken.json").unwrap_err();
+        assert!(
+            broken[0]
+                .to_string()
+                .starts_with("broken.json: document 1: not valid YAML"),
+            "{}",
+            broken[0]
+        );
     }
 
     #[test]

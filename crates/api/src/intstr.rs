@@ -62,13 +62,16 @@ impl IntOrString {
                     .ok_or_else(|| {
                         format!("invalid value {s:?}: must be an integer or a percentage like \"25%\"")
                     })?;
-                let v = pct * total as i64;
+                // i128: no percentage of any i32 total overflows on the way
+                let v = i128::from(pct) * i128::from(total);
                 let r = if round_up {
                     (v + 99).div_euclid(100)
                 } else {
                     v.div_euclid(100)
                 };
-                Ok(r as i32)
+                i32::try_from(r).map_err(|_| {
+                    format!("invalid value {s:?}: {r} is out of range for a count; use a smaller percentage")
+                })
             }
         }
     }

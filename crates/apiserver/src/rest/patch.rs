@@ -41,9 +41,14 @@ pub fn apply(patch_type: &str, kind: &str, doc: &mut Value, patch: &Value) -> Ap
         "json" => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is not a list of RFC 6902 operations: {e}")))?;
-            json_patch::patch(doc, &ops).map_err(|e| {
-                unprocessable(format!("the JSON patch cannot be applied: {e}"))
-            })
+            // On a copy, which replaces the object only when every operation applied:
+            // json_patch::patch undoes a failed patch in place, and its undo panics on
+            // some inputs (a `move` of a path into itself after an earlier operation).
+            let mut patched = doc.clone();
+            json_patch::patch_unsafe(&mut patched, &ops)
+                .map_err(|e| unprocessable(format!("the JSON patch cannot be applied: {e}")))?;
+            *doc = patched;
+            Ok(())
         }
         "strategic" | "apply" => {
             if !patch.is_object() {
@@ -423,6 +428,22 @@ mod tests {
             json!({"data": {"$patch": "replace", "c": "3"}}),
         );
         assert_eq!(out["data"], json!({"c": "3"}));
+    }
+
+    #[test]
+    fn a_failed_json_patch_leaves_the_object_alone() {
+        // the undo of this move would be a move into itself: json_patch::patch panicked
+        let mut doc = json!({"spec": {"replicas": 2}});
+        let ops = json!([
+            {"op": "move", "from": "/spec/replicas", "path": "/spec"},
+            {"op": "test", "path": "/spec", "value": 3}
+        ]);
+        let err = apply("json", "Deployment", &mut doc, &ops).unwrap_err();
+        assert!(err.to_string().contains("cannot be applied"), "{err}");
+        assert_eq!(doc, json!({"spec": {"replicas": 2}}));
+        let ops = json!([{"op": "move", "from": "/spec/replicas", "path": "/spec"}]);
+        apply("json", "Deployment", &mut doc, &ops).unwrap();
+        assert_eq!(doc, json!({"spec": 2}));
     }
 
     #[test]
