@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use rkube_api::coordination::v1::Lease;
-use rkube_api::core::v1::{ConfigMap, Event, Node, Secret};
+use rkube_api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use rkube_api::kubelet::v1::{exec_input, exec_output, ExecInput, ExecStart, LogsRequest, MetricsRequest};
 use rkube_api::meta::v1::ObjectMeta;
-use rkube_client::{Api, DeleteParams, ListParams};
+use rkube_api::Resource as _;
+use rkube_client::{Api, DeleteParams, ListParams, WatchEvent};
 use rkube_kubelet::testing::http_get_in_netns;
 use rkube_node_runtime::runtime::ContainerRuntime as _;
 
@@ -270,6 +271,20 @@ spec:
 async fn restart_policies_crash_loops_oom_kills_and_pull_errors_are_reported() -> anyhow::Result<()> {
     require_containerd!();
     let c = Cluster::start().await?;
+    // Every version of every pod the kubelet writes, as a watch sees them.
+    let pods_api: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let mut watch = pods_api.watch(&Default::default()).await?;
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Pod>::new()));
+    let recorder = tokio::spawn({
+        let versions = versions.clone();
+        async move {
+            while let Some(Ok(event)) = watch.next().await {
+                if let WatchEvent::Added(p) | WatchEvent::Modified(p) = event {
+                    versions.lock().unwrap().push(p);
+                }
+            }
+        }
+    });
     let pods = [
         ("ok", "Never", "echo done; exit 0", ""),
         ("fails", "Never", "exit 3", ""),
@@ -337,6 +352,13 @@ async fn restart_policies_crash_loops_oom_kills_and_pull_errors_are_reported() -
     assert_eq!((last.exit_code, last.reason.as_str()), (1, "Error"));
     assert!(last.container_id.starts_with("containerd://") && !last.finished_at.is_empty());
     assert!(logs(&c, "crash", "main", true).await?.contains("crashed"));
+    let crash_backoffs: Vec<Event> = Api::<Event>::namespaced(c.client.clone(), "default")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.as_ref().is_some_and(|o| o.name == "crash") && e.reason == "BackOff")
+        .collect();
 
     let waiting = c
         .wait_pod("missing", t, |p| {
@@ -367,6 +389,37 @@ async fn restart_policies_crash_loops_oom_kills_and_pull_errors_are_reported() -
         failed.1.to_lowercase().contains("manifest unknown") || failed.1.contains("404"),
         "{failed:?}"
     );
+
+    // Through rounds of back-off, every write the kubelet made changed something (no
+    // version repeats the one before it but for its resourceVersion), and the objects stay
+    // small: status messages do not grow from one round to the next.
+    recorder.abort();
+    let versions = std::mem::take(&mut *versions.lock().unwrap());
+    for name in ["crash", "missing"] {
+        let mine: Vec<Pod> = versions.iter().filter(|p| p.name() == name).cloned().collect();
+        assert!(mine.len() >= 4, "{name}: {} versions", mine.len());
+        let bare = |p: &Pod| {
+            let mut p = p.clone();
+            p.metadata_mut().resource_version.clear();
+            p.metadata_mut().managed_fields.clear();
+            p
+        };
+        for pair in mine.windows(2) {
+            assert_ne!(
+                bare(&pair[0]),
+                bare(&pair[1]),
+                "{name}: a write that changed nothing (resourceVersion {} after {})",
+                pair[1].metadata().resource_version,
+                pair[0].metadata().resource_version
+            );
+        }
+        let sizes: Vec<usize> = mine.iter().map(prost::Message::encoded_len).collect();
+        assert!(sizes.iter().all(|&n| n < 4096), "{name}: sizes {sizes:?}");
+    }
+    // One BackOff event for the crash loop, its repeats counted on it (as Kubernetes
+    // aggregates events), not one object per round.
+    assert_eq!(crash_backoffs.len(), 1, "{crash_backoffs:?}");
+    assert!(crash_backoffs[0].count >= 2, "{crash_backoffs:?}");
     c.stop().await
 }
 
