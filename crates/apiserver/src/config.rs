@@ -84,6 +84,16 @@ pub struct Options {
     /// in flight at once (default 400; 0: no limit).
     #[arg(long, value_name = "N")]
     pub max_requests_inflight_per_user: Option<usize>,
+    /// Read requests (get, list; not watch, logs, exec) served at once by the whole
+    /// apiserver, as Kubernetes' flag (default 400; 0: no limit). A quarter is kept for
+    /// nodes and the control plane's own components.
+    #[arg(long, value_name = "N")]
+    pub max_requests_inflight: Option<usize>,
+    /// Writes (create, update, patch, delete, bind, evict) served at once by the whole
+    /// apiserver (default 200; 0: no limit). A quarter is kept for nodes and the control
+    /// plane's own components.
+    #[arg(long, value_name = "N")]
+    pub max_mutating_requests_inflight: Option<usize>,
     /// Seconds a request other than watch, logs and exec may take before
     /// it fails with DEADLINE_EXCEEDED (default 60; 0: no limit).
     #[arg(long, value_name = "SECONDS")]
@@ -438,6 +448,10 @@ impl Config {
         limits.max_requests_inflight_per_user = o
             .max_requests_inflight_per_user
             .unwrap_or(limits.max_requests_inflight_per_user);
+        limits.max_requests_inflight = o.max_requests_inflight.unwrap_or(limits.max_requests_inflight);
+        limits.max_mutating_requests_inflight = o
+            .max_mutating_requests_inflight
+            .unwrap_or(limits.max_mutating_requests_inflight);
         if let Some(s) = o.request_timeout {
             limits.request_timeout = std::time::Duration::from_secs(s);
         }

@@ -18,7 +18,6 @@
 //! unauthenticated request counts as `system:anonymous`; the service
 //! refuses it afterwards anyway).
 
-use crate::authn::ANONYMOUS;
 use crate::State;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -32,6 +31,10 @@ use tonic::Status;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
 pub const DEFAULT_MAX_WATCHES_PER_USER: usize = 100;
 pub const DEFAULT_MAX_REQUESTS_INFLIGHT_PER_USER: usize = 400;
+pub const DEFAULT_MAX_REQUESTS_INFLIGHT: usize = 400;
+pub const DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT: usize = 200;
+/// Seconds a client is told to wait (`retry-after`) when the apiserver is full.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The limits; 0 turns a count or the timeout off.
@@ -42,6 +45,10 @@ pub struct LimitsConfig {
     pub max_watches_per_user: usize,
     /// Requests other than watch, logs and exec being served at once.
     pub max_requests_inflight_per_user: usize,
+    /// Reads (other than watch, logs and exec) the whole apiserver serves at once.
+    pub max_requests_inflight: usize,
+    /// Writes the whole apiserver serves at once.
+    pub max_mutating_requests_inflight: usize,
     /// Deadline of a request other than watch, logs and exec.
     pub request_timeout: Duration,
 }
@@ -52,6 +59,8 @@ impl Default for LimitsConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_watches_per_user: DEFAULT_MAX_WATCHES_PER_USER,
             max_requests_inflight_per_user: DEFAULT_MAX_REQUESTS_INFLIGHT_PER_USER,
+            max_requests_inflight: DEFAULT_MAX_REQUESTS_INFLIGHT,
+            max_mutating_requests_inflight: DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
@@ -101,7 +110,12 @@ impl Counter {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(user.to_string()).or_insert(0);
         if *n >= self.cap {
-            return Err(Status::resource_exhausted(format!(
+            let refuse = if self.what == "watches" {
+                Status::resource_exhausted
+            } else {
+                overloaded
+            };
+            return Err(refuse(format!(
                 "too many {}: user {user:?} already has {} (the limit per user, {}={}); {}",
                 self.what,
                 *n,
@@ -134,12 +148,116 @@ impl Drop for Slot {
     }
 }
 
+/// Who a request is from, for the apiserver-wide limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// `system:masters` (the admin): never limited, as Kubernetes' priority and fairness
+    /// exempts that group, so an operator can always get in to fix an overload.
+    Exempt,
+    /// Nodes and the control plane's own daemons: may use every place, users only three
+    /// quarters of them.
+    System,
+    User,
+}
+
+fn class_of(user: &crate::authn::UserInfo) -> Class {
+    let in_group = |g: &str| user.groups.iter().any(|x| x == g);
+    if in_group("system:masters") {
+        Class::Exempt
+    } else if in_group("system:nodes")
+        || user.name.starts_with("system:node:")
+        || matches!(
+            user.name.as_str(),
+            "system:kube-scheduler"
+                | "system:kube-controller-manager"
+                | "system:cloud-controller-manager"
+                | "system:kube-proxy"
+                | "system:rkube-ingress"
+                | "system:apiserver"
+        )
+    {
+        Class::System
+    } else {
+        Class::User
+    }
+}
+
+/// The whole apiserver's requests of one sort (reads or writes) in flight, as
+/// Kubernetes' `--max-requests-inflight` and `--max-mutating-requests-inflight`: over the
+/// limit a request is refused at once (RESOURCE_EXHAUSTED, REST's 429, with
+/// `retry-after`), never queued, and clients retry after a pause. A quarter of the places
+/// is kept for nodes and the control plane's daemons, so a flood from users cannot starve
+/// Lease renewals, pod status updates or controllers: users together get at most three
+/// quarters. This is a simpler scheme than Kubernetes' priority levels with fair queues:
+/// two shares and no queue, which is what keeps the cluster's own traffic flowing under a
+/// flood, without queue tuning.
+struct Shared {
+    what: &'static str,
+    flag: &'static str,
+    cap: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+/// One place in a [`Shared`] limit; given back when dropped.
+struct SharedSlot(Arc<Shared>);
+
+impl Shared {
+    fn new(what: &'static str, flag: &'static str, cap: usize) -> Arc<Self> {
+        Arc::new(Shared {
+            what,
+            flag,
+            cap,
+            used: Default::default(),
+        })
+    }
+
+    fn take(self: &Arc<Self>, class: Class) -> Result<Option<SharedSlot>, Status> {
+        use std::sync::atomic::Ordering;
+        if self.cap == 0 || class == Class::Exempt {
+            return Ok(None);
+        }
+        let room = match class {
+            Class::System => self.cap,
+            _ => (self.cap - self.cap / 4).max(1),
+        };
+        match self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < room).then_some(n + 1)
+        }) {
+            Ok(_) => Ok(Some(SharedSlot(self.clone()))),
+            Err(n) => Err(overloaded(format!(
+                "the apiserver is serving as many {} as it may ({n}; {}={}, of which a quarter is kept \
+                 for nodes and the control plane); retry after {RETRY_AFTER_SECONDS}s, or raise the limit",
+                self.what, self.flag, self.cap
+            ))),
+        }
+    }
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// RESOURCE_EXHAUSTED with a `retry-after` (seconds), which rkube's client honours and
+/// REST turns into 429 and a `Retry-After` header.
+fn overloaded(message: String) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    status.metadata_mut().insert(
+        "retry-after",
+        RETRY_AFTER_SECONDS.to_string().parse().expect("digits"),
+    );
+    status
+}
+
 struct Limits {
     config: LimitsConfig,
     /// For its authenticator.
     state: Arc<State>,
     watches: Arc<Counter>,
     inflight: Arc<Counter>,
+    reads: Arc<Shared>,
+    writes: Arc<Shared>,
 }
 
 /// The tower layer, in front of the service over `state`.
@@ -154,6 +272,12 @@ impl LimitsLayer {
                 "requests in flight",
                 "--max-requests-inflight-per-user",
                 config.max_requests_inflight_per_user,
+            ),
+            reads: Shared::new("reads", "--max-requests-inflight", config.max_requests_inflight),
+            writes: Shared::new(
+                "writes",
+                "--max-mutating-requests-inflight",
+                config.max_mutating_requests_inflight,
             ),
             config,
             state,
@@ -184,9 +308,11 @@ enum Kind {
     /// cost is on the kubelet, which bounds them).
     Stream,
     Request,
+    /// A request that changes objects (counted against the writes' limit).
+    Write,
 }
 
-fn kind(uri: &http::Uri) -> Kind {
+fn kind(method: &http::Method, uri: &http::Uri) -> Kind {
     let path = uri.path();
     // REST: `?watch=true` or `/watch/` in the path; log, exec, attach and
     // port-forward subresources stream
@@ -200,14 +326,35 @@ fn kind(uri: &http::Uri) -> Kind {
     match path.rsplit('/').next() {
         Some("Watch") => Kind::Watch,
         Some("Logs" | "Exec" | "log" | "exec" | "attach" | "portforward") => Kind::Stream,
-        _ => Kind::Request,
+        Some(
+            "Create"
+            | "Update"
+            | "UpdateStatus"
+            | "Patch"
+            | "Delete"
+            | "Bind"
+            | "Evict"
+            | "CreateToken"
+            | "IssueNodeCertificate"
+            | "IssueKubeletServingCertificate",
+        ) => Kind::Write,
+        _ if path.starts_with("/rkube.") => Kind::Request,
+        // REST: the method says
+        _ if matches!(
+            *method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        ) =>
+        {
+            Kind::Request
+        }
+        _ => Kind::Write,
     }
 }
 
 impl Limits {
-    fn user<B>(&self, req: &http::Request<B>) -> String {
+    fn user<B>(&self, req: &http::Request<B>) -> crate::authn::UserInfo {
         if !self.state.authn.enabled() {
-            return ANONYMOUS.into();
+            return crate::authn::UserInfo::anonymous();
         }
         // the authenticator reads the bearer token and the TLS peer certificates
         let mut probe = http::Request::new(());
@@ -221,8 +368,7 @@ impl Limits {
         self.state
             .authn
             .authenticate(&tonic::Request::from_http(probe))
-            .map(|u| u.name)
-            .unwrap_or_else(|_| ANONYMOUS.into())
+            .unwrap_or_else(|_| crate::authn::UserInfo::anonymous())
     }
 
     /// tonic refuses an oversized message with OUT_OF_RANGE and a message
@@ -268,7 +414,7 @@ where
         + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -283,27 +429,36 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limits = self.limits.clone();
-        let kind = kind(req.uri());
+        let max_body = limits.config.max_request_bytes;
+        let kind = kind(req.method(), req.uri());
         let user = match kind {
-            Kind::Stream => String::new(),
+            Kind::Stream => Default::default(),
             _ => limits.user(&req),
         };
         Box::pin(async move {
             match kind {
                 Kind::Stream => inner.call(req).await,
                 Kind::Watch => {
-                    let slot = match limits.watches.take(&user) {
+                    let slot = match limits.watches.take(&user.name) {
                         Ok(slot) => slot,
-                        Err(status) => return Ok(status.into_http()),
+                        Err(status) => return Ok(refuse(req, status, max_body).await),
                     };
                     let resp = inner.call(req).await?;
                     // the watch lasts as long as its response body
                     Ok(resp.map(|body| tonic::body::Body::new(Holding { body, _slot: slot })))
                 }
-                Kind::Request => {
-                    let _slot = match limits.inflight.take(&user) {
+                Kind::Request | Kind::Write => {
+                    let shared = match kind {
+                        Kind::Write => &limits.writes,
+                        _ => &limits.reads,
+                    };
+                    let _place = match shared.take(class_of(&user)) {
+                        Ok(place) => place,
+                        Err(status) => return Ok(refuse(req, status, max_body).await),
+                    };
+                    let _slot = match limits.inflight.take(&user.name) {
                         Ok(slot) => slot,
-                        Err(status) => return Ok(status.into_http()),
+                        Err(status) => return Ok(refuse(req, status, max_body).await),
                     };
                     let timeout = limits.config.request_timeout;
                     let resp = if timeout.is_zero() {
@@ -326,6 +481,26 @@ where
             }
         })
     }
+}
+
+/// The answer to a refused request, sent once its body has been read (up to `max` bytes):
+/// answering before reading makes HTTP/2 reset the stream, and a connection that collects
+/// many resets is closed by the server's own protection against reset floods, which would
+/// cut every other call sharing the connection (all of a controller-manager's, say).
+async fn refuse<B>(req: http::Request<B>, status: Status, max: usize) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body + Unpin,
+{
+    use http_body_util::BodyExt as _;
+    let mut body = req.into_body();
+    let mut read = 0usize;
+    while read <= max {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, bytes::Buf::remaining),
+            _ => break,
+        }
+    }
+    status.into_http()
 }
 
 /// A response body that holds a watch's slot until the stream ends or the
@@ -393,6 +568,10 @@ mod tests {
             "7",
             "--max-requests-inflight-per-user",
             "0",
+            "--max-requests-inflight",
+            "50",
+            "--max-mutating-requests-inflight",
+            "20",
             "--request-timeout",
             "5",
         ])
@@ -403,6 +582,8 @@ mod tests {
                 max_request_bytes: 1048576,
                 max_watches_per_user: 7,
                 max_requests_inflight_per_user: 0,
+                max_requests_inflight: 50,
+                max_mutating_requests_inflight: 20,
                 request_timeout: Duration::from_secs(5),
             }
         );
@@ -417,7 +598,7 @@ mod tests {
         std::fs::write(
             &file,
             "encryptionKeyFile: /etc/rkube/encryption.key\nmaxRequestBytes: 2097152\nmaxWatchesPerUser: 10\n\
-             maxRequestsInflightPerUser: 20\nrequestTimeout: 30\n",
+             maxRequestsInflightPerUser: 20\nmaxMutatingRequestsInflight: 30\nrequestTimeout: 30\n",
         )
         .unwrap();
         let c = config(&["--config", file.to_str().unwrap(), "--max-watches-per-user", "11"]).unwrap();
@@ -428,21 +609,75 @@ mod tests {
         assert_eq!(c.limits.max_request_bytes, 2097152);
         assert_eq!(c.limits.max_watches_per_user, 11, "flags win over the file");
         assert_eq!(c.limits.max_requests_inflight_per_user, 20);
+        assert_eq!(c.limits.max_mutating_requests_inflight, 30);
         assert_eq!(c.limits.request_timeout, Duration::from_secs(30));
     }
 
     #[test]
-    fn long_running_calls_are_told_apart() {
-        let kind = |u: &str| kind(&u.parse().unwrap());
-        assert!(matches!(kind("/rkube.api.v1.ApiServer/Watch"), Kind::Watch));
-        assert!(matches!(kind("/rkube.api.v1.ApiServer/Exec"), Kind::Stream));
-        assert!(matches!(kind("/rkube.api.v1.ApiServer/Create"), Kind::Request));
+    fn long_running_calls_reads_and_writes_are_told_apart() {
+        let kind = |m: &str, u: &str| kind(&m.parse().unwrap(), &u.parse().unwrap());
+        let post = |u: &str| kind("POST", u);
+        assert!(matches!(post("/rkube.api.v1.ApiServer/Watch"), Kind::Watch));
+        assert!(matches!(post("/rkube.api.v1.ApiServer/Exec"), Kind::Stream));
+        assert!(matches!(post("/rkube.api.v1.ApiServer/Create"), Kind::Write));
+        assert!(matches!(post("/rkube.api.v1.ApiServer/Evict"), Kind::Write));
+        assert!(matches!(post("/rkube.api.v1.ApiServer/List"), Kind::Request));
+        assert!(matches!(post("/rkube.api.v1.ApiServer/Version"), Kind::Request));
         assert!(matches!(
-            kind("/api/v1/pods?watch=true&resourceVersion=5"),
+            kind("GET", "/api/v1/pods?watch=true&resourceVersion=5"),
             Kind::Watch
         ));
-        assert!(matches!(kind("/api/v1/watch/namespaces/a/pods"), Kind::Watch));
-        assert!(matches!(kind("/api/v1/pods?watch=false"), Kind::Request));
-        assert!(matches!(kind("/api/v1/namespaces/a/pods/p/log"), Kind::Stream));
+        assert!(matches!(
+            kind("GET", "/api/v1/watch/namespaces/a/pods"),
+            Kind::Watch
+        ));
+        assert!(matches!(kind("GET", "/api/v1/pods?watch=false"), Kind::Request));
+        assert!(matches!(
+            kind("GET", "/api/v1/namespaces/a/pods/p/log"),
+            Kind::Stream
+        ));
+        assert!(matches!(kind("POST", "/api/v1/namespaces/a/pods"), Kind::Write));
+        assert!(matches!(
+            kind("PATCH", "/apis/apps/v1/namespaces/a/deployments/d"),
+            Kind::Write
+        ));
+        assert!(matches!(
+            kind("DELETE", "/api/v1/namespaces/a/pods/p"),
+            Kind::Write
+        ));
+    }
+
+    #[test]
+    fn users_get_three_quarters_of_the_places_the_system_all_and_admins_are_exempt() {
+        let user = |name: &str, group: &str| crate::authn::UserInfo {
+            name: name.into(),
+            groups: vec![group.into()],
+            ..Default::default()
+        };
+        let limit = Shared::new("writes", "--max-mutating-requests-inflight", 8);
+        let alice = class_of(&user("alice", "system:authenticated"));
+        let mut held: Vec<_> = (0..6).map(|_| limit.take(alice).unwrap()).collect();
+        let refused = limit.take(alice).err().expect("a user past 3/4 is refused");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(refused.metadata().get("retry-after").unwrap(), "1");
+        assert!(
+            refused.message().contains("--max-mutating-requests-inflight=8"),
+            "{}",
+            refused.message()
+        );
+        let node = class_of(&user("system:node:n1", "system:nodes"));
+        let scheduler = class_of(&user("system:kube-scheduler", "system:authenticated"));
+        held.push(limit.take(node).unwrap());
+        held.push(limit.take(scheduler).unwrap());
+        assert!(limit.take(node).is_err(), "nobody past the limit");
+        let admin = class_of(&user("admin", "system:masters"));
+        assert!(limit.take(admin).unwrap().is_none(), "admins are not counted");
+        held.truncate(5);
+        assert!(
+            limit.take(alice).unwrap().is_some(),
+            "places come back when requests end"
+        );
+        let off = Shared::new("reads", "--max-requests-inflight", 0);
+        assert!(off.take(alice).unwrap().is_none());
     }
 }

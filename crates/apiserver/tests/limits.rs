@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-const TOKENS: &str = "alice-token,alice,1\nbob-token,bob,2\n";
+const TOKENS: &str = "alice-token,alice,1\nbob-token,bob,2\nnode-token,system:node:n1,3,system:nodes\n";
 
 /// An apiserver with `flags` that knows alice and bob by their tokens.
 async fn start(flags: &[&str]) -> Harness {
@@ -308,5 +308,161 @@ async fn slow_requests_time_out_but_watches_are_not_cut() {
             break;
         }
     }
+    c.stop().await;
+}
+
+/// A flood of writes from one user (64 clients creating as fast as they can) against a
+/// small `--max-mutating-requests-inflight`: the user's excess is refused at once with
+/// RESOURCE_EXHAUSTED and a `retry-after`, while a node renewing its Lease through the
+/// quarter kept for the system is never refused, and another user's rkube client gets
+/// its write in by retrying after the pauses it is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_writes_is_refused_with_retry_after_while_nodes_keep_their_share() {
+    let c = start(&[
+        "--max-mutating-requests-inflight",
+        "8",
+        "--max-requests-inflight-per-user",
+        "0",
+    ])
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for task in 0..64 {
+        let mut client = c.client.clone();
+        let stop = stop.clone();
+        flood.push(tokio::spawn(async move {
+            let (mut created, mut refused, mut retry_after) = (0u32, 0u32, None);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let cm = config_map(&format!("flood-{task}-{i}"), 64);
+                // dry runs: the whole write path but the store's, which stays small
+                let req = rpc::CreateRequest {
+                    resource: rid::<ConfigMap>(),
+                    namespace: "default".into(),
+                    object: Some(rkube_api::to_any(&cm)),
+                    dry_run: true,
+                };
+                match client.create(as_user("alice", req)).await {
+                    Ok(_) => created += 1,
+                    Err(e) if e.code() == Code::ResourceExhausted => {
+                        refused += 1;
+                        retry_after = e
+                            .metadata()
+                            .get("retry-after")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        assert!(
+                            e.message().contains("--max-mutating-requests-inflight=8"),
+                            "{}",
+                            e.message()
+                        );
+                    }
+                    Err(e) => panic!("flood create: {e:?}"),
+                }
+            }
+            (created, refused, retry_after)
+        }));
+    }
+    // The flood is being refused: the limit is reached.
+    let mut probe = c.client.clone();
+    eventually("alice's flood to be refused", Duration::from_secs(20), || {
+        let mut probe = probe.clone();
+        async move {
+            let req = rpc::CreateRequest {
+                resource: rid::<ConfigMap>(),
+                namespace: "default".into(),
+                object: Some(rkube_api::to_any(&config_map("probe", 1))),
+                dry_run: true,
+            };
+            probe
+                .create(as_user("alice", req))
+                .await
+                .err()
+                .filter(|e| e.code() == Code::ResourceExhausted)
+        }
+    })
+    .await
+    .unwrap();
+    // A node renews its Lease 30 times during the flood, each on the first try.
+    let lease = rkube_api::coordination::v1::Lease {
+        metadata: Some(rkube_api::meta::v1::ObjectMeta {
+            name: "n1".into(),
+            namespace: "kube-node-lease".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut current = probe
+        .create(as_user(
+            "node",
+            rpc::CreateRequest {
+                resource: rid::<rkube_api::coordination::v1::Lease>(),
+                namespace: "kube-node-lease".into(),
+                object: Some(rkube_api::to_any(&lease)),
+                dry_run: false,
+            },
+        ))
+        .await
+        .expect("the node's Lease is created during the flood")
+        .into_inner()
+        .object;
+    for round in 0..30 {
+        let mut l: rkube_api::coordination::v1::Lease =
+            rkube_api::from_any(current.as_ref().unwrap()).unwrap();
+        l.spec.get_or_insert_with(Default::default).renew_time =
+            format!("2026-12-07T00:00:{round:02}.000000Z");
+        current = probe
+            .update(as_user(
+                "node",
+                rpc::UpdateRequest {
+                    resource: rid::<rkube_api::coordination::v1::Lease>(),
+                    object: Some(rkube_api::to_any(&l)),
+                    dry_run: false,
+                },
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("renewal {round} refused during the flood: {e:?}"))
+            .into_inner()
+            .object;
+    }
+    // Other users share the users' places: bob's own writes are refused now and then...
+    let mut bob_refused = 0;
+    for i in 0..200 {
+        let req = rpc::CreateRequest {
+            resource: rid::<ConfigMap>(),
+            namespace: "default".into(),
+            object: Some(rkube_api::to_any(&config_map(&format!("bob-raw-{i}"), 8))),
+            dry_run: true,
+        };
+        if let Err(e) = probe.create(as_user("bob", req)).await {
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+            bob_refused += 1;
+            if bob_refused == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(bob_refused, 3, "bob is refused while alice floods");
+    // ...but rkube's client retries after the pauses it is told (a second, then longer),
+    // so these get in.
+    let bob = c.api.client_with_token("bob-token").unwrap();
+    let cms: rkube_client::Api<ConfigMap> = rkube_client::Api::namespaced(bob, "default");
+    for i in 0..3 {
+        cms.create(&config_map(&format!("bob-{i}"), 8))
+            .await
+            .unwrap_or_else(|e| panic!("bob's write {i} through rkube's client: {e}"));
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut created, mut refused) = (0, 0);
+    for task in flood {
+        let (c, r, retry_after) = task.await.unwrap();
+        created += c;
+        refused += r;
+        if r > 0 {
+            assert_eq!(retry_after.as_deref(), Some("1"));
+        }
+    }
+    assert!(created > 0 && refused > 0, "created {created}, refused {refused}");
     c.stop().await;
 }

@@ -269,7 +269,45 @@ impl Client {
         req
     }
 
-    async fn unary<T>(
+    /// One call of `call`: `f` sends `msg` on a fresh handle. When the apiserver is full
+    /// (RESOURCE_EXHAUSTED with a `retry-after`, its answer to a flood) the call is sent
+    /// again after that pause, growing with each refusal and with jitter so that many
+    /// clients do not come back at once, up to [`OVERLOAD_RETRIES`] times, as client-go
+    /// retries 429s with Retry-After. Refusals without `retry-after` (a disruption budget,
+    /// a user's own watch limit) are the caller's to handle.
+    async fn unary<M, T, F, Fut>(&self, call: &'static str, msg: M, f: F) -> Result<T>
+    where
+        M: Clone,
+        F: Fn(Grpc, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let fut = f(self.grpc(), self.request(msg.clone()));
+            let status = match tokio::time::timeout(self.timeout, fut).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => return Err(self.timed_out(call)),
+            };
+            match retry_after(&status) {
+                Some(pause) if attempt < OVERLOAD_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(overload_pause(pause, attempt)).await;
+                }
+                _ => return Err(Error::from_status(status, &self.server)),
+            }
+        }
+    }
+
+    fn timed_out(&self, call: &'static str) -> Error {
+        Error::Timeout {
+            server: self.server.to_string(),
+            call,
+            after: self.timeout,
+        }
+    }
+
+    async fn unary_once<T>(
         &self,
         call: &'static str,
         fut: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -277,11 +315,7 @@ impl Client {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(Error::from_status(status, &self.server)),
-            Err(_) => Err(Error::Timeout {
-                server: self.server.to_string(),
-                call,
-                after: self.timeout,
-            }),
+            Err(_) => Err(self.timed_out(call)),
         }
     }
 
@@ -296,25 +330,27 @@ impl Client {
         object: Any,
         pp: &PostParams,
     ) -> Result<Any> {
-        let req = self.request(rpc::CreateRequest {
+        let req = rpc::CreateRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
             object: Some(object),
             dry_run: pp.dry_run,
-        });
-        let mut grpc = self.grpc();
-        let resp = self.unary("Create", grpc.create(req)).await?;
+        };
+        let resp = self
+            .unary("Create", req, |mut g, r| async move { g.create(r).await })
+            .await?;
         returned(resp.object, "Create")
     }
 
     pub(crate) async fn get_any(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<Any> {
-        let req = self.request(rpc::GetRequest {
+        let req = rpc::GetRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
             name: name.to_string(),
-        });
-        let mut grpc = self.grpc();
-        let resp = self.unary("Get", grpc.get(req)).await?;
+        };
+        let resp = self
+            .unary("Get", req, |mut g, r| async move { g.get(r).await })
+            .await?;
         returned(resp.object, "Get")
     }
 
@@ -324,16 +360,17 @@ impl Client {
         namespace: &str,
         lp: &ListParams,
     ) -> Result<ObjectList<Any>> {
-        let req = self.request(rpc::ListRequest {
+        let req = rpc::ListRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
             label_selector: lp.label_selector.clone(),
             field_selector: lp.field_selector.clone(),
             limit: i32::try_from(lp.limit).unwrap_or(i32::MAX),
             r#continue: lp.continue_token.clone(),
-        });
-        let mut grpc = self.grpc();
-        let resp = self.unary("List", grpc.list(req)).await?;
+        };
+        let resp = self
+            .unary("List", req, |mut g, r| async move { g.list(r).await })
+            .await?;
         Ok(ObjectList {
             items: resp.items,
             resource_version: resp.resource_version,
@@ -349,15 +386,24 @@ impl Client {
         sub: Subresource,
         pp: &PostParams,
     ) -> Result<Any> {
-        let req = self.request(rpc::UpdateRequest {
+        let req = rpc::UpdateRequest {
             resource: Some(resource_id(info)),
             object: Some(object),
             dry_run: pp.dry_run,
-        });
-        let mut grpc = self.grpc();
+        };
         let resp = match sub {
-            Subresource::Main => self.unary("Update", grpc.update(req)).await?,
-            Subresource::Status => self.unary("UpdateStatus", grpc.update_status(req)).await?,
+            Subresource::Main => {
+                self.unary("Update", req, |mut g, r| async move { g.update(r).await })
+                    .await?
+            }
+            Subresource::Status => {
+                self.unary(
+                    "UpdateStatus",
+                    req,
+                    |mut g, r| async move { g.update_status(r).await },
+                )
+                .await?
+            }
         };
         returned(resp.object, "Update")
     }
@@ -376,7 +422,7 @@ impl Client {
                 "a {patch_type} patch must be a JSON object, not {patch}"
             )));
         }
-        let req = self.request(rpc::PatchRequest {
+        let req = rpc::PatchRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
             name: name.to_string(),
@@ -384,9 +430,10 @@ impl Client {
             patch: serde_json::to_vec(patch)?,
             subresource: sub.as_str().into(),
             dry_run: pp.dry_run,
-        });
-        let mut grpc = self.grpc();
-        let resp = self.unary("Patch", grpc.patch(req)).await?;
+        };
+        let resp = self
+            .unary("Patch", req, |mut g, r| async move { g.patch(r).await })
+            .await?;
         returned(resp.object, "Patch")
     }
 
@@ -397,7 +444,7 @@ impl Client {
         name: &str,
         dp: &DeleteParams,
     ) -> Result<Option<Any>> {
-        let req = self.request(rpc::DeleteRequest {
+        let req = rpc::DeleteRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
             name: name.to_string(),
@@ -414,9 +461,10 @@ impl Client {
                 .unwrap_or_default(),
             grace_period_seconds: dp.grace_period_seconds,
             dry_run: dp.dry_run,
-        });
-        let mut grpc = self.grpc();
-        let resp = self.unary("Delete", grpc.delete(req)).await?;
+        };
+        let resp = self
+            .unary("Delete", req, |mut g, r| async move { g.delete(r).await })
+            .await?;
         Ok(resp.object)
     }
 
@@ -438,7 +486,7 @@ impl Client {
             allow_bookmarks: wp.allow_bookmarks,
         });
         let mut grpc = self.grpc();
-        let stream = self.unary("Watch", grpc.watch(req)).await?;
+        let stream = self.unary_once("Watch", grpc.watch(req)).await?;
         let server = self.server.clone();
         Ok(stream
             .map(move |item| match item {
@@ -583,23 +631,28 @@ impl Client {
 
     /// The kinds the server serves.
     pub async fn discovery(&self) -> Result<Vec<rpc::ApiResource>> {
-        let req = self.request(rpc::DiscoveryRequest {});
-        let mut grpc = self.grpc();
-        Ok(self.unary("Discovery", grpc.discovery(req)).await?.resources)
+        let req = rpc::DiscoveryRequest {};
+        Ok(self
+            .unary("Discovery", req, |mut g, r| async move { g.discovery(r).await })
+            .await?
+            .resources)
     }
 
     /// Whether the caller (or the user and groups it names, which it must
     /// be allowed to impersonate) may do what `req` says: `auth can-i`.
     pub async fn access_review(&self, req: rpc::AccessReviewRequest) -> Result<rpc::AccessReviewResponse> {
-        let req = self.request(req);
-        let mut grpc = self.grpc();
-        self.unary("AccessReview", grpc.access_review(req)).await
+        self.unary(
+            "AccessReview",
+            req,
+            |mut g, r| async move { g.access_review(r).await },
+        )
+        .await
     }
 
     pub async fn version(&self) -> Result<rpc::VersionResponse> {
-        let req = self.request(rpc::VersionRequest {});
-        let mut grpc = self.grpc();
-        self.unary("Version", grpc.version(req)).await
+        let req = rpc::VersionRequest {};
+        self.unary("Version", req, |mut g, r| async move { g.version(r).await })
+            .await
     }
 
     /// Has the apiserver sign node `node_name`'s client certificate for
@@ -610,13 +663,14 @@ impl Client {
         node_name: &str,
         csr_pem: &str,
     ) -> Result<rpc::IssueNodeCertificateResponse> {
-        let req = self.request(rpc::IssueNodeCertificateRequest {
+        let req = rpc::IssueNodeCertificateRequest {
             node_name: node_name.to_string(),
             csr_pem: csr_pem.to_string(),
-        });
-        let mut grpc = self.grpc();
-        self.unary("IssueNodeCertificate", grpc.issue_node_certificate(req))
-            .await
+        };
+        self.unary("IssueNodeCertificate", req, |mut g, r| async move {
+            g.issue_node_certificate(r).await
+        })
+        .await
     }
 
     /// Has the apiserver sign this node's kubelet serving certificate for
@@ -628,16 +682,14 @@ impl Client {
         ip_addresses: Vec<String>,
         dns_names: Vec<String>,
     ) -> Result<rpc::IssueKubeletServingCertificateResponse> {
-        let req = self.request(rpc::IssueKubeletServingCertificateRequest {
+        let req = rpc::IssueKubeletServingCertificateRequest {
             csr_pem: csr_pem.to_string(),
             ip_addresses,
             dns_names,
-        });
-        let mut grpc = self.grpc();
-        self.unary(
-            "IssueKubeletServingCertificate",
-            grpc.issue_kubelet_serving_certificate(req),
-        )
+        };
+        self.unary("IssueKubeletServingCertificate", req, |mut g, r| async move {
+            g.issue_kubelet_serving_certificate(r).await
+        })
         .await
     }
 
@@ -645,9 +697,12 @@ impl Client {
     /// `serviceaccounts/token`): signed by the apiserver, for the
     /// audiences asked (default the apiserver's), optionally bound to a pod.
     pub async fn create_token(&self, req: rpc::CreateTokenRequest) -> Result<rpc::CreateTokenResponse> {
-        let req = self.request(req);
-        let mut grpc = self.grpc();
-        self.unary("CreateToken", grpc.create_token(req)).await
+        self.unary(
+            "CreateToken",
+            req,
+            |mut g, r| async move { g.create_token(r).await },
+        )
+        .await
     }
 
     /// A container's log (pods/log), proxied by the apiserver from the
@@ -665,7 +720,7 @@ impl Client {
                 .map_err(|s| Error::from_status(s, &self.server))?
                 .into_inner()
         } else {
-            self.unary("Logs", call).await?
+            self.unary_once("Logs", call).await?
         };
         let server = self.server.clone();
         Ok(stream
@@ -723,23 +778,22 @@ impl Client {
     /// CPU and memory usage of pods (and nodes), gathered by the apiserver
     /// from the kubelets (`rkubectl top`, the autoscaler).
     pub async fn metrics(&self, req: rpc::MetricsRequest) -> Result<rpc::MetricsResponse> {
-        let req = self.request(req);
-        let mut grpc = self.grpc();
-        self.unary("Metrics", grpc.metrics(req)).await
+        self.unary("Metrics", req, |mut g, r| async move { g.metrics(r).await })
+            .await
     }
 
     /// Binds a pending pod to a node. `uid`, when non-empty, must be the
     /// pod's: a pod deleted and recreated under the same name is not bound
     /// by mistake.
     pub async fn bind(&self, namespace: &str, name: &str, uid: &str, node: &str) -> Result<()> {
-        let req = self.request(rpc::BindRequest {
+        let req = rpc::BindRequest {
             namespace: namespace.to_string(),
             name: name.to_string(),
             uid: uid.to_string(),
             node_name: node.to_string(),
-        });
-        let mut grpc = self.grpc();
-        self.unary("Bind", grpc.bind(req)).await?;
+        };
+        self.unary("Bind", req, |mut g, r| async move { g.bind(r).await })
+            .await?;
         Ok(())
     }
 
@@ -753,13 +807,13 @@ impl Client {
         name: &str,
         eviction: rkube_api::policy::v1::Eviction,
     ) -> Result<()> {
-        let req = self.request(rpc::EvictRequest {
+        let req = rpc::EvictRequest {
             namespace: namespace.to_string(),
             name: name.to_string(),
             eviction: Some(eviction),
-        });
-        let mut grpc = self.grpc();
-        self.unary("Evict", grpc.evict(req)).await?;
+        };
+        self.unary("Evict", req, |mut g, r| async move { g.evict(r).await })
+            .await?;
         Ok(())
     }
 }
@@ -843,8 +897,58 @@ fn decode_raw_event(ev: rpc::WatchEvent) -> Result<(WatchEvent<Any>, String)> {
     Ok((event, ev.resource_version))
 }
 
+/// Times a call refused for overload is sent again before its error is returned.
+pub const OVERLOAD_RETRIES: u32 = 5;
+
+/// The pause an overloaded apiserver asked for (`retry-after` seconds on a
+/// RESOURCE_EXHAUSTED status), if it did.
+fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let secs: f64 = status
+        .metadata()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 60.0)))
+}
+
+/// The wait before retry `attempt` (1, 2, ...): the server's pause, doubled with each
+/// refusal (at most 8×) and spread over ±25 % so that refused clients do not return
+/// together.
+fn overload_pause(pause: Duration, attempt: u32) -> Duration {
+    let base = pause.mul_f64(f64::from(1u32 << (attempt - 1).min(3)));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let spread = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    base.mul_f64(spread)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overload_refusals_are_retried_after_growing_jittered_pauses() {
+        let mut refused = tonic::Status::resource_exhausted("full");
+        refused.metadata_mut().insert("retry-after", "1".parse().unwrap());
+        assert_eq!(super::retry_after(&refused), Some(Duration::from_secs(1)));
+        // a budget's refusal or a watch cap says no pause: not retried
+        assert_eq!(
+            super::retry_after(&tonic::Status::resource_exhausted("budget")),
+            None
+        );
+        let mut other = tonic::Status::unavailable("x");
+        other.metadata_mut().insert("retry-after", "1".parse().unwrap());
+        assert_eq!(super::retry_after(&other), None);
+        for (attempt, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0)] {
+            let p = super::overload_pause(Duration::from_secs(1), attempt).as_secs_f64();
+            assert!((base * 0.75..=base * 1.25).contains(&p), "attempt {attempt}: {p}");
+        }
+    }
+
     use super::*;
     use rkube_api::core::v1::{Namespace, Pod};
 
