@@ -4,7 +4,7 @@
 //!
 //! What a user sees: a claim of the default class (WaitForFirstConsumer) is provisioned
 //! on the node its pod is scheduled to; a file a pod writes there is read back by a new
-//! pod; a write past the claim's size fails with "No space left on device"; a Retain
+//! pod (through a readOnly claim, which refuses writes); a write past the claim's size fails with "No space left on device"; a Retain
 //! volume keeps its data after its claim is deleted and serves a new claim; a hand-made
 //! Delete volume turns Failed instead of losing track of its data; a StatefulSet's
 //! replicas each get their own volume, still mounted after a kubelet restart and kept
@@ -209,13 +209,21 @@ async fn checks(cluster: &mut TestCluster, root: &Path) -> anyhow::Result<()> {
     assert!(image_file.starts_with(root), "{}", image_file.display());
     assert_eq!(std::fs::metadata(&image_file)?.len(), 16 << 20);
 
-    // 2. A new pod reads the file back.
+    // 2. A new pod reads the file back; its claim is readOnly, so it cannot write.
     delete_pod(cluster, "writer").await?;
-    cluster.apply(&pod("reader", "data", &image, "cat /data/msg"))?;
+    cluster.apply(
+        &pod(
+            "reader",
+            "data",
+            &image,
+            "cat /data/msg && ! touch /data/nope 2>/dev/null && echo read-only",
+        )
+        .replace("{claimName: data}", "{claimName: data, readOnly: true}"),
+    )?;
     let (phase, log) = finished(cluster, "reader").await?;
     assert_eq!(
         (phase.as_str(), log.as_str()),
-        ("Succeeded", "kept-across-pods\n")
+        ("Succeeded", "kept-across-pods\nread-only\n")
     );
     delete_pod(cluster, "reader").await?;
 
@@ -518,7 +526,13 @@ spec:
         },
     )
     .await
-    .with_context(|| format!("left: {:?}", loop_devices_below(root)))?;
+    .with_context(|| {
+        format!(
+            "left: {:?}, mounts: {:?}",
+            loop_devices_below(root),
+            rkube_node_runtime::mounts::mount_points_below(root)
+        )
+    })?;
     Ok(())
 }
 
