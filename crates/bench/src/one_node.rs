@@ -16,6 +16,20 @@ pub struct OneNode {
     pub api_dir: tempfile::TempDir,
 }
 
+/// Runs `body` to its end on a new two-thread runtime whose threads are named `name`.
+pub fn block_on<T>(
+    name: &str,
+    body: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .context("cannot build the runtime")?
+        .block_on(body)
+}
+
 impl OneNode {
     pub async fn start() -> anyhow::Result<OneNode> {
         let node = TestNode::start().await.context("starting the test node")?;

@@ -40,13 +40,7 @@ pub fn run(_args: &Args) -> anyhow::Result<String> {
     if let Some(reason) = rkube_kubelet::testing::skip_reason() {
         anyhow::bail!("the pods suite needs a real containerd: {reason}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-pods")
-        .enable_all()
-        .build()
-        .context("cannot build the runtime")?;
-    rt.block_on(measure()).map(|r| render(&r))
+    crate::one_node::block_on("bench-pods", measure()).map(|r| render(&r))
 }
 
 struct Results {

@@ -54,13 +54,7 @@ pub fn run(_args: &Args) -> anyhow::Result<String> {
             anyhow::bail!("the storage suite needs {tool} (Debian packages e2fsprogs and mount)");
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-storage")
-        .enable_all()
-        .build()
-        .context("cannot build the runtime")?;
-    rt.block_on(measure()).map(|r| render(&r))
+    crate::one_node::block_on("bench-storage", measure()).map(|r| render(&r))
 }
 
 fn executable_on_path(name: &str) -> bool {
