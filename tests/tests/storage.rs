@@ -4,14 +4,19 @@
 //!
 //! What a user sees: a claim of the default class (WaitForFirstConsumer) is provisioned
 //! on the node its pod is scheduled to; a file a pod writes there is read back by a new
-//! pod; a write past the claim's size fails with "No space left on device"; a Retain
-//! volume keeps its data after its claim is deleted and serves a new claim; a StatefulSet's
-//! replicas each get their own volume, still mounted after a kubelet restart; deleting a Delete claim removes its volume and its
-//! image file; no loop device of the test is left at the end.
+//! pod (through a readOnly claim, which refuses writes); a write past the claim's size fails with "No space left on device"; a Retain
+//! volume keeps its data after its claim is deleted and serves a new claim; a hand-made
+//! Delete volume turns Failed instead of losing track of its data; a StatefulSet's
+//! replicas each get their own volume, still mounted after a kubelet restart and kept
+//! across a rolling update; two pods share a ReadWriteMany claim on the node, and a
+//! restarted kubelet cleans up the volume of a pod force-deleted while it was down;
+//! deleting a Delete claim removes its volume and its image file; no loop device of the
+//! test is left at the end. A pod whose disk-backed emptyDir outgrows its `sizeLimit` is
+//! evicted; one within its limit is not.
 
 use anyhow::Context;
 use futures::StreamExt;
-use rkube_api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use rkube_api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams};
 use rkube_e2e::{run, ClusterOptions, TestCluster};
@@ -204,13 +209,21 @@ async fn checks(cluster: &mut TestCluster, root: &Path) -> anyhow::Result<()> {
     assert!(image_file.starts_with(root), "{}", image_file.display());
     assert_eq!(std::fs::metadata(&image_file)?.len(), 16 << 20);
 
-    // 2. A new pod reads the file back.
+    // 2. A new pod reads the file back; its claim is readOnly, so it cannot write.
     delete_pod(cluster, "writer").await?;
-    cluster.apply(&pod("reader", "data", &image, "cat /data/msg"))?;
+    cluster.apply(
+        &pod(
+            "reader",
+            "data",
+            &image,
+            "cat /data/msg && ! touch /data/nope 2>/dev/null && echo read-only",
+        )
+        .replace("{claimName: data}", "{claimName: data, readOnly: true}"),
+    )?;
     let (phase, log) = finished(cluster, "reader").await?;
     assert_eq!(
         (phase.as_str(), log.as_str()),
-        ("Succeeded", "kept-across-pods\n")
+        ("Succeeded", "kept-across-pods\nread-only\n")
     );
     delete_pod(cluster, "reader").await?;
 
@@ -230,9 +243,77 @@ async fn checks(cluster: &mut TestCluster, root: &Path) -> anyhow::Result<()> {
     );
     delete_pod(cluster, "filler").await?;
 
+    // 3b. Two pods on the node share one claim (ReadWriteMany, within one node's
+    // filesystem): what one writes the other reads, and the volume stays attached while
+    // either uses it.
+    cluster.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: shared, namespace: default}\nspec:\n  accessModes: [ReadWriteMany]\n  resources: {requests: {storage: 8Mi}}\n",
+    )?;
+    cluster.apply(&pod(
+        "share-a",
+        "shared",
+        &image,
+        "echo from-a > /data/a && sync && exec sleep 3600",
+    ))?;
+    cluster.apply(&pod(
+        "share-b",
+        "shared",
+        &image,
+        "until [ -f /data/a ]; do sleep 0.1; done; cat /data/a; \
+         until [ -f /data/go ]; do sleep 0.1; done; echo from-b > /data/b; sync; exec sleep 3600",
+    ))?;
+    let shared = bound_volume(cluster, "shared").await?;
+    let shared_dir = PathBuf::from(&shared.spec.as_ref().unwrap().local.as_ref().unwrap().path);
+    eventually(
+        "share-b to read what share-a wrote",
+        Duration::from_secs(60),
+        || async { (logs(&client, "share-b").await.ok()? == "from-a\n").then_some(()) },
+    )
+    .await?;
+    delete_pod(cluster, "share-a").await?;
+    // share-b still has the volume: a file put in through the node's mount reaches it
+    std::fs::write(shared_dir.join("go"), "")?;
+    let answer = eventually("share-b to answer", Duration::from_secs(30), || async {
+        std::fs::read_to_string(shared_dir.join("b")).ok()
+    })
+    .await?;
+    assert_eq!(answer, "from-b\n");
+
+    // A pod force-deleted while the kubelet is down: the restarted kubelet unmounts its
+    // volume (the last user gone) and removes its directory.
+    let pods = cluster.api::<Pod>("default")?;
+    let b_uid = pods.get("share-b").await?.metadata().uid.clone();
+    cluster.nodes[0].stop_kubelet().await;
+    pods.delete(
+        "share-b",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await?;
+    assert!(pods.get_opt("share-b").await?.is_none());
+    assert!(rkube_node_runtime::local_volume::is_mounted(&shared_dir));
+    cluster.nodes[0].start_kubelet().await?;
+    let b_dir = root.join("pods").join(&b_uid);
+    eventually(
+        "the restarted kubelet to clean up the deleted pod's volume",
+        Duration::from_secs(60),
+        || async {
+            (!rkube_node_runtime::local_volume::is_mounted(&shared_dir) && !b_dir.exists()).then_some(())
+        },
+    )
+    .await?;
+    claims.delete("shared", &DeleteParams::default()).await?;
+    eventually(
+        "the shared volume to be deleted",
+        Duration::from_secs(30),
+        || async { matches!(volumes.get_opt(shared.name()).await, Ok(None)).then_some(()) },
+    )
+    .await?;
+
     // 4. Deleting a claim in use waits for its pod.
     cluster.apply(&pod("holder", "data", &image, "sleep 3600"))?;
-    let pods = cluster.api::<Pod>("default")?;
     eventually("holder to run", Duration::from_secs(60), || async {
         let p = pods.get("holder").await.ok()?;
         (p.status?.phase == "Running").then_some(())
@@ -300,6 +381,38 @@ async fn checks(cluster: &mut TestCluster, root: &Path) -> anyhow::Result<()> {
     assert_eq!((phase.as_str(), log.as_str()), ("Succeeded", "retained\n"));
     delete_pod(cluster, "restorer").await?;
 
+    // 5b. A hand-made volume with reclaim policy Delete: nothing can delete its storage,
+    // so once its claim goes it turns Failed, says why, and its data stays.
+    let handmade = root.join("handmade");
+    std::fs::create_dir_all(&handmade)?;
+    std::fs::write(handmade.join("keep"), "mine")?;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: handmade}}\nspec:\n  capacity: {{storage: 1Mi}}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Delete\n  storageClassName: \"\"\n  hostPath: {{path: {}}}\n",
+        handmade.display()
+    ))?;
+    cluster.apply(&claim(
+        "mine",
+        "  storageClassName: \"\"\n  volumeName: handmade\n",
+    ))?;
+    bound_volume(cluster, "mine").await?;
+    claims.delete("mine", &DeleteParams::default()).await?;
+    let failed = eventually(
+        "the hand-made volume to be Failed",
+        Duration::from_secs(30),
+        || async {
+            let v = volumes.get("handmade").await.ok()?;
+            (v.status.as_ref()?.phase == "Failed").then_some(v)
+        },
+    )
+    .await?;
+    let message = failed.status.unwrap().message;
+    assert!(
+        message.contains("persistentVolumeReclaimPolicy: Retain"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read_to_string(handmade.join("keep"))?, "mine");
+    volumes.delete("handmade", &DeleteParams::default()).await?;
+
     // 6. A StatefulSet's replicas each get their own volume.
     cluster.apply(&format!(
         r#"
@@ -356,11 +469,42 @@ spec:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A rolling update replaces each replica with a pod of the new template on the same
+    // claim: the new pods print the id the old ones wrote.
+    let sets = Api::<rkube_api::apps::v1::StatefulSet>::namespaced(client.clone(), "default");
+    let mut old_uids = Vec::new();
+    for name in ["web-0", "web-1"] {
+        old_uids.push(pods.get(name).await?.metadata().uid.clone());
+    }
+    sets.patch_merge(
+        "web",
+        &serde_json::json!({"spec": {"template": {"spec": {"containers": [{
+            "name": "main",
+            "image": image,
+            "command": ["sh", "-c", "cat /data/id; exec sleep 3600"],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        }]}}}}),
+    )
+    .await?;
+    for (name, old_uid) in ["web-0", "web-1"].into_iter().zip(&old_uids) {
+        let log = eventually(
+            &format!("{name} to be replaced and print its id"),
+            Duration::from_secs(120),
+            || async {
+                let p = pods.get(name).await.ok()?;
+                let replaced = &p.metadata().uid != old_uid && p.status?.phase == "Running";
+                let log = logs(&client, name).await.ok()?;
+                (replaced && !log.is_empty()).then_some(log)
+            },
+        )
+        .await?;
+        assert_eq!(log.trim(), name);
+    }
+    assert_eq!(bound_volume(cluster, "data-web-0").await?.name(), first.name());
+    assert_eq!(bound_volume(cluster, "data-web-1").await?.name(), second.name());
+
     // 7. Everything deleted: volumes unmounted, loop devices released, images removed.
-    Api::<rkube_api::apps::v1::StatefulSet>::namespaced(client.clone(), "default")
-        .delete("web", &DeleteParams::default())
-        .await
-        .ok();
+    sets.delete("web", &DeleteParams::default()).await.ok();
     for name in ["web-0", "web-1"] {
         let _ = pods.delete(name, &DeleteParams::default()).await;
     }
@@ -382,11 +526,128 @@ spec:
         },
     )
     .await
-    .with_context(|| format!("left: {:?}", loop_devices_below(root)))?;
+    .with_context(|| {
+        format!(
+            "left: {:?}, mounts: {:?}",
+            loop_devices_below(root),
+            rkube_node_runtime::mounts::mount_points_below(root)
+        )
+    })?;
     Ok(())
 }
 
 #[test]
 fn claims_are_provisioned_mounted_sized_retained_and_released() -> anyhow::Result<()> {
     run(scenario)
+}
+
+/// A pod with a disk-backed emptyDir of `limit` that writes `mib` MiB into it, then sleeps.
+fn scratch_pod(name: &str, image: &str, limit: &str, mib: u32) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "dd if=/dev/zero of=/scratch/fill bs=1M count={mib} && sync && exec sleep 3600"]
+    volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+  volumes:
+  - name: scratch
+    emptyDir: {{sizeLimit: {limit}}}
+"#
+    )
+}
+
+async fn eviction_scenario(netns: PathBuf) -> anyhow::Result<()> {
+    let cluster = TestCluster::start(
+        netns,
+        ClusterOptions {
+            nodes: 1,
+            proxy: None,
+            kubelet: |_, k| k.eviction_monitoring_period = Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let result = eviction_checks(&cluster).await;
+    if result.is_err() {
+        eprintln!("{}", cluster.diagnostics().await);
+    }
+    cluster.stop().await?;
+    result
+}
+
+async fn eviction_checks(cluster: &TestCluster) -> anyhow::Result<()> {
+    let image = cluster.image.clone();
+    let root = cluster.nodes[0].kubelet_config.root_dir.clone();
+    let pods = cluster.api::<Pod>("default")?;
+    // within its limit, and over it
+    cluster.apply(&scratch_pod("modest", &image, "16Mi", 2))?;
+    cluster.apply(&scratch_pod("greedy", &image, "4Mi", 8))?;
+
+    let evicted = eventually("greedy to be evicted", Duration::from_secs(90), || async {
+        let p = pods.get("greedy").await.ok()?;
+        (p.status.as_ref()?.phase == "Failed").then_some(p)
+    })
+    .await?;
+    let status = evicted.status.clone().unwrap();
+    assert_eq!(status.reason, "Evicted");
+    assert_eq!(
+        status.message,
+        "Usage of EmptyDir volume \"scratch\" exceeds the limit \"4Mi\"."
+    );
+    // its container was killed, not left running under a Failed pod
+    let state = status.container_statuses[0].state.clone().unwrap();
+    assert!(state.terminated.is_some(), "{state:?}");
+    // and the node got its disk back
+    let fill = root
+        .join("pods")
+        .join(&evicted.metadata().uid)
+        .join("volumes/scratch/fill");
+    assert!(!fill.exists(), "{} is still there", fill.display());
+
+    let events = cluster.api::<Event>("default")?;
+    eventually("the Evicted event", Duration::from_secs(30), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.involved_object.as_ref().is_some_and(|o| o.name == "greedy")
+                    && e.reason == "Evicted"
+                    && e.r#type == "Warning"
+                    && e.message == status.message
+            })
+            .map(|_| ())
+    })
+    .await?;
+
+    // the pod within its limit keeps running through three more measurements
+    let modest = eventually("modest to run", Duration::from_secs(30), || async {
+        let p = pods.get("modest").await.ok()?;
+        (p.status.as_ref()?.phase == "Running").then_some(p)
+    })
+    .await?;
+    let written = root
+        .join("pods")
+        .join(&modest.metadata().uid)
+        .join("volumes/scratch/fill");
+    eventually("modest to write its 2 MiB", Duration::from_secs(30), || async {
+        (std::fs::metadata(&written).ok()?.len() == 2 << 20).then_some(())
+    })
+    .await?;
+    for _ in 0..15 {
+        let status = pods.get("modest").await?.status.unwrap_or_default();
+        assert_eq!((status.phase.as_str(), status.reason.as_str()), ("Running", ""));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+#[test]
+fn an_empty_dir_past_its_size_limit_evicts_its_pod() -> anyhow::Result<()> {
+    run(eviction_scenario)
 }

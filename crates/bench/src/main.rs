@@ -11,6 +11,7 @@
 
 mod etcd;
 mod hollow;
+mod one_node;
 mod pod_watch;
 mod process;
 mod stats;

@@ -174,6 +174,10 @@ pub struct Config {
     /// How often every pod is synced even when nothing changed (configMap/secret volumes
     /// are refreshed then).
     pub resync_period: Duration,
+    /// How often a running pod's disk-backed emptyDir volumes with a `sizeLimit` are
+    /// measured; one over its limit evicts the pod (Kubernetes' eviction manager, every
+    /// `--housekeeping-interval`, 10 s). Not a flag.
+    pub eviction_monitoring_period: Duration,
     /// Run the CNI plugins inside this network namespace (tests keep the "node" network in
     /// a namespace they own); `None` in production.
     pub cni_node_netns: Option<PathBuf>,
@@ -228,6 +232,7 @@ impl Config {
             cgroup_parent: "/rkube".into(),
             pod_poll_interval: Duration::from_secs(60),
             resync_period: Duration::from_secs(60),
+            eviction_monitoring_period: Duration::from_secs(10),
             cni_node_netns: None,
             log_driver: default_log_driver(),
             server_netns: None,

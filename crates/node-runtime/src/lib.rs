@@ -14,6 +14,7 @@
 //! * [`logs`] and [`log_driver`] — the CRI log format and the per-container logger that
 //!   writes it.
 //! * [`mounts`] — reading the kernel's mount table.
+//! * [`disk_usage`] — what a directory tree holds on disk (emptyDir `sizeLimit`).
 //!
 //! Both side effects sit behind traits with in-crate fakes ([`runtime::FakeRuntime`],
 //! [`network::FakeNetwork`]) for the pod worker's unit tests. The crate keeps no state of
@@ -56,6 +57,7 @@
 //! * Exit codes of signalled processes are `128 + signal` (137 after SIGKILL).
 //! * Containers inherit containerd's rlimits (no RLIMIT_NOFILE in the spec).
 
+pub mod disk_usage;
 pub mod image;
 pub mod local_volume;
 pub mod log_driver;

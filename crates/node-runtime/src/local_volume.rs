@@ -66,12 +66,27 @@ pub fn ensure_mounted(dir: &Path, bytes: i64) -> std::io::Result<()> {
         std::fs::rename(&partial, &image)?;
     }
     std::fs::create_dir_all(dir)?;
-    run(Command::new("mount")
-        .args(["-t", "ext4", "-o", "loop"])
-        .arg(&image)
-        .arg(dir))?;
+    match attached_loop_device(&image) {
+        // The filesystem is still alive on its loop device (its last unmount is being
+        // finished, or a mount elsewhere holds it): mount that device, which gives the
+        // same filesystem. A second loop device over the image would be a second,
+        // independent ext4 on the same blocks: stale reads and a corrupted image.
+        Some(device) => run(Command::new("mount").args(["-t", "ext4"]).arg(device).arg(dir))?,
+        None => run(Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop"])
+            .arg(&image)
+            .arg(dir))?,
+    }
     // the volume's root is writable by any user a pod runs as, as a fresh emptyDir is
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+}
+
+/// The loop device `image` is attached to, if any (`losetup -j`).
+fn attached_loop_device(image: &Path) -> Option<String> {
+    let out = Command::new("losetup").arg("-j").arg(image).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?;
+    line.split_once(':').map(|(device, _)| device.to_string())
 }
 
 /// Bind-mounts `source` on `target` (made if missing) unless something is mounted there.
@@ -114,8 +129,13 @@ pub fn release_unused(root: &Path) -> Vec<PathBuf> {
         }
         let users = all.iter().filter(|(d, _)| d == dev).count();
         if users == 1 {
-            match nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH) {
+            // not lazy: the filesystem is written back and its loop device released
+            // before this returns, so a pod mounting the volume next finds it whole
+            match nix::mount::umount2(point, nix::mount::MntFlags::empty()) {
                 Ok(()) => released.push(point.clone()),
+                Err(nix::errno::Errno::EBUSY) => {
+                    tracing::debug!(volume = %point.display(), "still busy; unmounted at a later look")
+                }
                 Err(e) => tracing::warn!(volume = %point.display(), "unmounting: {e}"),
             }
         }

@@ -13,6 +13,7 @@ pub mod netpol;
 pub mod pods;
 pub mod proxy;
 pub mod scheduler;
+pub mod storage;
 
 use crate::Args;
 
@@ -64,6 +65,11 @@ pub const SUITES: &[Suite] = &[
         name: "pods",
         about: "pod startup latency: 30 pods at once on one kubelet and containerd, against ctr run",
         run: pods::run,
+    },
+    Suite {
+        name: "storage",
+        about: "persistent storage: a claim's time to Bound, and a pod's start with a fresh local volume beside the same pod with an emptyDir",
+        run: storage::run,
     },
     Suite {
         name: "deployment",

@@ -13,6 +13,7 @@
 //! 30 at once, as the pods were (p50, p99, wall time). The table shows rkube / floor.
 //! Target: p99 under 1 s.
 
+use crate::one_node::OneNode;
 use crate::pod_watch;
 use crate::stats::Samples;
 use crate::Args;
@@ -20,7 +21,7 @@ use anyhow::Context;
 use rkube_api::core::v1::Pod;
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams};
-use rkube_kubelet::testing::{TestNode, TestRegistry};
+use rkube_kubelet::testing::TestNode;
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,13 +40,7 @@ pub fn run(_args: &Args) -> anyhow::Result<String> {
     if let Some(reason) = rkube_kubelet::testing::skip_reason() {
         anyhow::bail!("the pods suite needs a real containerd: {reason}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-pods")
-        .enable_all()
-        .build()
-        .context("cannot build the runtime")?;
-    rt.block_on(measure()).map(|r| render(&r))
+    crate::one_node::block_on("bench-pods", measure()).map(|r| render(&r))
 }
 
 struct Results {
@@ -58,16 +53,13 @@ struct Results {
 }
 
 async fn measure() -> anyhow::Result<Results> {
-    let node = TestNode::start().await.context("starting the test node")?;
-    let registry = TestRegistry::start().await.context("starting the registry")?;
-    let (image, _) = registry
-        .push_busybox("rkube/busybox")
-        .await
-        .context("pushing the busybox image")?;
-    let api_dir = tempfile::tempdir()?;
-    let api = rkube_apiserver::start(rkube_apiserver::Config::local(api_dir.path()))
-        .await
-        .context("starting the apiserver")?;
+    let OneNode {
+        node,
+        registry,
+        image,
+        api,
+        api_dir: _api_dir,
+    } = OneNode::start().await?;
     let config = rkube_kubelet::Config::for_test_node(
         &node,
         api.url(),

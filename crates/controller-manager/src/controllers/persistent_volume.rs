@@ -2,12 +2,14 @@
 //! controllers in one loop): binds each claim to the smallest Available volume
 //! that fits it (class, access modes, size, volume mode, selector; a volume
 //! pre-bound to the claim by its claimRef first), keeps both phases right
-//! (claims Pending/Bound/Lost; volumes Available/Bound/Released), asks the
+//! (claims Pending/Bound/Lost; volumes Available/Bound/Released/Failed), asks the
 //! class's provisioner for a volume when none fits (the
 //! `volume.kubernetes.io/storage-provisioner` annotation; with
 //! WaitForFirstConsumer only once the scheduler has chosen a node), and
 //! reclaims a volume whose claim is gone: Retain leaves it Released with its
-//! data, Delete deletes it (its node reclaims the storage).
+//! data, Delete deletes it (its node reclaims the storage) when a provisioner
+//! made it; a hand-made Delete volume turns Failed with a message and keeps
+//! its data, as in Kubernetes (no plugin could delete it).
 //!
 //! Protection: claims carry `kubernetes.io/pvc-protection` and volumes
 //! `kubernetes.io/pv-protection`; a deleted claim stays until no running pod
@@ -39,6 +41,8 @@ pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner"
 /// The node the scheduler chose for a WaitForFirstConsumer claim's first pod.
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+/// Set by the provisioner that made a volume: only such volumes can be deleted.
+const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 
 struct State {
     ctx: Arc<Context>,
@@ -182,12 +186,15 @@ pub fn best_volume(
 
 /// Events are advisory: a failure is logged, never fails the reconcile.
 async fn event<K: Resource>(state: &State, obj: &K, reason: &str, message: &str) {
-    if let Err(e) = state
-        .ctx
-        .recorder
-        .publish(obj, EventType::Normal, reason, message)
-        .await
-    {
+    publish(state, obj, EventType::Normal, reason, message).await
+}
+
+async fn warning<K: Resource>(state: &State, obj: &K, reason: &str, message: &str) {
+    publish(state, obj, EventType::Warning, reason, message).await
+}
+
+async fn publish<K: Resource>(state: &State, obj: &K, kind: EventType, reason: &str, message: &str) {
+    if let Err(e) = state.ctx.recorder.publish(obj, kind, reason, message).await {
         tracing::warn!(object = obj.name(), reason, error = %e, "cannot record event");
     }
 }
@@ -357,6 +364,19 @@ async fn set_volume_phase(api: &Api<PersistentVolume>, name: &str, phase: &str) 
     Ok(())
 }
 
+/// Phase Failed with `message` (a volume whose storage cannot be reclaimed).
+async fn set_volume_failed(api: &Api<PersistentVolume>, name: &str, message: &str) -> Result<(), Error> {
+    set_volume_phase(api, name, "Failed").await?;
+    api.replace_status_with(name, |mut v| {
+        v.status
+            .get_or_insert_with(PersistentVolumeStatus::default)
+            .message = message.into();
+        v
+    })
+    .await?;
+    Ok(())
+}
+
 async fn set_claim_phase(
     api: &Api<PersistentVolumeClaim>,
     claim: &PersistentVolumeClaim,
@@ -424,7 +444,20 @@ async fn reconcile_volume(name: &str, state: &State) -> Result<Action, Error> {
                 .as_ref()
                 .map(|s| s.persistent_volume_reclaim_policy.as_str())
                 .unwrap_or("Retain");
-            if policy == "Delete" {
+            let provisioned = pv.metadata().annotations.contains_key(PROVISIONED_BY);
+            if policy == "Delete" && !provisioned {
+                // Kubernetes: a volume no plugin can delete turns Failed and keeps its
+                // data; deleting only the object would leave the data behind unseen.
+                if phase(&pv) != "Failed" {
+                    let message = format!(
+                        "persistentVolume {name} has reclaim policy Delete but no provisioner made it, \
+                         so nothing can delete its storage: remove its data and the volume yourself, \
+                         or give hand-made volumes persistentVolumeReclaimPolicy: Retain"
+                    );
+                    set_volume_failed(&api, name, &message).await?;
+                    warning(state, &*pv, "VolumeFailedDelete", &message).await;
+                }
+            } else if policy == "Delete" {
                 // The storage goes with the object: its node reclaims it.
                 match api.delete(name, &DeleteParams::default()).await {
                     Ok(_) => {}

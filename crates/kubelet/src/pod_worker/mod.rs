@@ -11,8 +11,10 @@
 //! * `sync`: sandbox and network, container starts and restarts with back-off, probes;
 //! * `images`: image pulls with pull secrets and back-off;
 //! * `status`: the pod status from what the runtime reports, and writing it;
-//! * `termination`: stopping a deleted pod's containers within its grace period.
+//! * `termination`: stopping a deleted pod's containers within its grace period;
+//! * `eviction`: evicting a pod whose disk-backed emptyDir outgrew its `sizeLimit`.
 
+mod eviction;
 mod hooks;
 mod images;
 mod manager;
@@ -218,6 +220,12 @@ struct PodWorker {
     pod_waiting: Option<String>,
     /// The last pod seen, for cleanup when it disappears.
     last_pod: Option<Arc<Pod>>,
+    /// Why this kubelet evicted the pod (the status message), once it has.
+    evicted: Option<String>,
+    /// The evicted pod's emptyDir contents are removed.
+    evicted_reclaimed: bool,
+    /// When the limited emptyDir volumes were last measured.
+    usage_checked_at: Option<Instant>,
 }
 
 enum Next {
@@ -242,6 +250,9 @@ impl PodWorker {
             start_time: None,
             pod_waiting: None,
             last_pod: None,
+            evicted: None,
+            evicted_reclaimed: false,
+            usage_checked_at: None,
         }
     }
 

@@ -128,9 +128,10 @@ impl PodWorker {
                 .iter()
                 .any(|c| exited(&c.name).is_some_and(|e| e.0 != 0));
         let previous_phase = current_phase(pod, &self.written);
-        let phase = if matches!(previous_phase.as_str(), "Succeeded" | "Failed") {
+        let was_terminal = matches!(previous_phase.as_str(), "Succeeded" | "Failed");
+        let phase = if was_terminal {
             previous_phase
-        } else if init_failed {
+        } else if self.evicted.is_some() || init_failed {
             "Failed".to_string()
         } else if !init_done {
             "Pending".to_string()
@@ -224,11 +225,17 @@ impl PodWorker {
         } else {
             String::new()
         };
+        // an eviction's reason stays with the pod, also through a kubelet restart
+        let (reason, message) = match &self.evicted {
+            Some(why) if !was_terminal => ("Evicted".to_string(), why.clone()),
+            _ if was_terminal => (old.reason.clone(), old.message.clone()),
+            _ => (String::new(), self.pod_waiting.clone().unwrap_or_default()),
+        };
         PodStatus {
             phase,
             conditions,
-            message: self.pod_waiting.clone().unwrap_or_default(),
-            reason: String::new(),
+            message,
+            reason,
             host_ips: vec![HostIp { ip: host_ip.clone() }],
             host_ip,
             pod_ips: if pod_ip.is_empty() {

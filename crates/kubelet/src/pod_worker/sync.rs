@@ -78,7 +78,17 @@ impl PodWorker {
                 }
             }
         }
-        let already_terminal = matches!(current_phase(pod, &self.written).as_str(), "Succeeded" | "Failed");
+        let mut already_terminal =
+            matches!(current_phase(pod, &self.written).as_str(), "Succeeded" | "Failed");
+        if self.evicted.is_some() {
+            // a retry of what an eviction left undone (a container that did not stop)
+            self.finish_eviction(pod).await;
+        } else if !already_terminal {
+            if let Some(wait) = self.check_local_storage(pod, &spec).await {
+                next = next.min(wait);
+            }
+        }
+        already_terminal |= self.evicted.is_some();
         if self.start_time.is_none() {
             self.start_time = pod
                 .status
