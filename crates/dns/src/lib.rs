@@ -21,7 +21,7 @@ use rkube_client::Informer;
 use server::{ClusterDns, SharedZone};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use zone::Zone;
 
@@ -210,28 +210,37 @@ pub async fn start(
         addr: config.listen,
         source: e,
     };
-    let udp = tokio::net::UdpSocket::bind(config.listen).await.map_err(bind)?;
-    let addr = udp.local_addr().map_err(bind)?;
-    // TCP on the same port (also when the caller asked for port 0)
+    let first = udp_socket(config.listen).map_err(bind)?;
+    let addr = first.local_addr().map_err(bind)?;
+    // TCP on the same port (also when the caller asked for port 0), without
+    // SO_REUSEPORT: a second server on this address fails here
     let tcp = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
-    let zone: SharedZone = Arc::new(RwLock::new(None));
-    let handler = ClusterDns {
-        zone: zone.clone(),
+    let mut sockets = vec![first];
+    for _ in 1..tokio::runtime::Handle::current().metrics().num_workers() {
+        sockets.push(udp_socket(addr).map_err(bind)?);
+    }
+    let (zone, zone_changes): (_, SharedZone) = tokio::sync::watch::channel(None);
+    let handler = Arc::new(ClusterDns {
+        zone: zone_changes,
         upstreams: upstreams.clone(),
         ttl: config.ttl,
-    };
-    let mut server = hickory_server::Server::new(handler);
-    server.register_socket(udp);
+    });
+    let mut server = hickory_server::Server::new(ClusterDns::clone(&handler));
     server.register_listener(tcp, Duration::from_secs(10), 64 * 1024);
-    tracing::info!(%addr, domain = %config.domain, ?upstreams, "cluster DNS listening");
+    tracing::info!(%addr, domain = %config.domain, ?upstreams, udp_sockets = sockets.len(), "cluster DNS listening");
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut udp = tokio::task::JoinSet::new();
+    for socket in sockets {
+        udp.spawn(server::serve_udp(Arc::new(socket), handler.clone()));
+    }
     tokio::spawn(async move {
         let rebuild = keep_zone(config.domain, zone, services, endpoints, pods);
         tokio::select! {
             _ = stopped => {}
             _ = rebuild => {}
         }
+        udp.abort_all();
         let _ = server.shutdown_gracefully().await;
     });
     Ok(DnsServer {
@@ -240,10 +249,21 @@ pub async fn start(
     })
 }
 
+/// A UDP socket on `addr` that shares its port with the server's others
+/// (SO_REUSEPORT; Linux lets only the same user join).
+fn udp_socket(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
 /// Rebuilds the zone on every change of the three caches.
 async fn keep_zone(
     domain: String,
-    zone: SharedZone,
+    zone: tokio::sync::watch::Sender<Option<Arc<Zone>>>,
     services: Informer<Service>,
     endpoints: Informer<Endpoints>,
     pods: Informer<Pod>,
@@ -267,7 +287,7 @@ async fn keep_zone(
             |ns, n| eps.get_namespaced(ns, n),
             &pod.list(),
         );
-        *zone.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(z));
+        zone.send_replace(Some(Arc::new(z)));
         tracing::debug!(took = ?started.elapsed(), "cluster DNS zone rebuilt");
         if changes.next().await.is_none() {
             return;

@@ -1,28 +1,38 @@
-//! The zone on the wire: a hickory-server `RequestHandler` that answers the
-//! cluster domain from the current [`Zone`] and forwards every other query
-//! to the node's resolvers. hickory's server reads UDP and TCP and encodes
-//! answers to the client's buffer (512 bytes without EDNS), setting the TC
-//! bit when they do not fit, so the client retries over TCP.
+//! The zone on the wire. UDP, where nearly every query comes, is served
+//! here: one socket per runtime worker on the same port (SO_REUSEPORT, so
+//! the kernel spreads clients over them), each read by one task that
+//! answers cluster names inline (decode, look up in its snapshot of the
+//! zone, encode, send: no task spawned, no channel, no lock) and hands only
+//! forwarded names to a task of their own. TCP goes through hickory-server's
+//! listener and the same answers (the `RequestHandler` below). Answers are
+//! encoded to the client's buffer (512 bytes without EDNS) with the TC bit
+//! set when they do not fit, so the client retries over TCP.
 
 use crate::zone::{Answer, QueryType, Rdata, Zone};
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Edns, Metadata, ResponseCode};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
 
 /// How long one upstream gets before the next is asked.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The zone as the caches are now; `None` until they have synced.
-pub type SharedZone = Arc<RwLock<Option<Arc<Zone>>>>;
+/// The zone as the caches are now; `None` until they have synced. Each
+/// reader keeps its own receiver: a query costs one atomic load to learn
+/// whether the zone changed, and a lock only when it did.
+pub type SharedZone = tokio::sync::watch::Receiver<Option<Arc<Zone>>>;
 
 /// Answers queries: see the module documentation.
+#[derive(Clone)]
 pub struct ClusterDns {
     pub zone: SharedZone,
     /// The node's resolvers, tried in order.
@@ -189,6 +199,169 @@ async fn exchange(
     Ok(Message::from_vec(&answer)?)
 }
 
+impl ClusterDns {
+    /// The reply that needs no upstream: the cluster's answer, FORMERR,
+    /// or SERVFAIL before the caches synced; `None`: forward it.
+    fn reply_now(&self, zone: Option<&Zone>, request: &Request) -> Option<Reply> {
+        let Ok(info) = request.request_info() else {
+            return Some(Reply::code(ResponseCode::FormErr));
+        };
+        let Some(zone) = zone else {
+            // caches not synced yet: the cluster's names are unknown
+            return Some(Reply::code(ResponseCode::ServFail));
+        };
+        let qname = info.query.name().clone().into();
+        self.answer(zone, &qname, info.query.query_type())
+    }
+
+    async fn reply(&self, zone: Option<&Zone>, request: &Request) -> Reply {
+        match self.reply_now(zone, request) {
+            Some(reply) => reply,
+            None => self.forward(request.as_slice()).await,
+        }
+    }
+}
+
+/// The response to `request` carrying `reply`; `edns` is [`response_edns`]'s.
+fn response<'q>(
+    request: &'q Request,
+    reply: &'q Reply,
+    edns: Option<&'q Edns>,
+) -> MessageResponse<
+    'q,
+    'q,
+    std::slice::Iter<'q, Record>,
+    std::slice::Iter<'q, Record>,
+    std::iter::Empty<&'q Record>,
+    std::slice::Iter<'q, Record>,
+> {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = reply.code;
+    metadata.authoritative = reply.authoritative;
+    metadata.recursion_available = reply.recursion_available;
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(e) = edns {
+        builder.edns(e);
+    }
+    builder.build(
+        metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty(),
+        reply.additionals.iter(),
+    )
+}
+
+/// EDNS in the response when the query had it, with the client's buffer size.
+fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|req| {
+        let mut e = Edns::new();
+        e.set_max_payload(req.max_payload().max(512));
+        e
+    })
+}
+
+/// `reply` to `request` in UDP wire format: at most the client's buffer
+/// (512 bytes without EDNS), truncated with the TC bit beyond it.
+fn encode_udp(request: &Request, reply: &Reply) -> Vec<u8> {
+    let edns = response_edns(request);
+    let max = edns.as_ref().map_or(512, |e| e.max_payload());
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max);
+    if response(request, reply, edns.as_ref())
+        .destructive_emit(&mut encoder)
+        .is_ok()
+    {
+        return bytes;
+    }
+    tracing::debug!(
+        id = request.metadata.id,
+        "cannot encode a DNS response; answering SERVFAIL"
+    );
+    bytes.clear();
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::ServFail;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    let _ = header.emit(&mut BinEncoder::new(&mut bytes));
+    bytes
+}
+
+/// FORMERR for a datagram whose header reads but whose body does not;
+/// nothing for one too short to have a header, or for a response.
+fn format_error(raw: &[u8]) -> Option<Vec<u8>> {
+    use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
+    let header = Header::read(&mut BinDecoder::new(raw)).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let mut metadata = Metadata::response_from_request(&header.metadata);
+    metadata.response_code = ResponseCode::FormErr;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    let mut bytes = Vec::with_capacity(12);
+    header.emit(&mut BinEncoder::new(&mut bytes)).ok()?;
+    Some(bytes)
+}
+
+/// Serves UDP on `socket` until it fails for good: see the module documentation.
+pub async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<ClusterDns>) {
+    let mut zone_changes = dns.zone.clone();
+    let mut zone = zone_changes.borrow_and_update().clone();
+    // the largest EDNS query a client may send; queries are small
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here; the socket lives on
+                tracing::debug!("receiving a DNS query: {e}");
+                continue;
+            }
+        };
+        if src.port() == 0 {
+            continue; // nowhere to answer
+        }
+        let request = match Request::from_bytes(buf[..n].to_vec(), src, Protocol::Udp) {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(answer) = format_error(&buf[..n]) {
+                    let _ = socket.send_to(&answer, src).await;
+                }
+                continue;
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            continue; // never answer answers (reflection)
+        }
+        if zone_changes.has_changed().unwrap_or(false) {
+            zone = zone_changes.borrow_and_update().clone();
+        }
+        match dns.reply_now(zone.as_deref(), &request) {
+            Some(reply) => {
+                if let Err(e) = socket.send_to(&encode_udp(&request, &reply), src).await {
+                    tracing::debug!(%src, "sending a DNS answer: {e}");
+                }
+            }
+            None => {
+                let (socket, dns) = (socket.clone(), dns.clone());
+                tokio::spawn(async move {
+                    let reply = dns.forward(request.as_slice()).await;
+                    if let Err(e) = socket.send_to(&encode_udp(&request, &reply), src).await {
+                        tracing::debug!(%src, "sending a forwarded DNS answer: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// TCP, through hickory-server's listener.
 #[async_trait::async_trait]
 impl RequestHandler for ClusterDns {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -196,48 +369,17 @@ impl RequestHandler for ClusterDns {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let mut edns = None;
-        if let Some(req) = request.edns.as_ref() {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().max(512));
-            edns = Some(e);
-        }
-        let reply = match request.request_info() {
-            Err(_) => Reply::code(ResponseCode::FormErr),
-            Ok(info) => {
-                let qname = info.query.name().clone().into();
-                let qtype = info.query.query_type();
-                let zone = self.zone.read().unwrap_or_else(|p| p.into_inner()).clone();
-                match zone {
-                    Some(zone) => match self.answer(&zone, &qname, qtype) {
-                        Some(reply) => reply,
-                        None => self.forward(request.as_slice()).await,
-                    },
-                    // caches not synced yet: the cluster's names are unknown
-                    None => Reply::code(ResponseCode::ServFail),
-                }
-            }
-        };
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = reply.code;
-        metadata.authoritative = reply.authoritative;
-        metadata.recursion_available = reply.recursion_available;
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(e) = &edns {
-            builder.edns(e);
-        }
-        let response = builder.build(
-            metadata,
-            reply.answers.iter(),
-            reply.authorities.iter(),
-            std::iter::empty(),
-            reply.additionals.iter(),
-        );
-        match response_handle.send_response(response).await {
+        let zone = self.zone.borrow().clone();
+        let reply = self.reply(zone.as_deref(), request).await;
+        let edns = response_edns(request);
+        match response_handle
+            .send_response(response(request, &reply, edns.as_ref()))
+            .await
+        {
             Ok(info) => info,
             Err(e) => {
                 tracing::debug!("sending a DNS response failed: {e}");
-                let mut h = hickory_server::proto::op::Header {
+                let mut h = Header {
                     metadata: Metadata::response_from_request(&request.metadata),
                     counts: Default::default(),
                 };

@@ -119,9 +119,9 @@ pub struct RouteTable {
 impl RouteTable {
     /// The backend of a request for `host` (Host header, any port removed)
     /// and `path`; None: no rule and no default backend (404).
-    pub fn route(&self, host: &str, path: &str) -> Option<Arc<Backend>> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let exact = self.exact.get(&host);
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
+        let host = crate::proxy::lower_case(host.trim_end_matches('.'));
+        let exact = self.exact.get(host.as_ref());
         let wildcard = host
             .split_once('.')
             .and_then(|(_, suffix)| self.wildcard.get(suffix));
@@ -131,7 +131,6 @@ impl RouteTable {
             .chain([&self.any])
             .find_map(|rules| rules.find(path))
             .or(self.default_backend.as_ref())
-            .cloned()
     }
 
     /// How many host and path rules the table holds (for logs).

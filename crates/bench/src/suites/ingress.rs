@@ -95,7 +95,7 @@ impl PodServer {
         let (bound, is_bound) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let thread = std::thread::spawn(move || {
             let serve = || -> anyhow::Result<(tokio::runtime::Runtime, tokio::net::TcpListener)> {
-                let rt = runtime_in(&file)?;
+                let rt = runtime_in(&file, ROLE_POD)?;
                 let listener = rt.block_on(tokio::net::TcpListener::bind(("0.0.0.0", KEEP_ALIVE_PORT)))?;
                 Ok((rt, listener))
             };
@@ -147,12 +147,43 @@ impl PodServer {
 
 /// Joins the calling thread to the namespace `ns` is open on, then builds a
 /// runtime there (its threads, started from this one, are in it too).
-fn runtime_in(ns: &std::fs::File) -> anyhow::Result<tokio::runtime::Runtime> {
+/// `role` names its threads, so their CPU time can be told apart.
+fn runtime_in(ns: &std::fs::File, role: &str) -> anyhow::Result<tokio::runtime::Runtime> {
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(role)
         .enable_all()
         .build()?)
+}
+
+/// Thread names of the three parties (at most 15 bytes: the kernel's limit).
+const ROLE_CLIENT: &str = "bench-client";
+const ROLE_INGRESS: &str = "bench-ingress";
+const ROLE_POD: &str = "bench-pod";
+const ROLES: [&str; 3] = [ROLE_CLIENT, ROLE_INGRESS, ROLE_POD];
+
+/// CPU time this process's threads have used so far, by role (from
+/// /proc/self/task/*/schedstat, in nanoseconds; kernel time included, so the
+/// network stack's work lands on the thread whose system call caused it).
+fn cpu_by_role() -> [Duration; 3] {
+    let mut cpu = [Duration::ZERO; 3];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return cpu;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let Some(role) = ROLES.iter().position(|r| comm.trim() == *r) else {
+            continue;
+        };
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        cpu[role] += Duration::from_nanos(ns);
+    }
+    cpu
 }
 
 /// The apiserver and rkube-ingress on one runtime inside the node namespace
@@ -170,7 +201,7 @@ impl ControlPlane {
         let (ready, is_ready) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let (dir, pods) = (dir.to_path_buf(), pods.to_vec());
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
-            let rt = runtime_in(&file)?;
+            let rt = runtime_in(&file, ROLE_INGRESS)?;
             rt.block_on(async move {
                 let server = rkube_apiserver::start(rkube_apiserver::Config::local(dir.join("apiserver")))
                     .await
@@ -256,6 +287,10 @@ struct Result {
     ingress: Vec<f64>,
     direct_times: Samples,
     ingress_times: Samples,
+    /// CPU time by role over every round of a mode (direct, through the Ingress).
+    cpu: [[Duration; 3]; 2],
+    /// The wall time of those rounds.
+    wall: [Duration; 2],
     failures: usize,
 }
 
@@ -316,7 +351,7 @@ fn measure(client_ns: &str, pods: &[Ipv4Addr], port: u16, length: Duration) -> a
     let pods = pods.to_vec();
     std::thread::scope(|s| {
         s.spawn(move || -> anyhow::Result<Result> {
-            let rt = runtime_in(&file)?;
+            let rt = runtime_in(&file, ROLE_CLIENT)?;
             rt.block_on(async move {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
@@ -350,12 +385,21 @@ fn measure(client_ns: &str, pods: &[Ipv4Addr], port: u16, length: Duration) -> a
                     ingress: Vec::new(),
                     direct_times: Samples::default(),
                     ingress_times: Samples::default(),
+                    cpu: Default::default(),
+                    wall: Default::default(),
                     failures: 0,
                 };
                 for i in 0..ROUNDS {
                     for through_ingress in [i % 2 == 1, i % 2 == 0] {
                         let urls = if through_ingress { &via } else { &direct };
+                        let (cpu_before, began) = (cpu_by_role(), Instant::now());
                         let got = round(&client, urls, &host, length).await;
+                        let (cpu_after, wall) = (cpu_by_role(), began.elapsed());
+                        let mode = usize::from(through_ingress);
+                        for role in 0..ROLES.len() {
+                            r.cpu[mode][role] += cpu_after[role].saturating_sub(cpu_before[role]);
+                        }
+                        r.wall[mode] += wall;
                         r.failures += got.failures;
                         if through_ingress {
                             r.ingress.push(got.rate);
@@ -425,5 +469,33 @@ fn render(results: &[(&str, Result)], seconds: u64) -> String {
         "\nTarget, the Ingress at least 80 % of direct: {}.",
         verdicts.join("; ")
     );
+    let _ = writeln!(
+        s,
+        "\nWhere the CPU goes: CPU time (user and kernel) of each party's threads over every round of a mode, per request answered, and the share of both cores the three used (busybox httpd runs as its own processes, not counted):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| HTTP GET | client µs/request | rkube-ingress µs/request | pod servers µs/request | cores busy |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for (backend, r) in results {
+        for (mode, name, times) in [
+            (0, "directly", &r.direct_times),
+            (1, "through rkube-ingress", &r.ingress_times),
+        ] {
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / times.len().max(1) as f64;
+            let [client, ingress, pods] = r.cpu[mode];
+            let busy = (client + ingress + pods).as_secs_f64() / (r.wall[mode].as_secs_f64() * cores);
+            let _ = writeln!(
+                s,
+                "| {backend}, {name} | {:.1} | {:.1} | {:.1} | {:.0} % |",
+                per(client),
+                per(ingress),
+                per(pods),
+                100.0 * busy
+            );
+        }
+    }
     s
 }
