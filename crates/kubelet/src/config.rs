@@ -490,6 +490,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn cluster_cidr_defaults_to_the_controller_managers_and_empty_turns_it_off() {
+        let c = config(&["--node-name", "n"]).unwrap();
+        assert_eq!(c.cluster_cidr.as_deref(), Some("10.244.0.0/16"));
+        let c = config(&["--node-name", "n", "--cluster-cidr", ""]).unwrap();
+        assert_eq!(c.cluster_cidr, None);
+        let err = config(&["--node-name", "n", "--cluster-cidr", "10.244.0.0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cluster-cidr \"10.244.0.0\""), "{err}");
+    }
+
+    #[test]
     fn cluster_dns_comes_as_kubernetes_names_it() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kubelet.yaml");

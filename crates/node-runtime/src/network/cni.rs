@@ -705,6 +705,25 @@ mod tests {
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
         assert_eq!(bridge["ipam"]["dataDir"], "/var/lib/x/ipam");
         assert_eq!(list["plugins"][1]["type"], "portmap");
+        assert_eq!(
+            bridge["ipMasq"], true,
+            "without a cluster CIDR the bridge masquerades"
+        );
+        let with_cluster = CniConfig {
+            cluster_cidr: Some("10.244.0.0/16".into()),
+            ..config
+        };
+        assert_eq!(
+            with_cluster.conflist()["plugins"][0]["ipMasq"],
+            false,
+            "rkube's own table masquerades instead"
+        );
+        let err = CniNetwork::new(CniConfig {
+            cluster_cidr: Some("fd00::/48".into()),
+            ..with_cluster
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("cluster CIDR"), "{err}");
     }
 
     #[test]
