@@ -71,6 +71,14 @@ pub struct Options {
     /// Pod CIDR used when the Node has no spec.podCIDR (no node-ipam controller).
     #[arg(long, value_name = "CIDR")]
     pub pod_cidr: Option<String>,
+    /// The cluster's pod network, holding every node's pod CIDR (the
+    /// controller-manager's --cluster-cidr; default 10.244.0.0/16). Pod
+    /// traffic to it keeps the pod's address, so NetworkPolicies on other
+    /// nodes see the client pod; traffic to anywhere else is masqueraded
+    /// to the node's address. Empty: masquerade everything that leaves
+    /// this node's pod CIDR (the CNI bridge plugin's ipMasq).
+    #[arg(long, value_name = "CIDR")]
+    pub cluster_cidr: Option<String>,
     /// Directory of the CNI plugin binaries (bridge, host-local, loopback, portmap).
     #[arg(long, value_name = "DIR")]
     pub cni_bin_dir: Option<PathBuf>,
@@ -157,6 +165,8 @@ pub struct Config {
     /// Verifies callers' client certificates (default: the cluster CA).
     pub client_ca_file: Option<PathBuf>,
     pub pod_cidr: Option<String>,
+    /// Traffic from pods to it is not masqueraded; `None`: the bridge plugin's ipMasq.
+    pub cluster_cidr: Option<String>,
     pub cni_bin_dirs: Vec<PathBuf>,
     pub insecure_registries: Vec<String>,
     pub crashloop_backoff_base: Duration,
@@ -222,6 +232,7 @@ impl Config {
             tls_private_key_file: None,
             client_ca_file: None,
             pod_cidr: None,
+            cluster_cidr: Some("10.244.0.0/16".into()),
             cni_bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             insecure_registries: Vec::new(),
             crashloop_backoff_base: Duration::from_secs(10),
@@ -266,6 +277,9 @@ impl Config {
         c.tls_private_key_file = o.tls_private_key_file;
         c.client_ca_file = o.client_ca_file;
         c.pod_cidr = o.pod_cidr.filter(|s| !s.is_empty());
+        if let Some(cidr) = o.cluster_cidr {
+            c.cluster_cidr = Some(cidr).filter(|s| !s.is_empty());
+        }
         if let Some(v) = o.cni_bin_dir {
             c.cni_bin_dirs = vec![v];
         }
@@ -340,6 +354,13 @@ impl Config {
                 ..Default::default()
             })
             .map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+        }
+        if let Some(cidr) = &self.cluster_cidr {
+            if rkube_node_runtime::network::masquerade::Cidr::parse(cidr).is_none() {
+                anyhow::bail!(
+                    "--cluster-cidr {cidr:?} is not address/prefix like 10.244.0.0/16 (the controller-manager's --cluster-cidr); give \"\" to masquerade by the node's pod CIDR only"
+                );
+            }
         }
         if self.bootstrap_token.is_some() && self.kubeconfig.is_none() {
             anyhow::bail!(
@@ -471,6 +492,18 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--pod-cidr"), "{err}");
+    }
+
+    #[test]
+    fn cluster_cidr_defaults_to_the_controller_managers_and_empty_turns_it_off() {
+        let c = config(&["--node-name", "n"]).unwrap();
+        assert_eq!(c.cluster_cidr.as_deref(), Some("10.244.0.0/16"));
+        let c = config(&["--node-name", "n", "--cluster-cidr", ""]).unwrap();
+        assert_eq!(c.cluster_cidr, None);
+        let err = config(&["--node-name", "n", "--cluster-cidr", "10.244.0.0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cluster-cidr \"10.244.0.0\""), "{err}");
     }
 
     #[test]

@@ -142,6 +142,7 @@ impl NodeAgent {
             run_dir: self.config.run_dir.clone(),
             state_dir: self.config.root_dir.join("cni"),
             pod_cidr: cidr.clone(),
+            cluster_cidr: self.config.cluster_cidr.clone(),
             node_netns: self.config.cni_node_netns.clone(),
             ..CniConfig::default()
         };

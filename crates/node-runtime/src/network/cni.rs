@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
 
+use super::masquerade::{self, Cidr};
 use super::{
     netns, validate_pod_uid, Error, PodNetwork, PodNetworkConfig, PodNetworkStatus, PortMapping, Protocol,
 };
@@ -44,8 +45,14 @@ pub struct CniConfig {
     pub bridge: String,
     /// The node's `spec.podCIDR`, e.g. `10.244.1.0/24`.
     pub pod_cidr: String,
-    /// Masquerade pod traffic leaving the pod CIDR (to reach outside the cluster).
+    /// Masquerade pod traffic that leaves the cluster network (to reach outside it).
     pub ip_masq: bool,
+    /// The cluster's pod network (every node's pod CIDR inside it), e.g. `10.244.0.0/16`.
+    /// With it, traffic to other pods keeps its pod source address and only the rest is
+    /// masqueraded, by rkube's own table (see [`super::masquerade`]); without it, the
+    /// bridge plugin masquerades everything leaving this node's pod CIDR, so pods on
+    /// other nodes see this node's address.
+    pub cluster_cidr: Option<String>,
     pub mtu: Option<u32>,
     /// Run the plugins inside this network namespace instead of the caller's; the bridge and
     /// NAT rules are then created there. Tests use it to keep the "node" in a namespace they
@@ -63,6 +70,7 @@ impl Default for CniConfig {
             bridge: "rkube0".to_string(),
             pod_cidr: "10.244.0.0/24".to_string(),
             ip_masq: true,
+            cluster_cidr: None,
             mtu: None,
             node_netns: None,
         }
@@ -82,7 +90,7 @@ impl CniConfig {
             "type": "bridge",
             "bridge": self.bridge,
             "isGateway": true,
-            "ipMasq": self.ip_masq,
+            "ipMasq": self.ip_masq && self.cluster_cidr.is_none(),
             // Lets a pod reach itself through a Service address that lands on it.
             "hairpinMode": true,
             "ipam": {
@@ -130,6 +138,27 @@ impl CniConfig {
                 ),
             );
         }
+        if let Some(cluster) = &self.cluster_cidr {
+            let family = |c: &Cidr| c.address.is_ipv4();
+            match (Cidr::parse(cluster), Cidr::parse(&self.pod_cidr)) {
+                (None, _) => {
+                    return invalid(
+                        "cluster CIDR",
+                        format!("{cluster:?} is not address/prefix like 10.244.0.0/16"),
+                    )
+                }
+                (Some(c), Some(p)) if family(&c) != family(&p) => {
+                    return invalid(
+                        "cluster CIDR",
+                        format!(
+                            "{cluster:?} and pod CIDR {:?} are not of one IP family",
+                            self.pod_cidr
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
         if self.network_name.is_empty() || self.network_name.contains('/') {
             return invalid("network name", format!("{:?} is not valid", self.network_name));
         }
@@ -172,12 +201,37 @@ struct Invocation<'a> {
 #[derive(Debug, Clone)]
 pub struct CniNetwork {
     config: CniConfig,
+    /// Set once the masquerade table is loaded (with `cluster_cidr` and `ip_masq`).
+    masquerading: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl CniNetwork {
     pub fn new(config: CniConfig) -> Result<Self, Error> {
         config.validate()?;
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            masquerading: Default::default(),
+        })
+    }
+
+    /// Loads the masquerade table before the first pod is wired (once per process: the
+    /// table is declared whole, so a restarted kubelet replaces what an earlier one left).
+    async fn ensure_masquerade(&self) -> Result<(), Error> {
+        let (Some(cluster), true) = (&self.config.cluster_cidr, self.config.ip_masq) else {
+            return Ok(());
+        };
+        let (Some(cluster), Some(pods)) = (Cidr::parse(cluster), Cidr::parse(&self.config.pod_cidr)) else {
+            return Ok(()); // refused by validate
+        };
+        self.masquerading
+            .get_or_try_init(|| async {
+                let script = masquerade::render(pods, cluster);
+                masquerade::install(&script, self.config.node_netns.as_deref()).await?;
+                tracing::info!(pod_cidr = %pods, cluster_cidr = %cluster, "pod traffic leaving the cluster network is masqueraded");
+                Ok(())
+            })
+            .await
+            .map(|_| ())
     }
 
     pub fn config(&self) -> &CniConfig {
@@ -533,6 +587,7 @@ fn cached_mappings(mappings: &[PortMapping]) -> Vec<CachedPortMapping> {
 impl PodNetwork for CniNetwork {
     async fn setup(&self, pod: &PodNetworkConfig) -> Result<PodNetworkStatus, Error> {
         validate_pod_uid(&pod.pod_uid)?;
+        self.ensure_masquerade().await?;
         let path = self.netns_path(&pod.pod_uid);
         if let Some(cached) = self.read_cache(&pod.pod_uid)? {
             if netns::is_netns(&path) {
@@ -650,6 +705,25 @@ mod tests {
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
         assert_eq!(bridge["ipam"]["dataDir"], "/var/lib/x/ipam");
         assert_eq!(list["plugins"][1]["type"], "portmap");
+        assert_eq!(
+            bridge["ipMasq"], true,
+            "without a cluster CIDR the bridge masquerades"
+        );
+        let with_cluster = CniConfig {
+            cluster_cidr: Some("10.244.0.0/16".into()),
+            ..config
+        };
+        assert_eq!(
+            with_cluster.conflist()["plugins"][0]["ipMasq"],
+            false,
+            "rkube's own table masquerades instead"
+        );
+        let err = CniNetwork::new(CniConfig {
+            cluster_cidr: Some("fd00::/48".into()),
+            ..with_cluster
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("cluster CIDR"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub mod cni;
 pub mod fake;
+pub mod masquerade;
 pub mod netns;
 
 pub use cni::{CniConfig, CniNetwork};
@@ -118,6 +119,13 @@ pub enum Error {
         "CNI ADD for pod {pod_uid} returned no IP address; check the IPAM section (pod CIDR {pod_cidr})"
     )]
     NoIp { pod_uid: String, pod_cidr: String },
+
+    /// The node's masquerade table could not be loaded.
+    #[error(
+        "masquerading pod traffic that leaves the cluster network (table ip {}): {reason}",
+        masquerade::TABLE
+    )]
+    Masquerade { reason: String },
 
     #[error("{operation} CNI state file {}: {source}", .path.display())]
     State {

@@ -91,12 +91,16 @@ pub async fn run(
             );
             if reported.insert(key) {
                 tracing::warn!(policy = %rkube_api::Resource::key(p.policy.as_ref()), reason = p.reason, "{}", p.message);
-                if let Err(e) = recorder
-                    .publish(p.policy.as_ref(), EventType::Warning, p.reason, &p.message)
-                    .await
-                {
-                    tracing::debug!("cannot record an event: {e}");
-                }
+                // beside the sync, never before it: a slow apiserver must not hold the rules
+                let recorder = recorder.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = recorder
+                        .publish(p.policy.as_ref(), EventType::Warning, p.reason, &p.message)
+                        .await
+                    {
+                        tracing::debug!("cannot record an event: {e}");
+                    }
+                });
             }
         }
         if applied.as_ref() != Some(&plan) {

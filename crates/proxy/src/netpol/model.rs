@@ -4,15 +4,21 @@
 //!
 //! Each node enforces the policies of its own pods only: ingress rules where the pod
 //! receives, egress rules where it sends. Peers are resolved cluster-wide.
+//!
+//! Linear in policies and pods, not their product: pods are indexed by namespace and by
+//! label, each distinct selector is resolved once per plan, and a peer set several rules
+//! name (every pod of a namespace, say) is one shared `Arc`, which the renderer declares
+//! once.
 
 use rkube_api::core::v1::{Namespace, Pod};
 use rkube_api::intstr::IntOrString;
 use rkube_api::meta::v1::LabelSelector;
 use rkube_api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
-use rkube_api::selector::Selector;
+use rkube_api::selector::{Requirement, Selector};
 use rkube_api::validation::parse_any_cidr;
 use rkube_api::Resource;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -63,7 +69,8 @@ pub struct Block {
 /// The peers a rule allows: pod addresses and address blocks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Peers {
-    pub pods: BTreeSet<Ipv4Addr>,
+    /// Shared between the rules whose peers resolve to the same pods.
+    pub pods: Arc<BTreeSet<Ipv4Addr>>,
     pub blocks: Vec<Block>,
 }
 
@@ -133,15 +140,69 @@ fn selector(sel: Option<&LabelSelector>) -> Option<Selector> {
     Selector::from_label_selector(sel?).ok()
 }
 
-/// Indexes over the informers' contents that every policy reads.
+/// Indexes over the informers' contents that every policy reads, and what has been
+/// resolved from them so far.
 struct Cluster<'a> {
     /// Pods with an address, with it.
     pods: Vec<(&'a Pod, Ipv4Addr)>,
     /// Namespace labels, the implied name label included.
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pods (indices into `pods`) by namespace.
+    by_namespace: BTreeMap<&'a str, Vec<usize>>,
+    /// Pods by namespace and label.
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+    /// The pods of a namespace a selector picks, by (namespace, selector).
+    selected: Memo<(String, String), Vec<usize>>,
+    /// The addresses a peer names, by (namespace, pod selector, namespace selector).
+    peers: Memo<(String, String, String), BTreeSet<Ipv4Addr>>,
+    /// Named ports over every pod, by (name, protocol).
+    named: Memo<(String, L4), Vec<NamedPort>>,
 }
 
-impl Cluster<'_> {
+/// What one plan has resolved so far, shared with every rule that asks again.
+type Memo<K, V> = RefCell<HashMap<K, Arc<V>>>;
+
+/// A named port resolved on one pod: its address, protocol and number.
+type NamedPort = (Ipv4Addr, L4, u16);
+
+/// A selector's identity for the caches (its requirements in their order).
+fn selector_key(sel: &Selector) -> String {
+    format!("{:?}", sel.requirements)
+}
+
+impl<'a> Cluster<'a> {
+    fn new(pods: &'a [Arc<Pod>], namespaces: &[Arc<Namespace>]) -> Cluster<'a> {
+        let pods: Vec<(&Pod, Ipv4Addr)> = pods
+            .iter()
+            .filter_map(|p| Some((p.as_ref(), pod_ip(p)?)))
+            .collect();
+        let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        for (i, (p, _)) in pods.iter().enumerate() {
+            let ns = p.namespace();
+            by_namespace.entry(ns).or_default().push(i);
+            for (k, v) in &p.metadata().labels {
+                by_label.entry((ns, k, v)).or_default().push(i);
+            }
+        }
+        Cluster {
+            pods,
+            namespaces: namespaces
+                .iter()
+                .map(|n| {
+                    let mut labels = n.metadata().labels.clone();
+                    labels.insert(NAMESPACE_NAME_LABEL.into(), n.name().into());
+                    (n.name().to_string(), labels)
+                })
+                .collect(),
+            by_namespace,
+            by_label,
+            selected: Default::default(),
+            peers: Default::default(),
+            named: Default::default(),
+        }
+    }
+
     fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
         self.namespaces
             .get(ns)
@@ -149,14 +210,75 @@ impl Cluster<'_> {
             .unwrap_or_else(|| BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), ns.to_string())]))
     }
 
-    fn pods_in<'s>(
-        &'s self,
-        ns: &'s str,
-        sel: &'s Selector,
-    ) -> impl Iterator<Item = &'s (&'s Pod, Ipv4Addr)> {
-        self.pods
+    /// The pods of namespace `ns` that `sel` picks (indices into `pods`, ascending):
+    /// looked up by one of its `key=value` or `key in (...)` requirements when it has one,
+    /// then checked whole; resolved once per plan.
+    fn pods_in(&self, ns: &str, sel: &Selector) -> Arc<Vec<usize>> {
+        let key = (ns.to_string(), selector_key(sel));
+        if let Some(found) = self.selected.borrow().get(&key) {
+            return found.clone();
+        }
+        let label =
+            |k: &str, v: &str| -> Vec<usize> { self.by_label.get(&(ns, k, v)).cloned().unwrap_or_default() };
+        let mut candidates: Vec<usize> = sel
+            .requirements
             .iter()
-            .filter(move |(p, _)| p.namespace() == ns && sel.matches(&p.metadata().labels))
+            .find_map(|r| match r {
+                Requirement::Equals(k, v) => Some(label(k, v)),
+                Requirement::In(k, vs) => Some(vs.iter().flat_map(|v| label(k, v)).collect()),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.by_namespace.get(ns).cloned().unwrap_or_default());
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates.retain(|&i| sel.matches(&self.pods[i].0.metadata().labels));
+        let found = Arc::new(candidates);
+        self.selected.borrow_mut().insert(key, found.clone());
+        found
+    }
+
+    /// [`named_ports`] of every pod of the cluster (where egress goes); resolved once per
+    /// plan.
+    fn named_ports(&self, name: &str, protocol: L4) -> Arc<Vec<NamedPort>> {
+        let key = (name.to_string(), protocol);
+        if let Some(found) = self.named.borrow().get(&key) {
+            return found.clone();
+        }
+        let found = Arc::new(named_ports(&self.pods, name, protocol));
+        self.named.borrow_mut().insert(key, found.clone());
+        found
+    }
+
+    /// The addresses of the pods `pod_sel` picks in `ns`, or with `ns_sel` in every
+    /// namespace it picks; resolved once per plan.
+    fn peer_pods(&self, ns: &str, pod_sel: &Selector, ns_sel: Option<&Selector>) -> Arc<BTreeSet<Ipv4Addr>> {
+        let key = (
+            ns_sel.map_or_else(|| ns.to_string(), |_| String::new()),
+            selector_key(pod_sel),
+            ns_sel.map(selector_key).unwrap_or_default(),
+        );
+        if let Some(found) = self.peers.borrow().get(&key) {
+            return found.clone();
+        }
+        let namespaces: Vec<&str> = match ns_sel {
+            None => vec![ns],
+            Some(ns_sel) => (self.by_namespace.keys())
+                .filter(|n| ns_sel.matches(&self.namespace_labels(n)))
+                .copied()
+                .collect(),
+        };
+        let found: BTreeSet<Ipv4Addr> = namespaces
+            .into_iter()
+            .flat_map(|n| {
+                self.pods_in(n, pod_sel)
+                    .iter()
+                    .map(|&i| self.pods[i].1)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let found = Arc::new(found);
+        self.peers.borrow_mut().insert(key, found.clone());
+        found
     }
 }
 
@@ -167,20 +289,7 @@ pub fn plan(
     pods: &[Arc<Pod>],
     namespaces: &[Arc<Namespace>],
 ) -> (Plan, Vec<Problem>) {
-    let cluster = Cluster {
-        pods: pods
-            .iter()
-            .filter_map(|p| Some((p.as_ref(), pod_ip(p)?)))
-            .collect(),
-        namespaces: namespaces
-            .iter()
-            .map(|n| {
-                let mut labels = n.metadata().labels.clone();
-                labels.insert(NAMESPACE_NAME_LABEL.into(), n.name().into());
-                (n.name().to_string(), labels)
-            })
-            .collect(),
-    };
+    let cluster = Cluster::new(pods, namespaces);
     let mut sorted: Vec<&Arc<NetworkPolicy>> = policies.iter().collect();
     sorted.sort_by_key(|p| (p.namespace().to_string(), p.name().to_string()));
     let mut plan = Plan::default();
@@ -193,10 +302,9 @@ pub fn plan(
             continue;
         };
         let ns = policy.namespace();
-        let targets: Vec<(&Pod, Ipv4Addr)> = cluster
-            .pods_in(ns, &target_sel)
+        let targets: Vec<(&Pod, Ipv4Addr)> = (cluster.pods_in(ns, &target_sel).iter())
+            .map(|&i| cluster.pods[i])
             .filter(|(p, _)| p.spec.as_ref().is_some_and(|s| s.node_name == node))
-            .copied()
             .collect();
         if targets.is_empty() {
             continue;
@@ -228,9 +336,9 @@ pub fn plan(
                     let f = format!("spec.{field}[{i}]");
                     // named ports live on the pod receiving: the target for ingress, the
                     // destination pod for egress
-                    let port_pods: &[(&Pod, Ipv4Addr)] = match direction {
-                        Direction::Ingress => &targets,
-                        Direction::Egress => &cluster.pods,
+                    let named = |name: &str, protocol: L4| match direction {
+                        Direction::Ingress => Arc::new(named_ports(&targets, name, protocol)),
+                        Direction::Egress => cluster.named_ports(name, protocol),
                     };
                     let peers_field = match direction {
                         Direction::Ingress => format!("{f}.from"),
@@ -239,7 +347,7 @@ pub fn plan(
                     Rule {
                         peers: (!peers.is_empty())
                             .then(|| resolve_peers(peers, ns, &cluster, &peers_field, &mut report)),
-                        ports: (!ports.is_empty()).then(|| resolve_ports(ports, port_pods, &f, &mut report)),
+                        ports: (!ports.is_empty()).then(|| resolve_ports(ports, named, &f, &mut report)),
                     }
                 })
                 .collect();
@@ -269,6 +377,7 @@ fn resolve_peers(
     report: &mut impl FnMut(&'static str, String),
 ) -> Peers {
     let mut out = Peers::default();
+    let mut pods: Vec<Arc<BTreeSet<Ipv4Addr>>> = Vec::new();
     for (j, peer) in peers.iter().enumerate() {
         if let Some(block) = &peer.ip_block {
             match ipv4_block(&block.cidr, &block.except) {
@@ -286,24 +395,21 @@ fn resolve_peers(
         };
         let Some(pod_sel) = pod_sel else { continue };
         match &peer.namespace_selector {
-            None => out.pods.extend(cluster.pods_in(ns, &pod_sel).map(|(_, ip)| *ip)),
+            None => pods.push(cluster.peer_pods(ns, &pod_sel, None)),
             Some(ns_sel) => {
                 let Some(ns_sel) = selector(Some(ns_sel)) else {
                     continue;
                 };
-                out.pods.extend(
-                    cluster
-                        .pods
-                        .iter()
-                        .filter(|(p, _)| {
-                            ns_sel.matches(&cluster.namespace_labels(p.namespace()))
-                                && pod_sel.matches(&p.metadata().labels)
-                        })
-                        .map(|(_, ip)| *ip),
-                );
+                pods.push(cluster.peer_pods(ns, &pod_sel, Some(&ns_sel)));
             }
         }
     }
+    // one peer's pods are shared as they are; several are joined
+    out.pods = match pods.len() {
+        0 => Arc::default(),
+        1 => pods.swap_remove(0),
+        _ => Arc::new(pods.iter().flat_map(|p| p.iter().copied()).collect()),
+    };
     out
 }
 
@@ -329,9 +435,26 @@ fn mask(a: Ipv4Addr, len: u8) -> Ipv4Addr {
     Ipv4Addr::from(bits & m)
 }
 
+/// The (address, protocol, number) of every container port named `name` of `pods`.
+fn named_ports(pods: &[(&Pod, Ipv4Addr)], name: &str, protocol: L4) -> Vec<NamedPort> {
+    let mut out = Vec::new();
+    for (pod, ip) in pods {
+        let containers = pod.spec.iter().flat_map(|s| &s.containers);
+        for cp in containers.flat_map(|c| &c.ports) {
+            if cp.name == name && L4::parse(&cp.protocol) == Some(protocol) {
+                if let Ok(n) = u16::try_from(cp.container_port) {
+                    out.push((*ip, protocol, n));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `named` looks a named port up on the pods receiving.
 fn resolve_ports(
     ports: &[NetworkPolicyPort],
-    port_pods: &[(&Pod, Ipv4Addr)],
+    named: impl Fn(&str, L4) -> Arc<Vec<NamedPort>>,
     f: &str,
     report: &mut impl FnMut(&'static str, String),
 ) -> Ports {
@@ -349,18 +472,9 @@ fn resolve_ports(
             Some(IntOrString {
                 r#type: 1, str_val, ..
             }) => {
-                let before = out.named.len();
-                for (pod, ip) in port_pods {
-                    let containers = pod.spec.iter().flat_map(|s| &s.containers);
-                    for cp in containers.flat_map(|c| &c.ports) {
-                        if cp.name == *str_val && L4::parse(&cp.protocol) == Some(protocol) {
-                            if let Ok(n) = u16::try_from(cp.container_port) {
-                                out.named.insert((*ip, protocol, n));
-                            }
-                        }
-                    }
-                }
-                if out.named.len() == before {
+                let found = named(str_val, protocol);
+                out.named.extend(found.iter().copied());
+                if found.is_empty() {
                     report(
                         "NamedPortNotFound",
                         format!(
@@ -449,7 +563,7 @@ mod tests {
         assert!(plan.egress.is_empty());
         let rule = &plan.chains[0].rules[0];
         let peers = rule.peers.as_ref().unwrap();
-        assert_eq!(peers.pods, BTreeSet::from([ip("10.244.2.6"), ip("10.244.1.9")]));
+        assert_eq!(*peers.pods, BTreeSet::from([ip("10.244.2.6"), ip("10.244.1.9")]));
         let ports = rule.ports.as_ref().unwrap();
         assert_eq!(
             ports.ranges,
@@ -497,5 +611,32 @@ mod tests {
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn selectors_resolve_by_label_index_and_equal_peers_are_one_set() {
+        let pods = [
+            pod("shop", "a", "app: web, tier: fe", "n1", "10.244.1.2"),
+            pod("shop", "b", "app: api, tier: be", "n1", "10.244.1.3"),
+            pod("shop", "c", "app: db", "n2", "10.244.2.2"),
+            pod("other", "d", "app: web", "n2", "10.244.2.3"),
+        ];
+        let everyone = "  egress:\n  - to: [{podSelector: {}}]\n";
+        let policies = [
+            policy(&format!("metadata: {{name: p1, namespace: shop}}\nspec:\n  podSelector: {{matchExpressions: [{{key: app, operator: In, values: [web, api]}}, {{key: tier, operator: NotIn, values: [be]}}]}}\n  policyTypes: [Egress]\n{everyone}")),
+            policy(&format!("metadata: {{name: p2, namespace: shop}}\nspec:\n  podSelector: {{matchExpressions: [{{key: tier, operator: Exists}}]}}\n  policyTypes: [Egress]\n{everyone}")),
+        ];
+        let (plan, _) = plan("n1", &policies, &pods, &[]);
+        // In + NotIn picks a only; Exists (no index to use) picks a and b
+        assert_eq!(
+            plan.egress,
+            BTreeMap::from([(ip("10.244.1.2"), vec![0, 1]), (ip("10.244.1.3"), vec![1])])
+        );
+        let peers = |c: usize| plan.chains[c].rules[0].peers.clone().unwrap().pods;
+        assert_eq!(
+            *peers(0),
+            BTreeSet::from([ip("10.244.1.2"), ip("10.244.1.3"), ip("10.244.2.2")])
+        );
+        assert!(Arc::ptr_eq(&peers(0), &peers(1)), "one set for both policies");
     }
 }

@@ -19,8 +19,10 @@
 
 use super::model::{Direction, Plan, Rule};
 use crate::nft::declare_set as set;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub const TABLE: &str = "rkube-netpol";
 
@@ -141,9 +143,14 @@ struct RuleSets {
     named: Option<String>,
 }
 
-/// The sets declared so far, by type and elements, so equal ones are declared once.
+/// The sets declared so far, by type and elements, so equal ones are declared once; pod
+/// peer sets also by their allocation, so one the model shared between many rules is
+/// written out (and compared) once.
 #[derive(Default)]
-struct SharedSets(std::collections::HashMap<(&'static str, Vec<String>), String>);
+struct SharedSets {
+    by_elements: HashMap<(&'static str, Vec<String>), String>,
+    by_peers: HashMap<*const BTreeSet<Ipv4Addr>, Option<String>>,
+}
 
 impl SharedSets {
     /// The set of `key` type holding `elems`: one declared before, or `name`, declared now.
@@ -157,7 +164,8 @@ impl SharedSets {
         if elems.is_empty() {
             return None;
         }
-        if let Some(existing) = self.0.get(&(key, elems.clone())) {
+        let elems = (key, elems);
+        if let Some(existing) = self.by_elements.get(&elems) {
             return Some(existing.clone());
         }
         let flags = match key {
@@ -165,16 +173,25 @@ impl SharedSets {
             "inet_proto . inet_service" => "flags interval",
             _ => "",
         };
-        set(out, &name, key.trim_end_matches("/interval"), flags, &elems);
-        self.0.insert((key, elems), name.clone());
+        set(out, &name, key.trim_end_matches("/interval"), flags, &elems.1);
+        self.by_elements.insert(elems, name.clone());
         Some(name)
     }
 
     fn for_rule(&mut self, out: &mut String, name: &str, rule: &Rule) -> RuleSets {
         let mut names = RuleSets::default();
         if let Some(peers) = &rule.peers {
-            let elems = peers.pods.iter().map(|ip| ip.to_string()).collect();
-            names.peers = self.get(out, format!("{name}_peers"), "ipv4_addr", elems);
+            // the plan holds every shared set while it is rendered: no address is reused
+            let shared = Arc::as_ptr(&peers.pods);
+            names.peers = match self.by_peers.get(&shared) {
+                Some(known) => known.clone(),
+                None => {
+                    let elems = peers.pods.iter().map(|ip| ip.to_string()).collect();
+                    let declared = self.get(out, format!("{name}_peers"), "ipv4_addr", elems);
+                    self.by_peers.insert(shared, declared.clone());
+                    declared
+                }
+            };
             for (k, block) in peers.blocks.iter().enumerate() {
                 let elems = block.except.iter().map(|(a, l)| format!("{a}/{l}")).collect();
                 let except = self.get(
@@ -250,8 +267,6 @@ fn port_matches(names: &RuleSets, rule: &Rule) -> Vec<String> {
 mod tests {
     use super::super::model::*;
     use super::*;
-    use std::collections::BTreeSet;
-    use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -264,7 +279,7 @@ mod tests {
             rules: vec![
                 Rule {
                     peers: Some(Peers {
-                        pods: BTreeSet::from([ip("10.244.1.6")]),
+                        pods: Arc::new(BTreeSet::from([ip("10.244.1.6")])),
                         blocks: vec![Block {
                             net: (ip("192.168.0.0"), 16),
                             except: vec![(ip("192.168.7.0"), 24), (ip("192.168.7.128"), 25)],
