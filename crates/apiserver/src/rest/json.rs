@@ -167,8 +167,9 @@ impl JsonCache {
         }
         let hit = g.old.remove(&key)?;
         let size = hit.len() + key.wire.len();
+        // moved, not added: the total stays within two generations, and a list reading
+        // its items back from the old generation must not age out the rest of them
         g.old_bytes -= size;
-        Self::make_room(&mut g, size, self.limit);
         g.young_bytes += size;
         g.young.insert(key, hit.clone());
         Some(hit)

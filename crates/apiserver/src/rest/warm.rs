@@ -285,6 +285,30 @@ mod tests {
     }
 
     #[test]
+    fn reading_a_list_back_keeps_all_of_it() {
+        let pods: Vec<Any> = (0..40).map(|i| pod(&format!("web-{i:02}"))).collect();
+        let one = JsonCache::new(1 << 20)
+            .encode(Pod::info(), &pods[0])
+            .unwrap()
+            .len()
+            + pods[0].value.len();
+        // 40 versions, 30 to a generation: 30 old, 10 young
+        let cache = JsonCache::new(30 * one);
+        for p in &pods {
+            cache.encode(Pod::info(), p).unwrap();
+        }
+        for _ in 0..2 {
+            for p in &pods {
+                assert!(
+                    cache.get(p).is_some(),
+                    "a listed version aged out while the list read it"
+                );
+            }
+        }
+        assert!(cache.bytes() <= 2 * cache.limit());
+    }
+
+    #[test]
     fn keys_name_their_kind() {
         assert_eq!(kind_of_key("core/pods/default/web").map(|i| i.kind), Some("Pod"));
         assert_eq!(
