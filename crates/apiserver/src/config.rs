@@ -266,6 +266,10 @@ pub struct Config {
     /// The PKI to create at start when it does not exist yet (secure by
     /// default without --tls-cert-file); `security` already points at it.
     pub auto_pki: Option<AutoPki>,
+    /// Encode every new object version's Kubernetes JSON in the background
+    /// (`rest::warm`), so REST lists find it made. On by default; off only to measure
+    /// what it saves (the benchmark).
+    pub warm_json: bool,
 }
 
 /// The cluster PKI the apiserver creates for itself at first start.
@@ -416,6 +420,7 @@ impl Config {
             security: SecurityConfig::default(),
             limits: Default::default(),
             auto_pki: None,
+            warm_json: true,
         }
     }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The wire form of a stored object, with its resourceVersion stamped on.
-fn stamped(kv: &KeyValue, info: &ResourceInfo) -> Any {
+pub(crate) fn stamped(kv: &KeyValue, info: &ResourceInfo) -> Any {
     let mut value = Vec::with_capacity(kv.value.len() + 24);
     value.extend_from_slice(&kv.value);
     value.extend(resource_version_suffix(kv.mod_revision));

@@ -73,6 +73,7 @@ pub struct RunningApiServer {
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     store: Arc<SledStore>,
     tls: bool,
+    json_warming: Option<Arc<rest::warm::WarmStats>>,
 }
 
 impl RunningApiServer {
@@ -80,6 +81,11 @@ impl RunningApiServer {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// What the background JSON encoding did (`None` when `warm_json` is off).
+    pub fn json_warming(&self) -> Option<&rest::warm::WarmStats> {
+        self.json_warming.as_deref()
     }
 
     /// Stops serving, ends watches, finishes queued writes and flushes.
@@ -190,6 +196,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     )
     .await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let json_warming = if config.warm_json {
+        let stats = rest::warm::start(
+            store.clone(),
+            rest::json::JsonCache::global(),
+            shutdown_rx.clone(),
+        )
+        .context("cannot start the thread that encodes objects as JSON")?;
+        Some(stats)
+    } else {
+        None
+    };
     let authz = authz::Authorizer::new(security.authorization_mode.unwrap_or_default(), store.clone());
     if node_signer.is_some() {
         // bootstrap tokens are only good for a node certificate: accepted
@@ -240,6 +257,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         server,
         store: sled,
         tls: tls_on,
+        json_warming,
     })
 }
 

@@ -614,3 +614,90 @@ async fn grpc_and_rest_share_the_port() {
     assert_eq!(cm.data.get("k").map(String::as_str), Some("v"));
     s.stop().await;
 }
+
+/// Waits (up to 30 s, the worker runs at the lowest priority) until the apiserver's
+/// background encoding has put `any`'s JSON in the cache.
+async fn wait_cached(any: &prost_types::Any, what: &str) {
+    let cache = rkube_apiserver::rest::json::JsonCache::global();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cache.contains(any) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} was not encoded in the background within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Creates `yaml` (an object of kind `K` in `default`) over gRPC, without any JSON,
+/// and returns the stored version as a list sends it (the wire bytes gRPC sends).
+async fn create_over_grpc<K: rkube_api::Resource>(s: &Rest, yaml: &str) -> prost_types::Any {
+    let obj: K = serde_yaml::from_str(yaml).unwrap();
+    let obj = rkube_api::codec::DynObject::from_typed(&obj);
+    let client = s.api.client();
+    client.create_dyn(&obj, "default").await.unwrap();
+    client.get_dyn(K::info(), "default", &obj.name).await.unwrap().any
+}
+
+#[tokio::test]
+async fn written_objects_are_encoded_before_any_list_and_listed_from_the_cache() {
+    let s = start().await;
+    let stored = create_over_grpc::<rkube_api::core::v1::Pod>(
+        &s,
+        "metadata: {name: warm, namespace: default}\nspec: {containers: [{name: c, image: busybox}]}\n",
+    )
+    .await;
+    // nobody has read it as JSON: only the background encoding can have cached it
+    wait_cached(&stored, "the pod").await;
+    let cached = rkube_apiserver::rest::json::JsonCache::global()
+        .get(&stored)
+        .unwrap();
+    let body = s
+        .http
+        .get(format!("{}/api/v1/namespaces/default/pods", s.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        body.windows(cached.len()).any(|w| w == &cached[..]),
+        "the list carries the cached JSON verbatim: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["items"][0]["metadata"]["name"], "warm");
+    assert_eq!(list["items"][0]["kind"], "Pod");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_are_never_kept_as_json() {
+    let s = start().await;
+    let stored = create_over_grpc::<rkube_api::core::v1::Secret>(
+        &s,
+        "metadata: {name: token, namespace: default}\nstringData: {password: hunter2}\n",
+    )
+    .await;
+    // written after the Secret: once it is encoded, the Secret has been passed over
+    let cm = create_over_grpc::<rkube_api::core::v1::ConfigMap>(
+        &s,
+        "metadata: {name: after-secret, namespace: default}\ndata: {k: v}\n",
+    )
+    .await;
+    wait_cached(&cm, "the ConfigMap written after the Secret").await;
+    let cache = rkube_apiserver::rest::json::JsonCache::global();
+    assert!(
+        !cache.contains(&stored),
+        "the Secret was encoded in the background"
+    );
+    // nor when read over REST
+    let (code, got) = s.get("/api/v1/namespaces/default/secrets/token").await;
+    assert_eq!(code, 200, "{got}");
+    let (code, list) = s.get("/api/v1/namespaces/default/secrets").await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "token");
+    assert!(!cache.contains(&stored), "a REST read kept the Secret's JSON");
+    s.stop().await;
+}

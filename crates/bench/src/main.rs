@@ -53,6 +53,10 @@ pub struct Args {
     /// Where the Markdown reports go; default: the workspace's target/bench.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// The `rest` suite without the apiserver's background JSON encoding, to measure
+    /// what it saves and costs.
+    #[arg(long)]
+    pub no_json_warming: bool,
 }
 
 fn main() -> anyhow::Result<()> {

@@ -18,17 +18,10 @@ pub fn to_json(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
 }
 
 /// The Kubernetes JSON of a wire object, serialized: from [`JsonCache`] when this very
-/// version was serialized before (a list, a watch event for many watchers).
+/// version was serialized before (a list, a watch event for many watchers, or the
+/// apiserver's background encoding of every new version, `rest::warm`).
 pub fn to_json_bytes(info: &ResourceInfo, any: &Any) -> Result<Arc<[u8]>, ApiError> {
-    let cache = JsonCache::global();
-    if let Some(hit) = cache.get(any) {
-        return Ok(hit);
-    }
-    let bytes: Arc<[u8]> = serde_json::to_vec(&to_json(info, any)?)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .into();
-    cache.put(any, bytes.clone());
-    Ok(bytes)
+    JsonCache::global().encode(info, any)
 }
 
 /// The JSON of every one of `items`, in order, spread over the machine's cores when
@@ -68,6 +61,8 @@ pub fn items_json(info: &ResourceInfo, items: &[Any]) -> Result<Vec<Arc<[u8]>>, 
 /// list and watch that sends it. Two generations bounded by bytes: when the young one is
 /// full it becomes the old one and the old one is dropped, so what lists and watches keep
 /// asking for stays and the rest ages out.
+///
+/// Secrets are never kept (see [`JsonCache::keeps`]).
 pub struct JsonCache {
     state: Mutex<Generations>,
     limit: usize,
@@ -78,6 +73,7 @@ struct Generations {
     young: HashMap<CacheKey, Arc<[u8]>>,
     old: HashMap<CacheKey, Arc<[u8]>>,
     young_bytes: usize,
+    old_bytes: usize,
 }
 
 #[derive(PartialEq, Eq, Hash)]
@@ -86,9 +82,22 @@ struct CacheKey {
     wire: Vec<u8>,
 }
 
+impl CacheKey {
+    fn of(any: &Any) -> CacheKey {
+        // borrowed lookups would need a key type of their own; the wire bytes are small
+        CacheKey {
+            type_url: any.type_url.clone(),
+            wire: any.value.clone(),
+        }
+    }
+}
+
 impl JsonCache {
-    /// Up to this many bytes of JSON (and as much again of wire bytes) per generation.
-    const LIMIT: usize = 32 << 20;
+    /// Up to this many bytes of JSON and wire bytes together per generation. A pod as a
+    /// Deployment's running replica takes about 1.6 KB (1.1 KB of JSON, 0.5 KB of wire
+    /// bytes), so one generation holds a 10,000-pod list (16 MB) with room to spare, and
+    /// the whole cache, two generations, stays within 64 MiB.
+    pub const LIMIT: usize = 32 << 20;
 
     pub fn global() -> &'static JsonCache {
         static CACHE: OnceLock<JsonCache> = OnceLock::new();
@@ -102,22 +111,66 @@ impl JsonCache {
         }
     }
 
+    /// Whether objects of this kind are kept. Not Secrets: their data would sit in the
+    /// apiserver's memory in the clear, as JSON and wire bytes, long after any request
+    /// needed it (the store encrypts them at rest when given a key), and a Secret list is
+    /// neither large nor frequent enough to need the cache.
+    pub fn keeps(info: &ResourceInfo) -> bool {
+        info.kind != "Secret"
+    }
+
+    /// One generation's byte limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The bytes held now (JSON and wire bytes, both generations): at most twice
+    /// [`JsonCache::limit`].
+    pub fn bytes(&self) -> usize {
+        let g = self.lock();
+        g.young_bytes + g.old_bytes
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The JSON of `any`, from the cache or made (and kept, if its kind is kept).
+    pub fn encode(&self, info: &ResourceInfo, any: &Any) -> Result<Arc<[u8]>, ApiError> {
+        let keep = Self::keeps(info);
+        if keep {
+            if let Some(hit) = self.get(any) {
+                return Ok(hit);
+            }
+        }
+        let bytes: Arc<[u8]> = serde_json::to_vec(&to_json(info, any)?)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into();
+        if keep {
+            self.put(any, bytes.clone());
+        }
+        Ok(bytes)
+    }
+
+    /// Whether this version's JSON is held, without refreshing it.
+    pub fn contains(&self, any: &Any) -> bool {
+        let key = CacheKey::of(any);
+        let g = self.lock();
+        g.young.contains_key(&key) || g.old.contains_key(&key)
+    }
+
     pub fn get(&self, any: &Any) -> Option<Arc<[u8]>> {
-        // borrowed lookups would need a key type of their own; the wire bytes are small
-        let key = CacheKey {
-            type_url: any.type_url.clone(),
-            wire: any.value.clone(),
-        };
+        let key = CacheKey::of(any);
         let mut g = self.lock();
         if let Some(hit) = g.young.get(&key) {
             return Some(hit.clone());
         }
         let hit = g.old.remove(&key)?;
-        g.young_bytes += hit.len() + key.wire.len();
+        let size = hit.len() + key.wire.len();
+        // moved, not added: the total stays within two generations, and a list reading
+        // its items back from the old generation must not age out the rest of them
+        g.old_bytes -= size;
+        g.young_bytes += size;
         g.young.insert(key, hit.clone());
         Some(hit)
     }
@@ -127,19 +180,21 @@ impl JsonCache {
         if size > self.limit {
             return;
         }
+        let key = CacheKey::of(any);
         let mut g = self.lock();
-        if g.young_bytes + size > self.limit {
-            g.old = std::mem::take(&mut g.young);
-            g.young_bytes = 0;
-        }
+        Self::make_room(&mut g, size, self.limit);
         g.young_bytes += size;
-        g.young.insert(
-            CacheKey {
-                type_url: any.type_url.clone(),
-                wire: any.value.clone(),
-            },
-            json,
-        );
+        if let Some(replaced) = g.young.insert(key, json) {
+            g.young_bytes -= replaced.len() + any.value.len();
+        }
+    }
+
+    /// Ages the young generation out when `size` more bytes would overflow it.
+    fn make_room(g: &mut Generations, size: usize, limit: usize) {
+        if g.young_bytes + size > limit {
+            g.old = std::mem::take(&mut g.young);
+            g.old_bytes = std::mem::take(&mut g.young_bytes);
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod spdy;
 pub mod status;
 mod streams;
 mod table;
+pub mod warm;
 
 use crate::error::ApiError;
 use crate::service::ApiService;

@@ -8,6 +8,10 @@
 //!   running status each), the time until the whole answer has arrived (median of 5, and
 //!   REST's first list alone: the apiserver keeps each object version's JSON, so later
 //!   lists of unchanged objects only copy it, as a cluster's repeated lists do);
+//!   With the apiserver's background JSON encoding (on unless `--no-json-warming`) the
+//!   first list comes right after the creates, as a cluster's first `kubectl get pods`
+//!   after a scale-up does; the report says how much the cache then holds, how many
+//!   versions the encoder dropped, and the bench process's (so the apiserver's) VmRSS;
 //! * the delivery latency of `--watch-events` creates to `--watchers` watchers (REST:
 //!   `?watch=true` streams of newline-delimited JSON events).
 //!
@@ -40,12 +44,19 @@ pub fn run(args: &Args) -> anyhow::Result<String> {
         .tempdir_in(&args.tmp_dir)
         .with_context(|| format!("cannot create a directory in {}", args.tmp_dir.display()))?;
     let (server_rt, client_rt) = runtimes()?;
+    let mut config = rkube_apiserver::Config::local(dir.path());
+    config.warm_json = !args.no_json_warming;
     let server = server_rt
-        .block_on(rkube_apiserver::start(rkube_apiserver::Config::local(dir.path())))
+        .block_on(rkube_apiserver::start(config))
         .context("cannot start rkube's apiserver")?;
     let url = server.url();
     eprintln!("rkube apiserver on {url} (gRPC and REST)");
-    let measured = client_rt.block_on(measure(args, &url));
+    let mut measured = client_rt.block_on(measure(args, &url));
+    if let Ok(r) = &mut measured {
+        r.warm_dropped = server
+            .json_warming()
+            .map(|w| w.dropped.load(std::sync::atomic::Ordering::Relaxed));
+    }
     let stopped = server_rt.block_on(server.stop());
     drop(client_rt);
     drop(server_rt);
@@ -64,6 +75,12 @@ struct Results {
     rest_list_cold: Duration,
     rest_list_bytes: usize,
     grpc_list_bytes: usize,
+    /// The JSON cache's bytes after the lists.
+    json_cache_bytes: usize,
+    /// VmRSS of this process (apiserver and clients) after the lists, bytes.
+    rss_after_lists: Option<u64>,
+    /// Versions the background encoder dropped (`None`: it was off).
+    warm_dropped: Option<u64>,
     grpc_watch: Samples,
     rest_watch: Samples,
 }
@@ -349,6 +366,8 @@ async fn measure(args: &Args, url: &str) -> anyhow::Result<Results> {
     eprintln!("list: timing");
     let (grpc_list, grpc_list_bytes) = grpc_list(&grpc[0], args.objects).await?;
     let (rest_list_cold, rest_list, rest_list_bytes) = rest_list(&rest[0], url, args.objects).await?;
+    let json_cache_bytes = rkube_apiserver::rest::json::JsonCache::global().bytes();
+    let rss_after_lists = vm_rss();
     drop(grpc);
     drop(rest);
 
@@ -368,9 +387,20 @@ async fn measure(args: &Args, url: &str) -> anyhow::Result<Results> {
         rest_list_cold,
         rest_list_bytes,
         grpc_list_bytes,
+        json_cache_bytes,
+        rss_after_lists,
+        warm_dropped: None,
         grpc_watch,
         rest_watch,
     })
+}
+
+/// This process's resident memory, from /proc/self/status.
+fn vm_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn render(args: &Args, r: &Results) -> String {
@@ -408,8 +438,13 @@ fn render(args: &Args, r: &Results) -> String {
         ),
         (
             format!(
-                "first list of {} pods, ms (REST: no JSON cached yet)",
-                args.objects
+                "first list of {} pods, ms (REST: {})",
+                args.objects,
+                if args.no_json_warming {
+                    "no JSON cached yet, background encoding off"
+                } else {
+                    "right after the creates, background encoding on"
+                }
             ),
             ms(r.rest_list_cold),
             ms(r.grpc_list),
@@ -447,6 +482,18 @@ fn render(args: &Args, r: &Results) -> String {
         if create >= 0.7 && get >= 0.7 { "met" } else { "not met" },
         if list <= 1.5 { "met" } else { "not met" },
         if cold <= 1.5 { "met" } else { "not met" },
+    ));
+    out.push_str(&format!(
+        "\nAfter the lists: JSON cache {:.1} MB (limit {:.1} MB per generation, two generations); VmRSS of the bench process (apiserver and clients) {}; background JSON encoding: {}.\n",
+        r.json_cache_bytes as f64 / 1e6,
+        rkube_apiserver::rest::json::JsonCache::LIMIT as f64 / 1e6,
+        r.rss_after_lists
+            .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+            .unwrap_or_else(|| "unknown".into()),
+        match r.warm_dropped {
+            None => "off".to_string(),
+            Some(d) => format!("on, {d} versions dropped from its queue"),
+        },
     ));
     format!("### REST vs gRPC\n\n{out}")
 }
