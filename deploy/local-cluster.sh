@@ -411,6 +411,8 @@ down() {
 		remove_kubelet_state "$STATE/kubelet"
 		ip link del rkube0 2>/dev/null && echo "removed bridge rkube0"
 		nft delete table ip rkube 2>/dev/null && echo "removed nftables table rkube"
+		nft delete table inet rkube-netpol 2>/dev/null && echo "removed nftables table rkube-netpol"
+		nft delete table ip rkube-pod-masq 2>/dev/null && echo "removed nftables table rkube-pod-masq"
 		# the cluster DNS address: a dummy interface, or on lo without the dummy driver
 		ip link del rkube-dns 2>/dev/null && echo "removed interface rkube-dns"
 		ip addr del "$CLUSTER_DNS/32" dev lo label lo:rkdns 2>/dev/null || true
