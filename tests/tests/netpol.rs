@@ -289,8 +289,11 @@ async fn scenario(netns: std::path::PathBuf) -> anyhow::Result<()> {
         .await;
     pods.until(&cluster, "other", "web", Reach::Connects, TAKES_EFFECT)
         .await;
-    // (db's policies went in other deletes; the sync may land between them)
+    // (db's policies went in other deletes; a sync may land between them: with `db`
+    // gone and `db-ops` not yet, probe already connects and other does not)
     pods.until(&cluster, "probe", "db", Reach::Connects, TAKES_EFFECT)
+        .await;
+    pods.until(&cluster, "other", "db", Reach::Connects, TAKES_EFFECT)
         .await;
     pods.assert("other", "db", Reach::Connects);
     cluster.stop().await
