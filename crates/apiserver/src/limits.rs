@@ -338,7 +338,8 @@ fn kind(method: &http::Method, uri: &http::Uri) -> Kind {
             | "IssueNodeCertificate"
             | "IssueKubeletServingCertificate",
         ) => Kind::Write,
-        _ if path.starts_with("/rkube.") => Kind::Request,
+        // other gRPC calls (rkube's reads, health checks) are POSTs that read
+        _ if path.starts_with("/rkube.") || path.starts_with("/grpc.") => Kind::Request,
         // REST: the method says
         _ if matches!(
             *method,
@@ -623,6 +624,7 @@ mod tests {
         assert!(matches!(post("/rkube.api.v1.ApiServer/Evict"), Kind::Write));
         assert!(matches!(post("/rkube.api.v1.ApiServer/List"), Kind::Request));
         assert!(matches!(post("/rkube.api.v1.ApiServer/Version"), Kind::Request));
+        assert!(matches!(post("/grpc.health.v1.Health/Check"), Kind::Request));
         assert!(matches!(
             kind("GET", "/api/v1/pods?watch=true&resourceVersion=5"),
             Kind::Watch

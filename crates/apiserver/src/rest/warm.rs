@@ -129,11 +129,14 @@ pub fn start(
     let (queue, receiver) = WarmQueue::new(QUEUE_BYTES, stats.clone());
     let from = store.revision();
     let snapshot_store = store.clone();
+    let stopped = shutdown.clone();
     std::thread::Builder::new()
         .name("rest-json-warm".into())
         .spawn(move || {
             lowest_priority();
-            encode_stored(snapshot_store.as_ref(), cache);
+            // The store is let go as soon as the apiserver stops: a restart in the same
+            // process opens the same data directory, which the store holds locked.
+            encode_stored(snapshot_store.as_ref(), cache, || *stopped.borrow());
             drop(snapshot_store);
             receiver.drain(cache);
         })?;
@@ -188,13 +191,19 @@ fn kind_of_key(key: &str) -> Option<&'static ResourceInfo> {
 
 /// Encodes what the store holds, kind by kind, until one cache generation is full (more
 /// would only push out what was just encoded).
-fn encode_stored(store: &dyn Store, cache: &JsonCache) {
+fn encode_stored(store: &dyn Store, cache: &JsonCache, stopped: impl Fn() -> bool) {
     let mut budget = cache.limit();
     for info in rkube_api::KINDS.iter().filter(|i| JsonCache::keeps(i)) {
+        if stopped() {
+            return;
+        }
         let Ok(page) = store.list(&storage_prefix(info, ""), None, 0, None) else {
             return;
         };
         for kv in &page.items {
+            if stopped() {
+                return;
+            }
             let any = stamped(kv, info);
             let Ok(json) = cache.encode(info, &any) else {
                 continue;
