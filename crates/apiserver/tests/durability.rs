@@ -43,18 +43,28 @@ fn spawn_with(dir: &std::path::Path, port: u16, flags: &[&str]) -> Child {
         .expect("start rkube-apiserver")
 }
 
-async fn connect(port: u16) -> ApiServerClient<tonic::transport::Channel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(c) = ApiServerClient::connect(format!("http://127.0.0.1:{port}")).await {
-            return c;
+/// Starts the binary (`--insecure`) on a free port and connects once it answers. Tests run
+/// side by side: another server may take the port between `free_port` and the child's
+/// bind, and the child then exits; it is started again on another port.
+async fn start(dir: &std::path::Path) -> (Child, ApiServerClient<tonic::transport::Channel>) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(dir, port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if let Ok(mut c) = ApiServerClient::connect(format!("http://127.0.0.1:{port}")).await {
+                if c.version(rkube_api::rpc::VersionRequest {}).await.is_ok() {
+                    return (child, c);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "apiserver did not come up on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "apiserver did not come up on port {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!("rkube-apiserver exited at start five times in a row (ports taken?)");
 }
 
 /// The binary with no security flags creates its PKI and serves only
@@ -127,9 +137,7 @@ async fn the_apiserver_is_secure_by_default_and_writes_the_admin_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = spawn(dir.path(), port);
-    let client = connect(port).await;
+    let (mut child, client) = start(dir.path()).await;
 
     let acked = Arc::new(Mutex::new(HashSet::new()));
     // Why a writer stopped: the kill, or (reported if the writes never flow) anything else.
@@ -173,9 +181,7 @@ async fn kill_9_loses_no_acknowledged_write() {
     }
     let acked = acked.lock().unwrap().clone();
 
-    let port = free_port();
-    let mut child = spawn(dir.path(), port);
-    let mut c = connect(port).await;
+    let (mut child, mut c) = start(dir.path()).await;
     let (items, _) = list::<ConfigMap>(
         &mut c,
         rkube_api::rpc::ListRequest {
@@ -201,9 +207,7 @@ async fn kill_9_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_cleanly_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = spawn(dir.path(), port);
-    let mut c = connect(port).await;
+    let (mut child, mut c) = start(dir.path()).await;
     for i in 0..20 {
         create(&mut c, &config_map("default", &format!("t{i}"), &[]))
             .await
@@ -234,9 +238,7 @@ async fn sigterm_shuts_down_cleanly_and_keeps_everything() {
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
-    let port = free_port();
-    let mut child = spawn(dir.path(), port);
-    let mut c = connect(port).await;
+    let (mut child, mut c) = start(dir.path()).await;
     let (items, _) = list::<ConfigMap>(
         &mut c,
         rkube_api::rpc::ListRequest {
