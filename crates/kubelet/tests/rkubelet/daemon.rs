@@ -62,7 +62,8 @@ pub(crate) async fn exec(c: &Cluster, pod: &str, command: &[&str]) -> anyhow::Re
     Ok((code.ok_or_else(|| anyhow::anyhow!("no exit code"))?, out))
 }
 
-async fn event_reasons(c: &Cluster, pod: &str) -> anyhow::Result<Vec<(String, String)>> {
+/// The Events about `pod`.
+async fn events_of(c: &Cluster, pod: &str) -> anyhow::Result<Vec<Event>> {
     let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
     Ok(events
         .list(&ListParams::default())
@@ -70,6 +71,13 @@ async fn event_reasons(c: &Cluster, pod: &str) -> anyhow::Result<Vec<(String, St
         .items
         .into_iter()
         .filter(|e| e.involved_object.as_ref().is_some_and(|o| o.name == pod))
+        .collect())
+}
+
+async fn event_reasons(c: &Cluster, pod: &str) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(events_of(c, pod)
+        .await?
+        .into_iter()
         .map(|e| (e.reason, e.message))
         .collect())
 }
@@ -352,12 +360,10 @@ async fn restart_policies_crash_loops_oom_kills_and_pull_errors_are_reported() -
     assert_eq!((last.exit_code, last.reason.as_str()), (1, "Error"));
     assert!(last.container_id.starts_with("containerd://") && !last.finished_at.is_empty());
     assert!(logs(&c, "crash", "main", true).await?.contains("crashed"));
-    let crash_backoffs: Vec<Event> = Api::<Event>::namespaced(c.client.clone(), "default")
-        .list(&ListParams::default())
+    let crash_backoffs: Vec<Event> = events_of(&c, "crash")
         .await?
-        .items
         .into_iter()
-        .filter(|e| e.involved_object.as_ref().is_some_and(|o| o.name == "crash") && e.reason == "BackOff")
+        .filter(|e| e.reason == "BackOff")
         .collect();
 
     let waiting = c
