@@ -15,7 +15,7 @@ RKUBECONFIG ?= $(HOME)/.rkube/config
 BIN := target/release
 NODES ?= 1
 
-.PHONY: all deps python-client build up down status test fuzz bench clean-state install
+.PHONY: all deps python-client build up down status test fuzz soak bench clean-state install
 
 all: build
 
@@ -68,6 +68,13 @@ fuzz: deps
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p rkube-api --test fuzz
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p rkube-apiserver --test fuzz
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p rkube-apiserver --lib fuzz
+
+# The chaos soak (tests/tests/soak.rs) for MINUTES minutes instead of the one-minute
+# round of `make test`: a three-node cluster under a moving workload while a random
+# daemon is killed every few seconds. SOAK_SEED=N replays a run's faults.
+MINUTES ?= 10
+soak: deps
+	SOAK_SECONDS=$$(( $(MINUTES) * 60 )) $(CARGO) test -p rkube-e2e --test soak -- --nocapture
 
 # `build` first: some suites run the release daemons as their own processes.
 bench: build

@@ -562,6 +562,13 @@ impl TestCluster {
         }
     }
 
+    /// Ends the scheduler as `kill -9` would: its task is aborted, work in flight is cut off.
+    pub async fn kill_scheduler(&mut self) {
+        if let Some(d) = self.scheduler.take() {
+            d.abort().await;
+        }
+    }
+
     pub async fn stop_scheduler(&mut self) -> anyhow::Result<()> {
         match self.scheduler.take() {
             Some(d) => d.stop().await,
@@ -583,6 +590,13 @@ impl TestCluster {
             config.hpa_downscale_stabilization = Duration::from_secs(10);
             (self.options.controller_manager)(&mut config);
             self.controller_manager = Some(Daemon::spawn(|stop| rkube_controller_manager::run(config, stop)));
+        }
+    }
+
+    /// Ends the controller-manager as `kill -9` would (see [`TestCluster::kill_scheduler`]).
+    pub async fn kill_controller_manager(&mut self) {
+        if let Some(d) = self.controller_manager.take() {
+            d.abort().await;
         }
     }
 
@@ -625,6 +639,14 @@ impl TestCluster {
             self.cloud_controller_manager = Some(Daemon::spawn(|stop| {
                 rkube_cloud_controller_manager::run(config, stop)
             }));
+        }
+    }
+
+    /// Ends the cloud-controller-manager as `kill -9` would (see
+    /// [`TestCluster::kill_scheduler`]).
+    pub async fn kill_cloud_controller_manager(&mut self) {
+        if let Some(d) = self.cloud_controller_manager.take() {
+            d.abort().await;
         }
     }
 

@@ -219,6 +219,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         }
     }
 
+    /// Kills containerd with SIGKILL, as a crash or the OOM killer would: nothing of it
+    /// shuts down in order. Shims and containers keep running.
+    pub fn kill_containerd(&mut self) {
+        if let Some(mut child) = self.containerd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops containerd (its shims and containers keep running, as in production) and starts
     /// it again on the same root and sockets.
     pub async fn restart_containerd(&mut self) -> anyhow::Result<()> {
