@@ -62,6 +62,27 @@ async fn wait_disk_pressure(c: &Cluster, want: &str) -> anyhow::Result<String> {
     .await
 }
 
+/// Creates a Guaranteed pod `name` (requests equal limits) that sleeps, and waits until it runs.
+async fn run_guaranteed_pod(c: &Cluster, name: &str) -> anyhow::Result<()> {
+    let yaml = r#"
+metadata: {name: NAME}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "exec sleep 3600"]
+    resources:
+      requests: {cpu: 100m, memory: 64Mi}
+      limits: {cpu: 100m, memory: 64Mi}
+"#;
+    c.create_pod(&yaml.replace("NAME", name)).await?;
+    c.wait_pod(name, Duration::from_secs(60), |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_node_filesystem_evicts_the_best_effort_pod_filling_it() -> anyhow::Result<()> {
     require_containerd!();
@@ -83,25 +104,7 @@ async fn a_full_node_filesystem_evicts_the_best_effort_pod_filling_it() -> anyho
     }
     assert_eq!(wait_disk_pressure(&c, "False").await?, "KubeletHasNoDiskPressure");
 
-    c.create_pod(
-        r#"
-metadata: {name: steady}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: app
-    image: IMAGE
-    command: [sh, -c, "exec sleep 3600"]
-    resources:
-      requests: {cpu: 100m, memory: 32Mi}
-      limits: {cpu: 100m, memory: 32Mi}
-"#,
-    )
-    .await?;
-    c.wait_pod("steady", Duration::from_secs(60), |p| {
-        (phase(p) == "Running").then_some(())
-    })
-    .await?;
+    run_guaranteed_pod(&c, "steady").await?;
     c.create_pod(
         r#"
 metadata: {name: filler}
@@ -207,5 +210,62 @@ spec:
         "the image a container uses stays"
     );
     assert_eq!(phase(&c.pods().get("user").await?), "Running");
+    c.stop().await
+}
+
+/// A memory threshold no machine satisfies trips MemoryPressure for real: the BestEffort
+/// pod (using memory beyond its request of nothing) goes before the Guaranteed one, with
+/// Kubernetes' memory message naming its container's working set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_pressure_evicts_the_best_effort_pod_first() -> anyhow::Result<()> {
+    require_containerd!();
+    let mut c = Cluster::start().await?;
+    run_guaranteed_pod(&c, "guaranteed").await?;
+    c.create_pod(
+        r#"
+metadata: {name: besteffort}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - {name: app, image: IMAGE, command: [sh, -c, "exec sleep 3600"]}
+"#,
+    )
+    .await?;
+    c.wait_pod("besteffort", Duration::from_secs(60), |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await?;
+    c.kubelet.take().expect("kubelet running").stop().await;
+    c.config.eviction_hard =
+        parse_thresholds("--eviction-hard", "memory.available<1Ti").map_err(anyhow::Error::msg)?;
+    // a look every 2 s: time to see one eviction before the next
+    c.config.eviction_monitoring_period = Duration::from_secs(2);
+    c.kubelet = Some(rkube_kubelet::start(c.config.clone()).await?);
+
+    let message = c
+        .wait_pod("besteffort", Duration::from_secs(60), |p| {
+            let s = p.status.as_ref()?;
+            (s.phase == "Failed" && s.reason == "Evicted").then(|| s.message.clone())
+        })
+        .await?;
+    assert_eq!(phase(&c.pods().get("guaranteed").await?), "Running", "not first");
+    assert!(
+        message.starts_with("The node was low on resource: memory. Threshold quantity: 1Ti, available: "),
+        "{message}"
+    );
+    assert!(
+        message.contains(". Container app was using ")
+            && message.ends_with(", request is 0, has larger consumption of memory."),
+        "{message}"
+    );
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let name = c.config.node_name.clone();
+    rkube_testing::eventually("MemoryPressure True", Duration::from_secs(30), || async {
+        let node = nodes.get(&name).await?;
+        Ok(node_condition(&node, "MemoryPressure")
+            .filter(|(s, r)| s == "True" && r == "KubeletHasInsufficientMemory"))
+    })
+    .await?;
     c.stop().await
 }
