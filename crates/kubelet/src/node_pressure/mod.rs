@@ -383,7 +383,45 @@ pub async fn remove_dead_containers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rkube_node_runtime::runtime::{
+        ContainerConfig, ContainerRuntime, FakeRuntime, ImageConfig, PullOptions,
+    };
     use signals::Observation;
+
+    #[tokio::test]
+    async fn dead_containers_go_but_each_containers_latest_start_stays() {
+        let rt = FakeRuntime::new();
+        rt.add_registry_image("busybox", ImageConfig::default());
+        rt.pull_image("busybox", &PullOptions::default()).await.unwrap();
+        let start = |name: &str, attempt: u32| ContainerConfig {
+            pod_uid: "0b4f3c1e-8d2a-4e5f-9a6b-7c8d9e0f1a2b".into(),
+            pod_namespace: "default".into(),
+            pod_name: "p".into(),
+            name: name.into(),
+            restart_attempt: attempt,
+            image: "busybox".into(),
+            command: vec!["sleep".into()],
+            ..Default::default()
+        };
+        let first = rt.create_container(&start("app", 0)).await.unwrap();
+        let latest = rt.create_container(&start("app", 1)).await.unwrap();
+        let other = rt.create_container(&start("sidecar", 0)).await.unwrap();
+        for id in [&first, &latest, &other] {
+            rt.exit_container(id, 1, false);
+        }
+        assert_eq!(remove_dead_containers(&rt).await.unwrap(), 1);
+        let mut left: Vec<_> = rt
+            .list_containers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        left.sort();
+        let mut want = vec![latest, other];
+        want.sort();
+        assert_eq!(left, want);
+    }
 
     fn observed(pairs: &[(Signal, u64, u64)]) -> Observations {
         pairs
