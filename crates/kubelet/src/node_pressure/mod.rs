@@ -34,6 +34,9 @@ use ranking::Candidate;
 use signals::{Observations, SignalSource};
 use thresholds::{Condition, Signal, Threshold};
 
+/// Kubernetes' `system-cluster-critical` priority: pods at or above it are not evicted.
+const CRITICAL_PRIORITY: i32 = 2_000_000_000;
+
 /// The pressure conditions the node reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodePressure {
@@ -270,7 +273,11 @@ impl EvictionManager {
             .filter(|p| {
                 let meta = p.metadata.as_ref();
                 let phase = p.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-                !matches!(phase, "Succeeded" | "Failed")
+                // critical pods (system-cluster-critical and above) are never evicted, as in
+                // Kubernetes: the node needs them to recover
+                let critical = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0) >= CRITICAL_PRIORITY;
+                !critical
+                    && !matches!(phase, "Succeeded" | "Failed")
                     && meta.is_some_and(|m| m.deletion_timestamp.is_empty() && !self.evicted.contains(&m.uid))
             })
             .collect();
