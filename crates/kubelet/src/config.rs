@@ -120,6 +120,33 @@ pub struct Options {
     /// and ClusterFirst pods take search domains from (default /etc/resolv.conf).
     #[arg(long, value_name = "FILE")]
     pub resolv_conf: Option<PathBuf>,
+    /// Hard eviction thresholds, comma-separated `signal<amount` (amount a quantity
+    /// or a percentage of capacity); signals memory.available, nodefs.available,
+    /// nodefs.inodesFree, imagefs.available, imagefs.inodesFree (default
+    /// memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%;
+    /// "" for none).
+    #[arg(long, value_name = "THRESHOLDS")]
+    pub eviction_hard: Option<String>,
+    /// How long a pressure condition stays True after its thresholds were last met,
+    /// in seconds (default 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub eviction_pressure_transition_period: Option<f64>,
+    /// Image garbage collection starts when the image filesystem is fuller than this
+    /// percentage (default 85; 100 turns it off).
+    #[arg(long, value_name = "PERCENT")]
+    pub image_gc_high_threshold: Option<u8>,
+    /// ...and removes unused images, least recently used first, down to this
+    /// percentage (default 80).
+    #[arg(long, value_name = "PERCENT")]
+    pub image_gc_low_threshold: Option<u8>,
+    /// An unused image younger than this (seconds since the kubelet first saw it) is not
+    /// garbage-collected, so one just pulled survives until its container exists
+    /// (default 120).
+    #[arg(long, value_name = "SECONDS")]
+    pub minimum_image_ttl_duration: Option<f64>,
+    /// containerd's root directory: its filesystem is imagefs (default /var/lib/containerd).
+    #[arg(long, value_name = "DIR")]
+    pub containerd_root: Option<PathBuf>,
     /// The node's network namespace (a bind mount like /var/run/netns/NAME): pods are
     /// wired and the server listens there, while the kubelet talks to the apiserver,
     /// containerd and registries from its own. For several nodes on one machine.
@@ -188,6 +215,17 @@ pub struct Config {
     /// measured; one over its limit evicts the pod (Kubernetes' eviction manager, every
     /// `--housekeeping-interval`, 10 s). Not a flag.
     pub eviction_monitoring_period: Duration,
+    /// `--eviction-hard`: met thresholds set MemoryPressure/DiskPressure and evict pods
+    /// (see `crate::node_pressure`), checked every `eviction_monitoring_period`.
+    pub eviction_hard: Vec<crate::node_pressure::thresholds::Threshold>,
+    pub eviction_pressure_transition_period: Duration,
+    /// Image GC percentages of the image filesystem.
+    pub image_gc_high_threshold: u8,
+    pub image_gc_low_threshold: u8,
+    /// Images first seen more recently than this are not collected.
+    pub minimum_image_ttl: Duration,
+    /// containerd's root directory, on the image filesystem.
+    pub containerd_root: PathBuf,
     /// Run the CNI plugins inside this network namespace (tests keep the "node" network in
     /// a namespace they own); `None` in production.
     pub cni_node_netns: Option<PathBuf>,
@@ -244,6 +282,16 @@ impl Config {
             pod_poll_interval: Duration::from_secs(60),
             resync_period: Duration::from_secs(60),
             eviction_monitoring_period: Duration::from_secs(10),
+            eviction_hard: crate::node_pressure::thresholds::parse_thresholds(
+                "--eviction-hard",
+                crate::node_pressure::thresholds::DEFAULT_EVICTION_HARD,
+            )
+            .unwrap_or_default(),
+            eviction_pressure_transition_period: Duration::from_secs(300),
+            image_gc_high_threshold: 85,
+            image_gc_low_threshold: 80,
+            minimum_image_ttl: Duration::from_secs(120),
+            containerd_root: PathBuf::from("/var/lib/containerd"),
             cni_node_netns: None,
             log_driver: default_log_driver(),
             server_netns: None,
@@ -322,6 +370,25 @@ impl Config {
             c.cluster_domain = d.trim_end_matches('.').to_ascii_lowercase();
         }
         c.resolv_conf = o.resolv_conf.unwrap_or(c.resolv_conf);
+        if let Some(text) = o.eviction_hard {
+            c.eviction_hard = crate::node_pressure::thresholds::parse_thresholds("--eviction-hard", &text)
+                .map_err(anyhow::Error::msg)?;
+        }
+        if let Some(secs) = o.eviction_pressure_transition_period {
+            c.eviction_pressure_transition_period = Duration::try_from_secs_f64(secs).map_err(|_| {
+                anyhow::anyhow!(
+                    "--eviction-pressure-transition-period {secs}: give a number of seconds, like 300"
+                )
+            })?;
+        }
+        c.image_gc_high_threshold = o.image_gc_high_threshold.unwrap_or(c.image_gc_high_threshold);
+        c.image_gc_low_threshold = o.image_gc_low_threshold.unwrap_or(c.image_gc_low_threshold);
+        if let Some(secs) = o.minimum_image_ttl_duration {
+            c.minimum_image_ttl = Duration::try_from_secs_f64(secs).map_err(|_| {
+                anyhow::anyhow!("--minimum-image-ttl-duration {secs}: give a number of seconds, like 120")
+            })?;
+        }
+        c.containerd_root = o.containerd_root.unwrap_or(c.containerd_root);
         c.validate()?;
         Ok(c)
     }
@@ -374,6 +441,13 @@ impl Config {
             anyhow::bail!(
                 "--cluster-domain {:?} is not a DNS domain like cluster.local",
                 self.cluster_domain
+            );
+        }
+        if self.image_gc_high_threshold > 100 || self.image_gc_low_threshold >= self.image_gc_high_threshold {
+            anyhow::bail!(
+                "--image-gc-low-threshold {} must be below --image-gc-high-threshold {}, which is at most 100",
+                self.image_gc_low_threshold,
+                self.image_gc_high_threshold
             );
         }
         if !self.cgroup_parent.starts_with('/') {
@@ -504,6 +578,45 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--cluster-cidr \"10.244.0.0\""), "{err}");
+    }
+
+    #[test]
+    fn eviction_flags_default_as_kubernetes_and_bad_values_name_the_flag() {
+        use crate::node_pressure::thresholds::Signal;
+        let c = config(&["--node-name", "n"]).unwrap();
+        assert_eq!(c.eviction_hard.len(), 4);
+        assert_eq!(c.eviction_pressure_transition_period, Duration::from_secs(300));
+        assert_eq!((c.image_gc_high_threshold, c.image_gc_low_threshold), (85, 80));
+        let c = config(&[
+            "--node-name",
+            "n",
+            "--eviction-hard",
+            "nodefs.available<99.9%",
+            "--eviction-pressure-transition-period",
+            "2.5",
+        ])
+        .unwrap();
+        assert_eq!(c.eviction_hard.len(), 1);
+        assert_eq!(c.eviction_hard[0].signal, Signal::NodeFsAvailable);
+        assert_eq!(c.eviction_pressure_transition_period, Duration::from_millis(2500));
+        assert!(config(&["--node-name", "n", "--eviction-hard", ""])
+            .unwrap()
+            .eviction_hard
+            .is_empty());
+
+        let err = config(&["--node-name", "n", "--eviction-hard", "memory.available<lots"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--eviction-hard \"memory.available<lots\""),
+            "{err}"
+        );
+        let err = config(&["--node-name", "n", "--eviction-pressure-transition-period=-1"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--eviction-pressure-transition-period"),
+            "{err}"
+        );
+        let err = config(&["--node-name", "n", "--image-gc-high-threshold", "70"]).unwrap_err();
+        assert!(err.to_string().contains("--image-gc-low-threshold 80"), "{err}");
     }
 
     #[test]

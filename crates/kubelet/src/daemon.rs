@@ -17,6 +17,8 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::node::NodeAgent;
+use crate::node_pressure::signals::MachineSignals;
+use crate::node_pressure::{EvictionManager, NodePressure};
 use crate::pod_worker::{PodManager, Shared};
 use crate::server::{KubeletService, Sampler};
 use rkube_node_runtime::runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime};
@@ -104,12 +106,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
     let addr = listener.local_addr()?;
 
     let (network_tx, network_rx) = watch::channel(None);
+    let (pressure_tx, pressure_rx) = watch::channel(NodePressure::default());
     let agent = Arc::new(NodeAgent {
         client: client.clone(),
         config: config.clone(),
         kubelet_port: addr.port(),
         runtime_version,
         network_tx,
+        pressure: pressure_rx,
     });
     let mut delay = Duration::from_millis(200);
     loop {
@@ -149,6 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
                 tracing::debug!(pod_uid = %uid, "removing the pod cgroup: {e}");
             }
         }),
+        evictions: Default::default(),
     });
     let sampler = Arc::new(Sampler::default());
     let service = KubeletService {
@@ -162,7 +167,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningKubelet> {
 
     let mut tasks = JoinSet::new();
     tasks.spawn(agent.clone().heartbeat_loop());
-    tasks.spawn(PodManager::new(shared).run(informer));
+    let pod_manager = PodManager::new(shared.clone());
+    let signals = Arc::new(MachineSignals {
+        root_dir: config.root_dir.clone(),
+        image_fs_dir: config.containerd_root.clone(),
+    });
+    tasks.spawn(EvictionManager::new(shared, pod_manager.clone(), signals, pressure_tx).run());
+    tasks.spawn(pod_manager.run(informer));
     tasks.spawn(sampler.run(runtime, Duration::from_secs(10)));
     tasks.spawn(crate::claims::housekeeping(
         client.clone(),

@@ -4,7 +4,8 @@
 //! restarts, probes, status, termination), prepares their volumes ([`volumes`]), and serves
 //! the kubelet gRPC service ([`server`]) the apiserver proxies logs, exec and metrics to,
 //! over TLS with a certificate the apiserver issues when the apiserver is https
-//! ([`serving`], [`bootstrap`]).
+//! ([`serving`], [`bootstrap`]). Under memory or disk pressure it reclaims and evicts as
+//! Kubernetes' eviction manager does ([`node_pressure`]).
 //!
 //! This crate decides *which* containers should run and reports what it sees; how a
 //! container, a pod network or an image is made real on this machine is the node runtime's
@@ -19,6 +20,7 @@ pub mod container_config;
 pub mod daemon;
 pub mod expansion;
 pub mod node;
+pub mod node_pressure;
 pub mod pod_dns;
 pub mod pod_worker;
 pub mod probes;

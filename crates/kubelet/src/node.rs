@@ -38,6 +38,8 @@ pub struct NodeAgent {
     pub kubelet_port: u16,
     pub runtime_version: String,
     pub network_tx: watch::Sender<Option<Arc<dyn PodNetwork>>>,
+    /// MemoryPressure and DiskPressure as the eviction manager sees them.
+    pub pressure: crate::node_pressure::PressureSlot,
 }
 
 impl NodeAgent {
@@ -174,6 +176,7 @@ impl NodeAgent {
 
     fn status(&self, old: Option<&NodeStatus>, not_ready: Option<&str>, now: &str) -> NodeStatus {
         let capacity = capacity(&self.config.root_dir);
+        let pressure = *self.pressure.borrow();
         let condition = |type_: &str, ok: bool, reason: &str, message: &str| {
             let status = if ok { "True" } else { "False" }.to_string();
             let previous = old.and_then(|s| s.conditions.iter().find(|c| c.r#type == type_));
@@ -199,18 +202,36 @@ impl NodeAgent {
             capacity,
             phase: String::new(),
             conditions: vec![
-                condition(
-                    "MemoryPressure",
-                    false,
-                    "KubeletHasSufficientMemory",
-                    "kubelet has sufficient memory available",
-                ),
-                condition(
-                    "DiskPressure",
-                    false,
-                    "KubeletHasNoDiskPressure",
-                    "kubelet has no disk pressure",
-                ),
+                if pressure.memory {
+                    condition(
+                        "MemoryPressure",
+                        true,
+                        "KubeletHasInsufficientMemory",
+                        "kubelet has insufficient memory available",
+                    )
+                } else {
+                    condition(
+                        "MemoryPressure",
+                        false,
+                        "KubeletHasSufficientMemory",
+                        "kubelet has sufficient memory available",
+                    )
+                },
+                if pressure.disk {
+                    condition(
+                        "DiskPressure",
+                        true,
+                        "KubeletHasDiskPressure",
+                        "kubelet has disk pressure",
+                    )
+                } else {
+                    condition(
+                        "DiskPressure",
+                        false,
+                        "KubeletHasNoDiskPressure",
+                        "kubelet has no disk pressure",
+                    )
+                },
                 condition(
                     "PIDPressure",
                     false,
@@ -305,7 +326,10 @@ impl NodeAgent {
     /// `node_status_update_frequency`, faster (every second at most) while the network waits
     /// for a CIDR so pods start as soon as node-ipam assigns one.
     pub async fn heartbeat_loop(self: Arc<Self>) {
+        let mut pressure = self.pressure.clone();
         loop {
+            // what this status update posts counts as seen
+            let _ = pressure.borrow_and_update();
             if let Err(e) = self.update_status().await {
                 tracing::warn!(node = %self.config.node_name, "updating node status: {e:#}");
             }
@@ -316,7 +340,12 @@ impl NodeAgent {
             if self.network_tx.borrow().is_none() {
                 pause = pause.min(Duration::from_secs(1));
             }
-            tokio::time::sleep(pause).await;
+            // a pressure condition changing is posted at once, so the scheduler stops
+            // (or resumes) sending pods without waiting for the next heartbeat
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                Ok(()) = pressure.changed() => {}
+            }
         }
     }
 }
@@ -406,6 +435,7 @@ mod cloud_provider_tests {
             kubelet_port: 10250,
             runtime_version: "test".into(),
             network_tx,
+            pressure: watch::channel(Default::default()).1,
         };
         let node = agent.register().await?;
         assert_eq!(taint_keys(&node), [UNINITIALIZED_TAINT]);

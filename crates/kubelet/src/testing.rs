@@ -20,6 +20,13 @@ impl crate::Config {
         config.run_dir = node.dir().join("run");
         config.runtime_state_dir = node.dir().join("kubelet");
         config.cgroup_parent = node.cgroup_parent.clone();
+        config.containerd_root = node.containerd_root();
+        // No eviction thresholds or image garbage collection unless a test sets them: a
+        // test machine's disk may well be fuller than Kubernetes' defaults allow, and a
+        // test about something else must not see its pods evicted or images removed.
+        config.eviction_hard = Vec::new();
+        config.image_gc_high_threshold = 100;
+        config.image_gc_low_threshold = 99;
         config.node_ip = ip;
         config.listen = std::net::SocketAddr::new(ip, 0);
         config.pod_cidr = pod_cidr.map(str::to_string);

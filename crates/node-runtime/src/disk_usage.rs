@@ -3,7 +3,10 @@
 //! really uses), each hard-linked file once, without following symbolic links or
 //! crossing into other filesystems (a volume mounted inside is not the directory's own
 //! usage). The kubelet measures disk-backed emptyDir volumes with it against their
-//! `sizeLimit`.
+//! `sizeLimit`, and pods' use of the node's disk when it ranks them for eviction.
+//!
+//! [`filesystem_stats`] is the other view: how full the filesystem holding a path is
+//! (`statvfs`), the kubelet's `nodefs.*` and `imagefs.*` eviction signals.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt as _;
@@ -40,6 +43,29 @@ pub fn bytes_used(dir: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// Size and free space of a filesystem, as an unprivileged user may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FilesystemStats {
+    pub capacity_bytes: u64,
+    /// Free to unprivileged users (`f_bavail`), as `df` shows it: the blocks reserved
+    /// for root are not there for pods.
+    pub available_bytes: u64,
+    pub inodes: u64,
+    pub inodes_free: u64,
+}
+
+/// How full the filesystem holding `path` is.
+pub fn filesystem_stats(path: &Path) -> std::io::Result<FilesystemStats> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let block = st.fragment_size() as u64;
+    Ok(FilesystemStats {
+        capacity_bytes: st.blocks() as u64 * block,
+        available_bytes: st.blocks_available() as u64 * block,
+        inodes: st.files() as u64,
+        inodes_free: st.files_available() as u64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +85,19 @@ mod tests {
         std::fs::File::create(dir.path().join("sparse"))?.set_len(1 << 30)?;
         let used = bytes_used(dir.path())? - empty;
         assert!((1 << 20..(1 << 20) + (64 << 10)).contains(&used), "{used}");
+        Ok(())
+    }
+
+    #[test]
+    fn filesystem_stats_see_a_write() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let st = filesystem_stats(dir.path())?;
+        assert!(
+            st.capacity_bytes > 0 && st.available_bytes <= st.capacity_bytes,
+            "{st:?}"
+        );
+        assert!(st.inodes_free <= st.inodes, "{st:?}");
+        assert!(filesystem_stats(Path::new("/nonexistent/rkube-df")).is_err());
         Ok(())
     }
 

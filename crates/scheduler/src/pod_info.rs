@@ -206,6 +206,22 @@ pub struct PodInfo {
     pub waiting_claims: Vec<String>,
 }
 
+/// The taint the node-lifecycle controller puts on a node reporting MemoryPressure.
+pub const MEMORY_PRESSURE_TAINT: &str = "node.kubernetes.io/memory-pressure";
+
+/// BestEffort QoS: no container (init containers included) requests or limits anything
+/// (a zero quantity counts as none, as in Kubernetes).
+pub fn is_best_effort(spec: &rkube_api::core::v1::PodSpec) -> bool {
+    spec.init_containers.iter().chain(&spec.containers).all(|c| {
+        c.resources.as_ref().is_none_or(|r| {
+            r.requests
+                .values()
+                .chain(r.limits.values())
+                .all(|q| q.nanos().map_or(true, |v| v == 0))
+        })
+    })
+}
+
 /// A pod the scheduler cannot even start to place: the message says which
 /// field and why.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -278,6 +294,18 @@ impl PodInfo {
             info.preferred_affinity = na.preferred_during_scheduling_ignored_during_execution.clone();
         }
         info.tolerations = spec.tolerations.clone();
+        if !is_best_effort(spec) {
+            // As Kubernetes does: Guaranteed and Burstable pods are taken to cope with a
+            // node's memory pressure, so only new BestEffort pods are kept off it
+            // (CheckNodeMemoryPressure); disk pressure keeps every pod off.
+            info.tolerations.push(Toleration {
+                key: MEMORY_PRESSURE_TAINT.into(),
+                operator: "Exists".into(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+                toleration_seconds: None,
+            });
+        }
         info.affinity = PodAffinityInfo::of(pod)?;
         for (i, c) in spec.topology_spread_constraints.iter().enumerate() {
             let field = format!("spec.topologySpreadConstraints[{i}]");

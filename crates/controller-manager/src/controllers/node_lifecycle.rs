@@ -37,6 +37,12 @@ pub const NAME: &str = "node-lifecycle";
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// NoSchedule taints that follow the kubelet's pressure conditions.
+pub const PRESSURE_TAINTS: &[(&str, &str)] = &[
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
 const BY_NODE: &str = "nodeName";
 /// The conditions a kubelet reports, all set to Unknown when it goes quiet.
 const KUBELET_CONDITIONS: &[&str] = &["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -173,7 +179,10 @@ pub fn unknown_status(
 
 /// The node's taints with not-ready/unreachable NoExecute set from its
 /// Ready condition: Unknown → unreachable, False → not-ready, True (or
-/// never reported) → neither. A taint already there keeps its timeAdded.
+/// never reported) → neither; and a NoSchedule taint for each pressure
+/// condition that is True (Kubernetes' TaintNodesByCondition), so the
+/// scheduler keeps new pods off a node short of memory, disk or PIDs. A
+/// taint already there keeps its timeAdded.
 pub fn desired_taints(node: &Node, now: DateTime<Utc>) -> Vec<Taint> {
     let current = node.spec.as_ref().map(|s| s.taints.clone()).unwrap_or_default();
     let want = match ready_status(node) {
@@ -195,6 +204,21 @@ pub fn desired_taints(node: &Node, now: DateTime<Utc>) -> Vec<Taint> {
                 value: String::new(),
                 effect: "NoExecute".into(),
                 time_added: rkube_api::time::format(now),
+            });
+        }
+    }
+    for (kind, key) in PRESSURE_TAINTS {
+        let pressure = condition(node, kind).is_some_and(|c| c.status == "True");
+        let ours = |t: &Taint| t.key == *key && t.effect == "NoSchedule";
+        if !pressure {
+            taints.retain(|t| !ours(t));
+        } else if !taints.iter().any(ours) {
+            // Kubernetes leaves timeAdded unset on NoSchedule taints
+            taints.push(Taint {
+                key: key.to_string(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+                time_added: String::new(),
             });
         }
     }
@@ -296,7 +320,7 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
         }
     }
 
-    // 2. Taints follow Ready.
+    // 2. Taints follow Ready and the pressure conditions.
     let taints = desired_taints(&node, now);
     let current = node.spec.as_ref().map(|s| s.taints.clone()).unwrap_or_default();
     if taints != current {
@@ -305,7 +329,7 @@ async fn reconcile(key: String, state: Arc<State>) -> Result<Action, Error> {
         let mut desired = node.clone();
         desired.spec.get_or_insert_with(Default::default).taints = taints;
         node = node_api.update(&desired).await?;
-        tracing::info!(node = %key, ready = ready_status(&node), "NoExecute taints updated");
+        tracing::info!(node = %key, ready = ready_status(&node), "taints updated from the node's conditions");
         if added_not_ready {
             record(
                 ctx,
@@ -578,6 +602,46 @@ mod tests {
         n.status.as_mut().unwrap().conditions[0].status = "True".into();
         n.spec.as_mut().unwrap().taints = swapped;
         assert_eq!(desired_taints(&n, now).len(), 1);
+    }
+
+    #[test]
+    fn pressure_conditions_taint_the_node_no_schedule_while_they_last() {
+        let now = t("2024-05-01T12:00:00Z");
+        let mut n = node("True", "2024-05-01T12:00:00Z");
+        let pressure = |kind: &str, status: &str| NodeCondition {
+            r#type: kind.into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        let conditions = &mut n.status.as_mut().unwrap().conditions;
+        conditions.push(pressure("DiskPressure", "True"));
+        conditions.push(pressure("MemoryPressure", "False"));
+        let taints = desired_taints(&n, now);
+        assert_eq!(
+            taints,
+            [Taint {
+                key: "node.kubernetes.io/disk-pressure".into(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+                time_added: String::new(),
+            }]
+        );
+        n.spec.as_mut().unwrap().taints = taints.clone();
+        assert_eq!(desired_taints(&n, now), taints, "already there: no change");
+
+        // memory pressure too, then the disk recovers
+        let conditions = &mut n.status.as_mut().unwrap().conditions;
+        conditions[2].status = "True".into();
+        conditions[1].status = "False".into();
+        let keys: Vec<String> = desired_taints(&n, now).into_iter().map(|t| t.key).collect();
+        assert_eq!(keys, ["node.kubernetes.io/memory-pressure"]);
+        // a kubelet gone quiet (Unknown) is not under pressure: the unreachable taint says enough
+        let conditions = &mut n.status.as_mut().unwrap().conditions;
+        for c in conditions.iter_mut() {
+            c.status = "Unknown".into();
+        }
+        let keys: Vec<String> = desired_taints(&n, now).into_iter().map(|t| t.key).collect();
+        assert_eq!(keys, [TAINT_UNREACHABLE]);
     }
 
     #[test]

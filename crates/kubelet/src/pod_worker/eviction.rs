@@ -1,5 +1,7 @@
 //! Eviction of a pod whose disk-backed emptyDir outgrew its `sizeLimit` (Kubernetes'
-//! eviction manager, `localStorageEviction`): each such volume of a running pod is
+//! eviction manager, `localStorageEviction`), or that the node-pressure eviction manager
+//! chose (`crate::node_pressure`; it hands the pod's worker the message through
+//! `Shared::evictions`, and the rest is the same). Each limited volume of a running pod is
 //! measured at most every `eviction_monitoring_period` (`du`'s count, see
 //! [`disk_usage`]); the first one over its limit evicts the pod. Its containers are
 //! killed at once, the pod turns `Failed` with reason `Evicted` and Kubernetes' message

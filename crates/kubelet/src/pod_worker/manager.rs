@@ -118,6 +118,17 @@ impl PodManager {
         }
     }
 
+    /// Evicts pod `uid` (node pressure): its worker kills its containers and reports it
+    /// Failed with reason `Evicted` and `message`, as for an emptyDir over its sizeLimit.
+    pub fn evict(&self, uid: &str, message: String) {
+        self.shared
+            .evictions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string(), message);
+        self.wake(Some(uid));
+    }
+
     /// Makes the worker of pod `uid` (every worker for `None`) sync now.
     pub(super) fn wake(&self, uid: Option<&str>) {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());

@@ -12,7 +12,8 @@
 //! * `images`: image pulls with pull secrets and back-off;
 //! * `status`: the pod status from what the runtime reports, and writing it;
 //! * `termination`: stopping a deleted pod's containers within its grace period;
-//! * `eviction`: evicting a pod whose disk-backed emptyDir outgrew its `sizeLimit`.
+//! * `eviction`: evicting a pod whose disk-backed emptyDir outgrew its `sizeLimit`, or
+//!   that the node-pressure eviction manager (`crate::node_pressure`) chose.
 
 mod eviction;
 mod hooks;
@@ -58,6 +59,9 @@ pub struct Shared {
     /// The cluster CA the kubelet verifies the apiserver with (PEM): `ca.crt` of pods'
     /// ServiceAccount volumes.
     pub cluster_ca: Option<Vec<u8>>,
+    /// Pods the node-pressure eviction manager evicts, by uid, with the status message;
+    /// each pod's worker takes its entry and carries the eviction out.
+    pub evictions: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -75,6 +79,14 @@ impl Shared {
                 tracing::debug!(pod = %reference.name, "recording event {reason}: {e}");
             }
         });
+    }
+
+    /// The node-pressure eviction of pod `uid`, if one was asked for (taken: once).
+    pub(super) fn take_eviction(&self, uid: &str) -> Option<String> {
+        self.evictions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid)
     }
 
     pub(super) fn current_network(&self) -> Option<Arc<dyn rkube_node_runtime::network::PodNetwork>> {

@@ -80,8 +80,14 @@ impl PodWorker {
         }
         let mut already_terminal =
             matches!(current_phase(pod, &self.written).as_str(), "Succeeded" | "Failed");
+        if let Some(message) = self.shared.take_eviction(&self.uid) {
+            if self.evicted.is_none() && !already_terminal {
+                self.shared.event(pod, true, "Evicted", message.clone());
+                self.evicted = Some(message);
+            }
+        }
         if self.evicted.is_some() {
-            // a retry of what an eviction left undone (a container that did not stop)
+            // the eviction, or a retry of what it left undone (a container that did not stop)
             self.finish_eviction(pod).await;
         } else if !already_terminal {
             if let Some(wait) = self.check_local_storage(pod, &spec).await {

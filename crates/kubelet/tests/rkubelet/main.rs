@@ -7,6 +7,7 @@ mod daemon;
 mod lifecycle;
 mod logs;
 mod pod_config;
+mod pressure;
 
 use std::time::Duration;
 

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 
 use super::{
     labels, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats, ContainerStatus,
-    ContainerSummary, Error, ExecOutput, ExecRequest, ImageConfig, ImageInfo, PullOptions, RuntimeEvent,
+    ContainerSummary, Error, ExecOutput, ExecRequest, ImageConfig, ImageInfo, ImageSummary, PullOptions,
+    RuntimeEvent,
 };
 use crate::image::{PullError, Reference};
 
@@ -196,7 +197,8 @@ impl ContainerRuntime for FakeRuntime {
             config_digest: fake_digest(&format!("config {name}")),
             manifest_digest: digest,
             chain_id: fake_digest(&format!("chain {name}")),
-            size: 0,
+            // every fake image weighs a MiB, so image garbage collection has bytes to count
+            size: 1 << 20,
             config,
         };
         state.images.insert(name, info.clone());
@@ -206,6 +208,23 @@ impl ContainerRuntime for FakeRuntime {
     async fn image_present(&self, reference: &str) -> Result<Option<ImageInfo>, Error> {
         let name = Reference::parse(reference).map_err(PullError::from)?.name();
         Ok(self.lock().images.get(&name).cloned())
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, Error> {
+        let state = self.lock();
+        Ok(state
+            .images
+            .values()
+            .map(|i| ImageSummary {
+                name: i.name.clone(),
+                size: i.size,
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<(), Error> {
+        self.lock().images.remove(name);
+        Ok(())
     }
 
     async fn create_container(&self, config: &ContainerConfig) -> Result<ContainerId, Error> {

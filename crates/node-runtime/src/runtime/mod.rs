@@ -120,6 +120,15 @@ pub struct ImageInfo {
     pub config: ImageConfig,
 }
 
+/// An image record on the node, for image garbage collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// Normalised reference, as [`ImageInfo::name`] and [`ContainerSummary::image`] have it.
+    pub name: String,
+    /// Sum of the compressed layer sizes (0 when the image's documents are unreadable).
+    pub size: u64,
+}
+
 /// How a container reaches the network.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ContainerNetwork {
@@ -457,6 +466,19 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// The image if it is pulled and unpacked on this node.
     async fn image_present(&self, reference: &str) -> Result<Option<ImageInfo>, Error>;
+
+    /// Every image record in rkube's containerd namespace (image garbage collection).
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes the image record `name` (normalised) and waits until containerd has
+    /// collected the blobs and snapshots nothing else uses. Removing an image that does
+    /// not exist succeeds.
+    async fn remove_image(&self, name: &str) -> Result<(), Error> {
+        let _ = name;
+        Ok(())
+    }
 
     /// Creates (does not start) a container; the image must be present.
     async fn create_container(&self, config: &ContainerConfig) -> Result<ContainerId, Error>;

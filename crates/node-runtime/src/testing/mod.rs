@@ -123,6 +123,12 @@ impl TestNode {
         self.dir.path()
     }
 
+    /// containerd's root directory (its content store and snapshots: the image
+    /// filesystem).
+    pub fn containerd_root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
     fn write_containerd_config(&self) -> anyhow::Result<PathBuf> {
         let d = self.dir.path();
         let config = format!(
@@ -148,7 +154,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
 "#,
-            root = d.join("root").display(),
+            root = self.containerd_root().display(),
             state = d.join("state").display(),
             socket = self.socket.display(),
             opt = d.join("opt").display(),

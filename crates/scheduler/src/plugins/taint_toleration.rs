@@ -115,6 +115,35 @@ mod tests {
     }
 
     #[test]
+    fn a_node_under_pressure_gets_no_new_pods() {
+        let mut n = node("n1", "1", "1Gi");
+        n.spec.get_or_insert_with(Default::default).taints =
+            vec![taint("node.kubernetes.io/disk-pressure", "", "NoSchedule")];
+        let best_effort = pod("be", "0", "0");
+        let burstable = pod("b", "100m", "64Mi");
+        for p in [&best_effort, &burstable] {
+            assert_eq!(
+                check_filter(&TaintToleration, p, &n),
+                Err(vec![
+                    "node(s) had untolerated taint {node.kubernetes.io/disk-pressure: }".to_string()
+                ])
+            );
+        }
+        // memory pressure keeps off only BestEffort pods, as Kubernetes does
+        n.spec.as_mut().unwrap().taints =
+            vec![taint(crate::pod_info::MEMORY_PRESSURE_TAINT, "", "NoSchedule")];
+        assert_eq!(
+            check_filter(&TaintToleration, &best_effort, &n),
+            Err(vec![
+                "node(s) had untolerated taint {node.kubernetes.io/memory-pressure: }".to_string()
+            ])
+        );
+        assert_eq!(check_filter(&TaintToleration, &burstable, &n), Ok(()));
+        let n2 = node("n2", "1", "1Gi");
+        assert_eq!(check_filter(&TaintToleration, &best_effort, &n2), Ok(()));
+    }
+
+    #[test]
     fn prefer_no_schedule_lowers_the_score() {
         let clean = node("clean", "1", "1Gi");
         let mut soft = node("soft", "1", "1Gi");

@@ -26,7 +26,7 @@ use super::{
 use crate::runtime::{
     cgroups, labels, spec, ContainerConfig, ContainerId, ContainerRuntime, ContainerState, ContainerStats,
     ContainerStatus, ContainerStdin, ContainerSummary, Error, ExecOutput, ExecRequest, ExecSession,
-    ImageInfo, PullOptions, RuntimeEvent,
+    ImageInfo, ImageSummary, PullOptions, RuntimeEvent,
 };
 
 impl ContainerdRuntime {
@@ -399,6 +399,14 @@ impl ContainerRuntime for ContainerdRuntime {
 
     async fn image_present(&self, reference: &str) -> Result<Option<ImageInfo>, Error> {
         self.read_image(reference).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, Error> {
+        self.list_image_records().await
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<(), Error> {
+        self.delete_image_record(name).await
     }
 
     async fn create_container(&self, config: &ContainerConfig) -> Result<ContainerId, Error> {

@@ -20,10 +20,10 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
+    ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest, DeleteImageRequest,
     DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, Info as ContentInfo, InfoRequest,
-    ReadContentRequest, UpdateImageRequest, UpdateRequest as UpdateContentRequest, WriteAction,
-    WriteContentRequest,
+    ListImagesRequest, ReadContentRequest, UpdateImageRequest, UpdateRequest as UpdateContentRequest,
+    WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor as ContainerdDescriptor;
 use futures::SinkExt as _;
@@ -36,7 +36,7 @@ use crate::image::oci::{
 };
 use crate::image::registry::{FetchedManifest, MAX_DOCUMENT_BYTES};
 use crate::image::{PullError, Reference, RegistryClient};
-use crate::runtime::{Error, ImageInfo, PullOptions};
+use crate::runtime::{Error, ImageInfo, ImageSummary, PullOptions};
 
 /// Bytes per `Content.Write` message; well under gRPC's 4 MiB default message limit.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -732,6 +732,46 @@ impl ContainerdRuntime {
             size: manifest.layers.iter().map(|l| l.size.max(0) as u64).sum(),
             config: ImageConfig::from(&config),
         }))
+    }
+
+    /// Every image record, with its size when its documents are readable.
+    pub(super) async fn list_image_records(&self) -> Result<Vec<ImageSummary>, Error> {
+        let images = ImagesClient::new(self.channel())
+            .list(self.request(ListImagesRequest { filters: Vec::new() }))
+            .await
+            .map_err(|s| self.status_error("list images", "every image", s))?
+            .into_inner()
+            .images;
+        let mut out = Vec::with_capacity(images.len());
+        for image in images {
+            // a record whose documents are gone still takes a name; it is worth removing
+            let size = match self.read_image(&image.name).await {
+                Ok(Some(info)) => info.size,
+                _ => 0,
+            };
+            out.push(ImageSummary {
+                name: image.name,
+                size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the image record; `sync` makes containerd collect the blobs and snapshots
+    /// only it held before answering, so the space is free when this returns.
+    pub(super) async fn delete_image_record(&self, name: &str) -> Result<(), Error> {
+        let result = ImagesClient::new(self.channel())
+            .delete(self.request(DeleteImageRequest {
+                name: name.to_string(),
+                sync: true,
+                target: None,
+            }))
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(self.status_error("delete image", name, s)),
+        }
     }
 
     /// A lease that expires on its own, in case this process dies before deleting it.
