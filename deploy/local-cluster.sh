@@ -38,6 +38,10 @@ RKUBECONFIG=${RKUBECONFIG:-$HOME/.rkube/config}
 REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
 INGRESS_HTTP_ADDR=${INGRESS_HTTP_ADDR:-0.0.0.0:80}
 INGRESS_HTTPS_ADDR=${INGRESS_HTTPS_ADDR:-0.0.0.0:443}
+# The kubelets' eviction thresholds. Kubernetes' defaults (nodefs.available<10%, ...) are
+# for dedicated nodes; a local cluster shares its disk with the developer's own files, and
+# a large disk 91% full still has room for pods, so the disk thresholds here are absolute.
+EVICTION_HARD=${EVICTION_HARD:-memory.available<100Mi,nodefs.available<1Gi,imagefs.available<1Gi}
 RUN=$STATE/run
 LOGS=$STATE/logs
 PKI=$STATE/pki
@@ -287,7 +291,7 @@ up() {
 		# shellcheck disable=SC2086 # the credentials are several words
 		start rkubelet "$BIN/rkubelet" --apiserver "$api" --node-name "$NODE_NAME" $creds \
 			--containerd-socket "$SYSTEM_CONTAINERD" --root-dir "$STATE/kubelet" --cloud-provider external \
-			--cluster-dns "$CLUSTER_DNS"
+			--cluster-dns "$CLUSTER_DNS" --eviction-hard "$EVICTION_HARD"
 		names+=("$NODE_NAME")
 	else
 		for i in $(seq 1 "$nodes"); do
@@ -304,7 +308,7 @@ up() {
 				--containerd-socket "/run/rkube/nodes/$i/containerd.sock" \
 				--root-dir "$STATE/nodes/$i/kubelet" --run-dir "/run/rkube/nodes/$i/kubelet" \
 				--cgroup-parent "/rkube-node-$i" --health-addr "127.0.0.1:$((10248 + 100 * i))" \
-				--cloud-provider external --cluster-dns "$CLUSTER_DNS"
+				--cloud-provider external --cluster-dns "$CLUSTER_DNS" --eviction-hard "$EVICTION_HARD"
 			names+=("node-$i")
 		done
 		# the Ingress controller on the first node, as an edge machine
