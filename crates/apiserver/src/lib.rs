@@ -25,6 +25,7 @@ pub mod managed_fields;
 pub mod master_service;
 pub mod node;
 pub mod pod_priority;
+pub mod pod_security;
 pub mod proxy;
 pub mod quota;
 pub mod rest;
