@@ -186,6 +186,24 @@ pub struct SecurityConfig {
 }
 
 impl SecurityConfig {
+    /// The certificates the apiserver uses, by flag: checked for expiry at
+    /// start and daily.
+    pub fn certificate_files(&self) -> Vec<(&'static str, PathBuf)> {
+        [
+            ("--tls-cert-file", &self.tls_cert_file),
+            ("--client-ca-file", &self.client_ca_file),
+            ("--kubelet-client-certificate", &self.kubelet_client_certificate),
+            (
+                "--kubelet-certificate-authority",
+                &self.kubelet_certificate_authority,
+            ),
+            ("--cluster-signing-cert-file", &self.cluster_signing_cert_file),
+        ]
+        .into_iter()
+        .filter_map(|(flag, path)| Some((flag, path.clone()?)))
+        .collect()
+    }
+
     /// Checks that the settings fit together; the message names the flags.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
@@ -528,6 +546,22 @@ mod security_tests {
         assert_eq!(
             s.kubelet_client_certificate.as_deref(),
             Some(std::path::Path::new("/tmp/pki/apiserver-kubelet-client.crt"))
+        );
+        // every certificate it uses is watched for expiry, by flag
+        let watched: Vec<String> = s
+            .certificate_files()
+            .iter()
+            .map(|(flag, path)| format!("{flag} {}", path.display()))
+            .collect();
+        assert_eq!(
+            watched,
+            [
+                "--tls-cert-file /tmp/pki/apiserver.crt",
+                "--client-ca-file /tmp/pki/ca.crt",
+                "--kubelet-client-certificate /tmp/pki/apiserver-kubelet-client.crt",
+                "--kubelet-certificate-authority /tmp/pki/ca.crt",
+                "--cluster-signing-cert-file /tmp/pki/ca.crt",
+            ]
         );
         let pki = c.auto_pki.expect("the PKI is created at start");
         assert_eq!(pki.url, "https://10.0.0.5:6443");

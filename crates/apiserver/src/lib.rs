@@ -116,6 +116,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     }
     let security = &config.security;
     security.validate()?;
+    let certificates = security.certificate_files();
+    rkube_client::pki::log_warnings_daily(move || {
+        let now = time::OffsetDateTime::now_utc();
+        certificates
+            .iter()
+            .flat_map(|(what, path)| rkube_client::pki::file_expiry_warnings(what, path, now))
+            .collect()
+    });
     let tls = rest::listener::tls_config(security)?;
     if tls.is_none() {
         tracing::warn!("serving plain text without authentication (--insecure): anyone who reaches the port may do anything");
