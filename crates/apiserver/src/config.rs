@@ -137,7 +137,9 @@ pub struct SecurityConfig {
     /// File holding a 32-byte key in base64 (`head -c 32 /dev/urandom |
     /// base64`): Secrets are then stored AES-256-GCM encrypted. Secrets
     /// written before stay readable and are encrypted when next written;
-    /// without the file, encrypted Secrets cannot be read.
+    /// without the file, encrypted Secrets cannot be read. Several keys,
+    /// one a line (`NAME:BASE64` or `BASE64`), rotate it: the first
+    /// encrypts, all decrypt.
     #[arg(long, value_name = "FILE")]
     pub encryption_key_file: Option<PathBuf>,
     /// PEM CA certificate that signs node client certificates

@@ -428,8 +428,9 @@ pub(crate) async fn update_object<K: Resource>(
             validate(&new, Some(&old))?;
             crate::pod_security::admit_update(&state, &new, &old)?;
         }
-        if new == old {
-            // nothing changed: no write, no new resourceVersion
+        // nothing changed: no write, no new resourceVersion (unless the
+        // Secret is encrypted with a key being rotated out)
+        if new == old && !state.encrypted.stale(&key) {
             return Ok(stamped(&kv, info));
         }
         // node ports for a type change or a new port; what is no longer held

@@ -65,6 +65,9 @@ pub struct State {
     /// `--service-account-signing-key-file`: signs and verifies
     /// ServiceAccount tokens.
     pub token_signer: Option<Arc<serviceaccount::TokenSigner>>,
+    /// The encryption layer under `store`, for what only it knows: whether
+    /// a Secret is encrypted with an old key.
+    pub encrypted: Arc<encryption::EncryptedStore>,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -175,7 +178,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     // Everything above the backend, bootstrap included, goes through the
     // encryption layer: Secrets are encrypted at rest when a key is given,
     // and an encrypted Secret read without it is a clear error.
-    let store: Arc<dyn Store> = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
+    let encrypted = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
+    let store: Arc<dyn Store> = encrypted.clone();
     bootstrap(store.as_ref()).await?;
     pod_priority::bootstrap(store.as_ref()).await?;
     repair_service_allocations(store.as_ref(), &services)?;
@@ -235,6 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         audit,
         node_signer,
         token_signer,
+        encrypted,
     });
     let service = ApiServerServer::new(service::ApiService { state: state.clone() })
         .max_decoding_message_size(config.limits.max_request_bytes)
