@@ -10,6 +10,7 @@ use crate::State;
 use rkube_api::core::v1::{Namespace, Pod, Service};
 use rkube_api::{Resource, ResourceInfo};
 use std::any::Any;
+use std::sync::{Arc, Mutex};
 
 /// Namespaces that exist from the first start and cannot be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node-lease"];
@@ -198,4 +199,47 @@ pub fn release_deleted<K: Resource>(state: &State, obj: &K) {
     if let Some(svc) = (obj as &dyn Any).downcast_ref::<Service>() {
         state.services.release(&ServiceAllocator::held_by(svc));
     }
+}
+
+/// What admission says about a request besides yes or no: warnings for the
+/// client (Kubernetes' `Warning` headers; gRPC `warning` metadata) and
+/// annotations for the request's audit event.
+#[derive(Debug, Default)]
+pub struct Notes {
+    pub warnings: Vec<String>,
+    pub audit_annotations: std::collections::BTreeMap<String, String>,
+}
+
+tokio::task_local! {
+    static NOTES: Arc<Mutex<Notes>>;
+}
+
+/// Runs a request's handler, collecting the notes admission makes on the
+/// way (a task-local, so that the generic handlers keep their signatures).
+pub async fn collecting<F: std::future::Future>(handler: F) -> (F::Output, Notes) {
+    let notes = Arc::new(Mutex::new(Notes::default()));
+    let out = NOTES.scope(notes.clone(), handler).await;
+    let notes = std::mem::take(&mut *notes.lock().unwrap_or_else(|e| e.into_inner()));
+    (out, notes)
+}
+
+fn note(f: impl FnOnce(&mut Notes)) {
+    // outside `collecting` (internal writes) there is no one to tell
+    let _ = NOTES.try_with(|n| f(&mut n.lock().unwrap_or_else(|e| e.into_inner())));
+}
+
+/// A warning for the client; the same one twice (a retried write) is sent once.
+pub fn warn(message: String) {
+    note(|n| {
+        if !n.warnings.contains(&message) {
+            n.warnings.push(message);
+        }
+    });
+}
+
+/// An annotation on the request's audit event.
+pub fn annotate_audit(key: &str, value: String) {
+    note(|n| {
+        n.audit_annotations.insert(key.to_string(), value);
+    });
 }

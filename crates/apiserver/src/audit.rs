@@ -7,6 +7,7 @@
 use crate::authn::UserInfo;
 use crate::authz::Attributes;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -29,6 +30,9 @@ struct Event<'a> {
     user: User<'a>,
     object_ref: ObjectRef<'a>,
     response_status: ResponseStatus,
+    /// What admission noted (Pod Security's `pod-security.kubernetes.io/*`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -104,7 +108,13 @@ impl AuditLog {
         })
     }
 
-    pub fn record(&self, user: &UserInfo, attrs: &Attributes, code: tonic::Code) {
+    pub fn record(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        code: tonic::Code,
+        annotations: &BTreeMap<String, String>,
+    ) {
         let event = Event {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
@@ -127,6 +137,7 @@ impl AuditLog {
             response_status: ResponseStatus {
                 code: http_code(&attrs.verb, code),
             },
+            annotations,
         };
         let mut line = match serde_json::to_vec(&event) {
             Ok(l) => l,

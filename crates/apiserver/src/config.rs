@@ -137,7 +137,9 @@ pub struct SecurityConfig {
     /// File holding a 32-byte key in base64 (`head -c 32 /dev/urandom |
     /// base64`): Secrets are then stored AES-256-GCM encrypted. Secrets
     /// written before stay readable and are encrypted when next written;
-    /// without the file, encrypted Secrets cannot be read.
+    /// without the file, encrypted Secrets cannot be read. Several keys,
+    /// one a line (`NAME:BASE64` or `BASE64`), rotate it: the first
+    /// encrypts, all decrypt.
     #[arg(long, value_name = "FILE")]
     pub encryption_key_file: Option<PathBuf>,
     /// PEM CA certificate that signs node client certificates
@@ -186,6 +188,24 @@ pub struct SecurityConfig {
 }
 
 impl SecurityConfig {
+    /// The certificates the apiserver uses, by flag: checked for expiry at
+    /// start and daily.
+    pub fn certificate_files(&self) -> Vec<(&'static str, PathBuf)> {
+        [
+            ("--tls-cert-file", &self.tls_cert_file),
+            ("--client-ca-file", &self.client_ca_file),
+            ("--kubelet-client-certificate", &self.kubelet_client_certificate),
+            (
+                "--kubelet-certificate-authority",
+                &self.kubelet_certificate_authority,
+            ),
+            ("--cluster-signing-cert-file", &self.cluster_signing_cert_file),
+        ]
+        .into_iter()
+        .filter_map(|(flag, path)| Some((flag, path.clone()?)))
+        .collect()
+    }
+
     /// Checks that the settings fit together; the message names the flags.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
@@ -528,6 +548,22 @@ mod security_tests {
         assert_eq!(
             s.kubelet_client_certificate.as_deref(),
             Some(std::path::Path::new("/tmp/pki/apiserver-kubelet-client.crt"))
+        );
+        // every certificate it uses is watched for expiry, by flag
+        let watched: Vec<String> = s
+            .certificate_files()
+            .iter()
+            .map(|(flag, path)| format!("{flag} {}", path.display()))
+            .collect();
+        assert_eq!(
+            watched,
+            [
+                "--tls-cert-file /tmp/pki/apiserver.crt",
+                "--client-ca-file /tmp/pki/ca.crt",
+                "--kubelet-client-certificate /tmp/pki/apiserver-kubelet-client.crt",
+                "--kubelet-certificate-authority /tmp/pki/ca.crt",
+                "--cluster-signing-cert-file /tmp/pki/ca.crt",
+            ]
         );
         let pki = c.auto_pki.expect("the PKI is created at start");
         assert_eq!(pki.url, "https://10.0.0.5:6443");

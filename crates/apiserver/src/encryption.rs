@@ -17,6 +17,13 @@
 //! Kubernetes' EncryptionConfiguration): `head -c 32 /dev/urandom | base64`.
 //! Losing it loses the Secrets; keep a copy where the data directory's
 //! backups are not.
+//!
+//! Several keys, one a line (`NAME:BASE64`, or `BASE64` named `keyN` by its
+//! line), rotate it as Kubernetes' provider lists do: the first encrypts,
+//! all decrypt. A value names the key it was written with; a Secret read
+//! with another than the first is *stale*, and an update rewrites it even
+//! when nothing else changed, so replacing every Secret moves them all to
+//! the first key (the README gives the procedure).
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::Aes256Gcm;
@@ -30,46 +37,79 @@ use rkube_store::{
 use std::path::Path;
 use std::sync::Arc;
 
-/// What starts an encrypted value: provider, format version and key name.
-pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:aesgcm:v1:key1:";
+/// What starts an encrypted value: provider and format version, then the
+/// key's name and `:`.
+pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:aesgcm:v1:";
 /// What any encrypted value starts with, whatever the provider or key.
 const ANY_ENCRYPTED: &[u8] = b"k8s:enc:";
 const NONCE_BYTES: usize = 12;
 /// The storage prefix of the kinds that are encrypted (see `handlers::storage_prefix`).
 const ENCRYPTED_PREFIXES: &[&str] = &["core/secrets/"];
 
-/// The AES-256-GCM key from `--encryption-key-file`. Not `Debug`: it must
-/// never reach a log line.
+/// The AES-256-GCM keys from `--encryption-key-file`, the first the one
+/// that encrypts. Not `Debug`: they must never reach a log line.
 #[derive(Clone)]
-pub struct EncryptionKey(Arc<Aes256Gcm>);
+pub struct EncryptionKey(Arc<Vec<(String, Aes256Gcm)>>);
 
 impl EncryptionKey {
-    /// Reads the key file: 32 bytes, base64 text (surrounding whitespace is
-    /// ignored). Errors name the file and say how to make a good one.
+    /// Reads the key file: one key a line, 32 bytes in base64, optionally
+    /// named (`NAME:BASE64`); blank lines and `#` comments are skipped.
+    /// Errors name the file and line and say how to make a good key.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read --encryption-key-file {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|why| {
             anyhow::anyhow!(
-                "--encryption-key-file {}: {why}; it must hold 32 random bytes in base64, made with \
-                 `head -c 32 /dev/urandom | base64`",
+                "--encryption-key-file {}: {why}; each line must hold 32 random bytes in base64 \
+                 (optionally `NAME:` first), made with `head -c 32 /dev/urandom | base64`",
                 path.display()
             )
         })
     }
 
     fn parse(text: &str) -> Result<Self, String> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| "the file is not base64 text".to_string())?;
-        if raw.len() != 32 {
-            return Err(format!(
-                "the key is {} bytes, AES-256 needs exactly 32",
-                raw.len()
-            ));
+        let mut keys: Vec<(String, Aes256Gcm)> = Vec::new();
+        let lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+        for (n, line) in lines.filter(|(_, l)| !l.is_empty() && !l.starts_with('#')) {
+            let (name, b64) = match line.split_once(':') {
+                Some((name, b64)) => (name.trim().to_string(), b64.trim()),
+                None => (format!("key{}", keys.len() + 1), line),
+            };
+            let where_ = format!("line {n}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "{where_}: the key name {name:?} must be letters, digits, - or _"
+                ));
+            }
+            if keys.iter().any(|(k, _)| *k == name) {
+                return Err(format!("{where_}: a second key named {name:?}"));
+            }
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| format!("{where_}: the key is not base64 text"))?;
+            if raw.len() != 32 {
+                return Err(format!(
+                    "{where_}: the key is {} bytes, AES-256 needs exactly 32",
+                    raw.len()
+                ));
+            }
+            let cipher =
+                Aes256Gcm::new_from_slice(&raw).map_err(|_| format!("{where_}: the key is not 32 bytes"))?;
+            keys.push((name, cipher));
         }
-        let cipher = Aes256Gcm::new_from_slice(&raw).map_err(|_| "the key is not 32 bytes".to_string())?;
-        Ok(EncryptionKey(Arc::new(cipher)))
+        if keys.is_empty() {
+            return Err("the file holds no key".into());
+        }
+        Ok(EncryptionKey(Arc::new(keys)))
+    }
+
+    /// The key that encrypts: the first.
+    fn primary(&self) -> &(String, Aes256Gcm) {
+        &self.0[0]
     }
 }
 
@@ -106,12 +146,12 @@ impl EncryptedStore {
     }
 
     fn encrypt(&self, key: &str, value: Bytes) -> Result<Bytes, StoreError> {
-        let Some(cipher) = self.key.as_ref().filter(|_| Self::covers(key)) else {
+        let Some(keys) = self.key.as_ref().filter(|_| Self::covers(key)) else {
             return Ok(value);
         };
+        let (name, cipher) = keys.primary();
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let sealed = cipher
-            .0
             .encrypt(
                 &nonce,
                 Payload {
@@ -120,18 +160,30 @@ impl EncryptedStore {
                 },
             )
             .map_err(|_| untransformable(key, format!("{} cannot be encrypted", describe(key))))?;
-        let mut out = Vec::with_capacity(ENCRYPTED_PREFIX.len() + NONCE_BYTES + sealed.len());
+        let mut out =
+            Vec::with_capacity(ENCRYPTED_PREFIX.len() + name.len() + 1 + NONCE_BYTES + sealed.len());
         out.extend_from_slice(ENCRYPTED_PREFIX);
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         Ok(Bytes::from(out))
     }
 
     fn decrypt_value(&self, key: &str, value: &Bytes) -> Result<Option<Bytes>, StoreError> {
+        self.open(key, value).map(|o| o.map(|(plain, _)| plain))
+    }
+
+    /// The plain value of an encrypted one, and whether it was written
+    /// with another key than the first; `None` for a value stored plain.
+    fn open(&self, key: &str, value: &Bytes) -> Result<Option<(Bytes, bool)>, StoreError> {
         if !value.starts_with(ANY_ENCRYPTED) {
             return Ok(None); // stored before encryption was turned on
         }
-        let Some(body) = value.strip_prefix(ENCRYPTED_PREFIX) else {
+        let named = value
+            .strip_prefix(ENCRYPTED_PREFIX)
+            .and_then(|rest| Some(rest.split_at(rest.iter().position(|b| *b == b':')?)));
+        let Some((name, body)) = named else {
             let end = value.len().min(64);
             let head = String::from_utf8_lossy(&value[..end]);
             let provider = head.split(':').take(5).collect::<Vec<_>>().join(":");
@@ -145,7 +197,8 @@ impl EncryptedStore {
                 ),
             ));
         };
-        let Some(cipher) = &self.key else {
+        let body = &body[1..];
+        let Some(keys) = &self.key else {
             return Err(untransformable(
                 key,
                 format!(
@@ -160,8 +213,10 @@ impl EncryptedStore {
                 key,
                 format!(
                     "{} cannot be decrypted: the --encryption-key-file does not match the key it was \
-                     encrypted with; restart the apiserver with the original key file",
-                    describe(key)
+                     encrypted with ({:?}; none of the file's keys opens it); restart the apiserver \
+                     with a key file holding that key",
+                    describe(key),
+                    String::from_utf8_lossy(name)
                 ),
             )
         };
@@ -169,17 +224,33 @@ impl EncryptedStore {
             return Err(wrong_key());
         }
         let (nonce, sealed) = body.split_at(NONCE_BYTES);
-        let plain = cipher
-            .0
-            .decrypt(
-                aes_gcm::Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: key.as_bytes(),
-                },
-            )
-            .map_err(|_| wrong_key())?;
-        Ok(Some(Bytes::from(plain)))
+        // the key it names first; then the others, in case it was renamed
+        let mut order: Vec<usize> = (0..keys.0.len()).collect();
+        order.sort_by_key(|i| keys.0[*i].0.as_bytes() != name);
+        for i in order {
+            let payload = Payload {
+                msg: sealed,
+                aad: key.as_bytes(),
+            };
+            if let Ok(plain) = keys.0[i].1.decrypt(aes_gcm::Nonce::from_slice(nonce), payload) {
+                return Ok(Some((Bytes::from(plain), i != 0)));
+            }
+        }
+        Err(wrong_key())
+    }
+
+    /// Whether the Secret stored at `key` is encrypted with another key
+    /// than the first (or not at all while a key is given): an update then
+    /// writes it again even if nothing changed, which is how rotation
+    /// re-encrypts every Secret.
+    pub fn stale(&self, key: &str) -> bool {
+        if self.key.is_none() || !Self::covers(key) {
+            return false;
+        }
+        match self.inner.get(key) {
+            Some(kv) => !matches!(self.open(key, &kv.value), Ok(Some((_, false)))),
+            None => false,
+        }
     }
 
     fn decrypt(&self, mut kv: KeyValue) -> Result<KeyValue, StoreError> {
@@ -357,6 +428,43 @@ mod tests {
             .is_none());
         // a ciphertext copied under another name does not decrypt
         assert!(s.decrypt_value("core/secrets/default/other", &sealed).is_err());
+    }
+
+    #[test]
+    fn several_keys_the_first_encrypts_all_decrypt() {
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let k = "core/secrets/default/db";
+        let old = layer(Some(key()));
+        let sealed_old = old.encrypt(k, Bytes::from_static(b"v")).unwrap();
+        assert!(sealed_old.starts_with(b"k8s:enc:aesgcm:v1:key1:"));
+        // the new key first, under a name; the old one second (renamed: still found)
+        let both = EncryptionKey::parse(&format!("# rotation\nnew:{}\n\nold:{}\n", b64(9), b64(7))).unwrap();
+        let s = layer(Some(both));
+        let sealed_new = s.encrypt(k, Bytes::from_static(b"v")).unwrap();
+        assert!(sealed_new.starts_with(b"k8s:enc:aesgcm:v1:new:"));
+        assert_eq!(
+            s.open(k, &sealed_old).unwrap().unwrap(),
+            (Bytes::from_static(b"v"), true)
+        );
+        assert_eq!(
+            s.open(k, &sealed_new).unwrap().unwrap(),
+            (Bytes::from_static(b"v"), false)
+        );
+        // bare keys are named by their place
+        let bare = EncryptionKey::parse(&format!("{}\n{}\n", b64(1), b64(2))).unwrap();
+        let names: Vec<&str> = bare.0.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["key1", "key2"]);
+        for (text, why) in [
+            ("", "holds no key"),
+            (
+                &format!("a:{}\na:{}", b64(1), b64(2)) as &str,
+                "line 2: a second key named \"a\"",
+            ),
+            (&format!("bad name:{}", b64(1)), "line 1: the key name"),
+        ] {
+            let err = EncryptionKey::parse(text).err().unwrap();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

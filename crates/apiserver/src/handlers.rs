@@ -145,6 +145,7 @@ pub async fn create<K: Resource>(
     managed_fields::on_create(&mut obj, Tracking::of(writer))?;
     validate(&obj, None)?;
     admission::check_namespace(&state, info, &namespace)?;
+    crate::pod_security::admit_create(&state, &obj)?;
     if req.dry_run {
         crate::quota::charge(&state, &obj)?;
         return Ok(rkube_api::to_any(&obj));
@@ -425,9 +426,11 @@ pub(crate) async fn update_object<K: Resource>(
         }
         if !status {
             validate(&new, Some(&old))?;
+            crate::pod_security::admit_update(&state, &new, &old)?;
         }
-        if new == old {
-            // nothing changed: no write, no new resourceVersion
+        // nothing changed: no write, no new resourceVersion (unless the
+        // Secret is encrypted with a key being rotated out)
+        if new == old && !state.encrypted.stale(&key) {
             return Ok(stamped(&kv, info));
         }
         // node ports for a type change or a new port; what is no longer held

@@ -25,6 +25,7 @@ pub mod managed_fields;
 pub mod master_service;
 pub mod node;
 pub mod pod_priority;
+pub mod pod_security;
 pub mod proxy;
 pub mod quota;
 pub mod rest;
@@ -64,6 +65,9 @@ pub struct State {
     /// `--service-account-signing-key-file`: signs and verifies
     /// ServiceAccount tokens.
     pub token_signer: Option<Arc<serviceaccount::TokenSigner>>,
+    /// The encryption layer under `store`, for what only it knows: whether
+    /// a Secret is encrypted with an old key.
+    pub encrypted: Arc<encryption::EncryptedStore>,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -115,6 +119,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     }
     let security = &config.security;
     security.validate()?;
+    let certificates = security.certificate_files();
+    rkube_client::pki::log_warnings_daily(move || {
+        let now = time::OffsetDateTime::now_utc();
+        certificates
+            .iter()
+            .flat_map(|(what, path)| rkube_client::pki::file_expiry_warnings(what, path, now))
+            .collect()
+    });
     let tls = rest::listener::tls_config(security)?;
     if tls.is_none() {
         tracing::warn!("serving plain text without authentication (--insecure): anyone who reaches the port may do anything");
@@ -166,7 +178,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     // Everything above the backend, bootstrap included, goes through the
     // encryption layer: Secrets are encrypted at rest when a key is given,
     // and an encrypted Secret read without it is a clear error.
-    let store: Arc<dyn Store> = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
+    let encrypted = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
+    let store: Arc<dyn Store> = encrypted.clone();
     bootstrap(store.as_ref()).await?;
     pod_priority::bootstrap(store.as_ref()).await?;
     repair_service_allocations(store.as_ref(), &services)?;
@@ -226,6 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         audit,
         node_signer,
         token_signer,
+        encrypted,
     });
     let service = ApiServerServer::new(service::ApiService { state: state.clone() })
         .max_decoding_message_size(config.limits.max_request_bytes)

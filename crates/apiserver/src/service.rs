@@ -1,6 +1,7 @@
 //! The gRPC service: resolves which kind a call is about and hands it to
 //! the generic handler for that kind.
 
+use crate::admission::Notes;
 use crate::authn::UserInfo;
 use crate::authz::{Attributes, RBAC_GROUP};
 use crate::error::{ApiError, ApiResult};
@@ -17,6 +18,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+
+/// The gRPC response metadata carrying admission's warnings, one entry each
+/// (the REST face turns them into `Warning: 299 - "..."` headers).
+pub const WARNING_METADATA: &str = "warning";
 
 pub struct ApiService {
     pub state: Arc<State>,
@@ -188,9 +193,19 @@ impl ApiService {
     }
 
     fn audit(&self, user: &UserInfo, attrs: &Attributes, code: tonic::Code) {
+        self.audit_annotated(user, attrs, code, &Default::default());
+    }
+
+    fn audit_annotated(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        code: tonic::Code,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) {
         if let Some(log) = &self.state.audit {
             if crate::audit::audited(attrs) {
-                log.record(user, attrs, code);
+                log.record(user, attrs, code, annotations);
             }
         }
     }
@@ -213,6 +228,16 @@ impl ApiService {
     /// After a mutating call: audits it and, for RBAC kinds, drops the
     /// authorizer's snapshot so the change applies to the next request.
     fn finish<T>(&self, user: &UserInfo, attrs: &Attributes, result: ApiResult<T>) -> Result<T, Status> {
+        self.finish_noted(user, attrs, result, &Notes::default())
+    }
+
+    fn finish_noted<T>(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        result: ApiResult<T>,
+        notes: &Notes,
+    ) -> Result<T, Status> {
         if attrs.group == RBAC_GROUP && result.is_ok() {
             self.state.authz.invalidate();
         }
@@ -221,8 +246,28 @@ impl ApiService {
             .as_ref()
             .map(|_| tonic::Code::Ok)
             .unwrap_or_else(|s| s.code());
-        self.audit(user, attrs, code);
+        self.audit_annotated(user, attrs, code, &notes.audit_annotations);
         result
+    }
+
+    /// A write that admission may note on: audited with admission's
+    /// annotations, answered with its warnings.
+    fn finish_write(
+        &self,
+        user: &UserInfo,
+        attrs: &Attributes,
+        (result, notes): (ApiResult<Any>, Notes),
+    ) -> Result<Response<rpc::ObjectResponse>, Status> {
+        let mut resp = object(self.finish_noted(user, attrs, result, &notes)?);
+        for w in &notes.warnings {
+            match tonic::metadata::MetadataValue::try_from(w.as_str()) {
+                Ok(v) => {
+                    resp.metadata_mut().append(WARNING_METADATA, v);
+                }
+                Err(_) => tracing::debug!("a warning that is not ASCII is not sent: {w}"),
+            }
+        }
+        Ok(resp)
     }
 }
 
@@ -246,8 +291,8 @@ impl ApiServer for ApiService {
         let a = attrs("create", info, &write_namespace(&req.namespace, &obj_ns), "");
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &obj_name)?;
-        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::CreateRequest, Writer) => Any, |s, r| handlers::create::<K>(s, r.0, &r.1)).await;
-        Ok(object(self.finish(&user, &a, res)?))
+        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::CreateRequest, Writer) => Any, |s, r| handlers::create::<K>(s, r.0, &r.1))).await;
+        self.finish_write(&user, &a, res)
     }
 
     async fn get(&self, req: Request<rpc::GetRequest>) -> Result<Response<rpc::ObjectResponse>, Status> {
@@ -285,8 +330,8 @@ impl ApiServer for ApiService {
         let a = attrs("update", info, &write_namespace("", &ns), &name);
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &name)?;
-        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, false, &r.1)).await;
-        Ok(object(self.finish(&user, &a, res)?))
+        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, false, &r.1))).await;
+        self.finish_write(&user, &a, res)
     }
 
     async fn update_status(
@@ -308,8 +353,8 @@ impl ApiServer for ApiService {
             ))
             .into());
         }
-        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, true, &r.1)).await;
-        Ok(object(self.finish(&user, &a, res)?))
+        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, true, &r.1))).await;
+        self.finish_write(&user, &a, res)
     }
 
     async fn patch(&self, req: Request<rpc::PatchRequest>) -> Result<Response<rpc::ObjectResponse>, Status> {
@@ -321,8 +366,8 @@ impl ApiServer for ApiService {
             .with_subresource(&req.subresource);
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &req.name)?;
-        let res = dispatch!(info, self.state.clone(), (req, writer), (rpc::PatchRequest, Writer) => Any, |s, r| handlers::patch::<K>(s, r.0, &r.1)).await;
-        Ok(object(self.finish(&user, &a, res)?))
+        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::PatchRequest, Writer) => Any, |s, r| handlers::patch::<K>(s, r.0, &r.1))).await;
+        self.finish_write(&user, &a, res)
     }
 
     async fn delete(

@@ -286,3 +286,51 @@ async fn rkubectl_get_secret_yaml_shows_data_in_base64() {
     );
     server.stop().await.unwrap();
 }
+
+/// Key rotation as the README gives it: the new key first in the file, a
+/// restart, every Secret replaced unchanged (as `kubectl replace` does),
+/// then the old key dropped.
+#[tokio::test]
+async fn rotating_the_key_rewrites_every_secret_with_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, old_key, server, _) = boot_with_secret_and_config_map(dir.path()).await;
+    server.stop().await.unwrap();
+    let old = std::fs::read_to_string(&old_key).unwrap();
+    let new = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let both = dir.path().join("both");
+    std::fs::write(&both, format!("# rotation\nkey2:{new}\nkey1:{}\n", old.trim())).unwrap();
+
+    let (server, mut c) = boot(&data, Some(&both)).await;
+    create(&mut c, &secret("fresh", b"after-rotation")).await.unwrap();
+    let before: Secret = get(&mut c, "default", "db").await.unwrap();
+    assert_eq!(before.data["password"], SECRET_MARKER);
+    // an unchanged update of a Secret under the old key writes it again...
+    let after: Secret = update(&mut c, &before).await.unwrap();
+    assert_ne!(
+        after.metadata().resource_version,
+        before.metadata().resource_version
+    );
+    // ... and of one under the new key does not
+    let fresh: Secret = get(&mut c, "default", "fresh").await.unwrap();
+    let again: Secret = update(&mut c, &fresh).await.unwrap();
+    assert_eq!(
+        again.metadata().resource_version,
+        fresh.metadata().resource_version
+    );
+    server.stop().await.unwrap();
+    for name in ["db", "fresh"] {
+        let value = raw(&data, &format!("core/secrets/default/{name}")).unwrap();
+        assert!(
+            value.starts_with(b"k8s:enc:aesgcm:v1:key2:"),
+            "{name} is not under the new key"
+        );
+    }
+
+    // the old key dropped: everything still reads
+    let only_new = dir.path().join("new");
+    std::fs::write(&only_new, format!("key2:{new}\n")).unwrap();
+    let (server, mut c) = boot(&data, Some(&only_new)).await;
+    let s: Secret = get(&mut c, "default", "db").await.unwrap();
+    assert_eq!(s.data["password"], SECRET_MARKER);
+    server.stop().await.unwrap();
+}

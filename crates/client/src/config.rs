@@ -97,6 +97,7 @@ impl ClientConfig {
             Some(path) => Self::load(path)?,
             None => ClientConfig::default(),
         };
+        crate::pki::log_expiry_daily(config.clone());
         if let Some(url) = apiserver.filter(|u| !u.is_empty()) {
             config.server = url.to_string();
             validate_server(&config.server).map_err(|msg| Error::Config {
@@ -105,6 +106,32 @@ impl ClientConfig {
             })?;
         }
         Ok(config)
+    }
+
+    /// Warnings for the client certificate and the cluster CA of this
+    /// config that expire within 30 days (or have expired).
+    pub fn certificate_warnings(&self) -> Vec<String> {
+        let now = time::OffsetDateTime::now_utc();
+        let mut warnings = Vec::new();
+        for (what, data, path) in [
+            (
+                "the client certificate",
+                &self.client_certificate_data,
+                &self.client_certificate,
+            ),
+            (
+                "the cluster CA certificate",
+                &self.certificate_authority_data,
+                &self.certificate_authority,
+            ),
+        ] {
+            match (data, path) {
+                (Some(pem), _) => warnings.extend(crate::pki::expiry_warnings(what, pem, now)),
+                (None, Some(path)) => warnings.extend(crate::pki::file_expiry_warnings(what, path, now)),
+                (None, None) => {}
+            }
+        }
+        warnings
     }
 
     /// `$RKUBECONFIG`, else the first file of `$KUBECONFIG`, else

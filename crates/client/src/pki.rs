@@ -211,6 +211,82 @@ pub fn certificate_subject(der: &[u8]) -> Result<(Option<String>, Vec<String>), 
     Ok((user, groups))
 }
 
+/// How long before a certificate expires the daemons and rkubectl start
+/// warning (kubeadm's `certs check-expiration` shows the same horizon).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// A warning for each certificate in the PEM `bytes` (`what`, naming the file
+/// or flag) that expires within [`EXPIRY_WARNING_DAYS`] of `now` or has
+/// expired, saying when and what to do; nothing for the others.
+pub fn expiry_warnings(what: &str, bytes: &[u8], now: OffsetDateTime) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for pem in x509_parser::pem::Pem::iter_from_buffer(bytes).flatten() {
+        let Ok(cert) = pem.parse_x509() else { continue };
+        let not_after = cert.validity().not_after.timestamp();
+        let Ok(at) = OffsetDateTime::from_unix_timestamp(not_after) else {
+            continue;
+        };
+        let left = at - now;
+        if left > Duration::days(EXPIRY_WARNING_DAYS) {
+            continue;
+        }
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let when = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| at.to_string());
+        let fix =
+            "renew it (`rkubectl certs renew`, see the README's Security section) and restart what uses it";
+        warnings.push(if left <= Duration::ZERO {
+            format!("{what} (CN {cn:?}) expired at {when}: {fix}")
+        } else {
+            format!(
+                "{what} (CN {cn:?}) expires at {when}, in {} days: {fix}",
+                left.whole_days()
+            )
+        });
+    }
+    warnings
+}
+
+/// [`expiry_warnings`] for a file; one that cannot be read gives none (its
+/// users report that themselves).
+pub fn file_expiry_warnings(what: &str, path: &Path, now: OffsetDateTime) -> Vec<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => expiry_warnings(&format!("{what} {}", path.display()), &bytes, now),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Logs `check()`'s warnings now and then once a day while the runtime
+/// runs: a daemon's certificates are files an operator renews in place, so
+/// each look reads them again.
+pub fn log_warnings_daily(check: impl Fn() -> Vec<String> + Send + 'static) {
+    for w in check() {
+        tracing::warn!("{w}");
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
+                for w in check() {
+                    tracing::warn!("{w}");
+                }
+            }
+        });
+    }
+}
+
+/// A daemon's client config: its client certificate and cluster CA, checked daily.
+pub fn log_expiry_daily(config: ClientConfig) {
+    log_warnings_daily(move || config.certificate_warnings());
+}
+
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -323,6 +399,57 @@ pub fn generate(args: &PkiRequest) -> Result<Vec<PathBuf>, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_within_30_days_of_expiry_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let issue = |cn: &str, days: i64| {
+            ca.issue(
+                cn,
+                &[],
+                &[],
+                false,
+                now - Duration::days(400),
+                now + Duration::days(days),
+            )
+            .unwrap()
+            .0
+        };
+        let soon = issue("soon", 12);
+        let warnings = expiry_warnings("the client certificate admin.crt", soon.as_bytes(), now);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("the client certificate admin.crt (CN \"soon\") expires at ")
+                && warnings[0].contains(", in 11 days: renew it (`rkubectl certs renew`"),
+            "{}",
+            warnings[0]
+        );
+        assert!(expiry_warnings("x", issue("later", 31).as_bytes(), now).is_empty());
+        let gone = expiry_warnings("x", issue("gone", -1).as_bytes(), now);
+        assert!(gone[0].starts_with("x (CN \"gone\") expired at "), "{gone:?}");
+        // a bundle: each certificate on its own; the 10-year CA is not
+        let bundle = format!(
+            "{soon}{}",
+            std::fs::read_to_string(dir.path().join("ca.crt")).unwrap()
+        );
+        assert_eq!(expiry_warnings("bundle", bundle.as_bytes(), now).len(), 1);
+        // a file names itself; one that cannot be read gives nothing (its user says why)
+        std::fs::write(dir.path().join("soon.crt"), &soon).unwrap();
+        let from_file = file_expiry_warnings("--tls-cert-file", &dir.path().join("soon.crt"), now);
+        assert!(from_file[0].starts_with(&format!("--tls-cert-file {}/soon.crt", dir.path().display())));
+        assert!(file_expiry_warnings("x", &dir.path().join("missing.crt"), now).is_empty());
+        // a client config: its client certificate and its CA
+        let config = ClientConfig {
+            certificate_authority: Some(dir.path().join("ca.crt")),
+            client_certificate_data: Some(soon.into_bytes()),
+            ..ClientConfig::default()
+        };
+        let w = config.certificate_warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("the client certificate (CN \"soon\")"), "{w:?}");
+    }
 
     #[test]
     fn generate_writes_the_apiserver_kubelet_client_certificate() {

@@ -162,6 +162,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         return result;
     }
     let ctx = cli.context()?;
+    // on stderr, as kubectl prints its warnings: output stays parseable
+    for w in ctx.credentials.certificate_warnings() {
+        eprintln!("Warning: {w}");
+    }
     let result = match &cli.command {
         Command::Apply(a) => cmd::apply::run(&ctx, a, out).await,
         Command::Create(a) => cmd::create::run(&ctx, a, out).await,

@@ -107,7 +107,7 @@ impl TestApiServerBuilder {
                 apiserver_sans: vec![],
                 nodes: nodes.clone(),
                 apiserver_url: "https://127.0.0.1:6443".into(),
-                validity_days: 30,
+                validity_days: 365,
             })?;
         }
         for (_, name, contents) in &self.files {

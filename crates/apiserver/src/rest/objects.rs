@@ -65,6 +65,13 @@ fn with_warnings(answer: Answer, warnings: &[String]) -> Answer {
     Ok(resp)
 }
 
+/// The gRPC face's admission warnings (`warning` metadata) after the decoder's.
+fn admission_warnings<T>(mut warnings: Vec<String>, resp: &tonic::Response<T>) -> Vec<String> {
+    let sent = resp.metadata().get_all(crate::service::WARNING_METADATA);
+    warnings.extend(sent.iter().filter_map(|v| v.to_str().ok().map(str::to_string)));
+    warnings
+}
+
 /// Serves a request for `t`; every failure is a `Status` object.
 pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes) -> http::Response<Body> {
     use http::Method;
@@ -204,8 +211,9 @@ async fn create_object(api: &ApiService, call: &Call, t: &Target, v: Value) -> A
         object: Some(object),
         dry_run: dry_run(call),
     };
-    let out = api.create(call.grpc_write(req)?).await?.into_inner();
-    with_warnings(object_answer(201, t.info, out.object), &warnings)
+    let out = api.create(call.grpc_write(req)?).await?;
+    let warnings = admission_warnings(warnings, &out);
+    with_warnings(object_answer(201, t.info, out.into_inner().object), &warnings)
 }
 
 /// The body of a PUT, with the URL's namespace and name checked against
@@ -252,6 +260,7 @@ async fn update(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answ
     } else {
         api.update(call.grpc_write(req)?).await?
     };
+    let warnings = admission_warnings(warnings, &out);
     with_warnings(object_answer(200, t.info, out.into_inner().object), &warnings)
 }
 
@@ -299,7 +308,10 @@ async fn patch(api: &ApiService, call: &Call, t: &Target, body: Bytes) -> Answer
         return Err(e.into());
     }
     match api.patch(call.grpc_write(req)?).await {
-        Ok(out) => object_answer(200, t.info, out.into_inner().object),
+        Ok(out) => {
+            let warnings = admission_warnings(Vec::new(), &out);
+            with_warnings(object_answer(200, t.info, out.into_inner().object), &warnings)
+        }
         // server-side apply creates what is not there yet, owned by its manager
         Err(s) if patch_type == "apply" && t.subresource.is_empty() && s.code() == tonic::Code::NotFound => {
             let mut config = put_body(t, &body)?;

@@ -24,6 +24,7 @@ pub mod replicaset;
 pub mod resource_quota;
 pub mod service_account;
 pub mod stateful_set;
+pub mod token_cleaner;
 pub mod workload;
 
 /// Every controller by the name `--controllers` uses. Add a loop by adding
@@ -45,6 +46,7 @@ pub const ALL: &[(&str, StartFn)] = &[
     (disruption::NAME, disruption::start),
     (resource_quota::NAME, resource_quota::start),
     (persistent_volume::NAME, persistent_volume::start),
+    (token_cleaner::NAME, token_cleaner::start),
 ];
 
 /// Why a reconcile failed; the runner logs it and retries with backoff.
