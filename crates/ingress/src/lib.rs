@@ -15,6 +15,7 @@
 //! one consistent version.
 
 pub mod config;
+pub mod h1;
 pub mod proxy;
 pub mod routes;
 pub mod tls;

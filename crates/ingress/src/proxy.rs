@@ -1,17 +1,20 @@
-//! The data path: HTTP/1.1 and HTTP/2 (hyper, through hyper-util's auto
-//! builder), plain or TLS (rustls, certificate by SNI), each request routed
-//! by the current [`RouteTable`] and forwarded to a ready pod of its backend
-//! (round-robin) over HTTP/1.1. No request is parsed here by hand: hyper
-//! owns the protocol.
+//! The data path: plain HTTP/1.1 first through the fast path in
+//! [`crate::h1`] (requests parsed by `httparse`, hyper's parser), and
+//! everything that path leaves (HTTP/2, HTTP/1.0, TLS, large or chunked
+//! uploads, 404/503 answers) through hyper (hyper-util's auto builder),
+//! plain or TLS (rustls, certificate by SNI). Each request is routed by the
+//! current [`RouteTable`] and forwarded to a ready pod of its backend
+//! (round-robin) over HTTP/1.1.
 //!
-//! Per request, the work is kept to what forwarding needs: the routing
-//! table is read without a lock (each connection keeps the version it saw),
-//! the request's URI and headers are edited in place, and the answer comes
-//! back over an upstream connection the client connection opened earlier
-//! and keeps (up to [`IDLE_UPSTREAMS`]), driven by the client connection's
-//! own task, so a request and its answer never wait for another task or
-//! thread to be scheduled.
+//! On hyper's path, per request, the work is kept to what forwarding needs:
+//! the routing table is read without a lock (each connection keeps the
+//! version it saw), the request's URI and headers are edited in place, and
+//! the answer comes back over an upstream connection the client connection
+//! opened earlier and keeps (up to [`IDLE_UPSTREAMS`]), driven by the client
+//! connection's own task, so a request and its answer never wait for
+//! another task or thread to be scheduled.
 
+use crate::h1;
 use crate::routes::RouteTable;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
@@ -276,7 +279,7 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// The host of a Host header value (`name`, `name:port`, `[v6]:port`).
-fn authority_host(value: &str) -> Option<&str> {
+pub(crate) fn authority_host(value: &str) -> Option<&str> {
     if value.is_empty() || value.contains(['/', '?', '#', '@', ' ']) {
         return None;
     }
@@ -386,51 +389,125 @@ pub async fn serve(
         let proxy = proxy.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let (drivers, new_drivers) = mpsc::unbounded_channel();
-            let client_ip = HeaderValue::from_str(&remote.ip().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
             let mut table_changes = proxy.table.subscribe();
             let table = table_changes.borrow_and_update().clone();
-            let downstream = Arc::new(Downstream {
-                state: Mutex::new(DownstreamState {
-                    table_changes,
-                    table,
-                    upstreams: Vec::new(),
-                }),
-                drivers,
-                remote,
-                client_ip,
-                tls: tls.is_some(),
-            });
-            let service = hyper::service::service_fn(move |req| {
-                let downstream = downstream.clone();
-                async move { Ok::<_, Infallible>(downstream.handle(req).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(60));
-            let result = match tls {
+            match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    with_upstreams(conn, new_drivers).await
+                    // plain HTTP/1.1 first; hyper from the first request the
+                    // fast path leaves to it (see crate::h1)
+                    let mut stream = stream;
+                    let mut fast = h1::Conn::new(table_changes, table, remote);
+                    let read = match fast.serve(&mut stream).await {
+                        h1::End::Closed => return,
+                        h1::End::Fallback(read) => read,
+                    };
+                    let stream = Rewind { read, stream };
+                    serve_hyper(stream, remote, fast.table_changes, fast.table, false).await;
                 }
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        with_upstreams(conn, new_drivers).await
-                    }
-                    Err(e) => {
-                        tracing::debug!(%remote, "TLS handshake failed: {e}");
-                        return;
-                    }
+                    Ok(stream) => serve_hyper(stream, remote, table_changes, table, true).await,
+                    Err(e) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
                 },
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote, "connection ended: {e}");
             }
         });
+    }
+}
+
+/// Serves a client connection with hyper (HTTP/1.1 and HTTP/2), each request
+/// through [`Downstream::handle`].
+async fn serve_hyper<S>(
+    stream: S,
+    remote: SocketAddr,
+    table_changes: watch::Receiver<Arc<RouteTable>>,
+    table: Arc<RouteTable>,
+    tls: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (drivers, new_drivers) = mpsc::unbounded_channel();
+    let client_ip = HeaderValue::from_str(&remote.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let downstream = Arc::new(Downstream {
+        state: Mutex::new(DownstreamState {
+            table_changes,
+            table,
+            upstreams: Vec::new(),
+        }),
+        drivers,
+        remote,
+        client_ip,
+        tls,
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let downstream = downstream.clone();
+        async move { Ok::<_, Infallible>(downstream.handle(req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = with_upstreams(conn, new_drivers).await {
+        tracing::debug!(%remote, "connection ended: {e}");
+    }
+}
+
+/// A stream whose first bytes were read already (by the fast path) and are
+/// read again from `read` before the rest.
+struct Rewind<S> {
+    read: Bytes,
+    stream: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

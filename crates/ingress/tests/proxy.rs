@@ -16,40 +16,51 @@ use std::sync::Arc;
 /// 127.0.0.1:0; counts the connections it accepts; closes each connection
 /// after `per_connection` requests.
 async fn pod(per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    listen(move |stream| async move {
+        let served = Arc::new(AtomicUsize::new(0));
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+            let seen = format!(
+                "{} {} xff={:?} host={:?} xfh={:?}{}",
+                req.method(),
+                req.uri(),
+                req.headers().get("x-forwarded-for"),
+                req.headers().get("host"),
+                req.headers().get("x-forwarded-host"),
+                match req.headers().get("x-secret") {
+                    Some(v) => format!(" x-secret={v:?}"),
+                    None => String::new(),
+                },
+            );
+            let mut resp = hyper::Response::new(http_body_util::Full::new(Bytes::from(seen)));
+            if n >= per_connection {
+                resp.headers_mut()
+                    .insert("connection", hyper::header::HeaderValue::from_static("close"));
+            }
+            async move { Ok::<_, std::convert::Infallible>(resp) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    })
+    .await
+}
+
+/// A listener on 127.0.0.1:0 that counts the connections it accepts and
+/// serves each with `serve` on a task of its own.
+async fn listen<F, S>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> S + Send + 'static,
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let count = connections.clone();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let served = Arc::new(AtomicUsize::new(0));
-                let service =
-                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
-                        let seen = format!(
-                            "{} {} xff={:?} host={:?} xfh={:?}",
-                            req.method(),
-                            req.uri(),
-                            req.headers().get("x-forwarded-for"),
-                            req.headers().get("host"),
-                            req.headers().get("x-forwarded-host"),
-                        );
-                        let mut resp = hyper::Response::new(http_body_util::Full::new(Bytes::from(seen)));
-                        if n >= per_connection {
-                            resp.headers_mut()
-                                .insert("connection", hyper::header::HeaderValue::from_static("close"));
-                        }
-                        async move { Ok::<_, std::convert::Infallible>(resp) }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     (addr, connections)
@@ -161,4 +172,97 @@ async fn unknown_hosts_get_404_and_the_connection_stays_usable() {
     assert_eq!(resp.status(), 404);
     resp.into_body().collect().await.unwrap();
     assert_eq!(get(&mut c, "/").await.0, 200);
+}
+
+/// A pod that answers every request with its body after `got:`, streamed
+/// (so hyper sends it chunked); counts the connections it accepts.
+async fn echo_pod() -> (SocketAddr, Arc<AtomicUsize>) {
+    use hyper::body::Frame;
+    listen(|stream| async move {
+        let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let body = req.into_body().collect().await?.to_bytes();
+            let frames = [Bytes::from_static(b"got:"), body]
+                .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
+            let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+            Ok::<_, hyper::Error>(hyper::Response::new(body))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn uploads_and_chunked_answers_share_one_pod_connection() {
+    let (pod, connections) = echo_pod().await;
+    let (addr, _stop) = ingress(pod).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (i, body) in ["", "hello", &"x".repeat(100_000)].into_iter().enumerate() {
+        c.ready().await.unwrap();
+        let req = hyper::Request::post("/echo")
+            .header("host", "web.example")
+            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = c.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(
+            resp.headers()
+                .get("transfer-encoding")
+                .map(|v| v.to_str().unwrap()),
+            Some("chunked"),
+            "request {i}"
+        );
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got, format!("got:{body}"), "request {i}");
+    }
+    // the 100 kB upload went through hyper's path, which keeps its own connection
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+/// Sends `raw` on a new connection and reads until the Ingress closes it.
+async fn exchange(addr: SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_string(&mut answer))
+        .await
+        .expect("the Ingress closed the connection")
+        .unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stop_at_the_ingress_and_close_is_honoured() {
+    let (pod, _) = pod(usize::MAX).await;
+    let (addr, _stop) = ingress(pod).await;
+    let answer = exchange(
+        addr,
+        "GET /x HTTP/1.1\r\nHost: web.example\r\nConnection: close, x-secret\r\nX-Secret: 1\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answer.ends_with(
+            "GET /x xff=Some(\"10.1.1.1, 127.0.0.1\") host=Some(\"web.example\") xfh=Some(\"web.example\")"
+        ),
+        "{answer}"
+    );
+    // HTTP/1.0 is hyper's: answered, then closed
+    let answer = exchange(addr, "GET /old HTTP/1.0\r\nHost: web.example\r\n\r\n").await;
+    assert!(answer.contains(" 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with(
+            "GET /old xff=Some(\"127.0.0.1\") host=Some(\"web.example\") xfh=Some(\"web.example\")"
+        ),
+        "{answer}"
+    );
 }
