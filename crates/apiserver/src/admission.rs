@@ -194,6 +194,41 @@ pub fn release(state: &State, allocation: Option<&Allocation>) {
     }
 }
 
+/// The store ops reserving what a Service's write took (see `allocator`): empty for other
+/// kinds and for writes that took nothing.
+pub fn reserve_ops<K: Resource>(obj: &K, taken: Option<&Allocation>) -> Vec<rkube_store::Op> {
+    match ((obj as &dyn Any).downcast_ref::<Service>(), taken) {
+        (Some(svc), Some(a)) => a.reserve_ops(svc),
+        _ => Vec::new(),
+    }
+}
+
+/// The store ops giving back what an updated Service no longer holds.
+pub fn release_ops(state: &State, freed: Option<&Allocation>) -> Vec<rkube_store::Op> {
+    freed
+        .map(|a| a.release_ops(state.store.as_ref()))
+        .unwrap_or_default()
+}
+
+/// The store ops giving back everything a Service being removed from the store holds;
+/// `None` for other kinds (their removal is a plain delete).
+pub fn release_deleted_ops<K: Resource>(state: &State, obj: &K) -> Option<Vec<rkube_store::Op>> {
+    (obj as &dyn Any)
+        .downcast_ref::<Service>()
+        .map(|svc| ServiceAllocator::held_by(svc).release_ops(state.store.as_ref()))
+}
+
+/// A write failed with AlreadyExists on `key`. When that is a reservation key, another
+/// apiserver took one of the values of `allocation` first: everything else is given back,
+/// the value stays marked taken, and the caller allocates again. Returns whether it was.
+pub fn lost_reservation(state: &State, allocation: Option<&Allocation>, key: &str) -> bool {
+    if !key.starts_with(crate::allocator::RESERVATION_KEYS) {
+        return false;
+    }
+    release(state, allocation);
+    state.services.taken_elsewhere(key)
+}
+
 /// Gives back what a Service held once it is gone from the store.
 pub fn release_deleted<K: Resource>(state: &State, obj: &K) {
     if let Some(svc) = (obj as &dyn Any).downcast_ref::<Service>() {

@@ -9,11 +9,31 @@
 //! mutex orders allocations, so concurrent creates never get the same value.
 //! Handlers allocate before the store write and release if it fails, and
 //! release after a delete succeeds.
+//!
+//! Several apiservers over one store (etcd) each have their own allocator, so
+//! the store arbitrates: every allocated value has a reservation key
+//! (`ranges/serviceips/10.96.0.12`, `ranges/servicenodeports/30080`, holding
+//! the owning Service's `namespace/name` and uid), created in the same
+//! transaction as the Service write that takes it and deleted in the same
+//! transaction as the write that gives it up. Two apiservers that pick the
+//! same free value both try to create its key; the store lets one win and the
+//! other gets AlreadyExists on that key, marks the value taken and allocates
+//! again ([`ServiceAllocator::taken_elsewhere`]). The in-memory sets are then
+//! a hint that keeps collisions rare, refreshed from a watch on the
+//! reservation keys ([`ServiceAllocator::observe`]). At start, stored Services
+//! whose values have no key yet (a cluster from before the keys) get them
+//! ([`reserve_stored`]).
+//!
+//! Node pod CIDRs are not allocated here: the controller-manager's node-ipam
+//! loop writes them into `Node.spec.podCIDR`, and only the elected leader of
+//! the controller-managers runs it, so there is one allocator cluster-wide.
 
 use crate::error::{ApiError, ApiResult};
+use bytes::Bytes;
 use rkube_api::core::v1::Service;
 use rkube_api::validation::{ErrorType, FieldError};
 use rkube_api::Resource;
+use rkube_store::{EventKind, Op, Store, StoreError};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -68,6 +88,66 @@ struct Used {
 pub struct Allocation {
     pub ip: Option<Ipv4Addr>,
     pub ports: Vec<u16>,
+}
+
+/// The prefix of the ClusterIP reservation keys.
+pub const CLUSTER_IP_KEYS: &str = "ranges/serviceips/";
+/// The prefix of the NodePort reservation keys.
+pub const NODE_PORT_KEYS: &str = "ranges/servicenodeports/";
+/// What the apiserver watches to learn other apiservers' allocations.
+pub const RESERVATION_KEYS: &str = "ranges/";
+
+pub fn cluster_ip_key(ip: Ipv4Addr) -> String {
+    format!("{CLUSTER_IP_KEYS}{ip}")
+}
+
+pub fn node_port_key(port: u16) -> String {
+    format!("{NODE_PORT_KEYS}{port}")
+}
+
+/// A reservation key's value: who holds it, for operators reading the store.
+fn owner(svc: &Service) -> Bytes {
+    Bytes::from(format!(
+        "{}/{} {}",
+        svc.namespace(),
+        svc.name(),
+        svc.metadata().uid
+    ))
+}
+
+impl Allocation {
+    pub fn is_empty(&self) -> bool {
+        self.ip.is_none() && self.ports.is_empty()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.ip
+            .map(cluster_ip_key)
+            .into_iter()
+            .chain(self.ports.iter().map(|p| node_port_key(*p)))
+    }
+
+    /// The store ops that reserve what this allocation took for `svc`: put them in the
+    /// transaction that writes the Service.
+    pub fn reserve_ops(&self, svc: &Service) -> Vec<Op> {
+        self.keys()
+            .map(|key| Op::Create {
+                key,
+                value: owner(svc),
+            })
+            .collect()
+    }
+
+    /// The store ops that give back what this allocation held (a deleted Service's
+    /// values, or those an update dropped): put them in the transaction that writes the
+    /// change. Values without a key (outside the ranges, or never reserved) are skipped,
+    /// as the delete of a missing key would fail the transaction.
+    pub fn release_ops(&self, store: &dyn Store) -> Vec<Op> {
+        self.keys()
+            .filter(|key| store.get(key).is_some())
+            .map(|key| Op::Delete { key, expected: None })
+            .collect()
+    }
 }
 
 pub struct ServiceAllocator {
@@ -140,6 +220,10 @@ impl ServiceAllocator {
                 ..Default::default()
             }),
         })
+    }
+
+    fn ip_in_range(&self, ip: Ipv4Addr) -> bool {
+        (self.first_ip..=self.last_ip).contains(&u32::from(ip))
     }
 
     fn lock(&self) -> MutexGuard<'_, Used> {
@@ -372,11 +456,247 @@ impl ServiceAllocator {
         }
     }
 
+    /// A write failed with AlreadyExists on `key`: when it is a reservation key, another
+    /// apiserver took that value first. It is marked taken here (the caller gives back the
+    /// rest of its allocation and allocates again); returns whether `key` was one.
+    pub fn taken_elsewhere(&self, key: &str) -> bool {
+        let mut u = self.lock();
+        if let Some(ip) = key
+            .strip_prefix(CLUSTER_IP_KEYS)
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        {
+            u.ips.insert(u32::from(ip));
+            return true;
+        }
+        if let Some(port) = key
+            .strip_prefix(NODE_PORT_KEYS)
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            u.ports.insert(port);
+            return true;
+        }
+        false
+    }
+
+    /// A reservation key was written or deleted (by this apiserver or another): the hint
+    /// follows. Values this apiserver has taken for a write still in flight stay taken
+    /// whatever the hint says later, because the store's answer to that write decides.
+    pub fn observe(&self, key: &str, reserved: bool) {
+        let mut u = self.lock();
+        if let Some(ip) = key
+            .strip_prefix(CLUSTER_IP_KEYS)
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        {
+            let n = u32::from(ip);
+            if reserved {
+                u.ips.insert(n);
+            } else {
+                u.ips.remove(&n);
+            }
+        } else if let Some(port) = key
+            .strip_prefix(NODE_PORT_KEYS)
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            if reserved {
+                u.ports.insert(port);
+            } else {
+                u.ports.remove(&port);
+            }
+        }
+    }
+
     /// What a stored Service holds, to release after it is deleted.
     pub fn held_by(svc: &Service) -> Allocation {
         Allocation {
             ip: cluster_ip(svc),
             ports: node_ports(svc),
         }
+    }
+}
+
+/// Creates the reservation keys missing for what stored Services hold (a cluster from
+/// before the keys, or a Service restored behind the apiserver's back), so that other
+/// apiservers see those values taken. A value two Services hold is reserved for the first
+/// and logged. Returns how many keys were created.
+pub async fn reserve_stored(store: &dyn Store, allocator: &ServiceAllocator) -> Result<usize, StoreError> {
+    let prefix = crate::keys::storage_prefix(Service::info(), "");
+    let page = store.list(&prefix, None, 0, None)?;
+    let mut created = 0;
+    for kv in &page.items {
+        let Ok(svc) = <Service as prost::Message>::decode(kv.value.as_ref()) else {
+            continue;
+        };
+        let mut held = ServiceAllocator::held_by(&svc);
+        held.ip = held.ip.filter(|ip| allocator.ip_in_range(*ip));
+        held.ports.retain(|p| allocator.ports.contains(p));
+        for op in held.reserve_ops(&svc) {
+            let Op::Create { key, .. } = &op else { continue };
+            if store.get(key).is_some() {
+                continue;
+            }
+            match store.txn(vec![op.clone()]).await {
+                Ok(_) => created += 1,
+                Err(StoreError::AlreadyExists { .. }) => {
+                    tracing::warn!(%key, service = %svc.name(), namespace = %svc.namespace(), "value held by more than one Service")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Follows the reservation keys from revision `from` until `shutdown`, so this apiserver's
+/// allocator learns what other apiservers take and give back. When the store has forgotten
+/// the revision it goes on from now (the store still arbitrates every write).
+pub async fn follow_reservations(
+    store: std::sync::Arc<dyn Store>,
+    allocator: std::sync::Arc<ServiceAllocator>,
+    from: rkube_store::Revision,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    crate::feed::follow(
+        store,
+        RESERVATION_KEYS,
+        from,
+        shutdown,
+        "following Service allocations",
+        |ev| allocator.observe(&ev.kv.key, ev.kind == EventKind::Put),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managed_fields::Writer;
+    use crate::State;
+    use rkube_api::rpc;
+    use std::sync::Arc;
+
+    const CIDR: &str = "10.96.0.0/24";
+    const PORTS: &str = "30000-30299";
+
+    /// One apiserver's state over `store`, as `start` builds it: its own allocator, rebuilt
+    /// from the stored Services, following the reservation keys.
+    async fn apiserver(store: &Arc<dyn Store>, shutdown: &tokio::sync::watch::Receiver<bool>) -> Arc<State> {
+        let services = ServiceAllocator::new(CIDR, PORTS).unwrap();
+        let from = store.revision();
+        crate::repair_service_allocations(store.as_ref(), &services).unwrap();
+        reserve_stored(store.as_ref(), &services).await.unwrap();
+        let services = Arc::new(services);
+        tokio::spawn(follow_reservations(
+            store.clone(),
+            services.clone(),
+            from,
+            shutdown.clone(),
+        ));
+        Arc::new(State {
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+            kubelets: crate::proxy::Kubelets::new(&Default::default()).unwrap(),
+            services,
+            authn: crate::authn::Authenticator::new(false, None).unwrap(),
+            authz: crate::authz::Authorizer::new(Default::default(), store.clone()),
+            audit: None,
+            node_signer: None,
+            token_signer: None,
+        })
+    }
+
+    async fn create(state: &Arc<State>, name: &str) -> Service {
+        let svc: Service = serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}, namespace: default}}\nspec: {{type: NodePort, ports: [{{port: 80}}]}}\n"
+        ))
+        .unwrap();
+        let req = rpc::CreateRequest {
+            namespace: "default".into(),
+            object: Some(rkube_api::to_any(&svc)),
+            ..Default::default()
+        };
+        let any = crate::handlers::create::<Service>(state.clone(), req, &Writer::default())
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}: {}", e.message));
+        rkube_api::from_any(&any).unwrap()
+    }
+
+    fn keys(store: &dyn Store, prefix: &str) -> Vec<String> {
+        let page = store.list(prefix, None, 0, None).unwrap();
+        page.items.into_iter().map(|kv| kv.key).collect()
+    }
+
+    /// Two apiservers over one store, 200 Services created at once through both: every
+    /// ClusterIP and NodePort is handed out once, each has its reservation key, and an
+    /// apiserver started later on the store knows them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_apiservers_over_one_store_never_hand_out_a_value_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(rkube_store::SledStore::open(rkube_store::StoreConfig::new(dir.path())).unwrap());
+        crate::bootstrap(store.as_ref()).await.unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let a = apiserver(&store, &shutdown).await;
+        let b = apiserver(&store, &shutdown).await;
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let state = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { create(&state, &format!("s{i}")).await })
+            })
+            .collect();
+        let mut ips = HashSet::new();
+        let mut ports = HashSet::new();
+        for t in tasks {
+            let svc = t.await.unwrap();
+            let ip = cluster_ip(&svc).unwrap();
+            assert!(ips.insert(ip), "clusterIP {ip} handed out twice");
+            for p in node_ports(&svc) {
+                assert!(ports.insert(p), "nodePort {p} handed out twice");
+            }
+        }
+        assert_eq!((ips.len(), ports.len()), (200, 200));
+        assert_eq!(keys(store.as_ref(), CLUSTER_IP_KEYS).len(), 200);
+        assert_eq!(keys(store.as_ref(), NODE_PORT_KEYS).len(), 200);
+
+        // A restarted apiserver knows them all: its next values are new ones.
+        let c = apiserver(&store, &shutdown).await;
+        assert_eq!(c.services.in_use(), (200, 200));
+        let next = create(&c, "after-restart").await;
+        assert!(!ips.contains(&cluster_ip(&next).unwrap()));
+        assert!(!ports.contains(&node_ports(&next)[0]));
+
+        // A delete gives its values back in the same transaction.
+        let req = rpc::DeleteRequest {
+            namespace: "default".into(),
+            name: "after-restart".into(),
+            ..Default::default()
+        };
+        crate::handlers::delete::<Service>(c.clone(), req).await.unwrap();
+        assert!(store.get(&cluster_ip_key(cluster_ip(&next).unwrap())).is_none());
+        assert!(store.get(&node_port_key(node_ports(&next)[0])).is_none());
+        assert_eq!(keys(store.as_ref(), CLUSTER_IP_KEYS).len(), 200);
+        let _ = stop.send(true);
+    }
+
+    /// A cluster from before the reservation keys: the first start creates them.
+    #[tokio::test]
+    async fn stored_services_without_keys_get_them_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(rkube_store::SledStore::open(rkube_store::StoreConfig::new(dir.path())).unwrap());
+        let svc: Service = serde_yaml::from_str(
+            "metadata: {name: old, namespace: default, uid: u1}\nspec: {type: NodePort, clusterIP: 10.96.0.9, ports: [{port: 80, nodePort: 30009}]}\n",
+        )
+        .unwrap();
+        let key = crate::keys::storage_key(Service::info(), "default", "old");
+        store
+            .create(&key, prost::Message::encode_to_vec(&svc).into())
+            .await
+            .unwrap();
+        let allocator = ServiceAllocator::new(CIDR, PORTS).unwrap();
+        assert_eq!(reserve_stored(store.as_ref(), &allocator).await.unwrap(), 2);
+        let held = store.get("ranges/serviceips/10.96.0.9").unwrap();
+        assert_eq!(held.value.as_ref(), b"default/old u1");
+        assert!(store.get("ranges/servicenodeports/30009").is_some());
+        assert_eq!(reserve_stored(store.as_ref(), &allocator).await.unwrap(), 0);
     }
 }

@@ -150,14 +150,21 @@ pub async fn create<K: Resource>(
         crate::quota::charge(&state, &obj)?;
         return Ok(rkube_api::to_any(&obj));
     }
-    // Service addresses are reserved before the write and given back if it fails.
-    let allocation = admission::allocate_create(&state, &mut obj)?;
+    // Service addresses are reserved before the write and given back if it fails; the
+    // write carries their reservation keys, so another apiserver's allocation of the same
+    // value makes it fail, and this one allocates again.
+    let unallocated = obj.clone();
+    let mut allocation = admission::allocate_create(&state, &mut obj)?;
     let mut renames = 0;
+    let mut reallocations = 0;
     loop {
         let key = storage_key(info, &namespace, obj.name());
         let written =
             match encode_for_store(&obj).and_then(|value| Ok((value, crate::quota::charge(&state, &obj)?))) {
-                Ok((value, charges)) => create_charged(&state, key, value, charges).await,
+                Ok((value, mut charges)) => {
+                    charges.extend(admission::reserve_ops(&obj, allocation.as_ref()));
+                    create_charged(&state, key, value, charges).await
+                }
                 Err(e) => {
                     admission::release(&state, allocation.as_ref());
                     return Err(e);
@@ -165,6 +172,16 @@ pub async fn create<K: Resource>(
             };
         match written {
             Ok(kv) => return Ok(stamped(&kv, info)),
+            Err(StoreError::AlreadyExists { key: taken })
+                if reallocations < MAX_REALLOCATIONS
+                    && admission::lost_reservation(&state, allocation.as_ref(), &taken) =>
+            {
+                reallocations += 1;
+                let name = obj.name().to_string();
+                obj = unallocated.clone();
+                obj.metadata_mut().name = name;
+                allocation = admission::allocate_create(&state, &mut obj)?;
+            }
             Err(StoreError::AlreadyExists { .. }) if generate && renames < 8 => {
                 renames += 1;
                 obj.metadata_mut().name = generated_name(&obj.metadata().generate_name.clone());
@@ -178,6 +195,10 @@ pub async fn create<K: Resource>(
         }
     }
 }
+
+/// How many times a Service write is tried again after other apiservers took the values
+/// it was given (each time they are marked taken, so this bounds a storm, not a normal race).
+const MAX_REALLOCATIONS: u32 = 32;
 
 /// Creates `key`, with the quota charges (if any) in the same transaction.
 async fn create_charged(
@@ -198,6 +219,63 @@ async fn create_charged(
         key,
         value,
         create_revision: result.revision,
+        mod_revision: result.revision,
+    })
+}
+
+/// Deletes `key` at revision `expected`, with `more` ops (a Service's released
+/// reservations) in the same transaction; returns the deleted value at the delete's
+/// revision.
+async fn delete_with(
+    state: &State,
+    key: &str,
+    expected: rkube_store::Revision,
+    more: Vec<rkube_store::Op>,
+) -> Result<KeyValue, StoreError> {
+    if more.is_empty() {
+        let (rev, mut kv) = state.store.delete(key, Some(expected)).await?;
+        kv.mod_revision = rev;
+        return Ok(kv);
+    }
+    let mut ops = vec![rkube_store::Op::Delete {
+        key: key.to_string(),
+        expected: Some(expected),
+    }];
+    ops.extend(more);
+    let result = state.store.txn(ops).await?;
+    let mut kv = result
+        .prev
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| StoreError::NotFound { key: key.to_string() })?;
+    kv.mod_revision = result.revision;
+    Ok(kv)
+}
+
+/// Replaces `current` with `value`, guarded by its revision, with `more` ops (a Service's
+/// reservations taken and released) in the same transaction.
+async fn put_with(
+    state: &State,
+    key: &str,
+    value: Bytes,
+    current: &KeyValue,
+    more: Vec<rkube_store::Op>,
+) -> Result<KeyValue, StoreError> {
+    if more.is_empty() {
+        return state.store.put(key, value, Some(current.mod_revision)).await;
+    }
+    let mut ops = vec![rkube_store::Op::Put {
+        key: key.to_string(),
+        value: value.clone(),
+        expected: Some(current.mod_revision),
+    }];
+    ops.extend(more);
+    let result = state.store.txn(ops).await?;
+    Ok(KeyValue {
+        key: key.to_string(),
+        value,
+        create_revision: current.create_revision,
         mod_revision: result.revision,
     })
 }
@@ -453,23 +531,35 @@ pub(crate) async fn update_object<K: Resource>(
         let deleting =
             removed_last_finalizer && !new.metadata().deletion_timestamp.is_empty() && deletable_now(&new);
         let result = if deleting {
-            state
-                .store
-                .delete(&key, Some(kv.mod_revision))
-                .await
-                .map(|(rev, mut kv)| {
-                    kv.mod_revision = rev;
-                    kv
-                })
+            // a Service's reservations go in the same transaction as its removal
+            let released = admission::release_deleted_ops(&state, &old).unwrap_or_default();
+            delete_with(&state, &key, kv.mod_revision, released).await
         } else {
             match encode_for_store(&new) {
-                Ok(value) => state.store.put(&key, value, Some(kv.mod_revision)).await,
+                Ok(value) => {
+                    let mut ops = admission::reserve_ops(&new, taken);
+                    ops.extend(admission::release_ops(&state, freed));
+                    put_with(&state, &key, value, &kv, ops).await
+                }
                 Err(e) => {
                     admission::release(&state, taken);
                     return Err(e);
                 }
             }
         };
+        if let Err(StoreError::AlreadyExists { key: lost }) = &result {
+            if admission::lost_reservation(&state, taken, lost) {
+                // another apiserver took a value first: read and allocate again
+                continue;
+            }
+        }
+        if let Err(StoreError::NotFound { key: gone }) = &result {
+            if gone != &key {
+                // a reservation key went away meanwhile: work it out again
+                admission::release(&state, taken);
+                continue;
+            }
+        }
         if result.is_err() {
             admission::release(&state, taken);
         } else if deleting {
@@ -680,14 +770,9 @@ pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> 
                 .put(&key, encode_for_store(&marked)?, Some(kv.mod_revision))
                 .await
         } else {
-            state
-                .store
-                .delete(&key, Some(kv.mod_revision))
-                .await
-                .map(|(rev, mut kv)| {
-                    kv.mod_revision = rev;
-                    kv
-                })
+            // a Service's reservations go in the same transaction as its removal
+            let released = admission::release_deleted_ops(&state, &obj).unwrap_or_default();
+            delete_with(&state, &key, kv.mod_revision, released).await
         };
         match result {
             Ok(kv) => {
@@ -697,6 +782,8 @@ pub async fn delete<K: Resource>(state: Arc<State>, req: rpc::DeleteRequest) -> 
                 return Ok(stamped(&kv, info));
             }
             Err(StoreError::Conflict { .. }) => continue,
+            // a reservation key went away meanwhile: work it out again
+            Err(StoreError::NotFound { key: gone }) if gone != key => continue,
             Err(e) => return Err(ApiError::from_store(e, info, &name)),
         }
     }

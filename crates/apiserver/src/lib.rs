@@ -16,6 +16,7 @@ pub mod config;
 pub mod encryption;
 pub mod error;
 pub mod eviction;
+pub mod feed;
 pub mod handlers;
 pub mod ingress_class;
 pub mod keys;
@@ -53,7 +54,7 @@ pub struct State {
     /// Connections to kubelets for logs, exec and metrics.
     pub kubelets: proxy::Kubelets,
     /// ClusterIPs and NodePorts of Services.
-    pub services: allocator::ServiceAllocator,
+    pub services: Arc<allocator::ServiceAllocator>,
     /// Who is calling (off unless a client CA or token file is given).
     pub authn: authn::Authenticator,
     /// Whether they may (AlwaysAllow unless `--authorization-mode=RBAC`).
@@ -182,6 +183,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     let store: Arc<dyn Store> = encrypted.clone();
     bootstrap(store.as_ref()).await?;
     pod_priority::bootstrap(store.as_ref()).await?;
+    // From here on every reservation written by another apiserver is followed.
+    let reservations_from = store.revision();
     repair_service_allocations(store.as_ref(), &services)?;
     if security.authorization_mode == Some(authz::Mode::Rbac) {
         authz::bootstrap_default_roles(store.as_ref()).await?;
@@ -208,7 +211,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         advertise,
     )
     .await?;
+    let reserved = allocator::reserve_stored(store.as_ref(), &services)
+        .await
+        .context("reserving the stored Services' ClusterIPs and NodePorts")?;
+    if reserved > 0 {
+        tracing::info!(
+            keys = reserved,
+            "reserved stored Services' addresses and ports in the store"
+        );
+    }
+    let services = Arc::new(services);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(allocator::follow_reservations(
+        store.clone(),
+        services.clone(),
+        reservations_from,
+        shutdown_rx.clone(),
+    ));
     let json_warming = if config.warm_json {
         let stats = rest::warm::start(
             store.clone(),

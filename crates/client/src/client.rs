@@ -6,7 +6,7 @@
 //! subresources, streams, tokens, evictions, port-forward), so the whole gRPC
 //! surface a client sees stays in one place beside the channel they share.
 
-use crate::config::{validate_server, ClientConfig};
+use crate::config::{server_list, validate_server, ClientConfig};
 use crate::error::{Error, Result};
 use crate::params::{DeleteParams, ListParams, ObjectList, PostParams, Subresource, WatchEvent, WatchParams};
 use futures::stream::{BoxStream, StreamExt};
@@ -18,6 +18,7 @@ use rkube_api::{from_any, to_any, DynObject, Resource, ResourceInfo};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -131,13 +132,54 @@ fn tls_config(config: &ClientConfig) -> Result<Option<tonic::transport::ClientTl
     Ok(Some(tls))
 }
 
-/// A cheap-to-clone handle on one connection to the apiserver. The
+/// The apiservers a client may talk to, each with its own lazily connected channel, and
+/// which one requests go to now. Shared by every clone of a [`Client`], so when one request
+/// finds its apiserver gone, the whole process moves on to the next.
+struct Servers {
+    list: Vec<(Arc<str>, Grpc)>,
+    current: AtomicUsize,
+}
+
+impl Servers {
+    /// The server requests go to now: its index, address and channel.
+    fn pick(&self) -> (usize, &Arc<str>, Grpc) {
+        let i = self.current.load(Ordering::Relaxed) % self.list.len();
+        let (url, grpc) = &self.list[i];
+        (i, url, grpc.clone())
+    }
+
+    /// Server `failed` could not be reached: the next one in the list takes over, unless
+    /// another request has already moved on from it (then its choice stands).
+    fn fail_over_from(&self, failed: usize) {
+        let next = next_server(failed, self.list.len());
+        let _ = self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Round robin: the server after `failed`, wrapping around.
+fn next_server(failed: usize, count: usize) -> usize {
+    (failed + 1) % count.max(1)
+}
+
+/// A cheap-to-clone handle on the connection to the apiserver. The
 /// connection is made on first use and remade after a failure, so a
 /// daemon started before the apiserver simply retries.
+///
+/// Given several apiservers (`server: https://a:6443,https://b:6443`), it
+/// talks to one at a time and moves to the next when a request cannot reach
+/// it (connection refused, reset, UNAVAILABLE): the request is sent again to
+/// the next server, round robin from the failed one, with a growing pause
+/// once every server has failed, until the request timeout. Requests that
+/// may have reached a server before it broke are sent again only when doing
+/// so twice changes nothing (reads, watches, resourceVersion-guarded
+/// updates); others (create, delete, patch, bind, ...) return the error, as
+/// they would with one server, and the next request goes to the next server.
+/// All apiservers share the cluster CA, so one TLS identity serves them all.
 #[derive(Clone)]
 pub struct Client {
-    grpc: Grpc,
-    server: Arc<str>,
+    servers: Arc<Servers>,
     namespace: Arc<str>,
     timeout: Duration,
     /// Sent as `x-rkube-field-manager`: the apiserver then records this
@@ -149,7 +191,7 @@ impl fmt::Debug for Client {
     // The token stays out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("server", &self.server)
+            .field("server", &self.server())
             .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
@@ -194,29 +236,37 @@ impl Client {
             ),
             None => None,
         };
-        let endpoint = Endpoint::from_shared(config.server.clone())
-            .map_err(|e| bad(format!("{:?}: {e}", config.server)))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            // Watches sit idle for long stretches; without pings a dead
-            // server would leave them hanging forever.
-            .keep_alive_while_idle(true);
-        let endpoint = match tls {
-            Some(tls) => endpoint
-                .tls_config(tls)
-                .map_err(|e| bad(format!("{:?}: TLS settings: {e}", config.server)))?,
-            None => endpoint,
-        };
-        let channel = endpoint.connect_lazy();
-        let grpc = ApiServerClient::with_interceptor(channel, Auth { token })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let mut list = Vec::new();
+        for server in server_list(&config.server) {
+            let endpoint = Endpoint::from_shared(server.to_string())
+                .map_err(|e| bad(format!("{server:?}: {e}")))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                // Watches sit idle for long stretches; without pings a dead
+                // server would leave them hanging forever.
+                .keep_alive_while_idle(true);
+            let endpoint = match &tls {
+                // The same CA and client certificate for every apiserver; each is
+                // verified against its own name (its certificate's SANs).
+                Some(tls) => endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| bad(format!("{server:?}: TLS settings: {e}")))?,
+                None => endpoint,
+            };
+            let channel = endpoint.connect_lazy();
+            let grpc = ApiServerClient::with_interceptor(channel, Auth { token: token.clone() })
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+            list.push((Arc::from(server), grpc));
+        }
         Ok(Client {
-            grpc,
-            server: config.server.as_str().into(),
+            servers: Arc::new(Servers {
+                list,
+                current: AtomicUsize::new(0),
+            }),
             namespace: config.namespace.as_str().into(),
             timeout: DEFAULT_REQUEST_TIMEOUT,
             field_manager: None,
@@ -244,9 +294,14 @@ impl Client {
         self
     }
 
-    /// The apiserver address, for messages.
+    /// The address of the apiserver requests go to now, for messages.
     pub fn server(&self) -> &str {
-        &self.server
+        self.servers.pick().1
+    }
+
+    /// Every apiserver this client may talk to, in order.
+    pub fn servers(&self) -> Vec<&str> {
+        self.servers.list.iter().map(|(url, _)| &**url).collect()
     }
 
     /// The config's default namespace.
@@ -255,7 +310,7 @@ impl Client {
     }
 
     fn grpc(&self) -> Grpc {
-        self.grpc.clone()
+        self.servers.pick().2
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
@@ -275,33 +330,59 @@ impl Client {
     /// clients do not come back at once, up to [`OVERLOAD_RETRIES`] times, as client-go
     /// retries 429s with Retry-After. Refusals without `retry-after` (a disruption budget,
     /// a user's own watch limit) are the caller's to handle.
+    ///
+    /// With several apiservers, a call that cannot reach its server moves to the next (see
+    /// [`Client`]); the request timeout bounds the whole search.
     async fn unary<M, T, F, Fut>(&self, call: &'static str, msg: M, f: F) -> Result<T>
     where
         M: Clone,
         F: Fn(Grpc, tonic::Request<M>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let count = self.servers.list.len();
         let mut attempt = 0;
+        let mut unreachable = 0u32;
         loop {
-            let fut = f(self.grpc(), self.request(msg.clone()));
+            let (index, server, grpc) = self.servers.pick();
+            let fut = f(grpc, self.request(msg.clone()));
             let status = match tokio::time::timeout(self.timeout, fut).await {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(status)) => status,
-                Err(_) => return Err(self.timed_out(call)),
+                Err(_) => return Err(self.timed_out(call, server)),
             };
+            if count > 1 && is_unreachable(&status) {
+                self.servers.fail_over_from(index);
+                unreachable += 1;
+                let resend = idempotent(call) || never_sent(&status);
+                let next = self.servers.pick().1.clone();
+                tracing::warn!(%server, %next, call, error = %status.message(), resend, "apiserver unreachable; failing over");
+                if !resend {
+                    return Err(Error::from_status(status, server));
+                }
+                // Every server failed once more: wait before the next round.
+                if unreachable.is_multiple_of(count as u32) {
+                    let pause = failover_pause(unreachable / count as u32);
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(Error::from_status(status, server));
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                continue;
+            }
             match retry_after(&status) {
                 Some(pause) if attempt < OVERLOAD_RETRIES => {
                     attempt += 1;
                     tokio::time::sleep(overload_pause(pause, attempt)).await;
                 }
-                _ => return Err(Error::from_status(status, &self.server)),
+                _ => return Err(Error::from_status(status, server)),
             }
         }
     }
 
-    fn timed_out(&self, call: &'static str) -> Error {
+    fn timed_out(&self, call: &'static str, server: &str) -> Error {
         Error::Timeout {
-            server: self.server.to_string(),
+            server: server.to_string(),
             call,
             after: self.timeout,
         }
@@ -312,10 +393,11 @@ impl Client {
         call: &'static str,
         fut: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T> {
+        let server = self.server().to_string();
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(Error::from_status(status, &self.server)),
-            Err(_) => Err(self.timed_out(call)),
+            Ok(Err(status)) => Err(Error::from_status(status, &server)),
+            Err(_) => Err(self.timed_out(call, &server)),
         }
     }
 
@@ -476,18 +558,25 @@ impl Client {
         namespace: &str,
         wp: &WatchParams,
     ) -> Result<BoxStream<'static, Result<(WatchEvent<Any>, String)>>> {
-        // No grpc-timeout here: the stream is meant to outlive it.
-        let req = tonic::Request::new(rpc::WatchRequest {
+        let req = rpc::WatchRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
             label_selector: wp.label_selector.clone(),
             field_selector: wp.field_selector.clone(),
             resource_version: wp.resource_version.clone(),
             allow_bookmarks: wp.allow_bookmarks,
-        });
-        let mut grpc = self.grpc();
-        let stream = self.unary_once("Watch", grpc.watch(req)).await?;
-        let server = self.server.clone();
+        };
+        // Opening fails over like any read; once open, a broken stream ends with an error
+        // and the watcher opens it again from the last resourceVersion it saw, on
+        // whichever apiserver answers then.
+        let stream = self
+            .unary("Watch", req, |mut g, mut r| async move {
+                // No grpc-timeout here: the stream is meant to outlive it.
+                r.metadata_mut().remove("grpc-timeout");
+                g.watch(r).await
+            })
+            .await?;
+        let server: Arc<str> = self.server().into();
         Ok(stream
             .map(move |item| match item {
                 Ok(ev) => decode_raw_event(ev),
@@ -717,12 +806,12 @@ impl Client {
         let call = grpc.logs(tonic::Request::new(req));
         let stream = if follow {
             call.await
-                .map_err(|s| Error::from_status(s, &self.server))?
+                .map_err(|s| Error::from_status(s, self.server()))?
                 .into_inner()
         } else {
             self.unary_once("Logs", call).await?
         };
-        let server = self.server.clone();
+        let server: Arc<str> = self.server().into();
         Ok(stream
             .map(move |item| match item {
                 Ok(chunk) => Ok(bytes::Bytes::from(chunk.data)),
@@ -741,9 +830,9 @@ impl Client {
         let stream = grpc
             .exec(tonic::Request::new(input))
             .await
-            .map_err(|s| Error::from_status(s, &self.server))?
+            .map_err(|s| Error::from_status(s, self.server()))?
             .into_inner();
-        let server = self.server.clone();
+        let server: Arc<str> = self.server().into();
         Ok(stream
             .filter_map(move |item| {
                 let out = match item {
@@ -767,9 +856,9 @@ impl Client {
         let stream = grpc
             .port_forward(tonic::Request::new(input))
             .await
-            .map_err(|s| Error::from_status(s, &self.server))?
+            .map_err(|s| Error::from_status(s, self.server()))?
             .into_inner();
-        let server = self.server.clone();
+        let server: Arc<str> = self.server().into();
         Ok(stream
             .map(move |item| item.map(|o| o.data).map_err(|s| Error::from_status(s, &server)))
             .boxed())
@@ -897,6 +986,61 @@ fn decode_raw_event(ev: rpc::WatchEvent) -> Result<(WatchEvent<Any>, String)> {
     Ok((event, ev.resource_version))
 }
 
+/// Whether a call failed because its apiserver could not be reached or went away (no
+/// answer from an apiserver at all), rather than because an apiserver refused it.
+fn is_unreachable(status: &tonic::Status) -> bool {
+    let made_locally = std::error::Error::source(status).is_some();
+    status.details().is_empty()
+        && (status.code() == tonic::Code::Unavailable
+            || (made_locally && status.code() == tonic::Code::Unknown))
+}
+
+/// Whether a failed call certainly never reached a server: the connection itself could
+/// not be made, so sending it to another server cannot apply it twice.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        // hyper-util's connector says so in words; its error type is private.
+        if e.to_string().starts_with("tcp connect error") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Calls that change nothing when sent twice: reads, and writes whose resourceVersion
+/// guard turns a second copy into a Conflict (which callers already handle as a race).
+fn idempotent(call: &str) -> bool {
+    matches!(
+        call,
+        "Get"
+            | "List"
+            | "Watch"
+            | "Discovery"
+            | "Version"
+            | "AccessReview"
+            | "Metrics"
+            | "Update"
+            | "UpdateStatus"
+    )
+}
+
+/// The pause after round `round` (1, 2, ...) in which every apiserver failed: 100 ms,
+/// doubling to at most 2 s.
+fn failover_pause(round: u32) -> Duration {
+    Duration::from_millis(100) * (1u32 << round.saturating_sub(1).min(5)).min(20)
+}
+
 /// Times a call refused for overload is sent again before its error is returned.
 pub const OVERLOAD_RETRIES: u32 = 5;
 
@@ -1011,6 +1155,62 @@ mod tests {
             .to_string()
             .contains("certificateAuthority"));
         assert!(Client::connect("http://127.0.0.1:6443").is_ok());
+    }
+
+    #[tokio::test]
+    async fn failover_moves_round_robin_from_the_failed_server() {
+        let client = Client::connect("http://a:1, http://b:2,http://c:3").unwrap();
+        assert_eq!(client.servers(), ["http://a:1", "http://b:2", "http://c:3"]);
+        let servers = &client.servers;
+        assert_eq!(client.server(), "http://a:1");
+        servers.fail_over_from(0);
+        assert_eq!(client.server(), "http://b:2");
+        // a request that also failed on a, late: b stays
+        servers.fail_over_from(0);
+        assert_eq!(client.server(), "http://b:2");
+        servers.fail_over_from(1);
+        assert_eq!(client.server(), "http://c:3");
+        servers.fail_over_from(2);
+        assert_eq!(client.server(), "http://a:1", "wraps around");
+        // clones share the choice
+        let clone = client.clone();
+        clone.servers.fail_over_from(0);
+        assert_eq!(client.server(), "http://b:2");
+        assert_eq!(next_server(0, 1), 0);
+        let pauses: Vec<_> = (1..=7).map(|r| failover_pause(r).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+
+    #[tokio::test]
+    async fn when_no_server_answers_a_read_tries_each_until_its_timeout() {
+        // Nothing listens on ports 1 and 2 of loopback: both refuse.
+        let client = Client::connect("http://127.0.0.1:1,http://127.0.0.1:2")
+            .unwrap()
+            .with_timeout(Duration::from_millis(700));
+        let started = std::time::Instant::now();
+        let err = client.version().await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "gave up at the request timeout: {took:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(300),
+            "waited between rounds: {took:?}"
+        );
+        // A create that never reached a server is sent on too, and fails the same way.
+        let err = client.create_dyn(&pod_object(), "default").await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        let status = tonic::Status::unavailable("connection reset");
+        assert!(is_unreachable(&status) && !never_sent(&status));
+        assert!(idempotent("List") && !idempotent("Create"));
+    }
+
+    fn pod_object() -> DynObject {
+        let mut pod = Pod::default();
+        pod.metadata_mut().name = "p".into();
+        DynObject::from_any(to_any(&pod)).unwrap()
     }
 
     #[tokio::test]

@@ -26,8 +26,11 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 // point the client at the default address.
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientConfig {
-    /// The apiserver's gRPC address, `http://host:port`.
-    #[serde(default = "default_server")]
+    /// The apiserver's gRPC address, `https://host:port`; with several
+    /// apiservers, their addresses separated by commas (in the file also a
+    /// YAML list): requests go to one and move to the next when it cannot be
+    /// reached (see [`crate::Client`]).
+    #[serde(default = "default_server", deserialize_with = "one_or_many_servers")]
     pub server: String,
     /// The namespace used when a command names none.
     #[serde(default = "default_namespace")]
@@ -53,6 +56,30 @@ pub struct ClientConfig {
     pub client_certificate_data: Option<Vec<u8>>,
     #[serde(skip)]
     pub client_key_data: Option<Vec<u8>>,
+}
+
+/// `server: URL`, `server: URL,URL` or `server: [URL, URL]`, kept as one comma-separated
+/// string so that every reader of `server` sees one value.
+fn one_or_many_servers<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Servers {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Servers::deserialize(d)? {
+        Servers::One(s) => s,
+        Servers::Many(list) => list.join(","),
+    })
+}
+
+/// The addresses of a `server` value: one, or several separated by commas.
+pub fn server_list(server: &str) -> Vec<&str> {
+    server
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn default_server() -> String {
@@ -294,8 +321,28 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Accepts `http://host:port` and `https://host:port`.
-pub(crate) fn validate_server(server: &str) -> std::result::Result<(), String> {
+/// Accepts `http://host:port` and `https://host:port`, or several of them separated by
+/// commas (all with the same scheme: they share one TLS setting).
+pub(crate) fn validate_server(servers: &str) -> std::result::Result<(), String> {
+    let list = server_list(servers);
+    if list.is_empty() {
+        return Err(format!(
+            "{servers:?} names no server; expected e.g. {DEFAULT_SERVER}"
+        ));
+    }
+    for server in &list {
+        validate_one_server(server)?;
+    }
+    let https = |s: &&str| s.starts_with("https://");
+    if list.iter().any(https) && !list.iter().all(https) {
+        return Err(format!(
+            "{servers:?} mixes http:// and https:// servers; the apiservers of one cluster share one scheme and CA"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_one_server(server: &str) -> std::result::Result<(), String> {
     let rest = server
         .strip_prefix("http://")
         .or_else(|| server.strip_prefix("https://"))
@@ -352,6 +399,25 @@ mod tests {
         let cfg = ClientConfig::for_daemon(Some("http://127.0.0.1:1"), None).unwrap();
         assert_eq!(cfg, ClientConfig::for_server("http://127.0.0.1:1"));
         assert!(ClientConfig::for_daemon(Some("127.0.0.1:1"), None).is_err());
+    }
+
+    #[test]
+    fn several_servers_are_a_comma_separated_string_or_a_list() {
+        let cfg = ClientConfig::parse(
+            "server: [\"https://a:6443\", \"https://b:6443\"]\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(cfg.server, "https://a:6443,https://b:6443");
+        assert_eq!(server_list(&cfg.server), ["https://a:6443", "https://b:6443"]);
+        let cfg = ClientConfig::parse("server: https://a:6443, https://b:6443\n", Path::new("c")).unwrap();
+        assert_eq!(server_list(&cfg.server), ["https://a:6443", "https://b:6443"]);
+        let err = ClientConfig::parse("server: https://a:6443,b:6443\n", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("\"b:6443\" is not a URL"), "{err}");
+        let err = ClientConfig::parse("server: https://a:6443,http://b:6443\n", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("mixes http:// and https://"), "{err}");
+        let cfg = ClientConfig::for_daemon(Some("http://a:1,http://b:2"), None).unwrap();
+        assert_eq!(server_list(&cfg.server).len(), 2);
     }
 
     #[test]

@@ -13,14 +13,254 @@ use crate::api::Api;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use chrono::{SecondsFormat, Utc};
+use futures::future::BoxFuture;
 use rkube_api::coordination::v1::{Lease, LeaseSpec};
 use rkube_api::meta::v1::ObjectMeta;
 use rkube_api::Resource;
+use rkube_daemon::DurationArg;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// `--leader-elect` and its timings, named as Kubernetes' components name them, flattened
+/// into the options (flags and config file alike) of every daemon that runs as one active
+/// replica among standbys: the scheduler and both controller managers.
+#[derive(clap::Args, serde::Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderElectionOptions {
+    /// Act only while holding a Lease, so that several replicas can run
+    /// with one active and the others standing by (default true, as in
+    /// Kubernetes); `--leader-elect=false` for a lone instance
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: Option<bool>,
+    /// How long standbys wait after the last renewal they saw before taking
+    /// over a Lease (e.g. 15s, the default)
+    #[arg(long, value_name = "DURATION")]
+    pub leader_elect_lease_duration: Option<DurationArg>,
+    /// How long the leader keeps trying to renew before it stops acting
+    /// and exits; shorter than the lease duration (default 10s)
+    #[arg(long, value_name = "DURATION")]
+    pub leader_elect_renew_deadline: Option<DurationArg>,
+    /// Pause between attempts to acquire or renew the Lease (default 2s)
+    #[arg(long, value_name = "DURATION")]
+    pub leader_elect_retry_period: Option<DurationArg>,
+    /// The Lease's name (default: the component's, e.g.
+    /// kube-controller-manager)
+    #[arg(long, value_name = "NAME")]
+    pub leader_elect_resource_name: Option<String>,
+    /// The Lease's namespace (default kube-system)
+    #[arg(long, value_name = "NAMESPACE")]
+    pub leader_elect_resource_namespace: Option<String>,
+}
+
+impl LeaderElectionOptions {
+    /// The options over the defaults (on, Lease kube-system/`lease_name`, client-go's
+    /// timings), checked; errors name the flag.
+    pub fn resolve(&self, lease_name: &str) -> anyhow::Result<LeaderElection> {
+        let d = LeaderElection::new(lease_name);
+        let pick = |v: Option<DurationArg>, d: Duration| v.map_or(d, |v| v.0);
+        let e = LeaderElection {
+            enabled: self.leader_elect.unwrap_or(d.enabled),
+            lease_name: self.leader_elect_resource_name.clone().unwrap_or(d.lease_name),
+            namespace: self
+                .leader_elect_resource_namespace
+                .clone()
+                .unwrap_or(d.namespace),
+            lease_duration: pick(self.leader_elect_lease_duration, d.lease_duration),
+            renew_deadline: pick(self.leader_elect_renew_deadline, d.renew_deadline),
+            retry_period: pick(self.leader_elect_retry_period, d.retry_period),
+        };
+        e.validate()?;
+        Ok(e)
+    }
+}
+
+/// Whether a daemon elects a leader, over which Lease, with which timings: what its
+/// configuration keeps. The identity is made when the daemon runs (host name and a random
+/// suffix), so two replicas started from one configuration never share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElection {
+    pub enabled: bool,
+    pub lease_name: String,
+    pub namespace: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl LeaderElection {
+    /// On, as in Kubernetes, over the Lease kube-system/`lease_name` with client-go's
+    /// timings (15 s lease, 10 s renew deadline, 2 s retry).
+    pub fn new(lease_name: &str) -> Self {
+        let c = LeaderElectionConfig::new(lease_name, "kube-system", "-");
+        LeaderElection {
+            enabled: true,
+            lease_name: c.lease_name,
+            namespace: c.namespace,
+            lease_duration: c.lease_duration,
+            renew_deadline: c.renew_deadline,
+            retry_period: c.retry_period,
+        }
+    }
+
+    /// The elector's configuration for the process `identity`.
+    pub fn config(&self, identity: &str) -> LeaderElectionConfig {
+        LeaderElectionConfig {
+            lease_name: self.lease_name.clone(),
+            namespace: self.namespace.clone(),
+            identity: identity.to_string(),
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        }
+    }
+
+    /// Errors name the flags.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.namespace.is_empty() {
+            anyhow::bail!("--leader-elect-resource-namespace must not be empty (default kube-system)");
+        }
+        self.config("-").validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (--leader-elect-lease-duration {:?} > --leader-elect-renew-deadline {:?} > \
+                 --leader-elect-retry-period {:?}, with room for a retry)",
+                self.lease_duration,
+                self.renew_deadline,
+                self.retry_period
+            )
+        })
+    }
+}
+
+/// Runs `work` until `shutdown`, and with leader election on, only while this process holds
+/// the Lease: it campaigns first (a standby waits here, ready and healthy), starts `work`
+/// once elected, and releases the Lease on shutdown so a standby takes over within a retry
+/// period. `work` is given a future that resolves when it must stop.
+///
+/// A leader that loses its Lease (it could not renew within the renew deadline, or found
+/// another holder) stops `work` and returns an error, so the daemon exits and its
+/// supervisor (systemd, `make up`) restarts it as a candidate. That is what Kubernetes'
+/// components do, and it is safer than stopping the loops and campaigning again in the
+/// same process: nothing a leader started (informers' handlers, spawned reconciles, queued
+/// retries) can outlive its leadership, and a standby has already taken over by the time
+/// the restarted process campaigns.
+pub async fn run_leading<F, Fut>(
+    client: Client,
+    election: &LeaderElection,
+    shutdown: impl Future<Output = ()>,
+    work: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(BoxFuture<'static, ()>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_work: BoxFuture<'static, ()> = Box::pin(async move {
+        let _ = done_rx.await;
+    });
+    if !election.enabled {
+        let mut work = std::pin::pin!(work(stop_work));
+        tokio::select! {
+            r = &mut work => return r,
+            _ = &mut shutdown => {}
+        }
+        let _ = done_tx.send(());
+        return work.await;
+    }
+
+    let identity = format!("{}_{:016x}", rkube_daemon::host_name(), rand::random::<u64>());
+    let lease = format!("{}/{}", election.namespace, election.lease_name);
+    let status = rkube_daemon::Registry::global().gauge_with(
+        "leader_election_master_status",
+        "1 while this process holds its leader-election Lease, else 0.",
+        &[("name", &election.lease_name)],
+    );
+    status.set(0);
+    let elector = Arc::new(LeaderElector::new(client, election.config(&identity))?);
+    let mut leading = elector.is_leader();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let el = elector.clone();
+    let mut campaign = AbortOnDrop(tokio::spawn(async move {
+        el.run(
+            async move {
+                if stop_rx.wait_for(|s| *s).await.is_err() {
+                    // Dropped without a shutdown: see `AbortOnDrop`.
+                    std::future::pending::<()>().await;
+                }
+            },
+            || {},
+            || {},
+        )
+        .await
+    }));
+    tracing::info!(%lease, %identity, "standing by until this process holds the lease");
+    tokio::select! {
+        _ = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            let _ = (&mut campaign.0).await;
+            return Ok(());
+        }
+        r = &mut campaign.0 => {
+            anyhow::bail!("leader election for {lease} ended before this process led: {r:?}");
+        }
+        // (the guard `wait_for` returns must not live across the select: it is not Send)
+        _ = async { let _ = leading.wait_for(|l| *l).await.is_ok(); } => {}
+    }
+    status.set(1);
+    tracing::info!(%lease, %identity, "leading: starting work");
+    enum Ended {
+        Shutdown,
+        Work(anyhow::Result<()>),
+        Lost(std::result::Result<Result<()>, tokio::task::JoinError>),
+    }
+    let mut work = std::pin::pin!(work(stop_work));
+    let ended = tokio::select! {
+        _ = &mut shutdown => Ended::Shutdown,
+        r = &mut work => Ended::Work(r),
+        r = &mut campaign.0 => Ended::Lost(r),
+    };
+    let _ = done_tx.send(());
+    let result = match ended {
+        Ended::Shutdown => work.await,
+        Ended::Work(r) => r,
+        Ended::Lost(r) => {
+            status.set(0);
+            // Give the work a retry period to stop cleanly; past that it is dropped
+            // (cancelled), as the process is about to exit anyway.
+            let _ = tokio::time::timeout(election.retry_period, &mut work).await;
+            tracing::error!(%lease, %identity, "leader election lost; stopping");
+            return Err(match r {
+                Ok(Err(e)) => anyhow::Error::new(e).context(format!(
+                    "lost the lease {lease}; exiting so that a new leader takes over"
+                )),
+                other => anyhow::anyhow!("leader election for {lease} stopped: {other:?}"),
+            });
+        }
+    };
+    // Release only once the work has stopped, so a successor never overlaps it.
+    let _ = stop_tx.send(true);
+    let _ = (&mut campaign.0).await;
+    status.set(0);
+    result
+}
+
+/// The campaign task of [`run_leading`], aborted when that future is dropped without a
+/// shutdown (its task aborted, as a test's `kill -9`, or its runtime gone): the Lease is
+/// then left to expire, as a killed process leaves it, rather than released by a task
+/// that outlived its daemon.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Reads and writes the Lease: the apiserver, or a fake in tests.
 #[async_trait::async_trait]
@@ -293,7 +533,7 @@ impl LeaderElector {
                 .filter(|d| *d > 0)
                 .map(|d| Duration::from_secs(d as u64))
                 .unwrap_or(self.config.lease_duration);
-            if Instant::now() < observed_at + held_for {
+            if Instant::now() < observed_at + held_for && !long_expired(&spec.renew_time, held_for) {
                 return Ok(Attempt::HeldByOther(holder));
             }
         }
@@ -352,6 +592,21 @@ impl LeaderElector {
         self.store.update(&lease).await?;
         Ok(())
     }
+}
+
+/// Whether a Lease last renewed at `renew_time` (by its holder's clock) has clearly been
+/// dead for a while by this machine's clock: more than twice its duration ago. Such a
+/// Lease, left by a previous run of the cluster or a holder that died long ago, is taken
+/// at once instead of after watching it for a whole lease duration (client-go always
+/// waits). Only clocks more than a lease duration apart could make a live holder's Lease
+/// look so old; a Lease renewed recently is still waited for by this process's own clock,
+/// which needs no clock agreement.
+fn long_expired(renew_time: &str, duration: Duration) -> bool {
+    let Ok(renewed) = chrono::DateTime::parse_from_rfc3339(renew_time) else {
+        return false;
+    };
+    let age = Utc::now().signed_duration_since(renewed);
+    age.to_std().is_ok_and(|age| age > duration * 2)
 }
 
 /// Up to 20 % later, so candidates that started together spread out.
@@ -642,6 +897,69 @@ mod tests {
             "b took over within a retry period"
         );
         assert_never_two_leaders(&log.lock().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_dead_for_long_is_taken_at_once_a_recent_one_waited_out() {
+        let leases = Arc::new(FakeLeases::default());
+        let dead = Candidate::new(&leases);
+        let long_ago =
+            (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339_opts(SecondsFormat::Micros, true);
+        dead.create(&Lease {
+            metadata: Some(ObjectMeta {
+                name: "controller-manager".into(),
+                ..Default::default()
+            }),
+            spec: Some(LeaseSpec {
+                holder_identity: "previous-run".into(),
+                lease_duration_seconds: Some(15),
+                renew_time: long_ago,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let a = elector(&Candidate::new(&leases), "a");
+        let started = Instant::now();
+        let (_stop, _task) = spawn(&a, &Arc::default());
+        a.is_leader().wait_for(|l| *l).await.unwrap();
+        assert!(Instant::now() - started < Duration::from_secs(1), "taken at once");
+
+        // Renewed a moment ago by a holder that then died: waited out by this clock.
+        assert!(!long_expired(&Utc::now().to_rfc3339(), Duration::from_secs(15)));
+        assert!(!long_expired("not a time", Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn options_resolve_over_kubernetes_defaults_and_name_bad_flags() {
+        let on = LeaderElectionOptions::default()
+            .resolve("kube-scheduler")
+            .unwrap();
+        assert_eq!(on, LeaderElection::new("kube-scheduler"));
+        assert!(on.enabled);
+        assert_eq!(
+            (on.namespace.as_str(), on.lease_duration),
+            ("kube-system", Duration::from_secs(15))
+        );
+        let o = LeaderElectionOptions {
+            leader_elect: Some(false),
+            leader_elect_resource_name: Some("mine".into()),
+            leader_elect_lease_duration: Some(DurationArg(Duration::from_secs(30))),
+            ..Default::default()
+        };
+        let off = o.resolve("kube-scheduler").unwrap();
+        assert!(!off.enabled);
+        assert_eq!(
+            (off.lease_name.as_str(), off.lease_duration),
+            ("mine", Duration::from_secs(30))
+        );
+        let bad = LeaderElectionOptions {
+            leader_elect_renew_deadline: Some(DurationArg(Duration::from_secs(20))),
+            ..Default::default()
+        };
+        let err = bad.resolve("kube-scheduler").unwrap_err().to_string();
+        assert!(err.contains("--leader-elect-renew-deadline"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{Cause, Error, Result};
 pub use events::{object_reference, EventType, Recorder};
-pub use leader::{LeaderElectionConfig, LeaderElector, LeaseStore};
+pub use leader::{
+    run_leading, LeaderElection, LeaderElectionConfig, LeaderElectionOptions, LeaderElector, LeaseStore,
+};
 pub use params::{
     DeleteParams, ListParams, ObjectList, PostParams, Preconditions, PropagationPolicy, Subresource,
     WatchEvent, WatchParams,

@@ -4,6 +4,7 @@
 use crate::cloud::CloudProvider;
 use clap::Parser;
 use rkube_client::runtime::ManagerOptions;
+use rkube_client::{LeaderElection, LeaderElectionOptions};
 use rkube_daemon::{ClientOptions, DaemonOptions, Options as _};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ pub struct Options {
     #[command(flatten)]
     #[serde(flatten)]
     pub manager: ManagerOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub leader_election: LeaderElectionOptions,
     /// The cloud provider: `local` (machines listed in the cloud-config file).
     #[arg(long, value_name = "NAME")]
     pub cloud_provider: Option<String>,
@@ -67,6 +71,9 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     pub controllers: Vec<String>,
     pub workers: usize,
+    /// On by default: only the holder of the Lease kube-system/cloud-controller-manager
+    /// runs the controllers.
+    pub leader_election: LeaderElection,
     /// `local`; ignored when `provider` is set.
     pub cloud_provider: String,
     pub cloud_config: Option<PathBuf>,
@@ -88,6 +95,7 @@ impl std::fmt::Debug for Config {
             .field("apiserver", &self.apiserver)
             .field("controllers", &self.controllers)
             .field("workers", &self.workers)
+            .field("leader_election", &self.leader_election)
             .field("cloud_provider", &self.cloud_provider)
             .field("cloud_config", &self.cloud_config)
             .field("cluster_name", &self.cluster_name)
@@ -109,6 +117,7 @@ impl Config {
             kubeconfig: None,
             controllers: vec!["*".into()],
             workers: 2,
+            leader_election: LeaderElection::new(crate::LEASE_NAME),
             cloud_provider: "local".into(),
             cloud_config: None,
             cluster_name: "kubernetes".into(),
@@ -130,6 +139,7 @@ impl Config {
         c.health_addr = o.health_addr();
         c.controllers = o.manager.controllers();
         c.workers = o.manager.workers(c.workers)?;
+        c.leader_election = o.leader_election.resolve(crate::LEASE_NAME)?;
         c.cloud_provider = o.cloud_provider.unwrap_or(c.cloud_provider);
         c.cloud_config = o.cloud_config;
         c.cluster_name = o.cluster_name.unwrap_or(c.cluster_name);

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use rkube_client::runtime::ManagerOptions;
+use rkube_client::{LeaderElection, LeaderElectionOptions};
 use rkube_daemon::{ClientOptions, DaemonOptions, Options as _};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ pub struct Options {
     #[command(flatten)]
     #[serde(flatten)]
     pub manager: ManagerOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub leader_election: LeaderElectionOptions,
     /// Seconds a node may go without renewing its Lease before it is marked
     /// Ready=Unknown and tainted unreachable.
     #[arg(long, value_name = "SECONDS")]
@@ -61,6 +65,9 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     pub controllers: Vec<String>,
     pub workers: usize,
+    /// On by default: only the holder of the Lease kube-system/kube-controller-manager
+    /// runs the controllers.
+    pub leader_election: LeaderElection,
     pub node_monitor_grace_period: Duration,
     pub default_toleration_seconds: u64,
     pub cluster_cidr: String,
@@ -84,6 +91,7 @@ impl Config {
             kubeconfig: None,
             controllers: vec!["*".into()],
             workers: 4,
+            leader_election: LeaderElection::new(crate::LEASE_NAME),
             node_monitor_grace_period: Duration::from_secs(40),
             default_toleration_seconds: 300,
             cluster_cidr: "10.244.0.0/16".into(),
@@ -105,6 +113,7 @@ impl Config {
         c.health_addr = o.health_addr();
         c.controllers = o.manager.controllers();
         c.workers = o.manager.workers(c.workers)?;
+        c.leader_election = o.leader_election.resolve(crate::LEASE_NAME)?;
         c.node_monitor_grace_period = secs(o.node_monitor_grace_period, c.node_monitor_grace_period);
         c.default_toleration_seconds = o
             .default_toleration_seconds

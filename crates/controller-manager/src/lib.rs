@@ -38,7 +38,12 @@ pub fn enabled(spec: &[String]) -> anyhow::Result<Vec<&'static str>> {
     Manager::enabled(CONTROLLERS, spec)
 }
 
-/// Runs the enabled controllers until `shutdown` resolves: what `main` calls.
+/// The Lease replicas compete for (`--leader-elect`), as Kubernetes names it.
+pub const LEASE_NAME: &str = "kube-controller-manager";
+
+/// Runs the enabled controllers until `shutdown` resolves: what `main` calls. With leader
+/// election (the default) they run only while this process holds the Lease, and losing it
+/// is an error, so the process exits and is restarted as a standby.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let connection = (config.apiserver.as_str(), config.kubeconfig.as_deref());
     let manager = Manager::new(
@@ -47,7 +52,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         &config.controllers,
         connection,
         config.health_addr,
-    );
+    )
+    .leader_election(config.leader_election.clone());
     let context = |p: ManagerParts| Context {
         client: p.client,
         informers: p.informers,

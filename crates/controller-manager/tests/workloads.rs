@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
-use common::{is_ready, Cluster, Settle};
+use common::{deployment, is_ready, Cluster, Settle};
 
 /// The cluster, and the switch of its hollow kubelet: while off it readies nothing.
 async fn start() -> Result<(Cluster, Arc<AtomicBool>)> {
@@ -33,27 +33,6 @@ async fn rkubectl(c: &Cluster, args: &[&str]) -> Result<String> {
     let (out, result) = c.api.rkubectl(args).await;
     result.map_err(|e| anyhow::anyhow!("rkubectl {args:?}: {e}"))?;
     Ok(out)
-}
-
-fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
-    let yaml = format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  strategy:
-    type: RollingUpdate
-    rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: app, image: "{image}"}}]
-"#
-    );
-    serde_yaml::from_str(&yaml).expect("valid deployment")
 }
 
 async fn live_pods(client: &Client, ns: &str, app: &str) -> Result<Vec<Pod>> {

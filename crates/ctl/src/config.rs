@@ -24,14 +24,18 @@ pub fn load(explicit: Option<&Path>, context: Option<&str>) -> Result<ClientConf
 }
 
 /// Accepts `host:port` as well as a URL, since that is what people type;
-/// without a scheme it is https, as the apiserver serves by default.
+/// without a scheme it is https, as the apiserver serves by default. Several
+/// apiservers are separated by commas, each read the same way.
 pub fn normalize_server(server: &str) -> String {
-    let s = server.trim().trim_end_matches('/');
-    if s.contains("://") {
-        s.to_string()
-    } else {
-        format!("https://{s}")
-    }
+    let one = |s: &str| {
+        let s = s.trim().trim_end_matches('/');
+        if s.contains("://") {
+            s.to_string()
+        } else {
+            format!("https://{s}")
+        }
+    };
+    server.split(',').map(one).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -63,5 +67,9 @@ mod tests {
     fn bare_host_port_becomes_a_url() {
         assert_eq!(normalize_server("127.0.0.1:6443"), "https://127.0.0.1:6443");
         assert_eq!(normalize_server("https://api:6443/"), "https://api:6443");
+        assert_eq!(
+            normalize_server("a:6443, https://b:6443/"),
+            "https://a:6443,https://b:6443"
+        );
     }
 }

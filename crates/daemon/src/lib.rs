@@ -18,7 +18,7 @@ pub mod systemd;
 
 pub use health::{serve_health, Health, HealthAddr, HealthServer};
 pub use metrics::Registry;
-pub use options::{ClientOptions, DaemonOptions, Options};
+pub use options::{ClientOptions, DaemonOptions, DurationArg, Options};
 use std::future::Future;
 use std::path::Path;
 

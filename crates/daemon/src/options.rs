@@ -65,6 +65,69 @@ impl ClientOptions {
     }
 }
 
+/// A duration flag or config value as Kubernetes writes them (`15s`, `500ms`, `1m30s`,
+/// `1.5s`, `2h`); a bare number is seconds, so `leaderElectLeaseDuration: 15` in a file
+/// means what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub std::time::Duration);
+
+impl std::str::FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a duration (e.g. 15s, 500ms, 1m30s)");
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(bad());
+        }
+        if let Ok(secs) = s.parse::<f64>() {
+            return seconds(secs).map(DurationArg).ok_or_else(bad);
+        }
+        let mut rest = s;
+        let mut total = 0.0;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(bad)?;
+            let (number, tail) = rest.split_at(digits);
+            let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+            let (unit, tail) = tail.split_at(unit_len);
+            let n: f64 = number.parse().map_err(|_| bad())?;
+            let scale = match unit {
+                "ms" => 0.001,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+            };
+            total += n * scale;
+            rest = tail;
+        }
+        seconds(total).map(DurationArg).ok_or_else(bad)
+    }
+}
+
+fn seconds(secs: f64) -> Option<std::time::Duration> {
+    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+}
+
+impl<'de> Deserialize<'de> for DurationArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(n) => seconds(n)
+                .map(DurationArg)
+                .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a duration"))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Implements [`Options`] for a daemon's options struct: its health port, and the path to
 /// its [`DaemonOptions`] (`impl_options!(Options, SCHEDULER_PORT, daemon)`).
 #[macro_export]
@@ -183,6 +246,22 @@ fn camel_case(id: &str) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn durations_read_as_kubernetes_writes_them() {
+        let d = |s: &str| s.parse::<DurationArg>().map(|d| d.0);
+        assert_eq!(d("15s"), Ok(std::time::Duration::from_secs(15)));
+        assert_eq!(d("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(d("1m30s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(d("1.5s"), Ok(std::time::Duration::from_millis(1500)));
+        assert_eq!(d("7"), Ok(std::time::Duration::from_secs(7)));
+        assert!(d("15x").unwrap_err().contains("unknown unit"));
+        assert!(d("s").is_err() && d("-1s").is_err() && d("").is_err());
+        let yaml: DurationArg = serde_yaml::from_str("2").unwrap();
+        assert_eq!(yaml.0, std::time::Duration::from_secs(2));
+        let yaml: DurationArg = serde_yaml::from_str("250ms").unwrap();
+        assert_eq!(yaml.0, std::time::Duration::from_millis(250));
+    }
 
     #[derive(Parser, Deserialize, Debug, Default)]
     #[command(name = "rkube-test")]

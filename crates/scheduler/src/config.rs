@@ -2,6 +2,7 @@
 //! `--config`, camelCase keys; flags win) and the configuration it runs with.
 
 use clap::Parser;
+use rkube_client::{LeaderElection, LeaderElectionOptions};
 use rkube_daemon::{ClientOptions, DaemonOptions, Options as _};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -25,11 +26,9 @@ pub struct Options {
     /// scheduler are left alone. Default: default-scheduler.
     #[arg(long, value_name = "NAME")]
     pub scheduler_name: Option<String>,
-    /// Run only while holding the Lease kube-system/kube-scheduler, so
-    /// several replicas can stand by. Off by default (one instance);
-    /// `--leader-elect` alone means true.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub leader_elect: Option<bool>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub leader_election: LeaderElectionOptions,
     /// Stop searching once this percentage of the nodes fit (1-100); 0
     /// adapts to the cluster's size as Kubernetes does (50% minus 1% per
     /// 125 nodes, at least 5%; never fewer than 100 nodes).
@@ -56,7 +55,8 @@ pub struct Config {
     /// Credentials (see `--kubeconfig`); `None`: plain `apiserver`.
     pub kubeconfig: Option<PathBuf>,
     pub scheduler_name: String,
-    pub leader_elect: bool,
+    /// On by default: only the holder of the Lease kube-system/kube-scheduler schedules.
+    pub leader_election: LeaderElection,
     pub percentage_of_nodes_to_score: u32,
     pub parallel_binds: usize,
     pub pod_initial_backoff: Duration,
@@ -73,7 +73,7 @@ impl Config {
             apiserver: apiserver.into(),
             kubeconfig: None,
             scheduler_name: "default-scheduler".into(),
-            leader_elect: false,
+            leader_election: LeaderElection::new(crate::LEASE_NAME),
             percentage_of_nodes_to_score: 0,
             parallel_binds: 64,
             pod_initial_backoff: Duration::from_secs(1),
@@ -90,7 +90,7 @@ impl Config {
         c.kubeconfig = kubeconfig;
         c.health_addr = o.health_addr();
         c.scheduler_name = o.scheduler_name.unwrap_or(c.scheduler_name);
-        c.leader_elect = o.leader_elect.unwrap_or(c.leader_elect);
+        c.leader_election = o.leader_election.resolve(crate::LEASE_NAME)?;
         c.percentage_of_nodes_to_score = o
             .percentage_of_nodes_to_score
             .unwrap_or(c.percentage_of_nodes_to_score);
@@ -111,6 +111,7 @@ impl Config {
                 self.percentage_of_nodes_to_score
             );
         }
+        self.leader_election.validate()?;
         if self.parallel_binds == 0 {
             anyhow::bail!("--parallel-binds must be at least 1");
         }

@@ -19,7 +19,7 @@ use rkube_api::quantity::Quantity;
 use rkube_api::scheduling::v1::PriorityClass;
 use rkube_api::Resource;
 use rkube_client::{Api, Client, DeleteParams, ListParams};
-use rkube_testing::{eventually, Daemon, TestApiServer};
+use rkube_testing::{eventually, Daemon, LeaseProbe, TestApiServer};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -38,6 +38,11 @@ fn config(url: &str) -> rkube_scheduler::Config {
     let mut c = rkube_scheduler::Config::new(url);
     c.pod_initial_backoff = Duration::from_secs(60);
     c.pod_max_backoff = Duration::from_secs(120);
+    // Leader election stays on, as by default, with a short Lease: a scheduler
+    // started after one was killed waits for the dead one's Lease to run out.
+    c.leader_election.lease_duration = Duration::from_secs(2);
+    c.leader_election.renew_deadline = Duration::from_millis(1500);
+    c.leader_election.retry_period = Duration::from_millis(250);
     c
 }
 
@@ -847,5 +852,39 @@ async fn waiting_pods_are_placed_highest_priority_first() -> Result<()> {
         assert!(p.metadata().deletion_timestamp.is_empty(), "{name} was preempted");
         assert!(p.spec.unwrap().node_name.is_empty(), "{name} was bound");
     }
+    c.stop().await
+}
+
+/// Two schedulers: the one holding the Lease kube-system/kube-scheduler binds; killed
+/// without a goodbye (its Lease is not released), the standby takes over within the lease
+/// duration and binds the pods created meanwhile. The failover time is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_scheduler_takes_over_within_the_lease_when_the_leader_is_killed() -> Result<()> {
+    let mut c = Cluster::start().await?;
+    let lease_duration = config(c.api.url()).leader_election.lease_duration;
+    let lease = LeaseProbe::new(c.client.clone(), "kube-system", "kube-scheduler");
+    let leader = lease.new_holder("", WAIT).await?;
+    let standby_config = config(c.api.url());
+    let standby = Daemon::spawn(|stop| rkube_scheduler::run(standby_config, stop));
+    c.node("n1", "8", "16Gi", &[], vec![]).await?;
+    c.create(pod("before", "1", "0")).await?;
+    c.bound("before").await?;
+    lease.renewed_by(&leader, 3, lease_duration).await?;
+
+    let killed = std::time::Instant::now();
+    c.kill_scheduler().await;
+    c.create(pod("after", "1", "0")).await?;
+    let successor = lease.new_holder(&leader, lease_duration * 3).await?;
+    let took_over = killed.elapsed();
+    c.bound("after").await?;
+    println!(
+        "scheduler failover: lease {lease_duration:?}: new leader after {took_over:?}, \
+         pending pod bound {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(took_over <= lease_duration * 2, "{took_over:?}");
+    assert_ne!(successor, leader);
+    standby.stop().await?;
+    assert_eq!(lease.holder().await?.0, "", "released on a graceful stop");
     c.stop().await
 }

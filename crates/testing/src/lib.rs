@@ -11,9 +11,11 @@
 mod apiserver;
 mod daemon;
 mod eventually;
+mod leases;
 mod rkubectl;
 
 pub use apiserver::{TestApiServer, TestApiServerBuilder};
 pub use daemon::Daemon;
 pub use eventually::{eventually, Observation};
+pub use leases::LeaseProbe;
 pub use rkubectl::rkubectl;

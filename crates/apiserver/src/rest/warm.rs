@@ -19,7 +19,7 @@ use super::json::JsonCache;
 use crate::handlers::{stamped, storage_prefix};
 use prost_types::Any;
 use rkube_api::ResourceInfo;
-use rkube_store::{EventKind, Store, StoreError, WatchItem};
+use rkube_store::{EventKind, Store};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use tokio::sync::watch;
@@ -123,7 +123,7 @@ impl WarmReceiver {
 pub fn start(
     store: Arc<dyn Store>,
     cache: &'static JsonCache,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<Arc<WarmStats>> {
     let stats = Arc::new(WarmStats::default());
     let (queue, receiver) = WarmQueue::new(QUEUE_BYTES, stats.clone());
@@ -140,44 +140,20 @@ pub fn start(
             drop(snapshot_store);
             receiver.drain(cache);
         })?;
-    tokio::spawn(async move {
-        let mut from = from;
-        loop {
-            let mut feed = match store.watch("", from) {
-                Ok(feed) => feed,
-                Err(e) => {
-                    tracing::debug!("JSON warming stopped: the store's change feed: {e}");
-                    return;
-                }
-            };
-            loop {
-                let item = tokio::select! {
-                    item = feed.next() => item,
-                    _ = shutdown.changed() => return,
-                };
-                match item {
-                    None => return,
-                    // far behind: what was missed is encoded by the lists that need it
-                    Some(Err(StoreError::Compacted { .. })) => {
-                        from = store.revision();
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!("JSON warming stopped: the store's change feed: {e}");
-                        return;
-                    }
-                    Some(Ok(WatchItem::Event(ev))) => {
-                        if ev.kind == EventKind::Put {
-                            if let Some(info) = kind_of_key(&ev.kv.key) {
-                                queue.offer(info, stamped(&ev.kv, info));
-                            }
-                        }
-                    }
-                    Some(Ok(WatchItem::Progress(_))) => {}
+    tokio::spawn(crate::feed::follow(
+        store,
+        "",
+        from,
+        shutdown,
+        "JSON warming",
+        move |ev| {
+            if ev.kind == EventKind::Put {
+                if let Some(info) = kind_of_key(&ev.kv.key) {
+                    queue.offer(info, stamped(&ev.kv, info));
                 }
             }
-        }
-    });
+        },
+    ));
     Ok(stats)
 }
 

@@ -4,6 +4,7 @@
 //! serves health, connects, builds the controllers' context and runs them until shutdown
 //! or the first failure.
 
+use crate::leader::{run_leading, LeaderElection};
 use crate::{Client, Recorder, SharedInformers};
 use futures::future::BoxFuture;
 use std::future::Future;
@@ -63,6 +64,9 @@ pub struct Manager<C: 'static> {
     pub kubeconfig: Option<PathBuf>,
     /// The health and metrics endpoint; `None` serves none.
     pub health_addr: Option<SocketAddr>,
+    /// Whether the controllers run only while this process holds a Lease (see
+    /// [`crate::leader::run_leading`]); off unless set with [`Manager::leader_election`].
+    pub leader_election: Option<LeaderElection>,
 }
 
 impl<C: Send + Sync + 'static> Manager<C> {
@@ -82,7 +86,14 @@ impl<C: Send + Sync + 'static> Manager<C> {
             apiserver: apiserver.to_string(),
             kubeconfig: kubeconfig.map(Into::into),
             health_addr,
+            leader_election: None,
         }
+    }
+
+    /// The controllers run only while this process leads, as `election` says.
+    pub fn leader_election(mut self, election: LeaderElection) -> Self {
+        self.leader_election = Some(election);
+        self
     }
 
     /// Which controllers of the table `spec` enables (see [`enabled_controllers`]).
@@ -106,13 +117,24 @@ impl<C: Send + Sync + 'static> Manager<C> {
         let _health = rkube_daemon::serve_health(self.health_addr).await?;
         let client = Client::for_daemon(&self.apiserver, self.kubeconfig.as_deref())?;
         let host = rkube_daemon::host_name();
+        let ctx_client = client.clone();
         let ctx = Arc::new(context(ManagerParts {
             recorder: Recorder::new(client.clone(), self.component, &host),
             informers: SharedInformers::new(client.clone()),
             client,
         }));
+        // Ready means serving, as leader or as a standby waiting for the Lease.
         rkube_daemon::ready();
-        run_controllers(ctx, self.table, &enabled, shutdown).await
+        let table = self.table;
+        let election = self.leader_election.unwrap_or_else(|| LeaderElection {
+            enabled: false,
+            ..LeaderElection::new(self.component)
+        });
+        let client = ctx_client;
+        run_leading(client, &election, shutdown, move |stop| async move {
+            run_controllers(ctx, table, &enabled, stop).await
+        })
+        .await
     }
 }
 

@@ -6,6 +6,7 @@
 
 use anyhow::Result;
 use chrono::Utc;
+use rkube_api::apps::v1::Deployment;
 use rkube_api::core::v1::{Pod, PodCondition};
 use rkube_api::Resource;
 use rkube_client::{Api, Client, ListParams};
@@ -124,4 +125,26 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A Deployment of `replicas` pods of `image` labelled `app: NAME`, rolling one at a time.
+pub fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
+    let yaml = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: app, image: "{image}"}}]
+"#
+    );
+    serde_yaml::from_str(&yaml).expect("valid deployment")
 }
