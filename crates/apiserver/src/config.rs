@@ -27,9 +27,42 @@ pub struct Options {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Directory of the object store; created if missing. Only one
-    /// apiserver may use it at a time.
+    /// apiserver may use it at a time. With --storage-backend etcd it is
+    /// not used.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where objects are kept: `sled` (embedded, in --data-dir; one
+    /// apiserver, the default) or `etcd` (an etcd cluster given by
+    /// --etcd-servers; several apiservers may share it).
+    #[arg(long, value_name = "sled|etcd")]
+    pub storage_backend: Option<StorageBackend>,
+    /// etcd members' client URLs, comma-separated
+    /// (`https://10.0.0.1:2379,https://10.0.0.2:2379`); https needs
+    /// --etcd-cafile.
+    #[arg(long, value_name = "URL,URL", value_delimiter = ',')]
+    pub etcd_servers: Option<Vec<String>>,
+    /// CA certificate (PEM) that signed the etcd members' serving
+    /// certificates.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) this apiserver shows etcd (with
+    /// --etcd-keyfile), when etcd checks client certificates.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-certfile.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Every object is stored in etcd under this prefix (default
+    /// `/registry`, as kube-apiserver). Two clusters may share an etcd with
+    /// different prefixes.
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Seconds between compactions of etcd's history (default 300; 0: never,
+    /// when something else compacts it). Each compaction drops the history
+    /// older than one interval, as kube-apiserver does: watches that resume
+    /// from before it answer Gone and clients list again.
+    #[arg(long, value_name = "SECONDS")]
+    pub etcd_compaction_interval: Option<u64>,
     /// Revisions of change history kept for watches that resume from an old
     /// resourceVersion; older ones answer Gone and clients relist.
     #[arg(long, value_name = "N")]
@@ -262,11 +295,83 @@ impl SecurityConfig {
     }
 }
 
+/// `--storage-backend`.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Sled,
+    Etcd,
+}
+
+/// The etcd cluster objects are kept in (`--storage-backend etcd`).
+#[derive(Debug, Clone)]
+pub struct EtcdStorage {
+    pub servers: Vec<String>,
+    pub cafile: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub prefix: String,
+    /// Zero: never.
+    pub compaction_interval: std::time::Duration,
+}
+
+impl EtcdStorage {
+    pub fn new(servers: Vec<String>) -> Self {
+        EtcdStorage {
+            servers,
+            cafile: None,
+            certfile: None,
+            keyfile: None,
+            prefix: "/registry".into(),
+            compaction_interval: std::time::Duration::from_secs(300),
+        }
+    }
+
+    /// The flags checked against each other; errors name the flag and the fix.
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.servers.is_empty() {
+            anyhow::bail!(
+                "--storage-backend etcd needs --etcd-servers (e.g. --etcd-servers https://127.0.0.1:2379)"
+            );
+        }
+        for url in &self.servers {
+            let tls = url.starts_with("https://");
+            if !tls && !url.starts_with("http://") {
+                anyhow::bail!("--etcd-servers {url:?}: an etcd URL starts with https:// or http://");
+            }
+            if tls && self.cafile.is_none() {
+                anyhow::bail!("--etcd-servers {url:?} is https, which needs --etcd-cafile (the CA that signed etcd's certificates)");
+            }
+            if !tls && self.cafile.is_some() {
+                anyhow::bail!(
+                    "--etcd-cafile is given but --etcd-servers {url:?} is plain http: use https:// URLs"
+                );
+            }
+        }
+        if self.certfile.is_some() != self.keyfile.is_some() {
+            anyhow::bail!("--etcd-certfile and --etcd-keyfile go together: give both or neither");
+        }
+        if self.certfile.is_some() && self.cafile.is_none() {
+            anyhow::bail!("--etcd-certfile needs https:// --etcd-servers and --etcd-cafile");
+        }
+        if !self.prefix.starts_with('/') || self.prefix.len() < 2 {
+            anyhow::bail!(
+                "--etcd-prefix {:?} must start with / and name something (e.g. /registry)",
+                self.prefix
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `None`: sled in `data_dir`.
+    pub etcd: Option<EtcdStorage>,
     pub watch_history: u64,
     pub cache_mib: u64,
     pub bookmark_interval: std::time::Duration,
@@ -430,6 +535,7 @@ impl Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             data_dir: data_dir.into(),
+            etcd: None,
             watch_history: 100_000,
             cache_mib: 16,
             bookmark_interval: std::time::Duration::from_secs(1),
@@ -458,6 +564,36 @@ impl Config {
             .listen
             .unwrap_or_else(|| "127.0.0.1:6443".parse().expect("literal address"));
         cfg.health_addr = health_addr;
+        cfg.etcd = match o.storage_backend.unwrap_or_default() {
+            StorageBackend::Etcd => {
+                let mut etcd = EtcdStorage::new(o.etcd_servers.unwrap_or_default());
+                etcd.cafile = o.etcd_cafile;
+                etcd.certfile = o.etcd_certfile;
+                etcd.keyfile = o.etcd_keyfile;
+                etcd.prefix = o.etcd_prefix.unwrap_or(etcd.prefix);
+                if let Some(s) = o.etcd_compaction_interval {
+                    etcd.compaction_interval = std::time::Duration::from_secs(s);
+                }
+                etcd.validate()?;
+                Some(etcd)
+            }
+            StorageBackend::Sled => {
+                let given = [
+                    ("--etcd-servers", o.etcd_servers.is_some()),
+                    ("--etcd-cafile", o.etcd_cafile.is_some()),
+                    ("--etcd-certfile", o.etcd_certfile.is_some()),
+                    ("--etcd-keyfile", o.etcd_keyfile.is_some()),
+                    ("--etcd-prefix", o.etcd_prefix.is_some()),
+                    ("--etcd-compaction-interval", o.etcd_compaction_interval.is_some()),
+                ];
+                if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                    anyhow::bail!(
+                        "{flag} is given but the storage backend is sled: add --storage-backend etcd, or drop {flag}"
+                    );
+                }
+                None
+            }
+        };
         cfg.watch_history = o.watch_history.unwrap_or(cfg.watch_history);
         cfg.cache_mib = o.cache_mib.unwrap_or(cfg.cache_mib);
         if let Some(s) = o.bookmark_interval {

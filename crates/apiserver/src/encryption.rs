@@ -351,6 +351,10 @@ impl Store for EncryptedStore {
     fn revision(&self) -> Revision {
         self.inner.revision()
     }
+
+    fn sync(&self) -> StoreFuture<Revision> {
+        self.inner.sync()
+    }
 }
 
 #[cfg(test)]

@@ -173,6 +173,8 @@ impl ApiError {
             StoreError::Closed => {
                 Self::unavailable("the apiserver is shutting down; retry against a running apiserver")
             }
+            // etcd down or without quorum: clients retry, or fail over to another apiserver
+            e @ StoreError::Unavailable { .. } => Self::unavailable(e.to_string()),
             // names the object and what to do (a Secret encrypted with another key)
             e @ StoreError::Untransformable { .. } => Self::internal(e.to_string()),
             other => Self::internal(format!("storage error: {other}")),

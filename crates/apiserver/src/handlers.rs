@@ -304,6 +304,20 @@ fn namespace_or_default(info: &ResourceInfo, ns: &str) -> String {
     }
 }
 
+/// Before a read that must reflect every write made before it through any
+/// apiserver (a list, the initial state of a watch; as Kubernetes serves
+/// them): on etcd, waits until this apiserver's cache has caught up with
+/// etcd. Gets are served from the cache as it is, which already holds this
+/// apiserver's own writes; a get races only writes made elsewhere, which
+/// updates with a resourceVersion catch as Conflicts. When etcd cannot be
+/// asked, the cache serves what it has: reads keep working while etcd is
+/// down.
+async fn consistent_read(state: &State) {
+    if let Err(e) = state.store.sync().await {
+        tracing::debug!("serving a list from the cache without confirming it is current: {e}");
+    }
+}
+
 /// Parsed selectors of a list or watch.
 struct Filter {
     labels: Selector,
@@ -377,6 +391,9 @@ pub async fn list<K: Resource>(state: Arc<State>, req: rpc::ListRequest) -> ApiR
         }
         (Some(rev), Some(key))
     };
+    if at.is_none() {
+        consistent_read(&state).await;
+    }
     let store_err = |e| ApiError::from_store(e, info, "");
     let mut items = Vec::new();
     let page_size = if limit == 0 { 0 } else { limit.max(500) };
@@ -885,6 +902,7 @@ pub async fn watch<K: Resource>(state: Arc<State>, req: rpc::WatchRequest, tx: W
     let start = match from {
         Some(rev) => rev,
         None => {
+            consistent_read(&state).await;
             let snapshot = state
                 .store
                 .list(&prefix, None, 0, None)

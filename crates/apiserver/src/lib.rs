@@ -35,12 +35,12 @@ pub mod serviceaccount;
 pub mod storage_class;
 
 use anyhow::Context;
-pub use config::{Config, Options, SecurityConfig};
+pub use config::{Config, EtcdStorage, Options, SecurityConfig, StorageBackend};
 use rkube_api::core::v1::Namespace;
 use rkube_api::rpc::api_server_server::ApiServerServer;
 use rkube_api::Resource;
 pub use rkube_daemon::notify_systemd;
-use rkube_store::{SledStore, Store, StoreConfig, StoreError};
+use rkube_store::{EtcdConfig, EtcdStore, EtcdTls, SledStore, Store, StoreConfig, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ pub struct RunningApiServer {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    store: Arc<SledStore>,
+    store: Backend,
     tls: bool,
     json_warming: Option<Arc<rest::warm::WarmStats>>,
 }
@@ -98,8 +98,88 @@ impl RunningApiServer {
         let _ = self.shutdown.send(true);
         let served = self.server.await.context("the server task failed")?;
         served.context("the server failed")?;
-        self.store.close().context("closing the store")?;
-        Ok(())
+        self.store.close().await
+    }
+
+    /// The etcd store, when the apiserver runs on etcd (tests look at its cache).
+    pub fn etcd(&self) -> Option<&Arc<EtcdStore>> {
+        match &self.store {
+            Backend::Etcd(store) => Some(store),
+            Backend::Sled(_) => None,
+        }
+    }
+}
+
+/// The store under the encryption layer, kept for what only the backend does (closing).
+enum Backend {
+    Sled(Arc<SledStore>),
+    Etcd(Arc<EtcdStore>),
+}
+
+impl Backend {
+    /// sled in `--data-dir`, or the etcd cluster of `--etcd-servers`.
+    async fn open(config: &Config) -> anyhow::Result<Backend> {
+        let Some(etcd) = &config.etcd else {
+            let mut store_config = StoreConfig::new(&config.data_dir);
+            store_config.history = config.watch_history;
+            store_config.cache_bytes = config.cache_mib * 1024 * 1024;
+            store_config.progress_interval = config.bookmark_interval;
+            // Opening blocks on disk; the error already names the directory and what to do.
+            let store = tokio::task::spawn_blocking(move || SledStore::open(store_config))
+                .await
+                .context("the store opener panicked")??;
+            return Ok(Backend::Sled(Arc::new(store)));
+        };
+        let read = |flag: &str, path: &std::path::Path| {
+            rkube_client::pki::read_pem(flag, path).map_err(|e| anyhow::anyhow!("{}", e.0))
+        };
+        let tls = match &etcd.cafile {
+            Some(ca) => Some(EtcdTls {
+                ca: read("--etcd-cafile", ca)?,
+                identity: match (&etcd.certfile, &etcd.keyfile) {
+                    (Some(cert), Some(key)) => {
+                        Some((read("--etcd-certfile", cert)?, read("--etcd-keyfile", key)?))
+                    }
+                    _ => None,
+                },
+            }),
+            None => None,
+        };
+        let mut store_config = EtcdConfig::new(etcd.servers.clone());
+        store_config.prefix = etcd.prefix.clone();
+        store_config.tls = tls;
+        store_config.compaction_interval = etcd.compaction_interval;
+        store_config.progress_interval = config.bookmark_interval;
+        let store = EtcdStore::connect(store_config)
+            .await
+            .context("cannot use etcd (--etcd-servers)")?;
+        Ok(Backend::Etcd(Arc::new(store)))
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sled(store) => store.clone(),
+            Backend::Etcd(store) => store.clone(),
+        }
+    }
+
+    /// Where the objects are, for the log.
+    fn describe(&self) -> String {
+        match self {
+            Backend::Sled(store) => format!("sled in {}", store.path().display()),
+            Backend::Etcd(store) => format!("etcd at {}", store.endpoints()),
+        }
+    }
+
+    /// Finishes the writes already accepted, ends watches, and lets the backend go.
+    async fn close(&self) -> anyhow::Result<()> {
+        match self {
+            Backend::Sled(store) => store.close().context("closing the store"),
+            Backend::Etcd(store) => {
+                store.close().await;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -167,19 +247,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     };
     // https to kubelets with --kubelet-client-certificate, else http
     let kubelets = proxy::Kubelets::new(security)?;
-    let mut store_config = StoreConfig::new(&config.data_dir);
-    store_config.history = config.watch_history;
-    store_config.cache_bytes = config.cache_mib * 1024 * 1024;
-    store_config.progress_interval = config.bookmark_interval;
-    // Opening blocks on disk; the error already names the directory and what to do.
-    let store = tokio::task::spawn_blocking(move || SledStore::open(store_config))
-        .await
-        .context("the store opener panicked")??;
-    let sled = Arc::new(store);
+    let backend = Backend::open(&config).await?;
     // Everything above the backend, bootstrap included, goes through the
     // encryption layer: Secrets are encrypted at rest when a key is given,
     // and an encrypted Secret read without it is a clear error.
-    let encrypted = Arc::new(encryption::EncryptedStore::new(sled.clone(), encryption_key));
+    let encrypted = Arc::new(encryption::EncryptedStore::new(backend.store(), encryption_key));
     let store: Arc<dyn Store> = encrypted.clone();
     bootstrap(store.as_ref()).await?;
     pod_priority::bootstrap(store.as_ref()).await?;
@@ -276,7 +348,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     );
     tracing::info!(
         %addr,
-        data_dir = %config.data_dir.display(),
+        storage = %backend.describe(),
         revision = store.revision(),
         tls = tls_on,
         authentication = state_authn_enabled(&config.security),
@@ -288,7 +360,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         addr,
         shutdown: shutdown_tx,
         server,
-        store: sled,
+        store: backend,
         tls: tls_on,
         json_warming,
     })

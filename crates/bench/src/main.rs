@@ -9,7 +9,6 @@
 //! Everything runs on 127.0.0.1, under one temporary directory, and every
 //! loop is bounded in time or count, so a run always ends by itself.
 
-mod etcd;
 mod hollow;
 mod one_node;
 mod pod_watch;

@@ -90,6 +90,19 @@ pub enum StoreError {
     #[error("the store is closed (rkube-apiserver is shutting down)")]
     Closed,
 
+    /// etcd did not answer (down, unreachable, or without a quorum). Nothing was written
+    /// unless `detail` says the outcome is unknown; reads keep being served from the cache.
+    #[error(
+        "storage unavailable: etcd at {endpoints} {detail}; check that a majority of etcd members \
+         are up and reachable from this apiserver"
+    )]
+    Unavailable { endpoints: String, detail: String },
+
+    /// etcd answered with an error that retrying will not fix (permissions, a request it
+    /// refuses, a TLS or configuration mismatch).
+    #[error("etcd at {endpoints} refused the request: {detail}")]
+    Etcd { endpoints: String, detail: String },
+
     /// A value a layer above the backend transformed on write (for example encrypted)
     /// cannot be transformed back; `detail` names the key and what to do.
     #[error("{detail}")]

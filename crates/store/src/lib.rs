@@ -1,16 +1,19 @@
 //! rkube's object store: a bytes-level, etcd-like key-value store that only the apiserver
 //! opens. It owns revisions (one global counter, one new revision per transaction), atomic
 //! compare-and-swap transactions that are acknowledged only once durable, consistent and
-//! paginated list snapshots, a persisted change log that watches replay and then follow
-//! live, and the compaction of that log. It must not know anything about Kubernetes: keys
-//! are opaque strings, values opaque bytes; validation, encoding and selectors belong to
-//! the apiserver. Nothing outside this crate may assume the backend is sled: callers use
-//! the object-safe [`Store`] trait so that an etcd backend can take its place.
+//! paginated list snapshots, a change log that watches replay and then follow live, and
+//! the compaction of that log. It must not know anything about Kubernetes: keys are opaque
+//! strings, values opaque bytes; validation, encoding and selectors belong to the
+//! apiserver. Two backends: [`SledStore`] (embedded, one machine, the default) and
+//! [`EtcdStore`] (an etcd cluster, for several apiservers; reads and watches served from a
+//! cache fed by an etcd watch). Nothing outside this crate may assume either: callers use
+//! the object-safe [`Store`] trait.
 
 mod codec;
 mod config;
 mod dir;
 mod error;
+mod etcd_store;
 mod shared;
 mod sled_store;
 #[cfg(test)]
@@ -23,6 +26,7 @@ use futures::future::BoxFuture;
 
 pub use config::StoreConfig;
 pub use error::StoreError;
+pub use etcd_store::{EtcdConfig, EtcdStats, EtcdStore, EtcdTls};
 pub use sled_store::{SledStore, StoreStats};
 pub use watch::WatchStream;
 
@@ -146,6 +150,16 @@ pub trait Store: Send + Sync {
 
     /// The latest committed (durable) revision.
     fn revision(&self) -> Revision;
+
+    /// Waits until reads reflect every write committed before the call, by this process or
+    /// any other sharing the backend, and resolves with the revision reads are then served
+    /// at: a consistent read is `sync` then `get`/`list`. The sled backend, the only writer
+    /// of its data, is always in sync; the etcd backend asks etcd for its revision and waits
+    /// until its cache has caught up (as Kubernetes' consistent reads from the watch cache).
+    fn sync(&self) -> StoreFuture<Revision> {
+        let revision = self.revision();
+        Box::pin(async move { Ok(revision) })
+    }
 
     /// Creates `key`; returns what was stored.
     fn create(&self, key: &str, value: Bytes) -> StoreFuture<KeyValue> {

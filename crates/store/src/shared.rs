@@ -1,20 +1,22 @@
 //! The state the store handle, the writer thread and the watches share: the engine (sled
-//! and its directory lock), the published snapshot, the commit broadcast, the held list
-//! snapshots, the counters and the write failure. It sits in its own module so that
-//! `sled_store.rs` (which creates it), `writer.rs` (which publishes to it) and `watch.rs`
-//! (which follows it) each depend on it rather than on one another.
+//! and its directory lock), the [`Feed`] (published snapshot, commit broadcast, held list
+//! snapshots, which the etcd backend's cache uses too), the counters and the write failure.
+//! It sits in its own module so that `sled_store.rs` (which creates it), `writer.rs` (which
+//! publishes to it) and `watch.rs` (which follows it) each depend on it rather than on one
+//! another.
 
 use std::collections::VecDeque;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use im::OrdMap;
 use tokio::sync::broadcast;
 
 use crate::dir::DirLock;
-use crate::{Event, KeyValue, Revision, StoreConfig, StoreError};
+use crate::{Event, KeyValue, ListResult, Revision, StoreConfig, StoreError};
 
 /// The sled database together with the directory lock that protects it. The fields drop in
 /// order, so sled's files are closed before another process may take the lock. Watch
@@ -86,20 +88,12 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: StoreConfig,
-    snapshot: RwLock<Arc<Snapshot>>,
+    pub(crate) feed: Feed,
     /// Log entries at or below this revision may be gone. Raised by the writer *before* it
     /// deletes anything, so a replay that reads it afterwards knows whether it saw a hole.
     pub(crate) compacted: AtomicU64,
-    /// Taken away on close, which ends every watch with Closed.
-    events: RwLock<Option<broadcast::Sender<Arc<CommitBatch>>>>,
-    held: Mutex<VecDeque<HeldSnapshot>>,
     pub(crate) counters: Counters,
     pub(crate) failure: Arc<Mutex<Option<WriteFailure>>>,
-}
-
-struct HeldSnapshot {
-    snapshot: Arc<Snapshot>,
-    last_used: Instant,
 }
 
 impl Shared {
@@ -110,16 +104,55 @@ impl Shared {
         snapshot: Snapshot,
         compacted: Revision,
     ) -> Shared {
-        let (events, _) = broadcast::channel(config.watch_buffer.max(1));
+        let feed = Feed::new(
+            snapshot,
+            config.watch_buffer,
+            config.list_snapshots,
+            config.list_snapshot_ttl,
+        );
         Shared {
             engine,
             config,
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            feed,
             compacted: AtomicU64::new(compacted),
-            events: RwLock::new(Some(events)),
-            held: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
             failure: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+/// What every backend publishes to its readers: the key space at the latest revision (the
+/// snapshot reads are served from), the broadcast of committed batches that live watches
+/// follow, and the snapshots held for paginated lists. The sled writer feeds it after each
+/// fsync; the etcd backend's cache feeds it from its etcd watch.
+pub(crate) struct Feed {
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Taken away on close, which ends every watch with Closed.
+    events: RwLock<Option<broadcast::Sender<Arc<CommitBatch>>>>,
+    held: Mutex<VecDeque<HeldSnapshot>>,
+    list_snapshots: usize,
+    list_snapshot_ttl: Duration,
+}
+
+struct HeldSnapshot {
+    snapshot: Arc<Snapshot>,
+    last_used: Instant,
+}
+
+impl Feed {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        watch_buffer: usize,
+        list_snapshots: usize,
+        list_snapshot_ttl: Duration,
+    ) -> Feed {
+        let (events, _) = broadcast::channel(watch_buffer.max(1));
+        Feed {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            events: RwLock::new(Some(events)),
+            held: Mutex::new(VecDeque::new()),
+            list_snapshots,
+            list_snapshot_ttl,
         }
     }
 
@@ -130,7 +163,8 @@ impl Shared {
             .clone()
     }
 
-    /// Called by the writer after the snapshot's revision is durable.
+    /// Makes `snapshot` what readers see, then tells the watchers (so that a watcher that
+    /// reads the current revision after an event finds it at least that new).
     pub(crate) fn publish(&self, snapshot: Snapshot, batch: CommitBatch) {
         *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
         if let Some(sender) = &*self.events.read().unwrap_or_else(PoisonError::into_inner) {
@@ -151,17 +185,78 @@ impl Shared {
         self.events.write().unwrap_or_else(PoisonError::into_inner).take();
     }
 
-    pub(crate) fn hold(&self, snapshot: &Arc<Snapshot>) {
+    /// Replaces the broadcast with a fresh one: every watch following the old one ends
+    /// (and learns why from its change log). Used when the history it followed is lost.
+    pub(crate) fn reset_events(&self, watch_buffer: usize) {
+        let mut events = self.events.write().unwrap_or_else(PoisonError::into_inner);
+        if events.is_some() {
+            *events = Some(broadcast::channel(watch_buffer.max(1)).0);
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<KeyValue> {
+        self.current().map.get(key).cloned()
+    }
+
+    /// [`crate::Store::list`] over the current snapshot or a held one.
+    pub(crate) fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        at_revision: Option<Revision>,
+    ) -> Result<ListResult, StoreError> {
+        let current = self.current();
+        let snapshot = match at_revision {
+            None => current,
+            Some(r) if r == current.revision => current,
+            Some(r) => self.held_snapshot(r).ok_or(StoreError::Expired {
+                requested: r,
+                current: current.revision,
+            })?,
+        };
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut matching = snapshot
+            .map
+            .range::<_, str>((lower, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix));
+        let mut items = Vec::new();
+        for (_, kv) in matching.by_ref() {
+            items.push(kv.clone());
+            if limit != 0 && items.len() == limit {
+                break;
+            }
+        }
+        // Counting the rest walks it; lists of a control plane's size make that cheap next
+        // to encoding the page, and Kubernetes clients show the number.
+        let remaining = matching.count() as u64;
+        // Any paginated list may be continued, even when this page reached the end of the
+        // prefix: the caller may have filtered and stopped early within the page.
+        if limit != 0 {
+            self.hold(&snapshot);
+        }
+        Ok(ListResult {
+            items,
+            revision: snapshot.revision,
+            more: remaining > 0,
+            remaining,
+        })
+    }
+
+    fn hold(&self, snapshot: &Arc<Snapshot>) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let ttl = self.config.list_snapshot_ttl;
+        let ttl = self.list_snapshot_ttl;
         held.retain(|h| now.duration_since(h.last_used) < ttl);
         if let Some(h) = held.iter_mut().find(|h| h.snapshot.revision == snapshot.revision) {
             h.last_used = now;
             return;
         }
         // Oldest first; a full set drops the least recently used.
-        if held.len() >= self.config.list_snapshots.max(1) {
+        if held.len() >= self.list_snapshots.max(1) {
             if let Some(lru) = held
                 .iter()
                 .enumerate()
@@ -177,10 +272,10 @@ impl Shared {
         });
     }
 
-    pub(crate) fn held_snapshot(&self, revision: Revision) -> Option<Arc<Snapshot>> {
+    fn held_snapshot(&self, revision: Revision) -> Option<Arc<Snapshot>> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let ttl = self.config.list_snapshot_ttl;
+        let ttl = self.list_snapshot_ttl;
         held.retain(|h| now.duration_since(h.last_used) < ttl);
         let h = held.iter_mut().find(|h| h.snapshot.revision == revision)?;
         h.last_used = now;

@@ -2,7 +2,6 @@
 //! list snapshots). Writes go through the single writer thread in `writer.rs`; watches
 //! live in `watch.rs`; the state all three share is in `shared.rs`.
 
-use std::ops::Bound;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,7 +111,7 @@ impl SledStore {
                 source: std::io::Error::other("the store writer thread panicked"),
             })
         });
-        self.shared.close_events();
+        self.shared.feed.close_events();
         result
     }
 
@@ -137,7 +136,7 @@ impl SledStore {
             rejected: c.rejected.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
-            revision: self.shared.current().revision,
+            revision: self.shared.feed.current().revision,
             compacted: self.shared.compacted.load(Ordering::SeqCst),
         }
     }
@@ -154,7 +153,7 @@ impl SledStore {
     /// Live watch subscriptions.
     #[cfg(test)]
     pub(crate) fn watchers(&self) -> usize {
-        self.shared.watchers()
+        self.shared.feed.watchers()
     }
 }
 
@@ -175,7 +174,7 @@ fn stopped(failure: &Mutex<Option<WriteFailure>>) -> StoreError {
 
 impl Store for SledStore {
     fn get(&self, key: &str) -> Option<KeyValue> {
-        self.shared.current().map.get(key).cloned()
+        self.shared.feed.get(key)
     }
 
     fn list(
@@ -185,44 +184,7 @@ impl Store for SledStore {
         limit: usize,
         at_revision: Option<Revision>,
     ) -> Result<ListResult, StoreError> {
-        let current = self.shared.current();
-        let snapshot = match at_revision {
-            None => current,
-            Some(r) if r == current.revision => current,
-            Some(r) => self.shared.held_snapshot(r).ok_or(StoreError::Expired {
-                requested: r,
-                current: current.revision,
-            })?,
-        };
-        let lower = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
-        let mut matching = snapshot
-            .map
-            .range::<_, str>((lower, Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix));
-        let mut items = Vec::new();
-        for (_, kv) in matching.by_ref() {
-            items.push(kv.clone());
-            if limit != 0 && items.len() == limit {
-                break;
-            }
-        }
-        // Counting the rest walks it; lists of a control plane's size make that cheap next
-        // to encoding the page, and Kubernetes clients show the number.
-        let remaining = matching.count() as u64;
-        // Any paginated list may be continued, even when this page reached the end of the
-        // prefix: the caller may have filtered and stopped early within the page.
-        if limit != 0 {
-            self.shared.hold(&snapshot);
-        }
-        Ok(ListResult {
-            items,
-            revision: snapshot.revision,
-            more: remaining > 0,
-            remaining,
-        })
+        self.shared.feed.list(prefix, start_after, limit, at_revision)
     }
 
     fn txn(&self, ops: Vec<Op>) -> StoreFuture<TxnResult> {
@@ -247,7 +209,7 @@ impl Store for SledStore {
     }
 
     fn revision(&self) -> Revision {
-        self.shared.current().revision
+        self.shared.feed.current().revision
     }
 }
 

@@ -1,5 +1,6 @@
-//! Watches: replay the persisted change log from the requested revision, then follow the
-//! writer's broadcast of committed batches.
+//! Watches: replay the change log from the requested revision, then follow the broadcast
+//! of committed batches. The log is sled's persisted one, or the etcd backend's in-memory
+//! event log (see [`ChangeLog`]).
 //!
 //! The receiver subscribes *before* reading the current revision R, and replay stops at R.
 //! Anything committed after R is published after the subscription and therefore arrives
@@ -15,6 +16,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
@@ -25,7 +27,7 @@ use crate::{Event, Revision, StoreError, WatchItem};
 
 /// Log entries read per blocking read during replay; bounds a watcher's memory while it
 /// catches up.
-const REPLAY_CHUNK: usize = 256;
+pub(crate) const REPLAY_CHUNK: usize = 256;
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(10);
 
 /// `now + interval`, saturating: an interval of "forever" must not overflow.
@@ -69,29 +71,67 @@ impl std::fmt::Debug for WatchStream {
     }
 }
 
-pub(crate) fn start(shared: &Arc<Shared>, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
-    let receiver = shared.subscribe().ok_or(StoreError::Closed)?;
-    let compacted = shared.compacted.load(Ordering::SeqCst);
-    if after < compacted {
-        return Err(StoreError::Compacted {
-            requested: after,
-            compacted,
-        });
+/// What reading a chunk of a [`ChangeLog`] gives: (revision, its events) in order.
+pub(crate) type LogRead = BoxFuture<'static, Result<Vec<(Revision, Vec<Event>)>, StoreError>>;
+
+/// Where a [`Watcher`] replays history from and follows live changes: the sled backend's
+/// persisted log, or the etcd backend's in-memory event log.
+pub(crate) trait ChangeLog: Send + Sync + 'static {
+    /// The live broadcast; `None` once the store is closed.
+    fn subscribe(&self) -> Option<broadcast::Receiver<Arc<CommitBatch>>>;
+    /// The revision of the snapshot readers see now.
+    fn current_revision(&self) -> Revision;
+    /// Watches from a revision below this one are refused (the history is gone).
+    fn compacted(&self) -> Revision;
+    fn progress_interval(&self) -> Duration;
+    /// Up to REPLAY_CHUNK entries with revisions in (from, until], in order, each with its
+    /// events; [`StoreError::Compacted`] if the log no longer holds everything after `from`.
+    fn read(self: Arc<Self>, from: Revision, until: Revision) -> LogRead;
+}
+
+impl ChangeLog for Shared {
+    fn subscribe(&self) -> Option<broadcast::Receiver<Arc<CommitBatch>>> {
+        self.feed.subscribe()
     }
-    let until = shared.current().revision;
-    // A zero interval would yield progress items in a hot loop.
-    let progress_interval = shared.config.progress_interval.max(MIN_PROGRESS_INTERVAL);
-    let watcher = Watcher {
-        shared: Arc::downgrade(shared),
-        prefix: prefix.to_string(),
-        last: after,
-        receiver,
-        replay_until: (until > after).then_some(until),
-        pending: VecDeque::new(),
-        progress_interval,
-        quiet_until: deadline_after(progress_interval),
-        done: false,
-    };
+
+    fn current_revision(&self) -> Revision {
+        self.feed.current().revision
+    }
+
+    fn compacted(&self) -> Revision {
+        self.compacted.load(Ordering::SeqCst)
+    }
+
+    fn progress_interval(&self) -> Duration {
+        self.config.progress_interval
+    }
+
+    fn read(self: Arc<Self>, from: Revision, until: Revision) -> LogRead {
+        Box::pin(async move {
+            let engine = self.engine.clone();
+            let entries = tokio::task::spawn_blocking(move || read_log(&engine, from, until))
+                .await
+                .map_err(|_| StoreError::Closed)??;
+            // The writer raises the horizon before deleting, so if it is still at or below
+            // `from` now, nothing this read needed had been deleted.
+            let compacted = self.compacted.load(Ordering::SeqCst);
+            if compacted > from {
+                return Err(StoreError::Compacted {
+                    requested: from,
+                    compacted,
+                });
+            }
+            Ok(entries)
+        })
+    }
+}
+
+pub(crate) fn start<L: ChangeLog>(
+    log: &Arc<L>,
+    prefix: &str,
+    after: Revision,
+) -> Result<WatchStream, StoreError> {
+    let watcher = Watcher::new(log, prefix, after)?;
     Ok(WatchStream::new(futures::stream::unfold(
         watcher,
         |mut watcher| async move {
@@ -101,9 +141,9 @@ pub(crate) fn start(shared: &Arc<Shared>, prefix: &str, after: Revision) -> Resu
     )))
 }
 
-struct Watcher {
+pub(crate) struct Watcher<L: ChangeLog> {
     /// Weak, so a forgotten watch does not keep the database open after the store closes.
-    shared: Weak<Shared>,
+    log: Weak<L>,
     prefix: String,
     /// Every change at or below this revision has been delivered or filtered out.
     last: Revision,
@@ -117,8 +157,33 @@ struct Watcher {
     done: bool,
 }
 
-impl Watcher {
-    async fn next_item(&mut self) -> Option<Result<WatchItem, StoreError>> {
+impl<L: ChangeLog> Watcher<L> {
+    pub(crate) fn new(log: &Arc<L>, prefix: &str, after: Revision) -> Result<Self, StoreError> {
+        let receiver = log.subscribe().ok_or(StoreError::Closed)?;
+        let compacted = log.compacted();
+        if after < compacted {
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted,
+            });
+        }
+        let until = log.current_revision();
+        // A zero interval would yield progress items in a hot loop.
+        let progress_interval = log.progress_interval().max(MIN_PROGRESS_INTERVAL);
+        Ok(Watcher {
+            log: Arc::downgrade(log),
+            prefix: prefix.to_string(),
+            last: after,
+            receiver,
+            replay_until: (until > after).then_some(until),
+            pending: VecDeque::new(),
+            progress_interval,
+            quiet_until: deadline_after(progress_interval),
+            done: false,
+        })
+    }
+
+    pub(crate) async fn next_item(&mut self) -> Option<Result<WatchItem, StoreError>> {
         if self.done {
             return None;
         }
@@ -145,23 +210,14 @@ impl Watcher {
     /// Reads the next chunk of log entries after `last`, up to `until`.
     async fn replay_chunk(&mut self, until: Revision) -> Result<(), StoreError> {
         let from = self.last;
-        let engine = self.upgrade()?.engine.clone();
-        let entries = tokio::task::spawn_blocking(move || read_log(&engine, from, until))
-            .await
-            .map_err(|_| StoreError::Closed)??;
-        // The writer raises the horizon before deleting, so if it is still at or below
-        // `from` now, nothing this read needed had been deleted.
-        let compacted = self.upgrade()?.compacted.load(Ordering::SeqCst);
-        if compacted > from {
-            return Err(StoreError::Compacted {
-                requested: from,
-                compacted,
-            });
-        }
+        let entries = self.upgrade()?.read(from, until).await?;
         let finished = entries.len() < REPLAY_CHUNK;
         for (revision, events) in entries {
-            self.pending
-                .extend(events.into_iter().filter(|e| e.kv.key.starts_with(&self.prefix)));
+            self.pending.extend(
+                events
+                    .into_iter()
+                    .filter(|e| e.revision() > from && e.kv.key.starts_with(&self.prefix)),
+            );
             self.last = revision;
         }
         if finished {
@@ -194,13 +250,21 @@ impl Watcher {
                     tracing::debug!(missed, last = self.last, "watcher lagged; replaying the log");
                     // Same order as at the start: subscribe, then read the revision.
                     self.receiver = self.receiver.resubscribe();
-                    let until = self.upgrade()?.current().revision;
+                    let until = self.upgrade()?.current_revision();
                     if until > self.last {
                         self.replay_until = Some(until);
                     }
                     Ok(None)
                 }
-                Err(RecvError::Closed) => Err(StoreError::Closed),
+                // The broadcast ends when the store closes, or when the history it carried
+                // was lost (the etcd cache had to list again): then the client must too.
+                Err(RecvError::Closed) => match self.upgrade()?.subscribe() {
+                    None => Err(StoreError::Closed),
+                    Some(_) => Err(StoreError::Compacted {
+                        requested: self.last,
+                        compacted: self.upgrade()?.compacted(),
+                    }),
+                },
             },
             () = tokio::time::sleep_until(self.quiet_until) => {
                 self.quiet_until = deadline_after(self.progress_interval);
@@ -209,8 +273,8 @@ impl Watcher {
         }
     }
 
-    fn upgrade(&self) -> Result<Arc<Shared>, StoreError> {
-        self.shared.upgrade().ok_or(StoreError::Closed)
+    fn upgrade(&self) -> Result<Arc<L>, StoreError> {
+        self.log.upgrade().ok_or(StoreError::Closed)
     }
 }
 

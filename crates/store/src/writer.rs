@@ -249,7 +249,7 @@ impl Writer {
             }
             self.state = working.clone();
             self.revision = revision;
-            self.shared.publish(
+            self.shared.feed.publish(
                 Snapshot {
                     revision,
                     map: working,
@@ -369,15 +369,19 @@ fn copy_error(e: &StoreError) -> StoreError {
     }
 }
 
-struct Applied {
-    map: OrdMap<String, KeyValue>,
-    events: Vec<Event>,
-    prev: Vec<Option<KeyValue>>,
+pub(crate) struct Applied {
+    pub(crate) map: OrdMap<String, KeyValue>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) prev: Vec<Option<KeyValue>>,
 }
 
 /// Applies one transaction's ops in order to a copy of `state`, all or nothing. Ops see the
 /// effects of earlier ops in the same transaction.
-fn apply(state: &OrdMap<String, KeyValue>, revision: Revision, ops: Vec<Op>) -> Result<Applied, StoreError> {
+pub(crate) fn apply(
+    state: &OrdMap<String, KeyValue>,
+    revision: Revision,
+    ops: Vec<Op>,
+) -> Result<Applied, StoreError> {
     let mut map = state.clone();
     let mut events = Vec::with_capacity(ops.len());
     let mut prevs = Vec::with_capacity(ops.len());

@@ -1,8 +1,10 @@
-//! rkube-testing: what rkube's tests share, and nothing a shipped binary
-//! may use (every crate takes it as a dev-dependency only). It owns the
-//! in-process apiserver fixture ([`TestApiServer`]: started through the
-//! same flags and `start` as `main`, on a free loopback port over a
-//! temporary directory, with ready clients and teardown), daemons run as
+//! rkube-testing: what rkube's tests (and its benchmark) share, and nothing
+//! a shipped binary may use (every crate but rkube-bench takes it as a
+//! dev-dependency only). It owns the in-process apiserver fixture
+//! ([`TestApiServer`]: started through the same flags and `start` as
+//! `main`, on a free loopback port over a temporary directory, with ready
+//! clients and teardown), a throwaway etcd on loopback ([`etcd::Etcd`],
+//! plain or TLS, killable and restartable), daemons run as
 //! tasks through their `run` function ([`Daemon`]), rkubectl run in process
 //! ([`rkubectl`]), and the one way a test waits for something
 //! ([`eventually`]). Containers, registries and network namespaces are the
@@ -10,6 +12,7 @@
 
 mod apiserver;
 mod daemon;
+pub mod etcd;
 mod eventually;
 mod leases;
 mod rkubectl;

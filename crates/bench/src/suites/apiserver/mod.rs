@@ -28,7 +28,6 @@ mod report;
 pub mod rest;
 mod watch;
 
-use crate::etcd::Etcd;
 use crate::stats::{Phase, Samples};
 use crate::Args;
 use anyhow::Context;
@@ -40,6 +39,7 @@ use report::{machine_facts, render};
 use rkube_api::core::v1::{ConfigMap, Namespace};
 use rkube_api::rpc::{self, api_server_client::ApiServerClient};
 use rkube_api::{to_any, Resource};
+use rkube_testing::etcd::Etcd;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
