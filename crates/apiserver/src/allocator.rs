@@ -593,6 +593,7 @@ mod tests {
         ));
         Arc::new(State {
             store: store.clone(),
+            encrypted: Arc::new(crate::encryption::EncryptedStore::new(store.clone(), None)),
             shutdown: shutdown.clone(),
             kubelets: crate::proxy::Kubelets::new(&Default::default()).unwrap(),
             services,
