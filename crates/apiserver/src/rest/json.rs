@@ -3,12 +3,20 @@
 //! writes the zero values Kubernetes always emits: `rkube_api::zero_values`).
 //! Added here: tolerance for what clients send back unchanged (`null`s such as
 //! `creationTimestamp: null`, and `selfLink`, which rkube does not keep).
+//!
+//! Two ways out: [`to_json`], a `serde_json::Value` for the answers that are reshaped
+//! (tables, metadata, Scale), and the same JSON serialized straight from the typed
+//! object (`encoder`, no `Value` in between) for everything sent as it is: lists and
+//! watch events ([`items_json`], [`to_json_bytes`], through [`JsonCache`]) and single
+//! objects ([`object_json`]).
 
+use super::encoder::Encoder;
 use crate::error::ApiError;
 use prost_types::Any;
 use rkube_api::{to_any, visit_kind, KindVisitor, Resource, ResourceInfo};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The Kubernetes JSON of a wire object, with apiVersion, kind and the
@@ -24,34 +32,60 @@ pub fn to_json_bytes(info: &ResourceInfo, any: &Any) -> Result<Arc<[u8]>, ApiErr
     JsonCache::global().encode(info, any)
 }
 
-/// The JSON of every one of `items`, in order, spread over the machine's cores when
-/// there are many: a list of 10,000 pods is mostly this.
-pub fn items_json(info: &ResourceInfo, items: &[Any]) -> Result<Vec<Arc<[u8]>>, ApiError> {
+/// The Kubernetes JSON of one object, serialized and not kept: a single answer (a get,
+/// or what a write made), which nothing else is likely to send again.
+pub fn object_json(info: &ResourceInfo, any: &Any) -> Result<Vec<u8>, ApiError> {
+    struct One<'a>(&'a Any);
+    impl KindVisitor for One<'_> {
+        type Output = Result<Vec<u8>, ApiError>;
+        fn visit<K: Resource>(self) -> Self::Output {
+            let mut out = Vec::with_capacity(self.0.value.len() * 5 / 2);
+            write_object::<K>(&mut Encoder::new(), self.0, &mut out)?;
+            Ok(out)
+        }
+    }
+    visit_kind(info, One(any))
+}
+
+/// Appends the Kubernetes JSON of `any`, an object of kind `K`, to `out`: the bytes of
+/// `serde_json::to_vec(&to_json(..))`, written without the `Value`.
+fn write_object<K: Resource>(encoder: &mut Encoder, any: &Any, out: &mut Vec<u8>) -> Result<(), ApiError> {
+    let mut obj: K = rkube_api::codec::from_any(any).map_err(|e| ApiError::internal(e.to_string()))?;
+    obj.set_type_meta();
+    encoder
+        .write(&obj, out)
+        .map_err(|e| ApiError::internal(format!("cannot write {} as JSON: {e}", K::INFO.kind)))
+}
+
+/// The JSON of every one of `items`, in order and separated by commas, written on
+/// every core when there are many (a list of 10,000 pods is mostly this): one part per
+/// core, to be sent one after the other (each but the first starts with its comma).
+/// Each item's JSON comes from [`JsonCache`] or is written into its part and kept there.
+pub fn items_json(info: &ResourceInfo, items: &[Any]) -> Result<Vec<Vec<u8>>, ApiError> {
     const PER_THREAD: usize = 256;
+    let cache = JsonCache::global();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(items.len().div_ceil(PER_THREAD))
         .max(1);
     if threads == 1 {
-        return items.iter().map(|a| to_json_bytes(info, a)).collect();
+        return Ok(vec![cache.write_all(info, items, false)?]);
     }
     let chunk = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let parts: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|a| to_json_bytes(info, a)).collect::<Vec<_>>()))
+            .enumerate()
+            .map(|(i, part)| scope.spawn(move || cache.write_all(info, part, i > 0)))
             .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for part in parts {
-            let done = part
-                .join()
-                .map_err(|_| ApiError::internal("encoding a list item panicked"))?;
-            for item in done {
-                out.push(item?);
-            }
-        }
-        Ok(out)
+        parts
+            .into_iter()
+            .map(|part| {
+                part.join()
+                    .map_err(|_| ApiError::internal("encoding a list item panicked"))?
+            })
+            .collect()
     })
 }
 
@@ -66,30 +100,28 @@ pub fn items_json(info: &ResourceInfo, items: &[Any]) -> Result<Vec<Arc<[u8]>>, 
 pub struct JsonCache {
     state: Mutex<Generations>,
     limit: usize,
+    /// Items of kept kinds found held, and written because they were not.
+    found: AtomicU64,
+    written: AtomicU64,
 }
 
 #[derive(Default)]
 struct Generations {
-    young: HashMap<CacheKey, Arc<[u8]>>,
-    old: HashMap<CacheKey, Arc<[u8]>>,
+    young: Versions,
+    old: Versions,
     young_bytes: usize,
     old_bytes: usize,
 }
 
-#[derive(PartialEq, Eq, Hash)]
-struct CacheKey {
-    type_url: String,
-    wire: Vec<u8>,
-}
+/// JSON by type URL and then by wire bytes: two levels, so that a lookup borrows the
+/// `Any`'s own strings instead of building a key (a list looks up every item).
+type Versions = HashMap<String, HashMap<Box<[u8]>, Arc<[u8]>>>;
 
-impl CacheKey {
-    fn of(any: &Any) -> CacheKey {
-        // borrowed lookups would need a key type of their own; the wire bytes are small
-        CacheKey {
-            type_url: any.type_url.clone(),
-            wire: any.value.clone(),
-        }
-    }
+/// An item's JSON as [`JsonCache::each`] hands it over: as kept in the cache, or (a
+/// kind not kept) in the encoder's buffer.
+enum Item<'a> {
+    Shared(Arc<[u8]>),
+    Bytes(&'a [u8]),
 }
 
 impl JsonCache {
@@ -108,6 +140,8 @@ impl JsonCache {
         JsonCache {
             state: Mutex::default(),
             limit,
+            found: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }
     }
 
@@ -117,6 +151,16 @@ impl JsonCache {
     /// neither large nor frequent enough to need the cache.
     pub fn keeps(info: &ResourceInfo) -> bool {
         info.kind != "Secret"
+    }
+
+    /// How many items of kept kinds lists, watches and the background encoding found
+    /// held, and how many they wrote because they were not (the benchmark reports what
+    /// a list right after many writes had to write itself).
+    pub fn lookups(&self) -> (u64, u64) {
+        (
+            self.found.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
+        )
     }
 
     /// One generation's byte limit.
@@ -137,41 +181,143 @@ impl JsonCache {
 
     /// The JSON of `any`, from the cache or made (and kept, if its kind is kept).
     pub fn encode(&self, info: &ResourceInfo, any: &Any) -> Result<Arc<[u8]>, ApiError> {
-        let keep = Self::keeps(info);
-        if keep {
-            if let Some(hit) = self.get(any) {
-                return Ok(hit);
+        let mut json = None;
+        self.each(info, std::slice::from_ref(any), |_, item| {
+            json = Some(match item {
+                Item::Shared(json) => json,
+                Item::Bytes(bytes) => Arc::from(bytes),
+            });
+        })?;
+        json.ok_or_else(|| ApiError::internal("encoding an object gave no JSON"))
+    }
+
+    /// The JSON of each of `items` (all of `info`'s kind), from the cache or made (and
+    /// kept, if their kind is kept), joined by commas (and starting with one if
+    /// `leading_comma`).
+    pub fn write_all(
+        &self,
+        info: &ResourceInfo,
+        items: &[Any],
+        leading_comma: bool,
+    ) -> Result<Vec<u8>, ApiError> {
+        // a pod's JSON is about twice its wire bytes: room for most lists without growing
+        let wire: usize = items.iter().map(|a| a.value.len()).sum();
+        let mut out = Vec::with_capacity(wire * 5 / 2 + items.len() + 1);
+        self.each(info, items, |i, item| {
+            if i > 0 || leading_comma {
+                out.push(b',');
+            }
+            match item {
+                Item::Shared(json) => out.extend_from_slice(&json),
+                Item::Bytes(bytes) => out.extend_from_slice(bytes),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each of `items`' JSON in order, found in the cache or written (and
+    /// then kept, if the kind is kept): one dispatch on the kind and one encoder for all.
+    fn each(
+        &self,
+        info: &ResourceInfo,
+        items: &[Any],
+        f: impl FnMut(usize, Item<'_>),
+    ) -> Result<(), ApiError> {
+        struct Part<'a, F> {
+            cache: &'a JsonCache,
+            items: &'a [Any],
+            keep: bool,
+            f: F,
+        }
+        impl<F: FnMut(usize, Item<'_>)> KindVisitor for Part<'_, F> {
+            type Output = Result<(), ApiError>;
+            fn visit<K: Resource>(mut self) -> Self::Output {
+                thread_local! {
+                    // the warm-up worker and watches encode one object at a time: their
+                    // encoder keeps its buffers from one object to the next
+                    static IDLE: std::cell::RefCell<(Encoder, Vec<u8>)> = Default::default();
+                }
+                let (mut encoder, mut buf) = IDLE.with(|idle| idle.take());
+                let mut done = Ok(());
+                let (mut found, mut written) = (0, 0);
+                for (i, any) in self.items.iter().enumerate() {
+                    if self.keep {
+                        if let Some(hit) = self.cache.get(any) {
+                            found += 1;
+                            (self.f)(i, Item::Shared(hit));
+                            continue;
+                        }
+                    }
+                    buf.clear();
+                    if let Err(e) = write_object::<K>(&mut encoder, any, &mut buf) {
+                        done = Err(e);
+                        break;
+                    }
+                    if self.keep {
+                        written += 1;
+                        let json: Arc<[u8]> = Arc::from(&buf[..]);
+                        self.cache.put(any, json.clone());
+                        (self.f)(i, Item::Shared(json));
+                    } else {
+                        (self.f)(i, Item::Bytes(&buf));
+                    }
+                }
+                if self.keep {
+                    self.cache.found.fetch_add(found, Ordering::Relaxed);
+                    self.cache.written.fetch_add(written, Ordering::Relaxed);
+                }
+                // kept small: a large object's buffers are not held for ever
+                if buf.capacity() <= 64 << 10 {
+                    buf.clear();
+                    IDLE.with(|idle| idle.replace((encoder, buf)));
+                }
+                done
             }
         }
-        let bytes: Arc<[u8]> = serde_json::to_vec(&to_json(info, any)?)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .into();
-        if keep {
-            self.put(any, bytes.clone());
-        }
-        Ok(bytes)
+        visit_kind(
+            info,
+            Part {
+                cache: self,
+                items,
+                keep: Self::keeps(info),
+                f,
+            },
+        )
     }
 
     /// Whether this version's JSON is held, without refreshing it.
     pub fn contains(&self, any: &Any) -> bool {
-        let key = CacheKey::of(any);
         let g = self.lock();
-        g.young.contains_key(&key) || g.old.contains_key(&key)
+        let held = |v: &Versions| {
+            v.get(any.type_url.as_str())
+                .is_some_and(|m| m.contains_key(any.value.as_slice()))
+        };
+        held(&g.young) || held(&g.old)
     }
 
     pub fn get(&self, any: &Any) -> Option<Arc<[u8]>> {
-        let key = CacheKey::of(any);
-        let mut g = self.lock();
-        if let Some(hit) = g.young.get(&key) {
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        if let Some(hit) = g
+            .young
+            .get(any.type_url.as_str())
+            .and_then(|m| m.get(any.value.as_slice()))
+        {
             return Some(hit.clone());
         }
-        let hit = g.old.remove(&key)?;
-        let size = hit.len() + key.wire.len();
+        let (wire, hit) = g
+            .old
+            .get_mut(any.type_url.as_str())?
+            .remove_entry(any.value.as_slice())?;
+        let size = hit.len() + wire.len();
         // moved, not added: the total stays within two generations, and a list reading
         // its items back from the old generation must not age out the rest of them
         g.old_bytes -= size;
         g.young_bytes += size;
-        g.young.insert(key, hit.clone());
+        g.young
+            .entry(any.type_url.clone())
+            .or_default()
+            .insert(wire, hit.clone());
         Some(hit)
     }
 
@@ -180,11 +326,17 @@ impl JsonCache {
         if size > self.limit {
             return;
         }
-        let key = CacheKey::of(any);
-        let mut g = self.lock();
-        Self::make_room(&mut g, size, self.limit);
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        Self::make_room(g, size, self.limit);
         g.young_bytes += size;
-        if let Some(replaced) = g.young.insert(key, json) {
+        if !g.young.contains_key(any.type_url.as_str()) {
+            g.young.insert(any.type_url.clone(), HashMap::new());
+        }
+        let Some(versions) = g.young.get_mut(any.type_url.as_str()) else {
+            return;
+        };
+        if let Some(replaced) = versions.insert(any.value.as_slice().into(), json) {
             g.young_bytes -= replaced.len() + any.value.len();
         }
     }
@@ -390,9 +542,11 @@ mod tests {
                 to_any(&p)
             })
             .collect();
-        let items = items_json(Pod::info(), &many).unwrap();
-        assert_eq!(items.len(), 600);
-        assert!(String::from_utf8_lossy(&items[599]).contains(r#""name":"web-599""#));
+        let parts = items_json(Pod::info(), &many).unwrap();
+        let joined: Vec<u8> = parts.concat();
+        let items: Value = serde_json::from_slice(&[&b"["[..], &joined, b"]"].concat()).unwrap();
+        assert_eq!(items.as_array().map(Vec::len), Some(600));
+        assert_eq!(items[599]["metadata"]["name"], "web-599");
 
         let cache = JsonCache::new(3 * (direct.len() + any.value.len()));
         cache.put(&any, direct.clone().into());

@@ -273,3 +273,36 @@ where
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Body::new(http_body_util::Full::new(bytes.into()))
 }
+
+/// A body of several buffers sent one after the other, its length known up front (so
+/// it goes out with a Content-Length, as [`full`]'s does): a large list's parts, written
+/// on several cores, are not copied into one buffer first.
+pub fn parts(parts: Vec<Bytes>) -> Body {
+    struct Parts {
+        parts: std::collections::VecDeque<Bytes>,
+        remaining: u64,
+    }
+    impl http_body::Body for Parts {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            let this = self.get_mut();
+            Poll::Ready(this.parts.pop_front().map(|part| {
+                this.remaining -= part.len() as u64;
+                Ok(http_body::Frame::data(part))
+            }))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.parts.is_empty()
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.remaining)
+        }
+    }
+    let parts: std::collections::VecDeque<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    let remaining = parts.iter().map(|p| p.len() as u64).sum();
+    Body::new(Parts { parts, remaining })
+}

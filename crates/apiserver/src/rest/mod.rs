@@ -12,6 +12,7 @@
 //! and the resource metrics API `kubectl top` reads ([`metrics`]).
 
 pub mod discovery;
+mod encoder;
 mod field_manager;
 pub mod json;
 pub mod listener;
@@ -228,7 +229,16 @@ pub(crate) fn json_response(code: u16, body: &Value) -> http::Response<Body> {
 
 /// A JSON answer already serialized.
 pub(crate) fn json_bytes_response(code: u16, bytes: Vec<u8>) -> http::Response<Body> {
-    let mut resp = http::Response::new(listener::full(bytes));
+    json_body_response(code, listener::full(bytes))
+}
+
+/// A JSON answer serialized in parts, sent one after the other.
+pub(crate) fn json_parts_response(code: u16, parts: Vec<Bytes>) -> http::Response<Body> {
+    json_body_response(code, listener::parts(parts))
+}
+
+fn json_body_response(code: u16, body: Body) -> http::Response<Body> {
+    let mut resp = http::Response::new(body);
     *resp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

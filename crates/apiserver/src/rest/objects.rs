@@ -3,7 +3,7 @@
 //! RBAC, node restriction, admission, validation, audit and the store all
 //! happen there) and writes the answer as Kubernetes JSON.
 
-use super::json::{from_json, items_json, to_json, to_json_bytes, FieldValidation};
+use super::json::{from_json, items_json, object_json, to_json, to_json_bytes, FieldValidation};
 use super::metadata;
 use super::protobuf;
 use super::table::{self, Rendering, WatchTables};
@@ -41,7 +41,7 @@ fn dry_run(call: &Call) -> bool {
 
 fn object_answer(code: u16, info: &ResourceInfo, any: Option<Any>) -> Answer {
     let any = any.ok_or_else(|| Status::internal("the apiserver answered without an object"))?;
-    Ok(json_response(code, &to_json(info, &any)?))
+    Ok(super::json_bytes_response(code, object_json(info, &any)?))
 }
 
 /// The client's object from a body, as `fieldValidation` asks.
@@ -163,35 +163,31 @@ fn list_json(info: &ResourceInfo, out: &rpc::ListResponse) -> Result<Value, ApiE
     }))
 }
 
-/// A list as [`list_json`] writes it, serialized straight from each item's cached JSON
-/// (`json::items_json`): what a large list's time goes to.
-fn list_bytes(info: &ResourceInfo, out: &rpc::ListResponse) -> Result<Vec<u8>, ApiError> {
+/// A list as [`list_json`] writes it, its items' JSON straight from
+/// `json::items_json` (what a large list's time goes to): the parts of the body, to be
+/// sent one after the other rather than copied into one buffer.
+fn list_parts(info: &ResourceInfo, out: &rpc::ListResponse) -> Result<Vec<Bytes>, ApiError> {
     let items = items_json(info, &out.items)?;
     let head = json!({
         "kind": format!("{}List", info.kind),
         "apiVersion": info.api_version(),
         "metadata": table::list_metadata(out),
     });
-    let head = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
-    let size: usize = items.iter().map(|i| i.len() + 1).sum();
-    let mut body = Vec::with_capacity(head.len() + size + 16);
+    let mut head = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
     // the head's closing brace becomes the items' place
-    body.extend_from_slice(&head[..head.len() - 1]);
-    body.extend_from_slice(br#","items":["#);
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
-    }
-    body.extend_from_slice(b"]}");
-    Ok(body)
+    head.pop();
+    head.extend_from_slice(br#","items":["#);
+    let mut parts = Vec::with_capacity(items.len() + 2);
+    parts.push(Bytes::from(head));
+    parts.extend(items.into_iter().map(Bytes::from));
+    parts.push(Bytes::from_static(b"]}"));
+    Ok(parts)
 }
 
 async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
     let out = api.list(call.grpc(list_request(call, t)?)).await?.into_inner();
     let body = match Rendering::of(call)? {
-        Rendering::Objects => return Ok(super::json_bytes_response(200, list_bytes(t.info, &out)?)),
+        Rendering::Objects => return Ok(super::json_parts_response(200, list_parts(t.info, &out)?)),
         Rendering::Table(include) => table::list(t.info, &out, include)?,
         Rendering::Metadata => metadata::list(&list_json(t.info, &out)?),
     };
