@@ -174,7 +174,19 @@ impl Backend {
     /// Finishes the writes already accepted, ends watches, and lets the backend go.
     async fn close(&self) -> anyhow::Result<()> {
         match self {
-            Backend::Sled(store) => store.close().context("closing the store"),
+            Backend::Sled(store) => {
+                store.close().context("closing the store")?;
+                // The data directory's lock goes with the last reference to the store.
+                // Tasks that followed it (the reservation watch, JSON warming) let it go
+                // once they see the shutdown, a moment after the server task ends: wait
+                // for them, so that the directory can be opened again once `stop`
+                // returns (a restart in the same process, a tool reading the data).
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                while Arc::strong_count(store) > 1 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Ok(())
+            }
             Backend::Etcd(store) => {
                 store.close().await;
                 Ok(())
