@@ -447,7 +447,12 @@ spec:
         let id = eventually(
             &format!("{want} to write its id"),
             Duration::from_secs(60),
-            || async { std::fs::read_to_string(dir.join("id")).ok() },
+            // the shell creates the file before it writes the name: wait for the name
+            || async {
+                std::fs::read_to_string(dir.join("id"))
+                    .ok()
+                    .filter(|s| !s.trim().is_empty())
+            },
         )
         .await?;
         assert_eq!(id.trim(), want);

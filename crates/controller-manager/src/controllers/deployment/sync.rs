@@ -120,6 +120,20 @@ pub(super) async fn reconcile(key: String, state: Arc<State>) -> Result<Action, 
             run.apply_sizes(&rss, &changes).await?;
             return Ok(Action::await_change());
         }
+        if is_scaling_event(&run.d, &rss) {
+            // Nothing to resize (the Deployment grew while a rollout already had its
+            // surge up), but the active ReplicaSets still carry the old size: write the
+            // new one, as Kubernetes' scaleReplicaSet does for a stale annotation alone.
+            // Otherwise every later sync would come here again and the rollout to the
+            // newest template would never start.
+            let same: Vec<(String, i32)> = rss
+                .iter()
+                .filter(|r| rs_replicas(r) > 0)
+                .map(|r| (r.name().to_string(), rs_replicas(r)))
+                .collect();
+            run.apply_sizes(&rss, &same).await?;
+            return Ok(Action::await_change());
+        }
         if paused {
             run.cleanup(&old).await?;
         }
