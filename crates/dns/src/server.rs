@@ -7,6 +7,15 @@
 //! listener and the same answers (the `RequestHandler` below). Answers are
 //! encoded to the client's buffer (512 bytes without EDNS) with the TC bit
 //! set when they do not fit, so the client retries over TCP.
+//!
+//! Each UDP task also remembers the bytes it answered: a cluster answer
+//! depends only on the query's bytes after its id (flags, question, EDNS)
+//! and on the zone, so a repeated query is answered by copying the stored
+//! answer under the new id, without decoding or encoding anything. Clients
+//! ask the same few names over and over (every pod resolves its backends
+//! on every connection), which is where dnsmasq's plain C loop would
+//! otherwise beat hickory's general decoder. The memory is dropped whenever
+//! the zone changes, so an answer is never older than the zone.
 
 use crate::zone::{Answer, QueryType, Rdata, Zone};
 use hickory_server::net::runtime::Time;
@@ -309,10 +318,55 @@ fn format_error(raw: &[u8]) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// How many answers one UDP task remembers before it forgets them all.
+/// About 150 bytes each: a few hundred KiB per socket at most.
+const REMEMBERED_ANSWERS: usize = 4096;
+
+/// The answers one UDP task sent for the zone it has now, keyed by the
+/// query's bytes after its id (see the module documentation).
+#[derive(Default)]
+struct AnswerMemory {
+    answers: std::collections::HashMap<Box<[u8]>, Box<[u8]>>,
+}
+
+impl AnswerMemory {
+    /// The stored answer to `query` (a whole datagram), under its id.
+    fn answer(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
+        if query.len() < 12 {
+            return false;
+        }
+        let Some(answer) = self.answers.get(&query[2..]) else {
+            return false;
+        };
+        out.clear();
+        out.extend_from_slice(&query[..2]);
+        out.extend_from_slice(&answer[2..]);
+        true
+    }
+
+    fn remember(&mut self, query: &[u8], answer: &[u8]) {
+        if query.len() < 12 || answer.len() < 12 {
+            return;
+        }
+        // a flood of distinct names (random subdomains) must not grow it:
+        // forgetting everything is cheap and the next queries refill it
+        if self.answers.len() >= REMEMBERED_ANSWERS {
+            self.answers.clear();
+        }
+        self.answers.insert(query[2..].into(), answer.into());
+    }
+
+    fn forget(&mut self) {
+        self.answers.clear();
+    }
+}
+
 /// Serves UDP on `socket` until it fails for good: see the module documentation.
 pub async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<ClusterDns>) {
     let mut zone_changes = dns.zone.clone();
     let mut zone = zone_changes.borrow_and_update().clone();
+    let mut memory = AnswerMemory::default();
+    let mut out = Vec::with_capacity(512);
     // the largest EDNS query a client may send; queries are small
     let mut buf = vec![0u8; 4096];
     loop {
@@ -327,6 +381,17 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<ClusterDns>) {
         if src.port() == 0 {
             continue; // nowhere to answer
         }
+        if zone_changes.has_changed().unwrap_or(false) {
+            zone = zone_changes.borrow_and_update().clone();
+            memory.forget();
+        }
+        // only queries are remembered, so a response never matches
+        if memory.answer(&buf[..n], &mut out) {
+            if let Err(e) = socket.send_to(&out, src).await {
+                tracing::debug!(%src, "sending a DNS answer: {e}");
+            }
+            continue;
+        }
         let request = match Request::from_bytes(buf[..n].to_vec(), src, Protocol::Udp) {
             Ok(r) => r,
             Err(_) => {
@@ -339,12 +404,14 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, dns: Arc<ClusterDns>) {
         if request.metadata.message_type == MessageType::Response {
             continue; // never answer answers (reflection)
         }
-        if zone_changes.has_changed().unwrap_or(false) {
-            zone = zone_changes.borrow_and_update().clone();
-        }
         match dns.reply_now(zone.as_deref(), &request) {
             Some(reply) => {
-                if let Err(e) = socket.send_to(&encode_udp(&request, &reply), src).await {
+                let answer = encode_udp(&request, &reply);
+                // before the caches synced the answer is SERVFAIL: not the zone's
+                if zone.is_some() {
+                    memory.remember(&buf[..n], &answer);
+                }
+                if let Err(e) = socket.send_to(&answer, src).await {
                     tracing::debug!(%src, "sending a DNS answer: {e}");
                 }
             }

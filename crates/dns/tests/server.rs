@@ -71,8 +71,10 @@ fn addresses(m: &Message) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-#[tokio::test]
-async fn answers_cluster_names_forwards_the_rest_and_truncates_over_udp() {
+type Feed<K> = mpsc::UnboundedSender<Event<K>>;
+
+/// The server on loopback with the fake upstream, fed by the returned senders.
+async fn start() -> (rkube_dns::DnsServer, Feed<Service>, Feed<Endpoints>, Feed<Pod>) {
     let (services, svc_tx) = informer::<Service>();
     let (endpoints, ep_tx) = informer::<Endpoints>();
     let (pods, pod_tx) = informer::<Pod>();
@@ -81,6 +83,12 @@ async fn answers_cluster_names_forwards_the_rest_and_truncates_over_udp() {
     config.interface = None;
     config.upstreams = vec![fake_upstream().await];
     let server = rkube_dns::start(config, services, endpoints, pods).await.unwrap();
+    (server, svc_tx, ep_tx, pod_tx)
+}
+
+#[tokio::test]
+async fn answers_cluster_names_forwards_the_rest_and_truncates_over_udp() {
+    let (server, svc_tx, ep_tx, pod_tx) = start().await;
     let addr = server.addr;
 
     // before the caches sync, cluster names are not known: SERVFAIL, not NXDOMAIN
@@ -157,6 +165,89 @@ async fn answers_cluster_names_forwards_the_rest_and_truncates_over_udp() {
     rkube_testing::eventually("the new Service resolves", Duration::from_secs(1), || async {
         addresses(&udp(addr, "late.shop.svc.cluster.local.", RecordType::A).await)
             == [Ipv4Addr::new(10, 96, 0, 11)]
+    })
+    .await
+    .unwrap();
+    drop(server);
+}
+
+/// Sends `query` with `id` from a fresh socket and returns the raw answer.
+async fn raw_exchange(server: SocketAddr, id: u16, query: &[u8]) -> Vec<u8> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(server).await.unwrap();
+    let mut q = query.to_vec();
+    q[..2].copy_from_slice(&id.to_be_bytes());
+    sock.send(&q).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, sock.recv(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn repeated_queries_get_their_own_id_and_follow_the_zone() {
+    let (server, svc_tx, ep_tx, pod_tx) = start().await;
+    let addr = server.addr;
+    svc_tx
+        .unbounded_send(Event::Resync(vec![yaml(
+            "metadata: {name: db, namespace: shop}\nspec: {clusterIP: None}",
+        )]))
+        .unwrap();
+    ep_tx
+        .unbounded_send(Event::Resync(vec![yaml(
+            "metadata: {name: db, namespace: shop}\nsubsets: [{addresses: [{ip: 10.244.0.7}]}]",
+        )]))
+        .unwrap();
+    pod_tx.unbounded_send(Event::Resync(vec![])).unwrap();
+    let db = "db.shop.svc.cluster.local.";
+    rkube_testing::eventually("the zone is built", Duration::from_secs(5), || async {
+        addresses(&udp(addr, db, RecordType::A).await) == [Ipv4Addr::new(10, 244, 0, 7)]
+    })
+    .await
+    .unwrap();
+
+    // the same question under many ids: each answer carries its own id
+    // and the same records, however often it was asked before
+    let query = client::request(0, db, RecordType::A).unwrap();
+    for id in [1u16, 0xbeef, 1, 77, 0xffff] {
+        let raw = raw_exchange(addr, id, &query).await;
+        let m = Message::from_vec(&raw).unwrap();
+        assert_eq!(m.metadata.id, id);
+        assert_eq!(addresses(&m), [Ipv4Addr::new(10, 244, 0, 7)]);
+        assert_eq!(m.queries[0].name().to_ascii(), db);
+    }
+
+    // the endpoints move: the next answer to the very same bytes follows
+    ep_tx
+        .unbounded_send(Event::Applied(yaml(
+            "metadata: {name: db, namespace: shop}\nsubsets: [{addresses: [{ip: 10.244.0.9}, {ip: 10.244.0.8}]}]",
+        )))
+        .unwrap();
+    rkube_testing::eventually(
+        "the answer follows the endpoints",
+        Duration::from_secs(1),
+        || async {
+            let m = Message::from_vec(&raw_exchange(addr, 5, &query).await).unwrap();
+            let mut ips = addresses(&m);
+            ips.sort();
+            ips == [Ipv4Addr::new(10, 244, 0, 8), Ipv4Addr::new(10, 244, 0, 9)]
+        },
+    )
+    .await
+    .unwrap();
+
+    // the Service goes: its name is gone too
+    svc_tx
+        .unbounded_send(Event::Deleted(yaml(
+            "metadata: {name: db, namespace: shop}\nspec: {clusterIP: None}",
+        )))
+        .unwrap();
+    rkube_testing::eventually("the name is gone", Duration::from_secs(1), || async {
+        let m = Message::from_vec(&raw_exchange(addr, 6, &query).await).unwrap();
+        m.metadata.response_code == ResponseCode::NXDomain
     })
     .await
     .unwrap();
