@@ -14,6 +14,9 @@ STATE ?= $(if $(filter 0,$(shell id -u)),/var/lib/rkube,$(HOME)/.rkube/state)
 RKUBECONFIG ?= $(HOME)/.rkube/config
 BIN := target/release
 NODES ?= 1
+# Control-plane machines: 1 (one apiserver on sled), or 3 or 5 (etcd members and
+# apiservers, two of each other control-plane daemon; see deploy/local-cluster.sh).
+HA ?= 1
 
 .PHONY: all deps python-client build up down status test fuzz soak bench clean-state install
 
@@ -40,9 +43,11 @@ build: deps
 # The local cluster (deploy/local-cluster.sh): every daemon its own process
 # with its own log under $(STATE)/logs. NODES=3 runs three nodes, each in its
 # own network namespace with its own containerd, kubelet and proxy. Running
-# `make up` again starts only what is not running.
+# `make up` again starts only what is not running. HA=3 runs a highly available control
+# plane: three etcd members, three apiservers on them, two schedulers, controller-managers
+# and cloud-controller-managers electing leaders.
 up: build
-	@STATE=$(STATE) BIN=$(BIN) RKUBECONFIG=$(RKUBECONFIG) deploy/local-cluster.sh up --nodes $(NODES)
+	@STATE=$(STATE) BIN=$(BIN) RKUBECONFIG=$(RKUBECONFIG) deploy/local-cluster.sh up --nodes $(NODES) --ha $(HA)
 
 # Stops everything `make up` started and removes what the nodes created:
 # containers, network namespaces, CNI state, bridges, nftables tables and
@@ -51,7 +56,7 @@ down:
 	@STATE=$(STATE) BIN=$(BIN) deploy/local-cluster.sh down
 
 status:
-	@STATE=$(STATE) deploy/local-cluster.sh status
+	@STATE=$(STATE) BIN=$(BIN) deploy/local-cluster.sh status
 
 # Every test: unit, integration and end to end.
 # CARGO_INCREMENTAL=0: a one-shot build gains nothing from incremental state,

@@ -5,12 +5,15 @@
 # Everything goes below $DESTDIR when it is set (packaging, tests). Running
 # it again updates binaries and units and keeps your settings.
 #
-#   deploy/install.sh --role control-plane|node|all [--bin-dir DIR]
+#   deploy/install.sh --role control-plane|node|all [--store sled|etcd] [--bin-dir DIR]
 #
 # control-plane: rkube-apiserver, rkube-scheduler, rkube-controller-manager,
 #                rkube-cloud-controller-manager (and rkubectl)
 # node:          rkubelet, rkube-proxy, rkube-ingress (and rkubectl)
 # all:           both, for a single machine
+# --store etcd:  the apiserver's sample settings for etcd (apiserver-etcd.yaml) and an
+#                etcd member (rkube-etcd.service, etcd.yaml; the binary is Debian's
+#                etcd-server), for a control plane of several machines (default sled)
 set -euo pipefail
 # the modes below must not depend on the caller's umask
 umask 022
@@ -18,12 +21,13 @@ umask 022
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 role=""
+store=sled
 bin_dir="$repo/target/release"
 destdir=${DESTDIR:-}
 destdir=${destdir%/}
 
 usage() {
-	sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 die() {
 	echo "install.sh: error: $*" >&2
@@ -34,15 +38,22 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--role) [ $# -ge 2 ] || die "--role needs a value: control-plane, node or all"; role=$2; shift 2 ;;
 	--role=*) role=${1#--role=}; shift ;;
+	--store) [ $# -ge 2 ] || die "--store needs a value: sled or etcd"; store=$2; shift 2 ;;
+	--store=*) store=${1#--store=}; shift ;;
 	--bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir=$2; shift 2 ;;
 	--bin-dir=*) bin_dir=${1#--bin-dir=}; shift ;;
 	-h | --help) usage; exit 0 ;;
-	*) die "unknown argument '$1'; usage: deploy/install.sh --role control-plane|node|all [--bin-dir DIR]" ;;
+	*) die "unknown argument '$1'; usage: deploy/install.sh --role control-plane|node|all [--store sled|etcd] [--bin-dir DIR]" ;;
 	esac
 done
 
-# daemon name : binary : unit : settings file (without .yaml)
-control_plane="rkube-apiserver:rkube-apiserver.service:apiserver
+case $store in
+sled) apiserver_sample=apiserver ;;
+etcd) apiserver_sample=apiserver-etcd ;;
+*) die "--store '$store' is not one of sled, etcd" ;;
+esac
+# binary (empty: the distribution's) : unit : settings file : its sample (all without .yaml)
+control_plane="rkube-apiserver:rkube-apiserver.service:apiserver:$apiserver_sample
 rkube-scheduler:rkube-scheduler.service:scheduler
 rkube-controller-manager:rkube-controller-manager.service:controller-manager
 rkube-cloud-controller-manager:rkube-cloud-controller-manager.service:cloud-controller-manager"
@@ -57,15 +68,26 @@ $node" ;;
 "") die "--role is required: control-plane (apiserver, scheduler, controller managers), node (kubelet, proxy, ingress) or all" ;;
 *) die "--role '$role' is not one of control-plane, node, all" ;;
 esac
+if [ "$store" = etcd ]; then
+	[ "$role" != node ] || die "--store etcd is for the control plane: use it with --role control-plane or all"
+	daemons=":rkube-etcd.service:etcd
+$daemons"
+fi
 
-binaries="$(echo "$daemons" | cut -d: -f1) rkubectl"
+binaries="$(echo "$daemons" | cut -d: -f1 | grep -v '^$') rkubectl"
 # Check everything before writing anything, so a failed run changes nothing.
 for b in $binaries; do
 	[ -x "$bin_dir/$b" ] || die "$bin_dir/$b is missing or not executable; build with 'make build' (cargo build --release) or pass --bin-dir DIR"
 done
+# the sample of a settings file: the fourth field, else the file's own name
+sample() {
+	local s
+	s=$(echo "$1" | cut -d: -f4)
+	echo "${s:-$(echo "$1" | cut -d: -f3)}"
+}
 for line in $daemons; do
 	unit=$(echo "$line" | cut -d: -f2)
-	conf=$(echo "$line" | cut -d: -f3)
+	conf=$(sample "$line")
 	[ -f "$here/systemd/$unit" ] || die "$here/systemd/$unit is missing; is this an rkube checkout?"
 	[ -f "$here/config/$conf.yaml" ] || die "$here/config/$conf.yaml is missing; is this an rkube checkout?"
 done
@@ -91,10 +113,11 @@ for line in $daemons; do
 	conf=$(echo "$line" | cut -d: -f3)
 	install -m 0644 "$here/systemd/$unit" "$unit_dest/$unit"
 	echo "installed $unit_dest/$unit"
+	src=$(sample "$line")
 	if [ -e "$conf_dest/$conf.yaml" ]; then
-		echo "kept      $conf_dest/$conf.yaml (yours; the sample is $here/config/$conf.yaml)"
+		echo "kept      $conf_dest/$conf.yaml (yours; the sample is $here/config/$src.yaml)"
 	else
-		install -m 0644 "$here/config/$conf.yaml" "$conf_dest/$conf.yaml"
+		install -m 0644 "$here/config/$src.yaml" "$conf_dest/$conf.yaml"
 		echo "installed $conf_dest/$conf.yaml"
 	fi
 	units="$units $unit"
@@ -116,6 +139,13 @@ case $units in
 esac
 case $units in
 *rkubelet.service*) echo "     (the kubelet needs containerd: apt-get install containerd runc containernetworking-plugins)" ;;
+esac
+case $units in
+*rkube-etcd.service*)
+	echo "     etcd: apt-get install etcd-server; set this member in /etc/rkube/etcd.yaml and the"
+	echo "     members in apiserver.yaml; make the certificates once (deploy/etcd-pki.sh"
+	echo "     /etc/rkube/etcd NAME=ADDRESS...) and copy them to every control-plane machine"
+	;;
 esac
 echo "  2. systemctl daemon-reload"
 echo "  3. systemctl enable --now$units"

@@ -2,7 +2,8 @@
 # A local rkube cluster on this machine, every daemon its own process with its own log:
 # what `make up`, `make down` and `make status` run.
 #
-#   deploy/local-cluster.sh up [--nodes N]   start (again: only what is not running)
+#   deploy/local-cluster.sh up [--nodes N] [--ha M]
+#                                            start (again: only what is not running)
 #   deploy/local-cluster.sh down             stop everything and remove what it created
 #   deploy/local-cluster.sh status           what runs
 #
@@ -19,6 +20,15 @@
 #                its own containerd, the kubelet's pods and server (the kubelet process
 #                stays on the host with --node-netns, so it reaches the registry on
 #                localhost), and its own rkube-proxy inside the namespace
+#
+# A highly available control plane (--ha 3, `make up HA=3`): every control-plane
+# "machine" i (0..M-1) is a network namespace rkube-cp-i with eth0 172.30.0.(2+i) on the
+# lan (the master is not on the worker, and etcd's peers see each other's own
+# addresses, which their certificates name) and runs an etcd member (its own process and data directory $STATE/etcd-i, peer and client TLS
+# from etcd's own CA in $STATE/pki/etcd, made by deploy/etcd-pki.sh) and an apiserver on
+# etcd (--storage-backend etcd, listening on that address); two schedulers, two
+# controller-managers and two cloud-controller-managers elect their leaders; every daemon
+# and the kubeconfig's users get every apiserver and fail over between them.
 #
 # Secure as in production: the apiserver creates the cluster PKI in $STATE/pki at first
 # start (CA, its TLS certificate, a certificate and client config per component and for
@@ -52,6 +62,10 @@ LB_POOL=172.30.1.0/24
 # each node's rkube-proxy serves the cluster DNS here (a dummy interface rkube-dns)
 CLUSTER_DNS=169.254.20.10
 SYSTEM_CONTAINERD=/run/containerd/containerd.sock
+ETCD=${ETCD:-/usr/bin/etcd}
+ETCDCTL=${ETCDCTL:-/usr/bin/etcdctl}
+# the replicas of the scheduler and the controller managers with --ha
+HA_REPLICAS=2
 
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -92,7 +106,93 @@ wait_for() {
 	die "$what"
 }
 
-ctl() { "$BIN/rkubectl" --config "$PKI/admin.conf" --server "https://$APISERVER_ADDR" "$@"; }
+ctl() { "$BIN/rkubectl" --config "$PKI/admin.conf" --server "$(api_urls)" "$@"; }
+
+# Control-plane machine i's address with --ha (the apiserver's and etcd member's).
+cp_ip() { echo "$LAN_PREFIX.$((2 + $1))"; }
+
+# Every apiserver's URL, comma-separated (one without --ha).
+api_urls() {
+	local i urls=""
+	if [ "${CLUSTER_HA:-1}" -le 1 ]; then
+		echo "https://$APISERVER_ADDR"
+		return
+	fi
+	for i in $(seq 0 $((CLUSTER_HA - 1))); do urls="$urls${urls:+,}https://$(cp_ip "$i"):6443"; done
+	echo "$urls"
+}
+
+# The etcd members' client URLs, comma-separated.
+etcd_urls() {
+	local i urls=""
+	for i in $(seq 0 $((CLUSTER_HA - 1))); do urls="$urls${urls:+,}https://$(cp_ip "$i"):2379"; done
+	echo "$urls"
+}
+
+# etcdctl on every member, as the apiservers connect.
+etcdctl_all() {
+	ETCDCTL_API=3 "$ETCDCTL" --endpoints "$(etcd_urls)" --cacert "$PKI/etcd/ca.crt" \
+		--cert "$PKI/etcd/apiserver-etcd-client.crt" --key "$PKI/etcd/apiserver-etcd-client.key" "$@"
+}
+
+cp_netns() { echo "rkube-cp-$1"; }
+
+# The control plane with --ha: a namespace per machine (its daemons entered with
+# nsenter, not ip netns exec, which would remount /sys), the etcd members, then the
+# apiservers (the first one creates the cluster PKI, naming every control-plane address in
+# its certificate).
+ha_control_plane() {
+	local m=$1 i ip ns members="" sans=()
+	[ -x "$ETCD" ] || die "$ETCD is not installed (Debian package etcd-server; make deps installs it)"
+	for i in $(seq 0 $((m - 1))); do
+		ip=$(cp_ip "$i")
+		ns=$(cp_netns "$i")
+		if machine_netns "$ns" "$ip" "rkcp$i"; then
+			echo "created control-plane namespace $ns ($ip)"
+		fi
+		members="$members${members:+,}etcd-$i=https://$ip:2380"
+		sans+=(--tls-san "$ip")
+	done
+	# shellcheck disable=SC2046 # one NAME=ADDRESS word per member
+	"$(dirname "$0")/etcd-pki.sh" "$PKI/etcd" $(for i in $(seq 0 $((m - 1))); do echo "etcd-$i=$(cp_ip "$i")"; done) >/dev/null
+	for i in $(seq 0 $((m - 1))); do
+		ip=$(cp_ip "$i")
+		start "etcd-$i" nsenter --net="/var/run/netns/$(cp_netns "$i")" "$ETCD" --name "etcd-$i" --data-dir "$STATE/etcd-$i" \
+			--listen-client-urls "https://$ip:2379" --advertise-client-urls "https://$ip:2379" \
+			--listen-peer-urls "https://$ip:2380" --initial-advertise-peer-urls "https://$ip:2380" \
+			--initial-cluster "$members" --initial-cluster-state new --initial-cluster-token rkube \
+			--cert-file "$PKI/etcd/etcd-$i.crt" --key-file "$PKI/etcd/etcd-$i.key" \
+			--trusted-ca-file "$PKI/etcd/ca.crt" --client-cert-auth \
+			--peer-cert-file "$PKI/etcd/etcd-$i.crt" --peer-key-file "$PKI/etcd/etcd-$i.key" \
+			--peer-trusted-ca-file "$PKI/etcd/ca.crt" --peer-client-cert-auth
+	done
+	wait_for 60 "etcd did not get a quorum; see $LOGS/etcd-*.log" etcdctl_all endpoint health
+	for i in $(seq 0 $((m - 1))); do
+		ip=$(cp_ip "$i")
+		start "rkube-apiserver-$i" nsenter --net="/var/run/netns/$(cp_netns "$i")" "$BIN/rkube-apiserver" --listen "$ip:6443" \
+			--data-dir "$STATE/apiserver-$i" --cert-dir "$PKI" --tls-san "$LAN_GATEWAY" "${sans[@]}" \
+			--audit-log-path "$LOGS/audit-$i.log" --health-addr "$ip:6444" \
+			--storage-backend etcd --etcd-servers "$(etcd_urls)" --etcd-cafile "$PKI/etcd/ca.crt" \
+			--etcd-certfile "$PKI/etcd/apiserver-etcd-client.crt" --etcd-keyfile "$PKI/etcd/apiserver-etcd-client.key"
+		# the first creates the PKI the others use
+		wait_for 30 "rkube-apiserver-$i did not come up; see $LOGS/rkube-apiserver-$i.log" \
+			"$BIN/rkubectl" --config "$PKI/admin.conf" --server "https://$ip:6443" version
+	done
+}
+
+# start_replicated NAME HEALTH_PORT COMMAND...: one daemon, or HA_REPLICAS of them with
+# --ha (NAME-1, NAME-2; each its own health port, 100 apart).
+start_replicated() {
+	local name=$1 port=$2 r
+	shift 2
+	if [ "${CLUSTER_HA:-1}" -le 1 ]; then
+		start "$name" "$@"
+		return
+	fi
+	for r in $(seq 1 "$HA_REPLICAS"); do
+		start "$name-$r" "$@" --health-addr "127.0.0.1:$((port + 100 * (r - 1)))"
+	done
+}
 
 # kubelet_credentials KUBECONFIG: the kubelet's flags for its credentials: the
 # kubeconfig it wrote when it joined, or a fresh bootstrap token to join with.
@@ -176,6 +276,21 @@ lan() {
 
 node_netns() { echo "rkube-node-$1"; }
 
+# machine_netns NS IP VETH: a network namespace on the lan playing a machine of its own:
+# eth0 at IP through the veth VETH on the bridge, default route via the lan gateway.
+# Returns 1 (doing nothing) when NS exists already.
+machine_netns() {
+	local ns=$1 ip=$2 veth=$3
+	ip netns list | grep -qw "$ns" && return 1
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+	ip link add "$veth" type veth peer name eth0 netns "$ns"
+	ip link set "$veth" master "$LAN_BRIDGE" up
+	ip -n "$ns" addr add "$ip/24" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" route add default via "$LAN_GATEWAY"
+}
+
 # One node namespace with its containerd, wired to the lan.
 make_node() {
 	local i=$1 ns ip dir run
@@ -184,14 +299,7 @@ make_node() {
 	dir=$STATE/nodes/$i
 	run=/run/rkube/nodes/$i
 	mkdir -p "$dir" "$run"
-	if ! ip netns list | grep -qw "$ns"; then
-		ip netns add "$ns"
-		ip -n "$ns" link set lo up
-		ip link add "rkn$i" type veth peer name eth0 netns "$ns"
-		ip link set "rkn$i" master "$LAN_BRIDGE" up
-		ip -n "$ns" addr add "$ip/24" dev eth0
-		ip -n "$ns" link set eth0 up
-		ip -n "$ns" route add default via "$LAN_GATEWAY"
+	if machine_netns "$ns" "$ip" "rkn$i"; then
 		nsenter --net="/var/run/netns/$ns" sysctl -qw net.ipv4.ip_forward=1
 		echo "created node namespace $ns ($ip)"
 	fi
@@ -213,17 +321,25 @@ EOF
 }
 
 up() {
-	local nodes=$1
+	local nodes=$1 ha=$2
 	[ "$(id -u)" = 0 ] || die "the local cluster needs root (containers, network namespaces, nftables)"
 	[ -x "$BIN/rkube-apiserver" ] || die "$BIN/rkube-apiserver is not built; run make up (it builds first)"
 	if [ -f "$STATE/cluster.env" ]; then
 		# shellcheck disable=SC1091
 		. "$STATE/cluster.env"
-		[ "$CLUSTER_NODES" = "$nodes" ] ||
-			die "a cluster with $CLUSTER_NODES node(s) is already set up here; run make down first"
+		[ "$CLUSTER_NODES" = "$nodes" ] && [ "${CLUSTER_HA:-1}" = "$ha" ] ||
+			die "a cluster with $CLUSTER_NODES node(s) and HA=${CLUSTER_HA:-1} is already set up here; run make down first"
 	fi
-	mkdir -p "$RUN" "$LOGS" "$STATE/apiserver" "$(dirname "$RKUBECONFIG")"
-	echo "CLUSTER_NODES=$nodes" >"$STATE/cluster.env"
+	if [ "$ha" -le 1 ] && [ -d "$STATE/etcd-0" ]; then
+		die "$STATE holds an etcd-backed (HA) cluster's data; run make up HA=N with its N, or make clean-state"
+	fi
+	if [ "$ha" -gt 1 ] && [ -d "$STATE/apiserver" ] && [ ! -d "$STATE/etcd-0" ]; then
+		die "$STATE holds a one-apiserver (sled) cluster's data; make clean-state first, or move it to etcd (see the README's \"Choosing a store\")"
+	fi
+	mkdir -p "$RUN" "$LOGS" "$(dirname "$RKUBECONFIG")"
+	[ "$ha" -le 1 ] && mkdir -p "$STATE/apiserver"
+	printf 'CLUSTER_NODES=%s\nCLUSTER_HA=%s\n' "$nodes" "$ha" >"$STATE/cluster.env"
+	CLUSTER_HA=$ha
 
 	# The apiserver listens on the lan address in both layouts: pods reach it there
 	# through the kubernetes Service (10.96.0.1:443), whose endpoints it advertises.
@@ -241,10 +357,15 @@ up() {
 	lan
 	registry
 
-	start rkube-apiserver "$BIN/rkube-apiserver" --listen "$APISERVER_ADDR" --data-dir "$STATE/apiserver" \
-		--cert-dir "$PKI" --tls-san "$LAN_GATEWAY" --audit-log-path "$LOGS/audit.log"
-	wait_for 20 "the apiserver did not come up; see $LOGS/rkube-apiserver.log" ctl version
-	local api=https://$APISERVER_ADDR
+	if [ "$ha" -le 1 ]; then
+		start rkube-apiserver "$BIN/rkube-apiserver" --listen "$APISERVER_ADDR" --data-dir "$STATE/apiserver" \
+			--cert-dir "$PKI" --tls-san "$LAN_GATEWAY" --audit-log-path "$LOGS/audit.log"
+		wait_for 20 "the apiserver did not come up; see $LOGS/rkube-apiserver.log" ctl version
+	else
+		ha_control_plane "$ha"
+	fi
+	local api
+	api=$(api_urls)
 	# the administrator's credentials as a standard kubeconfig (rkubectl and
 	# kubectl both read it), with absolute paths so it can be copied
 	cat >"$RKUBECONFIG.tmp" <<-EOF
@@ -253,7 +374,7 @@ up() {
 		clusters:
 		- name: rkube
 		  cluster:
-		    server: $api
+		    server: ${api%%,*}
 		    certificate-authority: $PKI/ca.crt
 		users:
 		- name: rkube-admin
@@ -271,12 +392,13 @@ up() {
 	EOF
 	chmod 600 "$RKUBECONFIG.tmp"
 	mv "$RKUBECONFIG.tmp" "$RKUBECONFIG"
-	start rkube-controller-manager "$BIN/rkube-controller-manager" --apiserver "$api" \
+	start_replicated rkube-controller-manager 10257 "$BIN/rkube-controller-manager" --apiserver "$api" \
 		--kubeconfig "$PKI/kube-controller-manager.conf"
-	start rkube-scheduler "$BIN/rkube-scheduler" --apiserver "$api" --kubeconfig "$PKI/kube-scheduler.conf"
+	start_replicated rkube-scheduler 10259 "$BIN/rkube-scheduler" --apiserver "$api" \
+		--kubeconfig "$PKI/kube-scheduler.conf"
 	cloud_config "$nodes"
-	start rkube-cloud-controller-manager "$BIN/rkube-cloud-controller-manager" --apiserver "$api" \
-		--kubeconfig "$PKI/cloud-controller-manager.conf" \
+	start_replicated rkube-cloud-controller-manager 10258 "$BIN/rkube-cloud-controller-manager" \
+		--apiserver "$api" --kubeconfig "$PKI/cloud-controller-manager.conf" \
 		--cloud-provider local --cloud-config "$STATE/cloud-config.yaml"
 
 	local names=() creds
@@ -326,6 +448,12 @@ up() {
 	ctl apply -f "$(dirname "$0")/examples/local-storageclass.yaml" >/dev/null
 
 	echo
+	if [ "$ha" -gt 1 ]; then
+		echo "The control plane: $ha etcd members and $ha apiservers ($api), $HA_REPLICAS schedulers,"
+		echo "controller-managers and cloud-controller-managers (rkubectl get lease -n kube-system"
+		echo "shows the leaders). The kubeconfig names the first apiserver (stock kubectl takes one);"
+		echo "rkubectl --server $api fails over between them."
+	fi
 	echo "rkube is up with ${#names[@]} node(s). The kubeconfig is $RKUBECONFIG. Try:"
 	echo "  export PATH=$PWD/$BIN:\$PATH"
 	echo "  rkubectl get nodes -o wide"
@@ -390,6 +518,7 @@ remove_kubelet_state() {
 }
 down() {
 	local nodes=1 name i f
+	CLUSTER_HA=1
 	if [ -f "$STATE/cluster.env" ]; then
 		# shellcheck disable=SC1091
 		. "$STATE/cluster.env"
@@ -406,8 +535,11 @@ down() {
 	for f in "$RUN"/rkube-ingress*.pid "$RUN"/rkube-proxy*.pid "$RUN"/rkubelet*.pid; do
 		[ -e "$f" ] && stop "$(basename "$f" .pid)"
 	done
-	for name in rkube-scheduler rkube-cloud-controller-manager rkube-controller-manager rkube-apiserver; do
-		stop "$name"
+	# the control plane, replicas too, the apiservers after their clients, etcd last
+	for name in rkube-scheduler rkube-cloud-controller-manager rkube-controller-manager rkube-apiserver etcd; do
+		for f in "$RUN/$name".pid "$RUN/$name"-*.pid; do
+			[ -e "$f" ] && stop "$(basename "$f" .pid)"
+		done
 	done
 	if [ "$nodes" -le 1 ]; then
 		remove_containers "$SYSTEM_CONTAINERD"
@@ -433,6 +565,10 @@ down() {
 			rm -rf "/run/rkube/nodes/$i"
 		done
 	fi
+	for i in $(seq 0 $((${CLUSTER_HA:-1} - 1))); do
+		[ "${CLUSTER_HA:-1}" -gt 1 ] || break
+		ip netns del "$(cp_netns "$i")" 2>/dev/null && echo "removed control-plane namespace $(cp_netns "$i")"
+	done
 	ip route del "$LB_POOL" 2>/dev/null || true
 	ip link del "$LAN_BRIDGE" 2>/dev/null && echo "removed bridge $LAN_BRIDGE"
 	for name in containerd docker-registry; do stop "$name"; done
@@ -451,24 +587,44 @@ status() {
 		if kill -0 "$pid" 2>/dev/null; then echo "$name: running (pid $pid)"; else echo "$name: not running (stale pid $pid)"; fi
 	done
 	[ $any = 1 ] || echo "nothing is running"
+	if [ -f "$STATE/cluster.env" ]; then
+		# shellcheck disable=SC1091
+		. "$STATE/cluster.env"
+		if [ "${CLUSTER_HA:-1}" -gt 1 ] && [ $any = 1 ]; then
+			echo
+			etcdctl_all endpoint status -w table 2>&1 || true
+			APISERVER_ADDR=$LAN_GATEWAY:6443
+			echo
+			ctl get lease -n kube-system 2>&1 || true
+		fi
+	fi
 }
 
 NODE_NAME=${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
 cmd=${1:-}
 shift || true
 nodes=1
+ha=1
+usage="usage: $0 up [--nodes N] [--ha M] | down | status"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--nodes) nodes=${2:?--nodes needs a number}; shift 2 ;;
 	--nodes=*) nodes=${1#--nodes=}; shift ;;
-	*) die "unknown argument $1 (usage: $0 up [--nodes N] | down | status)" ;;
+	--ha) ha=${2:?--ha needs a number}; shift 2 ;;
+	--ha=*) ha=${1#--ha=}; shift ;;
+	*) die "unknown argument $1 ($usage)" ;;
 	esac
 done
 case $nodes in '' | *[!0-9]*) die "--nodes must be a number, not $nodes" ;; esac
 if [ "$nodes" -lt 1 ] || [ "$nodes" -gt 50 ]; then die "--nodes must be between 1 and 50"; fi
+case $ha in '' | *[!0-9]*) die "--ha (HA=) must be a number, not $ha" ;; esac
+case $ha in
+1 | 3 | 5) ;;
+*) die "--ha (HA=) is the number of control-plane machines: 1, or 3 or 5 (etcd needs a majority, so an even number adds no safety), not $ha" ;;
+esac
 case $cmd in
-up) up "$nodes" ;;
+up) up "$nodes" "$ha" ;;
 down) down ;;
 status) status ;;
-*) die "usage: $0 up [--nodes N] | down | status" ;;
+*) die "$usage" ;;
 esac

@@ -19,7 +19,9 @@
 //! the test panics.
 //!
 //! A test runs its body with [`run`], which creates the cluster namespace and a tokio
-//! runtime whose threads joined it, then calls [`TestCluster::start`] inside.
+//! runtime whose threads joined it, then calls [`TestCluster::start`] inside (or
+//! [`ha::HaCluster::start`] for a highly available control plane of real processes on
+//! etcd).
 //!
 //! Every daemon runs as users run it: the apiserver with the flags of its secure default
 //! (TLS, client certificates, RBAC, node restriction, an audit log) on a PKI the real
@@ -38,6 +40,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use rkube_kubelet::testing::{http_get_in_netns, skip_reason};
+
+pub mod ha;
 
 /// The lan bridge's address in the cluster namespace: how node namespaces reach the
 /// apiserver and each other.
@@ -356,6 +360,90 @@ impl ClusterNode {
     }
 }
 
+/// The lan bridge in the cluster namespace at `netns` (the one the calling thread joined),
+/// with forwarding on: what node namespaces hang off.
+pub fn make_lan(netns: &Path) -> anyhow::Result<()> {
+    sh(&["ip", "link", "add", "lan0", "type", "bridge"])?;
+    sh(&["ip", "addr", "add", &format!("{LAN_GATEWAY}/24"), "dev", "lan0"])?;
+    sh(&["ip", "link", "set", "lan0", "up"])?;
+    sysctl_in(netns, "net.ipv4.ip_forward", "1")
+}
+
+/// Node `i` of a cluster built as `options` say: its namespace on the lan with its own
+/// containerd, and the configuration of its kubelet (talking to `url`, which may name
+/// several apiservers) and proxy (to `lan_url`), with the identities of the PKI in `pki`.
+/// Nothing of the node's daemons runs yet.
+pub async fn make_node(
+    options: &ClusterOptions,
+    i: usize,
+    url: &str,
+    lan_url: &str,
+    pki: &Path,
+) -> anyhow::Result<ClusterNode> {
+    let containerd = TestNode::start().await?;
+    let ip = node_ip(i);
+    let ns = containerd.netns_name.clone();
+    let host_if = format!("vn{i}");
+    sh(&[
+        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+    ])?;
+    sh(&["ip", "link", "set", &host_if, "master", "lan0", "up"])?;
+    sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+    sh(&[
+        "ip",
+        "-n",
+        &ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &LAN_GATEWAY.to_string(),
+    ])?;
+    sysctl_in(&containerd.netns_path, "net.ipv4.ip_forward", "1")?;
+
+    let name = format!("node-{i}");
+    // without the controller-manager's node-ipam loop, the kubelet's own fallback
+    let ipam = options.controllers.iter().any(|c| c == "*" || c == "node-ipam");
+    let pod_cidr = (!ipam).then(|| format!("10.244.{}.0/24", 100 + i));
+    let mut k = rkube_kubelet::Config::for_test_node(&containerd, url, &name, ip.into(), pod_cidr.as_deref());
+    k.kubeconfig = Some(pki.join(format!("node-{name}.conf")));
+    k.server_netns = Some(containerd.netns_path.clone());
+    k.node_status_update_frequency = Duration::from_secs(1);
+    k.crashloop_backoff_base = Duration::from_millis(500);
+    k.crashloop_backoff_max = Duration::from_secs(5);
+    if options.cloud {
+        k.cloud_provider = "external".into();
+    }
+    if options.dns {
+        k.cluster_dns = vec![CLUSTER_DNS.into()];
+    }
+    (options.kubelet)(i, &mut k);
+
+    let proxy_config = options.proxy.map(|mode| {
+        let mut p = rkube_proxy::Config::new(lan_url, name.clone());
+        p.kubeconfig = Some(pki.join("kube-proxy.conf"));
+        p.mode = mode;
+        if options.dns {
+            let mut dns = rkube_dns::Config::new();
+            dns.listen.set_ip(CLUSTER_DNS.into());
+            // nothing listens there: forwarded names fail inside the node
+            dns.upstreams = vec![SocketAddr::from(([127, 0, 0, 1], 53))];
+            p.dns = Some(dns);
+        }
+        p
+    });
+    Ok(ClusterNode {
+        name,
+        ip,
+        containerd,
+        kubelet_config: k,
+        kubelet: None,
+        proxy_config,
+        proxy: None,
+    })
+}
+
 /// A running cluster. See the module documentation.
 pub struct TestCluster {
     pub options: ClusterOptions,
@@ -383,10 +471,7 @@ impl TestCluster {
     /// Starts everything `options` asks for inside the cluster namespace at `netns` (the
     /// namespace the calling runtime's threads joined), and waits until every node is Ready.
     pub async fn start(netns: PathBuf, options: ClusterOptions) -> anyhow::Result<TestCluster> {
-        sh(&["ip", "link", "add", "lan0", "type", "bridge"])?;
-        sh(&["ip", "addr", "add", &format!("{LAN_GATEWAY}/24"), "dev", "lan0"])?;
-        sh(&["ip", "link", "set", "lan0", "up"])?;
-        sysctl_in(&netns, "net.ipv4.ip_forward", "1")?;
+        make_lan(&netns)?;
 
         let registry = TestRegistry::start().await?;
         let (image, _) = registry.push_busybox("rkube/busybox").await?;
@@ -445,78 +530,7 @@ impl TestCluster {
     }
 
     async fn make_node(&self, i: usize) -> anyhow::Result<ClusterNode> {
-        let containerd = TestNode::start().await?;
-        let ip = node_ip(i);
-        let ns = containerd.netns_name.clone();
-        let host_if = format!("vn{i}");
-        sh(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ])?;
-        sh(&["ip", "link", "set", &host_if, "master", "lan0", "up"])?;
-        sh(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &LAN_GATEWAY.to_string(),
-        ])?;
-        sysctl_in(&containerd.netns_path, "net.ipv4.ip_forward", "1")?;
-
-        let name = format!("node-{i}");
-        // without the controller-manager's node-ipam loop, the kubelet's own fallback
-        let ipam = self
-            .options
-            .controllers
-            .iter()
-            .any(|c| c == "*" || c == "node-ipam");
-        let pod_cidr = (!ipam).then(|| format!("10.244.{}.0/24", 100 + i));
-        let mut k = rkube_kubelet::Config::for_test_node(
-            &containerd,
-            self.url(),
-            &name,
-            ip.into(),
-            pod_cidr.as_deref(),
-        );
-        k.kubeconfig = Some(self.kubeconfig(&format!("node-{name}")));
-        k.server_netns = Some(containerd.netns_path.clone());
-        k.node_status_update_frequency = Duration::from_secs(1);
-        k.crashloop_backoff_base = Duration::from_millis(500);
-        k.crashloop_backoff_max = Duration::from_secs(5);
-        if self.options.cloud {
-            k.cloud_provider = "external".into();
-        }
-        if self.options.dns {
-            k.cluster_dns = vec![CLUSTER_DNS.into()];
-        }
-        (self.options.kubelet)(i, &mut k);
-
-        let proxy_config = self.options.proxy.map(|mode| {
-            let mut p = rkube_proxy::Config::new(self.lan_url(), name.clone());
-            p.kubeconfig = Some(self.kubeconfig("kube-proxy"));
-            p.mode = mode;
-            if self.options.dns {
-                let mut dns = rkube_dns::Config::new();
-                dns.listen.set_ip(CLUSTER_DNS.into());
-                // nothing listens there: forwarded names fail inside the node
-                dns.upstreams = vec![SocketAddr::from(([127, 0, 0, 1], 53))];
-                p.dns = Some(dns);
-            }
-            p
-        });
-        Ok(ClusterNode {
-            name,
-            ip,
-            containerd,
-            kubelet_config: k,
-            kubelet: None,
-            proxy_config,
-            proxy: None,
-        })
+        make_node(&self.options, i, &self.url(), &self.lan_url(), &self.pki).await
     }
 
     /// The apiserver as seen from the cluster namespace.

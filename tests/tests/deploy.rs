@@ -60,12 +60,18 @@ fn fake_binaries(dir: &Path, version: &str) {
 /// Runs install.sh with DESTDIR=`root` and a restrictive umask (the modes it
 /// sets must not depend on the caller's); (success, stdout + stderr).
 fn install(root: &Path, role: &str, bin_dir: &Path) -> (bool, String) {
+    install_with(root, &["--role", role], bin_dir)
+}
+
+/// install.sh with `args` (`--role ROLE` and more) and `--bin-dir bin_dir`.
+fn install_with(root: &Path, args: &[&str], bin_dir: &Path) -> (bool, String) {
     let script = repo().join("deploy/install.sh");
     let out = Command::new("sh")
         .arg("-c")
         .arg("umask 077; exec \"$0\" \"$@\"")
         .arg(&script)
-        .args(["--role", role, "--bin-dir"])
+        .args(args)
+        .arg("--bin-dir")
         .arg(bin_dir)
         .env("DESTDIR", root)
         .output()
@@ -191,6 +197,52 @@ fn install_sh_installs_each_role_into_destdir_and_a_second_run_keeps_edited_sett
     }
 }
 
+/// `--store etcd` installs the apiserver's settings for etcd and an etcd member (unit and
+/// settings; the binary is the distribution's), and nothing of it on a node.
+#[test]
+fn install_sh_with_store_etcd_adds_an_etcd_member_and_the_apiservers_etcd_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bins, root) = (tmp.path().join("bin"), tmp.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+    fake_binaries(&bins, "v1");
+    let (ok, out) = install_with(&root, &["--role", "control-plane", "--store", "etcd"], &bins);
+    assert!(ok, "install.sh --store etcd failed:\n{out}");
+    let mut want = expected("control-plane", &bins);
+    let read = |p: &str| Some(std::fs::read(repo().join(p)).unwrap());
+    want.insert(
+        "etc/systemd/system/rkube-etcd.service".into(),
+        (0o644, read("deploy/systemd/rkube-etcd.service")),
+    );
+    want.insert(
+        "etc/rkube/etcd.yaml".into(),
+        (0o644, read("deploy/config/etcd.yaml")),
+    );
+    want.insert(
+        "etc/rkube/apiserver.yaml".into(),
+        (0o644, read("deploy/config/apiserver-etcd.yaml")),
+    );
+    assert_tree(&root, &want);
+    assert!(
+        out.contains("systemctl enable --now rkube-etcd.service rkube-apiserver.service")
+            && out.contains("deploy/etcd-pki.sh"),
+        "{out}"
+    );
+
+    let node_root = tmp.path().join("node");
+    std::fs::create_dir(&node_root).unwrap();
+    let (ok, out) = install_with(&node_root, &["--role", "node", "--store", "etcd"], &bins);
+    assert!(
+        !ok && out.contains("--store etcd is for the control plane"),
+        "{out}"
+    );
+    let (ok, out) = install_with(&node_root, &["--role", "all", "--store", "zookeeper"], &bins);
+    assert!(
+        !ok && out.contains("--store 'zookeeper' is not one of sled, etcd"),
+        "{out}"
+    );
+    assert!(tree(&node_root).is_empty(), "a refused install wrote files");
+}
+
 #[test]
 fn install_sh_refuses_bad_arguments_and_missing_binaries_before_writing_anything() {
     let tmp = tempfile::tempdir().unwrap();
@@ -247,8 +299,11 @@ fn every_unit_passes_systemd_analyze_verify() {
     let (bins, root) = (tmp.path().join("bin"), tmp.path().join("root"));
     std::fs::create_dir(&root).unwrap();
     fake_binaries(&bins, "v1");
-    let (ok, out) = install(&root, "all", &bins);
+    let (ok, out) = install_with(&root, &["--role", "all", "--store", "etcd"], &bins);
     assert!(ok, "{out}");
+    // Debian's etcd-server installs the etcd binary rkube-etcd.service runs
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::copy(bins.join("rkubectl"), root.join("usr/bin/etcd")).unwrap();
     let system_units = root.join("usr/lib/systemd");
     std::fs::create_dir_all(&system_units).unwrap();
     let copied = Command::new("cp")
@@ -270,7 +325,9 @@ fn every_unit_passes_systemd_analyze_verify() {
 
     let units: Vec<PathBuf> = daemons("all")
         .iter()
-        .map(|(_, unit, _)| root.join("etc/systemd/system").join(unit))
+        .map(|(_, unit, _)| unit)
+        .chain(&["rkube-etcd.service"])
+        .map(|unit| root.join("etc/systemd/system").join(unit))
         .collect();
     let (ok, out) = verify(&root, &units);
     // warnings (an unknown key, a bad value) fail as errors do
@@ -298,6 +355,27 @@ fn every_unit_passes_systemd_analyze_verify() {
             "{unit} is not ordered after the network"
         );
     }
+    let etcd = std::fs::read_to_string(root.join("etc/systemd/system/rkube-etcd.service")).unwrap();
+    for want in [
+        "Type=notify",
+        "Restart=always",
+        "ExecStart=/usr/bin/etcd --config-file /etc/rkube/etcd.yaml",
+        // Debian's own single-member etcd.service would hold the ports
+        "Conflicts=etcd.service",
+        "StateDirectory=rkube/etcd",
+    ] {
+        assert!(
+            etcd.lines().any(|l| l == want),
+            "rkube-etcd.service lacks `{want}`"
+        );
+    }
+    let apiserver = std::fs::read_to_string(root.join("etc/systemd/system/rkube-apiserver.service")).unwrap();
+    assert!(
+        apiserver
+            .lines()
+            .any(|l| l.starts_with("After=") && l.contains("rkube-etcd.service")),
+        "the apiserver does not start after a local etcd member"
+    );
     let kubelet = std::fs::read_to_string(root.join("etc/systemd/system/rkubelet.service")).unwrap();
     for want in ["Requires=containerd.service", "KillMode=process", "Delegate=yes"] {
         assert!(
@@ -355,6 +433,24 @@ fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documen
     );
     assert!(unit.lines().any(|l| l == "LogsDirectory=rkube"), "{unit}");
 
+    // the etcd-backed sample: every member, etcd's CA and the apiservers' client certificate
+    let c = rkube_apiserver::Config::from_options(
+        parse_from(config("rkube-apiserver", "apiserver-etcd")).unwrap(),
+    )
+    .unwrap();
+    let etcd = c.etcd.expect("apiserver-etcd.yaml selects the etcd backend");
+    assert_eq!(etcd.servers.len(), 3, "{:?}", etcd.servers);
+    assert!(etcd.servers.iter().all(|s| s.starts_with("https://")));
+    assert_eq!(
+        (etcd.cafile.as_deref(), etcd.certfile.as_deref()),
+        (
+            Some(Path::new("/etc/rkube/etcd/ca.crt")),
+            Some(Path::new("/etc/rkube/etcd/apiserver-etcd-client.crt"))
+        )
+    );
+    assert_eq!(c.health_addr, loopback(6444));
+    etcd_sample_names_only_etcds_settings(&conf("etcd"));
+
     let c =
         rkube_scheduler::Config::from_options(parse_from(config("rkube-scheduler", "scheduler")).unwrap())
             .unwrap();
@@ -393,6 +489,53 @@ fn the_sample_settings_are_valid_for_each_daemon_and_serve_health_on_the_documen
     let c = rkube_ingress::Config::from_options(parse_from(argv).unwrap()).unwrap();
     assert_eq!(c.health_addr, loopback(10254));
     assert_eq!(c.http_addr, Some("0.0.0.0:80".parse().unwrap()));
+}
+
+/// The etcd member's sample is etcd's own configuration file: every key is one of the
+/// flags `etcd --help` lists (a misspelt one would be ignored by nobody: etcd refuses
+/// it), the TLS sections hold etcd's TLS keys, and the member is among the initial
+/// cluster with the files deploy/etcd-pki.sh writes.
+fn etcd_sample_names_only_etcds_settings(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let yaml: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(&text).unwrap();
+    let Ok(help) = Command::new("/usr/bin/etcd").arg("--help").output() else {
+        eprintln!("SKIPPED the etcd flag names: /usr/bin/etcd is not installed (Debian package etcd-server)");
+        return;
+    };
+    let help = String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
+    let tls_keys = ["cert-file", "key-file", "client-cert-auth", "trusted-ca-file"];
+    for (key, value) in &yaml {
+        if key.ends_with("-transport-security") {
+            let section: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_value(value.clone()).unwrap();
+            for k in section.keys() {
+                assert!(
+                    tls_keys.contains(&k.as_str()),
+                    "{key}.{k} is not an etcd TLS setting"
+                );
+            }
+            assert_eq!(
+                section.get("client-cert-auth"),
+                Some(&serde_yaml::Value::Bool(true))
+            );
+            continue;
+        }
+        assert!(
+            help.contains(&format!("--{key} ")),
+            "{}: `{key}` is not an etcd flag",
+            path.display()
+        );
+    }
+    let name = yaml["name"].as_str().unwrap();
+    let peer = yaml["initial-advertise-peer-urls"].as_str().unwrap();
+    assert!(
+        yaml["initial-cluster"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .any(|m| m == format!("{name}={peer}")),
+        "the member is not in its initial cluster"
+    );
+    assert!(text.contains(&format!("/etc/rkube/etcd/{name}.crt")));
 }
 
 /// `N` distinct loopback addresses free at the moment of asking (all held

@@ -63,6 +63,14 @@ pub struct Options {
     /// from before it answer Gone and clients list again.
     #[arg(long, value_name = "SECONDS")]
     pub etcd_compaction_interval: Option<u64>,
+    /// With --storage-backend etcd: at start, before serving, copy every
+    /// object of the sled store in DIR (the --data-dir of a stopped
+    /// one-apiserver cluster) into etcd as it is (uid, creationTimestamp,
+    /// generation, labels, status...; resourceVersions become etcd's). Only
+    /// into an empty --etcd-prefix; once done, starting again with the flag
+    /// changes nothing.
+    #[arg(long, value_name = "DIR")]
+    pub import_from_sled: Option<PathBuf>,
     /// Revisions of change history kept for watches that resume from an old
     /// resourceVersion; older ones answer Gone and clients relist.
     #[arg(long, value_name = "N")]
@@ -314,6 +322,8 @@ pub struct EtcdStorage {
     pub prefix: String,
     /// Zero: never.
     pub compaction_interval: std::time::Duration,
+    /// `--import-from-sled`: a sled data directory copied into etcd at start.
+    pub import_from_sled: Option<PathBuf>,
 }
 
 impl EtcdStorage {
@@ -325,6 +335,7 @@ impl EtcdStorage {
             keyfile: None,
             prefix: "/registry".into(),
             compaction_interval: std::time::Duration::from_secs(300),
+            import_from_sled: None,
         }
     }
 
@@ -574,6 +585,7 @@ impl Config {
                 if let Some(s) = o.etcd_compaction_interval {
                     etcd.compaction_interval = std::time::Duration::from_secs(s);
                 }
+                etcd.import_from_sled = o.import_from_sled;
                 etcd.validate()?;
                 Some(etcd)
             }
@@ -585,6 +597,7 @@ impl Config {
                     ("--etcd-keyfile", o.etcd_keyfile.is_some()),
                     ("--etcd-prefix", o.etcd_prefix.is_some()),
                     ("--etcd-compaction-interval", o.etcd_compaction_interval.is_some()),
+                    ("--import-from-sled", o.import_from_sled.is_some()),
                 ];
                 if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
                     anyhow::bail!(

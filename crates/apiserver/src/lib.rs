@@ -153,6 +153,9 @@ impl Backend {
         let store = EtcdStore::connect(store_config)
             .await
             .context("cannot use etcd (--etcd-servers)")?;
+        if let Some(dir) = &etcd.import_from_sled {
+            import_from_sled(&store, dir, &etcd.prefix).await?;
+        }
         Ok(Backend::Etcd(Arc::new(store)))
     }
 
@@ -193,6 +196,63 @@ impl Backend {
             }
         }
     }
+}
+
+/// Copies every key of the sled store in `dir` into `etcd` as it is: the objects' bytes
+/// (uid, creationTimestamp, generation, labels, annotations, finalizers, owners, status;
+/// Secrets as the encryption layer wrote them, so the same --encryption-key-file reads
+/// them) and the Service allocations' reservation keys. Only the revisions change: etcd
+/// gives its own, which become the resourceVersions. Refused unless etcd holds nothing
+/// under the prefix, or already holds every key of `dir` (a restart with the flag still
+/// given, which then changes nothing).
+async fn import_from_sled(etcd: &EtcdStore, dir: &std::path::Path, prefix: &str) -> anyhow::Result<()> {
+    let flag = format!("--import-from-sled {}", dir.display());
+    anyhow::ensure!(
+        dir.join("db").exists() || dir.join("conf").exists(),
+        "{flag}: no sled store there; give the --data-dir of the apiserver to move (stopped)"
+    );
+    let config = StoreConfig::new(dir);
+    let sled = tokio::task::spawn_blocking(move || SledStore::open(config))
+        .await
+        .context("the store opener panicked")?
+        .with_context(|| format!("{flag}: cannot open it (stop the apiserver that uses it first)"))?;
+    let all = sled
+        .list("", None, 0, None)
+        .with_context(|| format!("{flag}: reading it"))?;
+    let present = etcd.list("", None, 1, None).context("reading etcd")?;
+    if !present.items.is_empty() {
+        if all.items.iter().all(|kv| etcd.get(&kv.key).is_some()) {
+            tracing::info!(
+                "{flag}: etcd already holds its {} keys; nothing to copy",
+                all.items.len()
+            );
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{flag}: etcd already holds other objects under --etcd-prefix {prefix}; import into an \
+             empty prefix (a new etcd cluster, or another --etcd-prefix)"
+        );
+    }
+    // One transaction per batch, well under etcd's limit of 128 operations per transaction.
+    for batch in all.items.chunks(100) {
+        let ops = batch
+            .iter()
+            .map(|kv| rkube_store::Op::Create {
+                key: kv.key.clone(),
+                value: kv.value.clone(),
+            })
+            .collect();
+        etcd.txn(ops)
+            .await
+            .with_context(|| format!("{flag}: writing to etcd"))?;
+    }
+    let _ = sled.close();
+    tracing::info!(
+        "{flag}: copied {} keys into etcd under {prefix} (revision {} of the sled store)",
+        all.items.len(),
+        all.revision
+    );
+    Ok(())
 }
 
 /// Opens the store, creates the system namespaces on first start, binds the

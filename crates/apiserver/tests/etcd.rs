@@ -294,3 +294,167 @@ fn etcd_flags_are_checked_before_anything_starts() {
         None
     );
 }
+
+/// A one-apiserver cluster on sled moves to etcd: `--import-from-sled` copies every object
+/// as it was (uid, creationTimestamp, generation, labels, data, a Secret still readable
+/// with the same encryption key), and the apiserver on etcd serves them and takes new
+/// writes. Started again with the flag it copies nothing twice; into an etcd that holds
+/// other objects it refuses, naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_cluster_moves_to_etcd_keeping_uids_timestamps_and_labels() {
+    use rkube_api::apps::v1::Deployment;
+    let data = tempfile::tempdir().unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let on_sled = TestApiServer::builder()
+        .data_dir(data.path())
+        .flag_file("--encryption-key-file", "encryption.key", &key)
+        .start()
+        .await
+        .unwrap();
+    let mut cm = config_map("kept");
+    cm.metadata_mut().labels.insert("tier".into(), "web".into());
+    on_sled.api::<ConfigMap>("default").create(&cm).await.unwrap();
+    let mut secret = Secret::default();
+    secret.metadata_mut().name = "creds".into();
+    secret.data.insert("password".into(), SECRET_MARKER.to_vec());
+    on_sled.api::<Secret>("default").create(&secret).await.unwrap();
+    let deployments = on_sled.api::<Deployment>("default");
+    let manifest = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: busybox}]}
+"#;
+    let objects = rkube_api::codec::decode_manifests(manifest, "web.yaml").unwrap();
+    deployments
+        .create(&objects[0].decode::<Deployment>().unwrap())
+        .await
+        .unwrap();
+    deployments
+        .patch_merge("web", &serde_json::json!({"spec": {"replicas": 3}}))
+        .await
+        .unwrap();
+    // what a user would compare: identity, age, generation, labels
+    let summary = |m: &rkube_api::meta::v1::ObjectMeta| {
+        (
+            m.uid.clone(),
+            m.creation_timestamp.clone(),
+            m.generation,
+            m.labels.clone(),
+        )
+    };
+    let before = (
+        summary(
+            on_sled
+                .api::<ConfigMap>("default")
+                .get("kept")
+                .await
+                .unwrap()
+                .metadata(),
+        ),
+        summary(
+            on_sled
+                .api::<Secret>("default")
+                .get("creds")
+                .await
+                .unwrap()
+                .metadata(),
+        ),
+        summary(deployments.get("web").await.unwrap().metadata()),
+    );
+    assert_eq!(before.2 .2, 2, "the scale made a second generation");
+    on_sled.stop().await.unwrap();
+
+    let etcd = Etcd::temp().await.unwrap();
+    let import: [OsString; 2] = ["--import-from-sled".into(), data.path().into()];
+    let mut moved = on_etcd(&etcd)
+        .flag_file("--encryption-key-file", "encryption.key", &key)
+        .flags(import.clone())
+        .start()
+        .await
+        .unwrap();
+    let check = |server: &TestApiServer| {
+        let (cms, secrets, deployments) = (
+            server.api::<ConfigMap>("default"),
+            server.api::<Secret>("default"),
+            server.api::<Deployment>("default"),
+        );
+        let before = before.clone();
+        async move {
+            let cm = cms.get("kept").await.unwrap();
+            let secret = secrets.get("creds").await.unwrap();
+            let deployment = deployments.get("web").await.unwrap();
+            assert_eq!(
+                (
+                    summary(cm.metadata()),
+                    summary(secret.metadata()),
+                    summary(deployment.metadata())
+                ),
+                before,
+                "uid, creationTimestamp, generation and labels kept"
+            );
+            assert_eq!(cm.data.get("note").map(String::as_str), Some(CONFIG_MARKER));
+            assert_eq!(
+                secret.data.get("password").map(Vec::as_slice),
+                Some(SECRET_MARKER)
+            );
+            assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(3));
+        }
+    };
+    check(&moved).await;
+    // the Secret is still ciphertext in etcd
+    let raw_secret = raw(&etcd, Secret::info(), "creds").await;
+    assert!(!raw_secret
+        .windows(SECRET_MARKER.len())
+        .any(|w| w == SECRET_MARKER));
+    moved
+        .api::<ConfigMap>("default")
+        .create(&config_map("after-the-move"))
+        .await
+        .unwrap();
+
+    // started again with the flag still given: nothing copied twice, nothing lost
+    moved.restart().await.unwrap();
+    check(&moved).await;
+    let names = moved
+        .api::<ConfigMap>("default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.metadata().name.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(names, ["after-the-move", "kept"]);
+    moved.stop().await.unwrap();
+
+    // another cluster's store into this etcd: refused, naming the flag and the fix
+    let other = tempfile::tempdir().unwrap();
+    let other_sled = TestApiServer::builder()
+        .data_dir(other.path())
+        .start()
+        .await
+        .unwrap();
+    other_sled
+        .api::<ConfigMap>("default")
+        .create(&config_map("elsewhere"))
+        .await
+        .unwrap();
+    other_sled.stop().await.unwrap();
+    let refused = on_etcd(&etcd)
+        .flags(["--import-from-sled".into(), other.path().as_os_str().to_owned()])
+        .start()
+        .await
+        .err()
+        .expect("an import into a non-empty etcd is refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("--import-from-sled") && message.contains("already holds other objects"),
+        "{message}"
+    );
+}

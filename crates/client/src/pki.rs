@@ -140,6 +140,46 @@ impl CertificateAuthority {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<(String, String), PkiError> {
+        let usage = if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        };
+        self.issue_for(
+            common_name,
+            organizations,
+            sans,
+            vec![usage],
+            not_before,
+            not_after,
+        )
+    }
+
+    /// Issues a certificate good both for serving and as a client, as an etcd member's
+    /// peer certificate must be (it answers its peers and dials them with the same one).
+    pub fn issue_peer(
+        &self,
+        common_name: &str,
+        sans: &[String],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, String), PkiError> {
+        let usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue_for(common_name, &[], sans, usages, not_before, not_after)
+    }
+
+    fn issue_for(
+        &self,
+        common_name: &str,
+        organizations: &[String],
+        sans: &[String],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, String), PkiError> {
         let fail = |e: rcgen::Error| PkiError(format!("issuing the certificate of {common_name}: {e}"));
         let key = KeyPair::generate().map_err(fail)?;
         let mut params = CertificateParams::default();
@@ -159,11 +199,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        params.extended_key_usages = usages;
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.signed_by(&key, &self.issuer).map_err(fail)?;

@@ -360,12 +360,34 @@ impl Store for EtcdStore {
 }
 
 impl Inner {
-    /// `fut` (a request to etcd) within the request timeout, its errors in the store's words.
-    async fn call<T>(
-        &self,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        call(&self.endpoints, self.config.request_timeout, fut).await
+    /// A request to etcd (`attempt` makes it) within the request timeout, its errors in the
+    /// store's words; see [`call`].
+    async fn call<T, Fut>(&self, attempt: impl FnMut() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        call(&self.endpoints, self.config.request_timeout, attempt).await
+    }
+
+    /// A transaction: [`Inner::call`], and when the outcome is unknown (etcd did not
+    /// answer after the request left) the error says so.
+    async fn kv_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        let answer = self
+            .call(|| {
+                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await;
+        answer.map_err(|e| match e {
+            StoreError::Unavailable { endpoints, detail } => StoreError::Unavailable {
+                endpoints,
+                detail: format!(
+                    "{detail}; the write may have been applied all the same: read the object \
+                     before writing it again"
+                ),
+            },
+            e => e,
+        })
     }
 
     fn etcd_key(&self, key: &str) -> String {
@@ -429,7 +451,7 @@ impl Inner {
             failure.push(TxnOp::get(key, None));
         }
         let txn = Txn::new().when(compares).and_then(success).or_else(failure);
-        let response = self.call(self.client.kv_client().txn(txn)).await?;
+        let response = self.kv_txn(txn).await?;
         let revision = header_revision(response.header());
         let answers = response.op_responses();
         let result = if response.succeeded() {
@@ -477,9 +499,7 @@ impl Inner {
                 .iter()
                 .map(|k| TxnOp::get(self.etcd_key(k), None))
                 .collect::<Vec<_>>();
-            let read = self
-                .call(self.client.kv_client().txn(Txn::new().and_then(reads)))
-                .await?;
+            let read = self.kv_txn(Txn::new().and_then(reads)).await?;
             let mut state = OrdMap::new();
             for answer in read.op_responses() {
                 if let TxnOpResponse::Get(get) = answer {
@@ -514,13 +534,7 @@ impl Inner {
                     None => {}
                 }
             }
-            let write = self
-                .call(
-                    self.client
-                        .kv_client()
-                        .txn(Txn::new().when(compares).and_then(writes)),
-                )
-                .await?;
+            let write = self.kv_txn(Txn::new().when(compares).and_then(writes)).await?;
             if write.succeeded() {
                 let revision = header_revision(write.header());
                 self.txns.fetch_add(1, Ordering::Relaxed);
@@ -557,10 +571,11 @@ impl Inner {
         }
         // A linearizable read of one key: its header carries etcd's current revision.
         let response = self
-            .call(self.client.kv_client().get(
-                self.etcd_key(COMPACT_KEY),
-                Some(GetOptions::new().with_count_only()),
-            ))
+            .call(|| {
+                let mut kv = self.client.kv_client();
+                let key = self.etcd_key(COMPACT_KEY);
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
             .await?;
         let target = header_revision(response.header());
         if self.cache.wait_for(target, self.config.request_timeout).await {
@@ -584,7 +599,10 @@ impl Inner {
         // etcd keeps the compaction revision itself watchable: compacting at `revision + 1`
         // refuses exactly the watches from before `revision`.
         let reached = match self
-            .call(self.client.kv_client().compact(rev(revision + 1), None))
+            .call(|| {
+                let mut kv = self.client.kv_client();
+                async move { kv.compact(rev(revision + 1), None).await }
+            })
             .await
         {
             Ok(_) => {
@@ -689,18 +707,52 @@ fn range_end(root: &str) -> Vec<u8> {
     end
 }
 
-async fn call<T>(
+/// Pause before sending again a request that never left (see [`call`]).
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
+
+/// A request to etcd within `timeout`, its errors in the store's words. `attempt` makes
+/// the request; it is made again when it never left this process because the member the
+/// client's balancer picked cannot be connected to (killed, its machine down): the
+/// balancer spreads requests over every endpoint, dead ones included, so another attempt
+/// most likely reaches a live member. This is safe for writes too (nothing reached etcd)
+/// and is what etcd's own client does; without it, one member of three down would fail a
+/// share of the writes.
+async fn call<T, Fut>(
     endpoints: &str,
     timeout: Duration,
-    fut: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(etcd_error(endpoints, timeout, e)),
-        Err(_) => Err(StoreError::Unavailable {
-            endpoints: endpoints.to_string(),
-            detail: format!("did not answer within {}s", timeout.as_secs_f32()),
-        }),
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, StoreError>
+where
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + RESEND_PAUSE < deadline => {
+                tokio::time::sleep(RESEND_PAUSE).await;
+            }
+            Ok(Err(e)) => return Err(etcd_error(endpoints, timeout, e)),
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    endpoints: endpoints.to_string(),
+                    detail: format!("did not answer within {}s", timeout.as_secs_f32()),
+                })
+            }
+        }
+    }
+}
+
+/// The request failed before it left: no connection to the member could be made.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && {
+                let m = status.message();
+                m.contains("tcp connect error") || m.contains("Connection refused")
+            }
+        }
+        _ => false,
     }
 }
 
@@ -748,14 +800,11 @@ async fn load(
         if revision > 0 {
             options = options.with_revision(rev(revision));
         }
-        let page = call(
-            endpoints,
-            timeout,
-            client
-                .kv_client()
-                .max_decoding_message_size(MAX_MESSAGE)
-                .get(start.clone(), Some(options)),
-        )
+        let page = call(endpoints, timeout, || {
+            let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+            let (start, options) = (start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })
         .await?;
         if revision == 0 {
             revision = header_revision(page.header());
@@ -1029,12 +1078,11 @@ async fn reflect(inner: Weak<Inner>) {
             .with_range(range_end(&root))
             .with_start_revision(rev(from))
             .with_progress_notify();
-        let mut client = store.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
-        let opened = call(
-            &store.endpoints,
-            store.config.request_timeout,
-            client.watch(root.clone(), Some(options)),
-        )
+        let client = store.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+        let opened = call(&store.endpoints, store.config.request_timeout, || {
+            let (mut client, root, options) = (client.clone(), root.clone(), options.clone());
+            async move { client.watch(root, Some(options)).await }
+        })
         .await;
         let (client, endpoints, timeout) = (
             store.client.clone(),
@@ -1127,7 +1175,7 @@ async fn compact_periodically(inner: Weak<Inner>) {
             .when([Compare::version(key.clone(), CompareOp::Equal, turn)])
             .and_then([TxnOp::put(key.clone(), seen.to_string(), None)])
             .or_else([TxnOp::get(key, None)]);
-        let response = match store.call(store.client.kv_client().txn(txn)).await {
+        let response = match store.kv_txn(txn).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!("cannot compact etcd's history this time: {e}");
@@ -1243,8 +1291,14 @@ impl EtcdWatch {
                     .with_start_revision(rev(catch_up.last + 1))
                     .with_prev_key()
                     .with_progress_notify();
-                let mut client = inner.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
-                let opened = inner.call(client.watch(inner.root.clone(), Some(options))).await;
+                let client = inner.client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+                let opened = inner
+                    .call(|| {
+                        let (mut client, root, options) =
+                            (client.clone(), inner.root.clone(), options.clone());
+                        async move { client.watch(root, Some(options)).await }
+                    })
+                    .await;
                 drop(inner);
                 match opened {
                     Ok(stream) => catch_up.stream = Some(stream),

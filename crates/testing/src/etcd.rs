@@ -2,7 +2,8 @@
 //! ports, default durability (fsync on every commit), optionally TLS with client
 //! certificates from a CA made for it. The guard kills it when dropped, also when a test
 //! or the benchmark fails or panics; [`Etcd::kill`] and [`Etcd::restart`] let tests take
-//! it away and bring it back on the same ports and data.
+//! it away and bring it back on the same ports and data. [`EtcdCluster`] is several such
+//! members forming one cluster, with peer and client TLS, as operators run etcd.
 
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -27,18 +28,94 @@ pub struct Etcd {
     pub version: String,
     /// Set for an etcd started with [`Etcd::start_tls`].
     pub pki: Option<EtcdPki>,
+    /// The member's name in its cluster (`default` when alone).
+    pub name: String,
     bin: PathBuf,
     dir: PathBuf,
     peer: String,
     log: PathBuf,
+    /// Flags besides the name, data directory and URLs (TLS, the initial cluster), given
+    /// again on [`Etcd::restart`].
+    args: Vec<std::ffi::OsString>,
     /// The temporary directory of [`Etcd::temp`], removed after the process is gone.
     _temp: Option<tempfile::TempDir>,
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
-    Ok(listener.local_addr()?.port())
+/// `etcd --version`'s first line; the error says how to install etcd.
+fn etcd_version(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin).arg("--version").output().with_context(|| {
+        format!(
+            "cannot run {}: install Debian's etcd-server (`apt-get install etcd-server`, \
+                 or `make deps`) or pass --etcd-bin",
+            bin.display()
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("etcd (unknown version)")
+        .to_string())
+}
+
+/// A CA made in `dir/pki` with rkube's PKI code, and what it signed for 127.0.0.1 and
+/// localhost: a client certificate (the apiserver's), a serving certificate and a peer
+/// certificate (serving and client at once, as members dial each other with it). Returns
+/// the client side, and the (certificate, key) files of the serving and peer ones.
+type CertFiles = (PathBuf, PathBuf);
+fn make_pki(dir: &Path) -> anyhow::Result<(EtcdPki, CertFiles, CertFiles)> {
+    let pki_dir = dir.join("pki");
+    std::fs::create_dir_all(&pki_dir)?;
+    let (ca, _) = rkube_client::pki::CertificateAuthority::load_or_create(&pki_dir)
+        .map_err(|e| anyhow::anyhow!("creating etcd's CA: {}", e.0))?;
+    let now = time::OffsetDateTime::now_utc();
+    let (from, until) = (now - time::Duration::hours(1), now + time::Duration::days(1));
+    let sans = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let write = |name: &str, (crt, key): (String, String)| -> anyhow::Result<CertFiles> {
+        let (c, k) = (
+            pki_dir.join(format!("{name}.crt")),
+            pki_dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, crt)?;
+        std::fs::write(&k, key)?;
+        Ok((c, k))
+    };
+    fn failed(cn: &str) -> impl FnOnce(rkube_client::pki::PkiError) -> anyhow::Error + '_ {
+        move |e| anyhow::anyhow!("issuing {cn}: {}", e.0)
+    }
+    let server = write(
+        "etcd-server",
+        ca.issue("etcd", &[], &sans, true, from, until)
+            .map_err(failed("etcd"))?,
+    )?;
+    let peer = write(
+        "etcd-peer",
+        ca.issue_peer("etcd-peer", &sans, from, until)
+            .map_err(failed("etcd-peer"))?,
+    )?;
+    let client = write(
+        "etcd-client",
+        ca.issue("rkube-apiserver", &[], &sans, false, from, until)
+            .map_err(failed("rkube-apiserver"))?,
+    )?;
+    let pki = EtcdPki {
+        ca: pki_dir.join("ca.crt"),
+        client_cert: client.0,
+        client_key: client.1,
+    };
+    Ok((pki, server, peer))
+}
+
+/// etcd's flags for https to clients that must show a certificate `pki`'s CA signed.
+fn client_tls_args(pki: &EtcdPki, cert: &Path, key: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "--cert-file".into(),
+        cert.into(),
+        "--key-file".into(),
+        key.into(),
+        "--trusted-ca-file".into(),
+        pki.ca.clone().into_os_string(),
+        "--client-cert-auth".into(),
+    ]
 }
 
 fn etcd_bin() -> PathBuf {
@@ -65,33 +142,7 @@ impl Etcd {
     /// certificate are made in `DIR/pki` with rkube's PKI code.
     pub async fn start_tls() -> anyhow::Result<Etcd> {
         let temp = tempfile::tempdir()?;
-        let pki_dir = temp.path().join("pki");
-        std::fs::create_dir_all(&pki_dir)?;
-        let (ca, _) = rkube_client::pki::CertificateAuthority::load_or_create(&pki_dir)
-            .map_err(|e| anyhow::anyhow!("creating etcd's CA: {}", e.0))?;
-        let now = time::OffsetDateTime::now_utc();
-        let (from, until) = (now - time::Duration::hours(1), now + time::Duration::days(1));
-        let sans = ["127.0.0.1".to_string(), "localhost".to_string()];
-        let write = |name: &str, (crt, key): (String, String)| -> anyhow::Result<(PathBuf, PathBuf)> {
-            let (c, k) = (
-                pki_dir.join(format!("{name}.crt")),
-                pki_dir.join(format!("{name}.key")),
-            );
-            std::fs::write(&c, crt)?;
-            std::fs::write(&k, key)?;
-            Ok((c, k))
-        };
-        let issue = |cn: &str, server: bool| {
-            ca.issue(cn, &[], &sans, server, from, until)
-                .map_err(|e| anyhow::anyhow!("issuing {cn}: {}", e.0))
-        };
-        let server = write("etcd-server", issue("etcd", true)?)?;
-        let client = write("etcd-client", issue("rkube-apiserver", false)?)?;
-        let pki = EtcdPki {
-            ca: pki_dir.join("ca.crt"),
-            client_cert: client.0,
-            client_key: client.1,
-        };
+        let (pki, server, _) = make_pki(temp.path())?;
         let mut etcd = Self::launch(&etcd_bin(), temp.path(), Some((pki, server))).await?;
         etcd._temp = Some(temp);
         Ok(etcd)
@@ -102,51 +153,58 @@ impl Etcd {
         dir: &Path,
         tls: Option<(EtcdPki, (PathBuf, PathBuf))>,
     ) -> anyhow::Result<Etcd> {
-        let version = Command::new(bin).arg("--version").output().with_context(|| {
-            format!(
-                "cannot run {}: install Debian's etcd-server (`apt-get install etcd-server`, \
-                     or `make deps`) or pass --etcd-bin",
-                bin.display()
-            )
-        })?;
-        let version = String::from_utf8_lossy(&version.stdout)
-            .lines()
-            .next()
-            .unwrap_or("etcd (unknown version)")
-            .to_string();
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let (client_port, peer_port) = (free_port()?, free_port()?);
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut etcd = Etcd {
-            child: None,
-            endpoint: format!("{scheme}://127.0.0.1:{client_port}"),
-            version,
-            pki: None,
-            bin: bin.to_path_buf(),
-            dir: dir.to_path_buf(),
-            peer: format!("http://127.0.0.1:{peer_port}"),
-            log: dir.join("etcd.log"),
-            _temp: None,
+        let version = etcd_version(bin)?;
+        let [client_port, peer_port] = crate::free_ports(2)?[..] else {
+            unreachable!("two ports asked for")
         };
-        let mut tls_args = Vec::new();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut etcd = Etcd::new(
+            bin,
+            dir,
+            version,
+            "default",
+            format!("{scheme}://127.0.0.1:{client_port}"),
+            format!("http://127.0.0.1:{peer_port}"),
+        )?;
+        etcd.args = vec![
+            "--initial-cluster".into(),
+            format!("default={}", etcd.peer).into(),
+        ];
         if let Some((pki, (cert, key))) = tls {
-            tls_args = vec![
-                "--cert-file".into(),
-                cert.into_os_string(),
-                "--key-file".into(),
-                key.into_os_string(),
-                "--trusted-ca-file".into(),
-                pki.ca.clone().into_os_string(),
-                "--client-cert-auth".into(),
-            ];
+            etcd.args.extend(client_tls_args(&pki, &cert, &key));
             etcd.pki = Some(pki);
         }
-        etcd.spawn(&tls_args)?;
+        etcd.spawn()?;
         etcd.wait_ready().await?;
         Ok(etcd)
     }
 
-    fn spawn(&mut self, extra: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    /// A member not started yet, its data in `dir/data` and its log in `dir/etcd.log`.
+    fn new(
+        bin: &Path,
+        dir: &Path,
+        version: String,
+        name: &str,
+        endpoint: String,
+        peer: String,
+    ) -> anyhow::Result<Etcd> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Etcd {
+            child: None,
+            endpoint,
+            version,
+            pki: None,
+            name: name.to_string(),
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            peer,
+            log: dir.join("etcd.log"),
+            args: Vec::new(),
+            _temp: None,
+        })
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -154,7 +212,7 @@ impl Etcd {
             .with_context(|| format!("cannot create {}", self.log.display()))?;
         let child = Command::new(&self.bin)
             .arg("--name")
-            .arg("default")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .arg("--listen-client-urls")
@@ -165,9 +223,7 @@ impl Etcd {
             .arg(&self.peer)
             .arg("--initial-advertise-peer-urls")
             .arg(&self.peer)
-            .arg("--initial-cluster")
-            .arg(format!("default={}", self.peer))
-            .args(extra)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -203,21 +259,15 @@ impl Etcd {
     /// Starts the same member again on its data and ports and waits until it answers.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(pki) = &self.pki {
-            let dir = pki.ca.parent().context("the CA has a directory")?;
-            tls_args = vec![
-                "--cert-file".into(),
-                dir.join("etcd-server.crt").into_os_string(),
-                "--key-file".into(),
-                dir.join("etcd-server.key").into_os_string(),
-                "--trusted-ca-file".into(),
-                pki.ca.clone().into_os_string(),
-                "--client-cert-auth".into(),
-            ];
-        }
-        self.spawn(&tls_args)?;
+        self.spawn()?;
         self.wait_ready().await
+    }
+
+    /// Whether its process runs (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -262,5 +312,128 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Several etcd members forming one cluster on loopback, each its own process with its own
+/// data directory, TLS between members (peer certificates checked both ways) and to
+/// clients (client certificates required), as operators run etcd. Members can be killed
+/// and restarted one by one; the guard kills them all when dropped.
+pub struct EtcdCluster {
+    pub members: Vec<Etcd>,
+    /// The CA and the client certificate the members accept.
+    pub pki: EtcdPki,
+    _temp: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members in a temporary directory (removed on drop) and waits until every
+    /// one answers and the cluster has a leader.
+    pub async fn start_tls(n: usize) -> anyhow::Result<EtcdCluster> {
+        let temp = tempfile::tempdir()?;
+        let (pki, (server_crt, server_key), (peer_crt, peer_key)) = make_pki(temp.path())?;
+        let bin = etcd_bin();
+        let version = etcd_version(&bin)?;
+        let ports = crate::free_ports(2 * n)?;
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(Etcd::new(
+                &bin,
+                &temp.path().join(format!("member-{i}")),
+                version.clone(),
+                &format!("member-{i}"),
+                format!("https://127.0.0.1:{}", ports[2 * i]),
+                format!("https://127.0.0.1:{}", ports[2 * i + 1]),
+            )?);
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.args = vec![
+                "--initial-cluster".into(),
+                initial_cluster.clone().into(),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--initial-cluster-token".into(),
+                "rkube-test".into(),
+                "--peer-cert-file".into(),
+                peer_crt.clone().into(),
+                "--peer-key-file".into(),
+                peer_key.clone().into(),
+                "--peer-trusted-ca-file".into(),
+                pki.ca.clone().into(),
+                "--peer-client-cert-auth".into(),
+            ];
+            m.args.extend(client_tls_args(&pki, &server_crt, &server_key));
+            m.pki = Some(pki.clone());
+            // all at once: a member waits for its peers before it answers
+            m.spawn()?;
+        }
+        for m in &mut members {
+            m.wait_ready().await?;
+        }
+        let cluster = EtcdCluster {
+            members,
+            pki,
+            _temp: temp,
+        };
+        cluster.wait_for_leader(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    /// Every member's client URL, as `--etcd-servers` takes them.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.endpoint.clone()).collect()
+    }
+
+    /// The index of the member that leads now, as the running members report it.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        let mut last = String::from("no member answered");
+        for m in &self.members {
+            let status = tokio::time::timeout(Duration::from_secs(2), async {
+                m.client().await?.status().await.map_err(anyhow::Error::from)
+            })
+            .await;
+            match status {
+                Ok(Ok(status)) if status.leader() != 0 => {
+                    let leader = status.leader();
+                    for (i, other) in self.members.iter().enumerate() {
+                        let id = tokio::time::timeout(Duration::from_secs(2), async {
+                            anyhow::Ok(
+                                other
+                                    .client()
+                                    .await?
+                                    .status()
+                                    .await?
+                                    .header()
+                                    .map(|h| h.member_id()),
+                            )
+                        })
+                        .await;
+                        if let Ok(Ok(Some(id))) = id {
+                            if id == leader {
+                                return Ok(i);
+                            }
+                        }
+                    }
+                    last = format!("{} names leader {leader:x}, which did not answer", m.name);
+                }
+                Ok(Ok(_)) => last = format!("{} knows no leader", m.name),
+                Ok(Err(e)) => last = format!("{}: {e:#}", m.name),
+                Err(_) => last = format!("{} did not answer within 2 s", m.name),
+            }
+        }
+        anyhow::bail!("no etcd leader: {last}")
+    }
+
+    /// Waits until the running members have elected a leader; returns its index.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        crate::eventually("an etcd leader", timeout, || async {
+            self.leader().await.map(Some)
+        })
+        .await
     }
 }

@@ -4,7 +4,8 @@
 //! ([`TestApiServer`]: started through the same flags and `start` as
 //! `main`, on a free loopback port over a temporary directory, with ready
 //! clients and teardown), a throwaway etcd on loopback ([`etcd::Etcd`],
-//! plain or TLS, killable and restartable), daemons run as
+//! plain or TLS, killable and restartable; [`etcd::EtcdCluster`], several
+//! members with peer and client TLS), free ports ([`free_ports`]), daemons run as
 //! tasks through their `run` function ([`Daemon`]), rkubectl run in process
 //! ([`rkubectl`]), and the one way a test waits for something
 //! ([`eventually`]). Containers, registries and network namespaces are the
@@ -22,3 +23,13 @@ pub use daemon::Daemon;
 pub use eventually::{eventually, Observation};
 pub use leases::LeaseProbe;
 pub use rkubectl::rkubectl;
+
+/// `n` distinct ports free a moment ago on 127.0.0.1: all are held at once while picked,
+/// so none is handed out twice (picking one at a time can return the same port again).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    use anyhow::Context;
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
