@@ -403,9 +403,11 @@ impl Client {
 
     // ---------------------------------------------------------------
     // Calls on objects in their wire form; Api<K> and the *_dyn calls
-    // are thin layers over these.
+    // are thin layers over these. Public for kinds known only at run time:
+    // the kinds CustomResourceDefinitions add travel as JSON in the `Any`
+    // (type URL `rkube.dev/json/GROUP/VERSION/KIND`).
 
-    pub(crate) async fn create_any(
+    pub async fn create_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -424,7 +426,7 @@ impl Client {
         returned(resp.object, "Create")
     }
 
-    pub(crate) async fn get_any(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<Any> {
+    pub async fn get_any(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<Any> {
         let req = rpc::GetRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
@@ -436,7 +438,7 @@ impl Client {
         returned(resp.object, "Get")
     }
 
-    pub(crate) async fn list_any(
+    pub async fn list_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -461,7 +463,7 @@ impl Client {
         })
     }
 
-    pub(crate) async fn update_any(
+    pub async fn update_any(
         &self,
         info: &ResourceInfo,
         object: Any,
@@ -490,7 +492,7 @@ impl Client {
         returned(resp.object, "Update")
     }
 
-    pub(crate) async fn patch_any(
+    pub async fn patch_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -519,7 +521,7 @@ impl Client {
         returned(resp.object, "Patch")
     }
 
-    pub(crate) async fn delete_any(
+    pub async fn delete_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -552,7 +554,7 @@ impl Client {
 
     /// Opens a watch; events keep their wire form, with the event's
     /// resourceVersion alongside.
-    pub(crate) async fn watch_any(
+    pub async fn watch_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,

@@ -762,10 +762,12 @@ async fn remove_defined_objects(state: &State, crd: &Value) -> ApiResult<()> {
         for kv in &page.items {
             match state.store.delete(&kv.key, None).await {
                 Ok(_) | Err(StoreError::NotFound { .. }) => removed += 1,
-                Err(e) => return Err(ApiError::internal(format!(
+                Err(e) => {
+                    return Err(ApiError::internal(format!(
                     "removing {} of a deleted CustomResourceDefinition: {e}; delete the CRD again to finish",
                     kv.key
-                ))),
+                )))
+                }
             }
         }
     }
