@@ -436,6 +436,27 @@ async fn grpc_clients_use_custom_kinds_as_json_and_a_restart_keeps_them() {
     let out = c.kubectl(&["get", "widgets", "-o", "name"]).await;
     assert_eq!(out.trim(), "widget.example.com/hello");
 
+    // rkubectl finds the kind through discovery and prints the CRD's columns
+    let (out, result) = c.api.rkubectl(&["get", "wd"]).await;
+    result.unwrap();
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "REPLICAS", "IMAGE", "PHASE", "AGE"], "{out}");
+    let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(&row[..4], ["hello", "4", "nginx:1.27", "Ready"], "{out}");
+    let (out, result) = c
+        .api
+        .rkubectl(&["get", "widgets.example.com", "hello", "-o", "json"])
+        .await;
+    result.unwrap();
+    let hello: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(hello["status"]["phase"], "Ready");
+    let (_, result) = c.api.rkubectl(&["get", "gadgets"]).await;
+    assert!(result
+        .unwrap_err()
+        .to_string()
+        .contains("doesn't have a resource type \"gadgets\""));
+
     // the discovery call lists the kind for gRPC clients (rkubectl)
     let found = client.discovery().await.unwrap();
     assert!(found

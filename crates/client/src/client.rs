@@ -720,6 +720,55 @@ impl Client {
             .boxed())
     }
 
+    /// The metadata of an object of a kind known only at run time (one a
+    /// CustomResourceDefinition added), named by apiVersion and kind as an
+    /// ownerReference names it: the kind is found through discovery, and the
+    /// object travels as JSON. `Ok(None)` when the server has no such object.
+    pub async fn get_metadata_by_kind(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<rkube_api::meta::v1::ObjectMeta>> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resources = self.discovery().await?;
+        let Some(r) = resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+        else {
+            return Err(Error::InvalidRequest(format!(
+                "the server does not serve kind {kind} of apiVersion {api_version}"
+            )));
+        };
+        let req = rpc::GetRequest {
+            resource: Some(ResourceId {
+                group: r.group.clone(),
+                resource: r.name.clone(),
+            }),
+            namespace: if r.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        };
+        let resp = match self
+            .unary("Get", req, |mut g, r| async move { g.get(r).await })
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let any = returned(resp.object, "Get")?;
+        let obj: serde_json::Value = serde_json::from_slice(&any.value)
+            .map_err(|e| Error::InvalidRequest(format!("{kind} {name:?} did not come back as JSON: {e}")))?;
+        let meta = serde_json::from_value(obj.get("metadata").cloned().unwrap_or_default())
+            .map_err(|e| Error::InvalidRequest(format!("the metadata of {kind} {name:?}: {e}")))?;
+        Ok(Some(meta))
+    }
+
     /// The kinds the server serves.
     pub async fn discovery(&self) -> Result<Vec<rpc::ApiResource>> {
         let req = rpc::DiscoveryRequest {};

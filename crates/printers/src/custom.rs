@@ -130,7 +130,7 @@ mod tests {
         let obj = json!({"metadata": {"name": "w1", "creationTimestamp": "2024-05-01T11:55:00Z"}, "spec": {"replicas": 3}});
         let t = table(
             &declared,
-            &[obj.clone()],
+            std::slice::from_ref(&obj),
             json!({}),
             true,
             IncludeObject::Metadata,

@@ -95,16 +95,14 @@ impl Default for CustomKinds {
 /// A `ResourceInfo` for a kind learnt at run time, interned: the same
 /// definition gives the same `&'static`, so the memory kept is bounded by
 /// the distinct definitions ever served, not by how often they are written.
-fn intern(
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-    singular: &str,
-    short_names: &[String],
-    namespaced: bool,
-    has_status: bool,
-) -> &'static ResourceInfo {
+fn intern(spec: &CrdSpec, version: &str, has_status: bool) -> &'static ResourceInfo {
+    let (group, kind, plural, singular) = (
+        spec.group.as_str(),
+        spec.names.kind.as_str(),
+        spec.names.plural.as_str(),
+        spec.names.singular.as_str(),
+    );
+    let (short_names, namespaced) = (&spec.names.short_names, spec.namespaced());
     static INTERNED: OnceLock<Mutex<HashMap<String, &'static ResourceInfo>>> = OnceLock::new();
     let key = format!(
         "{group}/{version}/{kind}/{plural}/{singular}/{}/{namespaced}/{has_status}",
@@ -241,16 +239,7 @@ impl CustomKinds {
             };
             for v in &spec.versions {
                 let status = v.subresources.as_ref().is_some_and(|s| s.status.is_some());
-                let info = intern(
-                    &spec.group,
-                    &v.name,
-                    &spec.names.kind,
-                    &spec.names.plural,
-                    &spec.names.singular,
-                    &spec.names.short_names,
-                    spec.namespaced(),
-                    status,
-                );
+                let info = intern(spec, &v.name, status);
                 kinds.push(Arc::new(CustomKind {
                     info,
                     storage_version: storage.name.clone(),
