@@ -112,6 +112,9 @@ fn desired(obj: &Value) -> Value {
 fn decode_stored(kv: &KeyValue, info: &rkube_api::ResourceInfo) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| internal(format!("stored object {} cannot be decoded: {e}", kv.key)))?;
+    if !obj.is_object() {
+        return Err(internal(format!("stored object {} is not a JSON object", kv.key)));
+    }
     obj["apiVersion"] = json!(info.api_version());
     obj["kind"] = json!(info.kind);
     if !obj["metadata"].is_object() {
@@ -626,6 +629,12 @@ pub async fn patch(
             crate::rest::patch::apply(&req.patch_type, info.kind, &mut doc, &patch)?;
         }
         check_type(&kind, &doc)?;
+        if !doc["metadata"].is_object() {
+            return Err(ApiError::bad_request(format!(
+                "the patched {} {:?} has no metadata object; a patch may change metadata's fields, not replace it",
+                info.kind, req.name
+            )));
+        }
         // a patch that names a resourceVersion is a precondition; otherwise it
         // applies to whatever is current (and retries on a race)
         let named = doc["metadata"]["resourceVersion"]
