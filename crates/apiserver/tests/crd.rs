@@ -427,6 +427,49 @@ async fn grpc_clients_use_custom_kinds_as_json_and_a_restart_keeps_them() {
         .unwrap_err();
     assert!(wrong.to_string().contains("travel as JSON"), "{wrong}");
 
+    // a patch that breaks the object's shape is refused, not a crash
+    let broken = client
+        .patch_any(
+            &WIDGETS,
+            "default",
+            "hello",
+            (
+                "json",
+                &json!([{"op": "replace", "path": "/metadata", "value": "x"}]),
+            ),
+            Subresource::Main,
+            &PostParams::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(broken.code(), Some(tonic::Code::InvalidArgument), "{broken}");
+
+    // a second CRD claiming the same kind in the group is stored, not served
+    let mut rival = crd.clone();
+    rival["metadata"]["name"] = json!("others.example.com");
+    rival["spec"]["names"] = json!({"plural": "others", "kind": "Widget"});
+    let rival = client
+        .create_any(&CRD_INFO, "", json_any(&CRD_INFO, &rival), &PostParams::default())
+        .await
+        .unwrap();
+    let conditions = from_any(&rival)["status"]["conditions"].clone();
+    let names = conditions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "NamesAccepted")
+        .unwrap();
+    assert_eq!(
+        (names["status"].as_str(), names["reason"].as_str()),
+        (Some("False"), Some("NameConflict"))
+    );
+    assert!(!client
+        .discovery()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.name == "others"));
+
     // a restarted apiserver serves the CRDs it stored, and their objects
     drop(watch);
     c.api.restart().await.unwrap();
