@@ -125,11 +125,13 @@ pub use api::v1 as rpc;
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rkube_descriptor.bin"));
 
 pub mod codec;
+pub mod crd;
 pub mod cron;
 pub mod defaults;
 pub mod fields;
 pub mod placement;
 pub mod resource;
+pub mod schema;
 pub mod selector;
 pub mod time;
 pub mod unsupported;

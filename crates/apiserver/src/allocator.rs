@@ -594,6 +594,7 @@ mod tests {
         Arc::new(State {
             store: store.clone(),
             encrypted: Arc::new(crate::encryption::EncryptedStore::new(store.clone(), None)),
+            custom: Default::default(),
             shutdown: shutdown.clone(),
             kubelets: crate::proxy::Kubelets::new(&Default::default()).unwrap(),
             services,

@@ -107,6 +107,8 @@ impl ApiError {
                     rkube_api::validation::ErrorType::Duplicate(_) => "FieldValueDuplicate",
                     rkube_api::validation::ErrorType::Forbidden => "FieldValueForbidden",
                     rkube_api::validation::ErrorType::TooLong => "FieldValueTooLong",
+                    rkube_api::validation::ErrorType::Unsupported { .. } => "FieldValueNotSupported",
+                    rkube_api::validation::ErrorType::TooMany(_) => "FieldValueTooMany",
                 }
                 .into(),
                 message: f.to_string(),

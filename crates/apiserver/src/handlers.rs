@@ -70,7 +70,7 @@ pub use rkube_api::time::now;
 
 /// The namespace an object goes in: the request's, or the object's, or
 /// `default`; a mismatch between the two is an error, as in Kubernetes.
-fn resolve_namespace(info: &ResourceInfo, request: &str, object: &str) -> ApiResult<String> {
+pub(crate) fn resolve_namespace(info: &ResourceInfo, request: &str, object: &str) -> ApiResult<String> {
     if !info.namespaced {
         return Ok(String::new());
     }
@@ -85,7 +85,7 @@ fn resolve_namespace(info: &ResourceInfo, request: &str, object: &str) -> ApiRes
     }
 }
 
-fn generated_name(prefix: &str) -> String {
+pub(crate) fn generated_name(prefix: &str) -> String {
     // Kubernetes' alphabet: no vowels (no words), no confusable characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let id = uuid::Uuid::new_v4();
@@ -296,7 +296,7 @@ pub(crate) fn read(state: &State, key: &str, info: &ResourceInfo, name: &str) ->
         .ok_or_else(|| ApiError::not_found(info, name))
 }
 
-fn namespace_or_default(info: &ResourceInfo, ns: &str) -> String {
+pub(crate) fn namespace_or_default(info: &ResourceInfo, ns: &str) -> String {
     if info.namespaced && ns.is_empty() {
         "default".into()
     } else {
@@ -312,7 +312,7 @@ fn namespace_or_default(info: &ResourceInfo, ns: &str) -> String {
 /// updates with a resourceVersion catch as Conflicts. When etcd cannot be
 /// asked, the cache serves what it has: reads keep working while etcd is
 /// down.
-async fn consistent_read(state: &State) {
+pub(crate) async fn consistent_read(state: &State) {
     if let Err(e) = state.store.sync().await {
         tracing::debug!("serving a list from the cache without confirming it is current: {e}");
     }
@@ -357,11 +357,11 @@ impl Filter {
     }
 }
 
-fn encode_continue(revision: u64, key: &str) -> String {
+pub(crate) fn encode_continue(revision: u64, key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{revision}:{key}"))
 }
 
-fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
+pub(crate) fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
     let bad = || {
         ApiError::bad_request(format!(
             "continue token {token:?} is not valid; start the list again without it"
@@ -874,7 +874,7 @@ pub async fn bind(state: Arc<State>, req: rpc::BindRequest) -> ApiResult<Any> {
 
 pub type WatchSender = mpsc::Sender<Result<rpc::WatchEvent, tonic::Status>>;
 
-fn event(kind: &str, object: Any) -> rpc::WatchEvent {
+pub(crate) fn event(kind: &str, object: Any) -> rpc::WatchEvent {
     rpc::WatchEvent {
         r#type: kind.into(),
         object: Some(object),

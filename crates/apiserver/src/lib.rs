@@ -13,6 +13,7 @@ pub mod authn;
 pub mod authz;
 pub mod certificates;
 pub mod config;
+pub mod custom;
 pub mod encryption;
 pub mod error;
 pub mod eviction;
@@ -69,6 +70,8 @@ pub struct State {
     /// The encryption layer under `store`, for what only it knows: whether
     /// a Secret is encrypted with an old key.
     pub encrypted: Arc<encryption::EncryptedStore>,
+    /// The kinds CustomResourceDefinitions add, rebuilt on every CRD write.
+    pub custom: custom::CustomKinds,
 }
 
 /// A started apiserver: its address, and how to stop it.
@@ -383,6 +386,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
     } else {
         None
     };
+    // the stored CRDs' kinds are served from the first request on
+    let custom = custom::CustomKinds::default();
+    custom
+        .reload(store.as_ref())
+        .context("reading the stored CustomResourceDefinitions")?;
     let authz = authz::Authorizer::new(security.authorization_mode.unwrap_or_default(), store.clone());
     if node_signer.is_some() {
         // bootstrap tokens are only good for a node certificate: accepted
@@ -403,6 +411,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApiServer> {
         node_signer,
         token_signer,
         encrypted,
+        custom,
     });
     let service = ApiServerServer::new(service::ApiService { state: state.clone() })
         .max_decoding_message_size(config.limits.max_request_bytes)

@@ -4,6 +4,7 @@
 use crate::admission::Notes;
 use crate::authn::UserInfo;
 use crate::authz::{Attributes, RBAC_GROUP};
+use crate::custom::objects as custom;
 use crate::error::{ApiError, ApiResult};
 use crate::handlers;
 use crate::managed_fields::Writer;
@@ -27,18 +28,23 @@ pub struct ApiService {
     pub state: Arc<State>,
 }
 
-fn resolve(id: Option<&rpc::ResourceId>) -> ApiResult<&'static ResourceInfo> {
+/// The kind a call names: a built-in one, or one a CustomResourceDefinition
+/// added (in its storage version, as gRPC calls name no version).
+fn resolve(state: &State, id: Option<&rpc::ResourceId>) -> ApiResult<&'static ResourceInfo> {
     let id = id.ok_or_else(|| {
         ApiError::bad_request("the request does not say which resource (group and plural name)")
     })?;
-    ResourceInfo::by_group_resource(&id.group, &id.resource).ok_or_else(|| {
-        let name = if id.group.is_empty() {
-            id.resource.clone()
-        } else {
-            format!("{}.{}", id.resource, id.group)
-        };
-        ApiError::not_found_resource(&name)
-    })
+    let custom = || state.custom.find(&id.group, &id.resource, None).map(|k| k.info);
+    ResourceInfo::by_group_resource(&id.group, &id.resource)
+        .or_else(custom)
+        .ok_or_else(|| {
+            let name = if id.group.is_empty() {
+                id.resource.clone()
+            } else {
+                format!("{}.{}", id.resource, id.group)
+            };
+            ApiError::not_found_resource(&name)
+        })
 }
 
 impl ApiError {
@@ -286,35 +292,45 @@ impl ApiServer for ApiService {
         let user = self.authenticate(&req);
         let writer = Writer::of(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         let (obj_ns, obj_name) = object_meta(req.object.as_ref());
         let a = attrs("create", info, &write_namespace(&req.namespace, &obj_ns), "");
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &obj_name)?;
-        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::CreateRequest, Writer) => Any, |s, r| handlers::create::<K>(s, r.0, &r.1))).await;
+        let res = match self.state.custom.of(info) {
+            Some(kind) => crate::admission::collecting(custom::create(self.state.clone(), kind, req)).await,
+            None => crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::CreateRequest, Writer) => Any, |s, r| handlers::create::<K>(s, r.0, &r.1))).await,
+        };
         self.finish_write(&user, &a, res)
     }
 
     async fn get(&self, req: Request<rpc::GetRequest>) -> Result<Response<rpc::ObjectResponse>, Status> {
         let user = self.authenticate(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         self.admit(
             user,
             &attrs("get", info, &write_namespace(&req.namespace, ""), &req.name),
         )?;
-        let any =
-            dispatch!(info, self.state.clone(), req, rpc::GetRequest => Any, |s, r| handlers::get::<K>(s, r))
-                .await?;
+        let any = match self.state.custom.of(info) {
+            Some(kind) => custom::get(self.state.clone(), kind, req).await?,
+            None => {
+                dispatch!(info, self.state.clone(), req, rpc::GetRequest => Any, |s, r| handlers::get::<K>(s, r))
+                    .await?
+            }
+        };
         Ok(object(any))
     }
 
     async fn list(&self, req: Request<rpc::ListRequest>) -> Result<Response<rpc::ListResponse>, Status> {
         let user = self.authenticate(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         self.admit(user, &attrs("list", info, &req.namespace, ""))?;
-        let out = dispatch!(info, self.state.clone(), req, rpc::ListRequest => rpc::ListResponse, |s, r| handlers::list::<K>(s, r)).await?;
+        let out = match self.state.custom.of(info) {
+            Some(kind) => custom::list(self.state.clone(), kind, req).await?,
+            None => dispatch!(info, self.state.clone(), req, rpc::ListRequest => rpc::ListResponse, |s, r| handlers::list::<K>(s, r)).await?,
+        };
         Ok(Response::new(out))
     }
 
@@ -325,12 +341,15 @@ impl ApiServer for ApiService {
         let user = self.authenticate(&req);
         let writer = Writer::of(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         let (ns, name) = object_meta(req.object.as_ref());
         let a = attrs("update", info, &write_namespace("", &ns), &name);
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &name)?;
-        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, false, &r.1))).await;
+        let res = match self.state.custom.of(info) {
+            Some(kind) => crate::admission::collecting(custom::update(self.state.clone(), kind, req, false)).await,
+            None => crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, false, &r.1))).await,
+        };
         self.finish_write(&user, &a, res)
     }
 
@@ -341,7 +360,7 @@ impl ApiServer for ApiService {
         let user = self.authenticate(&req);
         let writer = Writer::of(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         let (ns, name) = object_meta(req.object.as_ref());
         let a = attrs("update", info, &write_namespace("", &ns), &name).with_subresource("status");
         let user = self.admit(user, &a)?;
@@ -353,7 +372,10 @@ impl ApiServer for ApiService {
             ))
             .into());
         }
-        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, true, &r.1))).await;
+        let res = match self.state.custom.of(info) {
+            Some(kind) => crate::admission::collecting(custom::update(self.state.clone(), kind, req, true)).await,
+            None => crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::UpdateRequest, Writer) => Any, |s, r| handlers::update::<K>(s, r.0, true, &r.1))).await,
+        };
         self.finish_write(&user, &a, res)
     }
 
@@ -361,12 +383,17 @@ impl ApiServer for ApiService {
         let user = self.authenticate(&req);
         let writer = Writer::of(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         let a = attrs("patch", info, &write_namespace(&req.namespace, ""), &req.name)
             .with_subresource(&req.subresource);
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &req.name)?;
-        let res = crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::PatchRequest, Writer) => Any, |s, r| handlers::patch::<K>(s, r.0, &r.1))).await;
+        let res = match self.state.custom.of(info) {
+            Some(kind) => {
+                crate::admission::collecting(custom::patch(self.state.clone(), kind, req, &writer)).await
+            }
+            None => crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::PatchRequest, Writer) => Any, |s, r| handlers::patch::<K>(s, r.0, &r.1))).await,
+        };
         self.finish_write(&user, &a, res)
     }
 
@@ -376,11 +403,14 @@ impl ApiServer for ApiService {
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
         let user = self.authenticate(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         let a = attrs("delete", info, &write_namespace(&req.namespace, ""), &req.name);
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &req.name)?;
-        let res = dispatch!(info, self.state.clone(), req, rpc::DeleteRequest => Any, |s, r| handlers::delete::<K>(s, r)).await;
+        let res = match self.state.custom.of(info) {
+            Some(kind) => custom::delete(self.state.clone(), kind, req).await,
+            None => dispatch!(info, self.state.clone(), req, rpc::DeleteRequest => Any, |s, r| handlers::delete::<K>(s, r)).await,
+        };
         Ok(object(self.finish(&user, &a, res)?))
     }
 
@@ -389,10 +419,13 @@ impl ApiServer for ApiService {
     async fn watch(&self, req: Request<rpc::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let user = self.authenticate(&req);
         let req = req.into_inner();
-        let info = resolve(req.resource.as_ref())?;
+        let info = resolve(&self.state, req.resource.as_ref())?;
         self.admit(user, &attrs("watch", info, &req.namespace, ""))?;
         let (tx, rx) = mpsc::channel(256);
-        dispatch!(info, self.state.clone(), (req, tx), (rpc::WatchRequest, handlers::WatchSender) => (), |s, r| handlers::watch::<K>(s, r.0, r.1)).await?;
+        match self.state.custom.of(info) {
+            Some(kind) => custom::watch(self.state.clone(), kind, req, tx).await?,
+            None => dispatch!(info, self.state.clone(), (req, tx), (rpc::WatchRequest, handlers::WatchSender) => (), |s, r| handlers::watch::<K>(s, r.0, r.1)).await?,
+        }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -475,8 +508,11 @@ impl ApiServer for ApiService {
     ) -> Result<Response<rpc::DiscoveryResponse>, Status> {
         // Any authenticated user may discover (system:discovery).
         self.authenticate(&req)?;
+        let custom = self.state.custom.all();
+        let served = custom.iter().filter(|k| k.served).map(|k| k.info);
         let resources = KINDS
             .iter()
+            .chain(served)
             .map(|k| rpc::ApiResource {
                 group: k.group.into(),
                 version: k.version.into(),

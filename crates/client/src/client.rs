@@ -403,9 +403,11 @@ impl Client {
 
     // ---------------------------------------------------------------
     // Calls on objects in their wire form; Api<K> and the *_dyn calls
-    // are thin layers over these.
+    // are thin layers over these. Public for kinds known only at run time:
+    // the kinds CustomResourceDefinitions add travel as JSON in the `Any`
+    // (type URL `rkube.dev/json/GROUP/VERSION/KIND`).
 
-    pub(crate) async fn create_any(
+    pub async fn create_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -424,7 +426,7 @@ impl Client {
         returned(resp.object, "Create")
     }
 
-    pub(crate) async fn get_any(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<Any> {
+    pub async fn get_any(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<Any> {
         let req = rpc::GetRequest {
             resource: Some(resource_id(info)),
             namespace: scope(info, namespace).to_string(),
@@ -436,7 +438,7 @@ impl Client {
         returned(resp.object, "Get")
     }
 
-    pub(crate) async fn list_any(
+    pub async fn list_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -461,7 +463,7 @@ impl Client {
         })
     }
 
-    pub(crate) async fn update_any(
+    pub async fn update_any(
         &self,
         info: &ResourceInfo,
         object: Any,
@@ -490,7 +492,7 @@ impl Client {
         returned(resp.object, "Update")
     }
 
-    pub(crate) async fn patch_any(
+    pub async fn patch_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -519,7 +521,7 @@ impl Client {
         returned(resp.object, "Patch")
     }
 
-    pub(crate) async fn delete_any(
+    pub async fn delete_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -552,7 +554,7 @@ impl Client {
 
     /// Opens a watch; events keep their wire form, with the event's
     /// resourceVersion alongside.
-    pub(crate) async fn watch_any(
+    pub async fn watch_any(
         &self,
         info: &ResourceInfo,
         namespace: &str,
@@ -716,6 +718,55 @@ impl Client {
                 })
             })
             .boxed())
+    }
+
+    /// The metadata of an object of a kind known only at run time (one a
+    /// CustomResourceDefinition added), named by apiVersion and kind as an
+    /// ownerReference names it: the kind is found through discovery, and the
+    /// object travels as JSON. `Ok(None)` when the server has no such object.
+    pub async fn get_metadata_by_kind(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<rkube_api::meta::v1::ObjectMeta>> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resources = self.discovery().await?;
+        let Some(r) = resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+        else {
+            return Err(Error::InvalidRequest(format!(
+                "the server does not serve kind {kind} of apiVersion {api_version}"
+            )));
+        };
+        let req = rpc::GetRequest {
+            resource: Some(ResourceId {
+                group: r.group.clone(),
+                resource: r.name.clone(),
+            }),
+            namespace: if r.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        };
+        let resp = match self
+            .unary("Get", req, |mut g, r| async move { g.get(r).await })
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let any = returned(resp.object, "Get")?;
+        let obj: serde_json::Value = serde_json::from_slice(&any.value)
+            .map_err(|e| Error::InvalidRequest(format!("{kind} {name:?} did not come back as JSON: {e}")))?;
+        let meta = serde_json::from_value(obj.get("metadata").cloned().unwrap_or_default())
+            .map_err(|e| Error::InvalidRequest(format!("the metadata of {kind} {name:?}: {e}")))?;
+        Ok(Some(meta))
     }
 
     /// The kinds the server serves.

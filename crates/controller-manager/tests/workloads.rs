@@ -506,3 +506,82 @@ async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
     }
     c.stop().await
 }
+
+/// A Deployment owned by a custom object (a Widget of the README's example
+/// CRD) goes when the Widget goes, with its ReplicaSet and pods: the garbage
+/// collector finds the custom owner through discovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_owned_by_a_custom_object_goes_with_it() -> Result<()> {
+    use rkube_api::crd::CRD_INFO;
+    use rkube_api::meta::v1::OwnerReference;
+    use rkube_api::ResourceInfo;
+    use rkube_client::PostParams;
+    static WIDGETS: ResourceInfo = ResourceInfo {
+        group: "example.com",
+        version: "v1",
+        kind: "Widget",
+        plural: "widgets",
+        singular: "widget",
+        short_names: &[],
+        namespaced: true,
+        has_status: true,
+        type_url: "rkube.dev/json/example.com/v1/Widget",
+    };
+    let json_any = |info: &ResourceInfo, yaml: &str| -> Result<prost_types::Any> {
+        let v: serde_json::Value = serde_yaml::from_str(yaml)?;
+        Ok(prost_types::Any {
+            type_url: info.type_url.to_string(),
+            value: serde_json::to_vec(&v)?,
+        })
+    };
+    let (c, _kubelet_on) = start().await?;
+    let crd = json_any(
+        &CRD_INFO,
+        include_str!("../../../deploy/examples/crd-widget.yaml"),
+    )?;
+    c.client
+        .create_any(&CRD_INFO, "", crd, &PostParams::default())
+        .await?;
+    let widget = json_any(&WIDGETS, include_str!("../../../deploy/examples/widget.yaml"))?;
+    let widget = c
+        .client
+        .create_any(&WIDGETS, "default", widget, &PostParams::default())
+        .await?;
+    let widget: serde_json::Value = serde_json::from_slice(&widget.value)?;
+    let uid = widget["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    assert!(!uid.is_empty());
+
+    let mut owned = deployment("owned", 2, "nginx:1");
+    owned.metadata_mut().owner_references.push(OwnerReference {
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        name: "hello".into(),
+        uid,
+        controller: Some(true),
+        ..Default::default()
+    });
+    let deployments = Api::<Deployment>::namespaced(c.client.clone(), "default");
+    deployments.create(&owned).await?;
+    rolled_out(&c.client, "owned", 2, "nginx:1").await?;
+    // while the Widget lives, the collector leaves its Deployment alone
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        deployments.get("owned").await.is_ok(),
+        "a live owner keeps its dependent"
+    );
+
+    c.client
+        .delete_any(&WIDGETS, "default", "hello", &DeleteParams::default())
+        .await?;
+    eventually(
+        "the Widget's Deployment, ReplicaSet and pods to go",
+        Duration::from_secs(30),
+        || async {
+            let gone = deployments.get("owned").await.is_err_and(|e| e.is_not_found());
+            let pods = live_pods(&c.client, "default", "owned").await.ok()?;
+            (gone && pods.is_empty()).then_some(())
+        },
+    )
+    .await?;
+    c.stop().await
+}

@@ -16,6 +16,7 @@ mod batch;
 mod cluster;
 mod config;
 mod coordination;
+pub mod custom;
 mod event;
 pub mod ingress;
 pub mod network;

@@ -43,6 +43,14 @@ pub enum ErrorType {
     Duplicate(String),
     Forbidden,
     TooLong,
+    /// A value outside an enum known only at run time (a CRD schema's): the
+    /// value and the allowed ones, each as Kubernetes prints them.
+    Unsupported {
+        value: String,
+        supported: Vec<String>,
+    },
+    /// A list longer than its `maxItems`.
+    TooMany(u64),
 }
 
 /// One problem with one field.
@@ -66,6 +74,12 @@ impl fmt::Display for FieldError {
             ErrorType::Duplicate(v) => write!(f, "Duplicate value: {v}")?,
             ErrorType::Forbidden => write!(f, "Forbidden")?,
             ErrorType::TooLong => write!(f, "Too long")?,
+            ErrorType::Unsupported { value, supported } => write!(
+                f,
+                "Unsupported value: {value}: supported values: {}",
+                supported.join(", ")
+            )?,
+            ErrorType::TooMany(max) => write!(f, "Too many: must have at most {max} items")?,
         }
         if !self.detail.is_empty() {
             write!(f, ": {}", self.detail)?;
@@ -136,4 +150,13 @@ pub trait Validate {
 pub fn summarize(kind: &str, name: &str, errors: &[FieldError]) -> String {
     let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     format!("{kind} {name:?} is invalid: {}", list.join(", "))
+}
+
+/// The metadata checks every kind shares (name or generateName, namespace,
+/// labels, annotations), for objects without a typed message: custom
+/// objects and CustomResourceDefinitions, named as DNS subdomains.
+pub fn validate_object_meta(obj: &crate::meta::v1::ObjectMeta) -> Vec<FieldError> {
+    let mut errs = Errors::default();
+    meta::validate_meta(Some(obj), meta::NameRule::Subdomain, &mut errs);
+    errs.0
 }

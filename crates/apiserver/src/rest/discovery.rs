@@ -7,9 +7,14 @@
 //! the kind registry.
 
 use super::openapi;
+use crate::custom::CustomKind;
 use rkube_api::{ResourceInfo, KINDS};
 use serde_json::{json, Value};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+/// The served versions of the kinds CustomResourceDefinitions add (and the
+/// CRD kind itself), as discovery lists them beside the built-in ones.
+pub type Custom = [Arc<CustomKind>];
 
 /// The Kubernetes API level rkube implements.
 pub const KUBERNETES_MAJOR: &str = "1";
@@ -45,10 +50,13 @@ pub fn version() -> Value {
     })
 }
 
-/// The group-versions served: `("", "v1")` first, then the named groups.
-fn group_versions() -> Vec<(&'static str, &'static str)> {
+/// The group-versions served: `("", "v1")` first, then the named groups;
+/// a custom group's storage version before its other versions.
+fn group_versions(custom: &Custom) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for k in KINDS {
+    let mut custom: Vec<&Arc<CustomKind>> = custom.iter().filter(|k| k.served).collect();
+    custom.sort_by_key(|k| k.info.version != k.storage_version);
+    for k in KINDS.iter().chain(custom.iter().map(|k| k.info)) {
         if !out.contains(&(k.group, k.version)) {
             out.push((k.group, k.version));
         }
@@ -59,7 +67,7 @@ fn group_versions() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-pub fn root_paths() -> Value {
+pub fn root_paths(custom: &Custom) -> Value {
     let mut paths = vec![
         "/api".to_string(),
         "/api/v1".to_string(),
@@ -70,7 +78,7 @@ pub fn root_paths() -> Value {
         "/readyz".to_string(),
         "/version".to_string(),
     ];
-    for (g, v) in group_versions() {
+    for (g, v) in group_versions(custom) {
         if !g.is_empty() {
             paths.push(format!("/apis/{g}"));
             paths.push(format!("/apis/{g}/{v}"));
@@ -93,21 +101,25 @@ pub fn core_versions(parts: &http::request::Parts) -> Value {
     })
 }
 
-pub fn groups() -> Value {
-    let groups: Vec<Value> = group_versions()
-        .into_iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
-        .collect();
+pub fn groups(custom: &Custom) -> Value {
+    let mut groups: Vec<Value> = Vec::new();
+    for (g, v) in group_versions(custom).into_iter().filter(|(g, _)| !g.is_empty()) {
+        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+        match groups.iter_mut().find(|e| e["name"] == g) {
+            // a group's later versions: the first (the storage version) stays preferred
+            Some(e) => e["versions"]
+                .as_array_mut()
+                .into_iter()
+                .for_each(|vs| vs.push(gv.clone())),
+            None => groups.push(json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})),
+        }
+    }
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// The APIResourceList of a group-version, or None if it is not served.
-pub fn resources(group: &str, version: &str) -> Option<Value> {
-    if !group_versions().contains(&(group, version)) {
+pub fn resources(group: &str, version: &str, custom: &Custom) -> Option<Value> {
+    if !group_versions(custom).contains(&(group, version)) {
         return None;
     }
     let group_version = if group.is_empty() {
@@ -183,6 +195,39 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
+    for k in custom
+        .iter()
+        .filter(|k| k.served && k.info.group == group && k.info.version == version)
+    {
+        let info = k.info;
+        let mut r = json!({
+            "name": info.plural,
+            "singularName": info.singular,
+            "namespaced": info.namespaced,
+            "kind": info.kind,
+            "verbs": VERBS,
+        });
+        if !info.short_names.is_empty() {
+            r["shortNames"] = json!(info.short_names);
+        }
+        if !k.categories.is_empty() {
+            r["categories"] = json!(k.categories);
+        }
+        list.push(r);
+        if k.status {
+            list.push(json!({
+                "name": format!("{}/status", info.plural), "singularName": "",
+                "namespaced": info.namespaced, "kind": info.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if k.scale.is_some() {
+            list.push(json!({
+                "name": format!("{}/scale", info.plural), "singularName": "",
+                "namespaced": info.namespaced, "group": "autoscaling", "version": "v1",
+                "kind": "Scale", "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
     Some(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -209,12 +254,13 @@ pub fn wants_aggregated(accept: &str) -> bool {
 /// Aggregated discovery (`apidiscovery.k8s.io/v2`) of the core group
 /// (`/api`) or the named groups (`/apis`), rewritten from the legacy
 /// resource lists so both say the same.
-pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = group_versions()
+pub fn aggregated(core: bool, custom: &Custom) -> Value {
+    let mut items: Vec<Value> = Vec::new();
+    let versions = group_versions(custom)
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
         .filter_map(|(g, v)| {
-            let list = resources(g, v)?;
+            let list = resources(g, v, custom)?;
             let entries = list["resources"].as_array().cloned().unwrap_or_default();
             let kind_of = |r: &Value| {
                 json!({
@@ -255,12 +301,20 @@ pub fn aggregated(core: bool) -> Value {
                     Some(out)
                 })
                 .collect();
-            Some(json!({
-                "metadata": {"name": g},
-                "versions": [{"version": v, "resources": resources, "freshness": "Current"}],
-            }))
-        })
-        .collect();
+            Some((
+                g,
+                json!({"version": v, "resources": resources, "freshness": "Current"}),
+            ))
+        });
+    for (g, version) in versions {
+        match items.iter_mut().find(|i| i["metadata"]["name"] == g) {
+            Some(item) => item["versions"]
+                .as_array_mut()
+                .into_iter()
+                .for_each(|vs| vs.push(version.clone())),
+            None => items.push(json!({"metadata": {"name": g}, "versions": [version]})),
+        }
+    }
     json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
@@ -279,8 +333,8 @@ fn openapi_path(group: &str, version: &str) -> String {
 
 /// `/openapi/v3`: where each group-version's document is. The hash is of
 /// the document, so kubectl's cache (keyed by the URL) follows the schemas.
-pub fn openapi_root() -> Value {
-    let paths: serde_json::Map<String, Value> = openapi_documents()
+pub fn openapi_root(custom: &Custom) -> Value {
+    let mut paths: serde_json::Map<String, Value> = openapi_documents()
         .iter()
         .map(|d| {
             let p = openapi_path(d.group, d.version);
@@ -288,7 +342,57 @@ pub fn openapi_root() -> Value {
             (p, json!({ "serverRelativeURL": url }))
         })
         .collect();
+    for (group, version) in group_versions(custom) {
+        let p = openapi_path(group, version);
+        if paths.contains_key(&p) {
+            continue;
+        }
+        if let Some(doc) = custom_openapi_document(group, version, custom) {
+            let url = format!("/openapi/v3/{p}?hash={:016X}", hash_of(&doc));
+            paths.insert(p, json!({ "serverRelativeURL": url }));
+        }
+    }
     json!({ "paths": paths })
+}
+
+fn hash_of(doc: &Value) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&doc.to_string(), &mut hasher);
+    std::hash::Hasher::finish(&hasher)
+}
+
+/// The OpenAPI document of a group-version only CRDs serve: their schemas,
+/// under Kubernetes' names (`com.example.v1.Widget`), and their paths.
+fn custom_openapi_document(group: &str, version: &str, custom: &Custom) -> Option<Value> {
+    let kinds: Vec<&Arc<CustomKind>> = custom
+        .iter()
+        .filter(|k| k.served && k.info.group == group && k.info.version == version)
+        .collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    let mut schemas = serde_json::Map::new();
+    let mut infos = Vec::new();
+    for k in kinds {
+        let mut schema = k.schema.clone().unwrap_or_else(|| json!({"type": "object"}));
+        schema["x-kubernetes-group-version-kind"] =
+            json!([{"group": k.info.group, "version": k.info.version, "kind": k.info.kind}]);
+        schemas.insert(custom_schema_name(k.info), schema);
+        infos.push(k.info);
+    }
+    Some(openapi_document_of(
+        group,
+        version,
+        &infos,
+        schemas,
+        custom_schema_name,
+    ))
+}
+
+/// Kubernetes' name of a custom kind's schema: the group reversed, the version, the kind.
+fn custom_schema_name(info: &ResourceInfo) -> String {
+    let reversed: Vec<&str> = info.group.split('.').rev().collect();
+    format!("{}.{}.{}", reversed.join("."), info.version, info.kind)
 }
 
 /// A group-version's OpenAPI v3 document, built once.
@@ -302,7 +406,7 @@ struct OpenApiDocument {
 fn openapi_documents() -> &'static [OpenApiDocument] {
     static DOCS: OnceLock<Vec<OpenApiDocument>> = OnceLock::new();
     DOCS.get_or_init(|| {
-        group_versions()
+        group_versions(&[])
             .into_iter()
             .filter_map(|(group, version)| {
                 let doc = openapi_document(group, version)?;
@@ -326,20 +430,41 @@ fn openapi_documents() -> &'static [OpenApiDocument] {
 /// `kubectl explain` finds a resource's schema by), and the schemas
 /// generated from proto/ ([`openapi`]), which `kubectl apply` builds its
 /// strategic merge patches from.
-pub fn openapi_group_version(group: &str, version: &str) -> Option<Value> {
+pub fn openapi_group_version(group: &str, version: &str, custom: &Custom) -> Option<Value> {
     openapi_documents()
         .iter()
         .find(|d| d.group == group && d.version == version)
         .map(|d| d.doc.clone())
+        .or_else(|| custom_openapi_document(group, version, custom))
 }
 
 fn openapi_document(group: &str, version: &str) -> Option<Value> {
     let schemas = openapi::schemas(group, version)?;
+    let kinds: Vec<&ResourceInfo> = KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .collect();
+    Some(openapi_document_of(
+        group,
+        version,
+        &kinds,
+        schemas,
+        openapi::kind_schema_name,
+    ))
+}
+
+fn openapi_document_of(
+    group: &str,
+    version: &str,
+    kinds: &[&ResourceInfo],
+    schemas: serde_json::Map<String, Value>,
+    schema_name: fn(&ResourceInfo) -> String,
+) -> Value {
     let prefix = format!("/{}", openapi_path(group, version));
     let mut paths = serde_json::Map::new();
-    for k in KINDS.iter().filter(|k| k.group == group && k.version == version) {
+    for k in kinds {
         let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
-        let reference = json!({"$ref": format!("#/components/schemas/{}", openapi::kind_schema_name(k))});
+        let reference = json!({"$ref": format!("#/components/schemas/{}", schema_name(k))});
         let body = json!({"content": {"application/json": {"schema": reference}}});
         let ok =
             json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}});
@@ -377,12 +502,12 @@ fn openapi_document(group: &str, version: &str) -> Option<Value> {
             }),
         );
     }
-    Some(json!({
+    json!({
         "openapi": "3.0.0",
         "info": {"title": "rkube", "version": version},
         "paths": paths,
         "components": {"schemas": schemas},
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -391,7 +516,7 @@ mod tests {
 
     #[test]
     fn resource_lists_carry_verbs_short_names_categories_and_subresources() {
-        let core = resources("", "v1").unwrap();
+        let core = resources("", "v1", &[]).unwrap();
         assert_eq!(core["groupVersion"], "v1");
         let pods = core["resources"]
             .as_array()
@@ -411,7 +536,7 @@ mod tests {
             .unwrap()
             .iter()
             .any(|r| r["name"] == "pods/status"));
-        let apps = resources("apps", "v1").unwrap();
+        let apps = resources("apps", "v1", &[]).unwrap();
         let scale = apps["resources"]
             .as_array()
             .unwrap()
@@ -422,8 +547,8 @@ mod tests {
             (scale["kind"].as_str(), scale["group"].as_str()),
             (Some("Scale"), Some("autoscaling"))
         );
-        assert!(resources("apps", "v2").is_none());
-        assert!(groups()["groups"]
+        assert!(resources("apps", "v2", &[]).is_none());
+        assert!(groups(&[])["groups"]
             .as_array()
             .unwrap()
             .iter()
@@ -437,7 +562,7 @@ mod tests {
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
         ));
         assert!(!wants_aggregated("application/json, */*"));
-        let apps = aggregated(false);
+        let apps = aggregated(false, &[]);
         let group = apps["items"]
             .as_array()
             .unwrap()
@@ -459,7 +584,7 @@ mod tests {
             .find(|s| s["subresource"] == "scale")
             .unwrap();
         assert_eq!(scale["responseKind"]["group"], "autoscaling");
-        let core = aggregated(true);
+        let core = aggregated(true, &[]);
         assert_eq!(core["items"].as_array().unwrap().len(), 1);
         assert_eq!(core["items"][0]["versions"][0]["version"], "v1");
     }
@@ -467,7 +592,7 @@ mod tests {
     #[test]
     fn kubectl_top_finds_the_metrics_group() {
         // kubectl top asks the legacy group list whether metrics.k8s.io/v1beta1 is served
-        let metrics = groups()["groups"]
+        let metrics = groups(&[])["groups"]
             .as_array()
             .unwrap()
             .iter()
@@ -478,7 +603,7 @@ mod tests {
             metrics["preferredVersion"]["groupVersion"],
             "metrics.k8s.io/v1beta1"
         );
-        let list = resources("metrics.k8s.io", "v1beta1").unwrap();
+        let list = resources("metrics.k8s.io", "v1beta1", &[]).unwrap();
         let kinds: Vec<(&Value, &Value, &Value)> = list["resources"]
             .as_array()
             .unwrap()
@@ -493,7 +618,7 @@ mod tests {
             ]
         );
         assert_eq!(list["resources"][1]["verbs"], json!(["get", "list"]));
-        let aggregated = aggregated(false);
+        let aggregated = aggregated(false, &[]);
         let group = aggregated["items"]
             .as_array()
             .unwrap()
@@ -510,12 +635,12 @@ mod tests {
 
     #[test]
     fn openapi_tells_kubectl_that_patch_takes_field_validation() {
-        let root = openapi_root();
+        let root = openapi_root(&[]);
         let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
             .as_str()
             .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="), "{url}");
-        let doc = openapi_group_version("apps", "v1").unwrap();
+        let doc = openapi_group_version("apps", "v1", &[]).unwrap();
         let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
         assert!(patch["parameters"]
@@ -552,7 +677,7 @@ mod tests {
 
     #[test]
     fn openapi_schemas_reach_container_fields_with_descriptions() {
-        let doc = openapi_group_version("", "v1").unwrap();
+        let doc = openapi_group_version("", "v1", &[]).unwrap();
         let pod = &doc["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
         assert_eq!(
             pod["x-kubernetes-group-version-kind"],
@@ -630,8 +755,8 @@ mod tests {
 
     #[test]
     fn every_document_resolves_and_every_kind_has_its_schema() {
-        for (g, v) in group_versions() {
-            let Some(doc) = openapi_group_version(g, v) else {
+        for (g, v) in group_versions(&[]) {
+            let Some(doc) = openapi_group_version(g, v, &[]) else {
                 assert!(["authorization.k8s.io", "metrics.k8s.io"].contains(&g), "{g}");
                 continue;
             };
@@ -660,7 +785,7 @@ mod tests {
                 assert!(doc["components"]["schemas"][name].is_object(), "{g}/{v}: {r}");
             }
         }
-        let apps = openapi_group_version("apps", "v1").unwrap();
+        let apps = openapi_group_version("apps", "v1", &[]).unwrap();
         let deployment = kind_schema(&apps, "Deployment");
         assert_eq!(
             deployment["x-kubernetes-group-version-kind"],

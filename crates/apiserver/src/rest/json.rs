@@ -22,6 +22,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The Kubernetes JSON of a wire object, with apiVersion, kind and the
 /// zero values Kubernetes writes.
 pub fn to_json(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
+    if is_json_kind(info) {
+        return json_kind_object(info, any);
+    }
     rkube_api::codec::any_to_json(info, any).map_err(|e| ApiError::internal(e.to_string()))
 }
 
@@ -29,12 +32,19 @@ pub fn to_json(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
 /// version was serialized before (a list, a watch event for many watchers, or the
 /// apiserver's background encoding of every new version, `rest::warm`).
 pub fn to_json_bytes(info: &ResourceInfo, any: &Any) -> Result<Arc<[u8]>, ApiError> {
+    if is_json_kind(info) {
+        return Ok(Arc::from(object_json(info, any)?));
+    }
     JsonCache::global().encode(info, any)
 }
 
 /// The Kubernetes JSON of one object, serialized and not kept: a single answer (a get,
 /// or what a write made), which nothing else is likely to send again.
 pub fn object_json(info: &ResourceInfo, any: &Any) -> Result<Vec<u8>, ApiError> {
+    if is_json_kind(info) {
+        return serde_json::to_vec(&json_kind_object(info, any)?)
+            .map_err(|e| ApiError::internal(e.to_string()));
+    }
     struct One<'a>(&'a Any);
     impl KindVisitor for One<'_> {
         type Output = Result<Vec<u8>, ApiError>;
@@ -63,6 +73,16 @@ fn write_object<K: Resource>(encoder: &mut Encoder, any: &Any, out: &mut Vec<u8>
 /// Each item's JSON comes from [`JsonCache`] or is written into its part and kept there.
 pub fn items_json(info: &ResourceInfo, items: &[Any]) -> Result<Vec<Vec<u8>>, ApiError> {
     const PER_THREAD: usize = 256;
+    if is_json_kind(info) {
+        let mut out = Vec::new();
+        for (i, any) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend(object_json(info, any)?);
+        }
+        return Ok(vec![out]);
+    }
     let cache = JsonCache::global();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -87,6 +107,23 @@ pub fn items_json(info: &ResourceInfo, items: &[Any]) -> Result<Vec<Vec<u8>>, Ap
             })
             .collect()
     })
+}
+
+/// Whether objects of `info`'s kind are JSON documents (CRDs and custom
+/// objects: `rkube.dev/json/...` type URLs) rather than proto messages.
+pub fn is_json_kind(info: &ResourceInfo) -> bool {
+    info.type_url.starts_with(rkube_api::crd::JSON_TYPE_PREFIX)
+}
+
+/// A JSON kind's object in the version `info` serves: the handlers answer in the
+/// storage version, and versions differ only in apiVersion (conversion None).
+fn json_kind_object(info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&any.value)
+        .map_err(|e| ApiError::internal(format!("a {} object is not JSON: {e}", info.kind)))?;
+    if v.is_object() {
+        v["apiVersion"] = Value::String(info.api_version());
+    }
+    Ok(v)
 }
 
 /// Serialized JSON of object versions, keyed by their wire bytes (which carry the
@@ -423,6 +460,14 @@ pub fn from_json(
             info.kind,
             info.api_version()
         )));
+    }
+    if is_json_kind(info) {
+        // the apiserver applies the CRD's schema (pruning, defaults, validation)
+        let any = Any {
+            type_url: info.type_url.to_string(),
+            value: serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))?,
+        };
+        return Ok((any, Vec::new()));
     }
     /// A decoding failure: the field path and serde's message.
     struct Decode<'a>(&'a Value);

@@ -146,7 +146,7 @@ impl Query {
     }
 }
 
-fn route(path: &str) -> Route {
+fn route(path: &str, custom: &crate::custom::CustomKinds) -> Route {
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
@@ -208,7 +208,9 @@ fn route(path: &str) -> Route {
         [p, n, sub] => (*p, *n, *sub),
         _ => return Route::NotFound,
     };
-    match ResourceInfo::by_group_resource(group, plural) {
+    let info = ResourceInfo::by_group_resource(group, plural)
+        .or_else(|| custom.find(group, plural, Some(version)).map(|k| k.info));
+    match info {
         Some(info) if info.version == version && (info.namespaced || namespace.is_empty()) => {
             Route::Object(Target {
                 info,
@@ -391,15 +393,16 @@ impl Rest {
             );
         }
         let method = call.parts.method.clone();
-        match route(call.parts.uri.path()) {
+        let custom = self.api.state.custom.all();
+        match route(call.parts.uri.path(), &self.api.state.custom) {
             Route::Health => text_response(200, "ok"),
             Route::Version => json_response(200, &discovery::version()),
-            Route::Root => json_response(200, &discovery::root_paths()),
+            Route::Root => json_response(200, &discovery::root_paths(&custom)),
             Route::CoreVersions | Route::Groups | Route::Resources { .. } if method != http::Method::GET => {
                 method_not_allowed(&method)
             }
             Route::CoreVersions | Route::Groups if discovery::wants_aggregated(call.accept()) => {
-                let mut resp = self.discovered(&call, discovery::aggregated(route_is_core(&call)));
+                let mut resp = self.discovered(&call, discovery::aggregated(route_is_core(&call), &custom));
                 if resp.status().is_success() {
                     resp.headers_mut().insert(
                         http::header::CONTENT_TYPE,
@@ -409,14 +412,14 @@ impl Rest {
                 resp
             }
             Route::CoreVersions => self.discovered(&call, discovery::core_versions(&call.parts)),
-            Route::Groups => self.discovered(&call, discovery::groups()),
-            Route::Resources { group, version } => match discovery::resources(&group, &version) {
+            Route::Groups => self.discovered(&call, discovery::groups(&custom)),
+            Route::Resources { group, version } => match discovery::resources(&group, &version, &custom) {
                 Some(list) => self.discovered(&call, list),
                 None => not_found(),
             },
-            Route::OpenApiRoot => self.discovered(&call, discovery::openapi_root()),
+            Route::OpenApiRoot => self.discovered(&call, discovery::openapi_root(&custom)),
             Route::OpenApiGroupVersion { group, version } => {
-                match discovery::openapi_group_version(&group, &version) {
+                match discovery::openapi_group_version(&group, &version, &custom) {
                     Some(doc) => self.discovered(&call, doc),
                     None => not_found(),
                 }
@@ -469,8 +472,12 @@ fn method_not_allowed(method: &http::Method) -> http::Response<Body> {
 mod tests {
     use super::*;
 
+    fn route_static(path: &str) -> Route {
+        route(path, &crate::custom::CustomKinds::default())
+    }
+
     fn object(path: &str) -> Target {
-        match route(path) {
+        match route(path, &crate::custom::CustomKinds::default()) {
             Route::Object(t) => t,
             other => panic!("{path}: {other:?}"),
         }
@@ -512,24 +519,24 @@ mod tests {
         );
         let t = object("/api/v1/nodes/n%3A1");
         assert_eq!(t.name, "n:1");
-        assert_eq!(route("/apis/apps/v2/deployments"), Route::NotFound);
+        assert_eq!(route_static("/apis/apps/v2/deployments"), Route::NotFound);
         assert_eq!(
-            route("/api/v1/namespaces/ns/nodes"),
+            route_static("/api/v1/namespaces/ns/nodes"),
             Route::NotFound,
             "nodes are cluster-scoped"
         );
-        assert_eq!(route("/apis/apps/v1/nothing"), Route::NotFound);
-        assert_eq!(route("/version"), Route::Version);
-        assert_eq!(route("/readyz/ping"), Route::Health);
+        assert_eq!(route_static("/apis/apps/v1/nothing"), Route::NotFound);
+        assert_eq!(route_static("/version"), Route::Version);
+        assert_eq!(route_static("/readyz/ping"), Route::Health);
         assert_eq!(
-            route("/apis/apps/v1"),
+            route_static("/apis/apps/v1"),
             Route::Resources {
                 group: "apps".into(),
                 version: "v1".into()
             }
         );
         assert_eq!(
-            route("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
+            route_static("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
             Route::SelfSubjectAccessReview
         );
     }

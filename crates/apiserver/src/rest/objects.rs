@@ -45,7 +45,28 @@ fn object_answer(code: u16, info: &ResourceInfo, any: Option<Any>) -> Answer {
 }
 
 /// The client's object from a body, as `fieldValidation` asks.
-fn decode_body(call: &Call, info: &'static ResourceInfo, v: Value) -> Result<(Any, Vec<String>), ApiError> {
+fn decode_body(
+    api: &ApiService,
+    call: &Call,
+    info: &'static ResourceInfo,
+    v: Value,
+) -> Result<(Any, Vec<String>), ApiError> {
+    let validation = FieldValidation::parse(call.query.get("fieldValidation"))?;
+    // a custom object's unknown fields are pruned by the apiserver with a
+    // warning; Strict refuses them instead, as Kubernetes does
+    if validation == FieldValidation::Strict {
+        if let Some(schema) = api.state.custom.of(info).and_then(|k| k.schema.clone()) {
+            let mut copy = v.clone();
+            let mut unknown = Vec::new();
+            rkube_api::schema::prune(&mut copy, &schema, &mut unknown);
+            if !unknown.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    unknown.join(", ")
+                )));
+            }
+        }
+    }
     from_json(
         info,
         v,
@@ -93,6 +114,7 @@ pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes)
         (false, "" | "status") if *method == Method::PATCH => patch(api, call, &t, body).await,
         (false, "") if *method == Method::DELETE => delete(api, call, &t, &body).await,
         (false, "scale") if super::discovery::has_scale(info) => scale(api, call, &t, &body).await,
+        (false, "scale") if custom_scale(api, info).is_some() => scale(api, call, &t, &body).await,
         (false, "log") if info.kind == "Pod" && *method == Method::GET => logs(api, call, &t).await,
         (false, "eviction") if info.kind == "Pod" && *method == Method::POST => {
             evict(api, call, &t, &body).await
@@ -125,9 +147,13 @@ async fn get(api: &ApiService, call: &Call, t: &Target) -> Answer {
     let out = api.get(call.grpc(req)).await?.into_inner();
     // the rendering is looked at once the call is authorized, as in Kubernetes
     match (Rendering::of(call)?, out.object) {
-        (Rendering::Table(include), Some(any)) => {
-            Ok(json_response(200, &table::object(t.info, &any, include)?))
-        }
+        (Rendering::Table(include), Some(any)) => match api.state.custom.of(t.info) {
+            Some(kind) => Ok(json_response(
+                200,
+                &table::custom_object(&kind.columns, t.info, &any, include)?,
+            )),
+            None => Ok(json_response(200, &table::object(t.info, &any, include)?)),
+        },
         (Rendering::Metadata, Some(any)) => {
             Ok(json_response(200, &metadata::object(&to_json(t.info, &any)?)))
         }
@@ -188,7 +214,10 @@ async fn list(api: &ApiService, call: &Call, t: &Target) -> Answer {
     let out = api.list(call.grpc(list_request(call, t)?)).await?.into_inner();
     let body = match Rendering::of(call)? {
         Rendering::Objects => return Ok(super::json_parts_response(200, list_parts(t.info, &out)?)),
-        Rendering::Table(include) => table::list(t.info, &out, include)?,
+        Rendering::Table(include) => match api.state.custom.of(t.info) {
+            Some(kind) => table::custom_list(&kind.columns, t.info, &out, include)?,
+            None => table::list(t.info, &out, include)?,
+        },
         Rendering::Metadata => metadata::list(&list_json(t.info, &out)?),
     };
     Ok(json_response(200, &body))
@@ -200,7 +229,7 @@ async fn create(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answ
 
 /// Creates the client's object `v` (a POST, or an apply of something absent).
 async fn create_object(api: &ApiService, call: &Call, t: &Target, v: Value) -> Answer {
-    let (object, warnings) = decode_body(call, t.info, v)?;
+    let (object, warnings) = decode_body(api, call, t.info, v)?;
     let req = rpc::CreateRequest {
         resource: resource(t.info),
         namespace: t.namespace.clone(),
@@ -245,7 +274,7 @@ fn put_body(t: &Target, body: &Bytes) -> Result<Value, ApiError> {
 }
 
 async fn update(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answer {
-    let (object, warnings) = decode_body(call, t.info, put_body(t, body)?)?;
+    let (object, warnings) = decode_body(api, call, t.info, put_body(t, body)?)?;
     let req = rpc::UpdateRequest {
         resource: resource(t.info),
         object: Some(object),
@@ -483,7 +512,10 @@ async fn watch_objects(api: &ApiService, call: &Call, t: &Target) -> Answer {
     let rendering = Rendering::of(call)?;
     let mut tables = match rendering {
         Rendering::Objects | Rendering::Metadata => None,
-        Rendering::Table(include) => Some(WatchTables::new(include)),
+        Rendering::Table(include) => Some(match api.state.custom.of(info) {
+            Some(kind) => WatchTables::custom(include, kind.columns.clone()),
+            None => WatchTables::new(include),
+        }),
     };
     let partial = rendering == Rendering::Metadata;
     let lines = events.map(move |ev| {
@@ -596,6 +628,37 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
+/// The scale subresource of a custom kind, if its CRD declares one.
+fn custom_scale(api: &ApiService, info: &ResourceInfo) -> Option<rkube_api::crd::ScaleSubresource> {
+    api.state.custom.of(info).and_then(|k| k.scale.clone())
+}
+
+/// The autoscaling/v1 Scale of a custom object, from its CRD's paths.
+fn custom_scale_of(obj: &Value, paths: &rkube_api::crd::ScaleSubresource) -> Value {
+    use rkube_api::crd::json_path;
+    let meta = &obj["metadata"];
+    let int = |p: &str| json_path(obj, p).and_then(Value::as_i64).unwrap_or(0);
+    let mut status = json!({"replicas": int(&paths.status_replicas_path)});
+    if let Some(selector) = paths
+        .label_selector_path
+        .as_deref()
+        .and_then(|p| json_path(obj, p))
+        .and_then(Value::as_str)
+    {
+        status["selector"] = json!(selector);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": int(&paths.spec_replicas_path)},
+        "status": status,
+    })
+}
+
 /// The replica count a write to the scale subresource asks for, and the
 /// resourceVersion it is conditional on (PUT).
 fn wanted_replicas(call: &Call, body: &Bytes) -> Result<(i64, String), Status> {
@@ -647,6 +710,10 @@ async fn scale(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answe
     } else if *method == Method::PUT || *method == Method::PATCH {
         let (replicas, rv) = wanted_replicas(call, body)?;
         let mut merge = json!({"spec": {"replicas": replicas}});
+        if let Some(paths) = custom_scale(api, t.info) {
+            merge = json!({});
+            rkube_api::crd::set_json_path(&mut merge, &paths.spec_replicas_path, json!(replicas));
+        }
         if !rv.is_empty() {
             merge["metadata"] = json!({"resourceVersion": rv});
         }
@@ -666,7 +733,11 @@ async fn scale(api: &ApiService, call: &Call, t: &Target, body: &Bytes) -> Answe
         )));
     };
     let object = object.ok_or_else(|| Status::internal("the apiserver answered without an object"))?;
-    Ok(json_response(200, &scale_of(&to_json(t.info, &object)?)))
+    let obj = to_json(t.info, &object)?;
+    match custom_scale(api, t.info) {
+        Some(paths) => Ok(json_response(200, &custom_scale_of(&obj, &paths))),
+        None => Ok(json_response(200, &scale_of(&obj))),
+    }
 }
 
 /// `kubectl auth can-i`: a SelfSubjectAccessReview answered by the same

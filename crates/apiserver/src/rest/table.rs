@@ -8,6 +8,7 @@
 use super::Call;
 use crate::error::ApiError;
 use prost_types::Any;
+use rkube_api::crd::PrinterColumn;
 use rkube_api::rpc;
 use rkube_api::ResourceInfo;
 use rkube_printers::table::{self, IncludeObject};
@@ -104,6 +105,47 @@ pub(super) fn list(
     render(info, &out.items, list_metadata(out), true, include)
 }
 
+/// A list of custom objects as a Table of their kind's printer columns.
+pub(super) fn custom_list(
+    columns: &[PrinterColumn],
+    info: &ResourceInfo,
+    out: &rpc::ListResponse,
+    include: IncludeObject,
+) -> Result<Value, ApiError> {
+    let objects = out
+        .items
+        .iter()
+        .map(|any| super::json::to_json(info, any))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rkube_printers::custom::table(
+        columns,
+        &objects,
+        list_metadata(out),
+        true,
+        include,
+        chrono::Utc::now(),
+    ))
+}
+
+/// One custom object as a one-row Table.
+pub(super) fn custom_object(
+    columns: &[PrinterColumn],
+    info: &ResourceInfo,
+    any: &Any,
+    include: IncludeObject,
+) -> Result<Value, ApiError> {
+    let obj = super::json::to_json(info, any)?;
+    let rv = obj["metadata"]["resourceVersion"].clone();
+    Ok(rkube_printers::custom::table(
+        columns,
+        std::slice::from_ref(&obj),
+        json!({"resourceVersion": rv}),
+        true,
+        include,
+        chrono::Utc::now(),
+    ))
+}
+
 /// One object (a get by name) as a one-row Table at the object's revision.
 pub(super) fn object(info: &ResourceInfo, any: &Any, include: IncludeObject) -> Result<Value, ApiError> {
     let json = rkube_api::codec::any_to_json(info, any).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -122,6 +164,8 @@ pub(super) fn object(info: &ResourceInfo, any: &Any, include: IncludeObject) -> 
 pub(super) struct WatchTables {
     include: IncludeObject,
     columns_sent: bool,
+    /// A custom kind's printer columns.
+    custom: Option<Vec<PrinterColumn>>,
 }
 
 impl WatchTables {
@@ -129,11 +173,34 @@ impl WatchTables {
         WatchTables {
             include,
             columns_sent: false,
+            custom: None,
+        }
+    }
+
+    /// The Tables of a custom kind's watch, with its printer columns.
+    pub(super) fn custom(include: IncludeObject, columns: Vec<PrinterColumn>) -> WatchTables {
+        WatchTables {
+            include,
+            columns_sent: false,
+            custom: Some(columns),
         }
     }
 
     /// An ADDED/MODIFIED/DELETED event's object.
     pub(super) fn event(&mut self, info: &ResourceInfo, any: &Any) -> Result<Value, ApiError> {
+        if let Some(columns) = &self.custom {
+            let obj = super::json::to_json(info, any)?;
+            let t = rkube_printers::custom::table(
+                columns,
+                std::slice::from_ref(&obj),
+                json!({}),
+                !self.columns_sent,
+                self.include,
+                chrono::Utc::now(),
+            );
+            self.columns_sent = true;
+            return Ok(t);
+        }
         let t = render(
             info,
             std::slice::from_ref(any),

@@ -281,10 +281,18 @@ impl State {
     /// cache, confirmed by the apiserver when the cache does not have it.
     async fn owner(&self, namespace: &str, r: &OwnerReference) -> Result<Option<ObjectMeta>, Error> {
         let Some(info) = ResourceInfo::by_kind(&r.api_version, &r.kind) else {
-            return Err(Error::Invalid(format!(
-                "ownerReference to unknown kind {} {}: not collecting",
-                r.api_version, r.kind
-            )));
+            // a kind a CustomResourceDefinition added: asked for through discovery
+            let meta = self
+                .client
+                .get_metadata_by_kind(&r.api_version, &r.kind, namespace, &r.name)
+                .await
+                .map_err(|e| {
+                    Error::Invalid(format!(
+                        "ownerReference to {} {} {:?}: {e}; not collecting",
+                        r.api_version, r.kind, r.name
+                    ))
+                })?;
+            return Ok(meta.filter(|m| m.uid == r.uid));
         };
         let ns = if info.namespaced { namespace } else { "" };
         if let Some(meta) = self.cached(info, ns, &r.name) {
@@ -390,8 +398,20 @@ async fn reconcile<K: Resource>(key: String, state: Arc<State>) -> Result<Action
             .await?;
         }
     }
+    // No informer follows the kinds CustomResourceDefinitions add, so nothing
+    // announces such an owner's deletion: look again a little later.
+    let custom_owner = meta
+        .owner_references
+        .iter()
+        .any(|r| ResourceInfo::by_kind(&r.api_version, &r.kind).is_none());
+    if custom_owner {
+        return Ok(Action::requeue(CUSTOM_OWNER_RECHECK));
+    }
     Ok(Action::await_change())
 }
+
+/// How often a dependent of a custom object checks that its owner is still there.
+const CUSTOM_OWNER_RECHECK: Duration = Duration::from_secs(2);
 
 async fn delete(
     client: &Client,

@@ -73,7 +73,17 @@ struct Found {
 }
 
 pub async fn run(ctx: &Context, args: &GetArgs, out: &mut dyn Write) -> Result<(), CtlError> {
-    let targets = parse_targets(&args.targets)?;
+    let targets = match parse_targets(&args.targets) {
+        Ok(targets) => targets,
+        // maybe a kind a CustomResourceDefinition added: the server knows
+        Err(e) if !(args.watch || args.watch_only) => {
+            if crate::cmd::get_custom::run(ctx, args, out).await? {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let watching = args.watch || args.watch_only;
     if watching && (targets.len() != 1 || targets[0].names.len() > 1) {
         return Err(CtlError::usage(

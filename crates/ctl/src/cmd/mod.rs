@@ -16,6 +16,7 @@ pub mod exec;
 pub mod expose;
 pub mod generate;
 pub mod get;
+pub mod get_custom;
 pub mod kubeconfig;
 pub mod label;
 pub mod logs;
