@@ -501,10 +501,16 @@ impl Heartbeat {
                     state.lost.load(Ordering::Relaxed),
                     state.count.load(Ordering::Relaxed),
                 );
+                // Spread over the period, as independent kubelets renew, not in a burst
+                // that could outlast the node-lifecycle grace period on a loaded machine.
+                let slot = RENEW_EVERY / (to - from).max(1) as u32;
+                let round = tokio::time::Instant::now();
                 let latencies: Vec<Duration> = futures::stream::iter(from..to)
                     .map(|i| {
                         let (leases, now) = (leases.clone(), now.clone());
+                        let at = round + slot * (i - from) as u32;
                         async move {
+                            tokio::time::sleep_until(at).await;
                             let mut lease = leases.get(&crate::hollow::name(i)).await.ok()?;
                             if let Some(s) = lease.spec.as_mut() {
                                 s.renew_time = now;
@@ -514,7 +520,7 @@ impl Heartbeat {
                             Some(t.elapsed())
                         }
                     })
-                    .buffer_unordered(16)
+                    .buffer_unordered(256)
                     .filter_map(|d| async move { d })
                     .collect()
                     .await;
