@@ -54,7 +54,16 @@ fn lease(name: &str) -> anyhow::Result<Lease> {
 /// Creates `count` Ready nodes `hollow-0000`... with 4 cpu, 32 GiB and 110 pods each, and
 /// their Leases, `in_flight` requests at a time.
 pub async fn create(client: &Client, count: usize, in_flight: usize) -> anyhow::Result<()> {
-    futures::stream::iter(0..count)
+    create_range(client, 0..count, in_flight).await
+}
+
+/// Creates nodes `range` as [`create`] does.
+pub async fn create_range(
+    client: &Client,
+    range: std::ops::Range<usize>,
+    in_flight: usize,
+) -> anyhow::Result<()> {
+    futures::stream::iter(range)
         .map(|i| {
             let nodes: Api<Node> = Api::all(client.clone());
             let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
@@ -66,10 +75,24 @@ pub async fn create(client: &Client, count: usize, in_flight: usize) -> anyhow::
                     .with_context(|| format!("creating node {}", name(i)))?;
                 let mut status = status;
                 status.metadata = created.metadata;
-                nodes
-                    .update_status(&status)
-                    .await
-                    .with_context(|| format!("setting node {} Ready", name(i)))?;
+                match nodes.update_status(&status).await {
+                    Ok(_) => {}
+                    // A controller-manager already running (node-ipam) wrote the new node
+                    // first: set the status on what it wrote.
+                    Err(e) if e.is_conflict() => {
+                        let wanted = status.status.clone();
+                        nodes
+                            .replace_status_with(&name(i), |mut n| {
+                                n.status = wanted.clone();
+                                n
+                            })
+                            .await
+                            .with_context(|| format!("setting node {} Ready", name(i)))?;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!("setting node {} Ready", name(i))))
+                    }
+                }
                 leases
                     .create(&lease(&name(i))?)
                     .await

@@ -12,6 +12,7 @@ pub mod job;
 pub mod netpol;
 pub mod pods;
 pub mod proxy;
+pub mod scale;
 pub mod scheduler;
 pub mod storage;
 
@@ -85,6 +86,11 @@ pub const SUITES: &[Suite] = &[
         name: "controller-manager-memory",
         about: "resident memory of the rkube-controller-manager process with 10,000 pods in its caches",
         run: cm_memory::run,
+    },
+    Suite {
+        name: "scale",
+        about: "the control plane at 1,000 hollow nodes and 30,000 pods, then 5,000 nodes: RSS and bytes per object of each daemon, scheduler pods/s, write and list latency against Kubernetes' SLOs, watch fan-out to 1,000 watchers, node-lifecycle reaction to 100 lost nodes",
+        run: scale::run,
     },
     Suite {
         name: "footprint",

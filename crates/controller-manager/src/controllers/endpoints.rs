@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const NAME: &str = "endpoints";
-const BY_NAMESPACE: &str = "namespace";
+/// The workload loops' namespace index: one index of the shared pod cache, not two alike.
+const BY_NAMESPACE: &str = super::workload::NAMESPACE_INDEX;
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
     async move {

@@ -59,7 +59,8 @@ pub use calc::*;
 pub const NAME: &str = "horizontal-pod-autoscaler";
 /// No change while the ratio is within 10 % of 1.
 pub const TOLERANCE: f64 = 0.1;
-const BY_NAMESPACE: &str = "namespace";
+/// The workload loops' namespace index: one index of the shared pod cache, not two alike.
+const BY_NAMESPACE: &str = super::workload::NAMESPACE_INDEX;
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> BoxFuture<'static, anyhow::Result<()>> {
     async move {
