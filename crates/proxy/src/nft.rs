@@ -352,9 +352,9 @@ pub fn render_partial(before: &[ServicePort], after: &[ServicePort]) -> Option<S
         let has: Vec<Element> = b.map(elements).unwrap_or_default();
         gone_elements.extend(had.iter().filter(|e| !has.contains(e)).cloned());
         new_elements.extend(has.iter().filter(|e| !had.contains(e)).cloned());
-        let kept: Vec<(String, Vec<String>)> = b.map(|b| chains(b)).unwrap_or_default();
+        let kept: Vec<(String, Vec<String>)> = b.map(chains).unwrap_or_default();
         gone_chains.extend(
-            a.map(|a| chains(a))
+            a.map(chains)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(name, _)| name)
@@ -749,7 +749,7 @@ mod tests {
         );
         let same = port("default/other:", "10.96.0.3", None, &["10.244.7.20:8080"]);
         assert_eq!(
-            render_partial(&[same.clone()], &[same]).as_deref(),
+            render_partial(std::slice::from_ref(&same), std::slice::from_ref(&same)).as_deref(),
             Some(""),
             "nothing changed, nothing written"
         );
