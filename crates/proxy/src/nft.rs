@@ -317,15 +317,15 @@ pub fn render_with(ports: &[ServicePort], affinities: &Affinities) -> String {
 /// ServicePort appears twice. Loading it fails (and the caller falls back to a full sync)
 /// when the table is not what `before` says, e.g. someone deleted it.
 pub fn render_partial(before: &[ServicePort], after: &[ServicePort]) -> Option<String> {
-    let index = |ports: &[ServicePort]| {
+    fn index(ports: &[ServicePort]) -> Option<std::collections::HashMap<String, &ServicePort>> {
         let mut by_id = std::collections::HashMap::with_capacity(ports.len());
         for sp in ports {
-            if by_id.insert(chain_id(sp), sp.clone()).is_some() {
+            if by_id.insert(chain_id(sp), sp).is_some() {
                 return None;
             }
         }
         Some(by_id)
-    };
+    }
     let (old, new) = (index(before)?, index(after)?);
     let mut ids: Vec<&String> = old
         .keys()
@@ -334,8 +334,10 @@ pub fn render_partial(before: &[ServicePort], after: &[ServicePort]) -> Option<S
         .collect();
     ids.sort();
     ids.dedup();
-    let changed: Vec<(Option<&ServicePort>, Option<&ServicePort>)> =
-        ids.iter().map(|id| (old.get(*id), new.get(*id))).collect();
+    let changed: Vec<(Option<&ServicePort>, Option<&ServicePort>)> = ids
+        .iter()
+        .map(|id| (old.get(*id).copied(), new.get(*id).copied()))
+        .collect();
     if changed
         .iter()
         .flat_map(|(a, b)| [a, b])
