@@ -138,5 +138,13 @@ pub mod unsupported;
 pub mod validation;
 pub mod zero_values;
 
+/// The tracing target of the steps of a pod's startup, from the apiserver's write to the
+/// first status write: every daemon on the path records its step as a span (or, for a
+/// delivery, an event) at DEBUG level with this target, named after the step, with the
+/// field `pod_uid`, so that one pod's steps can be put together across daemons by uid and
+/// time (`RUST_LOG=rkube::pod_startup=debug` shows them; `rkube-bench --only pods`
+/// collects them in process and prints the breakdown).
+pub const POD_STARTUP_TRACE: &str = "rkube::pod_startup";
+
 pub use codec::{from_any, to_any, DynObject};
 pub use resource::{object_key, visit_kind, KindVisitor, Resource, ResourceInfo, KINDS};

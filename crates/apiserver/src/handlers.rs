@@ -113,6 +113,21 @@ pub async fn create<K: Resource>(
     req: rpc::CreateRequest,
     writer: &Writer,
 ) -> ApiResult<Any> {
+    use tracing::Instrument as _;
+    // a pod's first step on its way to Running (see `POD_STARTUP_TRACE`)
+    let span = if K::info().kind == "Pod" {
+        tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "apiserver_write", pod_uid = tracing::field::Empty)
+    } else {
+        tracing::Span::none()
+    };
+    create_object::<K>(state, req, writer).instrument(span).await
+}
+
+async fn create_object<K: Resource>(
+    state: Arc<State>,
+    req: rpc::CreateRequest,
+    writer: &Writer,
+) -> ApiResult<Any> {
     let info = K::info();
     let mut obj: K = decode_request(req.object)?;
     let namespace = resolve_namespace(info, &req.namespace, obj.namespace())?;
@@ -121,6 +136,7 @@ pub async fn create<K: Resource>(
         let meta = obj.metadata_mut();
         meta.namespace = namespace.clone();
         meta.uid = uuid::Uuid::new_v4().to_string();
+        tracing::Span::current().record("pod_uid", meta.uid.as_str());
         meta.creation_timestamp = now();
         meta.resource_version.clear();
         meta.deletion_timestamp.clear();

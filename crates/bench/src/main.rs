@@ -13,6 +13,7 @@ mod hollow;
 mod one_node;
 mod pod_watch;
 mod process;
+mod startup_trace;
 mod stats;
 mod suites;
 

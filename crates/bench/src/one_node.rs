@@ -5,6 +5,8 @@
 
 use anyhow::Context;
 use rkube_kubelet::testing::{TestNode, TestRegistry};
+use std::future::Future;
+use std::time::Duration;
 
 pub struct OneNode {
     pub node: TestNode,
@@ -49,5 +51,55 @@ impl OneNode {
             api,
             api_dir,
         })
+    }
+}
+
+/// A daemon's `run(config, shutdown)` on this runtime, stopped by [`Daemons::stop`].
+pub struct Daemons {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Default for Daemons {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Daemons {
+    pub fn new() -> Self {
+        Daemons {
+            stop: tokio::sync::watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, run: F)
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let mut stopped = self.stop.subscribe();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        self.tasks.push((name, tokio::spawn(run(shutdown))));
+    }
+
+    /// Stops every daemon; the first one that failed is the error.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let mut first = Ok(());
+        for (name, task) in self.tasks {
+            let outcome = match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(r)) => r.with_context(|| format!("the {name} failed")),
+                Ok(Err(e)) => Err(anyhow::anyhow!("the {name} panicked: {e}")),
+                Err(_) => Err(anyhow::anyhow!("the {name} did not stop within 10 s")),
+            };
+            if first.is_ok() {
+                first = outcome;
+            }
+        }
+        first
     }
 }

@@ -57,6 +57,11 @@
 //! * Exit codes of signalled processes are `128 + signal` (137 after SIGKILL).
 //! * Containers inherit containerd's rlimits (no RLIMIT_NOFILE in the spec).
 
+/// The tracing target of a pod's startup steps (`rkube_api::POD_STARTUP_TRACE`, which this
+/// crate cannot name: it does not depend on the API crate). Spans at DEBUG named after the
+/// step, with the field `pod_uid`.
+pub const POD_STARTUP_TRACE: &str = "rkube::pod_startup";
+
 pub mod disk_usage;
 pub mod image;
 pub mod local_volume;

@@ -579,3 +579,123 @@ fn nftables_mode_end_to_end() {
 fn userspace_mode_end_to_end() {
     suite(rkube_proxy::Mode::Userspace);
 }
+
+fn service_port(
+    name: &str,
+    ip: &str,
+    node_port: Option<u16>,
+    endpoints: &[&str],
+) -> rkube_proxy::model::ServicePort {
+    rkube_proxy::model::ServicePort {
+        name: name.into(),
+        cluster_ip: Some(ip.parse().unwrap()),
+        load_balancer_ips: vec![],
+        protocol: rkube_proxy::model::Protocol::Tcp,
+        port: 80,
+        node_port,
+        affinity_timeout: None,
+        endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+    }
+}
+
+/// `nft list table ip rkube` in the namespace, one rule, element or declaration a line,
+/// sorted: the kernel lists map elements in its own order.
+fn table_lines(nft: &[String]) -> Vec<String> {
+    let listed = output_in(nft, &["list", "table", "ip", "rkube"]);
+    let mut lines: Vec<String> = listed
+        .lines()
+        .flat_map(|l| l.split(", "))
+        .map(|l| l.trim().trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The nftables dataplane writes only the Services that changed once it has loaded the
+/// table, and the kernel ends up with exactly what a full sync of the same Services
+/// gives; when the table is not what it last loaded (deleted behind its back) the partial
+/// transaction fails and it writes the whole table instead.
+#[test]
+fn nftables_partial_syncs_end_where_a_full_sync_would() {
+    use rkube_proxy::Dataplane as _;
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let ns = Netns::new(format!("rkube-partial-{:06x}", rand::random::<u32>() & 0xffffff));
+    let nft: Vec<String> = ns.nsenter().into_iter().chain(["nft".to_string()]).collect();
+    let conntrack: Vec<String> = ns
+        .nsenter()
+        .into_iter()
+        .chain(["conntrack".to_string()])
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = vec![
+        service_port(
+            "default/a:",
+            "10.96.0.2",
+            Some(30080),
+            &["10.244.7.10:8080", "10.244.7.11:8080"],
+        ),
+        service_port("default/b:", "10.96.0.3", None, &["10.244.7.12:8080"]),
+        service_port("default/c:", "10.96.0.4", Some(30081), &[]),
+        service_port("default/d:", "10.96.0.5", None, &["10.244.7.13:8080"]),
+    ];
+    let after = vec![
+        // endpoints changed
+        service_port(
+            "default/a:",
+            "10.96.0.2",
+            Some(30080),
+            &["10.244.7.11:8080", "10.244.7.14:8080"],
+        ),
+        // drained: its address now rejects
+        service_port("default/b:", "10.96.0.3", None, &[]),
+        // endpoints came
+        service_port("default/c:", "10.96.0.4", Some(30081), &["10.244.7.15:8080"]),
+        // d deleted, e created on d's address
+        service_port("default/e:", "10.96.0.5", Some(30082), &["10.244.7.16:8080"]),
+    ];
+    let mut dataplane = rkube_proxy::nft::NftDataplane::new(nft.clone(), conntrack);
+    rt.block_on(async {
+        dataplane.sync(&before).await.unwrap();
+        assert!(
+            !dataplane.last_sync_partial,
+            "the first sync writes the whole table"
+        );
+        dataplane.sync(&after).await.unwrap();
+        assert!(
+            dataplane.last_sync_partial,
+            "a change to a loaded table is a partial sync"
+        );
+    });
+    let partial = table_lines(&nft);
+    assert!(
+        partial.iter().any(|l| l.ends_with("dnat to 10.244.7.16:8080")),
+        "{partial:#?}"
+    );
+    rt.block_on(rkube_proxy::nft::apply(&nft, &rkube_proxy::nft::render(&after)))
+        .unwrap();
+    assert_eq!(
+        partial,
+        table_lines(&nft),
+        "partial sync vs full sync of the same Services"
+    );
+
+    // the table removed behind the proxy's back: the partial transaction fails, the
+    // dataplane writes everything again
+    rt.block_on(rkube_proxy::nft::apply(&nft, &rkube_proxy::nft::render_cleanup()))
+        .unwrap();
+    rt.block_on(dataplane.sync(&before)).unwrap();
+    assert!(!dataplane.last_sync_partial);
+    let recovered = table_lines(&nft);
+    rt.block_on(rkube_proxy::nft::apply(&nft, &rkube_proxy::nft::render(&before)))
+        .unwrap();
+    assert_eq!(recovered, table_lines(&nft));
+    rt.block_on(rkube_proxy::nft::apply(&nft, &rkube_proxy::nft::render_cleanup()))
+        .unwrap();
+}

@@ -47,6 +47,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument as _;
 
 /// Events waiting to be written; beyond this they are dropped.
 const EVENT_BUFFER: usize = 16_384;
@@ -183,6 +184,9 @@ impl Scheduler {
                 // trigger another attempt; a change the plugins read must.
                 let relevant =
                     old.is_none_or(|o| o.spec != p.spec || o.metadata().labels != p.metadata().labels);
+                if old.is_none() {
+                    tracing::debug!(target: rkube_api::POD_STARTUP_TRACE, pod_uid = %p.metadata().uid, "scheduler_received");
+                }
                 if relevant {
                     self.queue.add_ranked(key, rank(p));
                 }
@@ -321,6 +325,7 @@ impl Scheduler {
             self.queue.forget(key);
             return;
         }
+        let _span = tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "schedule", pod_uid = %pod.metadata().uid).entered();
         let info = match PodInfo::new(&pod) {
             Ok(mut i) => {
                 let volumes = crate::plugins::volume_binding::claim_constraints(
@@ -530,9 +535,11 @@ impl Scheduler {
                 return;
             }
         }
+        let span = tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "bind", pod_uid = %info.uid);
         match self
             .client
             .bind(&info.namespace, &info.name, &info.uid, &node)
+            .instrument(span)
             .await
         {
             Ok(()) => {

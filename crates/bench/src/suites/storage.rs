@@ -23,7 +23,7 @@
 //! gone) before the next round. The table gives p50 and the worst of each, and each pod
 //! kind's p50 over the emptyDir pod's.
 
-use crate::one_node::OneNode;
+use crate::one_node::{Daemons, OneNode};
 use crate::pod_watch;
 use crate::stats::Samples;
 use crate::Args;
@@ -68,50 +68,6 @@ struct Results {
     empty_dir: Samples,
     fresh: Samples,
     prebound: Samples,
-}
-
-/// A daemon's `run(config, shutdown)` on this runtime, stopped by [`Daemons::stop`].
-struct Daemons {
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
-}
-
-impl Daemons {
-    fn new() -> Self {
-        Daemons {
-            stop: tokio::sync::watch::channel(false).0,
-            tasks: Vec::new(),
-        }
-    }
-
-    fn spawn<F, Fut>(&mut self, name: &'static str, run: F)
-    where
-        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let mut stopped = self.stop.subscribe();
-        let shutdown = Box::pin(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        self.tasks.push((name, tokio::spawn(run(shutdown))));
-    }
-
-    /// Stops every daemon; the first one that failed is the error.
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        let mut first = Ok(());
-        for (name, task) in self.tasks {
-            let outcome = match tokio::time::timeout(Duration::from_secs(10), task).await {
-                Ok(Ok(r)) => r.with_context(|| format!("the {name} failed")),
-                Ok(Err(e)) => Err(anyhow::anyhow!("the {name} panicked: {e}")),
-                Err(_) => Err(anyhow::anyhow!("the {name} did not stop within 10 s")),
-            };
-            if first.is_ok() {
-                first = outcome;
-            }
-        }
-        first
-    }
 }
 
 async fn measure() -> anyhow::Result<Results> {

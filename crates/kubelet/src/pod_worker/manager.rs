@@ -55,6 +55,7 @@ impl PodManager {
             tokio::spawn(async move { cleanup_orphan(&shared, &uid, Duration::from_secs(2)).await });
             return;
         };
+        tracing::debug!(target: rkube_api::POD_STARTUP_TRACE, pod_uid = %uid, "kubelet_received");
         let (tx, rx) = watch::channel(Some(pod));
         workers.insert(uid.clone(), tx);
         let me = self.clone();

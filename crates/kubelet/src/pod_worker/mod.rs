@@ -238,6 +238,9 @@ struct PodWorker {
     evicted_reclaimed: bool,
     /// When the limited emptyDir volumes were last measured.
     usage_checked_at: Option<Instant>,
+    /// Image checks this sync ran beside the sandbox's setup, by container name; what is
+    /// left at the end of the sync is dropped.
+    prefetched_images: HashMap<String, images::ImageOutcome>,
 }
 
 enum Next {
@@ -265,6 +268,7 @@ impl PodWorker {
             evicted: None,
             evicted_reclaimed: false,
             usage_checked_at: None,
+            prefetched_images: HashMap::new(),
         }
     }
 

@@ -18,6 +18,8 @@ use rkube_node_runtime::runtime::{
     labels, ContainerConfig, ContainerId, ContainerIo, ContainerNetwork, ContainerState, ContainerStatus,
 };
 
+use tracing::Instrument as _;
+
 use super::status::current_phase;
 use super::{key_of, Instance, PodWorker};
 
@@ -61,7 +63,9 @@ impl PodWorker {
 
     pub(super) async fn sync_running(&mut self, pod: &Arc<Pod>) -> anyhow::Result<Duration> {
         if !self.adopted {
-            self.adopt().await?;
+            let span =
+                tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "adopt", pod_uid = %self.uid);
+            self.adopt().instrument(span).await?;
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let mut next = self.shared.config.pod_poll_interval;
@@ -106,16 +110,57 @@ impl PodWorker {
 
         if !already_terminal {
             self.pod_waiting = None;
-            if let Err(why) = self.ensure_sandbox(pod, &spec).await {
+            let sandbox =
+                tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "sandbox", pod_uid = %self.uid);
+            let images = self.image_checks_ahead(pod, &spec);
+            let (ready, images) = tokio::join!(self.ensure_sandbox(pod, &spec).instrument(sandbox), images);
+            self.prefetched_images = images.into_iter().collect();
+            if let Err(why) = ready {
+                // what the early checks found still counts (a failed pull backs off)
+                for (name, outcome) in std::mem::take(&mut self.prefetched_images) {
+                    let c = spec
+                        .init_containers
+                        .iter()
+                        .chain(&spec.containers)
+                        .find(|c| c.name == name);
+                    if let Some(c) = c {
+                        let _ = self.record_image(pod, c, outcome);
+                    }
+                }
                 self.pod_waiting = Some(why);
                 next = next.min(Duration::from_secs(1));
             } else {
                 next = next.min(self.run_containers(pod, &spec).await);
             }
+            self.prefetched_images.clear();
         }
         self.manage_probe_tasks(pod, &spec);
-        self.write_status(pod, &spec).await?;
+        let status =
+            tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "status_write", pod_uid = %self.uid);
+        self.write_status(pod, &spec).instrument(status).await?;
         Ok(next)
+    }
+
+    /// On a pod's first sync, the image checks (and pulls) of the containers it starts
+    /// first, to run beside the sandbox's setup: the first init container, or else every
+    /// container. Nothing on later syncs, whose starts are restarts.
+    fn image_checks_ahead(
+        &self,
+        pod: &Arc<Pod>,
+        spec: &rkube_api::core::v1::PodSpec,
+    ) -> impl std::future::Future<Output = Vec<(String, super::images::ImageOutcome)>> {
+        let first: Vec<Container> = if !self.tracks.is_empty() {
+            Vec::new()
+        } else if let Some(init) = spec.init_containers.first() {
+            vec![init.clone()]
+        } else {
+            spec.containers.clone()
+        };
+        let (shared, pod) = (self.shared.clone(), pod.clone());
+        futures::future::join_all(first.into_iter().map(move |c| {
+            let (shared, pod) = (shared.clone(), pod.clone());
+            async move { (c.name.clone(), super::images::check_image(shared, pod, c).await) }
+        }))
     }
 
     /// Network, volumes and the /etc files. `Err` says why the pod cannot start yet.
@@ -330,12 +375,19 @@ impl PodWorker {
         };
         let pod_ip = self.pod_ip();
         let host_ip = shared.config.node_ip.to_string();
-        let services = match crate::service_env::services_for(&shared.client, pod).await {
+        let config_span = tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "container_config", pod_uid = %self.uid);
+        let services = match crate::service_env::services_for(&shared.client, pod)
+            .instrument(config_span.clone())
+            .await
+        {
             Ok(s) => s,
             Err(e) => return Err(self.config_error(pod, c, e.0)),
         };
         let service_vars = crate::service_env::variables(&services);
-        let env = match build_env(&shared.client, pod, c, (&pod_ip, &host_ip), &service_vars).await {
+        let env = match build_env(&shared.client, pod, c, (&pod_ip, &host_ip), &service_vars)
+            .instrument(config_span)
+            .await
+        {
             Ok(env) => env,
             Err(e) => return Err(self.config_error(pod, c, e.0)),
         };
@@ -407,7 +459,9 @@ impl PodWorker {
         };
         shared.event(pod, false, "Created", format!("Created container {}", c.name));
         let log = self.dirs.log(&c.name, attempt);
-        if let Err(e) = rt.start_container(&id, &log).await {
+        let task_start =
+            tracing::debug_span!(target: rkube_api::POD_STARTUP_TRACE, "task_start", pod_uid = %self.uid);
+        if let Err(e) = rt.start_container(&id, &log).instrument(task_start).await {
             let msg = crate::error_report(&e);
             shared.event(pod, true, "Failed", format!("Error: {msg}"));
             let _ = rt.remove_container(&id).await;

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
+use tracing::Instrument as _;
 
 use super::masquerade::{self, Cidr};
 use super::{
@@ -597,12 +598,17 @@ impl PodNetwork for CniNetwork {
             // allocated: release it before starting over.
             self.teardown(&pod.pod_uid).await?;
         }
-        netns::create(&path).map_err(|source| Error::Netns {
-            operation: "creating",
-            pod_uid: pod.pod_uid.clone(),
-            path: path.clone(),
-            source,
-        })?;
+        let netns_span =
+            tracing::debug_span!(target: crate::POD_STARTUP_TRACE, "netns_create", pod_uid = %pod.pod_uid);
+        netns_span
+            .in_scope(|| netns::create(&path))
+            .map_err(|source| Error::Netns {
+                operation: "creating",
+                pod_uid: pod.pod_uid.clone(),
+                path: path.clone(),
+                source,
+            })?;
+        drop(netns_span);
         let mut cached = CachedAttachment {
             pod_uid: pod.pod_uid.clone(),
             pod_namespace: pod.pod_namespace.clone(),
@@ -611,7 +617,9 @@ impl PodNetwork for CniNetwork {
             netns: path.clone(),
             result: Value::Null,
         };
-        let outcome = match self.add(&mut cached).await {
+        let cni_add =
+            tracing::debug_span!(target: crate::POD_STARTUP_TRACE, "cni_add", pod_uid = %pod.pod_uid);
+        let outcome = match self.add(&mut cached).instrument(cni_add).await {
             Ok(()) => self.status_from(&cached),
             Err(e) => Err(e),
         };

@@ -159,6 +159,42 @@ async fn pull_with_basic_auth_needs_the_right_credentials() -> anyhow::Result<()
     Ok(())
 }
 
+/// Pulls of one image asked for together share a pull that began after they were asked
+/// for, but only between the same credentials: a pod with a wrong password never gets the
+/// image through another pod's pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_share_only_with_the_same_credentials() -> anyhow::Result<()> {
+    require_containerd!();
+    let node = TestNode::start().await?;
+    let registry = TestRegistry::start_with_basic_auth("rkube", "s3cret").await?;
+    let (reference, digest) = registry.push_busybox("private/busybox").await?;
+    let runtime = node.runtime();
+    let options = |password: &str| PullOptions {
+        auth: Some(RegistryAuth {
+            username: "rkube".into(),
+            password: password.into(),
+        }),
+        ..Default::default()
+    };
+    let (right, wrong) = (options("s3cret"), options("wrong"));
+    // right and wrong interleaved, all asked for at once
+    let pulls = (0..8).map(|i| {
+        let (runtime, reference) = (runtime.clone(), reference.clone());
+        let options = if i % 2 == 0 { right.clone() } else { wrong.clone() };
+        async move { (i, runtime.pull_image(&reference, &options).await) }
+    });
+    for (i, result) in futures::future::join_all(pulls).await {
+        if i % 2 == 0 {
+            let image = result.map_err(|e| anyhow::anyhow!("pull {i} with the right password: {e}"))?;
+            assert_eq!(image.digest, digest);
+        } else {
+            let err = result.expect_err("a wrong password pulls nothing, whoever else pulls");
+            assert!(err.to_string().contains("refused access"), "{err}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_resolves_indexes_to_this_platform_and_accepts_docker_manifests() -> anyhow::Result<()> {
     require_containerd!();

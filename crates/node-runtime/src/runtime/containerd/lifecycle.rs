@@ -17,6 +17,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use tonic::Code;
+use tracing::Instrument as _;
 
 use super::stats::cgroups_path_of;
 use super::{
@@ -28,6 +29,7 @@ use crate::runtime::{
     ContainerStatus, ContainerStdin, ContainerSummary, Error, ExecOutput, ExecRequest, ExecSession,
     ImageInfo, ImageSummary, PullOptions, RuntimeEvent,
 };
+use crate::POD_STARTUP_TRACE;
 
 impl ContainerdRuntime {
     pub(super) async fn get_container(&self, id: &ContainerId) -> Result<Container, Error> {
@@ -287,8 +289,10 @@ impl ContainerdRuntime {
             config.pod_namespace, config.pod_name, config.name
         );
         spec::validate_pod_uid(&config.pod_uid, &display)?;
+        let uid = config.pod_uid.as_str();
         let image = self
             .image_present(&config.image)
+            .instrument(tracing::debug_span!(target: POD_STARTUP_TRACE, "image_read", pod_uid = uid))
             .await?
             .ok_or_else(|| Error::ImageNotPresent {
                 image: config.image.clone(),
@@ -334,6 +338,7 @@ impl ContainerdRuntime {
                     &lease,
                     true,
                 ))
+                .instrument(tracing::debug_span!(target: POD_STARTUP_TRACE, "snapshot", pod_uid = uid))
                 .await
                 .map_err(|s| self.status_error("prepare snapshot", id.as_str(), s))?;
             let container = Container {
@@ -360,6 +365,9 @@ impl ContainerdRuntime {
                     &lease,
                     true,
                 ))
+                .instrument(
+                    tracing::debug_span!(target: POD_STARTUP_TRACE, "container_create", pod_uid = uid),
+                )
                 .await
                 .map_err(|s| self.status_error("create container", id.as_str(), s))?;
             Ok::<_, Error>(())

@@ -107,8 +107,10 @@ pub(super) struct Inner {
     /// containerd restart dials a fresh connection.
     channel: Mutex<Option<Channel>>,
     /// Pulls of the same image are serialised (as the kubelet's serialised pulls are): the
-    /// second waits and then finds everything present.
-    pub(super) pull_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// second waits and then finds everything present, or takes the result of a pull that
+    /// began after it was asked for (see `pull`). Each lock holds the last such pull.
+    pub(super) pull_locks:
+        tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<pull::RecentPull>>>>>,
     /// Containers whose output this process copies into their logs (those with a stdin
     /// and no terminal: see `stdin`).
     pub(super) log_copiers: Arc<Mutex<std::collections::HashSet<String>>>,

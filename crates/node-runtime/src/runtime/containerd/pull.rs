@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
@@ -84,26 +84,49 @@ enum BlobSource<'a> {
     Registry(&'a mut RegistryClient),
 }
 
+/// The last successful pull of an image name, which pulls asked for before it began share.
+pub(crate) struct RecentPull {
+    began: Instant,
+    input: String,
+    auth: Option<crate::image::RegistryAuth>,
+    info: ImageInfo,
+}
+
 impl ContainerdRuntime {
     pub(super) async fn pull(&self, input: &str, options: &PullOptions) -> Result<ImageInfo, Error> {
+        let asked_at = Instant::now();
         let reference = Reference::parse(input).map_err(PullError::from)?;
         let name = reference.name();
         let lock = {
             let mut locks = self.inner.pull_locks.lock().await;
             locks
                 .entry(name.clone())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
                 .clone()
         };
-        let serialised = lock.lock().await;
-
-        let mut registry =
-            RegistryClient::new(&reference, options.auth.clone(), &options.insecure_registries)?;
-        let top = registry.fetch_manifest(reference.manifest_reference()).await?;
-        tracing::info!(image = %name, digest = %top.digest, "pulling image");
-        let lease = self.create_lease("pull").await?;
-        let result = self.pull_leased(&reference, &mut registry, top, &lease).await;
-        self.delete_lease(&lease).await;
+        let mut serialised = lock.lock().await;
+        // A pull of the same reference with the same credentials that began after this one
+        // was asked for resolved the reference at least as recently as this one would: its
+        // result is this one's (30 pods of one image starting at once make two pulls, not
+        // 30 in a row).
+        let shared = serialised
+            .as_ref()
+            .filter(|p| p.began >= asked_at && p.input == input && p.auth == options.auth)
+            .map(|p| p.info.clone());
+        let result = match shared {
+            Some(info) => Ok(info),
+            None => {
+                let began = Instant::now();
+                let result = self.pull_unshared(&reference, options).await;
+                *serialised = result.as_ref().ok().map(|info| RecentPull {
+                    began,
+                    input: input.to_string(),
+                    auth: options.auth.clone(),
+                    info: info.clone(),
+                });
+                result
+            }
+        };
         drop(serialised);
         // Forget the lock once nobody else waits on it, so the map does not grow with every
         // image ever pulled.
@@ -111,6 +134,17 @@ impl ContainerdRuntime {
         if locks.get(&name).is_some_and(|l| Arc::strong_count(l) <= 2) {
             locks.remove(&name);
         }
+        result
+    }
+
+    async fn pull_unshared(&self, reference: &Reference, options: &PullOptions) -> Result<ImageInfo, Error> {
+        let mut registry =
+            RegistryClient::new(reference, options.auth.clone(), &options.insecure_registries)?;
+        let top = registry.fetch_manifest(reference.manifest_reference()).await?;
+        tracing::info!(image = %reference.name(), digest = %top.digest, "pulling image");
+        let lease = self.create_lease("pull").await?;
+        let result = self.pull_leased(reference, &mut registry, top, &lease).await;
+        self.delete_lease(&lease).await;
         result
     }
 
