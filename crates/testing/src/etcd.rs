@@ -31,6 +31,8 @@ pub struct Etcd {
     dir: PathBuf,
     peer: String,
     log: PathBuf,
+    /// Flags of the test's own ([`Etcd::temp_with_flags`]), kept across restarts.
+    flags: Vec<std::ffi::OsString>,
     /// The temporary directory of [`Etcd::temp`], removed after the process is gone.
     _temp: Option<tempfile::TempDir>,
 }
@@ -49,13 +51,19 @@ impl Etcd {
     /// Starts `bin` with its data in `dir/data` and its log in `dir/etcd.log`
     /// and waits (at most 20 s) until it answers.
     pub async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Etcd> {
-        Self::launch(bin, dir, None).await
+        Self::launch(bin, dir, None, Vec::new()).await
     }
 
     /// An etcd in its own temporary directory (removed on drop), plain http.
     pub async fn temp() -> anyhow::Result<Etcd> {
+        Self::temp_with_flags(&[]).await
+    }
+
+    /// [`Etcd::temp`] with more flags (`--quota-backend-bytes N`, ...).
+    pub async fn temp_with_flags(flags: &[&str]) -> anyhow::Result<Etcd> {
         let temp = tempfile::tempdir()?;
-        let mut etcd = Self::launch(&etcd_bin(), temp.path(), None).await?;
+        let flags = flags.iter().map(Into::into).collect();
+        let mut etcd = Self::launch(&etcd_bin(), temp.path(), None, flags).await?;
         etcd._temp = Some(temp);
         Ok(etcd)
     }
@@ -92,7 +100,7 @@ impl Etcd {
             client_cert: client.0,
             client_key: client.1,
         };
-        let mut etcd = Self::launch(&etcd_bin(), temp.path(), Some((pki, server))).await?;
+        let mut etcd = Self::launch(&etcd_bin(), temp.path(), Some((pki, server)), Vec::new()).await?;
         etcd._temp = Some(temp);
         Ok(etcd)
     }
@@ -101,6 +109,7 @@ impl Etcd {
         bin: &Path,
         dir: &Path,
         tls: Option<(EtcdPki, (PathBuf, PathBuf))>,
+        flags: Vec<std::ffi::OsString>,
     ) -> anyhow::Result<Etcd> {
         let version = Command::new(bin).arg("--version").output().with_context(|| {
             format!(
@@ -126,6 +135,7 @@ impl Etcd {
             dir: dir.to_path_buf(),
             peer: format!("http://127.0.0.1:{peer_port}"),
             log: dir.join("etcd.log"),
+            flags,
             _temp: None,
         };
         let mut tls_args = Vec::new();
@@ -168,6 +178,7 @@ impl Etcd {
             .arg("--initial-cluster")
             .arg(format!("default={}", self.peer))
             .args(extra)
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -6,8 +6,8 @@
 //! clients and teardown), a throwaway etcd on loopback ([`etcd::Etcd`],
 //! plain or TLS, killable and restartable), daemons run as
 //! tasks through their `run` function ([`Daemon`]), rkubectl run in process
-//! ([`rkubectl`]), and the one way a test waits for something
-//! ([`eventually`]). Containers, registries and network namespaces are the
+//! ([`rkubectl`]), a small tmpfs to fill ([`Tmpfs`]), and the one way a test waits
+//! for something ([`eventually`]). Containers, registries and network namespaces are the
 //! node runtime's test harness (`rkube_kubelet::testing`), not this crate's.
 
 mod apiserver;
@@ -16,9 +16,11 @@ pub mod etcd;
 mod eventually;
 mod leases;
 mod rkubectl;
+mod tmpfs;
 
 pub use apiserver::{TestApiServer, TestApiServerBuilder};
 pub use daemon::Daemon;
 pub use eventually::{eventually, Observation};
 pub use leases::LeaseProbe;
 pub use rkubectl::rkubectl;
+pub use tmpfs::Tmpfs;
