@@ -272,7 +272,8 @@ up() {
 	chmod 600 "$RKUBECONFIG.tmp"
 	mv "$RKUBECONFIG.tmp" "$RKUBECONFIG"
 	start rkube-controller-manager "$BIN/rkube-controller-manager" --apiserver "$api" \
-		--kubeconfig "$PKI/kube-controller-manager.conf"
+		--kubeconfig "$PKI/kube-controller-manager.conf" \
+		--cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
 	start rkube-scheduler "$BIN/rkube-scheduler" --apiserver "$api" --kubeconfig "$PKI/kube-scheduler.conf"
 	cloud_config "$nodes"
 	start rkube-cloud-controller-manager "$BIN/rkube-cloud-controller-manager" --apiserver "$api" \
