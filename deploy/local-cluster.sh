@@ -393,7 +393,8 @@ up() {
 	chmod 600 "$RKUBECONFIG.tmp"
 	mv "$RKUBECONFIG.tmp" "$RKUBECONFIG"
 	start_replicated rkube-controller-manager 10257 "$BIN/rkube-controller-manager" --apiserver "$api" \
-		--kubeconfig "$PKI/kube-controller-manager.conf"
+		--kubeconfig "$PKI/kube-controller-manager.conf" \
+		--cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
 	start_replicated rkube-scheduler 10259 "$BIN/rkube-scheduler" --apiserver "$api" \
 		--kubeconfig "$PKI/kube-scheduler.conf"
 	cloud_config "$nodes"

@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "rkube/networking/v1/networkpolicy.proto",
     "rkube/networking/v1/ingress.proto",
     "rkube/coordination/v1/coordination.proto",
+    "rkube/certificates/v1/certificates.proto",
     "rkube/rbac/v1/rbac.proto",
     "rkube/storage/v1/storage.proto",
     "rkube/kubelet/v1/kubelet.proto",
@@ -64,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".rkube.scheduling",
         ".rkube.networking",
         ".rkube.coordination",
+        ".rkube.certificates",
         ".rkube.rbac",
         ".rkube.storage",
     ])?;

@@ -4,7 +4,9 @@
 
 use crate::core::v1 as corev1;
 use crate::intstr::IntOrString;
-use crate::{apps, autoscaling, batch, coordination, networking, policy, rbac, scheduling, storage};
+use crate::{
+    apps, autoscaling, batch, certificates, coordination, networking, policy, rbac, scheduling, storage,
+};
 
 pub trait Defaulting {
     /// Fills in every unset field that has a default. Idempotent.
@@ -426,6 +428,11 @@ impl Defaulting for corev1::LimitRange {
             }
         }
     }
+}
+
+/// certificates/v1 has no defaults: usages and signerName are required.
+impl Defaulting for certificates::v1::CertificateSigningRequest {
+    fn apply_defaults(&mut self) {}
 }
 
 impl Defaulting for policy::v1::PodDisruptionBudget {

@@ -2,7 +2,9 @@
 //! (`spec.nodeName`, `status.phase`), as Kubernetes supports them.
 
 use crate::meta::v1::ObjectMeta;
-use crate::{apps, autoscaling, batch, coordination, core, networking, policy, rbac, scheduling, storage};
+use crate::{
+    apps, autoscaling, batch, certificates, coordination, core, networking, policy, rbac, scheduling, storage,
+};
 
 pub trait Fields {
     /// The value of a selectable field, or None when the kind does not
@@ -56,6 +58,7 @@ meta_only!(
     networking::v1::IngressClass,
     autoscaling::v2::HorizontalPodAutoscaler,
     coordination::v1::Lease,
+    certificates::v1::CertificateSigningRequest,
     rbac::v1::Role,
     rbac::v1::ClusterRole,
     rbac::v1::RoleBinding,

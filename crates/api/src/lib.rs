@@ -60,6 +60,15 @@ pub mod policy {
     }
 }
 
+/// certificates.k8s.io/v1: CertificateSigningRequest.
+#[allow(clippy::all, missing_docs)]
+pub mod certificates {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/rkube.certificates.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/rkube.certificates.v1.serde.rs"));
+    }
+}
+
 #[allow(clippy::all, missing_docs)]
 pub mod scheduling {
     pub mod v1 {

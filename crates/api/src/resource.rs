@@ -4,7 +4,9 @@
 //! `ResourceInfo` entry and the arm of `visit_kind`.
 
 use crate::meta::v1::ObjectMeta;
-use crate::{apps, autoscaling, batch, coordination, core, networking, policy, rbac, scheduling, storage};
+use crate::{
+    apps, autoscaling, batch, certificates, coordination, core, networking, policy, rbac, scheduling, storage,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -308,6 +310,7 @@ kinds! {
     networking::v1::IngressClass => { group: "networking.k8s.io", version: "v1", kind: "IngressClass", plural: "ingressclasses", singular: "ingressclass", short: [], namespaced: false, status: plain, proto: "rkube.networking.v1.IngressClass" },
     autoscaling::v2::HorizontalPodAutoscaler => { group: "autoscaling", version: "v2", kind: "HorizontalPodAutoscaler", plural: "horizontalpodautoscalers", singular: "horizontalpodautoscaler", short: ["hpa"], namespaced: true, status: status, proto: "rkube.autoscaling.v2.HorizontalPodAutoscaler" },
     coordination::v1::Lease => { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short: [], namespaced: true, status: plain, proto: "rkube.coordination.v1.Lease" },
+    certificates::v1::CertificateSigningRequest => { group: "certificates.k8s.io", version: "v1", kind: "CertificateSigningRequest", plural: "certificatesigningrequests", singular: "certificatesigningrequest", short: ["csr"], namespaced: false, status: status, proto: "rkube.certificates.v1.CertificateSigningRequest" },
     rbac::v1::Role => { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", singular: "role", short: [], namespaced: true, status: plain, proto: "rkube.rbac.v1.Role" },
     rbac::v1::ClusterRole => { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", short: [], namespaced: false, status: plain, proto: "rkube.rbac.v1.ClusterRole" },
     rbac::v1::RoleBinding => { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", short: [], namespaced: true, status: plain, proto: "rkube.rbac.v1.RoleBinding" },

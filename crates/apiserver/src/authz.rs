@@ -474,6 +474,12 @@ pub fn default_cluster_roles() -> Vec<(ClusterRole, Option<Subject>)> {
             ],
         ),
         rule(&["update", "patch"], &["*"], &["*/status"]),
+        // csrapproving decides node certificate requests
+        rule(
+            &["update", "patch"],
+            &[CERTIFICATES_GROUP],
+            &["certificatesigningrequests/approval"],
+        ),
         rule(
             &["create"],
             &["apps"],

@@ -118,6 +118,26 @@ impl NodeCertificateSigner {
     }
 }
 
+/// Writes who is asking into a new CertificateSigningRequest's
+/// `spec.username`, `uid` and `groups`, whatever the request said, as
+/// Kubernetes does: the approver trusts these fields to tell a node asking
+/// for its own name from one asking for another's.
+pub fn stamp_requester(object: &mut Option<prost_types::Any>, user: &UserInfo) -> Result<(), ApiError> {
+    use rkube_api::certificates::v1::CertificateSigningRequest;
+    let Some(any) = object.as_ref() else {
+        return Ok(());
+    };
+    let mut csr: CertificateSigningRequest = rkube_api::from_any(any).map_err(|e| {
+        ApiError::bad_request(format!("the CertificateSigningRequest cannot be decoded: {e}"))
+    })?;
+    let spec = csr.spec.get_or_insert_with(Default::default);
+    spec.username = user.name.clone();
+    spec.uid = user.uid.clone();
+    spec.groups = user.groups.clone();
+    *object = Some(rkube_api::to_any(&csr));
+    Ok(())
+}
+
 /// Most addresses and names one serving certificate may carry: a node has
 /// a few; more is a mistake or an attempt to pass for other hosts.
 pub const MAX_SERVING_NAMES: usize = 16;

@@ -78,6 +78,11 @@ pub struct Options {
     /// Size of the store's page cache in MiB.
     #[arg(long, value_name = "MIB")]
     pub cache_mib: Option<u64>,
+    /// sled: MiB the data directory's filesystem must keep free (default 16). Writes that
+    /// would go below it are refused with "storage full" (503) until space is freed;
+    /// reads and watches go on. 0 turns the check off.
+    #[arg(long, value_name = "MIB")]
+    pub storage_reserve_mib: Option<u64>,
     /// Seconds between bookmarks sent to idle watchers that asked for them.
     #[arg(long, value_name = "SECONDS")]
     pub bookmark_interval: Option<u64>,
@@ -385,6 +390,7 @@ pub struct Config {
     pub etcd: Option<EtcdStorage>,
     pub watch_history: u64,
     pub cache_mib: u64,
+    pub storage_reserve_mib: u64,
     pub bookmark_interval: std::time::Duration,
     /// Default 10.96.0.0/16.
     pub service_cluster_ip_range: String,
@@ -549,6 +555,7 @@ impl Config {
             etcd: None,
             watch_history: 100_000,
             cache_mib: 16,
+            storage_reserve_mib: 16,
             bookmark_interval: std::time::Duration::from_secs(1),
             service_cluster_ip_range: DEFAULT_SERVICE_CIDR.into(),
             service_node_port_range: DEFAULT_NODE_PORT_RANGE.into(),
@@ -609,6 +616,7 @@ impl Config {
         };
         cfg.watch_history = o.watch_history.unwrap_or(cfg.watch_history);
         cfg.cache_mib = o.cache_mib.unwrap_or(cfg.cache_mib);
+        cfg.storage_reserve_mib = o.storage_reserve_mib.unwrap_or(cfg.storage_reserve_mib);
         if let Some(s) = o.bookmark_interval {
             cfg.bookmark_interval = std::time::Duration::from_secs(s);
         }

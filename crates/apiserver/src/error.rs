@@ -177,6 +177,12 @@ impl ApiError {
             }
             // etcd down or without quorum: clients retry, or fail over to another apiserver
             e @ StoreError::Unavailable { .. } => Self::unavailable(e.to_string()),
+            // The disk (or etcd's quota) is full. Kubernetes answers etcd's "database space
+            // exceeded" with a 500 InternalError; 503 ServiceUnavailable says better what
+            // happened: the request was fine, the server cannot store it for now, and the
+            // same request succeeds once space is freed (clients and controllers retry it,
+            // and nothing about it needs fixing).
+            e @ StoreError::StorageFull { .. } => Self::unavailable(e.to_string()),
             // names the object and what to do (a Secret encrypted with another key)
             e @ StoreError::Untransformable { .. } => Self::internal(e.to_string()),
             other => Self::internal(format!("storage error: {other}")),

@@ -535,7 +535,9 @@ pub(crate) async fn update_object<K: Resource>(
         if !matches!(tracking, Tracking::Done) {
             managed_fields::on_update(&old, &mut new, tracking, scope)?;
         }
-        if !status {
+        // a CertificateSigningRequest's status carries its decision, checked
+        // as Kubernetes does (no Approved with Denied, none taken back)
+        if !status || info.kind == "CertificateSigningRequest" {
             validate(&new, Some(&old))?;
             crate::pod_security::admit_update(&state, &new, &old)?;
         }
@@ -631,6 +633,9 @@ pub async fn patch<K: Resource>(
         // the REST face turns a write to `scale` into a spec.replicas patch
         "" | "scale" => false,
         "status" => true,
+        // a CertificateSigningRequest's decision: its conditions, which the
+        // status rules below keep from removing a decision or a certificate
+        "approval" if info.kind == "CertificateSigningRequest" => true,
         other => {
             return Err(ApiError::bad_request(format!(
                 "subresource {other:?} cannot be patched; use \"\", \"status\" or \"scale\""

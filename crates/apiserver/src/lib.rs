@@ -126,6 +126,7 @@ impl Backend {
             let mut store_config = StoreConfig::new(&config.data_dir);
             store_config.history = config.watch_history;
             store_config.cache_bytes = config.cache_mib * 1024 * 1024;
+            store_config.min_free_bytes = config.storage_reserve_mib.saturating_mul(1024 * 1024);
             store_config.progress_interval = config.bookmark_interval;
             // Opening blocks on disk; the error already names the directory and what to do.
             let store = tokio::task::spawn_blocking(move || SledStore::open(store_config))

@@ -63,6 +63,12 @@ pub fn node_rules() -> Vec<PolicyRule> {
             &["pods", "services", "endpoints"],
         ),
         rule(&["create", "get", "list", "watch"], &[""], &["nodes"]),
+        // certificate rotation: a kubelet asks for its next certificates
+        rule(
+            &["create", "get", "list", "watch"],
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+        ),
         rule(&["update", "patch"], &[""], &["nodes", "nodes/status"]),
         rule(&["create", "update", "patch"], &[""], &["events"]),
         // create for mirror pods in Kubernetes; admission refuses it here

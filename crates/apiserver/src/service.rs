@@ -291,12 +291,15 @@ impl ApiServer for ApiService {
     ) -> Result<Response<rpc::ObjectResponse>, Status> {
         let user = self.authenticate(&req);
         let writer = Writer::of(&req);
-        let req = req.into_inner();
+        let mut req = req.into_inner();
         let info = resolve(&self.state, req.resource.as_ref())?;
         let (obj_ns, obj_name) = object_meta(req.object.as_ref());
         let a = attrs("create", info, &write_namespace(&req.namespace, &obj_ns), "");
         let user = self.admit(user, &a)?;
         self.admit_node_write(&user, &a, &obj_name)?;
+        if info.kind == "CertificateSigningRequest" {
+            crate::certificates::stamp_requester(&mut req.object, &user)?;
+        }
         let res = match self.state.custom.of(info) {
             Some(kind) => crate::admission::collecting(custom::create(self.state.clone(), kind, req)).await,
             None => crate::admission::collecting(dispatch!(info, self.state.clone(), (req, writer), (rpc::CreateRequest, Writer) => Any, |s, r| handlers::create::<K>(s, r.0, &r.1))).await,

@@ -177,6 +177,12 @@ impl<K: Resource> Api<K> {
         self.patch_sub(name, patch, Subresource::Status).await
     }
 
+    /// JSON merge patch of a CertificateSigningRequest's `approval`
+    /// subresource (its Approved/Denied conditions).
+    pub async fn patch_approval_merge(&self, name: &str, patch: &serde_json::Value) -> Result<K> {
+        self.patch_sub(name, patch, Subresource::Approval).await
+    }
+
     async fn patch_sub(&self, name: &str, patch: &serde_json::Value, sub: Subresource) -> Result<K> {
         let ns = self.object_ns(name)?;
         let any = self

@@ -488,6 +488,14 @@ impl Client {
                 )
                 .await?
             }
+            Subresource::Approval => {
+                return Err(Error::Api {
+                    code: tonic::Code::Unimplemented,
+                    reason: "MethodNotAllowed".into(),
+                    message: "a CertificateSigningRequest's approval is written with a patch (Api::patch_approval_merge), not an update".into(),
+                    causes: Vec::new(),
+                })
+            }
         };
         returned(resp.object, "Update")
     }

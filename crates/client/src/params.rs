@@ -163,6 +163,8 @@ pub enum Subresource {
     Main,
     /// Only status.
     Status,
+    /// A CertificateSigningRequest's decision (`status.conditions`).
+    Approval,
 }
 
 impl Subresource {
@@ -170,6 +172,7 @@ impl Subresource {
         match self {
             Subresource::Main => "",
             Subresource::Status => "status",
+            Subresource::Approval => "approval",
         }
     }
 }

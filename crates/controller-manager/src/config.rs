@@ -54,6 +54,16 @@ pub struct Options {
     /// evict from tainted nodes (at the latest; changes act at once).
     #[arg(long, value_name = "SECONDS")]
     pub node_monitor_period: Option<u64>,
+    /// PEM CA certificate csrsigning signs CertificateSigningRequests with.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key of --cluster-signing-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// Longest certificate csrsigning gives (`8760h`, `90m`, `120s`); a
+    /// request's spec.expirationSeconds can only shorten it.
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_signing_duration: Option<String>,
 }
 
 rkube_daemon::impl_options!(Options, rkube_daemon::health::CONTROLLER_MANAGER_PORT, daemon);
@@ -78,6 +88,11 @@ pub struct Config {
     /// Where the autoscaler reads pod usage; None: from the kubelets
     /// through the apiserver. Not a flag: tests and embedders set it.
     pub metrics_source: Option<crate::metrics::SharedMetricsSource>,
+    /// The cluster CA for csrsigning; without both it signs nothing.
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// Kubernetes' default: a year (8760h).
+    pub cluster_signing_duration: Duration,
     /// The health and metrics endpoint; `None` (the default for tests and
     /// embedding) serves none. The daemon's flags default to loopback.
     pub health_addr: Option<std::net::SocketAddr>,
@@ -100,6 +115,9 @@ impl Config {
             hpa_downscale_stabilization: Duration::from_secs(300),
             node_monitor_period: Duration::from_secs(5),
             metrics_source: None,
+            cluster_signing_cert_file: None,
+            cluster_signing_key_file: None,
+            cluster_signing_duration: Duration::from_secs(8760 * 3600),
             health_addr: None,
         }
     }
@@ -123,7 +141,75 @@ impl Config {
         c.hpa_sync_period = secs(o.hpa_sync_period, c.hpa_sync_period);
         c.hpa_downscale_stabilization = secs(o.hpa_downscale_stabilization, c.hpa_downscale_stabilization);
         c.node_monitor_period = secs(o.node_monitor_period, c.node_monitor_period);
+        if o.cluster_signing_cert_file.is_some() != o.cluster_signing_key_file.is_some() {
+            anyhow::bail!("--cluster-signing-cert-file and --cluster-signing-key-file go together: give both or neither");
+        }
+        c.cluster_signing_cert_file = o.cluster_signing_cert_file;
+        c.cluster_signing_key_file = o.cluster_signing_key_file;
+        if let Some(d) = o.cluster_signing_duration {
+            c.cluster_signing_duration =
+                parse_duration(&d).map_err(|e| anyhow::anyhow!("--cluster-signing-duration {d:?}: {e}"))?;
+        }
         crate::enabled(&c.controllers)?;
         Ok(c)
+    }
+}
+
+/// A Go-style duration as Kubernetes' flags take it: `8760h`, `1h30m`,
+/// `90s`; at least ten minutes would be Kubernetes' floor for a request, but
+/// the flag itself may be shorter (tests rotate certificates in minutes).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    let mut units = 0;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let scale = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(format!("unknown unit {c:?}; use h, m or s (8760h, 90m, 120s)")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("a number must come before {c:?} (8760h, 90m, 120s)"))?;
+        total = total.saturating_add(n.saturating_mul(scale));
+        number.clear();
+        units += 1;
+    }
+    if !number.is_empty() || units == 0 {
+        return Err("needs a unit: h, m or s (8760h, 90m, 120s)".into());
+    }
+    if total == 0 {
+        return Err("must be longer than zero".into());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_durations_read_as_kubernetes_writes_them() {
+        assert_eq!(parse_duration("8760h"), Ok(Duration::from_secs(8760 * 3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("120s"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("120").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("2d").unwrap_err().contains("unknown unit 'd'"));
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn a_signing_cert_without_its_key_is_refused() {
+        let o = Options {
+            cluster_signing_cert_file: Some("/etc/rkube/pki/ca.crt".into()),
+            ..Options::default()
+        };
+        let err = Config::from_options(o).unwrap_err().to_string();
+        assert!(err.contains("--cluster-signing-key-file"), "{err}");
     }
 }

@@ -95,6 +95,8 @@ pub enum Command {
     Autoscale(cmd::autoscale::AutoscaleArgs),
     /// Cordon a node and delete every pod on it, waiting until they are gone.
     Drain(cmd::drain::DrainArgs),
+    /// Approve or deny CertificateSigningRequests (`certificate approve NAME`).
+    Certificate(cmd::certificate::CertificateArgs),
     /// Mark nodes unschedulable: no new pods are placed there.
     Cordon(cmd::cordon::CordonArgs),
     /// Mark nodes schedulable again.
@@ -186,6 +188,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Set(a) => cmd::set::run(&ctx, a, out).await,
         Command::Autoscale(a) => cmd::autoscale::run(&ctx, a, out).await,
         Command::Drain(a) => cmd::drain::run(&ctx, a, out).await,
+        Command::Certificate(a) => cmd::certificate::certificate(&ctx, a, out).await,
         Command::Cordon(a) => cmd::cordon::cordon(&ctx, a, out).await,
         Command::Uncordon(a) => cmd::cordon::uncordon(&ctx, a, out).await,
         Command::Taint(a) => cmd::taint::run(&ctx, a, out).await,

@@ -28,6 +28,11 @@ pub struct StoreConfig {
     pub list_snapshots: usize,
     /// How long an unused list snapshot is held.
     pub list_snapshot_ttl: Duration,
+    /// Space the data directory's filesystem must keep free after a write: below it writes
+    /// are refused with StorageFull (reads and watches go on) until space is freed, so sled
+    /// itself never meets a full disk in the middle of a write. 0 turns the check off (sled
+    /// then meets the full disk, and the store reopens its database once there is room).
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -42,6 +47,7 @@ impl StoreConfig {
             max_group: 1024,
             list_snapshots: 32,
             list_snapshot_ttl: Duration::from_secs(5 * 60),
+            min_free_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -90,6 +90,12 @@ pub enum StoreError {
     #[error("the store is closed (rkube-apiserver is shutting down)")]
     Closed,
 
+    /// The storage has no room for the write: the disk under the sled data directory, or
+    /// etcd's space quota (its NOSPACE alarm). Nothing was acknowledged; reads and watches
+    /// keep being served, and retrying is right once space has been freed.
+    #[error("storage full: {what}; the write was refused. {remedy}")]
+    StorageFull { what: String, remedy: String },
+
     /// etcd did not answer (down, unreachable, or without a quorum). Nothing was written
     /// unless `detail` says the outcome is unknown; reads keep being served from the cache.
     #[error(
@@ -124,6 +130,33 @@ impl StoreError {
         StoreError::Corrupt {
             path: path.into(),
             detail: detail.into(),
+        }
+    }
+
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Self::StorageFull { .. })
+    }
+
+    /// True for the I/O errors of a full filesystem (ENOSPC) or an exhausted disk quota
+    /// (EDQUOT): conditions that pass once space is freed, unlike a failing disk.
+    pub(crate) fn is_no_space(e: &io::Error) -> bool {
+        matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ) || matches!(e.raw_os_error(), Some(28 | 122))
+    }
+
+    /// The sled backend's answer while the filesystem of `data_dir` is full.
+    pub(crate) fn disk_full(data_dir: &std::path::Path, source: impl std::fmt::Display) -> StoreError {
+        StoreError::StorageFull {
+            what: format!(
+                "no space left on the filesystem holding the data directory {} ({source})",
+                data_dir.display()
+            ),
+            remedy: "Free space on that filesystem or grow it (rkube-apiserver --data-dir); writes \
+                     resume by themselves once there is room, without a restart, and reads and \
+                     watches keep working meanwhile"
+                .to_string(),
         }
     }
 

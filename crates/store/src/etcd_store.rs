@@ -771,6 +771,17 @@ fn etcd_error(endpoints: &str, timeout: Duration, e: etcd_client::Error) -> Stor
                     status.message()
                 ))
             }
+            // etcd's NOSPACE alarm: its backend reached --quota-backend-bytes, and it takes
+            // only reads and deletes until an operator frees space and disarms the alarm.
+            Code::ResourceExhausted if status.message().contains("database space exceeded") => {
+                StoreError::StorageFull {
+                    what: format!("etcd at {endpoints} reports {}", status.message()),
+                    remedy: "Compact and defragment etcd (etcdctl compact, etcdctl defrag) or raise \
+                             its --quota-backend-bytes, then clear the alarm with `etcdctl alarm \
+                             disarm`; reads and watches keep working meanwhile"
+                        .to_string(),
+                }
+            }
             _ => StoreError::Etcd {
                 endpoints: endpoints.to_string(),
                 detail: status.message().to_string(),

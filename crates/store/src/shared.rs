@@ -20,15 +20,16 @@ use crate::{Event, KeyValue, ListResult, Revision, StoreConfig, StoreError};
 
 /// The sled database together with the directory lock that protects it. The fields drop in
 /// order, so sled's files are closed before another process may take the lock. Watch
-/// replays hold an `Arc` of this only for the duration of one log read.
+/// replays hold an `Arc` of this only for the duration of one log read. The lock is shared
+/// because the writer reopens the database under the same lock after the disk was full.
 pub(crate) struct Engine {
     pub(crate) db: sled::Db,
     pub(crate) db_path: PathBuf,
-    _lock: DirLock,
+    _lock: Arc<DirLock>,
 }
 
 impl Engine {
-    pub(crate) fn new(db: sled::Db, db_path: PathBuf, lock: DirLock) -> Engine {
+    pub(crate) fn new(db: sled::Db, db_path: PathBuf, lock: Arc<DirLock>) -> Engine {
         Engine {
             db,
             db_path,
@@ -86,7 +87,14 @@ pub(crate) struct Counters {
 
 /// State shared by the handle, the writer thread and (weakly) the watchers.
 pub(crate) struct Shared {
-    pub(crate) engine: Arc<Engine>,
+    /// `None` only while the writer reopens sled after the disk was full and the reopening
+    /// failed (still no room); watch replays are refused with [`StoreError::StorageFull`]
+    /// then, and every other read is served from memory.
+    engine: RwLock<Option<Arc<Engine>>>,
+    pub(crate) db_path: PathBuf,
+    /// Why writes are refused for now because the disk is full (the I/O error's text);
+    /// cleared by the writer once it has room again.
+    pub(crate) full: Mutex<Option<String>>,
     pub(crate) config: StoreConfig,
     pub(crate) feed: Feed,
     /// Log entries at or below this revision may be gone. Raised by the writer *before* it
@@ -111,13 +119,41 @@ impl Shared {
             config.list_snapshot_ttl,
         );
         Shared {
-            engine,
+            db_path: engine.db_path.clone(),
+            engine: RwLock::new(Some(engine)),
+            full: Mutex::new(None),
             config,
             feed,
             compacted: AtomicU64::new(compacted),
             counters: Counters::default(),
             failure: Arc::new(Mutex::new(None)),
         }
+    }
+}
+
+impl Shared {
+    /// The open database, for one read or one write.
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>, StoreError> {
+        match &*self.engine.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(engine) => Ok(engine.clone()),
+            None => Err(self.full_error()),
+        }
+    }
+
+    /// The slot the writer swaps the database in while it reopens it.
+    pub(crate) fn engine_slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Engine>>> {
+        self.engine.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`StoreError::StorageFull`] naming the data directory and the last I/O error.
+    pub(crate) fn full_error(&self) -> StoreError {
+        let why = self
+            .full
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| "No space left on device".to_string());
+        StoreError::disk_full(&self.config.path, why)
     }
 }
 

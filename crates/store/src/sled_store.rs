@@ -32,6 +32,9 @@ pub struct StoreStats {
     pub compactions: u64,
     pub revision: Revision,
     pub compacted: Revision,
+    /// Writes are being refused because the data directory's filesystem is full; they
+    /// resume by themselves once it has room.
+    pub storage_full: bool,
 }
 
 /// The embedded store: sled on disk, the key space in memory, one writer thread.
@@ -49,7 +52,8 @@ impl SledStore {
         let (lock, initialised) = dir::prepare(&config.path)?;
         let db_path = dir::db_path(&config.path);
         let db = open_sled(&db_path, &config)?;
-        let engine = Arc::new(Engine::new(db, db_path, lock));
+        let lock = Arc::new(lock);
+        let engine = Arc::new(Engine::new(db, db_path, lock.clone()));
         check_database_format(&engine, initialised)?;
         if !initialised {
             dir::write_marker(&config.path)?;
@@ -80,6 +84,7 @@ impl SledStore {
             loaded.map,
             loaded.revision,
             loaded.compacted,
+            lock,
         );
         let handle = std::thread::Builder::new()
             .name("rkube-store-writer".to_string())
@@ -107,7 +112,7 @@ impl SledStore {
         let _ = self.requests.send(Request::Shutdown);
         let result = handle.join().unwrap_or_else(|_| {
             Err(StoreError::Io {
-                path: self.shared.engine.db_path.clone(),
+                path: self.shared.db_path.clone(),
                 source: std::io::Error::other("the store writer thread panicked"),
             })
         });
@@ -138,6 +143,12 @@ impl SledStore {
             compactions: c.compactions.load(Ordering::Relaxed),
             revision: self.shared.feed.current().revision,
             compacted: self.shared.compacted.load(Ordering::SeqCst),
+            storage_full: self
+                .shared
+                .full
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some(),
         }
     }
 
@@ -147,7 +158,7 @@ impl SledStore {
 
     #[cfg(test)]
     pub(crate) fn engine(&self) -> Arc<Engine> {
-        self.shared.engine.clone()
+        self.shared.engine().expect("the database is open")
     }
 
     /// Live watch subscriptions.
@@ -215,7 +226,7 @@ impl Store for SledStore {
 
 /// sled with control-plane settings: a small cache and no background flusher, because
 /// every write is flushed explicitly by the group commit before it is acknowledged.
-fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
+pub(crate) fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
     let sled_config = sled::Config::new()
         .path(path)
         .cache_capacity(config.cache_bytes)
@@ -243,7 +254,7 @@ fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> 
 /// sled answers a damaged data file with an empty database rather than an error, so the
 /// database carries the format too: a marked directory whose database lacks it has lost
 /// its data, and must not be served as an empty store.
-fn check_database_format(engine: &Engine, initialised: bool) -> Result<(), StoreError> {
+pub(crate) fn check_database_format(engine: &Engine, initialised: bool) -> Result<(), StoreError> {
     let path = &engine.db_path;
     let sled_err = |e| StoreError::from_sled(path, e);
     match engine.db.get(codec::META_FORMAT).map_err(sled_err)? {
@@ -281,15 +292,15 @@ fn check_database_format(engine: &Engine, initialised: bool) -> Result<(), Store
     }
 }
 
-struct Loaded {
-    map: OrdMap<String, KeyValue>,
-    revision: Revision,
-    compacted: Revision,
+pub(crate) struct Loaded {
+    pub(crate) map: OrdMap<String, KeyValue>,
+    pub(crate) revision: Revision,
+    pub(crate) compacted: Revision,
 }
 
 /// Reads the key space and the counters, checking that they agree with each other, so a
 /// damaged database is reported at startup rather than served.
-fn load(engine: &Engine) -> Result<Loaded, StoreError> {
+pub(crate) fn load(engine: &Engine) -> Result<Loaded, StoreError> {
     let path = &engine.db_path;
     let sled_err = |e| StoreError::from_sled(path, e);
     let meta = |name: &[u8]| -> Result<Revision, StoreError> {

@@ -108,8 +108,10 @@ impl ChangeLog for Shared {
 
     fn read(self: Arc<Self>, from: Revision, until: Revision) -> LogRead {
         Box::pin(async move {
-            let engine = self.engine.clone();
-            let entries = tokio::task::spawn_blocking(move || read_log(&engine, from, until))
+            let shared = self.clone();
+            // The handle is taken on the blocking pool: while the writer reopens the
+            // database after a full disk, taking it waits.
+            let entries = tokio::task::spawn_blocking(move || read_log(&*shared.engine()?, from, until))
                 .await
                 .map_err(|_| StoreError::Closed)??;
             // The writer raises the horizon before deleting, so if it is still at or below
@@ -279,7 +281,7 @@ impl<L: ChangeLog> Watcher<L> {
 }
 
 /// Up to REPLAY_CHUNK log entries with revisions in (from, until], decoded.
-fn read_log(
+pub(crate) fn read_log(
     engine: &Engine,
     from: Revision,
     until: Revision,

@@ -9,7 +9,25 @@
 //!
 //! Compaction runs on the same thread between groups, deleting old log entries in small
 //! chunks so that writers never wait behind a long delete.
+//!
+//! A full disk is not fatal. Before each group the writer checks that the data directory's
+//! filesystem keeps `min_free_bytes` free after the group's bytes; if not, the whole group
+//! is refused with [`StoreError::StorageFull`] and sled is not touched, so the next group
+//! that fits simply goes through: writing resumes by itself once space is freed.
+//!
+//! The check can lose a race (another process fills the disk in between, or a sled write
+//! is larger than counted). sled, once a write has failed, refuses every later one (it keeps
+//! a global error for the life of the open database), so then the writer refuses writes
+//! the same way and, about once a second when the filesystem has room again, opens the
+//! database anew under the same directory lock (the old one is closed on a thread of its
+//! own: sled's close flushes, and after a failed write that flush may never return). It
+//! loads what is on disk and checks it against what it had acknowledged before writing
+//! again: nothing acknowledged may be missing (that would be corruption, and writes stop
+//! for good), and a refused group that reached the disk anyway is published like any other
+//! commit, so readers and watchers see exactly what is stored. Reads are served from memory
+//! throughout, and live watches keep following.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, PoisonError};
@@ -19,11 +37,18 @@ use im::OrdMap;
 use tokio::sync::oneshot;
 
 use crate::codec::{self, META_COMPACTED, META_REVISION};
-use crate::shared::{CommitBatch, Shared, Snapshot, WriteFailure};
+use crate::dir::DirLock;
+use crate::shared::{CommitBatch, Engine, Shared, Snapshot, WriteFailure};
 use crate::{Event, EventKind, KeyValue, Op, Revision, StoreError, TxnResult};
 
 /// Log entries deleted per sled batch while compacting.
 const COMPACTION_CHUNK: usize = 1024;
+
+/// How often the writer looks for room again while the disk is full.
+const FULL_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a reopening waits for watch replays to finish their read of the old database.
+const REPLAY_WAIT: Duration = Duration::from_secs(2);
 
 /// `now + interval`, saturating: an interval of "forever" must not overflow.
 fn after(interval: Duration) -> Instant {
@@ -55,6 +80,12 @@ pub(crate) struct Writer {
     /// Log entries at or below this revision still have to be deleted.
     delete_through: Option<Revision>,
     next_periodic_compaction: Instant,
+    /// Set after sled failed a write on a full disk: when to look for room and reopen it.
+    full: Option<Instant>,
+    /// The last group was refused by the free-space check (for logging the change once).
+    low_space: bool,
+    /// Held across a reopening of the database, so no other process can take the directory.
+    lock: Arc<DirLock>,
 }
 
 /// A sled write failed: the on-disk state is unknown, so the writer stops.
@@ -67,6 +98,7 @@ impl Writer {
         state: OrdMap<String, KeyValue>,
         revision: Revision,
         compacted: Revision,
+        lock: Arc<DirLock>,
     ) -> Writer {
         let next_periodic_compaction = after(shared.config.compaction_interval);
         Writer {
@@ -78,6 +110,9 @@ impl Writer {
             // A crash in the middle of a compaction leaves entries below the horizon.
             delete_through: (compacted > 0).then_some(compacted),
             next_periodic_compaction,
+            full: None,
+            low_space: false,
+            lock,
         }
     }
 
@@ -90,7 +125,13 @@ impl Writer {
                     queued.push(request);
                 }
                 if let Err(Stop(e)) = self.handle_group(queued) {
-                    return Err(e);
+                    if !e.is_storage_full() {
+                        return Err(e);
+                    }
+                }
+                if self.full.is_some() {
+                    // Everything acknowledged is on disk already; the rest was refused.
+                    return Ok(());
                 }
                 self.flush().map_err(|Stop(e)| e)
             }
@@ -106,7 +147,7 @@ impl Writer {
 
     fn serve(&mut self) -> Result<(), Stop> {
         loop {
-            let first = if self.delete_through.is_some() {
+            let first = if self.delete_through.is_some() && self.full.is_none() {
                 // Compaction work pending: only pick up what is already waiting.
                 match self.requests.try_recv() {
                     Ok(request) => Some(request),
@@ -114,9 +155,11 @@ impl Writer {
                     Err(TryRecvError::Disconnected) => return Ok(()),
                 }
             } else {
-                let wait = self
-                    .next_periodic_compaction
-                    .saturating_duration_since(Instant::now());
+                let wake = match self.full {
+                    Some(retry) => retry.min(self.next_periodic_compaction),
+                    None => self.next_periodic_compaction,
+                };
+                let wait = wake.saturating_duration_since(Instant::now());
                 match self.requests.recv_timeout(wait) {
                     Ok(request) => Some(request),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -133,16 +176,26 @@ impl Writer {
                         }
                     }
                     let shutdown = group.iter().any(|r| matches!(r, Request::Shutdown));
-                    self.handle_group(group)?;
+                    let handled = self.handle_group(group);
+                    survive(handled)?;
                     if shutdown {
                         return Ok(());
                     }
                 }
-                None if self.delete_through.is_some() => self.delete_log_chunk()?,
+                // Idle while the disk is full: look for room, so that the store reports
+                // itself writable again without waiting for the next write.
+                None if self.full.is_some() => {
+                    self.resume()?;
+                }
+                None if self.delete_through.is_some() => {
+                    let deleted = self.delete_log_chunk();
+                    survive(deleted)?;
+                }
                 None => {
                     self.next_periodic_compaction = after(self.shared.config.compaction_interval);
                     if self.revision - self.compacted > self.shared.config.history {
-                        self.compact()?;
+                        let compacted = self.compact();
+                        survive(compacted)?;
                     }
                 }
             }
@@ -163,6 +216,10 @@ impl Writer {
             self.commit(txns)?;
         }
         for reply in compactions {
+            if self.full.is_some() && !self.resume()? {
+                let _ = reply.send(Err(self.shared.full_error()));
+                continue;
+            }
             let result = self.compact();
             let _ = reply.send(match &result {
                 Ok(()) => Ok(self.compacted),
@@ -172,19 +229,28 @@ impl Writer {
         }
         // Keep the log near `history`: compact once it has grown 10% past it.
         let history = self.shared.config.history;
-        if self.revision - self.compacted > history + history / 10 {
+        if self.full.is_none() && self.revision - self.compacted > history + history / 10 {
             self.compact()?;
         }
         Ok(())
     }
 
     fn commit(&mut self, txns: Vec<(Vec<Op>, TxnReply)>) -> Result<(), Stop> {
+        if self.full.is_some() && !self.resume()? {
+            let error = self.shared.full_error();
+            for (_, reply) in txns {
+                let _ = reply.send(Err(copy_error(&error)));
+            }
+            return Ok(());
+        }
         let mut working = self.state.clone();
         let mut revision = self.revision;
         let mut batch = sled::Batch::default();
         let mut events = Vec::new();
         let mut answers = Vec::with_capacity(txns.len());
         let mut rejected = 0u64;
+        // What the group adds to sled's log: each record, and the change log entry.
+        let mut batch_bytes = 0u64;
 
         for (ops, reply) in txns {
             match apply(&working, revision + 1, ops) {
@@ -202,6 +268,7 @@ impl Writer {
                     // sled's batch keeps the last write per key, so a key touched twice in
                     // one group ends with its final value.
                     for event in &applied.events {
+                        batch_bytes += 2 * (event.kv.key.len() + event.kv.value.len()) as u64;
                         let key = codec::record_key(&event.kv.key);
                         match event.kind {
                             EventKind::Put => batch.insert(key, codec::encode_record(&event.kv)),
@@ -231,13 +298,16 @@ impl Writer {
 
         let committed = revision - self.revision;
         if committed > 0 {
+            if let Err(error) = self.room_for(batch_bytes) {
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(copy_error(&error)));
+                }
+                return Ok(());
+            }
             batch.insert(META_REVISION, &codec::encode_u64(revision)[..]);
             let written = self
-                .shared
-                .engine
-                .db
-                .apply_batch(batch)
-                .map_err(|e| self.fail(e))
+                .engine()
+                .and_then(|engine| engine.db.apply_batch(batch).map_err(|e| self.fail(e)))
                 .and_then(|()| self.flush());
             if let Err(Stop(e)) = written {
                 // Every answer in this group, even a refusal, was computed against state
@@ -275,8 +345,7 @@ impl Writer {
         if target <= self.compacted {
             return Ok(());
         }
-        self.shared
-            .engine
+        self.engine()?
             .db
             .insert(META_COMPACTED, &codec::encode_u64(target)[..])
             .map_err(|e| self.fail(e))?;
@@ -295,7 +364,8 @@ impl Writer {
         let Some(through) = self.delete_through else {
             return Ok(());
         };
-        let db = &self.shared.engine.db;
+        let engine = self.engine()?;
+        let db = &engine.db;
         let mut batch = sled::Batch::default();
         let mut count = 0;
         for key in db
@@ -315,18 +385,224 @@ impl Writer {
         Ok(())
     }
 
-    fn flush(&self) -> Result<(), Stop> {
-        self.shared.engine.db.flush().map_err(|e| self.fail(e))?;
+    fn flush(&mut self) -> Result<(), Stop> {
+        let flushed = self.engine()?.db.flush();
+        flushed.map_err(|e| self.fail(e))?;
         self.shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Records why writes stopped, for every later caller.
-    fn fail(&self, e: sled::Error) -> Stop {
-        let error = StoreError::from_sled(&self.shared.engine.db_path, e);
+    /// The open database; refused (storage full) while a reopening has not succeeded yet.
+    fn engine(&self) -> Result<Arc<Engine>, Stop> {
+        self.shared.engine().map_err(Stop)
+    }
+
+    /// Records why a write failed. A full disk refuses writes until there is room again
+    /// (the answer is [`StoreError::StorageFull`], which [`survive`] lets pass); anything
+    /// else stops writes for good, for every later caller.
+    fn fail(&mut self, e: sled::Error) -> Stop {
+        let error = StoreError::from_sled(&self.shared.db_path, e);
+        if let StoreError::Io { source, .. } = &error {
+            if StoreError::is_no_space(source) {
+                if self.full.is_none() {
+                    tracing::error!(
+                        data_dir = %self.shared.config.path.display(),
+                        error = %source.kind(),
+                        "storage full: refusing writes until the filesystem has room again; \
+                         reads and watches go on"
+                    );
+                }
+                *self.shared.full.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(source.kind().to_string());
+                self.full = Some(Instant::now() + FULL_RETRY);
+                return Stop(self.shared.full_error());
+            }
+        }
+        self.stop(error)
+    }
+
+    /// Whether the data directory's filesystem keeps `min_free_bytes` free after `bytes`
+    /// more; if not, the [`StoreError::StorageFull`] to answer. A filesystem that cannot
+    /// be asked (statvfs failing) is left to sled to find out.
+    fn room_for(&mut self, bytes: u64) -> Result<(), StoreError> {
+        let reserve = self.shared.config.min_free_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        let free = match free_bytes(&self.shared.config.path) {
+            Ok(free) => free,
+            Err(_) => return Ok(()),
+        };
+        if free >= reserve.saturating_add(bytes) {
+            if std::mem::take(&mut self.low_space) {
+                *self.shared.full.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                tracing::info!(
+                    data_dir = %self.shared.config.path.display(),
+                    free,
+                    "storage has room again; writes resumed"
+                );
+            }
+            return Ok(());
+        }
+        let why = format!(
+            "{free} bytes free, and the store keeps at least {reserve} free so that its database \
+             never runs out mid-write"
+        );
+        if !std::mem::replace(&mut self.low_space, true) {
+            tracing::error!(
+                data_dir = %self.shared.config.path.display(),
+                free,
+                reserve,
+                "storage full: refusing writes until the filesystem has room again; reads and \
+                 watches go on"
+            );
+        }
+        *self.shared.full.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        Err(self.shared.full_error())
+    }
+
+    /// While sled's database is unusable after a full disk: at most once per
+    /// [`FULL_RETRY`], and only when the filesystem has room, reopens it. True once
+    /// writes may go on.
+    fn resume(&mut self) -> Result<bool, Stop> {
+        let Some(retry) = self.full else {
+            return Ok(true);
+        };
+        let now = Instant::now();
+        if now < retry {
+            return Ok(false);
+        }
+        self.full = Some(now + FULL_RETRY);
+        if self.room_for(0).is_err() {
+            return Ok(false);
+        }
+        match self.reopen() {
+            Ok(true) => {
+                self.full = None;
+                *self.shared.full.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                tracing::info!(
+                    data_dir = %self.shared.config.path.display(),
+                    revision = self.revision,
+                    "storage has room again; writes resumed"
+                );
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            // Still no room, or sled's files still held: try again later.
+            Err(StoreError::Io { source, .. }) => {
+                tracing::warn!(
+                    data_dir = %self.shared.config.path.display(),
+                    error = %source,
+                    "reopening the store after the disk was full failed; retrying"
+                );
+                let why = if StoreError::is_no_space(&source) {
+                    source.kind().to_string()
+                } else {
+                    format!(
+                        "reopening the database after the disk was full failed: {source}; if this \
+                         lasts, restart rkube-apiserver"
+                    )
+                };
+                *self.shared.full.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                Ok(false)
+            }
+            Err(e) => Err(self.stop(e)),
+        }
+    }
+
+    /// Closes the database sled has given up on and opens it again under the same lock,
+    /// then makes the writer's state what is on disk. False when a watch replay still held
+    /// the old database; the next attempt tries again.
+    fn reopen(&mut self) -> Result<bool, StoreError> {
+        let mut slot = self.shared.engine_slot();
+        if let Some(old) = slot.as_ref() {
+            // Replays take their handle under the slot's read lock, so none can start now;
+            // the ones under way finish one chunk.
+            let deadline = Instant::now() + REPLAY_WAIT;
+            while Arc::strong_count(old) > 1 {
+                if Instant::now() > deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // sled's files close with the old database, and its lock on them with them. Its
+        // close flushes, which after a failed write may wait forever: never on this thread.
+        // Until it is done, opening finds the files locked and the next attempt retries.
+        if let Some(old) = slot.take() {
+            let closing = std::thread::Builder::new()
+                .name("rkube-store-close".to_string())
+                .spawn(move || drop(old));
+            if let Err(e) = closing {
+                return Err(StoreError::io(&self.shared.db_path)(e));
+            }
+        }
+        let db_path = self.shared.db_path.clone();
+        let db = crate::sled_store::open_sled(&db_path, &self.shared.config)?;
+        let engine = Arc::new(Engine::new(db, db_path.clone(), self.lock.clone()));
+        crate::sled_store::check_database_format(&engine, true)?;
+        let loaded = crate::sled_store::load(&engine)?;
+        if loaded.revision < self.revision {
+            return Err(StoreError::corrupt(
+                &db_path,
+                format!(
+                    "after the disk was full the database reopened at revision {} but revision {} \
+                     had been acknowledged",
+                    loaded.revision, self.revision
+                ),
+            ));
+        }
+        if loaded.revision > self.revision {
+            // The group refused when the disk filled reached it after all: publish it, as
+            // what is stored must be what readers and watchers see.
+            let mut events = Vec::new();
+            let mut from = self.revision;
+            while from < loaded.revision {
+                let chunk = crate::watch::read_log(&engine, from, loaded.revision)?;
+                let Some(&(last, _)) = chunk.last() else {
+                    break;
+                };
+                events.extend(chunk.into_iter().flat_map(|(_, events)| events));
+                from = last;
+            }
+            tracing::warn!(
+                from = self.revision,
+                to = loaded.revision,
+                "writes refused when the disk filled were stored after all; publishing them"
+            );
+            self.shared
+                .counters
+                .txns
+                .fetch_add(loaded.revision - self.revision, Ordering::Relaxed);
+            self.shared.feed.publish(
+                Snapshot {
+                    revision: loaded.revision,
+                    map: loaded.map.clone(),
+                },
+                CommitBatch {
+                    revision: loaded.revision,
+                    events,
+                },
+            );
+            self.state = loaded.map;
+            self.revision = loaded.revision;
+        }
+        if loaded.compacted > self.compacted {
+            self.compacted = loaded.compacted;
+            self.shared.compacted.store(loaded.compacted, Ordering::SeqCst);
+        }
+        // Deleting below the horizon is idempotent; it finishes what a refused pass began.
+        if self.compacted > 0 {
+            self.delete_through = Some(self.compacted);
+        }
+        *slot = Some(engine);
+        Ok(true)
+    }
+
+    fn stop(&self, error: StoreError) -> Stop {
         tracing::error!(error = %error, "store write failed; refusing further writes");
         let failure = WriteFailure {
-            path: self.shared.engine.db_path.clone(),
+            path: self.shared.db_path.clone(),
             kind: match &error {
                 StoreError::Io { source, .. } => source.kind(),
                 _ => std::io::ErrorKind::Other,
@@ -354,9 +630,34 @@ impl Writer {
     }
 }
 
+/// A full disk is no reason to stop the writer: it keeps refusing writes until there is
+/// room, then resumes.
+fn survive(result: Result<(), Stop>) -> Result<(), Stop> {
+    match result {
+        Err(Stop(e)) if e.is_storage_full() => Ok(()),
+        other => other,
+    }
+}
+
+/// Space the process may still write to on the filesystem holding `dir`: root may use the
+/// blocks reserved for it, other users only the available ones.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if root {
+        fs4::free_space(dir)
+    } else {
+        fs4::available_space(dir)
+    }
+}
+
 /// The errors a failed write hands to several callers; `io::Error` is not `Clone`.
 fn copy_error(e: &StoreError) -> StoreError {
     match e {
+        StoreError::StorageFull { what, remedy } => StoreError::StorageFull {
+            what: what.clone(),
+            remedy: remedy.clone(),
+        },
         StoreError::Io { path, source } => StoreError::Io {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),

@@ -16,6 +16,40 @@ async fn etcd_store(h: &Harness, timeout: Duration) -> EtcdStore {
     EtcdStore::connect(config).await.expect("connect to etcd")
 }
 
+/// etcd's space quota full (its NOSPACE alarm): writes fail with StorageFull, which names
+/// etcd and what to do about it, and reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_etcd_quota_is_storage_full_and_reads_go_on() {
+    let etcd = rkube_testing::etcd::Etcd::temp_with_flags(&["--quota-backend-bytes", "1048576"])
+        .await
+        .expect("start etcd (install Debian's etcd-server: apt-get install etcd-server)");
+    let mut config = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+    config.compaction_interval = Duration::ZERO;
+    let store = EtcdStore::connect(config).await.expect("connect to etcd");
+    store
+        .create("k/first", b("v"))
+        .await
+        .expect("a write within the quota");
+    let value = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(e) = store.put(&format!("k/{i}"), value.clone(), None).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("etcd refused a write past its 1 MiB quota");
+    assert!(refused.is_storage_full(), "{refused}");
+    let message = refused.to_string();
+    assert!(message.contains(&etcd.endpoint), "names etcd: {message}");
+    assert!(
+        message.contains("etcdctl alarm disarm"),
+        "says what to do: {message}"
+    );
+    assert_eq!(store.get("k/first").map(|kv| kv.value), Some(b("v")));
+    assert!(store.list("k/", None, 0, None).unwrap().items.len() > 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_etcd_down_writes_fail_fast_and_clearly_reads_go_on_and_the_cache_resumes_without_gaps() {
     let mut h = Harness::new(Kind::Etcd).await;

@@ -126,13 +126,20 @@ impl Etcd {
     /// Starts `bin` with its data in `dir/data` and its log in `dir/etcd.log`
     /// and waits (at most 20 s) until it answers.
     pub async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Etcd> {
-        Self::launch(bin, dir, None).await
+        Self::launch(bin, dir, None, Vec::new()).await
     }
 
     /// An etcd in its own temporary directory (removed on drop), plain http.
     pub async fn temp() -> anyhow::Result<Etcd> {
+        Self::temp_with_flags(&[]).await
+    }
+
+    /// [`Etcd::temp`] with more flags (`--quota-backend-bytes N`, ...), kept across
+    /// restarts.
+    pub async fn temp_with_flags(flags: &[&str]) -> anyhow::Result<Etcd> {
         let temp = tempfile::tempdir()?;
-        let mut etcd = Self::launch(&etcd_bin(), temp.path(), None).await?;
+        let flags = flags.iter().map(Into::into).collect();
+        let mut etcd = Self::launch(&etcd_bin(), temp.path(), None, flags).await?;
         etcd._temp = Some(temp);
         Ok(etcd)
     }
@@ -143,7 +150,7 @@ impl Etcd {
     pub async fn start_tls() -> anyhow::Result<Etcd> {
         let temp = tempfile::tempdir()?;
         let (pki, server, _) = make_pki(temp.path())?;
-        let mut etcd = Self::launch(&etcd_bin(), temp.path(), Some((pki, server))).await?;
+        let mut etcd = Self::launch(&etcd_bin(), temp.path(), Some((pki, server)), Vec::new()).await?;
         etcd._temp = Some(temp);
         Ok(etcd)
     }
@@ -152,6 +159,7 @@ impl Etcd {
         bin: &Path,
         dir: &Path,
         tls: Option<(EtcdPki, (PathBuf, PathBuf))>,
+        flags: Vec<std::ffi::OsString>,
     ) -> anyhow::Result<Etcd> {
         let version = etcd_version(bin)?;
         let [client_port, peer_port] = crate::free_ports(2)?[..] else {
@@ -174,6 +182,7 @@ impl Etcd {
             etcd.args.extend(client_tls_args(&pki, &cert, &key));
             etcd.pki = Some(pki);
         }
+        etcd.args.extend(flags);
         etcd.spawn()?;
         etcd.wait_ready().await?;
         Ok(etcd)

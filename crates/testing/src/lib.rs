@@ -7,8 +7,8 @@
 //! plain or TLS, killable and restartable; [`etcd::EtcdCluster`], several
 //! members with peer and client TLS), free ports ([`free_ports`]), daemons run as
 //! tasks through their `run` function ([`Daemon`]), rkubectl run in process
-//! ([`rkubectl`]), and the one way a test waits for something
-//! ([`eventually`]). Containers, registries and network namespaces are the
+//! ([`rkubectl`]), a small tmpfs to fill ([`Tmpfs`]), and the one way a test waits
+//! for something ([`eventually`]). Containers, registries and network namespaces are the
 //! node runtime's test harness (`rkube_kubelet::testing`), not this crate's.
 
 mod apiserver;
@@ -17,12 +17,14 @@ pub mod etcd;
 mod eventually;
 mod leases;
 mod rkubectl;
+mod tmpfs;
 
 pub use apiserver::{TestApiServer, TestApiServerBuilder};
 pub use daemon::Daemon;
 pub use eventually::{eventually, Observation};
 pub use leases::LeaseProbe;
 pub use rkubectl::rkubectl;
+pub use tmpfs::Tmpfs;
 
 /// `n` distinct ports free a moment ago on 127.0.0.1: all are held at once while picked,
 /// so none is handed out twice (picking one at a time can return the same port again).

@@ -7,6 +7,7 @@
 //! `Validate` trait and the public helpers other crates call.
 
 mod batch;
+pub mod certificates;
 mod cluster;
 mod config_data;
 mod meta;

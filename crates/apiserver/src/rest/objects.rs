@@ -113,6 +113,9 @@ pub(super) async fn serve(api: &ApiService, call: &Call, t: Target, body: Bytes)
         (false, "" | "status") if *method == Method::PUT => update(api, call, &t, &body).await,
         (false, "" | "status") if *method == Method::PATCH => patch(api, call, &t, body).await,
         (false, "") if *method == Method::DELETE => delete(api, call, &t, &body).await,
+        (false, "approval") if info.kind == "CertificateSigningRequest" && *method == Method::PATCH => {
+            patch(api, call, &t, body).await
+        }
         (false, "scale") if super::discovery::has_scale(info) => scale(api, call, &t, &body).await,
         (false, "scale") if custom_scale(api, info).is_some() => scale(api, call, &t, &body).await,
         (false, "log") if info.kind == "Pod" && *method == Method::GET => logs(api, call, &t).await,

@@ -121,6 +121,23 @@ mod tests {
     use rkube_api::validation::{ErrorType, FieldError};
     use rkube_api::Resource;
 
+    /// A full disk is a 503 a client may retry, not a 500 that suggests a bug.
+    #[test]
+    fn storage_full_is_service_unavailable() {
+        let info = Pod::info();
+        let full = rkube_store::StoreError::StorageFull {
+            what: "no space left on the filesystem holding the data directory /var/lib/rkube".into(),
+            remedy: "Free space on that filesystem".into(),
+        };
+        let (code, body) = status_json(&ApiError::from_store(full, info, "web").into(), Some(info));
+        assert_eq!(code, 503);
+        assert_eq!(body["reason"], "ServiceUnavailable");
+        assert!(
+            body["message"].as_str().unwrap().contains("/var/lib/rkube"),
+            "{body}"
+        );
+    }
+
     #[test]
     fn handler_errors_keep_their_reason_code_and_causes() {
         let info = Pod::info();

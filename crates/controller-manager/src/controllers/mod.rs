@@ -6,6 +6,8 @@
 use crate::StartFn;
 
 pub mod cron_job;
+pub mod csr_approving;
+pub mod csr_signing;
 pub mod daemon_set;
 pub mod deployment;
 pub mod disruption;
@@ -47,6 +49,8 @@ pub const ALL: &[(&str, StartFn)] = &[
     (resource_quota::NAME, resource_quota::start),
     (persistent_volume::NAME, persistent_volume::start),
     (token_cleaner::NAME, token_cleaner::start),
+    (csr_approving::NAME, csr_approving::start),
+    (csr_signing::NAME, csr_signing::start),
 ];
 
 /// Why a reconcile failed; the runner logs it and retries with backoff.

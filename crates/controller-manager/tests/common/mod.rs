@@ -28,6 +28,19 @@ impl Cluster {
     where
         F: Fn(&Pod) -> Option<Settle> + Send + 'static,
     {
+        Self::start_with(api, controllers, |_| {}, settle).await
+    }
+
+    /// [`Cluster::start`] with the controller-manager's config changed by `configure`.
+    pub async fn start_with<F>(
+        api: TestApiServer,
+        controllers: &str,
+        configure: impl FnOnce(&mut rkube_controller_manager::Config),
+        settle: F,
+    ) -> Result<Cluster>
+    where
+        F: Fn(&Pod) -> Option<Settle> + Send + 'static,
+    {
         let client = api.client();
         let mut config = rkube_controller_manager::Config::new(api.url().to_string());
         let kubeconfig = api.pki().join("kube-controller-manager.conf");
@@ -35,6 +48,7 @@ impl Cluster {
             config.kubeconfig = Some(kubeconfig);
         }
         config.controllers = vec![controllers.into()];
+        configure(&mut config);
         let manager = Daemon::spawn(|stop| rkube_controller_manager::run(config, stop));
         let kubelet = tokio::spawn(hollow_kubelet(client.clone(), settle));
         Ok(Cluster {

@@ -6,6 +6,7 @@ pub mod api_resources;
 pub mod apply;
 pub mod auth;
 pub mod autoscale;
+pub mod certificate;
 pub mod certs;
 pub mod cordon;
 pub mod create;
