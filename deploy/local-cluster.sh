@@ -456,7 +456,9 @@ up() {
 		echo "rkubectl --server $api fails over between them."
 	fi
 	echo "rkube is up with ${#names[@]} node(s). The kubeconfig is $RKUBECONFIG. Try:"
-	echo "  export PATH=$PWD/$BIN:\$PATH"
+	local bin_dir=$BIN
+	case $bin_dir in /*) ;; *) bin_dir=$PWD/$BIN ;; esac
+	echo "  export PATH=$bin_dir:\$PATH"
 	echo "  rkubectl get nodes -o wide"
 	echo "  rkubectl apply -f deploy/examples/web.yaml"
 	echo "  rkubectl get deployments,pods,services -o wide"
