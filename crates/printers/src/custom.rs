@@ -35,7 +35,7 @@ pub fn columns(declared: &[PrinterColumn]) -> Vec<PrinterColumn> {
 }
 
 /// One cell: the value at the column's path in the column's type; a date as
-/// an age (`5m`), absent values empty, as kubectl shows them (`<none>`).
+/// an age (`5m`), absent values null (kubectl prints those blank).
 pub fn cell(column: &PrinterColumn, obj: &Value, now: DateTime<Utc>) -> Value {
     let Some(v) = json_path(obj, &column.json_path) else {
         return Value::Null;
@@ -49,10 +49,11 @@ pub fn cell(column: &PrinterColumn, obj: &Value, now: DateTime<Utc>) -> Value {
     }
 }
 
-/// The text of a cell, for rkubectl's columns.
+/// The text of a cell, for rkubectl's columns: blank when absent, as kubectl
+/// prints a custom kind's null cells (not `<none>`, which is for built-in columns).
 pub fn cell_text(column: &PrinterColumn, obj: &Value, now: DateTime<Utc>) -> String {
     match cell(column, obj, now) {
-        Value::Null => "<none>".into(),
+        Value::Null => String::new(),
         Value::String(s) => s,
         other => other.to_string(),
     }
@@ -144,6 +145,9 @@ mod tests {
             .collect();
         assert_eq!(names, ["Name", "Replicas", "Phase"]);
         assert_eq!(t["rows"][0]["cells"], json!(["w1", 3, null]));
+        // rkubectl's text: the absent phase blank, as kubectl prints it
+        assert_eq!(cell_text(&declared[1], &obj, now), "");
+        assert_eq!(cell_text(&declared[0], &obj, now), "3");
         assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "w1");
         let t = table(&[], &[obj], json!({}), true, IncludeObject::None, now);
         assert_eq!(t["rows"][0]["cells"], json!(["w1", "5m"]));
