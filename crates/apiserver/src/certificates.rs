@@ -37,23 +37,8 @@ pub struct NodeCertificateSigner {
 
 impl NodeCertificateSigner {
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let read = |flag: &str, p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
-        };
-        let ca_pem = read("--cluster-signing-cert-file", cert)?;
-        let key_pem = read("--cluster-signing-key-file", key)?;
-        let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| {
-            anyhow::anyhow!(
-                "--cluster-signing-key-file {}: not a PEM private key: {e}",
-                key.display()
-            )
-        })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key_pair).map_err(|e| {
-            anyhow::anyhow!(
-                "--cluster-signing-cert-file {}: not a PEM CA certificate: {e}",
-                cert.display()
-            )
-        })?;
+        let (ca_pem, issuer) =
+            rkube_client::pki::load_signing_ca(cert, key).map_err(|e| anyhow::anyhow!(e.0))?;
         Ok(NodeCertificateSigner { issuer, ca_pem })
     }
 

@@ -22,6 +22,31 @@ use time::{Duration, OffsetDateTime};
 #[error("{0}")]
 pub struct PkiError(pub String);
 
+/// The cluster CA named by the signing flags (`--cluster-signing-cert-file`,
+/// `--cluster-signing-key-file`): its certificate's PEM and an issuer over its key,
+/// for the apiserver's node-certificate call and the controller-manager's csrsigning
+/// loop alike. Errors name the flag, the file and what is wrong with it.
+pub fn load_signing_ca(cert: &Path, key: &Path) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+    let read = |flag: &str, p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| PkiError(format!("cannot read {flag} {}: {e}", p.display())))
+    };
+    let ca_pem = read("--cluster-signing-cert-file", cert)?;
+    let key_pem = read("--cluster-signing-key-file", key)?;
+    let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| {
+        PkiError(format!(
+            "--cluster-signing-key-file {}: not a PEM private key: {e}",
+            key.display()
+        ))
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, key_pair).map_err(|e| {
+        PkiError(format!(
+            "--cluster-signing-cert-file {}: not a PEM CA certificate: {e}",
+            cert.display()
+        ))
+    })?;
+    Ok((ca_pem, issuer))
+}
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct PkiRequest {

@@ -40,17 +40,8 @@ pub struct ClusterSigner {
 
 impl ClusterSigner {
     pub fn load(cert: &Path, key: &Path, duration: Duration) -> anyhow::Result<Self> {
-        let read = |flag: &str, p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
-        };
-        let ca_pem = read("--cluster-signing-cert-file", cert)?;
-        let key_pem = read("--cluster-signing-key-file", key)?;
-        let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| {
-            anyhow::anyhow!(
-                "--cluster-signing-key-file {}: not a PEM private key: {e}",
-                key.display()
-            )
-        })?;
+        let (ca_pem, issuer) =
+            rkube_client::pki::load_signing_ca(cert, key).map_err(|e| anyhow::anyhow!(e.0))?;
         let not_a_ca = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!(
                 "--cluster-signing-cert-file {}: not a PEM CA certificate: {e}",
@@ -60,7 +51,6 @@ impl ClusterSigner {
         let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).map_err(|e| not_a_ca(&e))?;
         let ca = pem.parse_x509().map_err(|e| not_a_ca(&e))?;
         let ca_not_after = ca.validity().not_after.to_datetime();
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key_pair).map_err(|e| not_a_ca(&e))?;
         Ok(ClusterSigner {
             issuer,
             ca_not_after,
